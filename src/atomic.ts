@@ -1,0 +1,27 @@
+// Writes that another process or a later run reads are atomic: a temp file in the same
+// directory, fsync, then rename over the destination.
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** A unique sibling of `finalPath`; dot-prefixed so globs and listings skip it. */
+export function siblingTempPath(finalPath: string): string {
+  return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const temp = siblingTempPath(path);
+  try {
+    const handle = await open(temp, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,95 @@
+// The context a running task receives: its log file, progress and status callbacks, temp
+// paths cleaned up on failure, and process spawning bound to the run's abort signal.
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { siblingTempPath } from './atomic.ts';
+import { execFile } from './exec.ts';
+import type { ExecOptions, FileHasher, NodeId, TaskContext } from './types.ts';
+
+export interface TaskContextOptions {
+  readonly id: NodeId;
+  readonly root: string;
+  /** Absolute path of the log file; created on first write. */
+  readonly logFile: string;
+  readonly signal: AbortSignal;
+  readonly hasher: FileHasher;
+  readonly force?: boolean;
+  readonly dryRun?: boolean;
+  readonly flags?: Readonly<Record<string, boolean | string | undefined>>;
+  readonly onStatus?: (text: string) => void;
+  readonly onProgress?: (done: number, total: number | undefined) => void;
+  /** Removes the node's stamp and key file (see TaskContext.beginCommit). */
+  readonly onBeginCommit?: () => Promise<void>;
+}
+
+export interface OwnedTaskContext extends TaskContext {
+  /** Removes temp paths that still exist (call after a failure or interruption). */
+  removeTemps(): Promise<void>;
+  /** Flushes and closes the log file. */
+  close(): Promise<void>;
+}
+
+export function createTaskContext(options: TaskContextOptions): OwnedTaskContext {
+  const temps = new Set<string>();
+  let log: WriteStream | undefined;
+  const flags = options.flags ?? {};
+
+  const writeLog = (line: string): void => {
+    if (!log) {
+      // Created lazily so nodes that log nothing leave no empty files behind.
+      mkdirSync(dirname(options.logFile), { recursive: true });
+      log = createWriteStream(options.logFile, { flags: 'a' });
+    }
+    log.write(`${line}\n`);
+  };
+
+  return {
+    id: options.id,
+    root: options.root,
+    signal: options.signal,
+    force: options.force ?? false,
+    dryRun: options.dryRun ?? false,
+    flags,
+    logFile: options.logFile,
+    hasher: options.hasher,
+    log(line) {
+      writeLog(line);
+      options.onStatus?.(line);
+    },
+    status(text) {
+      options.onStatus?.(text);
+    },
+    progress(done, total) {
+      options.onProgress?.(done, total);
+    },
+    tempPath(finalPath) {
+      const absolute = isAbsolute(finalPath) ? finalPath : resolve(options.root, finalPath);
+      const temp = siblingTempPath(absolute);
+      temps.add(temp);
+      return temp;
+    },
+    async beginCommit() {
+      await options.onBeginCommit?.();
+    },
+    exec(file, args, execOptions: ExecOptions = {}) {
+      return execFile(file, args, options.signal, {
+        cwd: options.root,
+        ...execOptions,
+        defaultOnLine: (line) => {
+          writeLog(line);
+          options.onStatus?.(line);
+        },
+      });
+    },
+    async removeTemps() {
+      await Promise.all([...temps].map((path) => rm(path, { force: true, recursive: true })));
+      temps.clear();
+    },
+    async close() {
+      const stream = log;
+      log = undefined;
+      if (stream) await new Promise<void>((done) => stream.end(done));
+    },
+  };
+}

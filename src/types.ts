@@ -1,0 +1,228 @@
+// The engine's vocabulary. Nothing here knows what an image is: a node is a unit of work
+// with declared inputs and outputs, and a task kind (in tasks/) supplies its `run`.
+
+/** A node's id, as the user types it in a target: `debian-12:build`, `trixie:download`. */
+export type NodeId = string;
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Digests of one file's content. `sha256` is present only when it was asked for. */
+export interface FileDigest {
+  readonly size: number;
+  /** xxh64 as 16 hex digits: what the engine compares. */
+  readonly xxh: string;
+  /** SHA-256 as 64 hex digits: what people and other tools check. */
+  readonly sha256?: string;
+}
+
+export interface HashOptions {
+  /** Also compute (or fetch from the stat cache) the SHA-256; both digests come from one read. */
+  readonly sha256?: boolean;
+  /** Reports bytes read, for files big enough that hashing deserves a progress bar. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface FileHasher {
+  hash(absolutePath: string, options?: HashOptions): Promise<FileDigest>;
+}
+
+/** A child process run with an argument array (never a shell string). */
+export interface ExecOptions {
+  readonly cwd?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Each line of stdout/stderr; by default lines go to the node's log. */
+  readonly onLine?: (line: string) => void;
+  /** Text written to stdin. */
+  readonly input?: string;
+  /** Do not throw on a non-zero exit; the result carries the code. */
+  readonly nothrow?: boolean;
+}
+
+export interface ExecResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * What a running task sees. Tasks report through it and never touch the terminal,
+ * argv or the renderer directly.
+ */
+export interface TaskContext {
+  readonly id: NodeId;
+  /** Absolute path of the project root; node paths are relative to it. */
+  readonly root: string;
+  /** Aborted on Ctrl-C/SIGTERM or fail-fast; child processes started by `exec` are killed. */
+  readonly signal: AbortSignal;
+  /** True when `--force` selected this node. */
+  readonly force: boolean;
+  /** True under `--dry-run`: no node runs, but kinds may be asked to describe what they would do. */
+  readonly dryRun: boolean;
+  /** Run-wide switches the user gave that kinds interpret (`offline`, `refreshBase`, ...). */
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  /** Appends a line to the node's log file; the latest line shows under the task. */
+  log(line: string): void;
+  /** Sets the short status shown under the task without logging it. */
+  status(text: string): void;
+  /** Byte progress; the renderer turns it into a bar with speed and ETA. */
+  progress(done: number, total?: number): void;
+  /** Absolute path of this run's log file for the node. */
+  readonly logFile: string;
+  /** Hashes through the persistent stat cache (no bytes read for unchanged files). */
+  readonly hasher: FileHasher;
+  /**
+   * A temp path next to `finalPath` (same directory, so a rename is atomic). It is removed
+   * if the node fails or is interrupted and it still exists.
+   */
+  tempPath(finalPath: string): string;
+  /**
+   * Call right before replacing the node's outputs: removes the node's stamp (and key file)
+   * so that an interruption between two renames can never leave old stamp + new outputs.
+   */
+  beginCommit(): Promise<void>;
+  /** Runs a program with an argument array; killed (whole process group) on abort. */
+  exec(file: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+}
+
+/** Thrown by a kind's `preflight` for a problem in setup (exit 2 before any work starts). */
+export class SetupError extends Error {
+  override readonly name = 'SetupError';
+}
+
+/** Thrown by a task for an expected failure: the message is shown as is, with the log tail. */
+export class TaskFailure extends Error {
+  override readonly name = 'TaskFailure';
+}
+
+/**
+ * A key file in a format another tool reads (the build's `.cache-key`). When a node has
+ * one, freshness requires the file to hold exactly `compute()`; the engine writes it last.
+ */
+export interface KeyFile {
+  /** Relative to the root. */
+  readonly path: string;
+  compute(hasher: FileHasher, root: string): Promise<string>;
+}
+
+/**
+ * Volatile state outside the tree that the node's output depends on (an upstream
+ * checksum list). Evaluated once per run; its value is part of the fingerprint.
+ */
+export interface Probe {
+  (context: ProbeContext): Promise<ProbeResult>;
+}
+
+export interface ProbeContext {
+  readonly root: string;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
+  /** The probe value recorded by the node's last successful run, if any. */
+  readonly previous: string | undefined;
+}
+
+export interface ProbeResult {
+  readonly value: string;
+  /** Said to the user alongside the verdict (e.g. "upstream unreachable; using cached file"). */
+  readonly note?: string;
+}
+
+/** One node of the graph, fully resolved. Task kinds build these; configs declare them. */
+export interface NodeDef {
+  readonly id: NodeId;
+  /** Task kind name, part of the fingerprint. */
+  readonly kind: string;
+  readonly description?: string;
+  readonly deps: readonly NodeId[];
+  /** Kind parameters; any change makes the node stale. Never put secrets here. */
+  readonly params?: Json;
+  /** Globs relative to the root (fast-glob); the matched files' contents are inputs. */
+  readonly inputs?: readonly string[];
+  /** Exact input files relative to the root; a missing one is an error, not a skip. */
+  readonly files?: readonly string[];
+  /** Environment variable names whose values are inputs (stored hashed, never in clear). */
+  readonly env?: readonly string[];
+  /** Files (relative to the root) the node produces; checked for existence and content. */
+  readonly outputs?: readonly string[];
+  /** Outputs whose SHA-256 downstream nodes will want: computed in the same read. */
+  readonly sha256Outputs?: readonly string[];
+  /** Resource pool that bounds how many nodes of this kind run at once. */
+  readonly pool?: string;
+  /** `--force` re-runs this node (default true; a download whose upstream is unchanged opts out). */
+  readonly honorsForce?: boolean;
+  /** Name of the log file stem under `logs/` (default: the id with `:` replaced). */
+  readonly logName?: string;
+  readonly key?: KeyFile;
+  readonly probe?: Probe;
+  /** A note `explain` prints (e.g. what the fingerprint cannot see). */
+  readonly caveat?: string;
+  /** Setup checks before any work starts, for nodes that will run. Throw SetupError. */
+  preflight?(context: PreflightContext): Promise<void>;
+  /** What `--dry-run` prints for the node besides its stale reason. */
+  describeRun?(context: PreflightContext): Promise<string | undefined>;
+  run(context: TaskContext): Promise<void>;
+}
+
+export interface PreflightContext {
+  readonly root: string;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+}
+
+/** Everything the engine needs from a loaded config. */
+export interface EngineConfig {
+  readonly nodes: readonly NodeDef[];
+  /** Target names that stand for several nodes (`all`, `publish`, `debian-12`). */
+  readonly aliases?: Readonly<Record<string, readonly NodeId[]>>;
+  /** Targets with an argument (`upload:{tag}`): `family:arg` expands to new nodes. */
+  readonly families?: Readonly<Record<string, TargetFamily>>;
+  /** Limits of named resource pools; a pool not listed is unbounded (only `--jobs` applies). */
+  readonly pools?: Readonly<Record<string, number>>;
+  /** Target used when none is given on the command line. */
+  readonly defaultTarget?: string;
+  /** Subcommands a config adds (`verify`, `release`, `images`), parsed by the CLI. */
+  readonly commands?: Readonly<Record<string, Command>>;
+}
+
+/** Option declarations in `node:util` parseArgs form. */
+export type CommandOptions = Readonly<
+  Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }>
+>;
+
+export interface CommandIO {
+  readonly root: string;
+  readonly signal: AbortSignal;
+  readonly json: boolean;
+  /** A line for the user on stdout. */
+  out(line: string): void;
+  /** A line for the user on stderr (warnings, progress notes). */
+  err(line: string): void;
+  /** Byte progress of a named transfer, rendered as a bar on a TTY, throttled lines otherwise. */
+  progress(label: string, done: number, total?: number): void;
+  /** Runs targets of the graph (for commands that build before acting); returns the exit code. */
+  runTargets(targets: readonly string[]): Promise<number>;
+  readonly hasher: FileHasher;
+}
+
+export interface Command {
+  /** One line: `release check [--tag TAG]`. */
+  readonly usage: string;
+  readonly description: string;
+  readonly options?: CommandOptions;
+  /** Words after the command that select a subcommand (`release check`): handled by `run`. */
+  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }, io: CommandIO): Promise<number>;
+}
+
+/** Thrown for bad input (unknown name, bad flag value): one line, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export interface TargetFamily {
+  /** Shown in `--help`, e.g. `upload:{tag}`. */
+  readonly usage: string;
+  readonly description: string;
+  /** Nodes for the argument, and the ids among them the target selects. */
+  expand(argument: string): { nodes: readonly NodeDef[]; targets: readonly NodeId[] };
+}
+
+/** Marks a config value produced by `defineConfig`, so loading can tell it from a stray object. */
+export const ENGINE_CONFIG = Symbol.for('pipeline.engine-config');
