@@ -62,7 +62,7 @@ export class StatCache implements FileHasher {
     const key = `${path}\0${wantSha}`;
     const running = this.inflight.get(key);
     if (running) return running;
-    const work = this.hashUncoalesced(path, wantSha, options.onProgress).finally(() => this.inflight.delete(key));
+    const work = this.hashUncoalesced(path, wantSha, options).finally(() => this.inflight.delete(key));
     this.inflight.set(key, work);
     return work;
   }
@@ -70,7 +70,7 @@ export class StatCache implements FileHasher {
   private async hashUncoalesced(
     path: string,
     wantSha: boolean,
-    onProgress?: (done: number, total: number) => void,
+    options: HashOptions,
   ): Promise<FileDigest> {
     const before = await stat(path, { bigint: true });
     if (!before.isFile()) throw new Error(`${path} is not a regular file`);
@@ -84,7 +84,7 @@ export class StatCache implements FileHasher {
     const ageNs = BigInt(Date.now()) * 1_000_000n - before.mtimeNs;
     if (ageNs < RACY_WINDOW_NS) await sleep(Number((RACY_WINDOW_NS - ageNs) / 1_000_000n) + 1);
     const startedNs = BigInt(Date.now()) * 1_000_000n;
-    const digest = await this.read(path, Number(before.size), wantSha, onProgress);
+    const digest = await this.read(path, Number(before.size), wantSha, options);
     const after = await stat(path, { bigint: true });
     // Only remember a digest when the file did not change while being read.
     if (matchesStats(before, after) && after.mtimeNs + RACY_WINDOW_NS <= startedNs) {
@@ -105,7 +105,7 @@ export class StatCache implements FileHasher {
     path: string,
     size: number,
     wantSha: boolean,
-    onProgress?: (done: number, total: number) => void,
+    options: HashOptions,
   ): Promise<FileDigest> {
     const { create64 } = await xxhashFactory();
     const xxh = create64();
@@ -117,7 +117,8 @@ export class StatCache implements FileHasher {
       sha?.update(bytes);
       done += bytes.length;
       this.bytesHashed += bytes.length;
-      onProgress?.(done, size);
+      if (options.account) options.account.bytes += bytes.length;
+      options.onProgress?.(done, size);
     }
     return {
       size: done,

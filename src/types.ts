@@ -20,6 +20,8 @@ export interface HashOptions {
   readonly sha256?: boolean;
   /** Reports bytes read, for files big enough that hashing deserves a progress bar. */
   readonly onProgress?: (done: number, total: number) => void;
+  /** Adds the bytes actually read (0 on a stat-cache hit), for per-node accounting. */
+  readonly account?: { bytes: number };
 }
 
 export interface FileHasher {
@@ -178,6 +180,10 @@ export interface EngineConfig {
   readonly pools?: Readonly<Record<string, number>>;
   /** Target used when none is given on the command line. */
   readonly defaultTarget?: string;
+  /** Boolean switches a config's task kinds read from `flags` (`--offline`), by long name. */
+  readonly flags?: Readonly<Record<string, { readonly description: string }>>;
+  /** Shapes `plan --json`'s job list (e.g. one CI job per stale image). */
+  planJobs?(staleIds: readonly NodeId[]): Json;
   /** Subcommands a config adds (`verify`, `release`, `images`), parsed by the CLI. */
   readonly commands?: Readonly<Record<string, Command>>;
 }

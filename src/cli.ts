@@ -1,0 +1,272 @@
+// Arguments to a request, and a request to an exit code: 0 success, 1 a task failed,
+// 2 usage or config error, 130 interrupted.
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { findConfig } from './config.ts';
+import { ConfigError } from './graph.ts';
+import { MissingInputError } from './fingerprint.ts';
+import { describeGraph, explainTarget, printDryRun, planJson } from './inspect.ts';
+import { LockBusyError } from './lock.ts';
+import { JsonReporter } from './report/json.ts';
+import { PlainReporter } from './report/plain.ts';
+import type { Reporter } from './report/reporter.ts';
+import { TreeReporter } from './report/tree.ts';
+import { Session, type RunSettings } from './session.ts';
+import { SetupError, UsageError, type Command, type CommandIO } from './types.ts';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_INTERRUPTED = 130;
+
+const RUN_OPTIONS = {
+  force: { type: 'boolean' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  jobs: { type: 'string', short: 'j' },
+  'keep-going': { type: 'boolean', short: 'k' },
+  config: { type: 'string', short: 'c' },
+  json: { type: 'boolean' },
+  'no-wait': { type: 'boolean' },
+  format: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const satisfies NonNullable<ParseArgsConfig['options']>;
+
+const BUILTIN_COMMANDS = ['explain', 'graph', 'plan'];
+
+interface Output {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: Output = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+export async function main(argv: readonly string[], io: Output = stdio): Promise<number> {
+  const interrupt = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: leave now
+    io.err(`pipeline: ${signal}: stopping running tasks and cleaning up (again to quit at once)`);
+    interrupt.abort(new Error(signal));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const code = await dispatch(argv, io, interrupt.signal);
+    return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
+  } catch (error) {
+    if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
+    if (error instanceof UsageError || error instanceof ConfigError || error instanceof SetupError || error instanceof MissingInputError || error instanceof LockBusyError) {
+      io.err(`pipeline: ${error.message}`);
+      return EXIT_USAGE;
+    }
+    io.err(`pipeline: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return EXIT_FAILED;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal): Promise<number> {
+  // The config decides which extra flags and commands exist, so find it first.
+  const configArg = findConfigArgument(argv);
+  if (argv.includes('--version') || argv.includes('-V')) {
+    io.out(packageVersion());
+    return EXIT_OK;
+  }
+  let session: Session;
+  try {
+    session = await Session.open(await findConfig(process.cwd(), configArg));
+  } catch (error) {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      io.out(helpText(undefined));
+      io.err(`pipeline: ${(error as Error).message}`);
+      return EXIT_OK;
+    }
+    throw error;
+  }
+  const commands = session.config.commands ?? {};
+  const first = argv.find((arg) => !arg.startsWith('-'));
+  if (first !== undefined && commands[first] && !BUILTIN_COMMANDS.includes(first)) {
+    return runConfigCommand(session, commands[first], argv.slice(argv.indexOf(first) + 1), io, signal);
+  }
+
+  const flagNames = Object.keys(session.config.flags ?? {});
+  const options: NonNullable<ParseArgsConfig['options']> = { ...RUN_OPTIONS };
+  for (const name of flagNames) options[name] = { type: 'boolean' };
+  const parsed = parseOrUsage({ args: [...argv], options, allowPositionals: true, strict: true });
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.help) {
+    io.out(helpText(session));
+    return EXIT_OK;
+  }
+  const settings: RunSettings = {
+    force: values.force === true,
+    keepGoing: values['keep-going'] === true,
+    jobs: parseJobs(values.jobs as string | undefined),
+    wait: values['no-wait'] !== true,
+    flags: Object.fromEntries(flagNames.map((name) => [camelCase(name), values[name] === true])),
+    signal,
+  };
+  const [command, ...rest] = parsed.positionals;
+  if (command === 'explain') {
+    if (rest.length !== 1) throw new UsageError('explain takes one target: pipeline explain <target>');
+    return explainTarget(session, rest[0]!, settings, io.out);
+  }
+  if (command === 'graph') {
+    const format = (values.format as string | undefined) ?? 'mermaid';
+    if (format !== 'mermaid' && format !== 'dot') throw new UsageError(`--format must be mermaid or dot, not "${format}"`);
+    io.out(describeGraph(session.graphFor(rest), format));
+    return EXIT_OK;
+  }
+  const targets = command === 'plan' ? rest : parsed.positionals;
+  if (targets.length === 0) {
+    const fallback = session.config.defaultTarget;
+    if (!fallback) throw new UsageError(`no target given; try one of: ${session.graphFor([]).targetNames().join(', ')}`);
+    targets.push(fallback);
+  }
+  if (command === 'plan') {
+    if (!values.json) throw new UsageError('plan prints JSON: pipeline plan --json [targets…]');
+    io.out(JSON.stringify(await planJson(session, targets, settings), null, 2));
+    return EXIT_OK;
+  }
+  if (values['dry-run']) return printDryRun(session, targets, settings, values.json === true, io.out);
+
+  const reporter = chooseReporter(values.json === true, io);
+  const results = await session.run(targets, settings, reporter, (who) =>
+    io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
+  );
+  if (results.some((result) => result.status === 'cancelled') || signal.aborted) return EXIT_INTERRUPTED;
+  return results.some((result) => result.status === 'failed' || result.status === 'skipped') ? EXIT_FAILED : EXIT_OK;
+}
+
+async function runConfigCommand(
+  session: Session,
+  command: Command,
+  args: string[],
+  io: Output,
+  signal: AbortSignal,
+): Promise<number> {
+  const options: NonNullable<ParseArgsConfig['options']> = {
+    ...(command.options ?? {}),
+    config: { type: 'string', short: 'c' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  };
+  const parsed = parseOrUsage({ args, options, allowPositionals: true, strict: true });
+  if (parsed.values.help) {
+    io.out(`usage: pipeline ${command.usage}\n\n${command.description}`);
+    return EXIT_OK;
+  }
+  const json = parsed.values.json === true;
+  const progressLines = new Map<string, number>();
+  const commandIO: CommandIO = {
+    root: session.root,
+    signal,
+    json,
+    hasher: session.hasher,
+    out: io.out,
+    err: io.err,
+    progress(label, done, total) {
+      // Commands print throttled progress lines; the tree renderer is for graph runs.
+      const now = Date.now();
+      if (now - (progressLines.get(label) ?? 0) < 2_000 && done !== total) return;
+      progressLines.set(label, now);
+      if (!json) io.err(`  ${label}: ${total ? `${Math.floor((done / total) * 100)}% ` : ''}${done} bytes`);
+    },
+    async runTargets(targets) {
+      const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
+      const results = await session.run(targets, settings, chooseReporter(json, io), (who) => io.err(`pipeline: waiting (${who})`));
+      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh') ? EXIT_FAILED : EXIT_OK;
+    },
+  };
+  try {
+    return await command.run(
+      { values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals },
+      commandIO,
+    );
+  } finally {
+    await session.hasher.save();
+  }
+}
+
+function chooseReporter(json: boolean, io: Output): Reporter {
+  if (json) return new JsonReporter(io.out);
+  const interactive = process.stderr.isTTY === true && !process.env.CI;
+  return interactive ? new TreeReporter(io.err) : new PlainReporter(io.err);
+}
+
+function parseOrUsage(config: ParseArgsConfig): ReturnType<typeof parseArgs> {
+  try {
+    return parseArgs(config);
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message.split('\n')[0]} (see pipeline --help)`);
+  }
+}
+
+function parseJobs(value: string | undefined): number {
+  if (value === undefined) return 0;
+  const jobs = Number(value);
+  if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError(`--jobs must be a positive integer, not "${value}"`);
+  return jobs;
+}
+
+function findConfigArgument(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config' || arg === '-c') return argv[i + 1];
+    if (arg.startsWith('--config=')) return arg.slice('--config='.length);
+  }
+  return process.env.PIPELINE_CONFIG;
+}
+
+function camelCase(name: string): string {
+  return name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function helpText(session: Session | undefined): string {
+  const lines = [
+    'usage: pipeline [targets…] [options]',
+    '       pipeline explain <target>',
+    '       pipeline graph [--format mermaid|dot] [targets…]',
+    '       pipeline plan --json [targets…]',
+  ];
+  for (const command of Object.values(session?.config.commands ?? {})) lines.push(`       pipeline ${command.usage}`);
+  lines.push(
+    '',
+    'Runs the targets and everything they depend on, skipping what is fresh.',
+    '',
+    'options:',
+    '  --force              re-run the selected targets and what they depend on, whatever the cache says',
+    '  -n, --dry-run        say what would run and why; change nothing',
+    '  -j, --jobs N         run at most N tasks at once (default: CPU count)',
+    '  -k, --keep-going     after a failure, go on with what does not depend on it',
+    '  -c, --config FILE    config file (default: ./pipeline.config.ts)',
+    '  --json               print one JSON summary on stdout instead of progress',
+    '  --no-wait            fail instead of waiting when another pipeline holds this tree',
+    '  -h, --help           this help, with the targets of the loaded config',
+    '  -V, --version        the version',
+  );
+  for (const [name, flag] of Object.entries(session?.config.flags ?? {})) lines.push(`  --${name.padEnd(19)}${flag.description}`);
+  lines.push('', 'exit codes: 0 success, 1 a task failed, 2 usage or config error, 130 interrupted');
+  if (session) {
+    lines.push('', `targets (${session.configFile}):`);
+    const graph = session.graphFor([]);
+    for (const name of graph.targetNames()) {
+      const node = graph.nodes.get(name);
+      const alias = graph.aliases[name];
+      const what = node ? (node.description ?? node.kind) : `= ${alias!.join(' ')}`;
+      lines.push(`  ${name.padEnd(24)}${what}`);
+    }
+    for (const family of Object.values(session.config.families ?? {})) lines.push(`  ${family.usage.padEnd(24)}${family.description}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,148 @@
+// Configs: `defineConfig` for generic steps with typed references, and loading a config
+// file (TypeScript through tsx's loader, or plain JS) into a validated EngineConfig.
+import { access } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { ConfigError } from './graph.ts';
+import { ENGINE_CONFIG, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
+
+/**
+ * A step the user declares. `Ref` is the union of every declared name, so a dependency
+ * on something that does not exist is a compile error in a TypeScript config.
+ */
+export interface StepDecl<Ref extends string> {
+  readonly description?: string;
+  readonly deps?: readonly Ref[];
+  /** Globs relative to the config's directory whose contents are inputs. */
+  readonly inputs?: readonly string[];
+  /** Exact input files; a missing one is an error. */
+  readonly files?: readonly string[];
+  readonly outputs?: readonly string[];
+  /** Environment variables whose values are inputs. */
+  readonly env?: readonly string[];
+  readonly pool?: string;
+  /** A program and its arguments, run from the config's directory without a shell. */
+  readonly command?: readonly [string, ...string[]];
+  /** Or a function; its source text is part of the fingerprint. */
+  readonly run?: (context: TaskContext) => Promise<void>;
+}
+
+export interface StepsConfig<N extends string> {
+  readonly steps: { readonly [K in N]: StepDecl<NoInfer<N>> };
+  readonly aliases?: Readonly<Record<string, readonly NoInfer<N>[]>>;
+  readonly pools?: Readonly<Record<string, number>>;
+  readonly defaultTarget?: NoInfer<N> | string;
+}
+
+/** Turns user steps into engine nodes (the kind `command` or `function`). */
+export function stepNodes(steps: Readonly<Record<string, StepDecl<string>>>): NodeDef[] {
+  return Object.entries(steps).map(([id, step]) => stepNode(id, step));
+}
+
+export function stepNode(id: string, step: StepDecl<string>): NodeDef {
+  if (!step.command === !step.run) throw new ConfigError(`step "${id}" needs exactly one of command or run`);
+  const command = step.command;
+  const run = step.run;
+  return {
+    id,
+    kind: command ? 'command' : 'function',
+    deps: [...(step.deps ?? [])],
+    params: command ? { command: [...command] } : { source: String(run) },
+    ...(step.description !== undefined ? { description: step.description } : {}),
+    ...(step.inputs ? { inputs: step.inputs } : {}),
+    ...(step.files ? { files: step.files } : {}),
+    ...(step.outputs ? { outputs: step.outputs } : {}),
+    ...(step.env ? { env: step.env } : {}),
+    ...(step.pool !== undefined ? { pool: step.pool } : {}),
+    run: command
+      ? async (context) => {
+          const [file, ...args] = command;
+          await context.exec(file, args);
+        }
+      : run!,
+  };
+}
+
+/** Marks a value as a finished engine config (what `pipeline` loads). */
+export function engineConfig(config: EngineConfig): EngineConfig {
+  return Object.assign(Object.create(null) as object, config, { [ENGINE_CONFIG]: true }) as EngineConfig;
+}
+
+/** A config of generic steps only. */
+export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
+  return engineConfig({
+    nodes: stepNodes(config.steps),
+    ...(config.aliases ? { aliases: config.aliases } : {}),
+    ...(config.pools ? { pools: config.pools } : {}),
+    ...(config.defaultTarget ? { defaultTarget: config.defaultTarget } : {}),
+  });
+}
+
+const nodeShape = z.object({
+  id: z.string().min(1),
+  kind: z.string().min(1),
+  deps: z.array(z.string()),
+  inputs: z.array(z.string()).optional(),
+  files: z.array(z.string()).optional(),
+  outputs: z.array(z.string()).optional(),
+  env: z.array(z.string()).optional(),
+  pool: z.string().optional(),
+  run: z.function(),
+});
+
+const configShape = z.object({
+  nodes: z.array(nodeShape.passthrough()),
+  aliases: z.record(z.array(z.string())).optional(),
+  pools: z.record(z.number().int().positive()).optional(),
+  defaultTarget: z.string().optional(),
+});
+
+export const DEFAULT_CONFIG_FILES = ['pipeline.config.ts', 'pipeline.config.mts', 'pipeline.config.js', 'pipeline.config.mjs'];
+
+/** Finds the config: the given file, or the first default name in the directory. */
+export async function findConfig(cwd: string, given: string | undefined): Promise<string> {
+  if (given) {
+    const path = resolve(cwd, given);
+    if (!(await exists(path))) throw new UsageError(`config file ${given} not found (check --config)`);
+    return path;
+  }
+  for (const name of DEFAULT_CONFIG_FILES) {
+    const path = resolve(cwd, name);
+    if (await exists(path)) return path;
+  }
+  throw new UsageError(`no ${DEFAULT_CONFIG_FILES[0]} in ${cwd}; run from the project root or pass --config FILE`);
+}
+
+/** Imports a config file and checks its shape; every error names the file. */
+export async function loadConfig(file: string): Promise<EngineConfig> {
+  let loaded: unknown;
+  try {
+    const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    loaded = module.default;
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof UsageError) throw new ConfigError(`${file}: ${error.message}`);
+    throw new ConfigError(`${file}: cannot load: ${firstLine(error)}`);
+  }
+  if (loaded === undefined) throw new ConfigError(`${file}: no default export (export default defineConfig({...}))`);
+  const parsed = configShape.safeParse(loaded);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const where = issue.path.map(String).join('.');
+    throw new ConfigError(`${file}: ${where ? `${where}: ` : ''}${issue.message}`);
+  }
+  return loaded as EngineConfig;
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? '';
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,233 @@
+// Everything that can change a node's output, and the one answer to "is it fresh, and if
+// not, why": --dry-run, explain, --json and the runner all read `assess`.
+//
+// A node's manifest lists its kind, parameters, input file contents, declared
+// environment, probe value and the output digests of its dependencies (so a dependency
+// rebuilt to identical bytes does not make it stale: early cutoff). Its fingerprint is
+// the xxh64 of that manifest. The stamp records fingerprint, manifest and output hashes.
+import { readFile, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import fg from 'fast-glob';
+import { writeFileAtomic } from './atomic.ts';
+import { xxhString } from './hasher.ts';
+import type { FileHasher, Json, NodeDef, NodeId } from './types.ts';
+
+export interface Manifest {
+  kind: string;
+  params: string;
+  files: Record<string, string>;
+  env: Record<string, string>;
+  deps: Record<string, string>;
+  probe?: string;
+}
+
+export interface Stamp {
+  version: 1;
+  fingerprint: string;
+  manifest: Manifest;
+  outputs: Record<string, string>;
+  outputDigest: string;
+  finishedAt: string;
+}
+
+export type Verdict =
+  | { fresh: true; reason: string; outputDigest: string; fingerprint: string; manifest: Manifest; adopt: boolean }
+  | { fresh: false; reason: string; fingerprint?: string; manifest?: Manifest; pending: boolean };
+
+export interface AssessContext {
+  readonly root: string;
+  readonly stateDir: string;
+  readonly hasher: FileHasher;
+  /** Output digests of dependencies; `undefined` means the dependency has yet to run. */
+  readonly depOutputs: ReadonlyMap<NodeId, string | undefined>;
+  readonly forced: boolean;
+  readonly probeValue: string | undefined;
+  readonly account: { bytes: number };
+}
+
+/** A declared input file that does not exist: a setup error naming node and file. */
+export class MissingInputError extends Error {
+  override readonly name = 'MissingInputError';
+}
+
+const KEY_PATTERN = /^[0-9a-f]{64}$/;
+
+export async function assess(node: NodeDef, context: AssessContext): Promise<Verdict> {
+  const pendingDep = node.deps.find((dep) => context.depOutputs.get(dep) === undefined);
+  if (pendingDep !== undefined) {
+    return { fresh: false, pending: true, reason: `dependency ${pendingDep} is stale` };
+  }
+  const manifest = await buildManifest(node, context);
+  const fingerprint = await xxhString(canonicalJson(manifest as unknown as Json));
+  const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason, fingerprint, manifest });
+
+  if (context.forced) return stale('forced (--force)');
+  const stamp = await readStamp(context.stateDir, node.id);
+
+  if (node.key) {
+    const keyPath = resolve(context.root, node.key.path);
+    const recorded = await readKeyFile(keyPath);
+    if (recorded === undefined) return stale(`${node.key.path} missing`);
+    if (!KEY_PATTERN.test(recorded)) return stale(`${node.key.path} corrupt`);
+    const current = await node.key.compute(countingHasher(context.hasher, context.account), context.root);
+    if (current !== recorded) {
+      const why = stamp ? manifestDifference(stamp.manifest, manifest) : undefined;
+      return stale(why ?? `${node.key.path} does not match the inputs (inputs changed)`);
+    }
+  }
+  if (!stamp) {
+    if (!node.key) return stale('never built');
+    // A key file written by another tool (the shell build script) with matching inputs:
+    // adopt its outputs rather than rebuild, provided they all exist.
+    const outputs = await hashOutputs(node, context);
+    if (typeof outputs === 'string') return stale(outputs);
+    return { fresh: true, adopt: true, reason: `adopted: ${node.key.path} matches`, fingerprint, manifest, outputDigest: await outputDigestOf(outputs, fingerprint) };
+  }
+  if (stamp.fingerprint !== fingerprint) {
+    return stale(manifestDifference(stamp.manifest, manifest) ?? 'fingerprint changed');
+  }
+  const outputs = await hashOutputs(node, context);
+  if (typeof outputs === 'string') return stale(outputs);
+  for (const [path, hash] of Object.entries(stamp.outputs)) {
+    if (outputs[path] !== hash) return stale(`output ${path} was modified`);
+  }
+  return { fresh: true, adopt: false, reason: 'up to date', fingerprint, manifest, outputDigest: stamp.outputDigest };
+}
+
+/** Hashes declared outputs; returns a reason string when one is missing. */
+export async function hashOutputs(
+  node: NodeDef,
+  context: Pick<AssessContext, 'root' | 'hasher' | 'account'>,
+): Promise<Record<string, string> | string> {
+  const result: Record<string, string> = {};
+  const wantSha = new Set(node.sha256Outputs ?? []);
+  for (const path of node.outputs ?? []) {
+    try {
+      const digest = await context.hasher.hash(resolve(context.root, path), { sha256: wantSha.has(path), account: context.account });
+      result[path] = digest.xxh;
+    } catch (error) {
+      if (isMissing(error)) return `output ${path} missing`;
+      throw error;
+    }
+  }
+  return result;
+}
+
+export async function outputDigestOf(outputs: Record<string, string>, fingerprint: string): Promise<string> {
+  // A node without file outputs passes its fingerprint on, so its dependents still notice
+  // when it changed.
+  if (Object.keys(outputs).length === 0) return fingerprint;
+  return xxhString(canonicalJson(outputs));
+}
+
+async function buildManifest(node: NodeDef, context: AssessContext): Promise<Manifest> {
+  const files: Record<string, string> = {};
+  const hasher = countingHasher(context.hasher, context.account);
+  for (const path of node.files ?? []) {
+    try {
+      files[path] = (await hasher.hash(resolve(context.root, path))).xxh;
+    } catch (error) {
+      if (isMissing(error)) throw new MissingInputError(`${node.id}: input file ${path} does not exist`);
+      throw error;
+    }
+  }
+  if (node.inputs && node.inputs.length > 0) {
+    const matched = await fg([...node.inputs], { cwd: context.root, onlyFiles: true, dot: false, followSymbolicLinks: true });
+    matched.sort();
+    for (const path of matched) files[path] ??= (await hasher.hash(resolve(context.root, path))).xxh;
+  }
+  const env: Record<string, string> = {};
+  for (const name of node.env ?? []) {
+    const value = process.env[name];
+    // Values may be secrets: only their hash is kept, and unset differs from empty.
+    env[name] = value === undefined ? 'unset' : await xxhString(`=${value}`);
+  }
+  const deps: Record<string, string> = {};
+  for (const dep of node.deps) deps[dep] = context.depOutputs.get(dep) as string;
+  return {
+    kind: node.kind,
+    params: await xxhString(canonicalJson(node.params ?? null)),
+    files,
+    env,
+    deps,
+    ...(context.probeValue !== undefined ? { probe: context.probeValue } : {}),
+  };
+}
+
+/** The first difference between the recorded and the current manifest, said for a person. */
+export function manifestDifference(before: Manifest, after: Manifest): string | undefined {
+  if (before.kind !== after.kind) return `task kind changed (${before.kind} -> ${after.kind})`;
+  if (before.params !== after.params) return 'parameters changed';
+  for (const path of Object.keys(after.files)) {
+    if (!(path in before.files)) return `input ${path} added`;
+    if (before.files[path] !== after.files[path]) return `input ${path} changed`;
+  }
+  for (const path of Object.keys(before.files)) if (!(path in after.files)) return `input ${path} removed`;
+  for (const name of new Set([...Object.keys(before.env), ...Object.keys(after.env)])) {
+    if (before.env[name] !== after.env[name]) return `environment ${name} changed`;
+  }
+  for (const dep of Object.keys(after.deps)) {
+    if (before.deps[dep] !== after.deps[dep]) return `dependency ${dep} changed its output`;
+  }
+  if (before.probe !== after.probe) return 'upstream changed';
+  return undefined;
+}
+
+export function stampPath(stateDir: string, id: NodeId): string {
+  return join(stateDir, 'stamps', `${encodeURIComponent(id)}.json`);
+}
+
+export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(stampPath(stateDir, id), 'utf8')) as Partial<Stamp>;
+    if (parsed.version !== 1 || typeof parsed.fingerprint !== 'string' || !parsed.manifest || !parsed.outputs) return undefined;
+    return parsed as Stamp;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeStamp(stateDir: string, id: NodeId, stamp: Stamp): Promise<void> {
+  await writeFileAtomic(stampPath(stateDir, id), `${JSON.stringify(stamp, null, 1)}\n`);
+}
+
+export async function removeStamp(stateDir: string, id: NodeId): Promise<void> {
+  await rm(stampPath(stateDir, id), { force: true });
+}
+
+async function readKeyFile(path: string): Promise<string | undefined> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
+}
+
+export async function fileExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function countingHasher(hasher: FileHasher, account: { bytes: number }): FileHasher {
+  return { hash: (path, options = {}) => hasher.hash(path, { ...options, account }) };
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** JSON with sorted object keys, so equal values always hash equal. */
+export function canonicalJson(value: Json): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(value[key] as Json)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}

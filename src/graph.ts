@@ -1,0 +1,120 @@
+// The task graph: nodes and edges, validation (unknown dependencies, cycles), target
+// selection and closure, and topological order. Pure: no I/O.
+import { nearest } from './suggest.ts';
+import { UsageError, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export class Graph {
+  readonly nodes: ReadonlyMap<NodeId, NodeDef>;
+  /** For each node, the nodes that depend on it. */
+  readonly dependents: ReadonlyMap<NodeId, readonly NodeId[]>;
+
+  constructor(
+    nodes: readonly NodeDef[],
+    readonly aliases: Readonly<Record<string, readonly NodeId[]>> = {},
+  ) {
+    const byId = new Map<NodeId, NodeDef>();
+    for (const node of nodes) {
+      if (byId.has(node.id)) throw new ConfigError(`node "${node.id}" is declared twice`);
+      byId.set(node.id, node);
+    }
+    const dependents = new Map<NodeId, NodeId[]>();
+    for (const node of nodes) {
+      for (const dep of node.deps) {
+        if (!byId.has(dep)) {
+          const hint = nearest(dep, [...byId.keys()]);
+          throw new ConfigError(
+            `node "${node.id}" depends on "${dep}", which is not declared${hint ? ` (did you mean "${hint}"?)` : ''}`,
+          );
+        }
+        let list = dependents.get(dep);
+        if (!list) dependents.set(dep, (list = []));
+        list.push(node.id);
+      }
+    }
+    for (const [alias, targets] of Object.entries(aliases)) {
+      if (byId.has(alias)) throw new ConfigError(`target "${alias}" is both a node and an alias`);
+      for (const target of targets) {
+        if (!byId.has(target)) throw new ConfigError(`alias "${alias}" names "${target}", which is not declared`);
+      }
+    }
+    this.nodes = byId;
+    this.dependents = dependents;
+    const cycle = findCycle(byId);
+    if (cycle) throw new ConfigError(`dependency cycle: ${cycle.join(' -> ')}`);
+  }
+
+  static fromConfig(config: EngineConfig): Graph {
+    return new Graph(config.nodes, config.aliases ?? {});
+  }
+
+  /** Every name a user may give as a target, sorted: node ids and aliases. */
+  targetNames(): string[] {
+    return [...this.nodes.keys(), ...Object.keys(this.aliases)].sort();
+  }
+
+  /** Resolves target names to node ids; an unknown name is a UsageError with a suggestion. */
+  resolveTargets(targets: readonly string[], extraNames: readonly string[] = []): NodeId[] {
+    const selected: NodeId[] = [];
+    for (const target of targets) {
+      if (this.nodes.has(target)) selected.push(target);
+      else if (this.aliases[target]) selected.push(...this.aliases[target]);
+      else {
+        const known = [...this.targetNames(), ...extraNames];
+        const hint = nearest(target, known);
+        throw new UsageError(
+          `unknown target "${target}"${hint ? ` (did you mean "${hint}"?)` : ''}; valid targets: ${known.join(', ')}`,
+        );
+      }
+    }
+    return [...new Set(selected)];
+  }
+
+  /** The selected nodes and everything they depend on, in topological order. */
+  closure(selected: readonly NodeId[]): NodeId[] {
+    const order: NodeId[] = [];
+    const seen = new Set<NodeId>();
+    const visit = (id: NodeId): void => {
+      if (seen.has(id)) return;
+      seen.add(id);
+      for (const dep of this.node(id).deps) visit(dep);
+      order.push(id);
+    };
+    for (const id of selected) visit(id);
+    return order;
+  }
+
+  node(id: NodeId): NodeDef {
+    const node = this.nodes.get(id);
+    if (!node) throw new Error(`internal: no node ${id}`);
+    return node;
+  }
+}
+
+/** Returns one cycle as a path that starts and ends at the same node, or undefined. */
+function findCycle(nodes: ReadonlyMap<NodeId, NodeDef>): NodeId[] | undefined {
+  const state = new Map<NodeId, 'visiting' | 'done'>();
+  const path: NodeId[] = [];
+  const visit = (id: NodeId): NodeId[] | undefined => {
+    const current = state.get(id);
+    if (current === 'done') return undefined;
+    if (current === 'visiting') return [...path.slice(path.indexOf(id)), id];
+    state.set(id, 'visiting');
+    path.push(id);
+    for (const dep of nodes.get(id)?.deps ?? []) {
+      const cycle = visit(dep);
+      if (cycle) return cycle;
+    }
+    path.pop();
+    state.set(id, 'done');
+    return undefined;
+  };
+  for (const id of [...nodes.keys()].sort()) {
+    const cycle = visit(id);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}

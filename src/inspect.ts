@@ -1,0 +1,119 @@
+// Read-only views of a project: `explain`, `graph`, `--dry-run` and `plan --json`. They
+// read the same verdicts the runner acts on.
+import type { Graph } from './graph.ts';
+import type { PlanEntry } from './runner.ts';
+import type { RunSettings, Session } from './session.ts';
+import type { NodeDef } from './types.ts';
+
+function verdictText(entry: PlanEntry): string {
+  return entry.verdict.fresh ? `fresh (${entry.verdict.reason})` : `stale: ${entry.verdict.reason}`;
+}
+
+export async function explainTarget(session: Session, target: string, settings: RunSettings, out: (line: string) => void): Promise<number> {
+  const { graph, entries } = await session.plan([target], settings);
+  const selected = new Set(graph.resolveTargets([target], session.familyUsages()));
+  const byId = new Map(entries.map((entry) => [entry.id, entry] as const));
+  for (const id of selected) {
+    const node = graph.node(id);
+    const entry = byId.get(id)!;
+    out(`${id}  (kind ${node.kind}${node.pool ? `, pool ${node.pool}` : ''})`);
+    if (node.description) out(`  ${node.description}`);
+    out(`  status: ${verdictText(entry)}`);
+    if (entry.note) out(`  note: ${entry.note}`);
+    describeNode(node, out);
+    if (node.caveat) out(`  caveat: ${node.caveat}`);
+  }
+  const upstream = entries.filter((entry) => !selected.has(entry.id));
+  if (upstream.length > 0) {
+    out('depends on:');
+    for (const entry of upstream) out(`  ${entry.id}: ${verdictText(entry)}`);
+  }
+  return 0;
+}
+
+function describeNode(node: NodeDef, out: (line: string) => void): void {
+  if (node.deps.length > 0) out(`  deps: ${node.deps.join(', ')}`);
+  const files = [...(node.files ?? [])];
+  if (files.length > 0) out(`  input files: ${files.join(', ')}`);
+  if (node.inputs && node.inputs.length > 0) out(`  input globs: ${node.inputs.join(', ')}`);
+  if (node.env && node.env.length > 0) out(`  environment: ${node.env.join(', ')}`);
+  if (node.probe) out('  also checks upstream state each run');
+  if (node.outputs && node.outputs.length > 0) out(`  outputs: ${node.outputs.join(', ')}`);
+  if (node.key) out(`  key file: ${node.key.path}`);
+}
+
+export async function printDryRun(
+  session: Session,
+  targets: readonly string[],
+  settings: RunSettings,
+  json: boolean,
+  out: (line: string) => void,
+): Promise<number> {
+  const { graph, entries } = await session.plan(targets, settings);
+  const details = new Map<string, string | undefined>();
+  for (const entry of entries) {
+    if (entry.verdict.fresh) continue;
+    const describe = graph.node(entry.id).describeRun;
+    details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
+  }
+  if (json) {
+    out(
+      JSON.stringify(
+        {
+          dryRun: true,
+          nodes: entries.map((entry) => ({
+            id: entry.id,
+            status: entry.verdict.fresh ? 'fresh' : 'stale',
+            reason: entry.verdict.reason,
+            bytesHashed: entry.bytesHashed,
+            ...(details.get(entry.id) ? { wouldRun: details.get(entry.id) } : {}),
+            ...(entry.note ? { note: entry.note } : {}),
+          })),
+        },
+        null,
+        2,
+      ),
+    );
+    return 0;
+  }
+  for (const entry of entries) {
+    out(`${entry.verdict.fresh ? '=' : '▶'} ${entry.id}: ${verdictText(entry)}`);
+    const detail = details.get(entry.id);
+    if (detail) out(`    would ${detail}`);
+    if (entry.note) out(`    note: ${entry.note}`);
+  }
+  const stale = entries.filter((entry) => !entry.verdict.fresh).length;
+  out(`${stale} of ${entries.length} would run (dry run: nothing was changed)`);
+  return 0;
+}
+
+export async function planJson(session: Session, targets: readonly string[], settings: RunSettings): Promise<unknown> {
+  const { entries } = await session.plan(targets, settings);
+  const stale = entries.filter((entry) => !entry.verdict.fresh).map((entry) => entry.id);
+  return {
+    stale,
+    nodes: entries.map((entry) => ({
+      id: entry.id,
+      status: entry.verdict.fresh ? 'fresh' : 'stale',
+      reason: entry.verdict.reason,
+      bytesHashed: entry.bytesHashed,
+    })),
+    ...(session.config.planJobs ? { jobs: session.config.planJobs(stale) } : {}),
+  };
+}
+
+export function describeGraph(graph: Graph, format: 'mermaid' | 'dot'): string {
+  const nodes = [...graph.nodes.values()];
+  if (format === 'dot') {
+    const lines = ['digraph pipeline {', '  rankdir=LR;'];
+    for (const node of nodes) lines.push(`  ${JSON.stringify(node.id)};`);
+    for (const node of nodes) for (const dep of node.deps) lines.push(`  ${JSON.stringify(dep)} -> ${JSON.stringify(node.id)};`);
+    lines.push('}');
+    return lines.join('\n');
+  }
+  const ids = new Map(nodes.map((node, index) => [node.id, `n${index}`] as const));
+  const lines = ['flowchart LR'];
+  for (const node of nodes) lines.push(`  ${ids.get(node.id)}["${node.id}"]`);
+  for (const node of nodes) for (const dep of node.deps) lines.push(`  ${ids.get(dep)} --> ${ids.get(node.id)}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,73 @@
+// Human formatting shared by the renderers: sizes, durations, and byte progress with
+// speed and ETA measured over a sliding window.
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const seconds = ms / 1000;
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+}
+
+const WINDOW_MS = 5_000;
+const BAR_WIDTH = 20;
+
+/** Tracks one transfer's recent samples to report speed and time left. */
+export class ProgressMeter {
+  private readonly samples: Array<{ at: number; done: number }> = [];
+  done = 0;
+  total: number | undefined;
+
+  update(done: number, total: number | undefined, now = Date.now()): void {
+    // A task that restarts its transfer (a retry) starts a new measurement.
+    if (done < this.done) this.samples.length = 0;
+    this.done = done;
+    this.total = total;
+    this.samples.push({ at: now, done });
+    while (this.samples.length > 2 && now - this.samples[0]!.at > WINDOW_MS) this.samples.shift();
+  }
+
+  /** Bytes per second over the window, or undefined before two samples. */
+  speed(): number | undefined {
+    const first = this.samples[0];
+    const last = this.samples[this.samples.length - 1];
+    if (!first || !last || last.at <= first.at) return undefined;
+    return (last.done - first.done) / ((last.at - first.at) / 1000);
+  }
+
+  fraction(): number | undefined {
+    return this.total ? Math.min(1, this.done / this.total) : undefined;
+  }
+
+  describe(withBar: boolean): string {
+    const parts: string[] = [];
+    const fraction = this.fraction();
+    if (fraction !== undefined) {
+      if (withBar) {
+        const filled = Math.round(fraction * BAR_WIDTH);
+        parts.push(`[${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}]`);
+      }
+      parts.push(`${Math.floor(fraction * 100)}%`);
+      parts.push(`${formatBytes(this.done)} / ${formatBytes(this.total!)}`);
+    } else {
+      parts.push(formatBytes(this.done));
+    }
+    const speed = this.speed();
+    if (speed !== undefined && speed > 0) {
+      parts.push(`${formatBytes(speed)}/s`);
+      if (this.total) parts.push(`ETA ${formatDuration(((this.total - this.done) / speed) * 1000)}`);
+    }
+    return parts.join(' · ');
+  }
+}

@@ -1,0 +1,295 @@
+// Runs the closure of the selected targets: stale nodes start as soon as their
+// dependencies finish, bounded by --jobs and pools; each node is re-assessed once its
+// dependencies are known, so a dependency rebuilt to identical output lets it stay fresh.
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { writeFileAtomic } from './atomic.ts';
+import { assess, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
+import type { Graph } from './graph.ts';
+import { Limits } from './limits.ts';
+import { createTaskContext } from './task-context.ts';
+import { SetupError, type FileHasher, type NodeDef, type NodeId } from './types.ts';
+
+export type NodeStatus = 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled';
+
+export interface NodeResult {
+  readonly id: NodeId;
+  readonly status: NodeStatus;
+  /** Why it ran, or why it was fresh, skipped or failed. */
+  readonly reason: string;
+  readonly durationMs: number;
+  readonly bytesHashed: number;
+  readonly startedAt?: number;
+  readonly finishedAt?: number;
+  readonly error?: string;
+  readonly logFile?: string;
+  readonly logTail?: readonly string[];
+  readonly note?: string;
+}
+
+export interface RunObserver {
+  nodeQueued?(id: NodeId, reason: string): void;
+  nodeStarted?(id: NodeId, reason: string): void;
+  nodeStatus?(id: NodeId, text: string): void;
+  nodeProgress?(id: NodeId, done: number, total: number | undefined): void;
+  nodeFinished?(result: NodeResult): void;
+}
+
+export interface RunOptions {
+  readonly root: string;
+  readonly stateDir: string;
+  readonly logDir: string;
+  readonly hasher: FileHasher;
+  readonly jobs: number;
+  readonly pools: Readonly<Record<string, number>>;
+  readonly force: boolean;
+  readonly keepGoing: boolean;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
+  readonly observer?: RunObserver;
+}
+
+export interface PlanEntry {
+  readonly id: NodeId;
+  readonly verdict: Verdict;
+  readonly note?: string;
+  readonly bytesHashed: number;
+  /** The probe's value this run (probes run once, at planning). */
+  readonly probeValue?: string;
+}
+
+const LOG_TAIL_LINES = 20;
+
+async function runProbe(node: NodeDef, options: RunOptions): Promise<{ value: string; note?: string } | undefined> {
+  if (!node.probe) return undefined;
+  const previous = (await readStamp(options.stateDir, node.id))?.manifest.probe;
+  return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
+}
+
+/** Assesses every node of the closure, treating stale dependencies as pending. */
+export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions): Promise<PlanEntry[]> {
+  const outputs = new Map<NodeId, string | undefined>();
+  const entries: PlanEntry[] = [];
+  for (const id of closure) {
+    const node = graph.node(id);
+    const account = { bytes: 0 };
+    const probe = await runProbe(node, options);
+    const verdict = await assess(node, {
+      root: options.root,
+      stateDir: options.stateDir,
+      hasher: options.hasher,
+      depOutputs: outputs,
+      forced: options.force && node.honorsForce !== false,
+      probeValue: probe?.value,
+      account,
+    });
+    outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
+    entries.push({
+      id,
+      verdict,
+      bytesHashed: account.bytes,
+      ...(probe?.note ? { note: probe.note } : {}),
+      ...(probe ? { probeValue: probe.value } : {}),
+    });
+  }
+  return entries;
+}
+
+/** Runs kinds' setup checks for every node that may run; the first failure is thrown. */
+export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags'>): Promise<void> {
+  for (const entry of entries) {
+    if (entry.verdict.fresh) continue;
+    const node = graph.node(entry.id);
+    try {
+      await node.preflight?.({ root: options.root, flags: options.flags });
+    } catch (error) {
+      if (error instanceof SetupError) throw new SetupError(`${entry.id}: ${error.message}`);
+      throw error;
+    }
+  }
+}
+
+/** Runs the closure given its plan (see `plan`; `preflight` should have passed). */
+export async function execute(graph: Graph, closure: readonly NodeId[], options: RunOptions, initial: readonly PlanEntry[]): Promise<NodeResult[]> {
+  const initialVerdicts = new Map(initial.map((entry) => [entry.id, entry] as const));
+
+  const limits = new Limits(options.jobs, options.pools);
+  const outputs = new Map<NodeId, string | undefined>();
+  const results = new Map<NodeId, NodeResult>();
+  const finished = new Map<NodeId, Promise<NodeResult>>();
+  const stopStarting = new AbortController();
+  const runAbort = new AbortController();
+  const onOuterAbort = (): void => runAbort.abort(options.signal.reason);
+  options.signal.addEventListener('abort', onOuterAbort, { once: true });
+  await mkdir(join(options.stateDir, 'stamps'), { recursive: true });
+
+  const finish = (result: NodeResult): NodeResult => {
+    results.set(result.id, result);
+    options.observer?.nodeFinished?.(result);
+    if (result.status === 'failed' && !options.keepGoing) stopStarting.abort();
+    return result;
+  };
+
+  const runNode = async (id: NodeId): Promise<NodeResult> => {
+    const node = graph.node(id);
+    const depResults = await Promise.all(node.deps.map((dep) => finished.get(dep)!));
+    const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh');
+    if (blocked) {
+      const status: NodeStatus = blocked.status === 'cancelled' || runAbort.signal.aborted ? 'cancelled' : 'skipped';
+      return finish({ id, status, reason: `dependency ${blocked.id} ${blocked.status === 'failed' ? 'failed' : `was ${blocked.status}`}`, durationMs: 0, bytesHashed: 0 });
+    }
+    if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: 0 });
+    if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: 0 });
+
+    const account = { bytes: 0 };
+    const first = initialVerdicts.get(id)!;
+    account.bytes += first.bytesHashed;
+    const depsRan = depResults.some((dep) => dep.status === 'ran');
+    let verdict = first.verdict;
+    if (depsRan || (!verdict.fresh && verdict.pending)) {
+      verdict = await assess(node, {
+        root: options.root,
+        stateDir: options.stateDir,
+        hasher: options.hasher,
+        depOutputs: outputs,
+        forced: options.force && node.honorsForce !== false,
+        probeValue: first.probeValue,
+        account,
+      });
+    }
+    if (verdict.fresh) {
+      if (verdict.adopt) await recordAdoption(node, verdict, options);
+      outputs.set(id, verdict.outputDigest);
+      const reason = depsRan && first.verdict.fresh === false ? 'dependencies rebuilt with identical output' : verdict.reason;
+      return finish({ id, status: 'fresh', reason, durationMs: 0, bytesHashed: account.bytes, ...(first.note ? { note: first.note } : {}) });
+    }
+    const reason = verdict.reason;
+    options.observer?.nodeQueued?.(id, reason);
+    const release = await limits.acquire(node.pool);
+    try {
+      if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: account.bytes });
+      if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: account.bytes });
+      return finish(await runStale(node, verdict, reason, account, options, runAbort.signal, outputs));
+    } finally {
+      release();
+    }
+  };
+
+  const runNodeSafely = (id: NodeId): Promise<NodeResult> =>
+    runNode(id).catch((error: unknown) =>
+      finish({ id, status: runAbort.signal.aborted ? 'cancelled' : 'failed', reason: 'could not be assessed', error: errorMessage(error), durationMs: 0, bytesHashed: 0 }),
+    );
+  for (const id of closure) finished.set(id, runNodeSafely(id));
+  try {
+    await Promise.all(finished.values());
+  } finally {
+    options.signal.removeEventListener('abort', onOuterAbort);
+  }
+  return closure.map((id) => results.get(id)!);
+}
+
+async function runStale(
+  node: NodeDef,
+  verdict: Extract<Verdict, { fresh: false }>,
+  reason: string,
+  account: { bytes: number },
+  options: RunOptions,
+  signal: AbortSignal,
+  outputs: Map<NodeId, string | undefined>,
+): Promise<NodeResult> {
+  const startedAt = Date.now();
+  const logFile = join(options.logDir, `${node.logName ?? node.id.replaceAll(':', '.')}.${timestamp(startedAt)}.log`);
+  options.observer?.nodeStarted?.(node.id, reason);
+  const context = createTaskContext({
+    id: node.id,
+    root: options.root,
+    logFile,
+    signal,
+    hasher: options.hasher,
+    force: options.force && node.honorsForce !== false,
+    flags: options.flags,
+    onStatus: (text) => options.observer?.nodeStatus?.(node.id, text),
+    onProgress: (done, total) => options.observer?.nodeProgress?.(node.id, done, total),
+    onBeginCommit: () => forgetRecord(node, options),
+  });
+  const base = { id: node.id, reason, startedAt };
+  try {
+    await node.run(context);
+    signal.throwIfAborted();
+    const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account });
+    if (typeof hashed === 'string') throw new Error(`finished without producing its outputs: ${hashed}`);
+    const fingerprint = verdict.fingerprint!;
+    const outputDigest = await outputDigestOf(hashed, fingerprint);
+    await writeStamp(options.stateDir, node.id, {
+      version: 1,
+      fingerprint,
+      manifest: verdict.manifest!,
+      outputs: hashed,
+      outputDigest,
+      finishedAt: new Date().toISOString(),
+    });
+    if (node.key) {
+      // Written last: its presence with the right value is what marks the build good.
+      const keyValue = await node.key.compute(options.hasher, options.root);
+      const keyPath = resolve(options.root, node.key.path);
+      await mkdir(dirname(keyPath), { recursive: true });
+      await writeFileAtomic(keyPath, `${keyValue}\n`);
+    }
+    outputs.set(node.id, outputDigest);
+    await context.close();
+    const finishedAt = Date.now();
+    return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, logFile };
+  } catch (error) {
+    await context.removeTemps();
+    await context.close();
+    const finishedAt = Date.now();
+    const cancelled = signal.aborted;
+    const logTail = await tail(logFile);
+    return {
+      ...base,
+      status: cancelled ? 'cancelled' : 'failed',
+      reason: cancelled ? 'interrupted' : reason,
+      durationMs: finishedAt - startedAt,
+      finishedAt,
+      bytesHashed: account.bytes,
+      error: cancelled ? 'interrupted' : errorMessage(error),
+      ...(logTail.length > 0 ? { logFile, logTail } : {}),
+    };
+  }
+}
+
+/** Outputs that another tool built with a matching key file: record them as ours. */
+async function recordAdoption(node: NodeDef, verdict: Extract<Verdict, { fresh: true }>, options: RunOptions): Promise<void> {
+  const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account: { bytes: 0 } });
+  if (typeof hashed === 'string') return;
+  await writeStamp(options.stateDir, node.id, {
+    version: 1,
+    fingerprint: verdict.fingerprint,
+    manifest: verdict.manifest,
+    outputs: hashed,
+    outputDigest: verdict.outputDigest,
+    finishedAt: new Date().toISOString(),
+  });
+}
+
+async function forgetRecord(node: NodeDef, options: RunOptions): Promise<void> {
+  await removeStamp(options.stateDir, node.id);
+  if (node.key) await rm(resolve(options.root, node.key.path), { force: true });
+}
+
+async function tail(path: string): Promise<string[]> {
+  try {
+    const lines = (await readFile(path, 'utf8')).split('\n').filter((line) => line.length > 0);
+    return lines.slice(-LOG_TAIL_LINES);
+  } catch {
+    return [];
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function timestamp(ms: number): string {
+  return new Date(ms).toISOString().replace(/[-:]/g, '').replace('T', '-').replace(/\..*$/, '');
+}

@@ -1,0 +1,107 @@
+// A loaded project: config, graph, state directories and the stat cache, plus running
+// targets under the tree lock with the chosen renderer.
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { loadConfig } from './config.ts';
+import { Graph } from './graph.ts';
+import { StatCache } from './hasher.ts';
+import { acquireLock } from './lock.ts';
+import type { Reporter } from './report/reporter.ts';
+import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
+import type { EngineConfig, NodeDef, NodeId } from './types.ts';
+
+export interface RunSettings {
+  readonly force: boolean;
+  readonly keepGoing: boolean;
+  readonly jobs: number;
+  readonly wait: boolean;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
+}
+
+export class Session {
+  private constructor(
+    readonly configFile: string,
+    readonly root: string,
+    readonly config: EngineConfig,
+    readonly hasher: StatCache,
+  ) {}
+
+  static async open(configFile: string): Promise<Session> {
+    const config = await loadConfig(configFile);
+    const root = dirname(configFile);
+    const hasher = await StatCache.open(join(root, '.pipeline', 'stat-cache.json'));
+    const session = new Session(configFile, root, config, hasher);
+    session.graphFor([]); // validates references and cycles now, before any work
+    return session;
+  }
+
+  get stateDir(): string {
+    return join(this.root, '.pipeline');
+  }
+
+  /** The graph, extended by the nodes of any family targets (`upload:v1.2`) named. */
+  graphFor(targets: readonly string[]): Graph {
+    const extra: NodeDef[] = [];
+    const aliases: Record<string, readonly NodeId[]> = { ...(this.config.aliases ?? {}) };
+    const base = new Map(this.config.nodes.map((node) => [node.id, node] as const));
+    for (const target of targets) {
+      if (base.has(target) || aliases[target]) continue;
+      const split = target.indexOf(':');
+      const family = split > 0 ? this.config.families?.[target.slice(0, split)] : undefined;
+      if (!family) continue;
+      const expanded = family.expand(target.slice(split + 1));
+      for (const node of expanded.nodes) if (!base.has(node.id)) extra.push(node);
+      aliases[target] = expanded.targets;
+    }
+    return new Graph([...this.config.nodes, ...extra], aliases);
+  }
+
+  familyUsages(): string[] {
+    return Object.values(this.config.families ?? {}).map((family) => family.usage);
+  }
+
+  runOptions(settings: RunSettings, reporter?: Reporter): RunOptions {
+    return {
+      root: this.root,
+      stateDir: this.stateDir,
+      logDir: join(this.root, 'logs'),
+      hasher: this.hasher,
+      jobs: settings.jobs > 0 ? settings.jobs : availableParallelism(),
+      pools: this.config.pools ?? {},
+      force: settings.force,
+      keepGoing: settings.keepGoing,
+      flags: settings.flags,
+      signal: settings.signal,
+      ...(reporter ? { observer: reporter } : {}),
+    };
+  }
+
+  async plan(targets: readonly string[], settings: RunSettings): Promise<{ graph: Graph; entries: PlanEntry[] }> {
+    const graph = this.graphFor(targets);
+    const closure = graph.closure(graph.resolveTargets(targets, this.familyUsages()));
+    const entries = await plan(graph, closure, this.runOptions(settings));
+    await this.hasher.save();
+    return { graph, entries };
+  }
+
+  /** Runs targets under the tree lock; the stat cache is saved whatever happens. */
+  async run(targets: readonly string[], settings: RunSettings, reporter: Reporter, onWait: (who: string) => void): Promise<NodeResult[]> {
+    const graph = this.graphFor(targets);
+    const closure = graph.closure(graph.resolveTargets(targets, this.familyUsages()));
+    const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, onWait });
+    try {
+      const options = this.runOptions(settings, reporter);
+      const started = Date.now();
+      const startPlan = await plan(graph, closure, options);
+      await preflight(graph, startPlan, options);
+      reporter.start(startPlan);
+      const results = await execute(graph, closure, options, startPlan);
+      await reporter.finish(results, Date.now() - started);
+      return results;
+    } finally {
+      await this.hasher.save();
+      await lock.release();
+    }
+  }
+}
