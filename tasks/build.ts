@@ -1,0 +1,368 @@
+// The build task kind: `{name}:build` runs packer for templates/{name}/ on the downloaded
+// base image, compresses the result with qemu-img, and replaces images/{name}/{name}.qcow2
+// and image-version.txt only once everything succeeded. The engine writes .cache-key
+// (tasks/cache-key.ts) after `run` returns; the task never does.
+//
+// Variable contract: every template (templates/*, demo/templates/*) declares exactly these
+// variables, and the task passes all of them with `-var` (packer refuses a -var it does not
+// declare, and one without a default that is not passed):
+//
+//   base_image            absolute path of the base cloud image in cache/ (packer only verifies it)
+//   base_checksum         "sha256:<hex>" or "sha512:<hex>" of base_image
+//   output_directory      absolute staging directory (images/{name}/.staging-<pid>); the template
+//                         writes {image_name}.qcow2 and image-version.txt into it
+//   image_name            the image name ({name})
+//   ssh_public_key        public key of the ephemeral build key pair (cloud-init seed)
+//   ssh_private_key_file  its private key file
+//   shared_dir            absolute path of the repository's shared/ directory
+//   accelerator           QEMU accelerator; default "kvm" in the templates, always passed
+//
+// Templates may declare more variables, with defaults (disk_size, memory, cpus).
+import { constants as fsConstants } from 'node:fs';
+import { access, copyFile, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { delimiter, join, posix, relative, resolve } from 'node:path';
+import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
+import { SetupError, TaskFailure } from '../src/types.ts';
+import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
+import {
+  ensurePackerInit,
+  forgetPackerInit,
+  installedPackerVersion,
+  isChecksumMismatch,
+  lastMeaningfulLine,
+  needsPackerInit,
+  parsePackerVersion,
+  runPackerBuild,
+  supportsPlugins,
+  templateTraits,
+} from './packer.ts';
+import { convertCompressed, QEMU_IMG, qemuImgAvailable } from './qemu-img.ts';
+
+export const TEMPLATE_VARIABLES = [
+  'base_image',
+  'base_checksum',
+  'output_directory',
+  'image_name',
+  'ssh_public_key',
+  'ssh_private_key_file',
+  'shared_dir',
+  'accelerator',
+] as const;
+export type TemplateVariable = (typeof TEMPLATE_VARIABLES)[number];
+
+export const PVE_CAVEAT = 'the key cannot see PVE repository state; use --force';
+
+const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;
+const ISO_TOOLS = ['xorriso', 'mkisofs', 'genisoimage', 'oscdimg'];
+
+export interface BuildNodeOptions {
+  /** Image name; the template is `{templatesDir}/{name}/`, the output `images/{name}/{name}.qcow2`. */
+  readonly name: string;
+  /** Id of the node that downloads the base image (the build depends on it). */
+  readonly baseNode: NodeId;
+  /** The base cloud image, relative to the root (`cache/debian-13-generic-amd64.qcow2`). */
+  readonly baseImage: string;
+  /** Relative to the root; default `templates` (the demo uses `templates` under demo/). */
+  readonly templatesDir?: string;
+  /** The repository's shared/ directory relative to the root; default `shared` (demo: `../shared`). */
+  readonly sharedDir?: string;
+  /** Further files the image's key covers, hashed after the seed's six. */
+  readonly extraFiles?: readonly string[];
+  /** QEMU accelerator passed to the template; default `kvm`. */
+  readonly accelerator?: string;
+  /** Programs; defaults `packer` and `ssh-keygen` from PATH (qemu-img: tasks/qemu-img.ts). */
+  readonly packer?: string;
+  readonly sshKeygen?: string;
+  /** The device preflight checks when the template boots QEMU with KVM; default `/dev/kvm`. */
+  readonly kvmDevice?: string;
+  /**
+   * `base_checksum` for packer (`sha256:<hex>` or `sha512:<hex>`). Default: the SHA-256 of
+   * the cached file. A download kind that knows the upstream checksum can pass that, so
+   * packer notices a cache that no longer matches upstream.
+   */
+  readonly baseChecksum?: (ctx: TaskContext) => Promise<string>;
+  /** Re-fetches the base image; called once when packer reports a checksum mismatch. */
+  readonly redownloadBase?: (ctx: TaskContext) => Promise<void>;
+  /** What `explain` says the key cannot see; default for `pve-*` images: PVE_CAVEAT. */
+  readonly caveat?: string;
+  readonly description?: string;
+}
+
+export function buildNode(options: BuildNodeOptions): NodeDef {
+  const { name } = options;
+  if (!IMAGE_NAME.test(name)) throw new Error(`invalid image name "${name}": use ${IMAGE_NAME.source}`);
+  const templatesDir = options.templatesDir ?? 'templates';
+  const sharedDir = options.sharedDir ?? 'shared';
+  const accelerator = options.accelerator ?? 'kvm';
+  const keyOptions = {
+    name,
+    templatesDir,
+    sharedDir,
+    baseImage: options.baseImage,
+    ...(options.extraFiles ? { extraFiles: options.extraFiles } : {}),
+  };
+  const templateDir = posix.join(templatesDir, name);
+  const templateFile = posix.join(templateDir, 'template.pkr.hcl');
+  const imageDir = posix.join('images', name);
+  const outputImage = posix.join(imageDir, `${name}.qcow2`);
+  const outputVersion = posix.join(imageDir, 'image-version.txt');
+  const caveat = options.caveat ?? (name.startsWith('pve-') ? PVE_CAVEAT : undefined);
+  const tools = {
+    packer: options.packer ?? 'packer',
+    sshKeygen: options.sshKeygen ?? 'ssh-keygen',
+  };
+
+  return {
+    id: `${name}:build`,
+    kind: 'build',
+    description: options.description ?? `packer build ${templateFile}`,
+    deps: [options.baseNode],
+    params: { name, templatesDir, sharedDir, baseImage: options.baseImage, accelerator },
+    files: templateKeyFiles(keyOptions),
+    outputs: [outputImage, outputVersion],
+    sha256Outputs: [outputImage],
+    pool: 'packer',
+    logName: name,
+    key: cacheKeyFile(keyOptions),
+    ...(caveat ? { caveat } : {}),
+
+    async preflight(context: PreflightContext) {
+      await checkTemplateDir(context.root, templateDir);
+      const text = await readFile(resolve(context.root, templateFile), 'utf8');
+      const traits = templateTraits(text);
+      const version = await installedPackerVersion(tools.packer);
+      if (!version) {
+        throw new SetupError(
+          `packer not found (${tools.packer}): install packer >= 1.7 from HashiCorp's apt repository (https://developer.hashicorp.com/packer/install)`,
+        );
+      }
+      if (traits.requiresPlugins && !supportsPlugins(version)) {
+        throw new SetupError(
+          `packer ${version.text} cannot build ${templateFile} (required_plugins needs packer >= 1.7; Debian ships 1.6.6): install packer from HashiCorp's apt repository (https://apt.releases.hashicorp.com); the build then runs packer init for the qemu plugin`,
+        );
+      }
+      if (!(await qemuImgAvailable())) {
+        throw new SetupError(`${QEMU_IMG} not found: install qemu-utils (apt-get install qemu-utils)`);
+      }
+      if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? '/dev/kvm');
+      if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
+        throw new SetupError(`packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
+      }
+    },
+
+    async describeRun() {
+      return `packer build ${templateFile} on ${options.baseImage}, then qemu-img convert -c into ${outputImage}`;
+    },
+
+    async run(ctx: TaskContext) {
+      const root = ctx.root;
+      const paths = {
+        templateFile: resolve(root, templateFile),
+        sharedDir: resolve(root, sharedDir),
+        baseImage: resolve(root, options.baseImage),
+        imageDir: resolve(root, imageDir),
+        image: resolve(root, outputImage),
+        version: resolve(root, outputVersion),
+      };
+      await mkdir(paths.imageDir, { recursive: true });
+      await removeAbandonedStaging(paths.imageDir);
+      const staging = join(paths.imageDir, `.staging-${process.pid}`);
+      await rm(staging, { recursive: true, force: true });
+      const keyDir = await mkdtemp(join(tmpdir(), 'pipeline-ssh-'));
+      const temps: string[] = [];
+      try {
+        const templateText = await readFile(paths.templateFile, 'utf8');
+        const versionResult = await ctx.exec(tools.packer, ['version'], { nothrow: true });
+        const version = parsePackerVersion(versionResult.stdout);
+        if (!version) throw new TaskFailure(`cannot run ${tools.packer} (packer version: exit ${versionResult.exitCode})`);
+        const traits = templateTraits(templateText);
+        const initOptions = { packer: tools.packer, templateFile: paths.templateFile, templateText, version };
+        if (traits.requiresPlugins && supportsPlugins(version)) await ensurePackerInit(ctx, initOptions);
+
+        const sshKey = await buildKeyPair(ctx, tools.sshKeygen, keyDir, name);
+        const checksumOf = options.baseChecksum ?? ((c: TaskContext) => sha256Checksum(c, paths.baseImage));
+        let redownloaded = false;
+        for (;;) {
+          const variables: Record<TemplateVariable, string> = {
+            base_image: paths.baseImage,
+            base_checksum: await checksumOf(ctx),
+            output_directory: staging,
+            image_name: name,
+            ssh_public_key: sshKey.publicKey,
+            ssh_private_key_file: sshKey.privateKeyFile,
+            shared_dir: paths.sharedDir,
+            accelerator,
+          };
+          const result = await runPackerBuild(ctx, {
+            packer: tools.packer,
+            templateFile: paths.templateFile,
+            variables,
+            cwd: resolve(root, templateDir),
+          });
+          if (result.exitCode === 0) break;
+          if (isChecksumMismatch(result) && !redownloaded && options.redownloadBase) {
+            redownloaded = true;
+            ctx.log(`base image ${options.baseImage} does not match its checksum: downloading it again and retrying once`);
+            await rm(staging, { recursive: true, force: true });
+            await options.redownloadBase(ctx);
+            continue;
+          }
+          if (needsPackerInit(result)) await forgetPackerInit(root, templateText, version);
+          const mismatch = isChecksumMismatch(result) ? ` (base image ${options.baseImage} does not match its checksum)` : '';
+          throw new TaskFailure(
+            `packer build failed for ${templateFile}${mismatch} (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`,
+          );
+        }
+
+        const stagedImage = join(staging, `${name}.qcow2`);
+        const stagedVersion = join(staging, 'image-version.txt');
+        await requireFile(stagedImage, `packer finished but wrote no ${name}.qcow2 into output_directory`);
+        await requireFile(stagedVersion, 'packer finished but wrote no image-version.txt (detect-versions.sh did not run?)');
+        const versionText = await readFile(stagedVersion, 'utf8');
+        if (!/^DEBIAN_VERSION=\S+$/m.test(versionText)) {
+          throw new TaskFailure(`image-version.txt has no DEBIAN_VERSION: ${JSON.stringify(versionText.slice(0, 200))}`);
+        }
+
+        const tempImage = ctx.tempPath(paths.image);
+        const tempVersion = ctx.tempPath(paths.version);
+        temps.push(tempImage, tempVersion);
+        ctx.status('compressing');
+        await convertCompressed(ctx, stagedImage, tempImage);
+        await copyFile(stagedVersion, tempVersion);
+        await Promise.all([fsyncFile(tempImage), fsyncFile(tempVersion)]);
+
+        // From here on the old outputs go: the engine drops the stamp and .cache-key first,
+        // so an interruption between the renames leaves a stale node, never a wrong key.
+        await ctx.beginCommit();
+        await rename(tempImage, paths.image);
+        await rename(tempVersion, paths.version);
+        await fsyncFile(paths.imageDir);
+        ctx.log(`built ${outputImage} (${versionText.trim().split('\n').join(', ')})`);
+      } finally {
+        await Promise.all([
+          rm(staging, { recursive: true, force: true }),
+          rm(keyDir, { recursive: true, force: true }),
+          ...temps.map((temp) => rm(temp, { force: true })),
+        ]);
+      }
+    },
+  };
+}
+
+async function checkTemplateDir(root: string, templateDir: string): Promise<void> {
+  const missing: string[] = [];
+  for (const file of ['template.pkr.hcl', 'cleanup.sh']) {
+    try {
+      await access(resolve(root, templateDir, file), fsConstants.R_OK);
+    } catch {
+      missing.push(posix.join(templateDir, file));
+    }
+  }
+  if (missing.length > 0) {
+    throw new SetupError(`${missing.join(' and ')} missing: every template directory needs template.pkr.hcl and cleanup.sh`);
+  }
+}
+
+async function checkKvm(device: string): Promise<void> {
+  try {
+    await access(device, fsConstants.R_OK | fsConstants.W_OK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new SetupError(
+        `${device} missing: enable hardware virtualisation (nested virtualisation on a VM) and load kvm_intel or kvm_amd, or build with accelerator "tcg" (much slower)`,
+      );
+    }
+    throw new SetupError(`${device} is not accessible to ${userInfo().username}: add the user to the kvm group (usermod -aG kvm ${userInfo().username}) and log in again`);
+  }
+}
+
+async function findOnPath(program: string): Promise<string | undefined> {
+  const candidates = program.includes('/') ? [program] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, program));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, fsConstants.X_OK);
+      if ((await stat(candidate)).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+async function anyOnPath(programs: readonly string[]): Promise<boolean> {
+  for (const program of programs) if (await findOnPath(program)) return true;
+  return false;
+}
+
+/** Staging dirs of builds that died without cleaning up (their process is gone). */
+async function removeAbandonedStaging(imageDir: string): Promise<void> {
+  for (const entry of await readdir(imageDir)) {
+    const match = /^\.staging-(\d+)$/.exec(entry);
+    if (!match || Number(match[1]) === process.pid) continue;
+    if (processAlive(Number(match[1]))) continue;
+    await rm(join(imageDir, entry), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+interface KeyPair {
+  readonly publicKey: string;
+  readonly privateKeyFile: string;
+}
+
+/** SSH_KEY_FILE when set (its public half derived), else a fresh ed25519 pair in keyDir. */
+async function buildKeyPair(ctx: TaskContext, sshKeygen: string, keyDir: string, name: string): Promise<KeyPair> {
+  const quiet = { onLine: () => undefined, nothrow: true } as const;
+  const given = process.env.SSH_KEY_FILE;
+  if (given) {
+    const privateKeyFile = resolve(given);
+    const result = await ctx.exec(sshKeygen, ['-y', '-f', privateKeyFile], quiet);
+    if (result.exitCode !== 0) {
+      throw new TaskFailure(`SSH_KEY_FILE=${given}: cannot read the key (${result.stderr.trim() || `ssh-keygen exit ${result.exitCode}`}); it must be an unencrypted private key`);
+    }
+    return { publicKey: result.stdout.trim(), privateKeyFile };
+  }
+  const privateKeyFile = join(keyDir, 'id_ed25519');
+  const result = await ctx.exec(sshKeygen, ['-q', '-t', 'ed25519', '-N', '', '-C', `pipeline-build-${name}`, '-f', privateKeyFile], quiet);
+  if (result.exitCode !== 0) throw new TaskFailure(`ssh-keygen failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`);
+  return { publicKey: (await readFile(`${privateKeyFile}.pub`, 'utf8')).trim(), privateKeyFile };
+}
+
+async function sha256Checksum(ctx: TaskContext, baseImage: string): Promise<string> {
+  let digest;
+  try {
+    digest = await ctx.hasher.hash(baseImage, { sha256: true, onProgress: (done, total) => ctx.progress(done, total) });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new TaskFailure(`base image missing: ${relative(ctx.root, baseImage)}`);
+    throw error;
+  }
+  if (!digest.sha256) throw new TaskFailure(`no SHA-256 for ${baseImage}`);
+  return `sha256:${digest.sha256}`;
+}
+
+async function requireFile(path: string, message: string): Promise<void> {
+  try {
+    if ((await stat(path)).isFile()) return;
+  } catch {
+    // reported below
+  }
+  throw new TaskFailure(message);
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
