@@ -195,7 +195,8 @@ async function runConfigCommand(
 
 function chooseReporter(json: boolean, io: Output): Reporter {
   if (json) return new JsonReporter(io.out);
-  const interactive = process.stderr.isTTY === true && !process.env.CI;
+  // listr2 draws on stdout; a terminal without a width (some PTYs) cannot show a tree.
+  const interactive = process.stdout.isTTY === true && (process.stdout.columns ?? 0) > 0 && !process.env.CI;
   return interactive ? new TreeReporter(io.err) : new PlainReporter(io.err);
 }
 

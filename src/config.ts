@@ -1,7 +1,7 @@
 // Configs: `defineConfig` for generic steps with typed references, and loading a config
 // file (TypeScript through tsx's loader, or plain JS) into a validated EngineConfig.
 import { access } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { ConfigError } from './graph.ts';
@@ -64,6 +64,9 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
   };
 }
 
+/** A config computed from where it lives: `export default (({ root }) => config)`. */
+export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;
+
 /** Marks a value as a finished engine config (what `pipeline` loads). */
 export function engineConfig(config: EngineConfig): EngineConfig {
   return Object.assign(Object.create(null) as object, config, { [ENGINE_CONFIG]: true }) as EngineConfig;
@@ -125,6 +128,14 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     throw new ConfigError(`${file}: cannot load: ${firstLine(error)}`);
   }
   if (loaded === undefined) throw new ConfigError(`${file}: no default export (export default defineConfig({...}))`);
+  if (typeof loaded === 'function') {
+    // A config that needs its root (absolute paths for commands) is a factory.
+    try {
+      loaded = await (loaded as EngineConfigFactory)({ root: dirname(file) });
+    } catch (error) {
+      throw new ConfigError(`${file}: ${firstLine(error)}`);
+    }
+  }
   const parsed = configShape.safeParse(loaded);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

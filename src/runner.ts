@@ -54,8 +54,10 @@ export interface PlanEntry {
   readonly verdict: Verdict;
   readonly note?: string;
   readonly bytesHashed: number;
-  /** The probe's value this run (probes run once, at planning). */
+  /** The probe's value this run (probed once: at planning, or before running when pending). */
   readonly probeValue?: string;
+  /** The probe failed: the node fails with this without running. */
+  readonly probeError?: string;
 }
 
 const LOG_TAIL_LINES = 20;
@@ -73,7 +75,20 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
   for (const id of closure) {
     const node = graph.node(id);
     const account = { bytes: 0 };
-    const probe = await runProbe(node, options);
+    // A node waiting on a stale dependency is stale anyway, and its probe may need what
+    // the dependency makes: probe it when it is about to run.
+    const pending = node.deps.some((dep) => outputs.get(dep) === undefined);
+    let probe: { value: string; note?: string } | undefined;
+    if (!pending) {
+      try {
+        probe = await runProbe(node, options);
+      } catch (error) {
+        const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${errorMessage(error)}` };
+        outputs.set(id, undefined);
+        entries.push({ id, verdict, bytesHashed: 0, probeError: errorMessage(error) });
+        continue;
+      }
+    }
     const verdict = await assess(node, {
       root: options.root,
       stateDir: options.stateDir,
@@ -144,16 +159,26 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
     const account = { bytes: 0 };
     const first = initialVerdicts.get(id)!;
     account.bytes += first.bytesHashed;
+    if (first.probeError !== undefined) {
+      return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError, durationMs: 0, bytesHashed: 0 });
+    }
     const depsRan = depResults.some((dep) => dep.status === 'ran');
     let verdict = first.verdict;
+    let note = first.note;
     if (depsRan || (!verdict.fresh && verdict.pending)) {
+      let probeValue = first.probeValue;
+      if (node.probe && probeValue === undefined) {
+        const probe = await runProbe(node, options);
+        probeValue = probe?.value;
+        note = probe?.note;
+      }
       verdict = await assess(node, {
         root: options.root,
         stateDir: options.stateDir,
         hasher: options.hasher,
         depOutputs: outputs,
         forced: options.force && node.honorsForce !== false,
-        probeValue: first.probeValue,
+        probeValue,
         account,
       });
     }
@@ -161,7 +186,7 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
       if (verdict.adopt) await recordAdoption(node, verdict, options);
       outputs.set(id, verdict.outputDigest);
       const reason = depsRan && first.verdict.fresh === false ? 'dependencies rebuilt with identical output' : verdict.reason;
-      return finish({ id, status: 'fresh', reason, durationMs: 0, bytesHashed: account.bytes, ...(first.note ? { note: first.note } : {}) });
+      return finish({ id, status: 'fresh', reason, durationMs: 0, bytesHashed: account.bytes, ...(note ? { note } : {}) });
     }
     const reason = verdict.reason;
     options.observer?.nodeQueued?.(id, reason);

@@ -1,0 +1,4 @@
+// The package's entry: what a pipeline.config.ts imports.
+export { defineConfig, type PipelineConfig, type BaseDecl, type ImageDecl, type ReleaseDecl } from './tasks/config.ts';
+export type { StepDecl } from './src/config.ts';
+export type { TaskContext } from './src/types.ts';
