@@ -1,0 +1,47 @@
+// What the GitHub tasks and commands need to know about the images of a repository. The
+// config implements it; nothing under tasks/github reads the config directly.
+
+/** Inputs behind an image's cache key, recorded on the release so `release check` can name a change. */
+export interface ImageSources {
+  /** The upstream base image: its path relative to the root and its SHA-256. */
+  readonly base: { readonly path: string; readonly sha256: string };
+  /** Template and shared files, relative path -> SHA-256. */
+  readonly files: Readonly<Record<string, string>>;
+}
+
+export interface CurrentImageKey {
+  readonly cacheKey: string;
+  readonly sources: ImageSources;
+}
+
+export interface ReleaseSettings {
+  /** `owner/name`; GITHUB_REPOSITORY overrides it. */
+  readonly repo?: string;
+  /** REST API base URL (GitHub Enterprise, loopback in tests); GITHUB_API_URL overrides it. */
+  readonly apiUrl?: string;
+  /** Default release tag (`latest`). */
+  readonly tag: string;
+  /** Largest asset uploaded whole, in bytes (GitHub: 2 GiB). PIPELINE_MAX_ASSET_SIZE overrides it. */
+  readonly maxAssetSize?: number;
+  /** Size of each part of a split image, in bytes. PIPELINE_PART_SIZE overrides it. */
+  readonly partSize?: number;
+}
+
+export interface ImageCatalog {
+  readonly names: readonly string[];
+  /** Absolute project root. */
+  readonly root: string;
+  /** Absolute `images/{name}/{name}.qcow2`. */
+  imagePath(name: string): string;
+  /** Absolute `images/{name}/{name}.qcow2.sha256`. */
+  checksumPath(name: string): string;
+  /** Absolute `images/{name}/image-version.txt`. */
+  versionsPath(name: string): string;
+  /** Absolute `images/{name}/.cache-key`. */
+  cacheKeyPath(name: string): string;
+  /** The cache key the image would have if built now, and the inputs behind it. */
+  currentKey(name: string): Promise<CurrentImageKey>;
+  /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */
+  readonly publishDir: string;
+  readonly release: ReleaseSettings;
+}

@@ -1,0 +1,182 @@
+// The one place that turns environment and config into an authenticated GitHub client,
+// and GitHub's failures into messages a user can act on. The token lives only in the
+// client's closures: it is never part of a message, a log line or JSON output.
+import { execFile } from 'node:child_process';
+import { Octokit, RequestError } from 'octokit';
+import { TaskFailure } from '../../src/types.ts';
+import type { ReleaseSettings } from './catalog.ts';
+
+export const DEFAULT_API_URL = 'https://api.github.com';
+
+/** Reads `gh auth token`; resolves undefined when gh is missing or not logged in. */
+export type GhTokenReader = () => Promise<string | undefined>;
+
+export const readGhToken: GhTokenReader = () =>
+  new Promise((resolve) => {
+    execFile('gh', ['auth', 'token'], { timeout: 10_000 }, (error, stdout) => {
+      resolve(error ? undefined : stdout.trim() || undefined);
+    });
+  });
+
+export async function resolveToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader = readGhToken): Promise<string> {
+  const token = env.GITHUB_TOKEN?.trim() || env.GH_TOKEN?.trim() || (await readGh());
+  if (!token) {
+    throw new TaskFailure('no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
+  }
+  return token;
+}
+
+export function resolveRepository(settings: ReleaseSettings, env: NodeJS.ProcessEnv): { owner: string; repo: string } {
+  const full = env.GITHUB_REPOSITORY?.trim() || settings.repo;
+  const match = full ? /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(full) : null;
+  if (!match) {
+    throw new TaskFailure(
+      full
+        ? `GitHub repository "${full}" is not in owner/name form`
+        : 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY',
+    );
+  }
+  return { owner: match[1]!, repo: match[2]! };
+}
+
+export function resolveApiUrl(settings: ReleaseSettings, env: NodeJS.ProcessEnv): string {
+  return (env.GITHUB_API_URL?.trim() || settings.apiUrl || DEFAULT_API_URL).replace(/\/+$/, '');
+}
+
+export interface ClientOptions {
+  /** Environment to read token, repository and URL overrides from (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+  readonly readGhToken?: GhTokenReader;
+  /** Milliseconds per unit of backoff (octokit waits n^2 units on retry n); tests shrink it. */
+  readonly retryBaseMs?: number;
+  /** Longest rate-limit reset worth waiting for before failing with the reset time. */
+  readonly maxRateLimitWaitSeconds?: number;
+  /** GitHub asks for a pause between mutating requests; tests set 0. */
+  readonly writeIntervalMs?: number;
+  /** Attempts for an asset upload or download before giving up. */
+  readonly transferAttempts?: number;
+}
+
+export interface GitHubClient {
+  readonly octokit: InstanceType<typeof Octokit>;
+  readonly owner: string;
+  readonly repo: string;
+  readonly apiUrl: string;
+  /** `Authorization` header value for requests made outside octokit (streamed bodies). */
+  authorization(): string;
+  /** Removes the token from text that may have passed through a server or library. */
+  redact(text: string): string;
+  readonly retryBaseMs: number;
+  readonly transferAttempts: number;
+}
+
+/** A stand-in for a Bottleneck group that adds no delay between writes. */
+const unthrottledGroup = {
+  key: () => ({ schedule: (_options: unknown, task: (...args: unknown[]) => unknown, ...args: unknown[]) => task(...args) }),
+};
+
+export async function createGitHubClient(settings: ReleaseSettings, options: ClientOptions = {}): Promise<GitHubClient> {
+  const env = options.env ?? process.env;
+  const { owner, repo } = resolveRepository(settings, env);
+  const apiUrl = resolveApiUrl(settings, env);
+  const token = await resolveToken(env, options.readGhToken);
+  const retryBaseMs = options.retryBaseMs ?? 1000;
+  const maxWait = options.maxRateLimitWaitSeconds ?? 120;
+  const waitOnce = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number): boolean =>
+    retryCount < 2 && retryAfter <= maxWait;
+  const throttle = {
+    onRateLimit: waitOnce,
+    onSecondaryRateLimit: waitOnce,
+    retryAfterBaseValue: retryBaseMs,
+    // Creating a release also counts as a notification-triggering write (3 s apart by default).
+    ...(options.writeIntervalMs === 0 ? { write: unthrottledGroup as never, notifications: unthrottledGroup as never } : {}),
+  };
+  const octokit = new Octokit({
+    auth: token,
+    baseUrl: apiUrl,
+    userAgent: 'pipeline-images',
+    retry: { retryAfterBaseValue: retryBaseMs },
+    throttle,
+    // Octokit's default logger prints warnings to the console; the caller reports instead.
+    log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+  });
+  const redact = (text: string): string => text.split(token).join('***');
+  return {
+    octokit,
+    owner,
+    repo,
+    apiUrl,
+    authorization: () => `Bearer ${token}`,
+    redact,
+    retryBaseMs,
+    transferAttempts: options.transferAttempts ?? 5,
+  };
+}
+
+/** A GitHub failure with the facts a caller may branch on. */
+export class GitHubFailure extends TaskFailure {
+  constructor(
+    message: string,
+    readonly status?: number,
+    readonly rateLimitReset?: Date,
+  ) {
+    super(message);
+  }
+}
+
+export interface FailureFacts {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | number | undefined>>;
+  readonly detail: string;
+}
+
+export function rateLimitMessage(headers: FailureFacts['headers']): { message: string; reset?: Date } | undefined {
+  const remaining = headers['x-ratelimit-remaining'];
+  if (remaining === undefined || String(remaining) !== '0') return undefined;
+  const resetSeconds = Number(headers['x-ratelimit-reset']);
+  if (!Number.isFinite(resetSeconds) || resetSeconds <= 0) return { message: 'GitHub API rate limit exceeded' };
+  const reset = new Date(resetSeconds * 1000);
+  const minutes = Math.max(0, Math.ceil((reset.getTime() - Date.now()) / 60_000));
+  return { message: `GitHub API rate limit exceeded; it resets at ${reset.toISOString()} (in ${minutes} min)`, reset };
+}
+
+/** One message per status a user handles differently: credentials, permissions, missing things. */
+export function describeFailure(facts: FailureFacts, what: string, client: Pick<GitHubClient, 'owner' | 'repo'>): GitHubFailure {
+  const repo = `${client.owner}/${client.repo}`;
+  const detail = facts.detail ? `: ${facts.detail}` : '';
+  switch (facts.status) {
+    case 401:
+      return new GitHubFailure(`GitHub rejected the token (401) while trying to ${what}; check GITHUB_TOKEN / GH_TOKEN`, 401);
+    case 403: {
+      const limited = rateLimitMessage(facts.headers);
+      if (limited) return new GitHubFailure(`${limited.message} (while trying to ${what})`, 403, limited.reset);
+      return new GitHubFailure(`GitHub refused to ${what} in ${repo} (403)${detail}; the token needs contents: write on the repository`, 403);
+    }
+    case 429: {
+      const limited = rateLimitMessage(facts.headers);
+      return new GitHubFailure(`${limited?.message ?? 'GitHub API rate limit exceeded'} (while trying to ${what})`, 429, limited?.reset);
+    }
+    case 404:
+      return new GitHubFailure(`not found (404) while trying to ${what} in ${repo}${detail}`, 404);
+    default:
+      return new GitHubFailure(`GitHub request failed (${facts.status || 'no response'}) while trying to ${what} in ${repo}${detail}`, facts.status);
+  }
+}
+
+/** Turns whatever octokit threw into a GitHubFailure; the token never survives into the message. */
+export function toGitHubFailure(error: unknown, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'redact'>): Error {
+  if (error instanceof GitHubFailure || error instanceof TaskFailure) return error;
+  if (error instanceof Error && error.name === 'AbortError') return error;
+  if (error instanceof RequestError) {
+    const data = error.response?.data as { message?: unknown } | undefined;
+    const detail = typeof data?.message === 'string' ? data.message : error.status === 500 && !error.response ? error.message : '';
+    const failure = describeFailure(
+      { status: error.response ? error.status : 0, headers: error.response?.headers ?? {}, detail: client.redact(detail) },
+      what,
+      client,
+    );
+    return failure;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new GitHubFailure(client.redact(`failed to ${what}: ${message}`));
+}

@@ -1,0 +1,196 @@
+// Asset bodies over plain node:http(s), outside octokit: octokit buffers response bodies
+// and would resend a consumed request stream on retry. Here an upload body is a fresh
+// read stream over a byte range each attempt, and a download streams to positional writes.
+// One function = one attempt; the callers own retries (they know what to clean up first).
+import { createReadStream } from 'node:fs';
+import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import https from 'node:https';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+export class TransferError extends Error {
+  override readonly name = 'TransferError';
+  constructor(
+    message: string,
+    /** HTTP status, or 0 when the connection failed before a response. */
+    readonly status: number,
+    readonly headers: Readonly<Record<string, string | undefined>> = {},
+    readonly body = '',
+  ) {
+    super(message);
+  }
+  /** Network failures, 5xx and 429 are worth another attempt; other statuses are answers. */
+  get retryable(): boolean {
+    return this.status === 0 || this.status >= 500 || this.status === 429;
+  }
+}
+
+function send(url: URL, method: string, headers: OutgoingHttpHeaders, signal: AbortSignal): http.ClientRequest {
+  const transport = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
+  if (!transport) throw new TransferError(`unsupported URL scheme in ${url.origin}`, 0);
+  return transport.request(url, { method, headers, signal });
+}
+
+function responseOf(request: http.ClientRequest): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    request.once('response', resolve);
+    request.once('error', (error) => reject(asTransferError(error)));
+  });
+}
+
+function asTransferError(error: unknown): Error {
+  if (error instanceof TransferError) return error;
+  if (error instanceof Error && error.name === 'AbortError') return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new TransferError(`connection failed: ${message}`, 0);
+}
+
+async function readText(response: IncomingMessage, limit = 64 * 1024): Promise<string> {
+  let text = '';
+  for await (const chunk of response) {
+    if (text.length < limit) text += String(chunk);
+  }
+  return text.slice(0, limit);
+}
+
+function flatHeaders(response: IncomingMessage): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(response.headers)) out[key] = Array.isArray(value) ? value.join(', ') : value;
+  return out;
+}
+
+async function failure(response: IncomingMessage, what: string): Promise<TransferError> {
+  const body = await readText(response).catch(() => '');
+  let detail = '';
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown; errors?: Array<{ code?: unknown }> };
+    detail = typeof parsed.message === 'string' ? parsed.message : '';
+    const code = parsed.errors?.[0]?.code;
+    if (typeof code === 'string') detail += ` (${code})`;
+  } catch {
+    detail = body.slice(0, 200);
+  }
+  const status = response.statusCode ?? 0;
+  return new TransferError(`${what}: HTTP ${status}${detail ? ` ${detail}` : ''}`, status, flatHeaders(response), body);
+}
+
+export interface UploadRangeRequest {
+  readonly url: string;
+  readonly authorization: string;
+  readonly path: string;
+  /** First byte of the range. */
+  readonly start: number;
+  /** Bytes in the range. */
+  readonly length: number;
+  readonly contentType?: string;
+  readonly signal: AbortSignal;
+  /** Bytes of this attempt sent so far. */
+  readonly onProgress?: (sent: number) => void;
+}
+
+/** POSTs bytes [start, start+length) of a file; resolves with the parsed JSON response. */
+export async function uploadRange(request: UploadRangeRequest): Promise<unknown> {
+  const url = new URL(request.url);
+  const outgoing = send(
+    url,
+    'POST',
+    {
+      authorization: request.authorization,
+      accept: 'application/vnd.github+json',
+      'content-type': request.contentType ?? 'application/octet-stream',
+      'content-length': String(request.length),
+      'user-agent': 'pipeline-images',
+    },
+    request.signal,
+  );
+  const responded = responseOf(outgoing);
+  // A rejected body write surfaces through the response or its error; keep it from going unhandled.
+  responded.catch(() => {});
+  let sent = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      sent += chunk.length;
+      request.onProgress?.(sent);
+      callback(null, chunk);
+    },
+  });
+  const body =
+    request.length === 0
+      ? (outgoing.end(), Promise.resolve())
+      : pipeline(createReadStream(request.path, { start: request.start, end: request.start + request.length - 1 }), counter, outgoing);
+  // When the server answers early (an error status) the body pipe may break; the answer wins.
+  const [bodyResult, response] = await Promise.allSettled([body, responded]);
+  if (response.status === 'rejected') throw asTransferError(response.reason);
+  const answer = response.value;
+  if ((answer.statusCode ?? 0) >= 300) throw await failure(answer, `upload of ${url.searchParams.get('name') ?? 'asset'} failed`);
+  if (bodyResult.status === 'rejected') throw asTransferError(bodyResult.reason);
+  const text = await readText(answer, 1024 * 1024);
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new TransferError('upload response was not JSON', answer.statusCode ?? 0);
+  }
+}
+
+export interface DownloadRangeRequest {
+  readonly url: string;
+  readonly authorization: string;
+  /** Absolute offset within the asset to start at (HTTP Range); 0 for the whole asset. */
+  readonly from: number;
+  /** Bytes expected from `from` to the end of the asset, when known. */
+  readonly expected?: number;
+  readonly signal: AbortSignal;
+  /** Receives each chunk in order; awaited, so a slow disk slows the socket (backpressure). */
+  readonly sink: (chunk: Buffer) => Promise<void>;
+  readonly maxRedirects?: number;
+}
+
+/**
+ * GETs an asset with `Accept: application/octet-stream`, following redirects by hand so
+ * the Authorization header goes only to the API (GitHub redirects to signed storage URLs
+ * that reject it). Throws a retryable TransferError when the body ends short.
+ */
+export async function downloadRange(request: DownloadRangeRequest): Promise<number> {
+  let url = new URL(request.url);
+  for (let hop = 0; hop <= (request.maxRedirects ?? 5); hop++) {
+    const headers: OutgoingHttpHeaders = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
+    // Redirect targets are pre-signed storage URLs: the token goes to the API only.
+    if (hop === 0) headers.authorization = request.authorization;
+    if (request.from > 0) headers.range = `bytes=${request.from}-`;
+    const outgoing = send(url, 'GET', headers, request.signal);
+    outgoing.end();
+    const response = await responseOf(outgoing);
+    const status = response.statusCode ?? 0;
+    if (status >= 300 && status < 400 && response.headers.location) {
+      response.resume();
+      url = new URL(response.headers.location, url);
+      continue;
+    }
+    if (status === 416) {
+      response.resume();
+      throw new TransferError('server rejected the resume range', 416);
+    }
+    if (status !== 200 && status !== 206) throw await failure(response, 'download failed');
+    if (request.from > 0 && status !== 206) {
+      response.resume();
+      // The server ignored the range; the caller restarts the asset from its first byte.
+      throw new TransferError('server ignored the resume range', 416);
+    }
+    const declared = Number(response.headers['content-length']);
+    let received = 0;
+    try {
+      for await (const chunk of response as AsyncIterable<Buffer>) {
+        received += chunk.length;
+        await request.sink(chunk);
+      }
+    } catch (error) {
+      throw asTransferError(error);
+    }
+    const wanted = Number.isFinite(declared) ? declared : request.expected;
+    if (wanted !== undefined && received < wanted) {
+      throw new TransferError(`download ended after ${received} of ${wanted} bytes`, 0);
+    }
+    return received;
+  }
+  throw new TransferError('too many redirects', 0);
+}

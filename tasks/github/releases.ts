@@ -1,0 +1,270 @@
+// Release and asset operations on one repository: metadata through octokit, bodies through
+// http-transfer with retries that re-open the byte range and clear half-made assets first.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { components } from '@octokit/openapi-types';
+import { assertSafeAssetName } from './asset-names.ts';
+import { describeFailure, GitHubFailure, toGitHubFailure, type GitHubClient } from './client.ts';
+import { downloadRange, TransferError, uploadRange } from './http-transfer.ts';
+
+export type Release = components['schemas']['release'];
+/** GitHub also reports `new` for an asset whose upload never finished. */
+export type ReleaseAsset = Omit<components['schemas']['release-asset'], 'state'> & { state: string };
+
+export const LATEST_RELEASE_TITLE = 'Latest Images';
+
+export class ReleaseStore {
+  constructor(readonly client: GitHubClient) {}
+
+  private get where() {
+    return { owner: this.client.owner, repo: this.client.repo };
+  }
+
+  private async call<T>(what: string, action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (error) {
+      throw toGitHubFailure(error, what, this.client);
+    }
+  }
+
+  /** The release with this tag (never GitHub's "latest release"), or undefined when there is none. */
+  async findRelease(tag: string): Promise<Release | undefined> {
+    try {
+      const { data } = await this.client.octokit.rest.repos.getReleaseByTag({ ...this.where, tag });
+      return data;
+    } catch (error) {
+      const failure = toGitHubFailure(error, `read release ${tag}`, this.client);
+      if (!(failure instanceof GitHubFailure) || failure.status !== 404) throw failure;
+    }
+    // Tell a missing release from a repository that does not exist (or the token cannot see).
+    await this.call(`find repository ${this.client.owner}/${this.client.repo} (does it exist, and can the token see it?)`, () =>
+      this.client.octokit.rest.repos.get(this.where),
+    );
+    return undefined;
+  }
+
+  async requireRelease(tag: string): Promise<Release> {
+    const release = await this.findRelease(tag);
+    if (!release) throw new GitHubFailure(`release ${tag} not found in ${this.client.owner}/${this.client.repo}`, 404);
+    return release;
+  }
+
+  /** Finds the release, creating it as a prerelease titled "Latest Images" when missing. */
+  async ensureRelease(tag: string): Promise<Release> {
+    const existing = await this.findRelease(tag);
+    if (existing) return existing;
+    const { data } = await this.call(`create release ${tag}`, () =>
+      this.client.octokit.rest.repos.createRelease({
+        ...this.where,
+        tag_name: tag,
+        name: LATEST_RELEASE_TITLE,
+        prerelease: true,
+        body: 'Images built by pipeline.',
+      }),
+    );
+    return data;
+  }
+
+  async listAssets(releaseId: number): Promise<ReleaseAsset[]> {
+    return this.call('list release assets', () =>
+      this.client.octokit.paginate(this.client.octokit.rest.repos.listReleaseAssets, {
+        ...this.where,
+        release_id: releaseId,
+        per_page: 100,
+      }),
+    );
+  }
+
+  async deleteAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>): Promise<void> {
+    try {
+      await this.client.octokit.rest.repos.deleteReleaseAsset({ ...this.where, asset_id: asset.id });
+    } catch (error) {
+      const failure = toGitHubFailure(error, `delete asset ${asset.name}`, this.client);
+      // Already gone is what we wanted.
+      if (failure instanceof GitHubFailure && failure.status === 404) return;
+      throw failure;
+    }
+  }
+
+  async renameAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>, name: string): Promise<ReleaseAsset> {
+    const { data } = await this.call(`rename asset ${asset.name} to ${name}`, () =>
+      this.client.octokit.rest.repos.updateReleaseAsset({ ...this.where, asset_id: asset.id, name }),
+    );
+    return data;
+  }
+
+  async updateReleaseBody(release: Pick<Release, 'id' | 'tag_name'>, body: string): Promise<void> {
+    await this.call(`update release ${release.tag_name}`, () =>
+      this.client.octokit.rest.repos.updateRelease({ ...this.where, release_id: release.id, body }),
+    );
+  }
+
+  /**
+   * Uploads bytes [start, start+length) of a file as asset `name`. Every attempt first
+   * deletes an asset already holding the name (a half-made `new` one from a failed
+   * attempt, which would otherwise make GitHub answer 422 already_exists) and re-opens
+   * the byte range, so a retry never resends a consumed stream.
+   */
+  async uploadAsset(options: {
+    release: Pick<Release, 'id' | 'upload_url'>;
+    name: string;
+    path: string;
+    start: number;
+    length: number;
+    contentType?: string;
+    signal: AbortSignal;
+    onProgress?: (sent: number) => void;
+    /** Assets known on the release before the first attempt (saves a listing). */
+    known?: readonly ReleaseAsset[];
+  }): Promise<ReleaseAsset> {
+    assertSafeAssetName(options.name);
+    const url = new URL(options.release.upload_url.replace(/\{[^}]*\}$/, ''));
+    url.searchParams.set('name', options.name);
+    let lastError: Error | undefined;
+    for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
+      options.signal.throwIfAborted();
+      const assets = attempt === 1 && options.known ? options.known : await this.listAssets(options.release.id);
+      for (const stale of assets.filter((asset) => asset.name === options.name)) await this.deleteAsset(stale);
+      try {
+        const asset = (await uploadRange({
+          url: url.href,
+          authorization: this.client.authorization(),
+          path: options.path,
+          start: options.start,
+          length: options.length,
+          signal: options.signal,
+          ...(options.contentType ? { contentType: options.contentType } : {}),
+          ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+        })) as ReleaseAsset;
+        if (typeof asset?.id !== 'number' || asset.name !== options.name) {
+          throw new GitHubFailure(`upload of ${options.name} returned an unexpected answer`);
+        }
+        return asset;
+      } catch (error) {
+        lastError = this.transferFailure(error, `upload ${options.name}`);
+        if (!(error instanceof TransferError && error.retryable) || attempt === this.client.transferAttempts) throw lastError;
+        options.onProgress?.(0);
+        await sleep(attempt * attempt * this.client.retryBaseMs, undefined, { signal: options.signal });
+      }
+    }
+    throw lastError ?? new GitHubFailure(`upload of ${options.name} failed`);
+  }
+
+  /**
+   * Streams an asset's bytes from `from` into `sink`, resuming with a Range request after a
+   * reset or a short body. `onRestart` is called when the server cannot resume (the caller
+   * discards what it wrote and the stream starts over from byte 0).
+   */
+  async downloadAsset(options: {
+    asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>;
+    from?: number;
+    signal: AbortSignal;
+    sink: (chunk: Buffer, offset: number) => Promise<void>;
+    onRestart?: () => void;
+  }): Promise<void> {
+    const url = `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${options.asset.id}`;
+    let offset = options.from ?? 0;
+    let lastError: Error | undefined;
+    for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
+      if (offset >= options.asset.size && options.asset.size > 0) return;
+      options.signal.throwIfAborted();
+      try {
+        await downloadRange({
+          url,
+          authorization: this.client.authorization(),
+          from: offset,
+          expected: options.asset.size - offset,
+          signal: options.signal,
+          sink: async (chunk) => {
+            const at = offset;
+            offset += chunk.length;
+            await options.sink(chunk, at);
+          },
+        });
+        if (offset !== options.asset.size) {
+          throw new GitHubFailure(`download of ${options.asset.name} gave ${offset} bytes, the release lists ${options.asset.size}`);
+        }
+        return;
+      } catch (error) {
+        lastError = this.transferFailure(error, `download ${options.asset.name}`);
+        if (!(error instanceof TransferError && error.retryable) && !(error instanceof TransferError && error.status === 416)) throw lastError;
+        if (attempt === this.client.transferAttempts) throw lastError;
+        if (error.status === 416) {
+          offset = 0;
+          options.onRestart?.();
+        }
+        await sleep(attempt * attempt * this.client.retryBaseMs, undefined, { signal: options.signal });
+      }
+    }
+    throw lastError ?? new GitHubFailure(`download of ${options.asset.name} failed`);
+  }
+
+  /** A small asset (checksum, manifest) as text. */
+  async downloadText(asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<string> {
+    if (asset.size > limit) throw new GitHubFailure(`asset ${asset.name} is ${asset.size} bytes, too large to be what it claims`);
+    const buffer = Buffer.alloc(asset.size);
+    await this.downloadAsset({
+      asset,
+      signal,
+      sink: async (chunk, offset) => {
+        if (offset + chunk.length > buffer.length) throw new GitHubFailure(`asset ${asset.name} is longer than the release lists`);
+        chunk.copy(buffer, offset);
+      },
+    });
+    return buffer.toString('utf8');
+  }
+
+  async uploadText(options: {
+    release: Pick<Release, 'id' | 'upload_url'>;
+    name: string;
+    text: string;
+    contentType?: string;
+    signal: AbortSignal;
+    known?: readonly ReleaseAsset[];
+  }): Promise<ReleaseAsset> {
+    // Small bodies go through a temp file so every upload shares the one streamed path.
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'pipeline-asset-'));
+    const path = join(dir, 'body');
+    try {
+      const bytes = Buffer.from(options.text, 'utf8');
+      await writeFile(path, bytes);
+      return await this.uploadAsset({ ...options, path, start: 0, length: bytes.length });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  private transferFailure(error: unknown, what: string): Error {
+    if (error instanceof TransferError && error.status > 0) {
+      return describeFailure({ status: error.status, headers: error.headers, detail: this.client.redact(error.message) }, what, this.client);
+    }
+    if (error instanceof TransferError) return new GitHubFailure(this.client.redact(`${what}: ${error.message}`));
+    return toGitHubFailure(error, what, this.client);
+  }
+
+  // Git refs, for `release retag`.
+
+  /** The commit a tag points at (peeling an annotated tag). */
+  async tagCommit(tag: string): Promise<string> {
+    const { data: ref } = await this.call(`find tag ${tag}`, () => this.client.octokit.rest.git.getRef({ ...this.where, ref: `tags/${tag}` }));
+    if (ref.object.type === 'commit') return ref.object.sha;
+    const { data: annotated } = await this.call(`read annotated tag ${tag}`, () =>
+      this.client.octokit.rest.git.getTag({ ...this.where, tag_sha: ref.object.sha }),
+    );
+    return annotated.object.sha;
+  }
+
+  /** Moves (or creates) `tags/{tag}` to point at `sha`. */
+  async moveTag(tag: string, sha: string): Promise<void> {
+    try {
+      await this.client.octokit.rest.git.updateRef({ ...this.where, ref: `tags/${tag}`, sha, force: true });
+    } catch (error) {
+      const failure = toGitHubFailure(error, `move tag ${tag}`, this.client);
+      if (!(failure instanceof GitHubFailure) || (failure.status !== 404 && failure.status !== 422)) throw failure;
+      await this.call(`create tag ${tag}`, () => this.client.octokit.rest.git.createRef({ ...this.where, ref: `refs/tags/${tag}`, sha }));
+    }
+  }
+}

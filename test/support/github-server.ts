@@ -1,0 +1,660 @@
+// A loopback stand-in for the GitHub REST subset the release tasks use: releases by tag,
+// create/update, paginated asset lists, uploads to `upload_url`, delete, rename, asset
+// downloads (octet-stream via a redirect, with Range), git refs. Faults are armed per test.
+// Every mutating request is recorded with the asset list before and after it, so a test
+// can check that no upload ever runs while an image is missing from the release.
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { components } from '@octokit/openapi-types';
+
+type ApiRelease = components['schemas']['release'];
+/** GitHub reports `new` for a half-made asset, though the schema lists only uploaded/open. */
+type ApiAsset = Omit<components['schemas']['release-asset'], 'state'> & { state: components['schemas']['release-asset']['state'] | 'new' };
+type ApiUser = components['schemas']['simple-user'];
+type ApiRef = components['schemas']['git-ref'];
+
+export interface AssetRecord {
+  readonly name: string;
+  readonly size: number;
+  readonly state: string;
+}
+
+export interface MutationEvent {
+  readonly seq: number;
+  readonly kind: 'upload' | 'delete' | 'rename' | 'create-release' | 'update-release' | 'update-ref' | 'create-ref';
+  readonly target: string;
+  readonly releaseTag?: string;
+  /** Assets of the release when the request arrived. */
+  readonly before: readonly AssetRecord[];
+  /** Assets of the release when the request finished (or failed). */
+  after: readonly AssetRecord[];
+}
+
+export interface RouteMatch {
+  readonly method?: string;
+  /** Substring of the decoded path (plus query). */
+  readonly path?: string;
+}
+
+export type Fault =
+  | (RouteMatch & { kind: 'status'; status: number; headers?: Record<string, string>; body?: unknown; leaveHalfMade?: boolean })
+  /** Drops the connection after this many body bytes (a download's response or an upload's request). */
+  | (RouteMatch & { kind: 'reset'; afterBytes: number })
+  /** Sends a full Content-Length but ends the response after this many bytes. */
+  | (RouteMatch & { kind: 'truncate'; afterBytes: number })
+  /** Pauses between chunks of a download. */
+  | (RouteMatch & { kind: 'slow'; delayMs: number; chunkBytes?: number })
+  /** Flips bytes in a download's body (a corrupt transfer the checksum must catch). */
+  | (RouteMatch & { kind: 'corrupt' });
+
+interface StoredAsset {
+  api: ApiAsset;
+  file: string;
+}
+
+interface StoredRelease {
+  api: Omit<ApiRelease, 'assets'>;
+  assets: StoredAsset[];
+}
+
+const user: ApiUser = {
+  login: 'pipeline-bot',
+  id: 1,
+  node_id: 'U_1',
+  avatar_url: 'https://avatars.example/u/1',
+  gravatar_id: null,
+  url: 'https://api.example/users/pipeline-bot',
+  html_url: 'https://example/pipeline-bot',
+  followers_url: '',
+  following_url: '',
+  gists_url: '',
+  starred_url: '',
+  subscriptions_url: '',
+  organizations_url: '',
+  repos_url: '',
+  events_url: '',
+  received_events_url: '',
+  type: 'User',
+  site_admin: false,
+};
+
+export interface GitHubServerOptions {
+  readonly token?: string;
+  readonly owner?: string;
+  readonly repo?: string;
+  /** Page size when a list request gives no per_page (GitHub: 30). */
+  readonly defaultPerPage?: number;
+  /** Serve asset bytes through a redirect to /storage/... as GitHub does (default true). */
+  readonly redirectDownloads?: boolean;
+}
+
+export class GitHubServer {
+  readonly token: string;
+  readonly owner: string;
+  readonly repo: string;
+  url = '';
+  readonly events: MutationEvent[] = [];
+  /** Every request's method and path, in order. */
+  readonly requests: Array<{ method: string; path: string; authorization: string | undefined; range: string | undefined }> = [];
+  private readonly releases: StoredRelease[] = [];
+  private readonly refs = new Map<string, { type: 'commit' | 'tag'; sha: string }>();
+  private readonly annotatedTags = new Map<string, string>();
+  private faults: Fault[] = [];
+  private nextId = 1000;
+  private seq = 0;
+  private dir = '';
+  private readonly server: http.Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly options: GitHubServerOptions = {}) {
+    this.token = options.token ?? `ghp_${randomBytes(12).toString('hex')}`;
+    this.owner = options.owner ?? 'acme';
+    this.repo = options.repo ?? 'images';
+    this.server = http.createServer((request, response) => {
+      this.handle(request, response).catch((error: unknown) => {
+        if (!response.headersSent) this.json(response, 500, { message: String(error) });
+        else response.destroy();
+      });
+    });
+    this.server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  static async start(options: GitHubServerOptions = {}): Promise<GitHubServer> {
+    const server = new GitHubServer(options);
+    server.dir = await mkdtemp(join(tmpdir(), 'fake-github-'));
+    await new Promise<void>((resolve) => server.server.listen(0, '127.0.0.1', resolve));
+    server.url = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+    return server;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Arms a fault for the next matching request (each fault fires once). */
+  arm(fault: Fault): void {
+    this.faults.push(fault);
+  }
+
+  /** Arms a 403 rate-limit answer with the reset `resetInSeconds` from now. */
+  armRateLimit(resetInSeconds: number, match: RouteMatch = {}): number {
+    const reset = Math.floor(Date.now() / 1000) + resetInSeconds;
+    this.arm({
+      ...match,
+      kind: 'status',
+      status: 403,
+      headers: { 'x-ratelimit-remaining': '0', 'x-ratelimit-limit': '5000', 'x-ratelimit-reset': String(reset) },
+      body: { message: 'API rate limit exceeded for user ID 1.' },
+    });
+    return reset;
+  }
+
+  get pendingFaults(): number {
+    return this.faults.length;
+  }
+
+  // Test setup and inspection.
+
+  addTag(tag: string, sha = randomBytes(20).toString('hex'), annotated = false): string {
+    if (annotated) {
+      const tagSha = randomBytes(20).toString('hex');
+      this.annotatedTags.set(tagSha, sha);
+      this.refs.set(tag, { type: 'tag', sha: tagSha });
+    } else {
+      this.refs.set(tag, { type: 'commit', sha });
+    }
+    return sha;
+  }
+
+  /** The commit a tag points at, peeled. */
+  tagCommit(tag: string): string | undefined {
+    const ref = this.refs.get(tag);
+    return ref?.type === 'tag' ? this.annotatedTags.get(ref.sha) : ref?.sha;
+  }
+
+  createRelease(tag: string, fields: { name?: string; body?: string; prerelease?: boolean } = {}): ApiRelease {
+    if (!this.refs.has(tag)) this.addTag(tag);
+    const id = this.nextId++;
+    const base = `${this.url}/repos/${this.owner}/${this.repo}`;
+    const now = new Date().toISOString();
+    const release: StoredRelease = {
+      api: {
+        url: `${base}/releases/${id}`,
+        html_url: `https://github.example/${this.owner}/${this.repo}/releases/tag/${tag}`,
+        assets_url: `${base}/releases/${id}/assets`,
+        upload_url: `${this.url}/uploads/repos/${this.owner}/${this.repo}/releases/${id}/assets{?name,label}`,
+        tarball_url: null,
+        zipball_url: null,
+        id,
+        node_id: `RE_${id}`,
+        tag_name: tag,
+        target_commitish: 'main',
+        name: fields.name ?? tag,
+        body: fields.body ?? null,
+        draft: false,
+        prerelease: fields.prerelease ?? false,
+        created_at: now,
+        published_at: now,
+        author: user,
+      },
+      assets: [],
+    };
+    this.releases.push(release);
+    return this.releaseJson(release);
+  }
+
+  release(tag: string): ApiRelease | undefined {
+    const found = this.releases.find((release) => release.api.tag_name === tag);
+    return found && this.releaseJson(found);
+  }
+
+  assets(tag: string): AssetRecord[] {
+    const found = this.releases.find((release) => release.api.tag_name === tag);
+    return found ? this.snapshot(found) : [];
+  }
+
+  async assetBytes(tag: string, name: string): Promise<Buffer> {
+    const asset = this.releases.find((release) => release.api.tag_name === tag)?.assets.find((a) => a.api.name === name);
+    if (!asset) throw new Error(`no asset ${name} on ${tag}`);
+    const { readFile } = await import('node:fs/promises');
+    return readFile(asset.file);
+  }
+
+  /** Adds a finished asset directly (no request recorded). */
+  async putAsset(tag: string, name: string, bytes: Buffer, state: ApiAsset['state'] = 'uploaded'): Promise<void> {
+    const release = this.releases.find((candidate) => candidate.api.tag_name === tag) ?? this.storedRelease(this.createRelease(tag).id)!;
+    const stored = this.newAsset(release, name, 'application/octet-stream');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(stored.file, bytes);
+    stored.api.size = bytes.length;
+    stored.api.state = state;
+    stored.api.digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  }
+
+  // Request handling.
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', this.url);
+    const path = decodeURIComponent(url.pathname);
+    const method = request.method ?? 'GET';
+    this.requests.push({ method, path: `${path}${url.search}`, authorization: request.headers.authorization, range: request.headers.range });
+
+    const fault = this.takeFault(method, `${path}${url.search}`);
+
+    // Storage URLs are pre-signed, like GitHub's redirect targets: no token needed (nor wanted).
+    const storage = /^\/storage\/(\d+)\/[^/]+$/.exec(path);
+    if (storage && method === 'GET') return this.serveBytes(request, response, Number(storage[1]), fault);
+
+    if (!this.authorized(request.headers.authorization)) {
+      request.resume();
+      return this.json(response, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
+    }
+
+    if (fault?.kind === 'status' && !fault.leaveHalfMade) {
+      request.resume();
+      for (const [key, value] of Object.entries(fault.headers ?? {})) response.setHeader(key, value);
+      return this.json(response, fault.status, fault.body ?? { message: `injected ${fault.status}` });
+    }
+
+    const prefix = `/repos/${this.owner}/${this.repo}`;
+    const uploadPrefix = `/uploads${prefix}/releases/`;
+    if (path.startsWith(uploadPrefix) && method === 'POST') {
+      const id = Number(/^(\d+)\/assets$/.exec(path.slice(uploadPrefix.length))?.[1]);
+      return this.upload(request, response, id, url.searchParams.get('name') ?? '', fault);
+    }
+    if (path.startsWith('/repos/') && !path.startsWith(`${prefix}/`) && path !== prefix) {
+      request.resume();
+      return this.json(response, 404, { message: 'Not Found' });
+    }
+    const route = path.slice(prefix.length);
+    const body = method === 'GET' || method === 'DELETE' ? undefined : await readJson(request);
+    let match: RegExpExecArray | null;
+
+    if (route === '' && method === 'GET') {
+      return this.json(response, 200, { id: 1, name: this.repo, full_name: `${this.owner}/${this.repo}`, private: false });
+    }
+    if ((match = /^\/releases\/tags\/(.+)$/.exec(route)) && method === 'GET') {
+      const release = this.releases.find((candidate) => candidate.api.tag_name === match![1]);
+      return release ? this.json(response, 200, this.releaseJson(release)) : this.json(response, 404, { message: 'Not Found' });
+    }
+    if (route === '/releases' && method === 'POST') {
+      const fields = body as { tag_name?: string; name?: string; body?: string; prerelease?: boolean };
+      if (!fields.tag_name) return this.json(response, 422, { message: 'Validation Failed' });
+      if (this.releases.some((candidate) => candidate.api.tag_name === fields.tag_name)) {
+        return this.json(response, 422, { message: 'Validation Failed', errors: [{ code: 'already_exists', field: 'tag_name' }] });
+      }
+      const event = this.begin('create-release', fields.tag_name, undefined);
+      const created = this.createRelease(fields.tag_name, fields);
+      this.end(event, this.storedRelease(created.id));
+      return this.json(response, 201, created);
+    }
+    if ((match = /^\/releases\/(\d+)$/.exec(route)) && method === 'PATCH') {
+      const release = this.storedRelease(Number(match[1]));
+      if (!release) return this.json(response, 404, { message: 'Not Found' });
+      const event = this.begin('update-release', release.api.tag_name, release);
+      const fields = body as { body?: string; name?: string };
+      if (fields.body !== undefined) release.api.body = fields.body;
+      if (fields.name !== undefined) release.api.name = fields.name;
+      this.end(event, release);
+      return this.json(response, 200, this.releaseJson(release));
+    }
+    if ((match = /^\/releases\/(\d+)\/assets$/.exec(route)) && method === 'GET') {
+      const release = this.storedRelease(Number(match[1]));
+      if (!release) return this.json(response, 404, { message: 'Not Found' });
+      return this.page(response, url, release.assets.map((asset) => asset.api));
+    }
+    if ((match = /^\/releases\/assets\/(\d+)$/.exec(route))) {
+      const found = this.findAsset(Number(match[1]));
+      if (!found) return this.json(response, 404, { message: 'Not Found' });
+      const [release, asset] = found;
+      if (method === 'GET') {
+        if (!String(request.headers.accept).includes('application/octet-stream')) return this.json(response, 200, asset.api);
+        if (this.options.redirectDownloads === false) return this.serveBytes(request, response, asset.api.id, fault);
+        response.writeHead(302, { location: `${this.url}/storage/${asset.api.id}/${encodeURIComponent(asset.api.name)}` });
+        return void response.end();
+      }
+      if (method === 'DELETE') {
+        const event = this.begin('delete', asset.api.name, release);
+        release.assets = release.assets.filter((candidate) => candidate !== asset);
+        await rm(asset.file, { force: true });
+        this.end(event, release);
+        response.writeHead(204);
+        return void response.end();
+      }
+      if (method === 'PATCH') {
+        const name = (body as { name?: string }).name;
+        if (name && release.assets.some((candidate) => candidate !== asset && candidate.api.name === name)) {
+          return this.json(response, 422, { message: 'Validation Failed', errors: [{ resource: 'ReleaseAsset', code: 'already_exists', field: 'name' }] });
+        }
+        const event = this.begin('rename', `${asset.api.name} -> ${name}`, release);
+        if (name) asset.api.name = name;
+        asset.api.updated_at = new Date().toISOString();
+        this.end(event, release);
+        return this.json(response, 200, asset.api);
+      }
+    }
+    if ((match = /^\/git\/refs?\/tags\/(.+)$/.exec(route))) {
+      const tag = match[1]!;
+      if (method === 'GET') {
+        const ref = this.refs.get(tag);
+        return ref ? this.json(response, 200, this.refJson(tag, ref)) : this.json(response, 404, { message: 'Not Found' });
+      }
+      if (method === 'PATCH') {
+        if (!this.refs.has(tag)) return this.json(response, 422, { message: 'Reference does not exist' });
+        const event = this.begin('update-ref', tag, undefined);
+        this.refs.set(tag, { type: 'commit', sha: (body as { sha: string }).sha });
+        this.end(event, undefined);
+        return this.json(response, 200, this.refJson(tag, this.refs.get(tag)!));
+      }
+    }
+    if (route === '/git/refs' && method === 'POST') {
+      const fields = body as { ref: string; sha: string };
+      const tag = fields.ref.replace(/^refs\/tags\//, '');
+      if (this.refs.has(tag)) return this.json(response, 422, { message: 'Reference already exists' });
+      const event = this.begin('create-ref', tag, undefined);
+      this.refs.set(tag, { type: 'commit', sha: fields.sha });
+      this.end(event, undefined);
+      return this.json(response, 201, this.refJson(tag, this.refs.get(tag)!));
+    }
+    if ((match = /^\/git\/tags\/([0-9a-f]+)$/.exec(route)) && method === 'GET') {
+      const commit = this.annotatedTags.get(match[1]!);
+      if (!commit) return this.json(response, 404, { message: 'Not Found' });
+      return this.json(response, 200, { sha: match[1], tag: 'annotated', message: '', object: { type: 'commit', sha: commit, url: '' } });
+    }
+    return this.json(response, 404, { message: `Not Found: ${method} ${route}` });
+  }
+
+  private authorized(header: string | undefined): boolean {
+    return header === `token ${this.token}` || header === `Bearer ${this.token}`;
+  }
+
+  private takeFault(method: string, path: string): Fault | undefined {
+    const index = this.faults.findIndex(
+      (fault) => (!fault.method || fault.method === method) && (!fault.path || path.includes(fault.path)),
+    );
+    if (index < 0) return undefined;
+    return this.faults.splice(index, 1)[0];
+  }
+
+  private async upload(request: IncomingMessage, response: ServerResponse, releaseId: number, name: string, fault: Fault | undefined): Promise<void> {
+    const release = this.storedRelease(releaseId);
+    if (!release) {
+      request.resume();
+      return this.json(response, 404, { message: 'Not Found' });
+    }
+    if (!name || release.assets.some((asset) => asset.api.name === name)) {
+      request.resume();
+      return this.json(response, 422, {
+        message: 'Validation Failed',
+        errors: [{ resource: 'ReleaseAsset', code: 'already_exists', field: 'name' }],
+      });
+    }
+    const declared = Number(request.headers['content-length']);
+    if (!Number.isFinite(declared)) {
+      request.resume();
+      return this.json(response, 411, { message: 'Length Required' });
+    }
+    const event = this.begin('upload', name, release);
+    // Like GitHub, the asset exists (state `new`, holding its name) from the first byte.
+    const asset = this.newAsset(release, name, String(request.headers['content-type'] ?? 'application/octet-stream'));
+    const out = createWriteStream(asset.file);
+    const hash = createHash('sha256');
+    let received = 0;
+    let dropped = false;
+    try {
+      for await (const chunk of request as AsyncIterable<Buffer>) {
+        received += chunk.length;
+        hash.update(chunk);
+        if (!out.write(chunk)) await once(out, 'drain');
+        if (fault?.kind === 'reset' && received >= fault.afterBytes) {
+          dropped = true;
+          request.socket.destroy();
+          break;
+        }
+      }
+    } catch {
+      dropped = true;
+    }
+    await new Promise<void>((resolve) => out.end(() => resolve()));
+    asset.api.size = received;
+    if (dropped || received !== declared) {
+      this.end(event, release);
+      if (!response.destroyed) response.destroy();
+      return;
+    }
+    if (fault?.kind === 'status' && fault.leaveHalfMade) {
+      this.end(event, release);
+      return this.json(response, fault.status, fault.body ?? { message: 'Error uploading asset' });
+    }
+    asset.api.state = 'uploaded';
+    asset.api.digest = `sha256:${hash.digest('hex')}`;
+    this.end(event, release);
+    return this.json(response, 201, asset.api);
+  }
+
+  private async serveBytes(request: IncomingMessage, response: ServerResponse, id: number, fault: Fault | undefined): Promise<void> {
+    const found = this.findAsset(id);
+    if (!found) return this.json(response, 404, { message: 'Not Found' });
+    const asset = found[1];
+    if (fault?.kind === 'status') {
+      for (const [key, value] of Object.entries(fault.headers ?? {})) response.setHeader(key, value);
+      return this.json(response, fault.status, fault.body ?? { message: `injected ${fault.status}` });
+    }
+    const { size } = await stat(asset.file);
+    let start = 0;
+    const range = /^bytes=(\d+)-$/.exec(String(request.headers.range ?? ''));
+    if (range) {
+      start = Number(range[1]);
+      if (start >= size) {
+        response.writeHead(416, { 'content-range': `bytes */${size}` });
+        return void response.end();
+      }
+      response.writeHead(206, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(size - start),
+        'content-range': `bytes ${start}-${size - 1}/${size}`,
+      });
+    } else {
+      response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size), 'accept-ranges': 'bytes' });
+    }
+    let sent = 0;
+    const limit = fault?.kind === 'reset' || fault?.kind === 'truncate' ? fault.afterBytes : Infinity;
+    const chunkBytes = fault?.kind === 'slow' ? (fault.chunkBytes ?? 1024) : 64 * 1024;
+    for await (const chunk of createReadStream(asset.file, { start, highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
+      let piece = chunk.subarray(0, Math.max(0, Math.min(chunk.length, limit - sent)));
+      if (fault?.kind === 'corrupt' && sent === 0 && piece.length > 0) {
+        piece = Buffer.from(piece);
+        piece[0] = piece[0]! ^ 0xff;
+      }
+      sent += piece.length;
+      if (piece.length && !response.write(piece)) await once(response, 'drain');
+      if (sent >= limit) break;
+      if (fault?.kind === 'slow') await sleep(fault.delayMs);
+    }
+    if (fault?.kind === 'reset') {
+      response.socket?.resetAndDestroy();
+      return;
+    }
+    if (fault?.kind === 'truncate') {
+      // Ends the connection cleanly but short of the declared length.
+      response.socket?.end();
+      return;
+    }
+    response.end();
+  }
+
+  private page(response: ServerResponse, url: URL, items: ApiAsset[]): void {
+    const perPage = Math.min(100, Number(url.searchParams.get('per_page')) || this.options.defaultPerPage || 30);
+    const page = Math.max(1, Number(url.searchParams.get('page')) || 1);
+    const last = Math.max(1, Math.ceil(items.length / perPage));
+    const link = (n: number, rel: string): string => {
+      const next = new URL(url.href);
+      next.searchParams.set('page', String(n));
+      next.searchParams.set('per_page', String(perPage));
+      return `<${next.href}>; rel="${rel}"`;
+    };
+    const links: string[] = [];
+    if (page < last) links.push(link(page + 1, 'next'), link(last, 'last'));
+    if (page > 1) links.push(link(1, 'first'), link(page - 1, 'prev'));
+    if (links.length) response.setHeader('link', links.join(', '));
+    this.json(response, 200, items.slice((page - 1) * perPage, page * perPage));
+  }
+
+  private newAsset(release: StoredRelease, name: string, contentType: string): StoredAsset {
+    const id = this.nextId++;
+    const now = new Date().toISOString();
+    const asset: StoredAsset = {
+      file: join(this.dir, String(id)),
+      api: {
+        url: `${this.url}/repos/${this.owner}/${this.repo}/releases/assets/${id}`,
+        browser_download_url: `https://github.example/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${name}`,
+        id,
+        node_id: `RA_${id}`,
+        name,
+        label: null,
+        state: 'new',
+        content_type: contentType,
+        size: 0,
+        digest: null,
+        download_count: 0,
+        created_at: now,
+        updated_at: now,
+        uploader: user,
+      },
+    };
+    release.assets.push(asset);
+    return asset;
+  }
+
+  private storedRelease(id: number): StoredRelease | undefined {
+    return this.releases.find((release) => release.api.id === id);
+  }
+
+  private findAsset(id: number): [StoredRelease, StoredAsset] | undefined {
+    for (const release of this.releases) {
+      const asset = release.assets.find((candidate) => candidate.api.id === id);
+      if (asset) return [release, asset];
+    }
+    return undefined;
+  }
+
+  private releaseJson(release: StoredRelease): ApiRelease {
+    return { ...release.api, assets: release.assets.map((asset) => asset.api as components['schemas']['release-asset']) };
+  }
+
+  private refJson(tag: string, ref: { type: string; sha: string }): ApiRef {
+    return {
+      ref: `refs/tags/${tag}`,
+      node_id: `REF_${tag}`,
+      url: `${this.url}/repos/${this.owner}/${this.repo}/git/refs/tags/${tag}`,
+      object: { type: ref.type, sha: ref.sha, url: '' },
+    };
+  }
+
+  private snapshot(release: StoredRelease | undefined): AssetRecord[] {
+    return (release?.assets ?? []).map((asset) => ({ name: asset.api.name, size: asset.api.size, state: asset.api.state }));
+  }
+
+  private begin(kind: MutationEvent['kind'], target: string, release: StoredRelease | undefined): MutationEvent {
+    const snapshot = this.snapshot(release);
+    const event: MutationEvent = { seq: this.seq++, kind, target, releaseTag: release?.api.tag_name, before: snapshot, after: snapshot };
+    this.events.push(event);
+    return event;
+  }
+
+  private end(event: MutationEvent, release: StoredRelease | undefined): void {
+    event.after = this.snapshot(release);
+  }
+
+  private json(response: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    response.end(text);
+  }
+}
+
+async function readJson(request: IncomingMessage): Promise<unknown> {
+  let text = '';
+  for await (const chunk of request) text += String(chunk);
+  if (!text) return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return {};
+  }
+}
+
+// Image fixtures for the release tests: a temp project root with images/{name}/ files and
+// an ImageCatalog over it whose cache-key inputs a test can change.
+
+export interface FixtureImage {
+  readonly name: string;
+  readonly size: number;
+}
+
+export interface ImageFixture {
+  readonly root: string;
+  readonly catalog: import('../../tasks/github/catalog.ts').ImageCatalog;
+  /** Inputs behind each image's current key; mutate to simulate a template or base change. */
+  readonly sources: Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>;
+  /** Rewrites an image with fresh random bytes of `size`, its .sha256 and .cache-key. */
+  writeImage(name: string, size: number): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+export async function createImageFixture(
+  images: readonly FixtureImage[],
+  release: import('../../tasks/github/catalog.ts').ReleaseSettings,
+): Promise<ImageFixture> {
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const root = await mkdtemp(join(tmpdir(), 'pipeline-images-'));
+  const sources = new Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>();
+  const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
+  const keyOf = (name: string): string => sha(JSON.stringify(sources.get(name)));
+  const imagePath = (name: string): string => join(root, 'images', name, `${name}.qcow2`);
+  const writeImage = async (name: string, size: number): Promise<string> => {
+    await mkdir(join(root, 'images', name), { recursive: true });
+    const bytes = randomBytes(size);
+    await writeFile(imagePath(name), bytes);
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    await writeFile(`${imagePath(name)}.sha256`, `${digest}  ${name}.qcow2\n`);
+    await writeFile(join(root, 'images', name, 'image-version.txt'), name.startsWith('pve') ? 'DEBIAN_VERSION=13.2\nPVE_VERSION=9.1\n' : 'DEBIAN_VERSION=12.13\n');
+    await writeFile(join(root, 'images', name, '.cache-key'), `${keyOf(name)}\n`);
+    return digest;
+  };
+  for (const image of images) {
+    sources.set(image.name, {
+      base: { path: `cache/${image.name}-base.qcow2`, sha256: sha(`base ${image.name}`) },
+      files: { [`templates/${image.name}/template.pkr.hcl`]: sha(`template ${image.name}`), 'shared/scripts/cleanup-common.sh': sha('cleanup') },
+    });
+    await writeImage(image.name, image.size);
+  }
+  const catalog: import('../../tasks/github/catalog.ts').ImageCatalog = {
+    names: images.map((image) => image.name),
+    root,
+    imagePath,
+    checksumPath: (name) => `${imagePath(name)}.sha256`,
+    versionsPath: (name) => join(root, 'images', name, 'image-version.txt'),
+    cacheKeyPath: (name) => join(root, 'images', name, '.cache-key'),
+    currentKey: async (name) => {
+      const current = sources.get(name);
+      if (!current) throw new Error(`unknown image ${name}`);
+      return { cacheKey: keyOf(name), sources: structuredClone(current) };
+    },
+    publishDir: join(root, 'publish'),
+    release,
+  };
+  return { root, catalog, sources, writeImage, cleanup: () => rm(root, { recursive: true, force: true }) };
+}
