@@ -83,6 +83,8 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       try {
         probe = await runProbe(node, options);
       } catch (error) {
+        // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
+        if (error instanceof SetupError) throw new SetupError(`${id}: ${error.message}`);
         const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${errorMessage(error)}` };
         outputs.set(id, undefined);
         entries.push({ id, verdict, bytesHashed: 0, probeError: errorMessage(error) });

@@ -1,0 +1,82 @@
+// A throwaway image repository for CLI tests: the demo templates (packer `null` source,
+// real packer and qemu-img), a copy of shared/, and a stand-in upstream of small qcow2
+// "cloud images" with a SHA512SUMS, reached through file: URLs.
+import type { ExecutionContext } from 'ava';
+import { execFileSync } from 'node:child_process';
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { makeProject, REPO, type Project } from './engine-project.ts';
+
+export const IMAGES = ['debian-12', 'debian-13', 'pve-9'] as const;
+export const BASE_OF = { 'debian-12': 'bookworm', 'debian-13': 'trixie', 'pve-9': 'trixie' } as const;
+export const UPSTREAM_FILE = { bookworm: 'debian-12-generic-amd64.qcow2', trixie: 'debian-13-generic-amd64.qcow2' } as const;
+
+export interface ImageProject extends Project {
+  /** Replaces an upstream image with different content and updates SHA512SUMS. */
+  changeUpstream(base: keyof typeof UPSTREAM_FILE): Promise<void>;
+  readonly publishDir: string;
+}
+
+export async function makeImageProject(t: ExecutionContext, extraConfig = ''): Promise<ImageProject> {
+  const project = await makeProject(t, { config: '// replaced below\nexport default {};\n' });
+  await cp(join(REPO, 'demo', 'templates'), project.path('templates'), { recursive: true });
+  await cp(join(REPO, 'shared'), project.path('shared'), { recursive: true });
+  for (const file of Object.values(UPSTREAM_FILE)) makeQcow2(project.path(`upstream/${file}`), '64M');
+  writeSums(project);
+  const upstream = (file: string) => ({
+    url: pathToFileURL(project.path(`upstream/${file}`)).href,
+    checksumsUrl: pathToFileURL(project.path('upstream/SHA512SUMS')).href,
+  });
+  const publishDir = project.path('publish');
+  await writeFile(
+    project.path('pipeline.config.ts'),
+    `import { defineConfig } from ${JSON.stringify(join(REPO, 'index.ts'))};
+export default defineConfig({
+  bases: {
+    bookworm: ${JSON.stringify(upstream(UPSTREAM_FILE.bookworm))},
+    trixie: ${JSON.stringify(upstream(UPSTREAM_FILE.trixie))},
+  },
+  images: {
+    'debian-12': { base: 'bookworm' },
+    'debian-13': { base: 'trixie' },
+    'pve-9': { base: 'trixie' },
+  },
+  publishDir: ${JSON.stringify(publishDir)},
+  ${extraConfig}
+});
+`,
+  );
+  await cp(join(REPO, 'demo', 'publish', '.gitkeep'), join(publishDir, '.gitkeep'));
+  return {
+    ...project,
+    publishDir,
+    async changeUpstream(base) {
+      const path = project.path(`upstream/${UPSTREAM_FILE[base]}`);
+      execFileSync('qemu-io', ['-c', `write -P 0x${Math.floor(Math.random() * 200 + 16).toString(16)} 0 64k`, path]);
+      writeSums(project);
+    },
+  };
+}
+
+export function makeQcow2(path: string, size: string): void {
+  execFileSync('mkdir', ['-p', join(path, '..')]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, size]);
+}
+
+function writeSums(project: Project): void {
+  const sums = execFileSync('sha512sum', Object.values(UPSTREAM_FILE), { cwd: project.path('upstream'), encoding: 'utf8' });
+  execFileSync('sh', ['-c', 'cat > SHA512SUMS'], { cwd: project.path('upstream'), input: sums });
+}
+
+/** `echo "$src:$tpl" | sha256sum` as the shell build script computed it. */
+export function shellCacheKey(project: Project, image: string, baseFile: string): string {
+  const script = [
+    'set -eu',
+    'base=$1 image=$2',
+    `src=$(sha256sum "$base" | cut -d' ' -f1)`,
+    `tpl=$(cat "templates/$image/template.pkr.hcl" "templates/$image/cleanup.sh" shared/scripts/cleanup-common.sh shared/scripts/detect-versions.sh shared/cloud-init/user-data.pkrtpl shared/cloud-init/meta-data | sha256sum | cut -d' ' -f1)`,
+    'echo "$src:$tpl" | sha256sum | cut -d" " -f1',
+  ].join('\n');
+  return execFileSync('bash', ['-c', script, 'bash', baseFile, image], { cwd: project.root, encoding: 'utf8' }).trim();
+}
