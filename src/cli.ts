@@ -7,6 +7,7 @@ import { ConfigError } from './graph.ts';
 import { MissingInputError } from './fingerprint.ts';
 import { describeGraph, explainTarget, printDryRun, planJson } from './inspect.ts';
 import { LockBusyError } from './lock.ts';
+import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
 import type { Reporter } from './report/reporter.ts';
@@ -89,7 +90,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     throw error;
   }
   const commands = session.config.commands ?? {};
-  const first = argv.find((arg) => !arg.startsWith('-'));
+  const first = firstWord(argv);
   if (first !== undefined && commands[first] && !BUILTIN_COMMANDS.includes(first)) {
     return runConfigCommand(session, commands[first], argv.slice(argv.indexOf(first) + 1), io, signal);
   }
@@ -162,7 +163,7 @@ async function runConfigCommand(
     return EXIT_OK;
   }
   const json = parsed.values.json === true;
-  const progressLines = new Map<string, number>();
+  const meters = new Map<string, { meter: ProgressMeter; printedAt: number }>();
   const commandIO: CommandIO = {
     root: session.root,
     signal,
@@ -171,11 +172,14 @@ async function runConfigCommand(
     out: io.out,
     err: io.err,
     progress(label, done, total) {
-      // Commands print throttled progress lines; the tree renderer is for graph runs.
+      // Commands print throttled progress lines (speed, ETA); the tree is for graph runs.
+      let state = meters.get(label);
+      if (!state) meters.set(label, (state = { meter: new ProgressMeter(), printedAt: 0 }));
+      state.meter.update(done, total);
       const now = Date.now();
-      if (now - (progressLines.get(label) ?? 0) < 2_000 && done !== total) return;
-      progressLines.set(label, now);
-      if (!json) io.err(`  ${label}: ${total ? `${Math.floor((done / total) * 100)}% ` : ''}${done} bytes`);
+      if (json || (now - state.printedAt < 2_000 && done !== total)) return;
+      state.printedAt = now;
+      io.err(`  ${label}: ${state.meter.describe(false)}`);
     },
     async runTargets(targets) {
       const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
@@ -213,6 +217,17 @@ function parseJobs(value: string | undefined): number {
   const jobs = Number(value);
   if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError(`--jobs must be a positive integer, not "${value}"`);
   return jobs;
+}
+
+/** The first argument that is neither an option nor the value of one. */
+function firstWord(argv: readonly string[]): string | undefined {
+  const takesValue = new Set(['--config', '-c', '--jobs', '-j', '--format']);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (takesValue.has(arg)) i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
 }
 
 function findConfigArgument(argv: readonly string[]): string | undefined {

@@ -58,7 +58,7 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
     return { fresh: false, pending: true, reason: `dependency ${pendingDep} is stale` };
   }
   const manifest = await buildManifest(node, context);
-  const fingerprint = await xxhString(canonicalJson(manifest as unknown as Json));
+  const fingerprint = await fingerprintOf(manifest);
   const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason, fingerprint, manifest });
 
   if (context.forced) return stale('forced (--force)');
@@ -92,6 +92,10 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
     if (outputs[path] !== hash) return stale(`output ${path} was modified`);
   }
   return { fresh: true, adopt: false, reason: 'up to date', fingerprint, manifest, outputDigest: stamp.outputDigest };
+}
+
+export function fingerprintOf(manifest: Manifest): Promise<string> {
+  return xxhString(canonicalJson(manifest as unknown as Json));
 }
 
 /** Hashes declared outputs; returns a reason string when one is missing. */

@@ -4,7 +4,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
+import { assess, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import { createTaskContext } from './task-context.ts';
@@ -245,12 +245,22 @@ async function runStale(
     signal.throwIfAborted();
     const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account });
     if (typeof hashed === 'string') throw new Error(`finished without producing its outputs: ${hashed}`);
-    const fingerprint = verdict.fingerprint!;
+    let manifest = verdict.manifest!;
+    let fingerprint = verdict.fingerprint!;
+    if (node.probe) {
+      // The node may have changed what it probes (an upload puts the remote checksum in
+      // place): record the state it left, so the next run finds it fresh.
+      const after = await runProbe(node, options);
+      if (after && after.value !== manifest.probe) {
+        manifest = { ...manifest, probe: after.value };
+        fingerprint = await fingerprintOf(manifest);
+      }
+    }
     const outputDigest = await outputDigestOf(hashed, fingerprint);
     await writeStamp(options.stateDir, node.id, {
       version: 1,
       fingerprint,
-      manifest: verdict.manifest!,
+      manifest,
       outputs: hashed,
       outputDigest,
       finishedAt: new Date().toISOString(),

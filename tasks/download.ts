@@ -1,0 +1,486 @@
+// The base-image download: fetch a Debian cloud image into cache/ with a byte progress
+// bar, resume a partial file with HTTP Range, verify it against the upstream SHA512SUMS
+// and only then rename it into place. A probe reads the (small) checksum list on every
+// run so the engine re-downloads exactly when upstream moved on.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { TaskFailure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/types.ts';
+
+export interface DownloadSpec {
+  /** Node id, e.g. `trixie:download`. */
+  readonly id: NodeId;
+  /** The image: http(s) or file: URL. */
+  readonly url: string;
+  /** The upstream SHA512SUMS list that names the image. */
+  readonly checksumsUrl: string;
+  /** Destination relative to the root, e.g. `cache/debian-13-generic-amd64.qcow2`. */
+  readonly file: string;
+  readonly deps?: readonly NodeId[];
+  /** Transfer attempts per run; each retry resumes the partial file (default 4). */
+  readonly attempts?: number;
+  /** First retry delay, doubled per attempt (default 1000 ms). */
+  readonly retryDelayMs?: number;
+  /** How long the probe waits for the checksum list before calling upstream unreachable. */
+  readonly probeTimeoutMs?: number;
+}
+
+export const NOTE_UNREACHABLE = 'upstream unreachable; using cached file';
+export const NOTE_OFFLINE = 'offline: upstream not checked; using cached file';
+
+const DEFAULT_ATTEMPTS = 4;
+const DEFAULT_RETRY_DELAY_MS = 1_000;
+const DEFAULT_PROBE_TIMEOUT_MS = 20_000;
+const PROGRESS_STEP = 1024 * 1024;
+const PROGRESS_INTERVAL_MS = 200;
+/** A checksum list is a few KiB; anything far bigger is not one. */
+const MAX_CHECKSUM_LIST_BYTES = 4 * 1024 * 1024;
+/** Marks a probe value recorded by a `--refresh-base` run (see `probe`). */
+const REFRESH_MARK = ' refresh@';
+
+export function downloadNode(spec: DownloadSpec): NodeDef {
+  return {
+    id: spec.id,
+    kind: 'download',
+    description: `download ${spec.url}`,
+    deps: spec.deps ?? [],
+    params: { url: spec.url, checksumsUrl: spec.checksumsUrl, file: spec.file },
+    outputs: [spec.file],
+    // The build's cache key is the SHA-256 of this file: computed in the same read as the output hash.
+    sha256Outputs: [spec.file],
+    pool: 'network',
+    // --force rebuilds images, it does not re-fetch an unchanged upstream image (--refresh-base does).
+    honorsForce: false,
+    probe: (context) => probeUpstream(spec, context),
+    async describeRun() {
+      return `would download ${spec.url} -> ${spec.file}`;
+    },
+    run: (ctx) => runDownload(spec, ctx),
+  };
+}
+
+/**
+ * The probe value is upstream's SHA-512 of the image, so the node is stale exactly when
+ * upstream published a new one. Without the network the previous value stands (or the
+ * cached file's own SHA-512 when none was recorded), so an offline run is a no-op.
+ */
+async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise<ProbeResult> {
+  const cachedPath = resolve(context.root, spec.file);
+  const refresh = context.flags.refreshBase === true;
+  if (context.flags.offline === true) {
+    if (refresh) throw new TaskFailure(`--refresh-base needs the network; drop --offline`);
+    if (!(await isFile(cachedPath))) {
+      throw new TaskFailure(`--offline, but ${spec.file} is not cached; run once with network access`);
+    }
+    return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_OFFLINE };
+  }
+  let upstream: string;
+  try {
+    upstream = await fetchUpstreamSha512(spec, withTimeout(context.signal, spec.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS));
+  } catch (error) {
+    if (!(error instanceof Unreachable) || context.signal.aborted) throw error;
+    if (!(await isFile(cachedPath))) {
+      throw new TaskFailure(`cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
+    }
+    return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_UNREACHABLE };
+  }
+  // --refresh-base must make the node stale although upstream is unchanged: a value no
+  // earlier run recorded does that. Later runs keep returning the recorded value while
+  // upstream stays put, so the refresh costs no extra work afterwards.
+  if (refresh) return { value: `${upstream}${REFRESH_MARK}${Date.now()}`, note: 're-download requested (--refresh-base)' };
+  if (context.previous?.startsWith(`${upstream}${REFRESH_MARK}`)) return { value: context.previous };
+  return { value: upstream };
+}
+
+async function runDownload(spec: DownloadSpec, ctx: TaskContext): Promise<void> {
+  const dest = resolve(ctx.root, spec.file);
+  const cached = await isFile(dest);
+  if (ctx.flags.offline === true) {
+    if (!cached) throw new TaskFailure(`--offline, but ${spec.file} is not cached; run once with network access`);
+    ctx.log(NOTE_OFFLINE);
+    return;
+  }
+  let expected: string;
+  try {
+    expected = await fetchUpstreamSha512(spec, ctx.signal);
+  } catch (error) {
+    if (!(error instanceof Unreachable) || ctx.signal.aborted) throw error;
+    if (!cached) throw new TaskFailure(`cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
+    ctx.log(NOTE_UNREACHABLE);
+    return;
+  }
+  if (cached && ctx.flags.refreshBase !== true) {
+    // A file already in cache/ (left by the shell script, or the node's stamp was lost)
+    // is adopted when it is upstream's image: one local read instead of a download.
+    ctx.status('checking cached file against upstream SHA512SUMS');
+    const actual = await sha512File(dest, ctx.signal, (done, total) => ctx.progress(done, total));
+    if (actual === expected) {
+      ctx.log(`${spec.file} matches upstream SHA-512; no download needed`);
+      return;
+    }
+    ctx.log(`${spec.file} differs from upstream; downloading ${spec.url}`);
+  }
+  await downloadVerified(ctx, spec, dest, expected);
+}
+
+/**
+ * Re-fetches the upstream checksum list and the image, whatever is cached, and returns
+ * the new SHA-512. For the build task when packer reports a checksum mismatch (upstream
+ * replaced the image under it).
+ */
+export async function redownload(ctx: TaskContext, spec: Omit<DownloadSpec, 'id' | 'deps'>): Promise<string> {
+  const expected = await fetchUpstreamSha512(spec, ctx.signal).catch((error: unknown) => {
+    if (error instanceof Unreachable) throw new TaskFailure(`cannot reach ${spec.checksumsUrl}: ${error.message}`);
+    throw error;
+  });
+  // No beginCommit: the context is the build's, whose stamp is not ours to drop.
+  await downloadVerified(ctx, spec, resolve(ctx.root, spec.file), expected, { ownsOutput: false });
+  return expected;
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream checksum list
+
+/** The network (or the mirror) failed, as opposed to the request being wrong. */
+class Unreachable extends Error {
+  override readonly name = 'Unreachable';
+}
+
+/** Upstream's SHA-512 for the image, from its checksum list. */
+export async function fetchUpstreamSha512(
+  spec: Pick<DownloadSpec, 'url' | 'checksumsUrl' | 'file'>,
+  signal: AbortSignal,
+): Promise<string> {
+  const list = await fetchText(spec.checksumsUrl, signal);
+  const names = [...new Set([upstreamName(spec.url), basename(spec.file)])];
+  const digest = findSha512(list, names);
+  if (!digest) throw new TaskFailure(`${spec.checksumsUrl} has no SHA-512 line for ${names.join(' or ')}`);
+  return digest;
+}
+
+/** Finds the SHA-512 for one of `names` in GNU (`hex  name`) or BSD (`SHA512 (name) = hex`) format. */
+export function findSha512(list: string, names: readonly string[]): string | undefined {
+  const wanted = new Set(names);
+  for (const raw of list.split('\n')) {
+    const line = raw.trim();
+    const gnu = /^([0-9a-fA-F]{128})\s+\*?(?:\.\/)?(.+)$/.exec(line);
+    if (gnu?.[1] && gnu[2] && wanted.has(gnu[2])) return gnu[1].toLowerCase();
+    const bsd = /^SHA512 \((?:\.\/)?(.+)\) = ([0-9a-fA-F]{128})$/.exec(line);
+    if (bsd?.[1] && bsd[2] && wanted.has(bsd[1])) return bsd[2].toLowerCase();
+  }
+  return undefined;
+}
+
+function upstreamName(url: string): string {
+  const path = new URL(url).pathname;
+  return decodeURIComponent(path.slice(path.lastIndexOf('/') + 1));
+}
+
+async function fetchText(url: string, signal: AbortSignal): Promise<string> {
+  if (url.startsWith('file:')) {
+    try {
+      return await readFile(fileURLToPath(url), { encoding: 'utf8', signal });
+    } catch (error) {
+      throw new TaskFailure(`cannot read ${url}: ${errorText(error)}`);
+    }
+  }
+  let response: Response;
+  try {
+    response = await fetch(url, { signal, headers: { 'accept-encoding': 'identity' } });
+  } catch (error) {
+    if (isAbortOf(signal, error)) throw signal.reason ?? error;
+    throw new Unreachable(errorText(error));
+  }
+  if (response.status >= 500) {
+    await response.body?.cancel();
+    throw new Unreachable(`HTTP ${response.status} ${response.statusText} from ${url}`);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new TaskFailure(`HTTP ${response.status} ${response.statusText} from ${url}`);
+  }
+  const length = Number(response.headers.get('content-length') ?? 0);
+  if (length > MAX_CHECKSUM_LIST_BYTES) {
+    await response.body?.cancel();
+    throw new TaskFailure(`${url} is ${length} bytes; that is not a checksum list`);
+  }
+  try {
+    return await response.text();
+  } catch (error) {
+    if (isAbortOf(signal, error)) throw signal.reason ?? error;
+    throw new Unreachable(errorText(error));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transfer with resume and verification
+
+/** A transfer that may succeed when resumed: a dropped connection, a 5xx, a short body. */
+class Interrupted extends Error {
+  override readonly name = 'Interrupted';
+}
+
+async function downloadVerified(
+  ctx: TaskContext,
+  spec: Pick<DownloadSpec, 'url' | 'attempts' | 'retryDelayMs'>,
+  dest: string,
+  expected: string,
+  { ownsOutput = true }: { ownsOutput?: boolean } = {},
+): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true });
+  // The partial file keeps a stable name across runs (so a later run resumes it) and
+  // carries the expected digest, so a partial of an older upstream image is never resumed.
+  const partial = join(dirname(dest), `.${basename(dest)}.${expected.slice(0, 16)}.partial`);
+  await removeOtherPartials(dest, partial);
+  const attempts = Math.max(1, spec.attempts ?? DEFAULT_ATTEMPTS);
+  const delay = spec.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
+
+  let restartedAfterMismatch = false;
+  for (;;) {
+    let outcome: TransferOutcome | undefined;
+    for (let attempt = 1; outcome === undefined; attempt++) {
+      try {
+        outcome = await transfer(ctx, spec.url, partial);
+      } catch (error) {
+        if (!(error instanceof Interrupted) || ctx.signal.aborted || attempt >= attempts) {
+          if (error instanceof Interrupted) {
+            throw new TaskFailure(`download of ${spec.url} failed after ${attempt} attempts: ${error.message} (the partial file is kept; the next run resumes it)`);
+          }
+          throw error;
+        }
+        const wait = delay * 2 ** (attempt - 1);
+        ctx.log(`${error.message}; resuming in ${wait} ms (attempt ${attempt + 1} of ${attempts})`);
+        await sleep(wait, undefined, { signal: ctx.signal });
+      }
+    }
+    if (outcome.sha512 === expected) break;
+    await rm(partial, { force: true });
+    // A resumed prefix may be what is wrong (a file changed under the same name); one
+    // clean download settles whether upstream itself disagrees with its checksum list.
+    if (outcome.resumed && !restartedAfterMismatch) {
+      restartedAfterMismatch = true;
+      ctx.log(`SHA-512 mismatch after resuming; downloading ${spec.url} again from the start`);
+      continue;
+    }
+    throw new TaskFailure(`SHA-512 mismatch for ${spec.url}: expected ${expected}, got ${outcome.sha512}`);
+  }
+  if (ownsOutput) await ctx.beginCommit();
+  await rename(partial, dest);
+  ctx.log(`downloaded ${spec.url} -> ${dest} (SHA-512 verified)`);
+}
+
+interface TransferOutcome {
+  readonly sha512: string;
+  /** The file was completed from bytes an earlier attempt or run left. */
+  readonly resumed: boolean;
+}
+
+interface Body {
+  /** Offset the body starts at: the partial's size when the source honoured the range, else 0. */
+  readonly start: number;
+  /** Size of the whole file, when known. */
+  readonly total: number | undefined;
+  readonly chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+  /** The partial is already complete (a range past its end was refused with the same size). */
+  readonly complete?: boolean;
+  /**
+   * undici cancels the body of a Response that is garbage collected, which would end the
+   * stream early without an error; holding the Response here keeps it alive while reading.
+   */
+  readonly response?: Response;
+}
+
+/** Brings `partial` to the full file, resuming from its current size; returns its SHA-512. */
+async function transfer(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
+  const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
+  const body = await openBody(ctx, url, have);
+  if (body.start === 0 && have > 0 && !body.complete) ctx.log(`${url} does not resume (no Range support); starting over`);
+  const resumed = body.start > 0 || body.complete === true;
+  const sha = createHash('sha512');
+  if (body.start > 0 || body.complete) {
+    const prefixEnd = body.complete ? have : body.start;
+    for await (const chunk of createReadStream(partial, { end: prefixEnd - 1, signal: ctx.signal })) sha.update(chunk as Buffer);
+    if (body.complete) return { sha512: sha.digest('hex'), resumed };
+    ctx.log(`resuming ${url} at byte ${body.start}`);
+  }
+  const handle = await open(partial, body.start > 0 ? 'a' : 'w');
+  let done = body.start;
+  try {
+    // Reported per MiB, or at least every PROGRESS_INTERVAL_MS on a slow link.
+    let reported = done;
+    let reportedAt = Date.now();
+    ctx.progress(done, body.total);
+    try {
+      for await (const chunk of body.chunks) {
+        await writeAll(handle, chunk);
+        sha.update(chunk);
+        done += chunk.byteLength;
+        if (done - reported >= PROGRESS_STEP || Date.now() - reportedAt >= PROGRESS_INTERVAL_MS) {
+          reported = done;
+          reportedAt = Date.now();
+          ctx.progress(done, body.total);
+        }
+      }
+    } catch (error) {
+      if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
+      throw new Interrupted(`connection to ${url} lost at byte ${done}: ${errorText(error)}`);
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  ctx.progress(done, body.total ?? done);
+  if (body.total !== undefined && done !== body.total) {
+    throw new Interrupted(`${url} ended at byte ${done} of ${body.total}`);
+  }
+  return { sha512: sha.digest('hex'), resumed };
+}
+
+async function openBody(ctx: TaskContext, url: string, have: number): Promise<Body> {
+  if (url.startsWith('file:')) {
+    const path = fileURLToPath(url);
+    const size = (await stat(path).catch((error: unknown) => {
+      throw new TaskFailure(`cannot read ${url}: ${errorText(error)}`);
+    })).size;
+    if (have === size) return { start: have, total: size, chunks: [], complete: true };
+    const start = have < size ? have : 0;
+    return { start, total: size, chunks: createReadStream(path, { start, signal: ctx.signal }) };
+  }
+  const response = await request(ctx, url, have);
+  if (have > 0 && response.status === 416) {
+    // Refused range: the partial is whole if the server's size equals it, else start over.
+    await response.body?.cancel();
+    const total = parseContentRange(response.headers.get('content-range'))?.total;
+    if (total === have) return { start: have, total, chunks: [], complete: true };
+    return openBody(ctx, url, 0);
+  }
+  if (response.status >= 500) {
+    await response.body?.cancel();
+    throw new Interrupted(`HTTP ${response.status} ${response.statusText} from ${url}`);
+  }
+  if (!response.ok || !response.body) {
+    await response.body?.cancel();
+    throw new TaskFailure(`HTTP ${response.status} ${response.statusText} from ${url}`);
+  }
+  const length = response.headers.get('content-length');
+  if (response.status === 206) {
+    const range = parseContentRange(response.headers.get('content-range'));
+    if (!range || range.start !== have) {
+      // A range we did not ask for cannot be appended; fetch the whole file instead.
+      await response.body.cancel();
+      ctx.log(`${url} answered Range ${have}- with Content-Range ${response.headers.get('content-range') ?? '(none)'}; starting over`);
+      return openBody(ctx, url, 0);
+    }
+    return { start: have, total: range.total, chunks: readChunks(response.body), response };
+  }
+  // 200: the whole file, whatever was asked.
+  return { start: 0, total: length === null ? undefined : Number(length), chunks: readChunks(response.body), response };
+}
+
+async function request(ctx: TaskContext, url: string, from: number): Promise<Response> {
+  const headers: Record<string, string> = { 'accept-encoding': 'identity' };
+  if (from > 0) headers.range = `bytes=${from}-`;
+  try {
+    // fetch follows redirects (mirrors redirect to their closest host) and keeps the Range header.
+    return await fetch(url, { headers, signal: ctx.signal, redirect: 'follow' });
+  } catch (error) {
+    if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
+    throw new Interrupted(`cannot connect to ${url}: ${errorText(error)}`);
+  }
+}
+
+function parseContentRange(header: string | null): { start: number; total: number | undefined } | undefined {
+  if (!header) return undefined;
+  const match = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(header.trim());
+  if (!match) return undefined;
+  return {
+    start: match[1] === undefined ? -1 : Number(match[1]),
+    total: match[2] === '*' || match[2] === undefined ? undefined : Number(match[2]),
+  };
+}
+
+async function removeOtherPartials(dest: string, keep: string): Promise<void> {
+  const prefix = `.${basename(dest)}.`;
+  const entries = await readdir(dirname(dest)).catch(() => [] as string[]);
+  await Promise.all(
+    entries
+      .filter((name) => name.startsWith(prefix) && name.endsWith('.partial') && join(dirname(dest), name) !== keep)
+      .map((name) => rm(join(dirname(dest), name), { force: true })),
+  );
+}
+
+/** A web stream as an async iterable; cancels it when the reader stops early (a write failed). */
+async function* readChunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  let finished = false;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) {
+        finished = true;
+        return;
+      }
+      yield value;
+    }
+  } finally {
+    if (!finished) await reader.cancel().catch(() => undefined);
+    reader.releaseLock();
+  }
+}
+
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+/** SHA-512 of a file (what upstream publishes; the stat cache keeps SHA-256 and xxh64 only). */
+export async function sha512File(
+  path: string,
+  signal?: AbortSignal,
+  onProgress?: (done: number, total: number) => void,
+): Promise<string> {
+  const total = (await stat(path)).size;
+  const sha = createHash('sha512');
+  let done = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, ...(signal ? { signal } : {}) })) {
+    sha.update(chunk as Buffer);
+    done += (chunk as Buffer).length;
+    onProgress?.(done, total);
+  }
+  return sha.digest('hex');
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isFile() ?? false;
+}
+
+function withTimeout(signal: AbortSignal, ms: number): AbortSignal {
+  return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
+}
+
+/** True when `error` is the caller cancelling (Ctrl-C), not a timeout or a network failure. */
+function isAbortOf(signal: AbortSignal, error: unknown): boolean {
+  if (error instanceof Error && error.name === 'TimeoutError') return false;
+  return signal.aborted && error instanceof Error && (error.name === 'AbortError' || error === signal.reason);
+}
+
+/** undici hides the useful part (ECONNREFUSED, "other side closed") in `cause`. */
+function errorText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = (error as { cause?: unknown }).cause;
+  if (cause instanceof Error) {
+    const code = (cause as { code?: unknown }).code;
+    return typeof code === 'string' ? `${code} ${cause.message}` : cause.message;
+  }
+  if (error.name === 'TimeoutError') return 'timed out';
+  return error.message;
+}
