@@ -3,6 +3,7 @@
 import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { tsImport } from 'tsx/esm/api';
 import { z } from 'zod';
 import { ConfigError } from './graph.ts';
 import { ENGINE_CONFIG, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
@@ -121,8 +122,12 @@ export async function findConfig(cwd: string, given: string | undefined): Promis
 export async function loadConfig(file: string): Promise<EngineConfig> {
   let loaded: unknown;
   try {
-    const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    // tsImport loads the config as an ES module whatever package.json says around it
+    // (a CommonJS-compiled config could not require the engine's ES modules).
+    const module = (await tsImport(pathToFileURL(file).href, import.meta.url)) as { default?: unknown };
     loaded = module.default;
+    // A config compiled as CommonJS arrives wrapped once more.
+    if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
     if (error instanceof ConfigError || error instanceof UsageError) throw new ConfigError(`${file}: ${error.message}`);
     throw new ConfigError(`${file}: cannot load: ${firstLine(error)}`);

@@ -42,6 +42,8 @@ export interface AssessContext {
   readonly depOutputs: ReadonlyMap<NodeId, string | undefined>;
   readonly forced: boolean;
   readonly probeValue: string | undefined;
+  /** What the probe said of its value ("…/x.img is missing"), the better stale reason. */
+  readonly probeNote?: string | undefined;
   readonly account: { bytes: number };
 }
 
@@ -51,6 +53,7 @@ export class MissingInputError extends Error {
 }
 
 const KEY_PATTERN = /^[0-9a-f]{64}$/;
+const UPSTREAM_CHANGED = 'upstream changed';
 
 export async function assess(node: NodeDef, context: AssessContext): Promise<Verdict> {
   const pendingDep = node.deps.find((dep) => context.depOutputs.get(dep) === undefined);
@@ -84,7 +87,8 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
     return { fresh: true, adopt: true, reason: `adopted: ${node.key.path} matches`, fingerprint, manifest, outputDigest: await outputDigestOf(outputs, fingerprint) };
   }
   if (stamp.fingerprint !== fingerprint) {
-    return stale(manifestDifference(stamp.manifest, manifest) ?? 'fingerprint changed');
+    const difference = manifestDifference(stamp.manifest, manifest) ?? 'fingerprint changed';
+    return stale(difference === UPSTREAM_CHANGED && context.probeNote ? context.probeNote : difference);
   }
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return stale(outputs);
@@ -173,7 +177,7 @@ export function manifestDifference(before: Manifest, after: Manifest): string | 
   for (const dep of Object.keys(after.deps)) {
     if (before.deps[dep] !== after.deps[dep]) return `dependency ${dep} changed its output`;
   }
-  if (before.probe !== after.probe) return 'upstream changed';
+  if (before.probe !== after.probe) return UPSTREAM_CHANGED;
   return undefined;
 }
 

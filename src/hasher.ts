@@ -81,9 +81,8 @@ export class StatCache implements FileHasher {
     // A file written within the last clock ticks could be written again without its
     // stat changing (git's "racy clean" case); wait those ticks out so the digest we keep
     // is one no later same-stat write can contradict.
-    const ageNs = BigInt(Date.now()) * 1_000_000n - before.mtimeNs;
-    if (ageNs < RACY_WINDOW_NS) await sleep(Number((RACY_WINDOW_NS - ageNs) / 1_000_000n) + 1);
-    const startedNs = BigInt(Date.now()) * 1_000_000n;
+    while (nowNs() < before.mtimeNs + RACY_WINDOW_NS) await sleep(1);
+    const startedNs = nowNs();
     const digest = await this.read(path, Number(before.size), wantSha, options);
     const after = await stat(path, { bigint: true });
     // Only remember a digest when the file did not change while being read.
@@ -147,6 +146,11 @@ interface BigStats {
   mtimeNs: bigint;
   ctimeNs: bigint;
   ino: bigint;
+}
+
+/** Wall-clock time in ns, comparable with file mtimes. */
+function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
 }
 
 function matches(record: StatRecord, stats: BigStats): boolean {

@@ -4,7 +4,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
+import { assess, fileExists, fingerprintOf, hashOutputs, MissingInputError, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import { createTaskContext } from './task-context.ts';
@@ -70,6 +70,7 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<{ value: st
 
 /** Assesses every node of the closure, treating stale dependencies as pending. */
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions): Promise<PlanEntry[]> {
+  await checkInputFiles(graph, closure, options.root);
   const outputs = new Map<NodeId, string | undefined>();
   const entries: PlanEntry[] = [];
   for (const id of closure) {
@@ -98,6 +99,7 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       depOutputs: outputs,
       forced: options.force && node.honorsForce !== false,
       probeValue: probe?.value,
+      probeNote: probe?.note,
       account,
     });
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
@@ -110,6 +112,20 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
     });
   }
   return entries;
+}
+
+/**
+ * A declared input file that is missing is a setup error before anything runs, even for a
+ * node whose dependencies are stale, unless some node of the closure produces it.
+ */
+async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: string): Promise<void> {
+  const produced = new Set(closure.flatMap((id) => graph.node(id).outputs ?? []));
+  for (const id of closure) {
+    for (const file of graph.node(id).files ?? []) {
+      if (produced.has(file)) continue;
+      if (!(await fileExists(resolve(root, file)))) throw new MissingInputError(`${id}: input file ${file} does not exist`);
+    }
+  }
 }
 
 /** Runs kinds' setup checks for every node that may run; the first failure is thrown. */
@@ -181,6 +197,7 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
         depOutputs: outputs,
         forced: options.force && node.honorsForce !== false,
         probeValue,
+        probeNote: note,
         account,
       });
     }

@@ -3,7 +3,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { loadConfig } from './config.ts';
-import { Graph } from './graph.ts';
+import { ConfigError, Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
@@ -32,7 +32,12 @@ export class Session {
     const root = dirname(configFile);
     const hasher = await StatCache.open(join(root, '.pipeline', 'stat-cache.json'));
     const session = new Session(configFile, root, config, hasher);
-    session.graphFor([]); // validates references and cycles now, before any work
+    try {
+      session.graphFor([]); // validates references and cycles now, before any work
+    } catch (error) {
+      if (error instanceof ConfigError) throw new ConfigError(`${configFile}: ${error.message}`);
+      throw error;
+    }
     return session;
   }
 

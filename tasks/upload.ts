@@ -1,10 +1,10 @@
 // The `{name}:upload` task kind: puts a checksummed image on a GitHub release. The probe
 // reads the release's `.sha256`, so the engine re-runs the node when the remote changed
 // (someone removed or replaced the image) even though no local input did.
-import { TaskFailure, type NodeDef } from '../src/types.ts';
+import { SetupError, TaskFailure, type NodeDef } from '../src/types.ts';
 import { checksumAssetName } from './github/asset-names.ts';
 import type { ImageCatalog } from './github/catalog.ts';
-import { createGitHubClient, type ClientOptions } from './github/client.ts';
+import { createGitHubClient, resolveRepository, resolveToken, type ClientOptions } from './github/client.ts';
 import { ReleaseStore } from './github/releases.ts';
 import { resolveTransferLimits } from './github/sizes.ts';
 import { uploadImage } from './github/upload-image.ts';
@@ -42,15 +42,17 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
         if (!asset) return { value: 'image missing' };
         return { value: (await store.downloadText(asset, signal, 4096)).trim() };
       } catch (error) {
+        if (error instanceof SetupError) throw error;
         // Unreachable or unauthorized: a value that never matches, so the node runs and reports the real error.
         return { value: `unknown ${Date.now()}`, note: `cannot read release ${tag}: ${error instanceof Error ? error.message : error}` };
       }
     },
     async preflight() {
+      resolveRepository(catalog.release, env);
+      await resolveToken(env, options.client?.readGhToken);
       try {
         resolveTransferLimits(catalog.release, env);
       } catch (error) {
-        const { SetupError } = await import('../src/types.ts');
         throw new SetupError(error instanceof Error ? error.message : String(error));
       }
     },

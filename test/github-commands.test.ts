@@ -2,7 +2,7 @@
 // called as Command objects with a recording CommandIO.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
@@ -71,6 +71,7 @@ async function setup(t: import('ava').ExecutionContext) {
     await uploadImage({ store, catalog: fixture.catalog, name, tag: 'latest', limits, force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
   }
   const release = releaseCommand(fixture.catalog, { client });
+  await mkdir(join(fixture.root, 'pve-storage'));
   const images = imagesCommand(fixture.catalog, { client: { ...client, env: { ...env, PIPELINE_PUBLISH_DIR: join(fixture.root, 'pve-storage') } } });
   const run = async (command: typeof release, argv: string[], values: Record<string, string | boolean> = {}, json = false) => {
     const io = recordingIO(fixture.root, json);
@@ -190,7 +191,8 @@ test('images download reassembles parts, verifies and publishes with qemu-img', 
     t.is(info.format, 'qcow2');
   }
   t.deepEqual((await readdir(dir)).sort(), ['debian-12.qcow2', 'debian-13.qcow2', 'pve-9.qcow2']);
-  t.deepEqual((await readdir(join(fixture.root, 'pve-storage'))).sort(), ['debian-12.img', 'debian-13.img', 'pve-9.img']);
+  const published = (await readdir(join(fixture.root, 'pve-storage'))).filter((name) => !name.startsWith('.'));
+  t.deepEqual(published.sort(), ['debian-12.img', 'debian-13.img', 'pve-9.img']);
 
   // Present and verified: nothing downloaded again; a different file needs --overwrite.
   const again = await run(images, ['download', 'pve-9'], { dir });

@@ -3,7 +3,7 @@
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
 import { Octokit, RequestError } from 'octokit';
-import { TaskFailure } from '../../src/types.ts';
+import { SetupError, TaskFailure } from '../../src/types.ts';
 import type { ReleaseSettings } from './catalog.ts';
 
 export const DEFAULT_API_URL = 'https://api.github.com';
@@ -21,7 +21,7 @@ export const readGhToken: GhTokenReader = () =>
 export async function resolveToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader = readGhToken): Promise<string> {
   const token = env.GITHUB_TOKEN?.trim() || env.GH_TOKEN?.trim() || (await readGh());
   if (!token) {
-    throw new TaskFailure('no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
+    throw new SetupError('no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
   }
   return token;
 }
@@ -30,7 +30,7 @@ export function resolveRepository(settings: ReleaseSettings, env: NodeJS.Process
   const full = env.GITHUB_REPOSITORY?.trim() || settings.repo;
   const match = full ? /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(full) : null;
   if (!match) {
-    throw new TaskFailure(
+    throw new SetupError(
       full
         ? `GitHub repository "${full}" is not in owner/name form`
         : 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY',

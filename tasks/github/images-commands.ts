@@ -6,7 +6,8 @@ import type { ImageCatalog } from './catalog.ts';
 import { expandHome, flag, openStore, reportFailures, stringValue, type CommandArgs, type CommandDeps } from './command-support.ts';
 import { downloadImage, imageAssets } from './download-image.ts';
 import { readManifest } from './manifest.ts';
-import { publishImage, resolvePublishDir } from './publish-image.ts';
+import { checkPublishDir } from '../publish.ts';
+import { publishDownloaded, resolvePublishDir } from './publish-image.ts';
 import { formatBytes } from './sizes.ts';
 
 async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
@@ -45,6 +46,8 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   const dir = expandHome(stringValue(args, 'dir') ?? '~/.cache/images');
   const publish = flag(args, 'publish');
   const publishDir = resolvePublishDir(catalog.publishDir, deps.client?.env ?? process.env);
+  // A publish directory that cannot take the images is found before gigabytes move.
+  if (publish) await checkPublishDir(publishDir);
 
   const store = await openStore(catalog, deps);
   const release = await store.requireRelease(tag);
@@ -72,7 +75,15 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
       const entry: Record<string, unknown> = { name, path: result.path, size: result.size, sha256: result.sha256, status: result.alreadyPresent ? 'present' : 'downloaded' };
       if (!io.json) io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
       if (publish) {
-        const published = await publishImage(result.path, publishDir, name, io.signal);
+        const published = await publishDownloaded({
+          source: result.path,
+          sourceSha256: result.sha256,
+          publishDir,
+          name,
+          root: io.root,
+          signal: io.signal,
+          onProgress: (done, total) => io.progress(`${name} publish`, done, total),
+        });
         entry.published = published;
         if (!io.json) io.out(`${name}: published ${join(publishDir, `${name}.img`)}`);
       }

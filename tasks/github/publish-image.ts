@@ -1,36 +1,41 @@
-// Installs a downloaded image into the publish directory as `{name}.img`: compressed by
-// qemu-img into a temp name in the same directory, then renamed, so PVE never sees half a file.
-import { execFile } from 'node:child_process';
-import { mkdir, rename, rm } from 'node:fs/promises';
+// Installs a downloaded image into the publish directory as `{name}.img` through the
+// publish task's own routine (qemu-img convert -c to a temp name, then rename; skipped
+// when that exact image is already published), so a fresh host and a build host
+// publish the same way.
 import { join } from 'node:path';
-import { GitHubFailure } from './client.ts';
+import { StatCache } from '../../src/hasher.ts';
+import { createTaskContext } from '../../src/task-context.ts';
+import { publishedPath, publishImage as publishWithContext } from '../publish.ts';
 
-export function resolvePublishDir(configured: string, env: NodeJS.ProcessEnv = process.env): string {
-  return env.PIPELINE_PUBLISH_DIR?.trim() || configured;
+export { resolvePublishDir } from '../publish.ts';
+
+export interface PublishDownloadedOptions {
+  readonly source: string;
+  readonly sourceSha256: string;
+  readonly publishDir: string;
+  readonly name: string;
+  readonly root: string;
+  readonly signal: AbortSignal;
+  readonly onProgress?: (done: number, total: number | undefined) => void;
 }
 
-export async function publishImage(source: string, publishDir: string, name: string, signal: AbortSignal): Promise<string> {
-  await mkdir(publishDir, { recursive: true });
-  const finalPath = join(publishDir, `${name}.img`);
-  const tempPath = join(publishDir, `.${name}.img.${process.pid}.tmp`);
+/** Returns the published path. The caller has checked the directory (checkPublishDir). */
+export async function publishDownloaded(options: PublishDownloadedOptions): Promise<string> {
+  const context = createTaskContext({
+    id: `${options.name}:publish`,
+    root: options.root,
+    logFile: join(options.root, 'logs', `${options.name}.publish.log`),
+    signal: options.signal,
+    hasher: await StatCache.open(),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
   try {
-    await new Promise<void>((resolve, reject) => {
-      execFile('qemu-img', ['convert', '-c', '-O', 'qcow2', source, tempPath], { signal, maxBuffer: 16 * 1024 * 1024 }, (error, _stdout, stderr) => {
-        if (!error) return resolve();
-        const code = (error as NodeJS.ErrnoException).code;
-        reject(
-          new GitHubFailure(
-            code === 'ENOENT'
-              ? 'qemu-img not found: install qemu-utils to publish images'
-              : `qemu-img convert failed for ${name}: ${String(stderr).trim().split('\n').pop() || error.message}`,
-          ),
-        );
-      });
-    });
-    await rename(tempPath, finalPath);
-    return finalPath;
+    await publishWithContext(context, { source: options.source, sourceSha256: options.sourceSha256, publishDir: options.publishDir, name: options.name });
   } catch (error) {
-    await rm(tempPath, { force: true });
+    await context.removeTemps();
     throw error;
+  } finally {
+    await context.close();
   }
+  return publishedPath(options.publishDir, options.name);
 }

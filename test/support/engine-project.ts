@@ -1,0 +1,233 @@
+// A throwaway project for engine tests: a temp directory with a config file and input
+// files, and the real `pipeline` CLI run in it as a child process. Tests read what a
+// user sees: exit code, stdout, stderr, the `--json` summary, files on disk.
+import type { ExecutionContext } from 'ava';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = join(REPO, 'bin', 'pipeline.js');
+/** What a config in a temp dir imports `defineConfig` from (absolute, so no install is needed). */
+export const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
+
+export interface NodeJson {
+  id: string;
+  status: 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled' | 'stale';
+  reason: string;
+  durationMs: number;
+  bytesHashed: number;
+  startedAt?: number;
+  finishedAt?: number;
+  error?: string;
+  logFile?: string;
+}
+
+export interface SummaryJson {
+  ok: boolean;
+  wallMs: number;
+  ran: number;
+  fresh: number;
+  failed: number;
+  skipped: number;
+  cancelled: number;
+  bytesHashed: number;
+  nodes: NodeJson[];
+  /** Present on `--dry-run --json`. */
+  dryRun?: boolean;
+}
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** stdout parsed as JSON, when it is JSON. */
+  readonly json: SummaryJson | undefined;
+}
+
+export interface RunOptions {
+  /** Extra environment (merged over the test process's). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly timeoutMs?: number;
+}
+
+export interface Project {
+  readonly root: string;
+  /** Runs `pipeline ARGS…` in the project and waits for it to exit. */
+  run(args: readonly string[], options?: RunOptions): Promise<CliResult>;
+  /** Starts `pipeline ARGS…` without waiting; `done` settles when it exits. */
+  start(args: readonly string[], options?: RunOptions): RunningCli;
+  path(relative: string): string;
+  write(relative: string, content: string | Uint8Array): Promise<void>;
+  read(relative: string): Promise<string>;
+  exists(relative: string): boolean;
+  /** Every file under a directory of the project (relative paths, recursive). */
+  files(relative?: string): Promise<string[]>;
+  /** Polls until the file exists. */
+  waitFor(relative: string, timeoutMs?: number): Promise<void>;
+}
+
+export interface RunningCli {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly done: Promise<CliResult>;
+  /** stderr received so far. */
+  stderrSoFar(): string;
+}
+
+export interface ProjectOptions {
+  /** The config file's source; the module specifier `'@engine'` in it becomes the engine's config module path. */
+  readonly config: string;
+  /** Default `pipeline.config.ts`. */
+  readonly configName?: string;
+  /** Input files to create, by relative path. */
+  readonly files?: Readonly<Record<string, string | Uint8Array>>;
+  /**
+   * Writes `{"type":"module"}` next to the config (default true), as a project using
+   * `pipeline` has. Without it tsx loads a `.ts` config as CommonJS.
+   */
+  readonly packageJson?: boolean;
+}
+
+/** Makes a project in a fresh temp directory, removed when the test ends. */
+export async function makeProject(t: ExecutionContext, options: ProjectOptions): Promise<Project> {
+  const root = await mkdtemp(join(tmpdir(), 'pipeline-engine-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const write = async (relative: string, content: string | Uint8Array): Promise<void> => {
+    const path = join(root, relative);
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, content);
+  };
+  if (options.packageJson !== false) await write('package.json', '{ "type": "module" }\n');
+  await write(options.configName ?? 'pipeline.config.ts', options.config.replaceAll("'@engine'", JSON.stringify(CONFIG_MODULE)));
+  for (const [path, content] of Object.entries(options.files ?? {})) await write(path, content);
+
+  const project: Project = {
+    root,
+    run: (args, runOptions) => startCli(root, args, runOptions).done,
+    start: (args, runOptions) => startCli(root, args, runOptions),
+    path: (relative) => join(root, relative),
+    write,
+    read: (relative) => readFile(join(root, relative), 'utf8'),
+    exists: (relative) => existsSync(join(root, relative)),
+    files: (relative = '.') => listFiles(join(root, relative)),
+    async waitFor(relative, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!existsSync(join(root, relative))) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${relative}`);
+        await sleep(20);
+      }
+    },
+  };
+  return project;
+}
+
+/** Runs the real CLI (`node bin/pipeline.js`) with `cwd` as the working directory. */
+export function startCli(cwd: string, args: readonly string[], options: RunOptions = {}): RunningCli {
+  const env: Record<string, string | undefined> = { ...process.env, CI: '1', NO_COLOR: '1', ...options.env };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
+  const child = spawn(process.execPath, [BIN, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.end();
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timeoutMs = options.timeoutMs ?? 90_000;
+  const done = new Promise<CliResult>((resolveDone, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`pipeline ${args.join(' ')} did not exit within ${timeoutMs}ms\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolveDone({ code, signal, stdout, stderr, json: parseJson(stdout) });
+    });
+  });
+  return { child, done, stderrSoFar: () => stderr };
+}
+
+function parseJson(text: string): SummaryJson | undefined {
+  try {
+    return JSON.parse(text) as SummaryJson;
+  } catch {
+    return undefined;
+  }
+}
+
+async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  for (const entry of entries) {
+    const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) found.push(...(await listFiles(join(dir, entry.name), relative)));
+    else found.push(relative);
+  }
+  return found.sort();
+}
+
+/** The node of a summary by id (throws when absent, so a test fails with a clear message). */
+export function nodeOf(summary: SummaryJson | undefined, id: string): NodeJson {
+  if (!summary) throw new Error('no JSON summary on stdout');
+  const node = summary.nodes.find((candidate) => candidate.id === id);
+  if (!node) throw new Error(`no node ${id} in ${summary.nodes.map((n) => n.id).join(', ')}`);
+  return node;
+}
+
+/** Ids of the nodes with a status, sorted. */
+export function idsWith(summary: SummaryJson | undefined, status: NodeJson['status']): string[] {
+  if (!summary) throw new Error('no JSON summary on stdout');
+  return summary.nodes.filter((node) => node.status === status).map((node) => node.id).sort();
+}
+
+/** True when two [startedAt, finishedAt] intervals share some time. */
+export function overlaps(a: NodeJson, b: NodeJson): boolean {
+  if (a.startedAt === undefined || b.startedAt === undefined) return false;
+  return a.startedAt < b.finishedAt! && b.startedAt < a.finishedAt!;
+}
+
+/** True while a pid names a live (not zombie) process. */
+export function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    // A killed process whose parent has not reaped it yet (in a container, PID 1 may never
+    // reap) still answers kill(0); its state in /proc says it is dead.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = fields.slice(fields.lastIndexOf(')') + 2, fields.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until the pid is gone, up to a timeout; returns whether it went. */
+export async function waitGone(pid: number, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isRunning(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(25);
+  }
+  return true;
+}
+
+/** Size of a file, or undefined when missing. */
+export async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return undefined;
+  }
+}
