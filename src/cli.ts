@@ -13,7 +13,7 @@ import { PlainReporter } from './report/plain.ts';
 import type { Reporter } from './report/reporter.ts';
 import { TreeReporter } from './report/tree.ts';
 import { Session, type RunSettings } from './session.ts';
-import { SetupError, UsageError, type Command, type CommandIO } from './types.ts';
+import { isErrorNamed, SetupError, UsageError, type Command, type CommandIO } from './types.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -59,7 +59,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
     if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
-    if (error instanceof UsageError || error instanceof ConfigError || error instanceof SetupError || error instanceof MissingInputError || error instanceof LockBusyError) {
+    if (isUsageLike(error)) {
       io.err(`pipeline: ${error.message}`);
       return EXIT_USAGE;
     }
@@ -69,6 +69,12 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** Errors that mean "fix the input or the setup": exit 2 (see isErrorNamed for why by name). */
+const USAGE_ERRORS = [UsageError.name, ConfigError.name, SetupError.name, MissingInputError.name, LockBusyError.name];
+function isUsageLike(error: unknown): error is Error {
+  return isErrorNamed(error, ...USAGE_ERRORS);
 }
 
 async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal): Promise<number> {

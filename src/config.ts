@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 import { z } from 'zod';
 import { ConfigError } from './graph.ts';
-import { ENGINE_CONFIG, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
+import { ENGINE_CONFIG, isErrorNamed, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
@@ -122,14 +122,12 @@ export async function findConfig(cwd: string, given: string | undefined): Promis
 export async function loadConfig(file: string): Promise<EngineConfig> {
   let loaded: unknown;
   try {
-    // tsImport loads the config as an ES module whatever package.json says around it
-    // (a CommonJS-compiled config could not require the engine's ES modules).
-    const module = (await tsImport(pathToFileURL(file).href, import.meta.url)) as { default?: unknown };
+    const module = await importConfig(file);
     loaded = module.default;
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
-    if (error instanceof ConfigError || error instanceof UsageError) throw new ConfigError(`${file}: ${error.message}`);
+    if (isErrorNamed(error, ConfigError.name, UsageError.name)) throw new ConfigError(`${file}: ${error.message}`);
     throw new ConfigError(`${file}: cannot load: ${firstLine(error)}`);
   }
   if (loaded === undefined) throw new ConfigError(`${file}: no default export (export default defineConfig({...}))`);
@@ -148,6 +146,23 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     throw new ConfigError(`${file}: ${where ? `${where}: ` : ''}${issue.message}`);
   }
   return loaded as EngineConfig;
+}
+
+/**
+ * Imports through the loader the CLI registered, so the config shares the engine's module
+ * instances. A `.ts` config outside an ES-module package compiles to CommonJS, which cannot
+ * require the already-loaded engine; tsx's tsImport then loads it as an ES module (in a
+ * separate module instance, which is why errors are told apart by name, not class).
+ */
+async function importConfig(file: string): Promise<{ default?: unknown }> {
+  const url = pathToFileURL(file).href;
+  try {
+    return (await import(url)) as { default?: unknown };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ERR_REQUIRE_CYCLE_MODULE' && code !== 'ERR_REQUIRE_ESM' && code !== 'ERR_REQUIRE_ASYNC_MODULE') throw error;
+    return (await tsImport(url, import.meta.url)) as { default?: unknown };
+  }
 }
 
 function firstLine(error: unknown): string {

@@ -8,7 +8,7 @@ import { assess, fileExists, fingerprintOf, hashOutputs, MissingInputError, outp
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import { createTaskContext } from './task-context.ts';
-import { SetupError, type FileHasher, type NodeDef, type NodeId } from './types.ts';
+import { isErrorNamed, SetupError, type FileHasher, type NodeDef, type NodeId } from './types.ts';
 
 export type NodeStatus = 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled';
 
@@ -85,7 +85,7 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         probe = await runProbe(node, options);
       } catch (error) {
         // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
-        if (error instanceof SetupError) throw new SetupError(`${id}: ${error.message}`);
+        if (isErrorNamed(error, SetupError.name)) throw new SetupError(`${id}: ${error.message}`);
         const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${errorMessage(error)}` };
         outputs.set(id, undefined);
         entries.push({ id, verdict, bytesHashed: 0, probeError: errorMessage(error) });
@@ -136,7 +136,7 @@ export async function preflight(graph: Graph, entries: readonly PlanEntry[], opt
     try {
       await node.preflight?.({ root: options.root, flags: options.flags });
     } catch (error) {
-      if (error instanceof SetupError) throw new SetupError(`${entry.id}: ${error.message}`);
+      if (isErrorNamed(error, SetupError.name)) throw new SetupError(`${entry.id}: ${error.message}`);
       throw error;
     }
   }

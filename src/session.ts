@@ -8,7 +8,7 @@ import { StatCache } from './hasher.ts';
 import { acquireLock } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
 import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
-import type { EngineConfig, NodeDef, NodeId } from './types.ts';
+import { isErrorNamed, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export interface RunSettings {
   readonly force: boolean;
@@ -35,7 +35,7 @@ export class Session {
     try {
       session.graphFor([]); // validates references and cycles now, before any work
     } catch (error) {
-      if (error instanceof ConfigError) throw new ConfigError(`${configFile}: ${error.message}`);
+      if (isErrorNamed(error, ConfigError.name)) throw new ConfigError(`${configFile}: ${error.message}`);
       throw error;
     }
     return session;

@@ -91,6 +91,14 @@ export class SetupError extends Error {
   override readonly name = 'SetupError';
 }
 
+/**
+ * Whether an error is of a named kind. By name, not class: a config loaded in its own
+ * module instance (tsx's tsImport) throws its own copies of these classes.
+ */
+export function isErrorNamed(error: unknown, ...names: string[]): error is Error {
+  return error instanceof Error && names.includes(error.name);
+}
+
 /** Thrown by a task for an expected failure: the message is shown as is, with the log tail. */
 export class TaskFailure extends Error {
   override readonly name = 'TaskFailure';

@@ -5,14 +5,14 @@
 //
 // with the targets of SPEC "Targets" as aliases and `upload:{tag}` as a target family.
 // References are typed: an image's base, and a step's dependency, must be declared.
-import { basename, posix } from 'node:path';
+import { basename, posix, resolve } from 'node:path';
 import { engineConfig, stepNodes, type StepDecl } from '../src/config.ts';
 import { ConfigError } from '../src/graph.ts';
 import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
 import { buildNode } from './build.ts';
 import { createCatalog } from './catalog.ts';
 import { checksumNode } from './checksum.ts';
-import { downloadNode, redownload } from './download.ts';
+import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { releaseCommand, imagesCommand } from './github/commands.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
@@ -141,6 +141,19 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         ...(image.extraFiles ? { extraFiles: image.extraFiles } : {}),
         ...(image.caveat ? { caveat: image.caveat } : {}),
         ...(image.description ? { description: image.description } : {}),
+        // Packer checks the base against upstream's current SHA-512, so an upstream that
+        // moved on since the download is caught (and re-downloaded once) as the shell
+        // script's --auto-update did; offline, the cached file's own SHA-256 stands in.
+        baseChecksum: async (ctx) => {
+          if (ctx.flags.offline === true) return `sha256:${(await ctx.hasher.hash(resolve(ctx.root, file), { sha256: true })).sha256}`;
+          try {
+            return `sha512:${await fetchUpstreamSha512({ url: base.url, checksumsUrl: base.checksumsUrl, file }, ctx.signal)}`;
+          } catch (error) {
+            ctx.signal.throwIfAborted();
+            ctx.log(`upstream checksum list unreachable (${error instanceof Error ? error.message : String(error)}); checking the cached base by its SHA-256`);
+            return `sha256:${(await ctx.hasher.hash(resolve(ctx.root, file), { sha256: true })).sha256}`;
+          }
+        },
         redownloadBase: async (ctx) => {
           await redownload(ctx, { url: base.url, checksumsUrl: base.checksumsUrl, file });
         },

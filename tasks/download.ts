@@ -179,7 +179,17 @@ function upstreamName(url: string): string {
   return decodeURIComponent(path.slice(path.lastIndexOf('/') + 1));
 }
 
+/** A connection error is tried once more (a kept-alive socket the server just closed). */
 async function fetchText(url: string, signal: AbortSignal): Promise<string> {
+  try {
+    return await fetchTextOnce(url, signal);
+  } catch (error) {
+    if (!(error instanceof Unreachable) || signal.aborted) throw error;
+    return fetchTextOnce(url, signal);
+  }
+}
+
+async function fetchTextOnce(url: string, signal: AbortSignal): Promise<string> {
   if (url.startsWith('file:')) {
     try {
       return await readFile(fileURLToPath(url), { encoding: 'utf8', signal });
