@@ -1,10 +1,13 @@
 // The image catalog the GitHub tasks and the verify command read: where each image's files
 // are, and the cache key it would have if built now (with the inputs behind it, so
 // `release check` can say which one changed).
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { readStamp } from '../src/fingerprint.ts';
 import { StatCache } from '../src/hasher.ts';
 import type { FileHasher } from '../src/types.ts';
 import { composeCacheKey, sourceHash, templateHash, templateKeyFiles } from './cache-key.ts';
+import { fetchUpstreamSha512 } from './download.ts';
 import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './github/catalog.ts';
 
 export interface CatalogOptions {
@@ -13,10 +16,26 @@ export interface CatalogOptions {
   readonly publishDir: string;
   readonly templatesDir: string;
   readonly sharedDir: string;
-  /** The base image an image is built from, relative to the root. */
-  baseFile(name: string): string;
+  /** The base image an image is built from: its download node, cached file and upstream. */
+  base(name: string): { readonly node: string; readonly file: string; readonly url: string; readonly checksumsUrl: string };
   extraFiles(name: string): readonly string[];
   readonly release: ReleaseSettings;
+}
+
+/**
+ * Upstream's SHA-512 of the base: the one the cached file was verified against (the
+ * download node's recorded probe), else what SHA512SUMS says now, else unknown.
+ */
+async function baseSha512(root: string, base: ReturnType<CatalogOptions['base']>, cached: boolean): Promise<string | undefined> {
+  if (cached) {
+    const recorded = (await readStamp(join(root, '.pipeline'), base.node))?.manifest.probe?.split(' ')[0];
+    if (recorded && /^[0-9a-f]{128}$/.test(recorded)) return recorded;
+  }
+  try {
+    return await fetchUpstreamSha512(base, AbortSignal.timeout(30_000));
+  } catch {
+    return undefined;
+  }
 }
 
 export function createCatalog(options: CatalogOptions): ImageCatalog {
@@ -37,12 +56,17 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     cacheKeyPath: (name) => join(imageDir(name), '.cache-key'),
     async currentKey(name): Promise<CurrentImageKey> {
       const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
-      const basePath = options.baseFile(name);
-      const baseSha = await sourceHash(await statCache(), root, basePath);
       const perFile: Record<string, string> = {};
       for (const file of files) perFile[file] = await templateHash(root, [file]);
       const template = await templateHash(root, files);
-      return { cacheKey: composeCacheKey(baseSha, template), sources: { base: { path: basePath, sha256: baseSha }, files: perFile } };
+      const base = options.base(name);
+      const cached = existsSync(join(root, base.file));
+      const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;
+      const sha512 = await baseSha512(root, base, cached);
+      return {
+        ...(sha256 ? { cacheKey: composeCacheKey(sha256, template) } : {}),
+        sources: { base: { path: base.file, ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) }, files: perFile },
+      };
     },
   };
 }

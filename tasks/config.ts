@@ -113,7 +113,10 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     publishDir,
     templatesDir,
     sharedDir,
-    baseFile: (name) => baseFile(images[name]!.base),
+    base: (name) => {
+      const base = images[name]!.base;
+      return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
+    },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
     release: { ...(config.release ?? {}), tag },
   });

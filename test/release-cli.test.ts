@@ -44,6 +44,13 @@ test('upload:latest, release check and images download --publish work end to end
   t.is(current.code, 0, current.stderr);
   t.regex(current.stdout, /pve-9: current/);
 
+  // A fresh checkout with nothing built or downloaded compares the base by upstream's
+  // SHA-512: the release is the shared store that says what is already built.
+  const fresh = await makeImageProject(t);
+  const freshCheck = await fresh.run(['release', 'check', '--json'], { env, timeoutMs: 60_000 });
+  t.is(freshCheck.code, 0, freshCheck.stdout + freshCheck.stderr);
+  t.false(fresh.exists('cache'), 'nothing was downloaded to decide');
+
   await appendFile(project.path('templates/pve-9/template.pkr.hcl'), '\n# changed\n');
   const stale = await run(['release', 'check']);
   t.is(stale.code, 1);

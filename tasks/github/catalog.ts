@@ -3,14 +3,18 @@
 
 /** Inputs behind an image's cache key, recorded on the release so `release check` can name a change. */
 export interface ImageSources {
-  /** The upstream base image: its path relative to the root and its SHA-256. */
-  readonly base: { readonly path: string; readonly sha256: string };
+  /**
+   * The upstream base image: its path relative to the root, its SHA-256 when it is cached
+   * here, and upstream's SHA-512 for it (known without the file, from SHA512SUMS).
+   */
+  readonly base: { readonly path: string; readonly sha256?: string; readonly sha512?: string };
   /** Template and shared files, relative path -> SHA-256. */
   readonly files: Readonly<Record<string, string>>;
 }
 
 export interface CurrentImageKey {
-  readonly cacheKey: string;
+  /** The build's cache key; unknown on a machine that has not downloaded the base. */
+  readonly cacheKey?: string;
   readonly sources: ImageSources;
 }
 

@@ -14,7 +14,7 @@ const manifestEntrySchema = z.object({
   versions: z.record(z.string()).default({}),
   sources: z
     .object({
-      base: z.object({ path: z.string(), sha256: z.string() }),
+      base: z.object({ path: z.string(), sha256: z.string().optional(), sha512: z.string().optional() }),
       files: z.record(z.string()),
     })
     .optional(),

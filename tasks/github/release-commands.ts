@@ -2,7 +2,7 @@
 // destructive operations on it, each with --dry-run.
 import { UsageError, type Command, type CommandIO } from '../../src/types.ts';
 import { imageAssetRole, isValidImageName, MANIFEST_ASSET } from './asset-names.ts';
-import type { CurrentImageKey, ImageCatalog } from './catalog.ts';
+import type { CurrentImageKey, ImageCatalog, ImageSources } from './catalog.ts';
 import { flag, isDryRun, openStore, reportFailures, stringValue, type CommandArgs, type CommandDeps } from './command-support.ts';
 import { imageAssets } from './download-image.ts';
 import { readManifest, serializeManifest, type ManifestEntry } from './manifest.ts';
@@ -17,11 +17,12 @@ export interface ImageVerdict {
 
 /** Why the recorded inputs differ from the current ones, in words a release manager acts on. */
 export function staleReasons(recorded: ManifestEntry, current: CurrentImageKey): string[] {
-  if (recorded.cacheKey === current.cacheKey) return [];
+  if (current.cacheKey !== undefined && recorded.cacheKey === current.cacheKey) return [];
   const reasons: string[] = [];
   const before = recorded.sources;
   if (!before) return ['cache key changed (the release records no inputs to compare)'];
-  if (before.base.sha256 !== current.sources.base.sha256) reasons.push(`upstream base image changed (${current.sources.base.path})`);
+  const base = compareBase(before.base, current.sources.base);
+  if (base) reasons.push(base);
   const files = [...new Set([...Object.keys(before.files), ...Object.keys(current.sources.files)])].sort();
   for (const file of files) {
     const was = before.files[file];
@@ -29,7 +30,20 @@ export function staleReasons(recorded: ManifestEntry, current: CurrentImageKey):
     if (was === now) continue;
     reasons.push(was === undefined ? `template file ${file} added` : now === undefined ? `template file ${file} removed` : `template file ${file} changed`);
   }
-  return reasons.length ? reasons : ['cache key changed'];
+  if (reasons.length) return reasons;
+  // Without the base here there is no key to compare; equal inputs are the same image.
+  return current.cacheKey === undefined ? [] : ['cache key changed'];
+}
+
+/**
+ * The base by upstream SHA-512 when both sides know it (a machine without the base still
+ * does, from SHA512SUMS), else by SHA-256 of the cached file.
+ */
+function compareBase(before: ImageSources['base'], now: ImageSources['base']): string | undefined {
+  const changed = `upstream base image changed (${now.path})`;
+  if (before.sha512 && now.sha512) return before.sha512 === now.sha512 ? undefined : changed;
+  if (before.sha256 && now.sha256) return before.sha256 === now.sha256 ? undefined : changed;
+  return `base image ${now.path} cannot be compared: the release and this machine share no checksum of it (download it here to compare by SHA-256)`;
 }
 
 async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {

@@ -3,6 +3,7 @@
 // place (data first, the .sha256 last), then images.json records the image.
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { TaskFailure } from '../../src/types.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { parseChecksumFile } from './checksum-file.ts';
 import {
@@ -63,7 +64,8 @@ async function localImage(catalog: ImageCatalog, name: string) {
   const versions = parseVersions(await readFile(catalog.versionsPath(name), 'utf8').catch(() => ''));
   const current = await catalog.currentKey(name);
   // The key the image was built with; the current one if the key file is missing.
-  const cacheKey = (await readFile(catalog.cacheKeyPath(name), 'utf8').catch(() => current.cacheKey)).trim();
+  const cacheKey = (await readFile(catalog.cacheKeyPath(name), 'utf8').catch(() => current.cacheKey ?? '')).trim();
+  if (!cacheKey) throw new TaskFailure(`${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
   return { path, size, checksumText, sha256: checksum.sha256, versions, cacheKey, sources: current.sources };
 }
 
