@@ -79,7 +79,7 @@ export async function printDryRun(
   for (const entry of entries) {
     out(`${entry.verdict.fresh ? '=' : '▶'} ${entry.id}: ${verdictText(entry)}`);
     const detail = details.get(entry.id);
-    if (detail) out(`    would ${detail}`);
+    if (detail) out(`    ${detail}`);
     if (entry.note) out(`    note: ${entry.note}`);
   }
   const stale = entries.filter((entry) => !entry.verdict.fresh).length;

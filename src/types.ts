@@ -167,7 +167,7 @@ export interface NodeDef {
   readonly caveat?: string;
   /** Setup checks before any work starts, for nodes that will run. Throw SetupError. */
   preflight?(context: PreflightContext): Promise<void>;
-  /** What `--dry-run` prints for the node besides its stale reason. */
+  /** What `--dry-run` prints for the node besides its stale reason, starting "would …". */
   describeRun?(context: PreflightContext): Promise<string | undefined>;
   run(context: TaskContext): Promise<void>;
 }

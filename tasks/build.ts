@@ -152,7 +152,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     },
 
     async describeRun() {
-      return `packer build ${templateFile} on ${options.baseImage}, then qemu-img convert -c into ${outputImage}`;
+      return `would packer build ${templateFile} on ${options.baseImage}, then qemu-img convert -c into ${outputImage}`;
     },
 
     async run(ctx: TaskContext) {

@@ -6,6 +6,7 @@ import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../src/atomic.ts';
+import { formatBytes } from '../src/report/format.ts';
 import { SetupError, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
 import { defaultImageFile } from './checksum.ts';
 import { convertCompressed, qemuImgAvailable } from './qemu-img.ts';
@@ -66,7 +67,7 @@ export function publishNode(spec: PublishSpec): NodeDef {
     async describeRun(context) {
       const source = resolve(context.root, imageFile);
       const size = (await stat(source).catch(() => undefined))?.size;
-      const detail = size === undefined ? 'not built yet' : `${(size / 1024 / 1024).toFixed(0)} MiB`;
+      const detail = size === undefined ? 'not built yet' : formatBytes(size);
       return `would copy ${imageFile} -> ${publishedPath(publishDir(), spec.name)} (${detail})`;
     },
     async run(ctx) {

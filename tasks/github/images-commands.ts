@@ -8,7 +8,7 @@ import { downloadImage, imageAssets } from './download-image.ts';
 import { readManifest } from './manifest.ts';
 import { checkPublishDir } from '../publish.ts';
 import { publishDownloaded, resolvePublishDir } from './publish-image.ts';
-import { formatBytes } from './sizes.ts';
+import { formatBytes } from '../../src/report/format.ts';
 
 async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = stringValue(args, 'version') ?? catalog.release.tag;
