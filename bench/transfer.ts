@@ -13,7 +13,8 @@ import { createGitHubClient } from '../tasks/github/client.ts';
 import { ReleaseStore } from '../tasks/github/releases.ts';
 import { planParts } from '../tasks/github/upload-image.ts';
 import { downloadImage, imageAssets } from '../tasks/github/download-image.ts';
-import { parseByteSize, formatBytes } from '../tasks/github/sizes.ts';
+import { formatBytes } from '../src/report/format.ts';
+import { parseByteSize } from '../tasks/github/sizes.ts';
 import { GitHubServer } from '../test/support/github-server.ts';
 
 if (process.argv[2] === '--serve') {
