@@ -8,15 +8,14 @@
 // The tree is laid out as the shell script left it (cache/, images/{name}/ with a
 // .cache-key it computed), so the first `pipeline all` adopts it; that run is timed too.
 // Disk use: 6 x G GiB in a temp dir, removed afterwards (BENCH_KEEP=1 keeps it).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { pathToFileURL, fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { BIN, fmt, median, REPO, timed } from './support.ts';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = join(REPO, 'bin', 'pipeline.js');
 const IMAGES = [
   { name: 'debian-12', base: 'bookworm', file: 'debian-12-generic-amd64.qcow2' },
   { name: 'debian-13', base: 'trixie', file: 'debian-13-generic-amd64.qcow2' },
@@ -27,28 +26,8 @@ const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }
 const runs = Number(values.runs);
 const gib = Number(values.gib);
 
-interface Timed {
-  ms: number;
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function timed(file: string, args: readonly string[], cwd: string): Promise<Timed> {
-  return new Promise((done, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(file, args, { cwd, env: { ...process.env, CI: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => done({ ms: Number(process.hrtime.bigint() - started) / 1e6, code, stdout, stderr }));
-  });
-}
 
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
-const fmt = (ms: number): string => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
 /** The shell build script's cache key for every image, then `action` with $name and $key. */
 function shellKeys(action: string): string {

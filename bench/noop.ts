@@ -8,15 +8,12 @@
 // (each with its own small input file and its predecessor's output), 49 merge nodes
 // reducing the 50 chain tails pairwise to one, a final node (1,000 command nodes in all),
 // plus one node whose input is a 1 GiB file of random bytes. Disk use: ~1 GiB.
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { BIN, fmt, median, REPO, timed } from './support.ts';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = join(REPO, 'bin', 'pipeline.js');
 const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
 
 const CHAINS = 50;
@@ -29,35 +26,9 @@ interface Step {
   command: [string, ...string[]];
 }
 
-interface Timed {
-  ms: number;
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function run(file: string, args: readonly string[], cwd: string): Promise<Timed> {
-  return new Promise((resolveRun, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(file, args, { cwd, env: { ...process.env, CI: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolveRun({ ms: Number(process.hrtime.bigint() - started) / 1e6, code, stdout, stderr }));
-  });
-}
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
 
-function fmt(ms: number): string {
-  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`;
-}
 
 /** The project's steps, shared by the config and the Makefile so both describe one graph. */
 function makeSteps(): { steps: Record<string, Step>; inputs: string[]; top: string[] } {
@@ -123,15 +94,15 @@ async function main(): Promise<void> {
     );
     await writeFile(join(root, 'Makefile'), makefile(steps, top));
     console.error(`project: ${root} (${commandNodes} command nodes + 1 node with a ${bigMiB} MiB input)`);
-    const big = await run('sh', ['-c', `head -c ${bigMiB}M /dev/urandom > big.bin`], root);
+    const big = await timed('sh', ['-c', `head -c ${bigMiB}M /dev/urandom > big.bin`], root);
     if (big.code !== 0) throw new Error(`making big.bin failed: ${big.stderr}`);
 
     console.error('building once with pipeline…');
-    const build = await run(process.execPath, [BIN, '--json'], root);
+    const build = await timed(process.execPath, [BIN, '--json'], root);
     const built = JSON.parse(build.stdout) as { ran: number; bytesHashed: number };
     if (build.code !== 0 || built.ran !== commandNodes + 1) throw new Error(`build failed (${build.code}): ${build.stderr.slice(-2000)}`);
 
-    const makeCheck = await run('make', ['-q'], root);
+    const makeCheck = await timed('make', ['-q'], root);
     if (makeCheck.code !== 0) throw new Error(`make -q says the tree pipeline built is not up to date (exit ${makeCheck.code})`);
 
     const noop: number[] = [];
@@ -142,18 +113,18 @@ async function main(): Promise<void> {
     const bytesPerRun: number[] = [];
     let fresh = 0;
     for (let i = 0; i < runs; i++) {
-      const result = await run(process.execPath, [BIN, '--json'], root);
+      const result = await timed(process.execPath, [BIN, '--json'], root);
       const summary = JSON.parse(result.stdout) as { ran: number; fresh: number; bytesHashed: number; wallMs: number };
       if (result.code !== 0 || summary.ran !== 0) throw new Error(`no-op run ran ${summary.ran} nodes`);
       bytesPerRun.push(summary.bytesHashed);
       fresh = summary.fresh;
       noop.push(result.ms);
       noopWall.push(summary.wallMs);
-      const make = await run('make', ['-q'], root);
+      const make = await timed('make', ['-q'], root);
       if (make.code !== 0) throw new Error(`make -q exit ${make.code}`);
       makeQ.push(make.ms);
-      sha.push((await run('sha256sum', ['big.bin'], root)).ms);
-      startup.push((await run(process.execPath, [BIN, '--version'], root)).ms);
+      sha.push((await timed('sha256sum', ['big.bin'], root)).ms);
+      startup.push((await timed(process.execPath, [BIN, '--version'], root)).ms);
     }
 
     const bytesHashed = Math.max(...bytesPerRun);
