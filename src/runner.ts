@@ -292,7 +292,8 @@ async function runStale(
     outputs.set(node.id, outputDigest);
     await context.close();
     const finishedAt = Date.now();
-    return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, logFile };
+    const logged = await fileExists(logFile);
+    return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, ...(logged ? { logFile } : {}) };
   } catch (error) {
     await context.removeTemps();
     await context.close();
