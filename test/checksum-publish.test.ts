@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { StatCache } from '../src/hasher.ts';
+import { formatBytes } from '../src/report/format.ts';
 import { createTaskContext } from '../src/task-context.ts';
 import { SetupError, TaskFailure, UsageError, type CommandIO, type NodeDef, type TaskContext } from '../src/types.ts';
 import { checksumNode, parseSha256Line } from '../tasks/checksum.ts';
@@ -268,8 +269,8 @@ test('PIPELINE_PUBLISH_DIR overrides the configured directory; --dry-run says wh
   const root = await tempRoot(t);
   const image = await makeImage(root, 'debian-12', 3 * 1024 * 1024);
   const node = publishNode({ name: 'debian-12', publishDir: '/srv/iso' });
-  const mib = ((await stat(image)).size / 1024 / 1024).toFixed(0);
-  t.is(await node.describeRun?.({ root, flags: {} }), `would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (${mib} MiB)`);
+  const size = formatBytes((await stat(image)).size);
+  t.is(await node.describeRun?.({ root, flags: {} }), `would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (${size})`);
 });
 
 // ---------------------------------------------------------------------------------------

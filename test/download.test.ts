@@ -326,7 +326,9 @@ test('--refresh-base re-downloads an unchanged image once, then the node is fres
   const refresh = await probe(node, root, first.value, { refreshBase: true });
   t.not(refresh.value, first.value, 'a new value makes the engine run the node');
   await run(node, root, { refreshBase: true });
-  t.is(mirror.requestsFor(IMAGE).length, 2);
+  // Fetched once more in full; a transport retry under load may add a resumed request.
+  t.true(mirror.requestsFor(IMAGE).length >= 2, 'the image was fetched again');
+  t.true(mirror.bytesServed < 2.5 * SIZE, 'one more full transfer, not two');
 
   const after = await probe(node, root, refresh.value);
   t.is(after.value, refresh.value, 'no re-run after the refresh while upstream is unchanged');
