@@ -80,7 +80,11 @@ function isUsageLike(error: unknown): error is Error {
 async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal): Promise<number> {
   // The config decides which extra flags and commands exist, so find it first.
   const configArg = findConfigArgument(argv);
-  if (argv.includes('--version') || argv.includes('-V')) {
+  // --version is the tool's only before the first word; after it a command may own it
+  // (`images list --version TAG`).
+  const word = firstWord(argv);
+  const globalArgs = word === undefined ? argv : argv.slice(0, argv.indexOf(word));
+  if (globalArgs.includes('--version') || globalArgs.includes('-V')) {
     io.out(packageVersion());
     return EXIT_OK;
   }
@@ -96,9 +100,8 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     throw error;
   }
   const commands = session.config.commands ?? {};
-  const first = firstWord(argv);
-  if (first !== undefined && commands[first] && !BUILTIN_COMMANDS.includes(first)) {
-    return runConfigCommand(session, commands[first], argv.slice(argv.indexOf(first) + 1), io, signal);
+  if (word !== undefined && commands[word] && !BUILTIN_COMMANDS.includes(word)) {
+    return runConfigCommand(session, commands[word], argv.slice(argv.indexOf(word) + 1), io, signal);
   }
 
   const flagNames = Object.keys(session.config.flags ?? {});
@@ -204,7 +207,7 @@ async function runConfigCommand(
 }
 
 function chooseReporter(json: boolean, io: Output): Reporter {
-  if (json) return new JsonReporter(io.out);
+  if (json) return new JsonReporter(io.out, new PlainReporter(io.err));
   // listr2 draws on stdout; a terminal without a width (some PTYs) cannot show a tree.
   const interactive = process.stdout.isTTY === true && (process.stdout.columns ?? 0) > 0 && !process.env.CI;
   return interactive ? new TreeReporter(io.err) : new PlainReporter(io.err);

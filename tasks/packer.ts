@@ -64,8 +64,15 @@ export function templateTraits(text: string): TemplateTraits {
 }
 
 /** Environment for packer: no update check phoning home, no colour codes in the log. */
-export function packerEnv(): Record<string, string> {
-  return { ...(process.env as Record<string, string>), CHECKPOINT_DISABLE: '1', PACKER_NO_COLOR: '1' };
+export function packerEnv(root?: string): Record<string, string> {
+  return {
+    ...(process.env as Record<string, string>),
+    CHECKPOINT_DISABLE: '1',
+    PACKER_NO_COLOR: '1',
+    // Packer's cache (downloads, lock and port files) under the state directory, not in
+    // the template folder it runs from, where it would show up as untracked files.
+    ...(root && !process.env.PACKER_CACHE_DIR ? { PACKER_CACHE_DIR: resolve(root, '.pipeline', 'packer_cache') } : {}),
+  };
 }
 
 /** Where `packer init` done-ness is remembered, per template content and packer version. */
@@ -90,7 +97,7 @@ export async function ensurePackerInit(
     // not initialised yet for this content
   }
   ctx.status('packer init');
-  const result = await ctx.exec(options.packer, ['init', options.templateFile], { env: packerEnv(), nothrow: true });
+  const result = await ctx.exec(options.packer, ['init', options.templateFile], { env: packerEnv(ctx.root), nothrow: true });
   if (result.exitCode !== 0) {
     throw new TaskFailure(`packer init failed (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`);
   }
@@ -122,7 +129,7 @@ export async function runPackerBuild(
   ctx.status('packer build');
   return ctx.exec(options.packer, packerBuildArgs(options.templateFile, options.variables), {
     cwd: options.cwd,
-    env: packerEnv(),
+    env: packerEnv(ctx.root),
     nothrow: true,
   });
 }

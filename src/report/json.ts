@@ -1,5 +1,7 @@
 // `--json`: one summary object on stdout for machines; nothing else is printed there.
+// Progress still goes to stderr as plain lines, so a long CI job is not silent.
 import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { NodeId } from '../types.ts';
 import { summarize, type Reporter } from './reporter.ts';
 
 export function resultJson(result: NodeResult): Record<string, unknown> {
@@ -17,11 +19,29 @@ export function resultJson(result: NodeResult): Record<string, unknown> {
 }
 
 export class JsonReporter implements Reporter {
-  constructor(private readonly write: (text: string) => void) {}
+  constructor(
+    private readonly write: (text: string) => void,
+    private readonly progress?: Reporter,
+  ) {}
 
-  start(_plan: readonly PlanEntry[]): void {}
+  start(plan: readonly PlanEntry[]): void {
+    this.progress?.start(plan);
+  }
+
+  nodeStarted(id: NodeId, reason: string): void {
+    this.progress?.nodeStarted?.(id, reason);
+  }
+
+  nodeProgress(id: NodeId, done: number, total: number | undefined): void {
+    this.progress?.nodeProgress?.(id, done, total);
+  }
+
+  nodeFinished(result: NodeResult): void {
+    this.progress?.nodeFinished?.(result);
+  }
 
   async finish(results: readonly NodeResult[], wallMs: number): Promise<void> {
+    await this.progress?.finish(results, wallMs);
     const summary = summarize(results);
     this.write(
       JSON.stringify(
