@@ -123,6 +123,8 @@ export class GitHubServer {
         else response.destroy();
       });
     });
+    // Idle kept-alive sockets stay open for a test's length (see mirror-server.ts).
+    this.server.keepAliveTimeout = 120_000;
     this.server.on('connection', (socket) => {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));

@@ -103,6 +103,10 @@ export class MirrorServer {
     const server = createServer((req, res) => {
       this.handle(req, res).catch(() => res.destroy());
     });
+    // Node closes idle kept-alive sockets after 5 s; on a loaded machine the client can
+    // reuse one just as it closes, a transport retry that would make request counts
+    // flaky. A mirror keeps them open for the length of a test.
+    server.keepAliveTimeout = 120_000;
     this.server = server;
     await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
     const address = server.address() as AddressInfo;
