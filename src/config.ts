@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 import { z } from 'zod';
 import { ConfigError } from './graph.ts';
-import { ENGINE_CONFIG, isErrorNamed, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
+import { isErrorNamed, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
@@ -68,19 +68,14 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
 /** A config computed from where it lives: `export default (({ root }) => config)`. */
 export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;
 
-/** Marks a value as a finished engine config (what `pipeline` loads). */
-export function engineConfig(config: EngineConfig): EngineConfig {
-  return Object.assign(Object.create(null) as object, config, { [ENGINE_CONFIG]: true }) as EngineConfig;
-}
-
 /** A config of generic steps only. */
 export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
-  return engineConfig({
+  return {
     nodes: stepNodes(config.steps),
     ...(config.aliases ? { aliases: config.aliases } : {}),
     ...(config.pools ? { pools: config.pools } : {}),
     ...(config.defaultTarget ? { defaultTarget: config.defaultTarget } : {}),
-  });
+  };
 }
 
 const nodeShape = z.object({

@@ -1,3 +1,3 @@
 // The engine's public surface, for configs made of generic steps and for task kinds.
-export { defineConfig, engineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
+export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
 export * from './types.ts';

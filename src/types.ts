@@ -237,6 +237,3 @@ export interface TargetFamily {
   /** Nodes for the argument, and the ids among them the target selects. */
   expand(argument: string): { nodes: readonly NodeDef[]; targets: readonly NodeId[] };
 }
-
-/** Marks a config value produced by `defineConfig`, so loading can tell it from a stray object. */
-export const ENGINE_CONFIG = Symbol.for('pipeline.engine-config');

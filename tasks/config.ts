@@ -6,7 +6,7 @@
 // with the targets of SPEC "Targets" as aliases and `upload:{tag}` as a target family.
 // References are typed: an image's base, and a step's dependency, must be declared.
 import { basename, posix, resolve } from 'node:path';
-import { engineConfig, stepNodes, type StepDecl } from '../src/config.ts';
+import { stepNodes, type StepDecl } from '../src/config.ts';
 import { ConfigError } from '../src/graph.ts';
 import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
 import { buildNode } from './build.ts';
@@ -172,7 +172,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
   aliases.all = names.map((name) => `${name}:checksum`);
   aliases.publish = names.map((name) => `${name}:publish`);
 
-  return engineConfig({
+  return {
     nodes,
     aliases,
     defaultTarget: 'all',
@@ -199,7 +199,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
     },
-  });
+  };
 }
 
 /** `plan --json` jobs: one GitHub Actions matrix entry per image with a stale node. */
