@@ -230,6 +230,19 @@ test('downloads resume after a reset and a truncated body', async (t) => {
   t.true(server.requests.filter((request) => request.path.startsWith('/storage/')).every((request) => request.authorization === undefined));
 });
 
+test('a slow body still completes, reporting progress along the way', async (t) => {
+  const { server, fixture, images } = await setup(t);
+  const dir = join(fixture.root, 'downloads');
+  server.arm({ kind: 'slow', path: '/storage/', delayMs: 15, chunkBytes: 16 * 1024 });
+  const progress: number[] = [];
+  const io = { ...recordingIO(fixture.root), progress: (_label: string, done: number) => void progress.push(done) };
+  const code = await images.run({ values: { dir }, positionals: ['download', 'pve-9'] }, io);
+  t.is(code, 0, io.errors.join('\n'));
+  t.is(server.pendingFaults, 0, 'the slow response was served');
+  t.true(new Set(progress).size > 3, `progress reported while bytes trickled in (${progress.length} updates)`);
+  t.deepEqual(await readFile(join(dir, 'pve-9.qcow2')), await readFile(fixture.catalog.imagePath('pve-9')));
+});
+
 test('missing parts, missing checksums and unsafe asset names are clear errors', async (t) => {
   const { server, fixture, images, release, run } = await setup(t);
   const dir = join(fixture.root, 'downloads');
