@@ -106,12 +106,17 @@ export function fingerprintOf(manifest: Manifest): Promise<string> {
 export async function hashOutputs(
   node: NodeDef,
   context: Pick<AssessContext, 'root' | 'hasher' | 'account'>,
+  onProgress?: (path: string, done: number, total: number) => void,
 ): Promise<Record<string, string> | string> {
   const result: Record<string, string> = {};
   const wantSha = new Set(node.sha256Outputs ?? []);
   for (const path of node.outputs ?? []) {
     try {
-      const digest = await context.hasher.hash(resolve(context.root, path), { sha256: wantSha.has(path), account: context.account });
+      const digest = await context.hasher.hash(resolve(context.root, path), {
+        sha256: wantSha.has(path),
+        account: context.account,
+        ...(onProgress ? { onProgress: (done: number, total: number) => onProgress(path, done, total) } : {}),
+      });
       result[path] = digest.xxh;
     } catch (error) {
       if (isMissing(error)) return `output ${path} missing`;

@@ -260,7 +260,12 @@ async function runStale(
   try {
     await node.run(context);
     signal.throwIfAborted();
-    const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account });
+    // A multi-GB output takes seconds to hash: show it like any other byte progress.
+    let hashing: string | undefined;
+    const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account }, (path, done, total) => {
+      if (hashing !== path) options.observer?.nodeStatus?.(node.id, `hashing ${(hashing = path)}`);
+      options.observer?.nodeProgress?.(node.id, done, total);
+    });
     if (typeof hashed === 'string') throw new Error(`finished without producing its outputs: ${hashed}`);
     let manifest = verdict.manifest!;
     let fingerprint = verdict.fingerprint!;
