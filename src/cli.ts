@@ -11,7 +11,6 @@ import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
 import type { Reporter } from './report/reporter.ts';
-import { TreeReporter } from './report/tree.ts';
 import { Session, type RunSettings } from './session.ts';
 import { isErrorNamed, SetupError, UsageError, type Command, type CommandIO } from './types.ts';
 
@@ -145,7 +144,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   }
   if (values['dry-run']) return printDryRun(session, targets, settings, values.json === true, io.out);
 
-  const reporter = chooseReporter(values.json === true, io);
+  const reporter = await chooseReporter(values.json === true, io);
   const results = await session.run(targets, settings, reporter, (who) =>
     io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
   );
@@ -192,7 +191,7 @@ async function runConfigCommand(
     },
     async runTargets(targets) {
       const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
-      const results = await session.run(targets, settings, chooseReporter(json, io), (who) => io.err(`pipeline: waiting (${who})`));
+      const results = await session.run(targets, settings, await chooseReporter(json, io), (who) => io.err(`pipeline: waiting (${who})`));
       return results.some((result) => result.status !== 'ran' && result.status !== 'fresh') ? EXIT_FAILED : EXIT_OK;
     },
   };
@@ -206,11 +205,14 @@ async function runConfigCommand(
   }
 }
 
-function chooseReporter(json: boolean, io: Output): Reporter {
+async function chooseReporter(json: boolean, io: Output): Promise<Reporter> {
   if (json) return new JsonReporter(io.out, new PlainReporter(io.err));
   // listr2 draws on stdout; a terminal without a width (some PTYs) cannot show a tree.
   const interactive = process.stdout.isTTY === true && (process.stdout.columns ?? 0) > 0 && !process.env.CI;
-  return interactive ? new TreeReporter(io.err) : new PlainReporter(io.err);
+  if (!interactive) return new PlainReporter(io.err);
+  // Loaded only for a terminal, so CI and --json runs skip listr2's start-up.
+  const { TreeReporter } = await import('./report/tree.ts');
+  return new TreeReporter(io.err);
 }
 
 function parseOrUsage(config: ParseArgsConfig): ReturnType<typeof parseArgs> {

@@ -1,7 +1,7 @@
 // Child processes for tasks: argument arrays quoted by zx (never a string-built shell
 // command), each in its own process group so an abort kills the whole tree (packer's
 // plugins, qemu) and a terminal Ctrl-C reaches only `pipeline`, which cleans up.
-import { $, type ProcessPromise } from 'zx';
+import type { ProcessPromise } from 'zx';
 import type { ExecOptions, ExecResult } from './types.ts';
 
 const KILL_GRACE_MS = 5_000;
@@ -24,6 +24,9 @@ export async function execFile(
 ): Promise<ExecResult> {
   signal.throwIfAborted();
   const onLine = options.onLine ?? options.defaultOnLine;
+  // Loaded on first use: a run where everything is fresh starts no process and skips zx's
+  // start-up cost.
+  const { $ } = await import('zx');
   const shell = $({
     cwd: options.cwd ?? process.cwd(),
     env: { ...process.env, ...options.env },

@@ -7,7 +7,6 @@
 // the xxh64 of that manifest. The stamp records fingerprint, manifest and output hashes.
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import fg from 'fast-glob';
 import { writeFileAtomic } from './atomic.ts';
 import { xxhString } from './hasher.ts';
 import type { FileHasher, Json, NodeDef, NodeId } from './types.ts';
@@ -145,6 +144,8 @@ async function buildManifest(node: NodeDef, context: AssessContext): Promise<Man
     }
   }
   if (node.inputs && node.inputs.length > 0) {
+    // Loaded on first use: image pipelines declare exact files and never glob.
+    const { default: fg } = await import('fast-glob');
     const matched = await fg([...node.inputs], { cwd: context.root, onlyFiles: true, dot: false, followSymbolicLinks: true });
     matched.sort();
     for (const path of matched) files[path] ??= (await hasher.hash(resolve(context.root, path))).xxh;

@@ -2,7 +2,7 @@
 // and GitHub's failures into messages a user can act on. The token lives only in the
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
-import { Octokit, RequestError } from 'octokit';
+import type { Octokit, RequestError } from 'octokit';
 import { SetupError, TaskFailure } from '../../src/types.ts';
 import type { ReleaseSettings } from './catalog.ts';
 
@@ -91,6 +91,8 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
     // Creating a release also counts as a notification-triggering write (3 s apart by default).
     ...(options.writeIntervalMs === 0 ? { write: unthrottledGroup as never, notifications: unthrottledGroup as never } : {}),
   };
+  // Loaded when a release is actually touched: a local build run never pays for octokit.
+  const { Octokit } = await import('octokit');
   const octokit = new Octokit({
     auth: token,
     baseUrl: apiUrl,
@@ -163,11 +165,16 @@ export function describeFailure(facts: FailureFacts, what: string, client: Pick<
   }
 }
 
+/** octokit's RequestError, recognised without loading octokit (its name is "HttpError"). */
+function isRequestError(error: unknown): error is RequestError {
+  return error instanceof Error && error.name === 'HttpError' && typeof (error as { status?: unknown }).status === 'number';
+}
+
 /** Turns whatever octokit threw into a GitHubFailure; the token never survives into the message. */
 export function toGitHubFailure(error: unknown, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'redact'>): Error {
   if (error instanceof GitHubFailure || error instanceof TaskFailure) return error;
   if (error instanceof Error && error.name === 'AbortError') return error;
-  if (error instanceof RequestError) {
+  if (isRequestError(error)) {
     const data = error.response?.data as { message?: unknown } | undefined;
     const detail = typeof data?.message === 'string' ? data.message : error.status === 500 && !error.response ? error.message : '';
     const failure = describeFailure(
