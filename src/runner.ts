@@ -72,8 +72,8 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<{ value: st
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions): Promise<PlanEntry[]> {
   await checkInputFiles(graph, closure, options.root);
   const outputs = new Map<NodeId, string | undefined>();
-  const entries: PlanEntry[] = [];
-  for (const id of closure) {
+  const byId = new Map<NodeId, PlanEntry>();
+  const planNode = async (id: NodeId): Promise<void> => {
     const node = graph.node(id);
     const account = { bytes: 0 };
     // A node waiting on a stale dependency is stale anyway, and its probe may need what
@@ -88,8 +88,8 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         if (isErrorNamed(error, SetupError.name)) throw new SetupError(`${id}: ${error.message}`);
         const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${errorMessage(error)}` };
         outputs.set(id, undefined);
-        entries.push({ id, verdict, bytesHashed: 0, probeError: errorMessage(error) });
-        continue;
+        byId.set(id, { id, verdict, bytesHashed: 0, probeError: errorMessage(error) });
+        return;
       }
     }
     const verdict = await assess(node, {
@@ -103,15 +103,31 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       account,
     });
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
-    entries.push({
+    byId.set(id, {
       id,
       verdict,
       bytesHashed: account.bytes,
       ...(probe?.note ? { note: probe.note } : {}),
       ...(probe ? { probeValue: probe.value } : {}),
     });
-  }
+  };
+  // Nodes of one depth depend only on shallower ones: each level is assessed concurrently
+  // (stamp reads, stats and upstream probes overlap), the levels in order.
+  for (const level of depthLevels(graph, closure)) await Promise.all(level.map(planNode));
+  const entries = closure.map((id) => byId.get(id)!);
   return entries;
+}
+
+/** The closure grouped by depth (a node is one deeper than its deepest dependency). */
+function depthLevels(graph: Graph, closure: readonly NodeId[]): NodeId[][] {
+  const depth = new Map<NodeId, number>();
+  const levels: NodeId[][] = [];
+  for (const id of closure) {
+    const level = Math.max(-1, ...graph.node(id).deps.map((dep) => depth.get(dep) ?? -1)) + 1;
+    depth.set(id, level);
+    (levels[level] ??= []).push(id);
+  }
+  return levels;
 }
 
 /**
