@@ -31,7 +31,7 @@ export interface Stamp {
 
 export type Verdict =
   | { fresh: true; reason: string; outputDigest: string; fingerprint: string; manifest: Manifest; adopt: boolean }
-  | { fresh: false; reason: string; fingerprint?: string; manifest?: Manifest; pending: boolean };
+  | { fresh: false; reason: string; fingerprint?: string; manifest?: Manifest; pending: boolean; key?: string };
 
 export interface AssessContext {
   readonly root: string;
@@ -61,7 +61,10 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   }
   const manifest = await buildManifest(node, context);
   const fingerprint = await fingerprintOf(manifest);
-  const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason, fingerprint, manifest });
+  // The key of the inputs as they are now, before any run: what a run records, so inputs
+  // edited while it runs leave the node stale rather than keyed to what it did not build.
+  const key = node.key ? await node.key.compute(countingHasher(context.hasher, context.account), context.root) : undefined;
+  const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason, fingerprint, manifest, ...(key !== undefined ? { key } : {}) });
 
   if (context.forced) return stale('forced (--force)');
   const stamp = await readStamp(context.stateDir, node.id);
@@ -71,8 +74,7 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
     const recorded = await readKeyFile(keyPath);
     if (recorded === undefined) return stale(`${node.key.path} missing`);
     if (!KEY_PATTERN.test(recorded)) return stale(`${node.key.path} corrupt`);
-    const current = await node.key.compute(countingHasher(context.hasher, context.account), context.root);
-    if (current !== recorded) {
+    if (key !== recorded) {
       const why = stamp ? manifestDifference(stamp.manifest, manifest) : undefined;
       return stale(why ?? `${node.key.path} does not match the inputs (inputs changed)`);
     }

@@ -303,12 +303,11 @@ async function runStale(
       outputDigest,
       finishedAt: new Date().toISOString(),
     });
-    if (node.key) {
+    if (node.key && verdict.key !== undefined) {
       // Written last: its presence with the right value is what marks the build good.
-      const keyValue = await node.key.compute(options.hasher, options.root);
       const keyPath = resolve(options.root, node.key.path);
       await mkdir(dirname(keyPath), { recursive: true });
-      await writeFileAtomic(keyPath, `${keyValue}\n`);
+      await writeFileAtomic(keyPath, `${verdict.key}\n`);
     }
     outputs.set(node.id, outputDigest);
     await context.close();

@@ -164,6 +164,23 @@ test('publish is skipped when unchanged and redone when the image changed', asyn
   t.deepEqual(idsWith(run.json, 'ran'), ['debian-12:build', 'debian-12:checksum', 'debian-12:publish']);
 });
 
+test('inputs edited while a build runs leave it stale: .cache-key records the inputs it started from', async (t) => {
+  const project = await built(t);
+  const template = await project.read('templates/debian-12/template.pkr.hcl');
+  // The build itself edits its cleanup.sh half-way, as a person might while it runs.
+  await writeFile(
+    project.path('templates/debian-12/template.pkr.hcl'),
+    template.replace('"set -eu",', '"set -eu", "echo \'# edited during the build\' >> \\"$TEMPLATE_DIR/cleanup.sh\\"",'),
+  );
+  const run = await project.run(['debian-12:build', '--json']);
+  t.is(run.code, 0, run.stderr);
+  t.not((await project.read('images/debian-12/.cache-key')).trim(), shellCacheKey(project, 'debian-12', `cache/${UPSTREAM_FILE.bookworm}`));
+  // Even without the engine's stamps (the shell-script adoption path) the key says stale.
+  await rm(project.path('.pipeline'), { recursive: true });
+  const dry = await project.run(['debian-12:build', '--dry-run', '--json']);
+  t.is(nodeOf(dry.json, 'debian-12:build').status, 'stale');
+});
+
 test('explain says why a node is stale and what the pve-9 key cannot see', async (t) => {
   const project = await built(t);
   await appendFile(project.path('templates/pve-9/cleanup.sh'), '\n# changed\n');
