@@ -9,6 +9,16 @@ export function siblingTempPath(finalPath: string): string {
   return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
+/** Flushes a written file (or a directory, after renames in it) to the disk. */
+export async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const temp = siblingTempPath(path);
   try {

@@ -77,6 +77,16 @@ async function killTree(child: ProcessPromise): Promise<void> {
   clearTimeout(timer);
 }
 
+/** Whether a process exists (one owned by another user counts: kill says EPERM). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 function forwardLines(child: ProcessPromise, onLine: (line: string) => void): void {
   for (const stream of [child.stdout, child.stderr]) {
     let pending = '';

@@ -4,6 +4,7 @@
 import { open, readFile, rm, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { processAlive } from './exec.ts';
 
 export class LockBusyError extends Error {
   override readonly name = 'LockBusyError';
@@ -35,7 +36,7 @@ export async function acquireLock(path: string, options: LockOptions): Promise<L
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const holder = await readHolder(path);
-    if (holder && !isAlive(holder.pid)) {
+    if (holder && !processAlive(holder.pid)) {
       // The owner died without releasing; only remove the lock if it is still that one.
       const again = await readHolder(path);
       if (again?.pid === holder.pid) await rm(path, { force: true });
@@ -58,14 +59,5 @@ async function readHolder(path: string): Promise<{ pid: number; started: string 
     return Number.isInteger(parsed) && parsed > 0 ? { pid: parsed, started: started ?? '?' } : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -62,6 +62,12 @@ export class Session {
     return new Graph([...this.config.nodes, ...extra], aliases);
   }
 
+  /** The graph for these targets and their closure in topological order. */
+  private select(targets: readonly string[]): { graph: Graph; closure: NodeId[] } {
+    const graph = this.graphFor(targets);
+    return { graph, closure: graph.closure(graph.resolveTargets(targets, this.familyUsages())) };
+  }
+
   familyUsages(): string[] {
     return Object.values(this.config.families ?? {}).map((family) => family.usage);
   }
@@ -83,8 +89,7 @@ export class Session {
   }
 
   async plan(targets: readonly string[], settings: RunSettings): Promise<{ graph: Graph; entries: PlanEntry[] }> {
-    const graph = this.graphFor(targets);
-    const closure = graph.closure(graph.resolveTargets(targets, this.familyUsages()));
+    const { graph, closure } = this.select(targets);
     const entries = await plan(graph, closure, this.runOptions(settings));
     await this.hasher.save();
     return { graph, entries };
@@ -92,8 +97,7 @@ export class Session {
 
   /** Runs targets under the tree lock; the stat cache is saved whatever happens. */
   async run(targets: readonly string[], settings: RunSettings, reporter: Reporter, onWait: (who: string) => void): Promise<NodeResult[]> {
-    const graph = this.graphFor(targets);
-    const closure = graph.closure(graph.resolveTargets(targets, this.familyUsages()));
+    const { graph, closure } = this.select(targets);
     const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, onWait });
     try {
       const options = this.runOptions(settings, reporter);

@@ -19,11 +19,13 @@
 //
 // Templates may declare more variables, with defaults (disk_size, memory, cpus).
 import { constants as fsConstants } from 'node:fs';
-import { access, copyFile, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
 import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
 import { SetupError, TaskFailure } from '../src/types.ts';
+import { fsyncPath } from '../src/atomic.ts';
+import { processAlive } from '../src/exec.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import {
   ensurePackerInit,
@@ -77,11 +79,12 @@ export interface BuildNodeOptions {
   /** The device preflight checks when the template boots QEMU with KVM; default `/dev/kvm`. */
   readonly kvmDevice?: string;
   /**
-   * `base_checksum` for packer (`sha256:<hex>` or `sha512:<hex>`). Default: the SHA-256 of
-   * the cached file. A download kind that knows the upstream checksum can pass that, so
-   * packer notices a cache that no longer matches upstream.
+   * `base_checksum` for packer (`sha256:<hex>` or `sha512:<hex>`). A download kind that
+   * knows the upstream checksum can pass that, so packer notices a cache that no longer
+   * matches upstream. Absent, or resolving to undefined (offline): the SHA-256 of the
+   * cached file.
    */
-  readonly baseChecksum?: (ctx: TaskContext) => Promise<string>;
+  readonly baseChecksum?: (ctx: TaskContext) => Promise<string | undefined>;
   /** Re-fetches the base image; called once when packer reports a checksum mismatch. */
   readonly redownloadBase?: (ctx: TaskContext) => Promise<void>;
   /** What `explain` says the key cannot see; default for `pve-*` images: PVE_CAVEAT. */
@@ -181,7 +184,8 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         if (traits.requiresPlugins && supportsPlugins(version)) await ensurePackerInit(ctx, initOptions);
 
         const sshKey = await buildKeyPair(ctx, tools.sshKeygen, keyDir, name);
-        const checksumOf = options.baseChecksum ?? ((c: TaskContext) => sha256Checksum(c, paths.baseImage));
+        const checksumOf = async (c: TaskContext): Promise<string> =>
+          (await options.baseChecksum?.(c)) ?? sha256Checksum(c, paths.baseImage);
         let redownloaded = false;
         for (;;) {
           const variables: Record<TemplateVariable, string> = {
@@ -230,14 +234,14 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         ctx.status('compressing');
         await convertCompressed(ctx, stagedImage, tempImage);
         await copyFile(stagedVersion, tempVersion);
-        await Promise.all([fsyncFile(tempImage), fsyncFile(tempVersion)]);
+        await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion)]);
 
         // From here on the old outputs go: the engine drops the stamp and .cache-key first,
         // so an interruption between the renames leaves a stale node, never a wrong key.
         await ctx.beginCommit();
         await rename(tempImage, paths.image);
         await rename(tempVersion, paths.version);
-        await fsyncFile(paths.imageDir);
+        await fsyncPath(paths.imageDir);
         ctx.log(`built ${outputImage} (${versionText.trim().split('\n').join(', ')})`);
       } finally {
         await Promise.all([
@@ -305,15 +309,6 @@ async function removeAbandonedStaging(imageDir: string): Promise<void> {
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 interface KeyPair {
   readonly publicKey: string;
   readonly privateKeyFile: string;
@@ -356,13 +351,4 @@ async function requireFile(path: string, message: string): Promise<void> {
     // reported below
   }
   throw new TaskFailure(message);
-}
-
-async function fsyncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

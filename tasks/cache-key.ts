@@ -55,7 +55,13 @@ export function templateKeyFiles(options: TemplateFilesOptions): string[] {
 
 /** SHA-256 hex of the files' contents concatenated (these are small text files). */
 export async function templateHash(root: string, files: readonly string[]): Promise<string> {
-  const sha = createHash('sha256');
+  return (await templateHashes(root, files)).combined;
+}
+
+/** The concatenation's SHA-256 and each file's own, from one read of each file. */
+export async function templateHashes(root: string, files: readonly string[]): Promise<{ combined: string; perFile: Record<string, string> }> {
+  const combined = createHash('sha256');
+  const perFile: Record<string, string> = {};
   for (const file of files) {
     let content: Buffer;
     try {
@@ -64,9 +70,10 @@ export async function templateHash(root: string, files: readonly string[]): Prom
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingKeyInput(file);
       throw error;
     }
-    sha.update(content);
+    combined.update(content);
+    perFile[file] = createHash('sha256').update(content).digest('hex');
   }
-  return sha.digest('hex');
+  return { combined: combined.digest('hex'), perFile };
 }
 
 /** SHA-256 hex of the base image, through the stat cache (free when the file is unchanged). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readStamp } from '../src/fingerprint.ts';
 import { StatCache } from '../src/hasher.ts';
 import type { FileHasher } from '../src/types.ts';
-import { composeCacheKey, sourceHash, templateHash, templateKeyFiles } from './cache-key.ts';
+import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
 import { fetchUpstreamSha512 } from './download.ts';
 import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './github/catalog.ts';
 
@@ -56,9 +56,7 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     cacheKeyPath: (name) => join(imageDir(name), '.cache-key'),
     async currentKey(name): Promise<CurrentImageKey> {
       const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
-      const perFile: Record<string, string> = {};
-      for (const file of files) perFile[file] = await templateHash(root, [file]);
-      const template = await templateHash(root, files);
+      const { combined: template, perFile } = await templateHashes(root, files);
       const base = options.base(name);
       const cached = existsSync(join(root, base.file));
       const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;

@@ -5,7 +5,7 @@
 //
 // with the targets of SPEC "Targets" as aliases and `upload:{tag}` as a target family.
 // References are typed: an image's base, and a step's dependency, must be declared.
-import { basename, posix, resolve } from 'node:path';
+import { basename, posix } from 'node:path';
 import { stepNodes, type StepDecl } from '../src/config.ts';
 import { ConfigError } from '../src/graph.ts';
 import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
@@ -146,15 +146,16 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         ...(image.description ? { description: image.description } : {}),
         // Packer checks the base against upstream's current SHA-512, so an upstream that
         // moved on since the download is caught (and re-downloaded once) as the shell
-        // script's --auto-update did; offline, the cached file's own SHA-256 stands in.
+        // script's --auto-update did; offline, the build task checks the cached file's own
+        // SHA-256 instead.
         baseChecksum: async (ctx) => {
-          if (ctx.flags.offline === true) return `sha256:${(await ctx.hasher.hash(resolve(ctx.root, file), { sha256: true })).sha256}`;
+          if (ctx.flags.offline === true) return undefined;
           try {
             return `sha512:${await fetchUpstreamSha512({ url: base.url, checksumsUrl: base.checksumsUrl, file }, ctx.signal)}`;
           } catch (error) {
             ctx.signal.throwIfAborted();
             ctx.log(`upstream checksum list unreachable (${error instanceof Error ? error.message : String(error)}); checking the cached base by its SHA-256`);
-            return `sha256:${(await ctx.hasher.hash(resolve(ctx.root, file), { sha256: true })).sha256}`;
+            return undefined;
           }
         },
         redownloadBase: async (ctx) => {

@@ -5,7 +5,7 @@
 import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from '../src/atomic.ts';
+import { fsyncPath, writeFileAtomic } from '../src/atomic.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { SetupError, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
 import { defaultImageFile } from './checksum.ts';
@@ -104,12 +104,7 @@ export async function publishImage(ctx: TaskContext, request: PublishRequest): P
   try {
     ctx.status(`qemu-img convert -c -> ${dest}`);
     await convertCompressed(ctx, request.source, temp);
-    const handle = await open(temp, 'r+');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await fsyncPath(temp);
     await ctx.beginCommit();
     await rename(temp, dest);
   } catch (error) {
