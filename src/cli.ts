@@ -3,20 +3,17 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { findConfig } from './config.ts';
-import { ConfigError } from './graph.ts';
-import { MissingInputError } from './fingerprint.ts';
 import { describeGraph, explainTarget, printDryRun, planJson } from './inspect.ts';
-import { LockBusyError } from './lock.ts';
 import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
 import type { Reporter } from './report/reporter.ts';
 import { Session, type RunSettings } from './session.ts';
-import { isErrorNamed, SetupError, UsageError, type Command, type CommandIO } from './types.ts';
+import { cancelledBy, exitCodeFor, isFailure } from './failure.ts';
+import { Failure, type Command, type CommandIO } from './types.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
 const RUN_OPTIONS = {
@@ -49,7 +46,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: leave now
     io.err(`pipeline: ${signal}: stopping running tasks and cleaning up (again to quit at once)`);
-    interrupt.abort(new Error(signal));
+    interrupt.abort(cancelledBy(signal));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -58,22 +55,17 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
     if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
-    if (isUsageLike(error)) {
+    if (isFailure(error)) {
       io.err(`pipeline: ${error.message}`);
-      return EXIT_USAGE;
+      return exitCodeFor(error.kind);
     }
+    // Not a Failure: a bug in pipeline or a task kind, so the stack is worth showing.
     io.err(`pipeline: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     return EXIT_FAILED;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-}
-
-/** Errors that mean "fix the input or the setup": exit 2 (see isErrorNamed for why by name). */
-const USAGE_ERRORS = [UsageError.name, ConfigError.name, SetupError.name, MissingInputError.name, LockBusyError.name];
-function isUsageLike(error: unknown): error is Error {
-  return isErrorNamed(error, ...USAGE_ERRORS);
 }
 
 async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal): Promise<number> {
@@ -122,23 +114,23 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   };
   const [command, ...rest] = parsed.positionals;
   if (command === 'explain') {
-    if (rest.length !== 1) throw new UsageError('explain takes one target: pipeline explain <target>');
+    if (rest.length !== 1) throw new Failure('usage', 'explain takes one target: pipeline explain <target>');
     return explainTarget(session, rest[0]!, settings, io.out);
   }
   if (command === 'graph') {
     const format = (values.format as string | undefined) ?? 'mermaid';
-    if (format !== 'mermaid' && format !== 'dot') throw new UsageError(`--format must be mermaid or dot, not "${format}"`);
+    if (format !== 'mermaid' && format !== 'dot') throw new Failure('usage', `--format must be mermaid or dot, not "${format}"`);
     io.out(describeGraph(session.graphFor(rest), format));
     return EXIT_OK;
   }
   const targets = command === 'plan' ? rest : parsed.positionals;
   if (targets.length === 0) {
     const fallback = session.config.defaultTarget;
-    if (!fallback) throw new UsageError(`no target given; try one of: ${session.graphFor([]).targetNames().join(', ')}`);
+    if (!fallback) throw new Failure('usage', `no target given; try one of: ${session.graphFor([]).targetNames().join(', ')}`);
     targets.push(fallback);
   }
   if (command === 'plan') {
-    if (!values.json) throw new UsageError('plan prints JSON: pipeline plan --json [targets…]');
+    if (!values.json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
     io.out(JSON.stringify(await planJson(session, targets, settings), null, 2));
     return EXIT_OK;
   }
@@ -219,14 +211,14 @@ function parseOrUsage(config: ParseArgsConfig): ReturnType<typeof parseArgs> {
   try {
     return parseArgs(config);
   } catch (error) {
-    throw new UsageError(`${(error as Error).message.split('\n')[0]} (see pipeline --help)`);
+    throw new Failure('usage', `${(error as Error).message.split('\n')[0]} (see pipeline --help)`);
   }
 }
 
 function parseJobs(value: string | undefined): number {
   if (value === undefined) return 0;
   const jobs = Number(value);
-  if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError(`--jobs must be a positive integer, not "${value}"`);
+  if (!Number.isInteger(jobs) || jobs < 1) throw new Failure('usage', `--jobs must be a positive integer, not "${value}"`);
   return jobs;
 }
 

@@ -5,8 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 import { z } from 'zod';
-import { ConfigError } from './graph.ts';
-import { isErrorNamed, UsageError, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
+import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
@@ -42,7 +41,7 @@ export function stepNodes(steps: Readonly<Record<string, StepDecl<string>>>): No
 }
 
 export function stepNode(id: string, step: StepDecl<string>): NodeDef {
-  if (!step.command === !step.run) throw new ConfigError(`step "${id}" needs exactly one of command or run`);
+  if (!step.command === !step.run) throw new Failure('config', `step "${id}" needs exactly one of command or run`);
   const command = step.command;
   const run = step.run;
   return {
@@ -103,14 +102,14 @@ export const DEFAULT_CONFIG_FILES = ['pipeline.config.ts', 'pipeline.config.mts'
 export async function findConfig(cwd: string, given: string | undefined): Promise<string> {
   if (given) {
     const path = resolve(cwd, given);
-    if (!(await exists(path))) throw new UsageError(`config file ${given} not found (check --config)`);
+    if (!(await exists(path))) throw new Failure('usage', `config file ${given} not found (check --config)`);
     return path;
   }
   for (const name of DEFAULT_CONFIG_FILES) {
     const path = resolve(cwd, name);
     if (await exists(path)) return path;
   }
-  throw new UsageError(`no ${DEFAULT_CONFIG_FILES[0]} in ${cwd}; run from the project root or pass --config FILE`);
+  throw new Failure('usage', `no ${DEFAULT_CONFIG_FILES[0]} in ${cwd}; run from the project root or pass --config FILE`);
 }
 
 /** Imports a config file and checks its shape; every error names the file. */
@@ -122,23 +121,23 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
-    if (isErrorNamed(error, ConfigError.name, UsageError.name)) throw new ConfigError(`${file}: ${error.message}`);
-    throw new ConfigError(`${file}: cannot load: ${firstLine(error)}`);
+    if (isFailure(error, 'config', 'usage')) throw new Failure('config', `${file}: ${error.message}`);
+    throw new Failure('config', `${file}: cannot load: ${firstLine(error)}`);
   }
-  if (loaded === undefined) throw new ConfigError(`${file}: no default export (export default defineConfig({...}))`);
+  if (loaded === undefined) throw new Failure('config', `${file}: no default export (export default defineConfig({...}))`);
   if (typeof loaded === 'function') {
     // A config that needs its root (absolute paths for commands) is a factory.
     try {
       loaded = await (loaded as EngineConfigFactory)({ root: dirname(file) });
     } catch (error) {
-      throw new ConfigError(`${file}: ${firstLine(error)}`);
+      throw new Failure('config', `${file}: ${firstLine(error)}`);
     }
   }
   const parsed = configShape.safeParse(loaded);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const where = issue.path.map(String).join('.');
-    throw new ConfigError(`${file}: ${where ? `${where}: ` : ''}${issue.message}`);
+    throw new Failure('config', `${file}: ${where ? `${where}: ` : ''}${issue.message}`);
   }
   return loaded as EngineConfig;
 }

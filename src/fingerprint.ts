@@ -9,6 +9,7 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
 import { xxhString } from './hasher.ts';
+import { Failure } from './failure.ts';
 import type { FileHasher, Json, NodeDef, NodeId } from './types.ts';
 
 export interface Manifest {
@@ -44,11 +45,6 @@ export interface AssessContext {
   /** What the probe said of its value ("…/x.img is missing"), the better stale reason. */
   readonly probeNote?: string | undefined;
   readonly account: { bytes: number };
-}
-
-/** A declared input file that does not exist: a setup error naming node and file. */
-export class MissingInputError extends Error {
-  override readonly name = 'MissingInputError';
 }
 
 const KEY_PATTERN = /^[0-9a-f]{64}$/;
@@ -141,7 +137,7 @@ async function buildManifest(node: NodeDef, context: AssessContext): Promise<Man
     try {
       files[path] = (await hasher.hash(resolve(context.root, path))).xxh;
     } catch (error) {
-      if (isMissing(error)) throw new MissingInputError(`${node.id}: input file ${path} does not exist`);
+      if (isMissing(error)) throw new Failure('config', `${node.id}: input file ${path} does not exist`);
       throw error;
     }
   }

@@ -1,11 +1,7 @@
 // The task graph: nodes and edges, validation (unknown dependencies, cycles), target
 // selection and closure, and topological order. Pure: no I/O.
 import { nearest } from './suggest.ts';
-import { UsageError, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
-
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
+import { Failure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export class Graph {
   readonly nodes: ReadonlyMap<NodeId, NodeDef>;
@@ -18,7 +14,7 @@ export class Graph {
   ) {
     const byId = new Map<NodeId, NodeDef>();
     for (const node of nodes) {
-      if (byId.has(node.id)) throw new ConfigError(`node "${node.id}" is declared twice`);
+      if (byId.has(node.id)) throw new Failure('config', `node "${node.id}" is declared twice`);
       byId.set(node.id, node);
     }
     const dependents = new Map<NodeId, NodeId[]>();
@@ -26,7 +22,7 @@ export class Graph {
       for (const dep of node.deps) {
         if (!byId.has(dep)) {
           const hint = nearest(dep, [...byId.keys()]);
-          throw new ConfigError(
+          throw new Failure('config', 
             `node "${node.id}" depends on "${dep}", which is not declared${hint ? ` (did you mean "${hint}"?)` : ''}`,
           );
         }
@@ -36,15 +32,15 @@ export class Graph {
       }
     }
     for (const [alias, targets] of Object.entries(aliases)) {
-      if (byId.has(alias)) throw new ConfigError(`target "${alias}" is both a node and an alias`);
+      if (byId.has(alias)) throw new Failure('config', `target "${alias}" is both a node and an alias`);
       for (const target of targets) {
-        if (!byId.has(target)) throw new ConfigError(`alias "${alias}" names "${target}", which is not declared`);
+        if (!byId.has(target)) throw new Failure('config', `alias "${alias}" names "${target}", which is not declared`);
       }
     }
     this.nodes = byId;
     this.dependents = dependents;
     const cycle = findCycle(byId);
-    if (cycle) throw new ConfigError(`dependency cycle: ${cycle.join(' -> ')}`);
+    if (cycle) throw new Failure('config', `dependency cycle: ${cycle.join(' -> ')}`);
   }
 
   static fromConfig(config: EngineConfig): Graph {
@@ -56,7 +52,7 @@ export class Graph {
     return [...this.nodes.keys(), ...Object.keys(this.aliases)].sort();
   }
 
-  /** Resolves target names to node ids; an unknown name is a UsageError with a suggestion. */
+  /** Resolves target names to node ids; an unknown name is a `usage` Failure with a suggestion. */
   resolveTargets(targets: readonly string[], extraNames: readonly string[] = []): NodeId[] {
     const selected: NodeId[] = [];
     for (const target of targets) {
@@ -65,7 +61,7 @@ export class Graph {
       else {
         const known = [...this.targetNames(), ...extraNames];
         const hint = nearest(target, known);
-        throw new UsageError(
+        throw new Failure('usage', 
           `unknown target "${target}"${hint ? ` (did you mean "${hint}"?)` : ''}; valid targets: ${known.join(', ')}`,
         );
       }

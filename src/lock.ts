@@ -5,10 +5,7 @@ import { open, readFile, rm, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processAlive } from './exec.ts';
-
-export class LockBusyError extends Error {
-  override readonly name = 'LockBusyError';
-}
+import { Failure } from './failure.ts';
 
 export interface LockOptions {
   readonly wait: boolean;
@@ -43,7 +40,7 @@ export async function acquireLock(path: string, options: LockOptions): Promise<L
       continue;
     }
     const who = holder ? `pid ${holder.pid}, started ${holder.started}` : 'another process';
-    if (!options.wait) throw new LockBusyError(`another pipeline is running in this tree (${who}); wait for it, or run without --no-wait to queue`);
+    if (!options.wait) throw new Failure('setup', `another pipeline is running in this tree (${who}); wait for it, or run without --no-wait to queue`);
     if (!told) {
       options.onWait?.(who);
       told = true;

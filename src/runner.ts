@@ -4,11 +4,11 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, fileExists, fingerprintOf, hashOutputs, MissingInputError, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
+import { assess, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import { createTaskContext } from './task-context.ts';
-import { isErrorNamed, SetupError, type FileHasher, type NodeDef, type NodeId } from './types.ts';
+import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId } from './types.ts';
 
 export type NodeStatus = 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled';
 
@@ -22,6 +22,8 @@ export interface NodeResult {
   readonly startedAt?: number;
   readonly finishedAt?: number;
   readonly error?: string;
+  /** What kind of failure `error` is (failed and cancelled nodes). */
+  readonly failureKind?: FailureKind;
   readonly logFile?: string;
   readonly logTail?: readonly string[];
   readonly note?: string;
@@ -57,7 +59,7 @@ export interface PlanEntry {
   /** The probe's value this run (probed once: at planning, or before running when pending). */
   readonly probeValue?: string;
   /** The probe failed: the node fails with this without running. */
-  readonly probeError?: string;
+  readonly probeError?: Failure;
 }
 
 const LOG_TAIL_LINES = 20;
@@ -85,10 +87,11 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         probe = await runProbe(node, options);
       } catch (error) {
         // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
-        if (isErrorNamed(error, SetupError.name)) throw new SetupError(`${id}: ${error.message}`);
-        const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${errorMessage(error)}` };
+        if (isFailure(error, 'setup', 'auth', 'config', 'usage')) throw error.prefixed(id);
+        const failure = toFailure(error, options.signal);
+        const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${failure.message}` };
         outputs.set(id, undefined);
-        byId.set(id, { id, verdict, bytesHashed: 0, probeError: errorMessage(error) });
+        byId.set(id, { id, verdict, bytesHashed: 0, probeError: failure });
         return;
       }
     }
@@ -139,7 +142,7 @@ async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: s
   for (const id of closure) {
     for (const file of graph.node(id).files ?? []) {
       if (produced.has(file)) continue;
-      if (!(await fileExists(resolve(root, file)))) throw new MissingInputError(`${id}: input file ${file} does not exist`);
+      if (!(await fileExists(resolve(root, file)))) throw new Failure('config', `${id}: input file ${file} does not exist`);
     }
   }
 }
@@ -152,7 +155,7 @@ export async function preflight(graph: Graph, entries: readonly PlanEntry[], opt
     try {
       await node.preflight?.({ root: options.root, flags: options.flags });
     } catch (error) {
-      if (isErrorNamed(error, SetupError.name)) throw new SetupError(`${entry.id}: ${error.message}`);
+      if (isFailure(error)) throw error.prefixed(entry.id);
       throw error;
     }
   }
@@ -194,7 +197,7 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
     const first = initialVerdicts.get(id)!;
     account.bytes += first.bytesHashed;
     if (first.probeError !== undefined) {
-      return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError, durationMs: 0, bytesHashed: 0 });
+      return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError.message, failureKind: first.probeError.kind, durationMs: 0, bytesHashed: 0 });
     }
     const depsRan = depResults.some((dep) => dep.status === 'ran');
     let verdict = first.verdict;
@@ -236,9 +239,11 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
   };
 
   const runNodeSafely = (id: NodeId): Promise<NodeResult> =>
-    runNode(id).catch((error: unknown) =>
-      finish({ id, status: runAbort.signal.aborted ? 'cancelled' : 'failed', reason: 'could not be assessed', error: errorMessage(error), durationMs: 0, bytesHashed: 0 }),
-    );
+    runNode(id).catch((error: unknown) => {
+      const failure = toFailure(error, runAbort.signal);
+      const status = runAbort.signal.aborted ? 'cancelled' : 'failed';
+      return finish({ id, status, reason: 'could not be assessed', error: failure.message, failureKind: status === 'cancelled' ? 'cancelled' : failure.kind, durationMs: 0, bytesHashed: 0 });
+    });
   for (const id of closure) finished.set(id, runNodeSafely(id));
   try {
     await Promise.all(finished.values());
@@ -327,7 +332,8 @@ async function runStale(
       durationMs: finishedAt - startedAt,
       finishedAt,
       bytesHashed: account.bytes,
-      error: cancelled ? 'interrupted' : errorMessage(error),
+      error: cancelled ? 'interrupted' : toFailure(error).message,
+      failureKind: cancelled ? 'cancelled' : toFailure(error).kind,
       ...(logTail.length > 0 ? { logFile, logTail } : {}),
     };
   }
@@ -359,10 +365,6 @@ async function tail(path: string): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function timestamp(ms: number): string {

@@ -3,12 +3,12 @@
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { loadConfig } from './config.ts';
-import { ConfigError, Graph } from './graph.ts';
+import { Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
 import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
-import { isErrorNamed, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
+import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export interface RunSettings {
   readonly force: boolean;
@@ -35,7 +35,7 @@ export class Session {
     try {
       session.graphFor([]); // validates references and cycles now, before any work
     } catch (error) {
-      if (isErrorNamed(error, ConfigError.name)) throw new ConfigError(`${configFile}: ${error.message}`);
+      if (isFailure(error, 'config')) throw error.prefixed(configFile);
       throw error;
     }
     return session;

@@ -86,23 +86,7 @@ export interface TaskContext {
   exec(file: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
 }
 
-/** Thrown by a kind's `preflight` for a problem in setup (exit 2 before any work starts). */
-export class SetupError extends Error {
-  override readonly name = 'SetupError';
-}
-
-/**
- * Whether an error is of a named kind. By name, not class: a config loaded in its own
- * module instance (tsx's tsImport) throws its own copies of these classes.
- */
-export function isErrorNamed(error: unknown, ...names: string[]): error is Error {
-  return error instanceof Error && names.includes(error.name);
-}
-
-/** Thrown by a task for an expected failure: the message is shown as is, with the log tail. */
-export class TaskFailure extends Error {
-  override readonly name = 'TaskFailure';
-}
+export { Failure, isFailure, isCancellation, toFailure, type FailureKind } from './failure.ts';
 
 /**
  * A key file in a format another tool reads (the build's `.cache-key`). When a node has
@@ -165,7 +149,7 @@ export interface NodeDef {
   readonly probe?: Probe;
   /** A note `explain` prints (e.g. what the fingerprint cannot see). */
   readonly caveat?: string;
-  /** Setup checks before any work starts, for nodes that will run. Throw SetupError. */
+  /** Setup checks before any work starts, for nodes that will run. Throw a `setup` Failure. */
   preflight?(context: PreflightContext): Promise<void>;
   /** What `--dry-run` prints for the node besides its stale reason, starting "would …". */
   describeRun?(context: PreflightContext): Promise<string | undefined>;
@@ -223,11 +207,6 @@ export interface Command {
   readonly options?: CommandOptions;
   /** Words after the command that select a subcommand (`release check`): handled by `run`. */
   run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }, io: CommandIO): Promise<number>;
-}
-
-/** Thrown for bad input (unknown name, bad flag value): one line, exit code 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
 }
 
 export interface TargetFamily {

@@ -23,7 +23,7 @@ import { access, copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat }
 import { tmpdir, userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
 import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
-import { SetupError, TaskFailure } from '../src/types.ts';
+import { Failure } from '../src/types.ts';
 import { fsyncPath } from '../src/atomic.ts';
 import { processAlive } from '../src/exec.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
@@ -136,21 +136,21 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       const traits = templateTraits(text);
       const version = await installedPackerVersion(tools.packer);
       if (!version) {
-        throw new SetupError(
+        throw new Failure('setup', 
           `packer not found (${tools.packer}): install packer >= 1.7 from HashiCorp's apt repository (https://developer.hashicorp.com/packer/install)`,
         );
       }
       if (traits.requiresPlugins && !supportsPlugins(version)) {
-        throw new SetupError(
+        throw new Failure('setup', 
           `packer ${version.text} cannot build ${templateFile} (required_plugins needs packer >= 1.7; Debian ships 1.6.6): install packer from HashiCorp's apt repository (https://apt.releases.hashicorp.com); the build then runs packer init for the qemu plugin`,
         );
       }
       if (!(await qemuImgAvailable())) {
-        throw new SetupError(`${QEMU_IMG} not found: install qemu-utils (apt-get install qemu-utils)`);
+        throw new Failure('setup', `${QEMU_IMG} not found: install qemu-utils (apt-get install qemu-utils)`);
       }
       if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? '/dev/kvm');
       if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
-        throw new SetupError(`packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
+        throw new Failure('setup', `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
       }
     },
 
@@ -178,7 +178,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         const templateText = await readFile(paths.templateFile, 'utf8');
         const versionResult = await ctx.exec(tools.packer, ['version'], { nothrow: true });
         const version = parsePackerVersion(versionResult.stdout);
-        if (!version) throw new TaskFailure(`cannot run ${tools.packer} (packer version: exit ${versionResult.exitCode})`);
+        if (!version) throw new Failure('task', `cannot run ${tools.packer} (packer version: exit ${versionResult.exitCode})`);
         const traits = templateTraits(templateText);
         const initOptions = { packer: tools.packer, templateFile: paths.templateFile, templateText, version };
         if (traits.requiresPlugins && supportsPlugins(version)) await ensurePackerInit(ctx, initOptions);
@@ -214,7 +214,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
           }
           if (needsPackerInit(result)) await forgetPackerInit(root, templateText, version);
           const mismatch = isChecksumMismatch(result) ? ` (base image ${options.baseImage} does not match its checksum)` : '';
-          throw new TaskFailure(
+          throw new Failure('task', 
             `packer build failed for ${templateFile}${mismatch} (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`,
           );
         }
@@ -225,7 +225,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         await requireFile(stagedVersion, 'packer finished but wrote no image-version.txt (detect-versions.sh did not run?)');
         const versionText = await readFile(stagedVersion, 'utf8');
         if (!/^DEBIAN_VERSION=\S+$/m.test(versionText)) {
-          throw new TaskFailure(`image-version.txt has no DEBIAN_VERSION: ${JSON.stringify(versionText.slice(0, 200))}`);
+          throw new Failure('task', `image-version.txt has no DEBIAN_VERSION: ${JSON.stringify(versionText.slice(0, 200))}`);
         }
 
         const tempImage = ctx.tempPath(paths.image);
@@ -264,7 +264,7 @@ async function checkTemplateDir(root: string, templateDir: string): Promise<void
     }
   }
   if (missing.length > 0) {
-    throw new SetupError(`${missing.join(' and ')} missing: every template directory needs template.pkr.hcl and cleanup.sh`);
+    throw new Failure('setup', `${missing.join(' and ')} missing: every template directory needs template.pkr.hcl and cleanup.sh`);
   }
 }
 
@@ -273,11 +273,11 @@ async function checkKvm(device: string): Promise<void> {
     await access(device, fsConstants.R_OK | fsConstants.W_OK);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new SetupError(
+      throw new Failure('setup', 
         `${device} missing: enable hardware virtualisation (nested virtualisation on a VM) and load kvm_intel or kvm_amd, or build with accelerator "tcg" (much slower)`,
       );
     }
-    throw new SetupError(`${device} is not accessible to ${userInfo().username}: add the user to the kvm group (usermod -aG kvm ${userInfo().username}) and log in again`);
+    throw new Failure('setup', `${device} is not accessible to ${userInfo().username}: add the user to the kvm group (usermod -aG kvm ${userInfo().username}) and log in again`);
   }
 }
 
@@ -322,13 +322,13 @@ async function buildKeyPair(ctx: TaskContext, sshKeygen: string, keyDir: string,
     const privateKeyFile = resolve(given);
     const result = await ctx.exec(sshKeygen, ['-y', '-f', privateKeyFile], quiet);
     if (result.exitCode !== 0) {
-      throw new TaskFailure(`SSH_KEY_FILE=${given}: cannot read the key (${result.stderr.trim() || `ssh-keygen exit ${result.exitCode}`}); it must be an unencrypted private key`);
+      throw new Failure('task', `SSH_KEY_FILE=${given}: cannot read the key (${result.stderr.trim() || `ssh-keygen exit ${result.exitCode}`}); it must be an unencrypted private key`);
     }
     return { publicKey: result.stdout.trim(), privateKeyFile };
   }
   const privateKeyFile = join(keyDir, 'id_ed25519');
   const result = await ctx.exec(sshKeygen, ['-q', '-t', 'ed25519', '-N', '', '-C', `pipeline-build-${name}`, '-f', privateKeyFile], quiet);
-  if (result.exitCode !== 0) throw new TaskFailure(`ssh-keygen failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`);
+  if (result.exitCode !== 0) throw new Failure('task', `ssh-keygen failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`);
   return { publicKey: (await readFile(`${privateKeyFile}.pub`, 'utf8')).trim(), privateKeyFile };
 }
 
@@ -337,10 +337,10 @@ async function sha256Checksum(ctx: TaskContext, baseImage: string): Promise<stri
   try {
     digest = await ctx.hasher.hash(baseImage, { sha256: true, onProgress: (done, total) => ctx.progress(done, total) });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new TaskFailure(`base image missing: ${relative(ctx.root, baseImage)}`);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('task', `base image missing: ${relative(ctx.root, baseImage)}`);
     throw error;
   }
-  if (!digest.sha256) throw new TaskFailure(`no SHA-256 for ${baseImage}`);
+  if (!digest.sha256) throw new Failure('task', `no SHA-256 for ${baseImage}`);
   return `sha256:${digest.sha256}`;
 }
 
@@ -350,5 +350,5 @@ async function requireFile(path: string, message: string): Promise<void> {
   } catch {
     // reported below
   }
-  throw new TaskFailure(message);
+  throw new Failure('task', message);
 }

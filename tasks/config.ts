@@ -7,7 +7,7 @@
 // References are typed: an image's base, and a step's dependency, must be declared.
 import { basename, posix } from 'node:path';
 import { stepNodes, type StepDecl } from '../src/config.ts';
-import { ConfigError } from '../src/graph.ts';
+import { Failure } from '../src/types.ts';
 import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
 import { buildNode } from './build.ts';
 import { createCatalog } from './catalog.ts';
@@ -88,12 +88,12 @@ export function defineConfig<const B extends string, const I extends string, con
 
 function validateNames(config: PipelineConfig<string, string, string>): void {
   for (const name of Object.keys(config.images)) {
-    if (!IMAGE_NAME.test(name)) throw new ConfigError(`image name "${name}" is invalid: use lower-case letters, digits, dots and dashes, starting with a letter or digit`);
+    if (!IMAGE_NAME.test(name)) throw new Failure('config', `image name "${name}" is invalid: use lower-case letters, digits, dots and dashes, starting with a letter or digit`);
     const base = (config.images as Record<string, ImageDecl<string>>)[name]!.base;
-    if (!(base in config.bases)) throw new ConfigError(`image "${name}" uses base "${base}", which is not declared in bases`);
+    if (!(base in config.bases)) throw new Failure('config', `image "${name}" uses base "${base}", which is not declared in bases`);
   }
   for (const name of Object.keys(config.bases)) {
-    if (!IMAGE_NAME.test(name)) throw new ConfigError(`base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
+    if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
   }
 }
 
@@ -187,7 +187,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         usage: 'upload:{tag}',
         description: `every image's upload to release {tag} (upload:${tag})`,
         expand(argument) {
-          if (!/^[A-Za-z0-9._-]+$/.test(argument)) throw new ConfigError(`release tag "${argument}" is not a valid tag name`);
+          if (!/^[A-Za-z0-9._-]+$/.test(argument)) throw new Failure('config', `release tag "${argument}" is not a valid tag name`);
           if (argument === tag) return { nodes: [], targets: names.map((name) => `${name}:upload`) };
           const extra = names.map((name) => ({ ...createUploadNode(catalog, name, argument), id: `${name}:upload@${argument}` }));
           return { nodes: extra, targets: extra.map((node) => node.id) };

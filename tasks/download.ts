@@ -8,7 +8,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } fro
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { TaskFailure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/types.ts';
+import { Failure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/types.ts';
 
 export interface DownloadSpec {
   /** Node id, e.g. `trixie:download`. */
@@ -71,9 +71,9 @@ async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise
   const cachedPath = resolve(context.root, spec.file);
   const refresh = context.flags.refreshBase === true;
   if (context.flags.offline === true) {
-    if (refresh) throw new TaskFailure(`--refresh-base needs the network; drop --offline`);
+    if (refresh) throw new Failure('task', `--refresh-base needs the network; drop --offline`);
     if (!(await isFile(cachedPath))) {
-      throw new TaskFailure(`--offline, but ${spec.file} is not cached; run once with network access`);
+      throw new Failure('task', `--offline, but ${spec.file} is not cached; run once with network access`);
     }
     return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_OFFLINE };
   }
@@ -83,7 +83,7 @@ async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise
   } catch (error) {
     if (!(error instanceof Unreachable) || context.signal.aborted) throw error;
     if (!(await isFile(cachedPath))) {
-      throw new TaskFailure(`cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
+      throw new Failure('task', `cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
     }
     return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_UNREACHABLE };
   }
@@ -99,7 +99,7 @@ async function runDownload(spec: DownloadSpec, ctx: TaskContext): Promise<void> 
   const dest = resolve(ctx.root, spec.file);
   const cached = await isFile(dest);
   if (ctx.flags.offline === true) {
-    if (!cached) throw new TaskFailure(`--offline, but ${spec.file} is not cached; run once with network access`);
+    if (!cached) throw new Failure('task', `--offline, but ${spec.file} is not cached; run once with network access`);
     ctx.log(NOTE_OFFLINE);
     return;
   }
@@ -108,7 +108,7 @@ async function runDownload(spec: DownloadSpec, ctx: TaskContext): Promise<void> 
     expected = await fetchUpstreamSha512(spec, ctx.signal);
   } catch (error) {
     if (!(error instanceof Unreachable) || ctx.signal.aborted) throw error;
-    if (!cached) throw new TaskFailure(`cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
+    if (!cached) throw new Failure('task', `cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
     ctx.log(NOTE_UNREACHABLE);
     return;
   }
@@ -133,7 +133,7 @@ async function runDownload(spec: DownloadSpec, ctx: TaskContext): Promise<void> 
  */
 export async function redownload(ctx: TaskContext, spec: Omit<DownloadSpec, 'id' | 'deps'>): Promise<string> {
   const expected = await fetchUpstreamSha512(spec, ctx.signal).catch((error: unknown) => {
-    if (error instanceof Unreachable) throw new TaskFailure(`cannot reach ${spec.checksumsUrl}: ${error.message}`);
+    if (error instanceof Unreachable) throw new Failure('task', `cannot reach ${spec.checksumsUrl}: ${error.message}`);
     throw error;
   });
   // No beginCommit: the context is the build's, whose stamp is not ours to drop.
@@ -157,7 +157,7 @@ export async function fetchUpstreamSha512(
   const list = await fetchText(spec.checksumsUrl, signal);
   const names = [...new Set([upstreamName(spec.url), basename(spec.file)])];
   const digest = findSha512(list, names);
-  if (!digest) throw new TaskFailure(`${spec.checksumsUrl} has no SHA-512 line for ${names.join(' or ')}`);
+  if (!digest) throw new Failure('task', `${spec.checksumsUrl} has no SHA-512 line for ${names.join(' or ')}`);
   return digest;
 }
 
@@ -194,7 +194,7 @@ async function fetchTextOnce(url: string, signal: AbortSignal): Promise<string> 
     try {
       return await readFile(fileURLToPath(url), { encoding: 'utf8', signal });
     } catch (error) {
-      throw new TaskFailure(`cannot read ${url}: ${errorText(error)}`);
+      throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
     }
   }
   let response: Response;
@@ -210,12 +210,12 @@ async function fetchTextOnce(url: string, signal: AbortSignal): Promise<string> 
   }
   if (!response.ok) {
     await response.body?.cancel();
-    throw new TaskFailure(`HTTP ${response.status} ${response.statusText} from ${url}`);
+    throw new Failure('task', `HTTP ${response.status} ${response.statusText} from ${url}`);
   }
   const length = Number(response.headers.get('content-length') ?? 0);
   if (length > MAX_CHECKSUM_LIST_BYTES) {
     await response.body?.cancel();
-    throw new TaskFailure(`${url} is ${length} bytes; that is not a checksum list`);
+    throw new Failure('task', `${url} is ${length} bytes; that is not a checksum list`);
   }
   try {
     return await response.text();
@@ -257,7 +257,7 @@ async function downloadVerified(
       } catch (error) {
         if (!(error instanceof Interrupted) || ctx.signal.aborted || attempt >= attempts) {
           if (error instanceof Interrupted) {
-            throw new TaskFailure(`download of ${spec.url} failed after ${attempt} attempts: ${error.message} (the partial file is kept; the next run resumes it)`);
+            throw new Failure('task', `download of ${spec.url} failed after ${attempt} attempts: ${error.message} (the partial file is kept; the next run resumes it)`);
           }
           throw error;
         }
@@ -275,7 +275,7 @@ async function downloadVerified(
       ctx.log(`SHA-512 mismatch after resuming; downloading ${spec.url} again from the start`);
       continue;
     }
-    throw new TaskFailure(`SHA-512 mismatch for ${spec.url}: expected ${expected}, got ${outcome.sha512}`);
+    throw new Failure('task', `SHA-512 mismatch for ${spec.url}: expected ${expected}, got ${outcome.sha512}`);
   }
   if (ownsOutput) await ctx.beginCommit();
   await rename(partial, dest);
@@ -353,7 +353,7 @@ async function openBody(ctx: TaskContext, url: string, have: number): Promise<Bo
   if (url.startsWith('file:')) {
     const path = fileURLToPath(url);
     const size = (await stat(path).catch((error: unknown) => {
-      throw new TaskFailure(`cannot read ${url}: ${errorText(error)}`);
+      throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
     })).size;
     if (have === size) return { start: have, total: size, chunks: [], complete: true };
     const start = have < size ? have : 0;
@@ -373,7 +373,7 @@ async function openBody(ctx: TaskContext, url: string, have: number): Promise<Bo
   }
   if (!response.ok || !response.body) {
     await response.body?.cancel();
-    throw new TaskFailure(`HTTP ${response.status} ${response.statusText} from ${url}`);
+    throw new Failure('task', `HTTP ${response.status} ${response.statusText} from ${url}`);
   }
   const length = response.headers.get('content-length');
   if (response.status === 206) {

@@ -7,7 +7,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecResult, TaskContext } from '../src/types.ts';
-import { TaskFailure } from '../src/types.ts';
+import { Failure } from '../src/types.ts';
 
 const execFileAsync = promisify(execFileCallback);
 
@@ -99,7 +99,7 @@ export async function ensurePackerInit(
   ctx.status('packer init');
   const result = await ctx.exec(options.packer, ['init', options.templateFile], { env: packerEnv(ctx.root), nothrow: true });
   if (result.exitCode !== 0) {
-    throw new TaskFailure(`packer init failed (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`);
+    throw new Failure('task', `packer init failed (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`);
   }
   await mkdir(join(marker, '..'), { recursive: true });
   await writeFile(marker, `${options.templateFile}\n`);

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { fsyncPath, writeFileAtomic } from '../src/atomic.ts';
 import { formatBytes } from '../src/report/format.ts';
-import { SetupError, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
+import { Failure, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
 import { defaultImageFile } from './checksum.ts';
 import { convertCompressed, qemuImgAvailable } from './qemu-img.ts';
 
@@ -61,7 +61,7 @@ export function publishNode(spec: PublishSpec): NodeDef {
     async preflight() {
       await checkPublishDir(publishDir());
       if (!(await qemuImgAvailable())) {
-        throw new SetupError('qemu-img not found: install it (apt install qemu-utils) to publish images');
+        throw new Failure('setup', 'qemu-img not found: install it (apt install qemu-utils) to publish images');
       }
     },
     async describeRun(context) {
@@ -158,8 +158,8 @@ async function publishedCopyProblem(publishDir: string, name: string, known?: So
 export async function checkPublishDir(dir: string): Promise<void> {
   const hint = `or set ${PUBLISH_DIR_ENV}`;
   const info = await stat(dir).catch(() => undefined);
-  if (!info) throw new SetupError(`publish directory ${dir} does not exist: create it (on a PVE host it is local storage's iso directory), ${hint}`);
-  if (!info.isDirectory()) throw new SetupError(`publish directory ${dir} is not a directory; ${hint.replace('or ', '')}`);
+  if (!info) throw new Failure('setup', `publish directory ${dir} does not exist: create it (on a PVE host it is local storage's iso directory), ${hint}`);
+  if (!info.isDirectory()) throw new Failure('setup', `publish directory ${dir} is not a directory; ${hint.replace('or ', '')}`);
   // access(W_OK) says yes to root on a read-only mount or a protected directory; a real create does not.
   const probe = join(dir, `.pipeline-write-check.${process.pid}`);
   try {
@@ -168,6 +168,6 @@ export async function checkPublishDir(dir: string): Promise<void> {
     await rm(probe, { force: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'error';
-    throw new SetupError(`publish directory ${dir} is not writable (${code}): run as a user who can write it (root on a PVE host), ${hint}`);
+    throw new Failure('setup', `publish directory ${dir} is not writable (${code}): run as a user who can write it (root on a PVE host), ${hint}`);
   }
 }

@@ -3,7 +3,7 @@
 import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { execFile } from '../src/exec.ts';
-import { TaskFailure, type TaskContext } from '../src/types.ts';
+import { Failure, type TaskContext } from '../src/types.ts';
 
 export const QEMU_IMG = 'qemu-img';
 
@@ -23,7 +23,7 @@ export async function qemuImgAvailable(): Promise<boolean> {
 /**
  * `qemu-img convert -p -c -O qcow2 src dest`. Progress goes to `onProgress` as a fraction
  * in [0, 1] when given, otherwise to the task's byte bar scaled by the source file size.
- * Other output lines go to the node's log. Throws TaskFailure with qemu-img's last line.
+ * Other output lines go to the node's log. Throws a `task` Failure with qemu-img's last line.
  */
 export async function convertCompressed(
   ctx: TaskContext,
@@ -48,7 +48,7 @@ export async function convertCompressed(
   });
   if (result.exitCode !== 0) {
     const detail = lastLine(result.stderr) ?? lastLine(result.stdout) ?? `exit code ${result.exitCode}`;
-    throw new TaskFailure(`qemu-img convert ${src} -> ${dest} failed: ${detail}`);
+    throw new Failure('task', `qemu-img convert ${src} -> ${dest} failed: ${detail}`);
   }
   report(1);
 }

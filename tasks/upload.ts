@@ -1,7 +1,7 @@
 // The `{name}:upload` task kind: puts a checksummed image on a GitHub release. The probe
 // reads the release's `.sha256`, so the engine re-runs the node when the remote changed
 // (someone removed or replaced the image) even though no local input did.
-import { SetupError, TaskFailure, type NodeDef } from '../src/types.ts';
+import { Failure, isFailure, type NodeDef } from '../src/types.ts';
 import { checksumAssetName } from './github/asset-names.ts';
 import type { ImageCatalog } from './github/catalog.ts';
 import { createGitHubClient, resolveRepository, resolveToken, type ClientOptions } from './github/client.ts';
@@ -42,7 +42,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
         if (!asset) return { value: 'image missing' };
         return { value: (await store.downloadText(asset, signal, 4096)).trim() };
       } catch (error) {
-        if (error instanceof SetupError) throw error;
+        if (isFailure(error, 'setup')) throw error;
         // Unreachable or unauthorized: a value that never matches, so the node runs and reports the real error.
         return { value: `unknown ${Date.now()}`, note: `cannot read release ${tag}: ${error instanceof Error ? error.message : error}` };
       }
@@ -53,7 +53,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       try {
         resolveTransferLimits(catalog.release, env);
       } catch (error) {
-        throw new SetupError(error instanceof Error ? error.message : String(error));
+        throw new Failure('setup', error instanceof Error ? error.message : String(error));
       }
     },
     async describeRun() {
@@ -64,7 +64,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
         try {
           return resolveTransferLimits(catalog.release, env);
         } catch (error) {
-          throw new TaskFailure(error instanceof Error ? error.message : String(error));
+          throw new Failure('task', error instanceof Error ? error.message : String(error));
         }
       })();
       const store = new ReleaseStore(await createGitHubClient(catalog.release, options.client));

@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, relative } from 'node:path';
 import { nearest } from '../src/suggest.ts';
-import { UsageError, type Command, type CommandIO } from '../src/types.ts';
+import { Failure, type Command, type CommandIO } from '../src/types.ts';
 import { parseSha256Line } from './checksum.ts';
 
 export interface VerifyCatalog {
@@ -55,7 +55,7 @@ function selectNames(known: readonly string[], requested: readonly string[]): re
     if (known.includes(name)) continue;
     const guess = nearest(name, known);
     const hint = guess ? ` (did you mean "${guess}"?)` : '';
-    throw new UsageError(`unknown image "${name}"${hint}; images: ${known.join(', ')}`);
+    throw new Failure('usage', `unknown image "${name}"${hint}; images: ${known.join(', ')}`);
   }
   return [...new Set(requested)];
 }

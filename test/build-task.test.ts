@@ -9,10 +9,12 @@ import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { StatCache } from '../src/hasher.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { SetupError, TaskFailure, type NodeDef } from '../src/types.ts';
+import { type NodeDef } from '../src/types.ts';
 import { buildNode, type BuildNodeOptions } from '../tasks/build.ts';
 import { MissingKeyInput, templateKeyFiles } from '../tasks/cache-key.ts';
 import { installedPackerVersion, supportsPlugins } from '../tasks/packer.ts';
+import { throwsFailure } from './support/failures.ts';
+import { isFailure } from '../src/failure.ts';
 
 const execFile = promisify(execFileCallback);
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -127,7 +129,7 @@ test.serial('SSH_KEY_FILE that is not a usable key fails the build with what to 
     else process.env.SSH_KEY_FILE = saved;
   });
   const outcome = await run(root, node('debian-12'));
-  t.true(outcome.error instanceof TaskFailure);
+  t.true(isFailure(outcome.error, 'task'));
   t.regex((outcome.error as Error).message, /SSH_KEY_FILE=.*not-a-key: cannot read the key/);
   await t.throwsAsync(readFile(join(root, 'images/debian-12/debian-12.qcow2')), { code: 'ENOENT' });
 });
@@ -186,7 +188,7 @@ test('a failing build leaves the previous image and key byte-identical', async (
 
   await breakTemplate(root, 'debian-12', '"echo provisioning broke >&2", "exit 7"');
   const outcome = await run(root, node('debian-12'));
-  t.true(outcome.error instanceof TaskFailure, String(outcome.error));
+  t.true(isFailure(outcome.error, 'task'), String(outcome.error));
   t.regex((outcome.error as Error).message, /packer build failed for templates\/debian-12\/template\.pkr\.hcl/);
   t.regex(await readFile(outcome.logFile, 'utf8'), /provisioning broke/);
   t.deepEqual(await snapshot(root, 'debian-12'), before, 'no staging dir, no temp file, old bytes');
@@ -238,14 +240,14 @@ test('a base image checksum mismatch re-downloads once and retries', async (t) =
   const stubborn = node('debian-12', { baseChecksum: async () => wrong, redownloadBase: async () => void (redownloads += 1) });
   const failed = await run(root, stubborn);
   t.is(redownloads, 1);
-  t.true(failed.error instanceof TaskFailure);
+  t.true(isFailure(failed.error, 'task'));
   t.regex((failed.error as Error).message, /does not match its checksum/);
 });
 
 test('preflight names a missing template file', async (t) => {
   const root = await project(t);
   await rm(join(root, 'templates/debian-12/cleanup.sh'));
-  const error = await t.throwsAsync(node('debian-12').preflight!({ root, flags: {} }), { instanceOf: SetupError });
+  const error = await throwsFailure(t, node('debian-12').preflight!({ root, flags: {} }), 'setup');
   t.regex(error?.message ?? '', /templates\/debian-12\/cleanup\.sh missing/);
   t.false(error?.message.includes('\n'));
   await t.notThrowsAsync(node('debian-12', { templatesDir: 'nowhere' }).preflight!({ root, flags: {} }).catch((e: Error) => {
@@ -265,25 +267,20 @@ test('preflight says to install packer >= 1.7 for a template with required_plugi
     return;
   }
   const root = await project(t, 'debian-12', 'templates');
-  const error = await t.throwsAsync(node('debian-12').preflight!({ root, flags: {} }), { instanceOf: SetupError });
+  const error = await throwsFailure(t, node('debian-12').preflight!({ root, flags: {} }), 'setup');
   t.regex(error?.message ?? '', /packer 1\.6\.\d+ cannot build templates\/debian-12\/template\.pkr\.hcl .*install packer from HashiCorp's apt repository/);
 });
 
 test('preflight reports missing packer and missing /dev/kvm in one line each', async (t) => {
   const root = await project(t, 'debian-12', 'templates');
-  const missing = await t.throwsAsync(node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {} }), {
-    instanceOf: SetupError,
-  });
+  const missing = await throwsFailure(t, node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {} }), 'setup');
   t.regex(missing?.message ?? '', /packer not found .*install packer >= 1\.7/);
 
   // A packer new enough for required_plugins (a script answering `packer version`).
   const fakePacker = join(root, 'packer-1.11');
   await writeFile(fakePacker, '#!/bin/sh\necho "Packer v1.11.2"\n');
   await chmod(fakePacker, 0o755);
-  const noKvm = await t.throwsAsync(
-    node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {} }),
-    { instanceOf: SetupError },
-  );
+  const noKvm = await throwsFailure(t, node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {} }), 'setup');
   t.regex(noKvm?.message ?? '', /no-kvm missing: enable hardware virtualisation/);
   t.false(noKvm?.message.includes('\n'));
   // tcg needs no /dev/kvm.

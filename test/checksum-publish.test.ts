@@ -10,11 +10,12 @@ import { promisify } from 'node:util';
 import { StatCache } from '../src/hasher.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { SetupError, TaskFailure, UsageError, type CommandIO, type NodeDef, type TaskContext } from '../src/types.ts';
+import { type CommandIO, type NodeDef, type TaskContext } from '../src/types.ts';
 import { checksumNode, parseSha256Line } from '../tasks/checksum.ts';
 import { publishNode, resolvePublishDir, sourceRecordPath } from '../tasks/publish.ts';
 import { imageInfo } from '../tasks/qemu-img.ts';
 import { verifyCommand } from '../tasks/verify.ts';
+import { throwsFailure } from './support/failures.ts';
 
 const execFile = promisify(execFileCallback);
 
@@ -201,7 +202,7 @@ test('publish runs again when the image changed', async (t) => {
 test('preflight: a missing or unwritable publish directory is a SetupError saying what to do', async (t) => {
   const root = await tempRoot(t);
   const missing = publishNode({ name: 'x', publishDir: join(root, 'nope') });
-  const error = await t.throwsAsync(missing.preflight!({ root, flags: {} }), { instanceOf: SetupError });
+  const error = await throwsFailure(t, missing.preflight!({ root, flags: {} }), 'setup');
   t.regex(error?.message ?? '', /publish directory .*nope does not exist: create it.*PIPELINE_PUBLISH_DIR/);
   t.false(error?.message.includes('\n'));
 
@@ -213,7 +214,7 @@ test('preflight: a missing or unwritable publish directory is a SetupError sayin
     await chmod(unwritable, 0o555);
   }
   const denied = publishNode({ name: 'x', publishDir: unwritable });
-  const deniedError = await t.throwsAsync(denied.preflight!({ root, flags: {} }), { instanceOf: SetupError });
+  const deniedError = await throwsFailure(t, denied.preflight!({ root, flags: {} }), 'setup');
   t.regex(deniedError?.message ?? '', /is not writable .*PIPELINE_PUBLISH_DIR/);
 });
 
@@ -230,7 +231,7 @@ test('a failed conversion leaves no temp file and the previous published image i
   const handle = await open(image, 'r+');
   await handle.write(Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 99]), 0, 8, 0);
   await handle.close();
-  const error = await t.throwsAsync(runNode(node, root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, runNode(node, root), 'task');
   t.regex(error?.message ?? '', /qemu-img convert .* failed: /);
   t.deepEqual(await listing(publishDir), ['.debian-12.img.source', 'debian-12.img']);
   t.deepEqual(await readFile(dest), good);
@@ -326,6 +327,6 @@ test('verify re-hashes each image: OK, FAILED with both digests, missing; exit 1
 test('verify: an unknown name is a usage error with a suggestion', async (t) => {
   const root = await tempRoot(t);
   const command = verifyCommand(catalogOf(root, ['debian-12', 'pve-9']));
-  const error = await t.throwsAsync(command.run({ values: {}, positionals: ['pve9'] }, commandIO(root)), { instanceOf: UsageError });
+  const error = await throwsFailure(t, command.run({ values: {}, positionals: ['pve9'] }, commandIO(root)), 'usage');
   t.regex(error?.message ?? '', /unknown image "pve9" \(did you mean "pve-9"\?\)/);
 });

@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { StatCache } from '../src/hasher.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { TaskFailure, type NodeDef } from '../src/types.ts';
+import { type NodeDef } from '../src/types.ts';
 import { downloadNode, NOTE_OFFLINE, NOTE_UNREACHABLE, redownload, type DownloadSpec } from '../tasks/download.ts';
 import { MirrorServer, sha512 } from './support/mirror-server.ts';
+import { throwsFailure } from './support/failures.ts';
 
 const IMAGE = 'debian-13-generic-amd64.qcow2';
 const FILE = `cache/${IMAGE}`;
@@ -151,7 +152,7 @@ test('a later run resumes the partial file an interrupted run left', async (t) =
   const content = randomBytes(SIZE);
   const mirror = await mirrorWith(t, content);
   mirror.dropAfter(IMAGE, 300 * 1024);
-  const error = await t.throwsAsync(run(nodeFor(mirror, { attempts: 1 }), root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, run(nodeFor(mirror, { attempts: 1 }), root), 'task');
   t.regex(error?.message ?? '', /partial file is kept/);
   const partials = (await cacheEntries(root)).filter((name) => name.endsWith('.partial'));
   t.is(partials.length, 1);
@@ -229,7 +230,7 @@ test('a checksum mismatch fails with expected, got and the URL, and leaves no fi
   const mirror = await mirrorWith(t, randomBytes(SIZE));
   const wrong = 'ab'.repeat(64);
   mirror.listChecksum(IMAGE, wrong);
-  const error = await t.throwsAsync(run(nodeFor(mirror), root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, run(nodeFor(mirror), root), 'task');
   const message = error?.message ?? '';
   t.false(message.includes('\n'), 'one line');
   t.true(message.includes(`expected ${wrong}`));
@@ -267,9 +268,9 @@ test('no network and no cached file fails clearly', async (t) => {
   const mirror = await mirrorWith(t, randomBytes(1024));
   const node = nodeFor(mirror);
   await mirror.close();
-  const error = await t.throwsAsync(probe(node, root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, probe(node, root), 'task');
   t.regex(error?.message ?? '', /cannot reach http:\/\/127\.0\.0\.1:\d+\/SHA512SUMS .* is not cached/);
-  const offline = await t.throwsAsync(probe(node, root, undefined, { offline: true }), { instanceOf: TaskFailure });
+  const offline = await throwsFailure(t, probe(node, root, undefined, { offline: true }), 'task');
   t.regex(offline?.message ?? '', /--offline.*not cached/);
 });
 
@@ -279,11 +280,11 @@ test('HTTP errors name the status and the URL', async (t) => {
   // The list names the file but the image URL is wrong.
   mirror.setFile('missing.qcow2', Buffer.from('x'));
   const url = mirror.urlOf('nowhere/missing.qcow2');
-  const error = await t.throwsAsync(run(nodeFor(mirror, { url, file: 'cache/missing.qcow2' }), root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, run(nodeFor(mirror, { url, file: 'cache/missing.qcow2' }), root), 'task');
   t.is(error?.message, `HTTP 404 Not Found from ${url}`);
 
   const listUrl = mirror.urlOf('no/SHA512SUMS');
-  const listError = await t.throwsAsync(probe(nodeFor(mirror, { checksumsUrl: listUrl }), root), { instanceOf: TaskFailure });
+  const listError = await throwsFailure(t, probe(nodeFor(mirror, { checksumsUrl: listUrl }), root), 'task');
   t.is(listError?.message, `HTTP 404 Not Found from ${listUrl}`);
 });
 
@@ -291,7 +292,7 @@ test('a checksum list without the image fails naming it', async (t) => {
   const root = await tempRoot(t);
   const mirror = await MirrorServer.start({ 'other.qcow2': Buffer.from('x') });
   t.teardown(() => mirror.close());
-  const error = await t.throwsAsync(probe(nodeFor(mirror), root), { instanceOf: TaskFailure });
+  const error = await throwsFailure(t, probe(nodeFor(mirror), root), 'task');
   t.regex(error?.message ?? '', new RegExp(`SHA512SUMS has no SHA-512 line for ${IMAGE.replaceAll('.', '\\.')}`));
 });
 

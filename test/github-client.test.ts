@@ -1,7 +1,7 @@
 // Token and repository resolution, GitHub's failures as actionable messages, the upload
 // node, and the token never leaking into anything a user or log sees.
 import test from 'ava';
-import { SetupError, type TaskContext } from '../src/types.ts';
+import { type TaskContext } from '../src/types.ts';
 import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken } from '../tasks/github/client.ts';
 import { imagesCommand, releaseCommand } from '../tasks/github/commands.ts';
 import { ReleaseStore } from '../tasks/github/releases.ts';
@@ -10,13 +10,14 @@ import { partSuffix } from '../tasks/github/asset-names.ts';
 import { parseVersions } from '../tasks/github/manifest.ts';
 import { createUploadNode } from '../tasks/upload.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
+import { throwsFailure } from './support/failures.ts';
 
 test('token comes from GITHUB_TOKEN, then GH_TOKEN, then gh auth token', async (t) => {
   const gh = async () => 'from-gh';
   t.is(await resolveToken({ GITHUB_TOKEN: 'a', GH_TOKEN: 'b' }, gh), 'a');
   t.is(await resolveToken({ GH_TOKEN: 'b' }, gh), 'b');
   t.is(await resolveToken({}, gh), 'from-gh');
-  await t.throwsAsync(resolveToken({}, async () => undefined), { instanceOf: SetupError, message: /GITHUB_TOKEN or GH_TOKEN.*gh auth login/ });
+  await throwsFailure(t, resolveToken({}, async () => undefined), 'setup', /GITHUB_TOKEN or GH_TOKEN.*gh auth login/);
 });
 
 test('repository and API URL: config, overridden by the environment', (t) => {

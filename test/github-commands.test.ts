@@ -6,13 +6,14 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
-import { UsageError, type CommandIO } from '../src/types.ts';
+import { type CommandIO } from '../src/types.ts';
 import { imagesCommand, releaseCommand } from '../tasks/github/commands.ts';
 import { assertSafeAssetName } from '../tasks/github/asset-names.ts';
 import { createGitHubClient, type ClientOptions } from '../tasks/github/client.ts';
 import { ReleaseStore } from '../tasks/github/releases.ts';
 import { uploadImage } from '../tasks/github/upload-image.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
+import { throwsFailure } from './support/failures.ts';
 
 interface RecordingIO extends CommandIO {
   readonly lines: string[];
@@ -139,9 +140,9 @@ test('release remove deletes one image (parts and checksum) and its manifest ent
   await run(release, ['remove'], { all: true });
   t.deepEqual(server.assets('latest'), []);
 
-  await t.throwsAsync(run(release, ['remove']), { instanceOf: UsageError });
-  await t.throwsAsync(run(release, ['remove', 'x'], { all: true }), { instanceOf: UsageError });
-  await t.throwsAsync(run(release, ['remove', '../x']), { instanceOf: UsageError });
+  await throwsFailure(t, run(release, ['remove']), 'usage');
+  await throwsFailure(t, run(release, ['remove', 'x'], { all: true }), 'usage');
+  await throwsFailure(t, run(release, ['remove', '../x']), 'usage');
 });
 
 test('release retag moves the tag to the version commit, notes it in the body and keeps the assets', async (t) => {
@@ -259,8 +260,8 @@ test('missing parts, missing checksums and unsafe asset names are clear errors',
   result = await run(images, ['download', 'debian-13'], { dir });
   t.is(result.code, 1);
   t.regex(result.err[0]!, /not its debian-13\.qcow2\.sha256/);
-  await t.throwsAsync(run(images, ['download', '../x'], { dir }), { instanceOf: UsageError });
-  await t.throwsAsync(run(images, ['download', 'a/b'], { dir }), { instanceOf: UsageError });
+  await throwsFailure(t, run(images, ['download', '../x'], { dir }), 'usage');
+  await throwsFailure(t, run(images, ['download', 'a/b'], { dir }), 'usage');
   t.throws(() => assertSafeAssetName('../x'));
   t.throws(() => assertSafeAssetName('a/b'));
   t.throws(() => assertSafeAssetName('a..b'));

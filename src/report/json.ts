@@ -13,6 +13,7 @@ export function resultJson(result: NodeResult): Record<string, unknown> {
     bytesHashed: result.bytesHashed,
     ...(result.startedAt !== undefined ? { startedAt: result.startedAt, finishedAt: result.finishedAt } : {}),
     ...(result.error !== undefined ? { error: result.error } : {}),
+    ...(result.failureKind !== undefined ? { failureKind: result.failureKind } : {}),
     ...(result.logFile !== undefined ? { logFile: result.logFile } : {}),
     ...(result.note !== undefined ? { note: result.note } : {}),
   };

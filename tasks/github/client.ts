@@ -3,7 +3,7 @@
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
 import type { Octokit, RequestError } from 'octokit';
-import { SetupError, TaskFailure } from '../../src/types.ts';
+import { Failure, isFailure, type FailureKind } from '../../src/types.ts';
 import type { ReleaseSettings } from './catalog.ts';
 
 export const DEFAULT_API_URL = 'https://api.github.com';
@@ -21,7 +21,7 @@ export const readGhToken: GhTokenReader = () =>
 export async function resolveToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader = readGhToken): Promise<string> {
   const token = env.GITHUB_TOKEN?.trim() || env.GH_TOKEN?.trim() || (await readGh());
   if (!token) {
-    throw new SetupError('no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
+    throw new Failure('setup', 'no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
   }
   return token;
 }
@@ -30,7 +30,7 @@ export function resolveRepository(settings: ReleaseSettings, env: NodeJS.Process
   const full = env.GITHUB_REPOSITORY?.trim() || settings.repo;
   const match = full ? /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(full) : null;
   if (!match) {
-    throw new SetupError(
+    throw new Failure('setup', 
       full
         ? `GitHub repository "${full}" is not in owner/name form`
         : 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY',
@@ -115,15 +115,23 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
   };
 }
 
-/** A GitHub failure with the facts a caller may branch on. */
-export class GitHubFailure extends TaskFailure {
+/** A GitHub failure with the facts a caller may branch on; its kind follows from the status. */
+export class GitHubFailure extends Failure {
   constructor(
     message: string,
     readonly status?: number,
     readonly rateLimitReset?: Date,
   ) {
-    super(message);
+    super(kindOfStatus(status, rateLimitReset !== undefined), message, status === undefined ? {} : { code: status });
   }
+}
+
+function kindOfStatus(status: number | undefined, rateLimited: boolean): FailureKind {
+  if (status === undefined) return 'task';
+  if (rateLimited || status === 0 || status === 429 || status >= 500) return 'network';
+  if (status === 401 || status === 403) return 'auth';
+  if (status === 404) return 'not-found';
+  return 'task';
 }
 
 export interface FailureFacts {
@@ -172,7 +180,7 @@ function isRequestError(error: unknown): error is RequestError {
 
 /** Turns whatever octokit threw into a GitHubFailure; the token never survives into the message. */
 export function toGitHubFailure(error: unknown, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'redact'>): Error {
-  if (error instanceof GitHubFailure || error instanceof TaskFailure) return error;
+  if (isFailure(error)) return error;
   if (error instanceof Error && error.name === 'AbortError') return error;
   if (isRequestError(error)) {
     const data = error.response?.data as { message?: unknown } | undefined;

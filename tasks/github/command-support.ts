@@ -2,7 +2,7 @@
 // reading flag values, and turning expected failures into one line (or one JSON object).
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { TaskFailure, UsageError, type CommandIO } from '../../src/types.ts';
+import { Failure, isFailure, type CommandIO } from '../../src/types.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { createGitHubClient, type ClientOptions } from './client.ts';
 import { ReleaseStore } from './releases.ts';
@@ -21,7 +21,7 @@ export async function openStore(catalog: ImageCatalog, deps: CommandDeps): Promi
 export function stringValue(args: CommandArgs, name: string): string | undefined {
   const value = args.values[name];
   if (value === undefined || value === false) return undefined;
-  if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} needs a value`);
+  if (typeof value !== 'string' || value === '') throw new Failure('usage', `--${name} needs a value`);
   return value;
 }
 
@@ -42,9 +42,9 @@ export async function reportFailures(io: CommandIO, body: () => Promise<number>)
   try {
     return await body();
   } catch (error) {
-    if (error instanceof UsageError) throw error;
-    if (error instanceof TaskFailure || (error instanceof Error && error.name === 'GitHubFailure')) {
-      if (io.json) io.out(JSON.stringify({ error: error.message }));
+    if (isFailure(error, 'usage')) throw error;
+    if (isFailure(error)) {
+      if (io.json) io.out(JSON.stringify({ error: error.message, kind: error.kind }));
       else io.err(error.message);
       return 1;
     }

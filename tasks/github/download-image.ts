@@ -7,6 +7,7 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { assertSafeAssetName, checksumAssetName, isValidImageName, partSuffix, wholeAssetName } from './asset-names.ts';
 import { parseChecksumFile } from './checksum-file.ts';
+import { Failure } from '../../src/types.ts';
 import { GitHubFailure } from './client.ts';
 import type { ImagesManifest } from './manifest.ts';
 import type { ReleaseAsset, ReleaseStore } from './releases.ts';
@@ -155,7 +156,7 @@ export async function downloadImage(options: DownloadImageOptions): Promise<Down
   if (actual !== expected.sha256) {
     await rm(tempPath, { force: true });
     await rm(statePath, { force: true });
-    throw new GitHubFailure(`checksum mismatch for ${name}: release says ${expected.sha256}, downloaded bytes hash to ${actual}; nothing was installed`);
+    throw new Failure('integrity', `checksum mismatch for ${name}: release says ${expected.sha256}, downloaded bytes hash to ${actual}; nothing was installed`);
   }
   await rename(tempPath, finalPath);
   await rm(statePath, { force: true });

@@ -1,6 +1,6 @@
 // `pipeline images list | download`: the consumer side of a release.
 import { join } from 'node:path';
-import { UsageError, type Command, type CommandIO } from '../../src/types.ts';
+import { Failure, type Command, type CommandIO } from '../../src/types.ts';
 import { imageAssetRole, imagesOnRelease, isValidImageName } from './asset-names.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { expandHome, flag, openStore, reportFailures, stringValue, type CommandArgs, type CommandDeps } from './command-support.ts';
@@ -41,8 +41,8 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
 async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = stringValue(args, 'version') ?? catalog.release.tag;
   const requested = args.positionals.slice(1);
-  if (!requested.length) throw new UsageError('usage: images download <names…|all> [--version TAG] [--dir DIR] [--publish] [--overwrite]');
-  for (const name of requested) if (name !== 'all' && !isValidImageName(name)) throw new UsageError(`images download: "${name}" is not an image name`);
+  if (!requested.length) throw new Failure('usage', 'usage: images download <names…|all> [--version TAG] [--dir DIR] [--publish] [--overwrite]');
+  for (const name of requested) if (name !== 'all' && !isValidImageName(name)) throw new Failure('usage', `images download: "${name}" is not an image name`);
   const dir = expandHome(stringValue(args, 'dir') ?? '~/.cache/images');
   const publish = flag(args, 'publish');
   const publishDir = resolvePublishDir(catalog.publishDir, deps.client?.env ?? process.env);
@@ -54,7 +54,7 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   const assets = await store.listAssets(release.id);
   const manifest = await readManifest(store, assets, io.signal).catch(() => undefined);
   const names = requested.includes('all') ? imagesOnRelease(assets.map((asset) => asset.name)) : [...new Set(requested)];
-  if (!names.length) throw new UsageError(`release ${tag} holds no images`);
+  if (!names.length) throw new Failure('usage', `release ${tag} holds no images`);
 
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
@@ -113,7 +113,7 @@ export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Co
     async run(args, io) {
       const sub = args.positionals[0];
       const body = sub === 'list' ? list : sub === 'download' ? download : undefined;
-      if (!body) throw new UsageError(`images: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use list or download`);
+      if (!body) throw new Failure('usage', `images: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use list or download`);
       return reportFailures(io, () => body(catalog, deps, args, io));
     },
   };

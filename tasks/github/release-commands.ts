@@ -1,6 +1,6 @@
 // `pipeline release check | remove | retag`: what is stale on a release and why, and the
 // destructive operations on it, each with --dry-run.
-import { UsageError, type Command, type CommandIO } from '../../src/types.ts';
+import { Failure, type Command, type CommandIO } from '../../src/types.ts';
 import { imageAssetRole, isValidImageName, MANIFEST_ASSET } from './asset-names.ts';
 import type { CurrentImageKey, ImageCatalog, ImageSources } from './catalog.ts';
 import { flag, isDryRun, openStore, reportFailures, stringValue, type CommandArgs, type CommandDeps } from './command-support.ts';
@@ -97,8 +97,8 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
   const tag = stringValue(args, 'tag') ?? catalog.release.tag;
   const all = flag(args, 'all');
   const names = args.positionals.slice(1);
-  if (all === names.length > 0) throw new UsageError('release remove: give image names or --all (not both)');
-  for (const name of names) if (!isValidImageName(name)) throw new UsageError(`release remove: "${name}" is not an image name`);
+  if (all === names.length > 0) throw new Failure('usage', 'release remove: give image names or --all (not both)');
+  for (const name of names) if (!isValidImageName(name)) throw new Failure('usage', `release remove: "${name}" is not an image name`);
   const dryRun = isDryRun(args);
   const store = await openStore(catalog, deps);
   const release = await store.requireRelease(tag);
@@ -135,8 +135,8 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
 async function retag(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = stringValue(args, 'tag') ?? catalog.release.tag;
   const version = args.positionals[1];
-  if (!version || args.positionals.length > 2) throw new UsageError('usage: release retag <version> [--tag TAG]');
-  if (version === tag) throw new UsageError(`release retag: ${version} is the tag being moved`);
+  if (!version || args.positionals.length > 2) throw new Failure('usage', 'usage: release retag <version> [--tag TAG]');
+  if (version === tag) throw new Failure('usage', `release retag: ${version} is the tag being moved`);
   const store = await openStore(catalog, deps);
   const release = await store.requireRelease(tag);
   const sha = await store.tagCommit(version);
@@ -166,7 +166,7 @@ export function releaseCommand(catalog: ImageCatalog, deps: CommandDeps = {}): C
       const sub = args.positionals[0];
       const body =
         sub === 'check' ? check : sub === 'remove' ? remove : sub === 'retag' ? retag : undefined;
-      if (!body) throw new UsageError(`release: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use check, remove or retag`);
+      if (!body) throw new Failure('usage', `release: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use check, remove or retag`);
       return reportFailures(io, () => body(catalog, deps, args, io));
     },
   };

@@ -3,7 +3,7 @@
 // place (data first, the .sha256 last), then images.json records the image.
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { TaskFailure } from '../../src/types.ts';
+import { Failure } from '../../src/types.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { parseChecksumFile } from './checksum-file.ts';
 import {
@@ -65,7 +65,7 @@ async function localImage(catalog: ImageCatalog, name: string) {
   const current = await catalog.currentKey(name);
   // The key the image was built with; the current one if the key file is missing.
   const cacheKey = (await readFile(catalog.cacheKeyPath(name), 'utf8').catch(() => current.cacheKey ?? '')).trim();
-  if (!cacheKey) throw new TaskFailure(`${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
+  if (!cacheKey) throw new Failure('task', `${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
   return { path, size, checksumText, sha256: checksum.sha256, versions, cacheKey, sources: current.sources };
 }
 
