@@ -137,9 +137,10 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   if (values['dry-run']) return printDryRun(session, targets, settings, values.json === true, io.out);
 
   const reporter = await chooseReporter(values.json === true, io);
-  const results = await session.run(targets, settings, reporter, (who) =>
-    io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
-  );
+  const results = await session.run(targets, settings, reporter, {
+    onWait: (who) => io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
+    onTakeover: (what) => io.err(`pipeline: took over ${what}`),
+  });
   if (results.some((result) => result.status === 'cancelled') || signal.aborted) return EXIT_INTERRUPTED;
   return results.some((result) => result.status === 'failed' || result.status === 'skipped') ? EXIT_FAILED : EXIT_OK;
 }
@@ -183,7 +184,7 @@ async function runConfigCommand(
     },
     async runTargets(targets) {
       const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
-      const results = await session.run(targets, settings, await chooseReporter(json, io), (who) => io.err(`pipeline: waiting (${who})`));
+      const results = await session.run(targets, settings, await chooseReporter(json, io), { onWait: (who) => io.err(`pipeline: waiting (${who})`) });
       return results.some((result) => result.status !== 'ran' && result.status !== 'fresh') ? EXIT_FAILED : EXIT_OK;
     },
   };

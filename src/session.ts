@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { loadConfig } from './config.ts';
 import { Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
-import { acquireLock } from './lock.ts';
+import { acquireLock, type LockOptions } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
 import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
 import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
@@ -96,9 +96,14 @@ export class Session {
   }
 
   /** Runs targets under the tree lock; the stat cache is saved whatever happens. */
-  async run(targets: readonly string[], settings: RunSettings, reporter: Reporter, onWait: (who: string) => void): Promise<NodeResult[]> {
+  async run(
+    targets: readonly string[],
+    settings: RunSettings,
+    reporter: Reporter,
+    lockNotes: Pick<LockOptions, 'onWait' | 'onTakeover'>,
+  ): Promise<NodeResult[]> {
     const { graph, closure } = this.select(targets);
-    const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, onWait });
+    const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, ...lockNotes });
     try {
       const options = this.runOptions(settings, reporter);
       const started = Date.now();

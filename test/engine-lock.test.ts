@@ -1,8 +1,17 @@
 // Two `pipeline` processes on one tree: the second waits for the first (and says so), or
 // with --no-wait fails with a clear message; their steps never interleave.
 import test from 'ava';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeProject, nodeOf } from './support/engine-project.ts';
+import { promisify } from 'node:util';
+import { makeProject, nodeOf, REPO } from './support/engine-project.ts';
+
+const execFileAsync = promisify(execFile);
 
 // `work` logs its start and end (nanoseconds) to events.log and, between them, holds on
 // until the test creates `release`, so no timing assumption decides what overlaps.
@@ -71,4 +80,86 @@ test('a lock left by a process that no longer exists is taken over', async (t) =
   t.is(run.code, 0, run.stderr);
   t.is(nodeOf(run.json, 'work').status, 'ran');
   t.false(project.exists('.pipeline/lock'));
+});
+
+// ---------------------------------------------------------------------------------------
+// Locks that never wedge: what a crash, a full disk or an old version can leave behind.
+
+const deadLock = (nonce = randomBytes(8).toString('hex')) =>
+  `${JSON.stringify({ pid: 999999999, host: hostname(), startedAt: '2020-01-01T00:00:00.000Z', command: 'all', nonce })}\n`;
+
+test('an empty or garbage lock file is reported with what to do, then taken over once clearly old', async (t) => {
+  for (const content of ['', 'garbage \u0000\n']) {
+    const project = await makeProject(t, { config: CONFIG });
+    await project.write('release', '');
+    await project.write('.pipeline/lock', content);
+    // Written "just now" however slowly the CLI starts on a loaded machine.
+    const soon = new Date(Date.now() + 3_600_000);
+    await utimes(project.path('.pipeline/lock'), soon, soon);
+    const refused = await project.run(['--no-wait', '--json']);
+    t.is(refused.code, 2);
+    t.regex(refused.stderr, /^pipeline: the lock .*\.pipeline\/lock is unreadable \(written \d+ s ago\); if no other pipeline runs in this tree, remove it/m);
+    t.is(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+
+    const old = new Date(Date.now() - 60_000);
+    await utimes(project.path('.pipeline/lock'), old, old);
+    const waited = await project.run(['--json']);
+    t.is(waited.code, 0, waited.stderr);
+    t.regex(waited.stderr, /took over an? (empty|unreadable) lock file/);
+    t.is(nodeOf(waited.json, 'work').status, 'ran');
+    t.false(project.exists('.pipeline/lock'));
+  }
+});
+
+test('a lock whose pid now belongs to another process is taken over', async (t) => {
+  const project = await makeProject(t, { config: CONFIG });
+  await project.write('release', '');
+  // pid 1 runs, but it is not the process that wrote the lock: its start time differs.
+  const reused = { pid: 1, host: hostname(), processStart: '1', startedAt: '2020-01-01T00:00:00.000Z', command: 'all', nonce: randomBytes(8).toString('hex') };
+  await project.write('.pipeline/lock', `${JSON.stringify(reused)}\n`);
+  const run = await project.run(['--no-wait', '--json']);
+  t.is(run.code, 0, run.stderr);
+  t.regex(run.stderr, /took over a lock of pid 1, .*whose pid now belongs to another process/);
+});
+
+test('a live holder is never taken over, and the lock it writes is whole JSON naming it', async (t) => {
+  const project = await makeProject(t, { config: CONFIG });
+  const first = project.start(['--json']);
+  await project.waitFor('started');
+  const holder = JSON.parse(await project.read('.pipeline/lock')) as { pid: number; host: string; startedAt: string; nonce: string };
+  t.is(holder.pid, first.child.pid!);
+  t.is(holder.host, hostname());
+  t.regex(holder.startedAt, /^\d{4}-\d\d-\d\dT/);
+  const second = await project.run(['--no-wait', '--json']);
+  t.is(second.code, 2);
+  await project.write('release', '');
+  t.is((await first.done).code, 0);
+});
+
+test('processes racing to take over one dead lock: exactly one takes it over, none overlap', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pipeline-lock-race-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  for (let round = 0; round < 4; round++) {
+    const lock = join(dir, `lock-${round}`);
+    const log = join(dir, `log-${round}`);
+    // Round 2 leaves a claim by a dead claimant too: it must be superseded, not waited on.
+    const nonce = randomBytes(8).toString('hex');
+    await writeFile(lock, deadLock(nonce));
+    if (round === 2) await writeFile(`${lock}.claim.${nonce}.0`, deadLock());
+    if (round === 3) await writeFile(lock, '');
+    const racers = Array.from({ length: 4 }, () =>
+      execFileAsync(process.execPath, ['--import=tsx', join(REPO, 'test/support/lock-holder.ts'), lock, log, '50'], { cwd: REPO }),
+    );
+    await Promise.all(racers);
+    const lines = (await readFile(log, 'utf8')).trim().split('\n');
+    t.is(lines.length, 8, `round ${round}: every racer got the lock once`);
+    for (let i = 0; i < lines.length; i += 2) {
+      t.regex(lines[i]!, /^enter /, `round ${round}: no two holders overlap`);
+      t.is(lines[i]!.split(' ')[1], lines[i + 1]!.split(' ')[1]);
+      t.regex(lines[i + 1]!, /^exit /);
+    }
+    t.is(lines.filter((line) => line.includes('took-over')).length, 1, `round ${round}: one takeover`);
+    t.false(existsSync(lock));
+    t.deepEqual((await readdir(dir)).filter((name) => name.startsWith(`lock-${round}`)), [], 'no claim or temp file left');
+  }
 });
