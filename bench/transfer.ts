@@ -9,12 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
-import { createGitHubClient } from '../tasks/github/client.ts';
-import { ReleaseStore } from '../tasks/github/releases.ts';
-import { planParts } from '../tasks/github/upload-image.ts';
-import { downloadImage, imageAssets } from '../tasks/github/download-image.ts';
+import { createGitHubClient } from '../tasks/store/github/client.ts';
+import { ReleaseApi } from '../tasks/store/github/release-api.ts';
+import { planParts } from '../tasks/store/github/put-image.ts';
+import { getImage } from '../tasks/store/get-image.ts';
+import { openImageStore } from '../tasks/store/open.ts';
 import { formatBytes } from '../src/report/format.ts';
-import { parseByteSize } from '../tasks/github/sizes.ts';
+import { parseByteSize } from '../tasks/store/github/sizes.ts';
 import { GitHubServer } from '../test/support/github-server.ts';
 
 if (process.argv[2] === '--serve') {
@@ -59,9 +60,8 @@ async function main(): Promise<void> {
     const checksumPath = `${image}.sha256`;
     await writeFile(checksumPath, `${digest}  bench.qcow2\n`);
 
-    const store = new ReleaseStore(
-      await createGitHubClient({ repo: `${info.owner}/${info.repo}`, apiUrl: info.url, tag: 'latest' }, { env: { GITHUB_TOKEN: info.token }, writeIntervalMs: 0 }),
-    );
+    const settings = { repo: `${info.owner}/${info.repo}`, apiUrl: info.url, tag: 'latest' };
+    const store = new ReleaseApi(await createGitHubClient(settings, { env: { GITHUB_TOKEN: info.token } }));
     const release = await store.requireRelease('latest');
     // Split whenever the file exceeds one part, so a small benchmark still exercises parts.
     const parts = planParts('bench', size, { maxAssetSize: partSize, partSize });
@@ -72,10 +72,10 @@ async function main(): Promise<void> {
       await store.uploadAsset({ release, name: 'bench.qcow2.sha256', path: checksumPath, start: 0, length: (await stat(checksumPath)).size, signal: AbortSignal.timeout(60_000) });
     });
     const outDir = join(work, 'download');
-    const download = await timed('download (parts at offsets)', async () => {
-      const assets = await store.listAssets(release.id);
-      return downloadImage({ store, tag: 'latest', name: 'bench', assets: imageAssets('bench', assets, 'latest'), dir: outDir, overwrite: true, signal: AbortSignal.timeout(3_600_000) });
-    });
+    const images = await openImageStore(settings, 'latest', { env: { GITHUB_TOKEN: info.token } });
+    const download = await timed('download (parts at offsets)', async () =>
+      getImage(images, 'bench', { path: join(outDir, 'bench.qcow2'), overwrite: true, signal: AbortSignal.timeout(3_600_000) }),
+    );
     if (download.value.sha256 !== digest) throw new Error('downloaded image does not match');
 
     const splitDir = join(work, 'split');

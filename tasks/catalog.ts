@@ -1,4 +1,4 @@
-// The image catalog the GitHub tasks and the verify command read: where each image's files
+// The image catalog the store, the upload node and the release, images and verify commands read: where each image's files
 // are, and the cache key it would have if built now (with the inputs behind it, so
 // `release check` can say which one changed).
 import { existsSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { StatCache } from '../src/hasher.ts';
 import type { FileHasher } from '../src/types.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
 import { fetchUpstreamSha512 } from './download.ts';
-import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './github/catalog.ts';
+import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './store/catalog.ts';
 
 export interface CatalogOptions {
   readonly root: string;

@@ -13,7 +13,9 @@ import { buildNode } from './build.ts';
 import { createCatalog } from './catalog.ts';
 import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
-import { releaseCommand, imagesCommand } from './github/commands.ts';
+import { imagesCommand } from './images.ts';
+import { releaseCommand } from './release.ts';
+import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { verifyCommand } from './verify.ts';
@@ -102,7 +104,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
   const bases = config.bases as Record<string, BaseDecl<string>>;
   const names = Object.keys(images);
   const publishDir = process.env.PIPELINE_PUBLISH_DIR || config.publishDir || DEFAULT_PUBLISH_DIR;
-  const tag = config.release?.tag ?? 'latest';
+  const tag = checkTag(config.release?.tag ?? 'latest', 'release.tag in the config', 'config');
   const templatesDir = config.templatesDir ?? 'templates';
   const sharedDir = config.sharedDir ?? 'shared';
   const baseFile = (base: string): string => bases[base]!.file ?? posix.join('cache', basename(new URL(bases[base]!.url).pathname));
@@ -187,7 +189,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         usage: 'upload:{tag}',
         description: `every image's upload to release {tag} (upload:${tag})`,
         expand(argument) {
-          if (!/^[A-Za-z0-9._-]+$/.test(argument)) throw new Failure('config', `release tag "${argument}" is not a valid tag name`);
+          checkTag(argument, `target upload:${argument}`);
           if (argument === tag) return { nodes: [], targets: names.map((name) => `${name}:upload`) };
           const extra = names.map((name) => ({ ...createUploadNode(catalog, name, argument), id: `${name}:upload@${argument}` }));
           return { nodes: extra, targets: extra.map((node) => node.id) };

@@ -1,18 +1,16 @@
-// The `{name}:upload` task kind: puts a checksummed image on a GitHub release. The probe
-// reads the release's `.sha256`, so the engine re-runs the node when the remote changed
-// (someone removed or replaced the image) even though no local input did.
-import { Failure, isFailure, type NodeDef } from '../src/types.ts';
-import { checksumAssetName } from './github/asset-names.ts';
-import type { ImageCatalog } from './github/catalog.ts';
-import { createGitHubClient, resolveRepository, resolveToken, type ClientOptions } from './github/client.ts';
-import { ReleaseStore } from './github/releases.ts';
-import { resolveTransferLimits } from './github/sizes.ts';
-import { uploadImage } from './github/upload-image.ts';
+// The `{name}:upload` task kind: puts a checksummed image into the image store (a GitHub
+// release). The probe reads what the store holds for the image, so the engine re-runs the
+// node when the remote changed (someone removed or replaced the image) even though no
+// local input did.
 import { relative } from 'node:path';
+import { Failure, isFailure, type NodeDef } from '../src/types.ts';
+import type { ImageCatalog } from './store/catalog.ts';
+import { readLocalImage } from './store/local-image.ts';
+import { checkStoreSetup, describeStore, openImageStore, type StoreOptions } from './store/open.ts';
 
 export interface UploadNodeOptions {
-  /** Client tuning and environment (tests pass their own env). */
-  readonly client?: ClientOptions;
+  /** Store tuning and environment (tests pass their own env). */
+  readonly store?: StoreOptions;
 }
 
 export function uploadNodeId(name: string): string {
@@ -20,7 +18,7 @@ export function uploadNodeId(name: string): string {
 }
 
 export function createUploadNode(catalog: ImageCatalog, name: string, tag: string, options: UploadNodeOptions = {}): NodeDef {
-  const env = options.client?.env ?? process.env;
+  const env = options.store?.env ?? process.env;
   const relativeToRoot = (path: string) => relative(catalog.root, path);
   return {
     id: uploadNodeId(name),
@@ -31,49 +29,28 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     params: { tag, repo: catalog.release.repo ?? null, apiUrl: catalog.release.apiUrl ?? null },
     files: [relativeToRoot(catalog.checksumPath(name))],
     env: ['GITHUB_REPOSITORY', 'GITHUB_API_URL', 'PIPELINE_MAX_ASSET_SIZE', 'PIPELINE_PART_SIZE'],
-    caveat: 'the release is read at plan time through its .sha256 asset; other edits to the release are not seen',
+    caveat: 'the store is read at plan time through the image\'s record (or .sha256); other edits to the release are not seen',
     probe: async ({ signal }) => {
       try {
-        const store = new ReleaseStore(await createGitHubClient(catalog.release, options.client));
-        const release = await store.findRelease(tag);
-        if (!release) return { value: 'release missing' };
-        const assets = await store.listAssets(release.id);
-        const asset = assets.find((candidate) => candidate.name === checksumAssetName(name) && candidate.state === 'uploaded');
-        if (!asset) return { value: 'image missing' };
-        return { value: (await store.downloadText(asset, signal, 4096)).trim() };
+        const store = await openImageStore(catalog.release, tag, options.store);
+        return { value: await store.probe(name, signal) };
       } catch (error) {
-        if (isFailure(error, 'setup')) throw error;
-        // Unreachable or unauthorized: a value that never matches, so the node runs and reports the real error.
-        return { value: `unknown ${Date.now()}`, note: `cannot read release ${tag}: ${error instanceof Error ? error.message : error}` };
+        if (isFailure(error, 'setup', 'auth', 'config', 'usage', 'cancelled')) throw error;
+        // The store cannot be reached or read: nothing this run can upload to, said in one line.
+        if (isFailure(error, 'network', 'not-found')) throw new Failure('setup', error.message, { cause: error });
+        throw error;
       }
     },
     async preflight() {
-      resolveRepository(catalog.release, env);
-      await resolveToken(env, options.client?.readGhToken);
-      try {
-        resolveTransferLimits(catalog.release, env);
-      } catch (error) {
-        throw new Failure('setup', error instanceof Error ? error.message : String(error));
-      }
+      await checkStoreSetup(catalog.release, tag, options.store);
     },
     async describeRun() {
-      return `would upload ${name} to release ${tag} of ${env.GITHUB_REPOSITORY || catalog.release.repo || '(no repository)'}`;
+      return `would upload ${name} to ${describeStore(catalog.release, tag, env)}`;
     },
     async run(context) {
-      const limits = (() => {
-        try {
-          return resolveTransferLimits(catalog.release, env);
-        } catch (error) {
-          throw new Failure('task', error instanceof Error ? error.message : String(error));
-        }
-      })();
-      const store = new ReleaseStore(await createGitHubClient(catalog.release, options.client));
-      const result = await uploadImage({
-        store,
-        catalog,
-        name,
-        tag,
-        limits,
+      const image = await readLocalImage(catalog, name);
+      const store = await openImageStore(catalog.release, tag, { ...options.store, log: (line) => context.log(line) });
+      const result = await store.put(image, {
         force: context.force,
         signal: context.signal,
         log: (line) => context.log(line),

@@ -2,12 +2,13 @@
 // node, and the token never leaking into anything a user or log sees.
 import test from 'ava';
 import { type TaskContext } from '../src/types.ts';
-import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken } from '../tasks/github/client.ts';
-import { imagesCommand, releaseCommand } from '../tasks/github/commands.ts';
-import { ReleaseStore } from '../tasks/github/releases.ts';
-import { parseByteSize, resolveTransferLimits } from '../tasks/github/sizes.ts';
-import { partSuffix } from '../tasks/github/asset-names.ts';
-import { parseVersions } from '../tasks/github/manifest.ts';
+import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken } from '../tasks/store/github/client.ts';
+import { imagesCommand } from '../tasks/images.ts';
+import { releaseCommand } from '../tasks/release.ts';
+import { ReleaseApi } from '../tasks/store/github/release-api.ts';
+import { parseByteSize, resolveTransferLimits } from '../tasks/store/github/sizes.ts';
+import { partSuffix } from '../tasks/store/github/asset-names.ts';
+import { parseVersions } from '../tasks/store/record.ts';
 import { createUploadNode } from '../tasks/upload.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
@@ -49,7 +50,7 @@ async function serverAndStore(t: import('ava').ExecutionContext, token?: string)
   const server = await GitHubServer.start();
   t.teardown(() => server.close());
   const settings = { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' };
-  const store = new ReleaseStore(await createGitHubClient(settings, { env: { GITHUB_TOKEN: token ?? server.token }, retryBaseMs: 2, writeIntervalMs: 0 }));
+  const store = new ReleaseApi(await createGitHubClient(settings, { env: { GITHUB_TOKEN: token ?? server.token }, retryBaseMs: 2 }));
   return { server, store, settings };
 }
 
@@ -67,10 +68,8 @@ test('401, 403 and 404 (repository vs release) are told apart', async (t) => {
   t.is(await store.findRelease('v1'), undefined);
   await t.throwsAsync(store.requireRelease('v1'), { message: /release v1 not found in acme\/images/ });
 
-  const elsewhere = new ReleaseStore(
-    await createGitHubClient({ repo: 'acme/nope', apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token }, writeIntervalMs: 0 }),
-  );
-  await t.throwsAsync(elsewhere.findRelease('latest'), { message: /not found \(404\).*find repository acme\/nope/ });
+  const elsewhere = new ReleaseApi(await createGitHubClient({ repo: 'acme/nope', apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }));
+  await throwsFailure(t, elsewhere.findRelease('latest'), 'setup', /repository acme\/nope not found, or the token cannot see it/);
 });
 
 test('a rate limit far in the future fails naming the reset time; a 5xx is retried', async (t) => {
@@ -101,7 +100,7 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     partSize: 2048,
   });
   t.teardown(async () => (await server.close(), await fixture.cleanup()));
-  const node = createUploadNode(fixture.catalog, 'debian-12', 'latest', { client: { env: { GITHUB_TOKEN: server.token }, retryBaseMs: 2, writeIntervalMs: 0 } });
+  const node = createUploadNode(fixture.catalog, 'debian-12', 'latest', { store: { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } } });
   t.is(node.id, 'debian-12:upload');
   t.deepEqual(node.deps, ['debian-12:checksum']);
   t.is(node.kind, 'upload');
@@ -130,12 +129,20 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
   };
   await node.run(context);
-  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), ['debian-12.qcow2.partaa', 'debian-12.qcow2.partab', 'debian-12.qcow2.partac', 'debian-12.qcow2.sha256', 'images.json']);
+  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), [
+    'debian-12.qcow2.json',
+    'debian-12.qcow2.partaa',
+    'debian-12.qcow2.partab',
+    'debian-12.qcow2.partac',
+    'debian-12.qcow2.sha256',
+    'images.json',
+  ]);
   const total = progress.at(-1)![1]!;
   t.true(total > 5000);
   t.is(progress.at(-1)![0], total);
   const { readFile } = await import('node:fs/promises');
-  t.is((await node.probe!(probeContext)).value, (await readFile(fixture.catalog.checksumPath('debian-12'), 'utf8')).trim());
+  const local = (await readFile(fixture.catalog.checksumPath('debian-12'), 'utf8')).split(' ')[0]!;
+  t.regex((await node.probe!(probeContext)).value, new RegExp(`^sha256 ${local} record \\d+$`));
   for (const line of logs) t.false(line.includes(server.token));
 });
 
@@ -155,16 +162,16 @@ test('the token never appears in output, errors or JSON', async (t) => {
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
   });
   // The server echoes the Authorization header in its error message: the client must redact it.
-  const client = { env: { GITHUB_TOKEN: server.token }, retryBaseMs: 2, writeIntervalMs: 0 };
+  const client = { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } };
   server.arm({ kind: 'status', status: 403, body: { message: `forbidden for token ${server.token}` } });
-  const release = releaseCommand(fixture.catalog, { client });
-  const images = imagesCommand(fixture.catalog, { client });
+  const release = releaseCommand(fixture.catalog, { store: client });
+  const images = imagesCommand(fixture.catalog, { store: client });
   for (const json of [false, true]) {
     await release.run({ values: {}, positionals: ['check'] }, io(json)).catch((error: Error) => captured.push(error.message, String(error.stack)));
     await images.run({ values: {}, positionals: ['list'] }, io(json)).catch((error: Error) => captured.push(error.message, String(error.stack)));
     await release.run({ values: {}, positionals: ['retag', 'v9'] }, io(json)).catch((error: Error) => captured.push(error.message, String(error.stack)));
   }
-  const wrong = releaseCommand(fixture.catalog, { client: { ...client, env: { GITHUB_TOKEN: 'ghp_secretwrong' } } });
+  const wrong = releaseCommand(fixture.catalog, { store: { ...client, env: { GITHUB_TOKEN: 'ghp_secretwrong' } } });
   await wrong.run({ values: {}, positionals: ['check'] }, io(false)).catch((error: Error) => captured.push(error.message));
   t.true(captured.length > 4);
   t.true(captured.some((line) => /forbidden for token \*\*\*/.test(line)), captured.join('\n'));

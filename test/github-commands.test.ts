@@ -7,11 +7,13 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
 import { type CommandIO } from '../src/types.ts';
-import { imagesCommand, releaseCommand } from '../tasks/github/commands.ts';
-import { assertSafeAssetName } from '../tasks/github/asset-names.ts';
-import { createGitHubClient, type ClientOptions } from '../tasks/github/client.ts';
-import { ReleaseStore } from '../tasks/github/releases.ts';
-import { uploadImage } from '../tasks/github/upload-image.ts';
+import { imagesCommand } from '../tasks/images.ts';
+import { releaseCommand } from '../tasks/release.ts';
+import { assertSafeFileName } from '../tasks/store/names.ts';
+import { createGitHubClient } from '../tasks/store/github/client.ts';
+import { ReleaseApi } from '../tasks/store/github/release-api.ts';
+import { readLocalImage } from '../tasks/store/local-image.ts';
+import { openImageStore, type StoreOptions } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
 
@@ -66,14 +68,14 @@ async function setup(t: import('ava').ExecutionContext) {
     await writeFile(`${path}.sha256`, `${digest}  ${name}.qcow2\n`);
   }
   const env = { GITHUB_TOKEN: server.token };
-  const client: ClientOptions = { env, retryBaseMs: 2, writeIntervalMs: 0 };
-  const store = new ReleaseStore(await createGitHubClient(fixture.catalog.release, client));
+  const options: StoreOptions = { env, github: { retryBaseMs: 2 } };
+  const store = await openImageStore(fixture.catalog.release, 'latest', options);
   for (const name of fixture.catalog.names) {
-    await uploadImage({ store, catalog: fixture.catalog, name, tag: 'latest', limits, force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
+    await store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
   }
-  const release = releaseCommand(fixture.catalog, { client });
+  const release = releaseCommand(fixture.catalog, { store: options });
   await mkdir(join(fixture.root, 'pve-storage'));
-  const images = imagesCommand(fixture.catalog, { client: { ...client, env: { ...env, PIPELINE_PUBLISH_DIR: join(fixture.root, 'pve-storage') } } });
+  const images = imagesCommand(fixture.catalog, { store: { ...options, env: { ...env, PIPELINE_PUBLISH_DIR: join(fixture.root, 'pve-storage') } } });
   const run = async (command: typeof release, argv: string[], values: Record<string, string | boolean> = {}, json = false) => {
     const io = recordingIO(fixture.root, json);
     const code = await command.run({ values, positionals: argv }, io);
@@ -119,26 +121,51 @@ test('release remove deletes one image (parts and checksum) and its manifest ent
   const mutations = server.events.length;
   const dry = await run(release, ['remove', 'pve-9'], { 'dry-run': true });
   t.is(dry.code, 0);
-  t.deepEqual(dry.out.slice(0, 4), [
+  // The record first (readers go by it), then the checksum, then the bytes.
+  t.deepEqual(dry.out, [
+    'would delete pve-9.qcow2.json',
     'would delete pve-9.qcow2.sha256',
     'would delete pve-9.qcow2.partaa',
     'would delete pve-9.qcow2.partab',
     'would delete pve-9.qcow2.partac',
+    'would remove pve-9 from images.json',
   ]);
   t.is(server.events.length, mutations, 'dry run made no mutating request');
 
   const real = await run(release, ['remove', 'pve-9']);
   t.is(real.code, 0);
   const left = server.assets('latest').map((asset) => asset.name).sort();
-  t.deepEqual(left, ['debian-12.qcow2', 'debian-12.qcow2.sha256', 'debian-13.qcow2', 'debian-13.qcow2.sha256', 'images.json']);
+  t.deepEqual(left, [
+    'debian-12.qcow2',
+    'debian-12.qcow2.json',
+    'debian-12.qcow2.sha256',
+    'debian-13.qcow2',
+    'debian-13.qcow2.json',
+    'debian-13.qcow2.sha256',
+    'images.json',
+  ]);
   const manifest = JSON.parse((await server.assetBytes('latest', 'images.json')).toString());
   t.deepEqual(Object.keys(manifest.images).sort(), ['debian-12', 'debian-13']);
 
+  // --all: every image the config or the store names, and nothing else on the release.
+  await server.putAsset('latest', 'unrelated-000.txt', Buffer.from('keep me'));
+  await server.putAsset('latest', 'old-image.qcow2', Buffer.from('an image only the store knows'));
+  await server.putAsset('latest', 'old-image.qcow2.sha256', Buffer.from(`${'0'.repeat(64)}  old-image.qcow2\n`));
   const dryAll = await run(release, ['remove'], { all: true, 'dry-run': true });
-  t.is(dryAll.out.length, 5);
-  t.is(server.assets('latest').length, 5);
-  await run(release, ['remove'], { all: true });
-  t.deepEqual(server.assets('latest'), []);
+  t.deepEqual(dryAll.out.filter((line) => line.startsWith('would delete')).sort(), [
+    'would delete debian-12.qcow2',
+    'would delete debian-12.qcow2.json',
+    'would delete debian-12.qcow2.sha256',
+    'would delete debian-13.qcow2',
+    'would delete debian-13.qcow2.json',
+    'would delete debian-13.qcow2.sha256',
+    'would delete old-image.qcow2',
+    'would delete old-image.qcow2.sha256',
+  ]);
+  t.is(server.assets('latest').length, 10);
+  t.is((await run(release, ['remove'], { all: true })).code, 0);
+  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), ['images.json', 'unrelated-000.txt']);
+  t.deepEqual(JSON.parse((await server.assetBytes('latest', 'images.json')).toString()).images, {});
 
   await throwsFailure(t, run(release, ['remove']), 'usage');
   await throwsFailure(t, run(release, ['remove', 'x'], { all: true }), 'usage');
@@ -163,7 +190,7 @@ test('release retag moves the tag to the version commit, notes it in the body an
   t.deepEqual(server.assets('latest'), before);
 
   const missing = await run(release, ['retag', 'v0']);
-  t.is(missing.code, 1);
+  t.is(missing.code, 2, 'an error is never exit 1 (which would read as "stale")');
   t.regex(missing.err[0]!, /not found \(404\).*find tag v0/);
 });
 
@@ -247,11 +274,13 @@ test('a slow body still completes, reporting progress along the way', async (t) 
 test('missing parts, missing checksums and unsafe asset names are clear errors', async (t) => {
   const { server, fixture, images, release, run } = await setup(t);
   const dir = join(fixture.root, 'downloads');
-  const store = new ReleaseStore(await createGitHubClient(fixture.catalog.release, { env: { GITHUB_TOKEN: server.token }, writeIntervalMs: 0 }));
-  const rel = await store.requireRelease('latest');
-  const assets = await store.listAssets(rel.id);
-  await store.deleteAsset(assets.find((asset) => asset.name === 'pve-9.qcow2.partab')!);
-  await store.deleteAsset(assets.find((asset) => asset.name === 'debian-13.qcow2.sha256')!);
+  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env: { GITHUB_TOKEN: server.token } }));
+  const rel = await api.requireRelease('latest');
+  const assets = await api.listAssets(rel.id);
+  await api.deleteAsset(assets.find((asset) => asset.name === 'pve-9.qcow2.partab')!);
+  // An image uploaded before records existed: its checksum is what vouches for it.
+  await api.deleteAsset(assets.find((asset) => asset.name === 'debian-13.qcow2.json')!);
+  await api.deleteAsset(assets.find((asset) => asset.name === 'debian-13.qcow2.sha256')!);
   await server.putAsset('latest', '..x.qcow2', Buffer.from('x'));
 
   let result = await run(images, ['download', 'pve-9'], { dir });
@@ -259,13 +288,13 @@ test('missing parts, missing checksums and unsafe asset names are clear errors',
   t.regex(result.err[0]!, /missing part pve-9\.qcow2\.partab/);
   result = await run(images, ['download', 'debian-13'], { dir });
   t.is(result.code, 1);
-  t.regex(result.err[0]!, /not its debian-13\.qcow2\.sha256/);
+  t.regex(result.err[0]!, /debian-13 has no debian-13\.qcow2\.sha256; refusing to download unverifiable bytes/);
   await throwsFailure(t, run(images, ['download', '../x'], { dir }), 'usage');
   await throwsFailure(t, run(images, ['download', 'a/b'], { dir }), 'usage');
-  t.throws(() => assertSafeAssetName('../x'));
-  t.throws(() => assertSafeAssetName('a/b'));
-  t.throws(() => assertSafeAssetName('a..b'));
-  t.is(assertSafeAssetName('pve-9.qcow2.partaa'), 'pve-9.qcow2.partaa');
+  t.throws(() => assertSafeFileName('../x'));
+  t.throws(() => assertSafeFileName('a/b'));
+  t.throws(() => assertSafeFileName('a..b'));
+  t.is(assertSafeFileName('pve-9.qcow2.partaa'), 'pve-9.qcow2.partaa');
 
   result = await run(images, ['download', 'all'], { dir });
   t.is(result.code, 1);

@@ -1,13 +1,13 @@
-// Upload of images to a release on a loopback GitHub: whole files and split parts, skip
-// when unchanged, replacement without downtime, convergence after faults.
+// Upload of images to a release on a loopback GitHub through the image store: whole files
+// and split parts, skip when unchanged, replacement without downtime, convergence after faults.
 import { createHash } from 'node:crypto';
 import test from 'ava';
-import { imageAssetRole } from '../tasks/github/asset-names.ts';
-import { createGitHubClient } from '../tasks/github/client.ts';
-import { ReleaseStore } from '../tasks/github/releases.ts';
-import { resolveTransferLimits } from '../tasks/github/sizes.ts';
-import { uploadImage } from '../tasks/github/upload-image.ts';
-import type { ImageCatalog } from '../tasks/github/catalog.ts';
+import { imageAssetRole } from '../tasks/store/github/asset-names.ts';
+import { createGitHubClient } from '../tasks/store/github/client.ts';
+import { ReleaseApi } from '../tasks/store/github/release-api.ts';
+import type { ImageCatalog } from '../tasks/store/catalog.ts';
+import { readLocalImage } from '../tasks/store/local-image.ts';
+import { openImageStore } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer, type AssetRecord, type MutationEvent } from './support/github-server.ts';
 
 const images = [
@@ -21,25 +21,17 @@ async function setup() {
   const server = await GitHubServer.start();
   const fixture = await createImageFixture(images, { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest', ...limits });
   const env = { GITHUB_TOKEN: server.token };
-  const store = new ReleaseStore(await createGitHubClient(fixture.catalog.release, { env, retryBaseMs: 2, writeIntervalMs: 0 }));
+  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env, retryBaseMs: 2 }));
+  const store = await openImageStore(fixture.catalog.release, 'latest', { env, github: { retryBaseMs: 2 } });
   const logs: string[] = [];
   const upload = async (name: string, force = false) =>
-    uploadImage({
-      store,
-      catalog: fixture.catalog,
-      name,
-      tag: 'latest',
-      limits: resolveTransferLimits(fixture.catalog.release, {}),
-      force,
-      signal: AbortSignal.timeout(30_000),
-      log: (line) => logs.push(line),
-    });
+    store.put(await readLocalImage(fixture.catalog, name), { force, signal: AbortSignal.timeout(30_000), log: (line) => logs.push(line) });
   const uploadAll = async () => {
     const results = [];
     for (const name of fixture.catalog.names) results.push(await upload(name));
     return results;
   };
-  return { server, fixture, store, upload, uploadAll, logs, cleanup: async () => (await server.close(), await fixture.cleanup()) };
+  return { server, fixture, api, store, upload, uploadAll, logs, cleanup: async () => (await server.close(), await fixture.cleanup()) };
 }
 
 function names(records: readonly AssetRecord[]): string[] {
@@ -85,10 +77,13 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   t.true(release!.prerelease);
   t.deepEqual(names(server.assets('latest')), [
     'debian-12.qcow2',
+    'debian-12.qcow2.json',
     'debian-12.qcow2.sha256',
     'debian-13.qcow2',
+    'debian-13.qcow2.json',
     'debian-13.qcow2.sha256',
     'images.json',
+    'pve-9.qcow2.json',
     'pve-9.qcow2.partaa',
     'pve-9.qcow2.partab',
     'pve-9.qcow2.partac',
@@ -117,23 +112,17 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   t.deepEqual(pve.versions, { DEBIAN_VERSION: '13.2', PVE_VERSION: '9.1' });
   t.is(pve.cacheKey, (await fixture.catalog.currentKey('pve-9')).cacheKey);
   t.truthy(pve.sources.files['templates/pve-9/template.pkr.hcl']);
+  // The image's own record says the same, and names the assets that hold its bytes.
+  const record = JSON.parse((await server.assetBytes('latest', 'pve-9.qcow2.json')).toString());
+  t.deepEqual(record.image, pve);
+  t.deepEqual(
+    record.assets.map((entry: { name: string; id: number }) => entry.name),
+    ['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256'],
+  );
+  for (const entry of record.assets) t.is(server.assets('latest').find((asset) => asset.name === entry.name)?.id, entry.id);
 
   const before = server.events.length;
-  const results = [];
-  for (const name of fixture.catalog.names) {
-    results.push(
-      await uploadImage({
-        store,
-        catalog: fixture.catalog,
-        name,
-        tag: 'latest',
-        limits,
-        force: false,
-        signal: AbortSignal.timeout(10_000),
-        log: () => {},
-      }),
-    );
-  }
+  const results = await uploadAll();
   t.true(results.every((result) => !result.uploaded));
   t.deepEqual(server.events.slice(before), [], 'a no-op run changes nothing on the release');
 });
@@ -154,7 +143,7 @@ test('a changed image is re-uploaded alone, its stale parts removed, with no dow
 
   t.deepEqual(
     names(server.assets('latest')).filter((name) => name.startsWith('pve-9')),
-    ['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256'],
+    ['pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256'],
   );
   t.deepEqual(await server.assetBytes('latest', 'debian-12.qcow2'), untouched);
   const manifest = JSON.parse((await server.assetBytes('latest', 'images.json')).toString());
@@ -166,7 +155,7 @@ test('a changed image is re-uploaded alone, its stale parts removed, with no dow
   await upload('pve-9');
   t.deepEqual(
     names(server.assets('latest')).filter((name) => name.startsWith('pve-9')),
-    ['pve-9.qcow2', 'pve-9.qcow2.sha256'],
+    ['pve-9.qcow2', 'pve-9.qcow2.json', 'pve-9.qcow2.sha256'],
   );
   t.true(assertNoDowntime(t, server.events, fixture.catalog.names) > 0);
 });
@@ -177,7 +166,7 @@ test('--force re-uploads an unchanged image', async (t) => {
   await upload('debian-12');
   const result = await upload('debian-12', true);
   t.true(result.uploaded);
-  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.sha256', 'images.json']);
+  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json']);
 });
 
 test('a 502 that leaves a half-made asset is retried after deleting it', async (t) => {
@@ -186,7 +175,7 @@ test('a 502 that leaves a half-made asset is retried after deleting it', async (
   server.arm({ kind: 'status', method: 'POST', path: 'pve-9.qcow2.partab', status: 502, leaveHalfMade: true, body: { message: 'Error uploading asset' } });
   await upload('pve-9');
   t.is(server.pendingFaults, 0);
-  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256']);
+  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256']);
   t.true(server.assets('latest').every((asset) => asset.state === 'uploaded'));
 });
 
@@ -202,13 +191,13 @@ test('a connection reset mid-body is retried with the byte range re-opened', asy
 });
 
 test('an interrupted upload leaves the old image in place, and a re-run converges', async (t) => {
-  const { server, fixture, store, upload, cleanup } = await setup();
+  const { server, fixture, api, upload, cleanup } = await setup();
   t.teardown(cleanup);
   await upload('pve-9');
   const oldParts = names(server.assets('latest'));
   await fixture.writeImage('pve-9', 6000);
   // Every attempt at the second part fails: the run gives up mid-way.
-  for (let i = 0; i < store.client.transferAttempts; i++) {
+  for (let i = 0; i < api.client.transferAttempts; i++) {
     server.arm({ kind: 'status', method: 'POST', path: 'pve-9.qcow2.partab', status: 502, leaveHalfMade: true });
   }
   await t.throwsAsync(upload('pve-9'), { message: /502/ });
@@ -217,7 +206,7 @@ test('an interrupted upload leaves the old image in place, and a re-run converge
   t.true(complete('pve-9', afterFailure));
 
   await upload('pve-9');
-  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256']);
+  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256']);
   const parts = await Promise.all(['partaa', 'partab'].map((suffix) => server.assetBytes('latest', `pve-9.qcow2.${suffix}`)));
   t.is(createHash('sha256').update(Buffer.concat(parts)).digest('hex'), await sha256Of(fixture.catalog, 'pve-9'));
   t.true(assertNoDowntime(t, server.events, ['pve-9']) > 0);
@@ -228,20 +217,21 @@ test('asset lists are paginated', async (t) => {
   t.teardown(() => server.close());
   const release = server.createRelease('latest');
   for (let i = 0; i < 150; i++) await server.putAsset('latest', `file-${i}.bin`, Buffer.from([i]));
-  const store = new ReleaseStore(
-    await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token }, writeIntervalMs: 0 }),
-  );
-  const assets = await store.listAssets(release.id);
+  const api = new ReleaseApi(await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }));
+  const assets = await api.listAssets(release.id);
   t.is(assets.length, 150);
   t.true(server.requests.filter((request) => request.path.includes('/assets')).every((request) => request.path.includes('per_page=100')));
   t.is(server.requests.filter((request) => request.path.includes(`/releases/${release.id}/assets`)).length, 2);
 });
 
 test('asset roles tell images apart', (t) => {
-  t.is(imageAssetRole('debian-12', 'debian-12.qcow2'), 'whole');
-  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.partab'), 'part');
-  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.sha256'), 'checksum');
-  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.partab.uploading-0a1b2c3d'), 'temp');
+  t.is(imageAssetRole('debian-12', 'debian-12.qcow2')?.role, 'whole');
+  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.partab')?.role, 'part');
+  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.sha256')?.role, 'checksum');
+  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.json')?.role, 'record');
+  t.deepEqual(imageAssetRole('debian-12', 'debian-12.qcow2.partab.uploading-0a1b2c3d'), { role: 'part', run: '0a1b2c3d', finalName: 'debian-12.qcow2.partab' });
+  t.is(imageAssetRole('debian-12', 'debian-12.qcow2.json.uploading-0a1b2c3d-1f-00aa11')?.run, '0a1b2c3d-1f-00aa11');
   t.is(imageAssetRole('debian-12', 'debian-12.1.qcow2'), undefined);
   t.is(imageAssetRole('debian', 'debian-12.qcow2'), undefined);
+  t.is(imageAssetRole('images', 'images.json'), undefined, 'the index is nobody\'s record');
 });

@@ -3,6 +3,13 @@
 // downloads (octet-stream via a redirect, with Range), git refs. Faults are armed per test.
 // Every mutating request is recorded with the asset list before and after it, so a test
 // can check that no upload ever runs while an image is missing from the release.
+//
+// It models what concurrent writers meet on GitHub: creating a release that another
+// request created first is 422 already_exists, renaming onto a taken name is 422,
+// deleting a deleted asset is 404, lists are paginated (and can be capped at a few items a
+// page), and each request can wait a random, seeded time before it is handled, so that
+// processes interleave differently from run to run. A hook sees every request first (a
+// test can kill the client there, and say whether the server still carries it out).
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -21,9 +28,12 @@ type ApiUser = components['schemas']['simple-user'];
 type ApiRef = components['schemas']['git-ref'];
 
 export interface AssetRecord {
+  readonly id: number;
   readonly name: string;
   readonly size: number;
   readonly state: string;
+  /** `sha256:<hex>` of the bytes, once uploaded. */
+  readonly digest: string | null;
 }
 
 export interface MutationEvent {
@@ -35,7 +45,20 @@ export interface MutationEvent {
   readonly before: readonly AssetRecord[];
   /** Assets of the release when the request finished (or failed). */
   after: readonly AssetRecord[];
+  /** When it arrived and when it finished, in ms on the server's clock (performance.now()). */
+  readonly at: number;
+  endAt: number;
 }
+
+export interface RequestInfo {
+  /** Position of this request among all requests the server received (0-based). */
+  readonly seq: number;
+  readonly method: string;
+  readonly path: string;
+}
+
+/** `handle`: serve it; `drop`: close the connection without carrying it out. */
+export type RequestHook = (request: RequestInfo) => Promise<'handle' | 'drop'> | 'handle' | 'drop';
 
 export interface RouteMatch {
   readonly method?: string;
@@ -93,6 +116,12 @@ export interface GitHubServerOptions {
   readonly defaultPerPage?: number;
   /** Serve asset bytes through a redirect to /storage/... as GitHub does (default true). */
   readonly redirectDownloads?: boolean;
+  /** Largest page a list request gets, whatever per_page it asks for (GitHub: 100). */
+  readonly maxPerPage?: number;
+  /** Each request waits a random 0..delayMs ms before it is handled. */
+  readonly delayMs?: number;
+  /** Seed of those random waits (default random; read it back from `seed`). */
+  readonly seed?: number;
 }
 
 export class GitHubServer {
@@ -102,7 +131,11 @@ export class GitHubServer {
   url = '';
   readonly events: MutationEvent[] = [];
   /** Every request's method and path, in order. */
-  readonly requests: Array<{ method: string; path: string; authorization: string | undefined; range: string | undefined }> = [];
+  readonly requests: Array<{ method: string; path: string; authorization: string | undefined; range: string | undefined; at: number }> = [];
+  readonly seed: number;
+  /** Sees every request before it is handled. */
+  hook: RequestHook | undefined;
+  private readonly random: () => number;
   private readonly releases: StoredRelease[] = [];
   private readonly refs = new Map<string, { type: 'commit' | 'tag'; sha: string }>();
   private readonly annotatedTags = new Map<string, string>();
@@ -117,6 +150,8 @@ export class GitHubServer {
     this.token = options.token ?? `ghp_${randomBytes(12).toString('hex')}`;
     this.owner = options.owner ?? 'acme';
     this.repo = options.repo ?? 'images';
+    this.seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+    this.random = mulberry32(this.seed);
     this.server = http.createServer((request, response) => {
       this.handle(request, response).catch((error: unknown) => {
         if (!response.headersSent) this.json(response, 500, { message: String(error) });
@@ -251,7 +286,13 @@ export class GitHubServer {
     const url = new URL(request.url ?? '/', this.url);
     const path = decodeURIComponent(url.pathname);
     const method = request.method ?? 'GET';
-    this.requests.push({ method, path: `${path}${url.search}`, authorization: request.headers.authorization, range: request.headers.range });
+    const seq = this.requests.length;
+    this.requests.push({ method, path: `${path}${url.search}`, authorization: request.headers.authorization, range: request.headers.range, at: performance.now() });
+    if (this.options.delayMs) await sleep(this.random() * this.options.delayMs);
+    if (this.hook && (await this.hook({ seq, method, path: `${path}${url.search}` })) === 'drop') {
+      request.socket.destroy();
+      return;
+    }
 
     const fault = this.takeFault(method, `${path}${url.search}`);
 
@@ -498,7 +539,7 @@ export class GitHubServer {
   }
 
   private page(response: ServerResponse, url: URL, items: ApiAsset[]): void {
-    const perPage = Math.min(100, Number(url.searchParams.get('per_page')) || this.options.defaultPerPage || 30);
+    const perPage = Math.min(this.options.maxPerPage ?? 100, Number(url.searchParams.get('per_page')) || this.options.defaultPerPage || 30);
     const page = Math.max(1, Number(url.searchParams.get('page')) || 1);
     const last = Math.max(1, Math.ceil(items.length / perPage));
     const link = (n: number, rel: string): string => {
@@ -566,18 +607,20 @@ export class GitHubServer {
   }
 
   private snapshot(release: StoredRelease | undefined): AssetRecord[] {
-    return (release?.assets ?? []).map((asset) => ({ name: asset.api.name, size: asset.api.size, state: asset.api.state }));
+    return (release?.assets ?? []).map((asset) => ({ id: asset.api.id, name: asset.api.name, size: asset.api.size, state: asset.api.state, digest: asset.api.digest ?? null }));
   }
 
   private begin(kind: MutationEvent['kind'], target: string, release: StoredRelease | undefined): MutationEvent {
     const snapshot = this.snapshot(release);
-    const event: MutationEvent = { seq: this.seq++, kind, target, releaseTag: release?.api.tag_name, before: snapshot, after: snapshot };
+    const at = performance.now();
+    const event: MutationEvent = { seq: this.seq++, kind, target, releaseTag: release?.api.tag_name, before: snapshot, after: snapshot, at, endAt: at };
     this.events.push(event);
     return event;
   }
 
   private end(event: MutationEvent, release: StoredRelease | undefined): void {
     event.after = this.snapshot(release);
+    event.endAt = performance.now();
   }
 
   private json(response: ServerResponse, status: number, body: unknown): void {
@@ -585,6 +628,18 @@ export class GitHubServer {
     response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
     response.end(text);
   }
+}
+
+/** A small seeded PRNG (mulberry32): the same seed, the same waits. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
@@ -608,7 +663,7 @@ export interface FixtureImage {
 
 export interface ImageFixture {
   readonly root: string;
-  readonly catalog: import('../../tasks/github/catalog.ts').ImageCatalog;
+  readonly catalog: import('../../tasks/store/catalog.ts').ImageCatalog;
   /** Inputs behind each image's current key; mutate to simulate a template or base change. */
   readonly sources: Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>;
   /** Rewrites an image with fresh random bytes of `size`, its .sha256 and .cache-key. */
@@ -618,7 +673,7 @@ export interface ImageFixture {
 
 export async function createImageFixture(
   images: readonly FixtureImage[],
-  release: import('../../tasks/github/catalog.ts').ReleaseSettings,
+  release: import('../../tasks/store/catalog.ts').ReleaseSettings,
 ): Promise<ImageFixture> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const root = await mkdtemp(join(tmpdir(), 'pipeline-images-'));
@@ -643,7 +698,7 @@ export async function createImageFixture(
     });
     await writeImage(image.name, image.size);
   }
-  const catalog: import('../../tasks/github/catalog.ts').ImageCatalog = {
+  const catalog: import('../../tasks/store/catalog.ts').ImageCatalog = {
     names: images.map((image) => image.name),
     root,
     imagePath,

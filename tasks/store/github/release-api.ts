@@ -1,8 +1,11 @@
 // Release and asset operations on one repository: metadata through octokit, bodies through
 // http-transfer with retries that re-open the byte range and clear half-made assets first.
+// Answers that another writer can cause (the release created meanwhile, a name taken, an
+// asset already deleted) are results, not errors: the callers converge on them.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { components } from '@octokit/openapi-types';
-import { assertSafeAssetName } from './asset-names.ts';
+import { Failure } from '../../../src/types.ts';
+import { assertSafeFileName } from '../names.ts';
 import { describeFailure, GitHubFailure, toGitHubFailure, type GitHubClient } from './client.ts';
 import { downloadRange, TransferError, uploadRange } from './http-transfer.ts';
 
@@ -12,7 +15,7 @@ export type ReleaseAsset = Omit<components['schemas']['release-asset'], 'state'>
 
 export const LATEST_RELEASE_TITLE = 'Latest Images';
 
-export class ReleaseStore {
+export class ReleaseApi {
   constructor(readonly client: GitHubClient) {}
 
   private get where() {
@@ -37,9 +40,19 @@ export class ReleaseStore {
       if (!(failure instanceof GitHubFailure) || failure.status !== 404) throw failure;
     }
     // Tell a missing release from a repository that does not exist (or the token cannot see).
-    await this.call(`find repository ${this.client.owner}/${this.client.repo} (does it exist, and can the token see it?)`, () =>
-      this.client.octokit.rest.repos.get(this.where),
-    );
+    try {
+      await this.client.octokit.rest.repos.get(this.where);
+    } catch (error) {
+      const failure = toGitHubFailure(error, `find repository ${this.client.owner}/${this.client.repo}`, this.client);
+      if (failure instanceof GitHubFailure && failure.status === 404) {
+        throw new Failure(
+          'setup',
+          `GitHub repository ${this.client.owner}/${this.client.repo} not found, or the token cannot see it: check GITHUB_REPOSITORY (or release.repo) and the token's access`,
+          { code: 404 },
+        );
+      }
+      throw failure;
+    }
     return undefined;
   }
 
@@ -49,20 +62,30 @@ export class ReleaseStore {
     return release;
   }
 
-  /** Finds the release, creating it as a prerelease titled "Latest Images" when missing. */
+  /**
+   * Finds the release, creating it as a prerelease titled "Latest Images" when missing. When
+   * another writer creates it first GitHub answers 422 already_exists: read it again.
+   */
   async ensureRelease(tag: string): Promise<Release> {
-    const existing = await this.findRelease(tag);
-    if (existing) return existing;
-    const { data } = await this.call(`create release ${tag}`, () =>
-      this.client.octokit.rest.repos.createRelease({
-        ...this.where,
-        tag_name: tag,
-        name: LATEST_RELEASE_TITLE,
-        prerelease: true,
-        body: 'Images built by pipeline.',
-      }),
-    );
-    return data;
+    for (let attempt = 1; ; attempt++) {
+      const existing = await this.findRelease(tag);
+      if (existing) return existing;
+      try {
+        const { data } = await this.client.octokit.rest.repos.createRelease({
+          ...this.where,
+          tag_name: tag,
+          name: LATEST_RELEASE_TITLE,
+          prerelease: true,
+          body: 'Images built by pipeline.',
+        });
+        return data;
+      } catch (error) {
+        const failure = toGitHubFailure(error, `create release ${tag}`, this.client);
+        if (!(failure instanceof GitHubFailure) || failure.status !== 422 || attempt >= 5) throw failure;
+        // Created by another writer a moment ago; GitHub may take a moment to serve it by tag.
+        await sleep(attempt * 100);
+      }
+    }
   }
 
   async listAssets(releaseId: number): Promise<ReleaseAsset[]> {
@@ -75,22 +98,44 @@ export class ReleaseStore {
     );
   }
 
-  async deleteAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>): Promise<void> {
+  /** One asset by id, or undefined when it no longer exists (a listing can miss changes made while it paged). */
+  async getAsset(id: number): Promise<ReleaseAsset | undefined> {
     try {
-      await this.client.octokit.rest.repos.deleteReleaseAsset({ ...this.where, asset_id: asset.id });
+      const { data } = await this.client.octokit.rest.repos.getReleaseAsset({ ...this.where, asset_id: id });
+      return data;
     } catch (error) {
-      const failure = toGitHubFailure(error, `delete asset ${asset.name}`, this.client);
-      // Already gone is what we wanted.
-      if (failure instanceof GitHubFailure && failure.status === 404) return;
+      const failure = toGitHubFailure(error, `read asset ${id}`, this.client);
+      if (failure instanceof GitHubFailure && failure.status === 404) return undefined;
       throw failure;
     }
   }
 
-  async renameAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>, name: string): Promise<ReleaseAsset> {
-    const { data } = await this.call(`rename asset ${asset.name} to ${name}`, () =>
-      this.client.octokit.rest.repos.updateReleaseAsset({ ...this.where, asset_id: asset.id, name }),
-    );
-    return data;
+  /** Deletes an asset; `gone` when another writer deleted it first (which is what we wanted). */
+  async deleteAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>): Promise<'deleted' | 'gone'> {
+    try {
+      await this.client.octokit.rest.repos.deleteReleaseAsset({ ...this.where, asset_id: asset.id });
+      return 'deleted';
+    } catch (error) {
+      const failure = toGitHubFailure(error, `delete asset ${asset.name}`, this.client);
+      if (failure instanceof GitHubFailure && failure.status === 404) return 'gone';
+      throw failure;
+    }
+  }
+
+  /**
+   * Renames an asset. GitHub cannot rename onto a name another asset holds (422
+   * already_exists: `taken`); `gone` when the asset itself was deleted meanwhile.
+   */
+  async renameAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>, name: string): Promise<'renamed' | 'taken' | 'gone'> {
+    try {
+      await this.client.octokit.rest.repos.updateReleaseAsset({ ...this.where, asset_id: asset.id, name });
+      return 'renamed';
+    } catch (error) {
+      const failure = toGitHubFailure(error, `rename asset ${asset.name} to ${name}`, this.client);
+      if (failure instanceof GitHubFailure && failure.status === 422) return 'taken';
+      if (failure instanceof GitHubFailure && failure.status === 404) return 'gone';
+      throw failure;
+    }
   }
 
   async updateReleaseBody(release: Pick<Release, 'id' | 'tag_name'>, body: string): Promise<void> {
@@ -114,17 +159,15 @@ export class ReleaseStore {
     contentType?: string;
     signal: AbortSignal;
     onProgress?: (sent: number) => void;
-    /** Assets known on the release before the first attempt (saves a listing). */
-    known?: readonly ReleaseAsset[];
   }): Promise<ReleaseAsset> {
-    assertSafeAssetName(options.name);
+    assertSafeFileName(options.name);
     const url = new URL(options.release.upload_url.replace(/\{[^}]*\}$/, ''));
     url.searchParams.set('name', options.name);
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
       options.signal.throwIfAborted();
-      const assets = attempt === 1 && options.known ? options.known : await this.listAssets(options.release.id);
-      for (const stale of assets.filter((asset) => asset.name === options.name)) await this.deleteAsset(stale);
+      // A failed attempt can leave a half-made asset holding the name (state `new`).
+      if (attempt > 1) await this.deleteByName(options.release.id, options.name);
       try {
         const asset = (await uploadRange({
           url: url.href,
@@ -142,12 +185,20 @@ export class ReleaseStore {
         return asset;
       } catch (error) {
         lastError = this.transferFailure(error, `upload ${options.name}`);
-        if (!(error instanceof TransferError && error.retryable) || attempt === this.client.transferAttempts) throw lastError;
+        if (!(error instanceof TransferError && error.retryable) || attempt === this.client.transferAttempts) {
+          // Giving up: a half-made asset of ours would hold the name until someone cleans it.
+          await this.deleteByName(options.release.id, options.name).catch(() => {});
+          throw lastError;
+        }
         options.onProgress?.(0);
         await sleep(attempt * attempt * this.client.retryBaseMs, undefined, { signal: options.signal });
       }
     }
     throw lastError ?? new GitHubFailure(`upload of ${options.name} failed`);
+  }
+
+  private async deleteByName(releaseId: number, name: string): Promise<void> {
+    for (const stale of (await this.listAssets(releaseId)).filter((asset) => asset.name === name)) await this.deleteAsset(stale);
   }
 
   /**
@@ -220,7 +271,6 @@ export class ReleaseStore {
     text: string;
     contentType?: string;
     signal: AbortSignal;
-    known?: readonly ReleaseAsset[];
   }): Promise<ReleaseAsset> {
     // Small bodies go through a temp file so every upload shares the one streamed path.
     const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
@@ -241,7 +291,7 @@ export class ReleaseStore {
     if (error instanceof TransferError && error.status > 0) {
       return describeFailure({ status: error.status, headers: error.headers, detail: this.client.redact(error.message) }, what, this.client);
     }
-    if (error instanceof TransferError) return new GitHubFailure(this.client.redact(`${what}: ${error.message}`));
+    if (error instanceof TransferError) return new GitHubFailure(this.client.redact(`${what}: ${error.message}`), 0);
     return toGitHubFailure(error, what, this.client);
   }
 

@@ -7,8 +7,6 @@ import { StatCache } from '../../src/hasher.ts';
 import { createTaskContext } from '../../src/task-context.ts';
 import { publishedPath, publishImage as publishWithContext } from '../publish.ts';
 
-export { resolvePublishDir } from '../publish.ts';
-
 export interface PublishDownloadedOptions {
   readonly source: string;
   readonly sourceSha256: string;

@@ -1,7 +1,8 @@
-// What the GitHub tasks and commands need to know about the images of a repository. The
-// config implements it; nothing under tasks/github reads the config directly.
+// What the store, the upload node and the release and images commands need to know about
+// the images of a repository. The config implements it; nothing under tasks/store reads
+// the config directly.
 
-/** Inputs behind an image's cache key, recorded on the release so `release check` can name a change. */
+/** Inputs behind an image's cache key, recorded in the store so `release check` can name a change. */
 export interface ImageSources {
   /**
    * The upstream base image: its path relative to the root, its SHA-256 when it is cached
@@ -18,6 +19,7 @@ export interface CurrentImageKey {
   readonly sources: ImageSources;
 }
 
+/** The config's `release:` settings: where the store is, and how a GitHub release is written. */
 export interface ReleaseSettings {
   /** `owner/name`; GITHUB_REPOSITORY overrides it. */
   readonly repo?: string;

@@ -1,5 +1,6 @@
 // Byte sizes from config and environment, and the asset limits an upload splits at.
-import type { ReleaseSettings } from './catalog.ts';
+import { Failure } from '../../../src/types.ts';
+import type { ReleaseSettings } from '../catalog.ts';
 
 /** GitHub rejects release assets above 2 GiB. */
 export const GITHUB_MAX_ASSET_SIZE = 2_147_483_648;
@@ -25,10 +26,10 @@ export function parseByteSize(text: string, what = 'size'): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
   const factor = match ? UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || factor === undefined) {
-    throw new Error(`${what}: cannot read "${text}" as a byte size (e.g. 2147483648, 512K, 1.9GiB)`);
+    throw new Failure('setup', `${what}: cannot read "${text}" as a byte size (e.g. 2147483648, 512K, 1.9GiB)`);
   }
   const bytes = Math.floor(Number(match[1]) * factor);
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`${what}: "${text}" must be a positive size`);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Failure('setup', `${what}: "${text}" must be a positive size`);
   return bytes;
 }
 
@@ -45,10 +46,10 @@ export function resolveTransferLimits(release: ReleaseSettings, env: NodeJS.Proc
     ? parseByteSize(env.PIPELINE_PART_SIZE, 'PIPELINE_PART_SIZE')
     : (release.partSize ?? Math.min(DEFAULT_PART_SIZE, maxAssetSize));
   if (partSize > maxAssetSize) {
-    throw new Error(`part size ${partSize} is larger than the maximum asset size ${maxAssetSize}`);
+    throw new Failure('setup', `part size ${partSize} is larger than the maximum asset size ${maxAssetSize}`);
   }
   if (maxAssetSize > GITHUB_MAX_ASSET_SIZE) {
-    throw new Error(`maximum asset size ${maxAssetSize} is above GitHub's limit of ${GITHUB_MAX_ASSET_SIZE} bytes`);
+    throw new Failure('setup', `maximum asset size ${maxAssetSize} is above GitHub's limit of ${GITHUB_MAX_ASSET_SIZE} bytes`);
   }
   return { maxAssetSize, partSize };
 }

@@ -3,8 +3,8 @@
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
 import type { Octokit, RequestError } from 'octokit';
-import { Failure, isFailure, type FailureKind } from '../../src/types.ts';
-import type { ReleaseSettings } from './catalog.ts';
+import { Failure, isFailure, type FailureKind } from '../../../src/types.ts';
+import type { ReleaseSettings } from '../catalog.ts';
 
 export const DEFAULT_API_URL = 'https://api.github.com';
 
@@ -26,17 +26,28 @@ export async function resolveToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader
   return token;
 }
 
+/** A GitHub account or organisation: letters, digits and single inner dashes. */
+const OWNER = /^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$/;
+/** A repository name: letters, digits, '.', '_' and '-', and not '.' or '..'. */
+const REPO = /^[A-Za-z0-9._-]{1,100}$/;
+
+/**
+ * `owner/name` from GITHUB_REPOSITORY, else the config's release.repo, checked before any
+ * request so that `../x` or `acme/../images` never reaches a URL.
+ */
 export function resolveRepository(settings: ReleaseSettings, env: NodeJS.ProcessEnv): { owner: string; repo: string } {
-  const full = env.GITHUB_REPOSITORY?.trim() || settings.repo;
-  const match = full ? /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(full) : null;
-  if (!match) {
-    throw new Failure('setup', 
-      full
-        ? `GitHub repository "${full}" is not in owner/name form`
-        : 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY',
+  const fromEnv = env.GITHUB_REPOSITORY?.trim();
+  const full = fromEnv || settings.repo;
+  const source = fromEnv ? 'GITHUB_REPOSITORY' : 'release.repo in the config';
+  if (!full) throw new Failure('setup', 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY');
+  const [owner, repo, ...rest] = full.split('/');
+  if (rest.length || !owner || !repo || !OWNER.test(owner) || !REPO.test(repo) || repo === '.' || repo === '..') {
+    throw new Failure(
+      fromEnv ? 'setup' : 'config',
+      `${source}: ${JSON.stringify(full)} is not a GitHub repository: use owner/name (letters, digits, '-' in the owner; '.', '_', '-' also in the name)`,
     );
   }
-  return { owner: match[1]!, repo: match[2]! };
+  return { owner, repo };
 }
 
 export function resolveApiUrl(settings: ReleaseSettings, env: NodeJS.ProcessEnv): string {
@@ -51,8 +62,6 @@ export interface ClientOptions {
   readonly retryBaseMs?: number;
   /** Longest rate-limit reset worth waiting for before failing with the reset time. */
   readonly maxRateLimitWaitSeconds?: number;
-  /** GitHub asks for a pause between mutating requests; tests set 0. */
-  readonly writeIntervalMs?: number;
   /** Attempts for an asset upload or download before giving up. */
   readonly transferAttempts?: number;
 }
@@ -70,7 +79,13 @@ export interface GitHubClient {
   readonly transferAttempts: number;
 }
 
-/** A stand-in for a Bottleneck group that adds no delay between writes. */
+/**
+ * A stand-in for octokit's Bottleneck groups that adds no delay between writes. By default
+ * octokit spaces mutating requests 1 s apart (3 s for creating a release), which would
+ * stretch the few milliseconds between deleting an old asset and renaming its replacement
+ * into seconds with the image missing. Rate limits (primary and secondary) are still
+ * honoured: those are answers, retried by onRateLimit / onSecondaryRateLimit below.
+ */
 const unthrottledGroup = {
   key: () => ({ schedule: (_options: unknown, task: (...args: unknown[]) => unknown, ...args: unknown[]) => task(...args) }),
 };
@@ -88,8 +103,8 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
     onRateLimit: waitOnce,
     onSecondaryRateLimit: waitOnce,
     retryAfterBaseValue: retryBaseMs,
-    // Creating a release also counts as a notification-triggering write (3 s apart by default).
-    ...(options.writeIntervalMs === 0 ? { write: unthrottledGroup as never, notifications: unthrottledGroup as never } : {}),
+    write: unthrottledGroup as never,
+    notifications: unthrottledGroup as never,
   };
   // Loaded when a release is actually touched: a local build run never pays for octokit.
   const { Octokit } = await import('octokit');
@@ -151,10 +166,15 @@ export function rateLimitMessage(headers: FailureFacts['headers']): { message: s
 }
 
 /** One message per status a user handles differently: credentials, permissions, missing things. */
-export function describeFailure(facts: FailureFacts, what: string, client: Pick<GitHubClient, 'owner' | 'repo'>): GitHubFailure {
+export function describeFailure(facts: FailureFacts, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'apiUrl'>): GitHubFailure {
   const repo = `${client.owner}/${client.repo}`;
   const detail = facts.detail ? `: ${facts.detail}` : '';
   switch (facts.status) {
+    case 0:
+      return new GitHubFailure(
+        `cannot reach the GitHub API at ${client.apiUrl}${facts.detail ? ` (${facts.detail})` : ''} while trying to ${what}; check GITHUB_API_URL (or release.apiUrl) and the network`,
+        0,
+      );
     case 401:
       return new GitHubFailure(`GitHub rejected the token (401) while trying to ${what}; check GITHUB_TOKEN / GH_TOKEN`, 401);
     case 403: {
@@ -179,7 +199,7 @@ function isRequestError(error: unknown): error is RequestError {
 }
 
 /** Turns whatever octokit threw into a GitHubFailure; the token never survives into the message. */
-export function toGitHubFailure(error: unknown, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'redact'>): Error {
+export function toGitHubFailure(error: unknown, what: string, client: Pick<GitHubClient, 'owner' | 'repo' | 'apiUrl' | 'redact'>): Error {
   if (isFailure(error)) return error;
   if (error instanceof Error && error.name === 'AbortError') return error;
   if (isRequestError(error)) {

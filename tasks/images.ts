@@ -1,0 +1,144 @@
+// `pipeline images list | download`: the consumer side of the image store.
+import { mkdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { formatBytes } from '../src/report/format.ts';
+import { Failure, isCancellation, toFailure, type Command, type CommandIO } from '../src/types.ts';
+import { checkPublishDir, resolvePublishDir } from './publish.ts';
+import type { ImageCatalog } from './store/catalog.ts';
+import { expandHome, flag, openStore, reportFailures, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
+import { getImage } from './store/get-image.ts';
+import { imageFileName, isValidImageName } from './store/names.ts';
+import { publishDownloaded } from './store/publish-image.ts';
+
+async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
+  const tag = tagOf(catalog, args, 'version');
+  const store = await openStore(catalog, tag, deps, io);
+  const listing = await store.list(io.signal);
+  if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
+  for (const note of listing.notes) io.err(`pipeline: ${note}`);
+  if (io.json) {
+    const images = listing.images.map((image) => ({
+      name: image.name,
+      size: image.size,
+      pieces: image.pieces,
+      multipart: image.pieces > 1,
+      state: image.state,
+      ...(image.detail ? { detail: image.detail } : {}),
+      ...(image.record ? { sha256: image.record.sha256 } : {}),
+    }));
+    io.out(JSON.stringify({ tag, images }));
+    return 0;
+  }
+  if (!listing.images.length) io.out(`${store.location} holds no images`);
+  const width = Math.max(0, ...listing.images.map((image) => image.name.length));
+  for (const image of listing.images) {
+    const notes = [
+      image.pieces > 1 ? `(multipart: ${image.pieces} parts)` : '',
+      image.state === 'replacing' ? '[being replaced]' : image.state === 'incomplete' ? `[incomplete: ${image.detail ?? '?'}]` : '',
+    ].filter(Boolean);
+    io.out(`${image.name.padEnd(width)}  ${formatBytes(image.size).padStart(10)}${notes.length ? `  ${notes.join(' ')}` : ''}`);
+  }
+  return 0;
+}
+
+/** The publish directory, created when its parent exists (a fresh host's `--publish` into a new folder). */
+async function preparePublishDir(dir: string): Promise<void> {
+  if (!(await stat(dir).catch(() => undefined)) && (await stat(dirname(dir)).catch(() => undefined))?.isDirectory()) {
+    await mkdir(dir).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw new Failure('setup', `cannot create publish directory ${dir} (${error.code ?? error.message}): create it, or set PIPELINE_PUBLISH_DIR`);
+    });
+  }
+  await checkPublishDir(dir);
+}
+
+async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
+  const tag = tagOf(catalog, args, 'version');
+  const requested = args.positionals.slice(1);
+  if (!requested.length) throw new Failure('usage', 'usage: images download <names…|all> [--version TAG] [--dir DIR] [--publish] [--overwrite]');
+  for (const name of requested) if (name !== 'all' && !isValidImageName(name)) throw new Failure('usage', `images download: "${name}" is not an image name`);
+  const dir = expandHome(stringValue(args, 'dir') ?? '~/.cache/images');
+  const publish = flag(args, 'publish');
+  const publishDir = resolvePublishDir(catalog.publishDir, deps.store?.env ?? process.env);
+  // A publish directory that cannot take the images is found before gigabytes move.
+  if (publish) await preparePublishDir(publishDir);
+
+  const store = await openStore(catalog, tag, deps, io);
+  let names = [...new Set(requested)];
+  if (requested.includes('all')) {
+    const listing = await store.list(io.signal);
+    if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
+    names = listing.images.map((image) => image.name);
+  }
+  if (!names.length) throw new Failure('not-found', `${store.location} holds no images`);
+
+  const results: Array<Record<string, unknown>> = [];
+  let failed = 0;
+  let cancelled = false;
+  const notStarted: string[] = [];
+  for (const name of names) {
+    if (cancelled || io.signal.aborted) {
+      cancelled = true;
+      notStarted.push(name);
+      results.push({ name, status: 'cancelled' });
+      continue;
+    }
+    try {
+      const result = await getImage(store, name, {
+        path: join(dir, imageFileName(name)),
+        overwrite: flag(args, 'overwrite'),
+        signal: io.signal,
+        onProgress: (done, total) => io.progress(name, done, total),
+        log: (line) => io.err(line),
+      });
+      const entry: Record<string, unknown> = { name, path: result.path, size: result.size, sha256: result.sha256, status: result.alreadyPresent ? 'present' : 'downloaded' };
+      if (!io.json) io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
+      if (publish) {
+        entry.published = await publishDownloaded({
+          source: result.path,
+          sourceSha256: result.sha256,
+          publishDir,
+          name,
+          root: io.root,
+          signal: io.signal,
+          onProgress: (done, total) => io.progress(`${name} publish`, done, total),
+        });
+        if (!io.json) io.out(`${name}: published ${join(publishDir, `${name}.img`)}`);
+      }
+      results.push(entry);
+    } catch (error) {
+      if (isCancellation(error, io.signal)) {
+        cancelled = true;
+        results.push({ name, status: 'cancelled' });
+        if (!io.json) io.err(`${name}: cancelled (what arrived is kept; the next download resumes it)`);
+        continue;
+      }
+      failed++;
+      const failure = toFailure(error, io.signal);
+      results.push({ name, status: 'failed', kind: failure.kind, error: failure.message });
+      if (!io.json) io.err(`${name}: ${failure.message}`);
+    }
+  }
+  if (notStarted.length && !io.json) io.err(`cancelled: ${notStarted.join(', ')} not downloaded`);
+  if (io.json) io.out(JSON.stringify({ tag, dir, images: results }));
+  if (cancelled) throw new Failure('cancelled', 'images download cancelled');
+  return failed ? 1 : 0;
+}
+
+export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {
+  return {
+    usage: 'images list [--version TAG] | images download <names…|all> [--version TAG] [--dir DIR] [--publish] [--overwrite]',
+    description: 'list the images on a GitHub release, or download, verify and install them',
+    options: {
+      version: { type: 'string' },
+      dir: { type: 'string' },
+      publish: { type: 'boolean' },
+      overwrite: { type: 'boolean' },
+    },
+    async run(args, io) {
+      const sub = args.positionals[0];
+      const body = sub === 'list' ? list : sub === 'download' ? download : undefined;
+      if (!body) throw new Failure('usage', `images: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use list or download`);
+      return reportFailures(io, () => body(catalog, deps, args, io));
+    },
+  };
+}

@@ -1,0 +1,65 @@
+// Shared plumbing of the `release` and `images` commands: opening the store, reading flag
+// values, and turning failures into one line (or one JSON object) with the exit code of
+// their kind: 2 for anything to fix (usage, setup, auth, network, not-found), 1 for a
+// task, 130 for Ctrl-C. Never 1 for an error of `release check`, where 1 means "stale".
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { exitCodeFor } from '../../src/failure.ts';
+import { Failure, isCancellation, isFailure, type CommandIO } from '../../src/types.ts';
+import type { ImageCatalog } from './catalog.ts';
+import { checkTag } from './names.ts';
+import { openImageStore, type StoreOptions } from './open.ts';
+import type { ImageStore } from './store.ts';
+
+export interface CommandDeps {
+  /** Store tuning and environment; tests pass a loopback-only env. */
+  readonly store?: StoreOptions;
+}
+
+export type CommandArgs = { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
+
+export async function openStore(catalog: ImageCatalog, tag: string, deps: CommandDeps, io: Pick<CommandIO, 'err'>): Promise<ImageStore> {
+  return openImageStore(catalog.release, tag, { ...deps.store, log: (line) => io.err(line) });
+}
+
+/** The tag a command works on: `--{flag}` (checked, before any request), else the config's. */
+export function tagOf(catalog: ImageCatalog, args: CommandArgs, flagName: 'tag' | 'version'): string {
+  const given = stringValue(args, flagName);
+  return given === undefined ? catalog.release.tag : checkTag(given, `--${flagName}`);
+}
+
+export function stringValue(args: CommandArgs, name: string): string | undefined {
+  const value = args.values[name];
+  if (value === undefined || value === false) return undefined;
+  if (typeof value !== 'string' || value === '') throw new Failure('usage', `--${name} needs a value`);
+  return value;
+}
+
+export function flag(args: CommandArgs, ...names: string[]): boolean {
+  return names.some((name) => args.values[name] === true);
+}
+
+export function isDryRun(args: CommandArgs): boolean {
+  return flag(args, 'dry-run', 'dryRun');
+}
+
+export function expandHome(path: string): string {
+  return path === '~' || path.startsWith('~/') ? resolve(homedir(), path.slice(2)) : resolve(path);
+}
+
+/**
+ * Runs a command body. A failure becomes one line on stderr (or `{ error, kind }` on stdout
+ * with --json) and its kind's exit code; usage errors go up to the CLI, which prints them
+ * the same way for every command.
+ */
+export async function reportFailures(io: CommandIO, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (error) {
+    // Ctrl-C, usage errors and bugs (not Failures: their stack is worth seeing) go up to the CLI.
+    if (isCancellation(error, io.signal) || !isFailure(error) || error.kind === 'usage') throw error;
+    if (io.json) io.out(JSON.stringify({ error: error.message, kind: error.kind }));
+    else io.err(`pipeline: ${error.message}`);
+    return exitCodeFor(error.kind);
+  }
+}

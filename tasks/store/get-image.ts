@@ -1,0 +1,170 @@
+// Fetches one image from any store into a file: pieces in parallel, each written at its
+// offset into one temp file next to the target (no reassembly pass), resumable across
+// resets and runs, verified against the SHA-256 before it is renamed into place. An image
+// that is being replaced is waited for briefly, then reported as such.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Failure, isFailure } from '../../src/types.ts';
+import type { ImageRecord } from './record.ts';
+import type { ImageStore, OpenedImage } from './store.ts';
+
+export interface GetImageOptions {
+  /** Where the verified image lands (its directory is created). */
+  readonly path: string;
+  /** Replace a file already there that differs; without it that is a `usage` Failure. */
+  readonly overwrite: boolean;
+  readonly signal: AbortSignal;
+  /** Pieces in flight at once (default 4). */
+  readonly concurrency?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+  readonly log?: (line: string) => void;
+  /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
+  readonly replacingWaitsMs?: readonly number[];
+}
+
+export interface GotImage {
+  readonly name: string;
+  readonly path: string;
+  readonly sha256: string;
+  readonly size: number;
+  /** The store's record of the image (cache key, versions, inputs), when it keeps one. */
+  readonly record?: ImageRecord;
+  /** True when the file was already there with the right checksum. */
+  readonly alreadyPresent: boolean;
+}
+
+const REPLACING_WAITS_MS = [500, 1000, 2000, 4000];
+
+export async function getImage(store: ImageStore, name: string, options: GetImageOptions): Promise<GotImage> {
+  const waits = options.replacingWaitsMs ?? REPLACING_WAITS_MS;
+  for (let attempt = 0; ; attempt++) {
+    const opened = await store.open(name, options.signal);
+    if (opened.status === 'missing') throw new Failure('not-found', opened.detail);
+    let busy: string;
+    if (opened.status === 'ready') {
+      try {
+        return await fetchInto(store, opened, options);
+      } catch (error) {
+        // A piece that vanished mid-way was replaced by a newer upload: look again.
+        if (!isFailure(error, 'not-found')) throw error;
+        busy = error.message;
+      }
+    } else {
+      busy = opened.detail;
+    }
+    const wait = waits[attempt];
+    if (wait === undefined) throw new Failure('network', `${name} is being replaced on ${store.location}; try again in a minute (${busy})`);
+    options.log?.(`${name}: being replaced on ${store.location} (${busy}); looking again in ${wait} ms`);
+    await sleep(wait, undefined, { signal: options.signal });
+  }
+}
+
+interface ResumeState {
+  sha256: string;
+  pieces: Array<{ id: string; size: number }>;
+  done: number[];
+}
+
+export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, ...(signal ? { signal } : {}) })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function readResumeState(path: string): Promise<ResumeState | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as ResumeState;
+  } catch {
+    return undefined;
+  }
+}
+
+async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status: 'ready' }>, options: GetImageOptions): Promise<GotImage> {
+  const { signal } = options;
+  const log = options.log ?? (() => {});
+  const finalPath = options.path;
+  const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
+  const got = (alreadyPresent: boolean): GotImage => ({
+    name: image.name,
+    path: finalPath,
+    sha256: image.sha256,
+    size: total,
+    ...(image.record ? { record: image.record } : {}),
+    alreadyPresent,
+  });
+  await mkdir(dirname(finalPath), { recursive: true });
+
+  const existing = await stat(finalPath).catch(() => undefined);
+  if (existing && !options.overwrite) {
+    if (existing.size === total && (await sha256File(finalPath, signal)) === image.sha256) return got(true);
+    throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
+  }
+
+  const tempPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
+  const statePath = `${tempPath}.json`;
+  const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
+  const previous = await readResumeState(statePath);
+  const resumable =
+    previous !== undefined &&
+    previous.sha256 === image.sha256 &&
+    JSON.stringify(previous.pieces) === JSON.stringify(layout) &&
+    (await stat(tempPath).catch(() => undefined))?.size === total;
+  const state: ResumeState = resumable ? previous : { sha256: image.sha256, pieces: layout, done: layout.map(() => 0) };
+  if (resumable) log(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
+
+  const handle = await open(tempPath, resumable ? 'r+' : 'w');
+  let completed = false;
+  let keep = true;
+  try {
+    await handle.truncate(total);
+    const offsets = image.pieces.map((_, index) => image.pieces.slice(0, index).reduce((sum, piece) => sum + piece.size, 0));
+    const report = () => options.onProgress?.(state.done.reduce((a, b) => a + b, 0), total);
+    report();
+    let next = 0;
+    const worker = async () => {
+      while (next < image.pieces.length) {
+        const index = next++;
+        const piece = image.pieces[index]!;
+        if (state.done[index]! >= piece.size) continue;
+        await piece.read({
+          from: state.done[index]!,
+          signal,
+          onRestart: () => (state.done[index] = 0),
+          sink: async (chunk, offset) => {
+            if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
+            await handle.write(chunk, 0, chunk.length, offsets[index]! + offset);
+            state.done[index] = offset + chunk.length;
+            report();
+          },
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, worker));
+    await handle.sync();
+    completed = true;
+  } catch (error) {
+    // A full disk or bytes from a replaced image are not worth resuming: free the space.
+    if ((error as NodeJS.ErrnoException).code === 'ENOSPC' || isFailure(error, 'not-found', 'integrity')) keep = false;
+    throw error;
+  } finally {
+    await handle.close();
+    if (!completed) {
+      // Keep what arrived for the next run; positional writes make any finished prefix reusable.
+      if (keep) await writeFile(statePath, JSON.stringify(state)).catch(() => {});
+      else await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
+    }
+  }
+
+  const actual = await sha256File(tempPath, signal);
+  if (actual !== image.sha256) {
+    await rm(tempPath, { force: true });
+    await rm(statePath, { force: true });
+    throw new Failure('integrity', `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`);
+  }
+  await rename(tempPath, finalPath);
+  await rm(statePath, { force: true });
+  return got(false);
+}

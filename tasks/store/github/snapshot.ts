@@ -1,0 +1,83 @@
+// One look at a release: its assets and the record docs they hold. Assets never change
+// content (a replacement is a new asset with a new id), so a doc read once by id is kept
+// for the life of the store; a look costs one listing plus the records that are new.
+import { isFailure } from '../../../src/types.ts';
+import { imageAssetRole, parseAssetName } from './asset-names.ts';
+import { recordAssetsOf, type Asset, type Docs } from './layout.ts';
+import { parseRecordDoc, type RecordDoc } from './record-asset.ts';
+import type { Release, ReleaseApi } from './release-api.ts';
+
+export interface Snapshot {
+  readonly assets: readonly Asset[];
+  readonly docs: Docs;
+}
+
+/** Records and indexes are small; anything larger under such a name is not one. */
+const SMALL_ASSET_LIMIT = 4 * 1024 * 1024;
+
+export class ReleaseReader {
+  private readonly docs = new Map<number, RecordDoc | undefined>();
+  private readonly texts = new Map<number, string>();
+
+  constructor(
+    readonly api: ReleaseApi,
+    readonly release: Pick<Release, 'id' | 'upload_url' | 'tag_name'>,
+  ) {}
+
+  /** Lists the release and reads the records of `images` (every image's, with 'all'). */
+  async snapshot(images: readonly string[] | 'all', signal: AbortSignal): Promise<Snapshot> {
+    const assets = await this.api.listAssets(this.release.id);
+    const records =
+      images === 'all'
+        ? assets.filter((asset) => asset.state === 'uploaded' && parseAssetName(asset.name)?.role === 'record')
+        : images.flatMap((name) => recordAssetsOf(name, assets));
+    await inParallel(
+      records.filter((asset) => !this.docs.has(asset.id)),
+      6,
+      async (asset) => {
+        const image = parseAssetName(asset.name)!.image;
+        const text = await this.text(asset, signal).catch((error: unknown) => {
+          // Deleted between the listing and the read: the next look will not list it.
+          if (isFailure(error, 'not-found')) return undefined;
+          throw error;
+        });
+        if (text !== undefined) this.docs.set(asset.id, parseRecordDoc(text, image));
+      },
+    );
+    return { assets, docs: this.docs };
+  }
+
+  /** A small asset's text, read once per asset id. */
+  async text(asset: Asset, signal: AbortSignal): Promise<string> {
+    const known = this.texts.get(asset.id);
+    if (known !== undefined) return known;
+    const text = await this.api.downloadText(asset, signal, SMALL_ASSET_LIMIT);
+    this.texts.set(asset.id, text);
+    return text;
+  }
+
+  /** Whether any asset of `image` is on its way in (a temporary name). */
+  static hasUploadsUnderway(image: string, assets: readonly Asset[]): boolean {
+    return assets.some((asset) => imageAssetRole(image, asset.name)?.run !== undefined);
+  }
+}
+
+/** Runs `action` over `items`, at most `limit` at a time; the first failure rejects (after the others settle). */
+export async function inParallel<T, R>(items: readonly T[], limit: number, action: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (next < items.length && !failure) {
+      const index = next++;
+      try {
+        results[index] = await action(items[index]!);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
+  return results;
+}

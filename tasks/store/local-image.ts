@@ -1,0 +1,25 @@
+// A built image as a store receives it: its bytes' path and size, the SHA-256 from its
+// `.sha256`, the key it was built with, its versions and the inputs behind the key.
+import { readFile, stat } from 'node:fs/promises';
+import { Failure } from '../../src/types.ts';
+import type { ImageCatalog } from './catalog.ts';
+import { checksumOf, parseVersions } from './record.ts';
+import type { ImageToPut } from './store.ts';
+
+export async function readLocalImage(catalog: ImageCatalog, name: string): Promise<ImageToPut> {
+  const path = catalog.imagePath(name);
+  const checksumPath = catalog.checksumPath(name);
+  const checksumText = await readFile(checksumPath, 'utf8').catch(() => {
+    throw new Failure('task', `${checksumPath} is missing: run ${name}:checksum first`);
+  });
+  const sha256 = checksumOf(checksumText, name, checksumPath);
+  const size = (await stat(path).catch(() => {
+    throw new Failure('task', `${path} is missing: build ${name} first`);
+  })).size;
+  const versions = parseVersions(await readFile(catalog.versionsPath(name), 'utf8').catch(() => ''));
+  const current = await catalog.currentKey(name);
+  // The key the image was built with; the current one if the key file is missing.
+  const cacheKey = (await readFile(catalog.cacheKeyPath(name), 'utf8').catch(() => current.cacheKey ?? '')).trim();
+  if (!cacheKey) throw new Failure('task', `${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
+  return { name, path, size, sha256, cacheKey, versions, sources: current.sources };
+}

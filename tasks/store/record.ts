@@ -1,0 +1,119 @@
+// What a store records about an image (size, SHA-256, how it is stored, cache key,
+// versions, the inputs behind the key), and the index of every image, `images.json`,
+// whose format external consumers rely on. Both come back from the network, so they are
+// read through a schema.
+import { z } from 'zod';
+import { parseSha256Line } from '../checksum.ts';
+import { Failure } from '../../src/types.ts';
+import { imageFileName } from './names.ts';
+
+export const INDEX_NAME = 'images.json';
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+
+export const imageRecordSchema = z.object({
+  size: z.number().int().nonnegative(),
+  sha256: sha256Hex,
+  /** The pieces the bytes are stored as, in order (a GitHub release: the whole file or its split parts). */
+  parts: z.array(z.object({ name: z.string(), size: z.number().int().nonnegative() })),
+  cacheKey: z.string().optional(),
+  versions: z.record(z.string()).default({}),
+  sources: z
+    .object({
+      base: z.object({ path: z.string(), sha256: z.string().optional(), sha512: z.string().optional() }),
+      files: z.record(z.string()),
+    })
+    .optional(),
+  uploadedAt: z.string().optional(),
+});
+
+const indexSchema = z.object({
+  schemaVersion: z.literal(1),
+  images: z.record(imageRecordSchema),
+});
+
+export type ImageRecord = z.infer<typeof imageRecordSchema>;
+export type ImageIndex = z.infer<typeof indexSchema>;
+
+export function emptyIndex(): ImageIndex {
+  return { schemaVersion: 1, images: {} };
+}
+
+/** Parses `images.json` text; a Failure of kind `integrity` says what is wrong with it, in one line. */
+export function parseIndex(text: string, source: string): ImageIndex {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Failure('integrity', `${source} is not JSON`);
+  }
+  const parsed = indexSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Failure('integrity', `${source} is not a valid image index (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})`);
+  }
+  return parsed.data;
+}
+
+/** Deterministic text: images sorted, keys in schema order, so equal indexes are equal strings. */
+export function serializeIndex(index: ImageIndex): string {
+  const images = Object.fromEntries(
+    Object.entries(index.images)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([name, record]) => [name, canonicalRecord(record)]),
+  );
+  return `${JSON.stringify({ schemaVersion: 1, images }, null, 2)}\n`;
+}
+
+/** A record with its keys in one order (and nested maps sorted), for comparison and output. */
+export function canonicalRecord(record: ImageRecord): ImageRecord {
+  const sorted = (map: Readonly<Record<string, string>>) => Object.fromEntries(Object.entries(map).sort(([a], [b]) => a.localeCompare(b)));
+  return {
+    size: record.size,
+    sha256: record.sha256,
+    parts: record.parts.map((part) => ({ name: part.name, size: part.size })),
+    ...(record.cacheKey !== undefined ? { cacheKey: record.cacheKey } : {}),
+    versions: sorted(record.versions),
+    ...(record.sources
+      ? {
+          sources: {
+            base: {
+              path: record.sources.base.path,
+              ...(record.sources.base.sha256 !== undefined ? { sha256: record.sources.base.sha256 } : {}),
+              ...(record.sources.base.sha512 !== undefined ? { sha512: record.sources.base.sha512 } : {}),
+            },
+            files: sorted(record.sources.files),
+          },
+        }
+      : {}),
+    ...(record.uploadedAt !== undefined ? { uploadedAt: record.uploadedAt } : {}),
+  };
+}
+
+/** Same image and same facts about it; when it was uploaded does not count. */
+export function sameRecord(a: ImageRecord | undefined, b: ImageRecord): boolean {
+  if (!a) return false;
+  const { uploadedAt: _a, ...restA } = canonicalRecord(a);
+  const { uploadedAt: _b, ...restB } = canonicalRecord(b);
+  return JSON.stringify(restA) === JSON.stringify(restB);
+}
+
+/** `DEBIAN_VERSION=12.13` lines -> { DEBIAN_VERSION: '12.13' }; blank and comment lines skipped. */
+export function parseVersions(text: string): Record<string, string> {
+  const versions: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const match = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    if (match) versions[match[1]!] = match[2]!.replace(/^["']|["']$/g, '');
+  }
+  return versions;
+}
+
+/** The SHA-256 in an image's `.sha256` text, which must name `{name}.qcow2`; throws naming `source`. */
+export function checksumOf(text: string, name: string, source: string): string {
+  const line = parseSha256Line(text);
+  if (!line) throw new Failure('integrity', `${source} is not a sha256sum line ("<sha256>  ${imageFileName(name)}")`);
+  if (line.fileName !== imageFileName(name)) throw new Failure('integrity', `${source} names ${line.fileName}, expected ${imageFileName(name)}`);
+  return line.sha256;
+}
