@@ -108,6 +108,12 @@ const user: ApiUser = {
   site_admin: false,
 };
 
+export interface ServerState {
+  readonly releases: ReadonlyArray<{ api: Omit<ApiRelease, 'assets'>; assets: ReadonlyArray<{ api: ApiAsset; bytes: Buffer }> }>;
+  readonly refs: ReadonlyArray<[string, { type: 'commit' | 'tag'; sha: string }]>;
+  readonly nextId: number;
+}
+
 export interface GitHubServerOptions {
   readonly token?: string;
   readonly owner?: string;
@@ -252,6 +258,11 @@ export class GitHubServer {
     return this.releaseJson(release);
   }
 
+  /** How many releases carry this tag (GitHub allows one; a racing create must not make two). */
+  releaseCount(tag: string): number {
+    return this.releases.filter((release) => release.api.tag_name === tag).length;
+  }
+
   release(tag: string): ApiRelease | undefined {
     const found = this.releases.find((release) => release.api.tag_name === tag);
     return found && this.releaseJson(found);
@@ -267,6 +278,38 @@ export class GitHubServer {
     if (!asset) throw new Error(`no asset ${name} on ${tag}`);
     const { readFile } = await import('node:fs/promises');
     return readFile(asset.file);
+  }
+
+  /** Everything a release holds, ids included, to be put back with `importState` (on this or another server). */
+  async exportState(): Promise<ServerState> {
+    const { readFile } = await import('node:fs/promises');
+    const releases = await Promise.all(
+      this.releases.map(async (release) => ({
+        api: structuredClone(release.api),
+        assets: await Promise.all(release.assets.map(async (asset) => ({ api: structuredClone(asset.api), bytes: await readFile(asset.file) }))),
+      })),
+    );
+    return { releases, refs: [...this.refs], nextId: this.nextId };
+  }
+
+  /** Replaces every release and tag with an exported state (URLs rewritten to this server). */
+  async importState(state: ServerState): Promise<void> {
+    const { writeFile } = await import('node:fs/promises');
+    const rewrite = <T>(value: T, from: string): T => JSON.parse(JSON.stringify(value).split(from).join(this.url)) as T;
+    const from = new URL(state.releases[0]?.api.url ?? this.url).origin;
+    this.releases.splice(0);
+    for (const release of state.releases) {
+      const stored: StoredRelease = { api: rewrite(release.api, from), assets: [] };
+      for (const asset of release.assets) {
+        const file = join(this.dir, String(asset.api.id));
+        await writeFile(file, asset.bytes);
+        stored.assets.push({ api: rewrite(asset.api, from), file });
+      }
+      this.releases.push(stored);
+    }
+    this.refs.clear();
+    for (const [tag, ref] of state.refs) this.refs.set(tag, ref);
+    this.nextId = Math.max(this.nextId, state.nextId);
   }
 
   /** Adds a finished asset directly (no request recorded). */

@@ -130,23 +130,27 @@ export function settlePlan(layout: ImageLayout, runIsOver: (run: string, created
   const { name, current } = layout;
   const holder = new Map(layout.assets.map((asset) => [asset.name, asset]));
   const keep = new Set<number>();
+  const replaced = new Set<number>();
   const phases: Action[][] = [[], [], [], []];
 
   if (current) {
     for (const asset of current.bound.values()) keep.add(asset.id);
     keep.add(current.asset.id);
-    const place = (finalName: string, asset: Asset, phaseIfFree: number): void => {
+    const place = (finalName: string, asset: Asset, phaseIfFree: number, phaseIfHeld: number): void => {
       if (asset.name === finalName) return;
       const old = holder.get(finalName);
       if (!old) phases[phaseIfFree]!.push({ kind: 'rename', asset, to: finalName });
-      else if (!keep.has(old.id)) phases[1]!.push({ kind: 'replace', old, asset, to: finalName });
+      else if (!keep.has(old.id)) {
+        phases[phaseIfHeld]!.push({ kind: 'replace', old, asset, to: finalName });
+        replaced.add(old.id);
+      }
     };
     // Data onto free names first (the old image stays whole meanwhile), then every name
     // held by an old asset at once, the checksum among them, then the record.
     for (const [finalName, asset] of current.bound) {
-      place(finalName, asset, finalName === checksumAssetName(name) ? 1 : 0);
+      place(finalName, asset, finalName === checksumAssetName(name) ? 1 : 0, 1);
     }
-    place(recordAssetName(name), current.asset, 2);
+    place(recordAssetName(name), current.asset, 2, 2);
   }
 
   const cleanup = phases[3]!;
@@ -166,7 +170,7 @@ export function settlePlan(layout: ImageLayout, runIsOver: (run: string, created
   }
   const undone = new Set([...layout.superseded, ...layout.broken.map((item) => item.asset)].map((asset) => asset.id));
   for (const asset of layout.assets) {
-    if (keep.has(asset.id) || undone.has(asset.id)) continue;
+    if (keep.has(asset.id) || undone.has(asset.id) || replaced.has(asset.id)) continue;
     const role = imageAssetRole(name, asset.name)!;
     if (role.run === undefined) {
       // Bytes and checksums in place that the current record does not name are old.

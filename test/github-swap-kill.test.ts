@@ -1,0 +1,207 @@
+// A replacement killed (SIGKILL) at each of its requests in turn, then re-run from another
+// copy of the tree: the image always ends complete and consistent, and this tool can read
+// a complete copy of it at every moment in between. Also measures, on an uninterrupted
+// replacement, the longest window in which the image's assets under their final names
+// (what `gh release download` and other external consumers see) were not a complete copy.
+//
+// By default every request from the commit on (the swap itself) is killed at; with
+// SWAP_KILL_SWEEP=full (`npm run test:release-long`) every mutating request of the upload
+// (its temporary uploads and the images.json update too), each both before and after the
+// server carried it out, for two layouts (same parts, and one whole file becoming parts).
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { getImage } from '../tasks/store/get-image.ts';
+import { openImageStore } from '../tasks/store/open.ts';
+import { startCli } from './support/engine-project.ts';
+import { GitHubServer, type AssetRecord, type MutationEvent, type ServerState } from './support/github-server.ts';
+import { imageVersion, releaseProblems, type ImageVersion } from './support/release-state.ts';
+import { Trees, type Tree } from './support/runner-trees.ts';
+
+const FULL = process.env.SWAP_KILL_SWEEP === 'full';
+const IMAGE = 'debian-12';
+const PART = 150 * 1024;
+const trees = new Trees();
+test.after.always(() => trees.cleanup());
+
+interface Setup {
+  readonly killed: Tree;
+  readonly rerun: Tree;
+  readonly oldTree: Tree;
+  readonly before: ImageVersion;
+  readonly after: ImageVersion;
+}
+
+let setup: Promise<Setup> | undefined;
+function prepare(): Promise<Setup> {
+  setup ??= (async () => {
+    const built = await trees.built();
+    const [killed, rerun, oldTree] = await Promise.all(['killed', 'rerun', 'old'].map((label) => trees.copy(built, label)));
+    await trees.rebuildDifferently(oldTree!, IMAGE);
+    const path = (tree: Tree) => tree.path(`images/${IMAGE}/${IMAGE}.qcow2`);
+    return { killed: killed!, rerun: rerun!, oldTree: oldTree!, before: await imageVersion(IMAGE, path(oldTree!)), after: await imageVersion(IMAGE, path(killed!)) };
+  })();
+  return setup;
+}
+
+function envFor(server: GitHubServer, maxAssetSize: string): Record<string, string> {
+  return {
+    GITHUB_TOKEN: server.token,
+    GITHUB_API_URL: server.url,
+    GITHUB_REPOSITORY: `${server.owner}/${server.repo}`,
+    PIPELINE_MAX_ASSET_SIZE: maxAssetSize,
+    PIPELINE_PART_SIZE: '150KiB',
+  };
+}
+
+/** Final asset name -> sha256 digest of its bytes, for a version stored whole or in parts. */
+function assetDigests(version: ImageVersion, whole: boolean): Map<string, string> {
+  const digest = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const digests = new Map<string, string>();
+  if (whole) digests.set(`${IMAGE}.qcow2`, digest(version.bytes));
+  else {
+    for (let start = 0, index = 0; start < version.bytes.length; start += PART, index++) {
+      const suffix = String.fromCharCode(97 + Math.floor(index / 26)) + String.fromCharCode(97 + (index % 26));
+      digests.set(`${IMAGE}.qcow2.part${suffix}`, digest(version.bytes.subarray(start, start + PART)));
+    }
+  }
+  digests.set(`${IMAGE}.qcow2.sha256`, digest(Buffer.from(`${version.sha256}  ${IMAGE}.qcow2\n`)));
+  return digests;
+}
+
+/** Whether the assets under final names form a complete copy of one of the versions. */
+function completeByName(assets: readonly AssetRecord[], versions: ReadonlyArray<Map<string, string>>): boolean {
+  return versions.some((digests) => [...digests].every(([name, digest]) => assets.some((asset) => asset.name === name && asset.state === 'uploaded' && asset.digest === digest)));
+}
+
+function isMutation(method: string): boolean {
+  return method === 'POST' || method === 'PATCH' || method === 'DELETE';
+}
+
+/** A release holding the old image (uploaded by the CLI from the old tree), to restore before each trial. */
+async function releaseWithOldImage(oldTree: Tree, maxAssetSize: string): Promise<ServerState> {
+  const server = await GitHubServer.start();
+  try {
+    const result = await startCli(oldTree.root, [`${IMAGE}:upload`], { env: envFor(server, maxAssetSize), timeoutMs: 120_000 }).done;
+    if (result.code !== 0) throw new Error(`uploading the old image failed: ${result.stderr}`);
+    return await server.exportState();
+  } finally {
+    await server.close();
+  }
+}
+
+interface Window {
+  readonly requests: number;
+  readonly mutations: number;
+  readonly ms: number;
+}
+
+/** The longest stretch of mutations after which the final names held no complete copy. */
+function longestWindow(server: GitHubServer, events: readonly MutationEvent[], versions: ReadonlyArray<Map<string, string>>): Window {
+  let longest: Window = { requests: 0, mutations: 0, ms: 0 };
+  let broke: { index: number; event: MutationEvent } | undefined;
+  events.forEach((event, index) => {
+    const complete = completeByName(event.after, versions);
+    if (!complete && !broke) broke = { index, event };
+    if (complete && broke) {
+      const ms = event.endAt - broke.event.endAt;
+      const requests = server.requests.filter((request) => request.at > broke!.event.at && request.at <= event.at).length + 1;
+      if (ms >= longest.ms) longest = { requests, mutations: index - broke.index, ms };
+      broke = undefined;
+    }
+  });
+  return longest;
+}
+
+async function sweep(t: import('ava').ExecutionContext, layout: 'same parts' | 'whole to parts'): Promise<void> {
+  const { killed, rerun, oldTree, before, after } = await prepare();
+  const oldMaxAsset = layout === 'same parts' ? '200K' : '2M';
+  const state = await releaseWithOldImage(oldTree, oldMaxAsset);
+  const versions = [assetDigests(before, layout === 'whole to parts'), assetDigests(after, false)];
+
+  // The uninterrupted replacement: its requests, and how long the final names had no complete copy.
+  const reference = await GitHubServer.start();
+  let mutations: Array<{ method: string; path: string }>;
+  try {
+    await reference.importState(state);
+    const start = reference.requests.length;
+    const firstEvent = reference.events.length;
+    const result = await startCli(killed.root, [`${IMAGE}:upload`], { env: envFor(reference, '200K'), timeoutMs: 120_000 }).done;
+    t.is(result.code, 0, result.stderr);
+    mutations = reference.requests.slice(start).filter((request) => isMutation(request.method));
+    const window = longestWindow(reference, reference.events.slice(firstEvent), versions);
+    t.log(
+      `${layout}: ${mutations.length} mutating requests; the final names held no complete copy for at most ${window.mutations} mutations (${window.requests} requests), ${window.ms.toFixed(1)} ms`,
+    );
+    t.deepEqual(await releaseProblems(reference, 'latest', new Map([[IMAGE, [after]]])), []);
+  } finally {
+    await reference.close();
+  }
+
+  // Where to kill: every request from the commit (the record under a temporary name) on, or every mutation.
+  const commitAt = mutations.findIndex((request) => request.path.includes(`name=${IMAGE}.qcow2.json.uploading-`));
+  t.true(commitAt > 0, 'the reference run committed its replacement');
+  const positions = mutations.map((_, index) => index).filter((index) => FULL || index >= commitAt);
+  const variants: Array<'drop' | 'handle'> = FULL ? ['drop', 'handle'] : ['drop'];
+  const tried: string[] = [];
+  for (const position of positions) {
+    for (const variant of variants) {
+      const label = `${layout}, killed at mutation ${position + 1}/${mutations.length} (${mutations[position]!.method} ${mutations[position]!.path.replace(/\?.*name=/, ' ')}), ${variant === 'drop' ? 'before' : 'after'} the server carried it out`;
+      const server = await GitHubServer.start();
+      try {
+        await server.importState(state);
+        let seen = 0;
+        let child: ReturnType<typeof startCli>['child'] | undefined;
+        server.hook = (request) => {
+          if (!isMutation(request.method) || seen++ !== position) return 'handle';
+          child?.kill('SIGKILL');
+          return variant;
+        };
+        const running = startCli(killed.root, [`${IMAGE}:upload`], { env: envFor(server, '200K'), timeoutMs: 120_000 });
+        child = running.child;
+        const killedResult = await running.done;
+        server.hook = undefined;
+        t.is(killedResult.signal, 'SIGKILL', `${label}: the run was killed`);
+
+        // Right after the kill, this tool still reads a complete, verified copy (old or new).
+        const readable = await readsComplete(server, [before, after]);
+        t.true(readable, `${label}: no complete copy could be read after the kill`);
+
+        const again = await startCli(rerun.root, [`${IMAGE}:upload`], { env: envFor(server, '200K'), timeoutMs: 120_000 }).done;
+        t.is(again.code, 0, `${label}: the re-run failed\n${again.stderr}`);
+        t.deepEqual(await releaseProblems(server, 'latest', new Map([[IMAGE, [after]]])), [], label);
+        tried.push(label);
+      } finally {
+        await server.close();
+      }
+    }
+  }
+  t.log(`${layout}: ${tried.length} kills, each followed by a re-run from another copy of the tree: all converged`);
+}
+
+async function readsComplete(server: GitHubServer, versions: readonly ImageVersion[]): Promise<boolean> {
+  const dir = await mkdtemp(join(tmpdir(), 'pipeline-read-'));
+  try {
+    const store = await openImageStore({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, 'latest', {
+      env: { GITHUB_TOKEN: server.token },
+      github: { retryBaseMs: 2 },
+    });
+    const got = await getImage(store, IMAGE, { path: join(dir, `${IMAGE}.qcow2`), overwrite: true, signal: AbortSignal.timeout(30_000), replacingWaitsMs: [] });
+    const bytes = await readFile(got.path);
+    return versions.some((version) => version.bytes.equals(bytes));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test.serial('a replacement killed at each request of its swap converges on a re-run from another tree (same parts)', async (t) => {
+  await sweep(t, 'same parts');
+});
+
+if (FULL) {
+  test.serial('a replacement killed at each request converges on a re-run from another tree (a whole file becoming parts)', async (t) => {
+    await sweep(t, 'whole to parts');
+  });
+}
