@@ -17,6 +17,12 @@ export function uploadNodeId(name: string): string {
   return `${name}:upload`;
 }
 
+/** A store that cannot be reached or read leaves nothing to upload to: a setup failure, said in one line. */
+function unusableStore(error: unknown): unknown {
+  if (isFailure(error, 'network', 'not-found')) return new Failure('setup', error.message, { cause: error });
+  return error;
+}
+
 export function createUploadNode(catalog: ImageCatalog, name: string, tag: string, options: UploadNodeOptions = {}): NodeDef {
   const env = options.store?.env ?? process.env;
   const relativeToRoot = (path: string) => relative(catalog.root, path);
@@ -35,14 +41,15 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
         const store = await openImageStore(catalog.release, tag, options.store);
         return { value: await store.probe(name, signal) };
       } catch (error) {
-        if (isFailure(error, 'setup', 'auth', 'config', 'usage', 'cancelled')) throw error;
-        // The store cannot be reached or read: nothing this run can upload to, said in one line.
-        if (isFailure(error, 'network', 'not-found')) throw new Failure('setup', error.message, { cause: error });
-        throw error;
+        throw unusableStore(error);
       }
     },
     async preflight() {
-      await checkStoreSetup(catalog.release, tag, options.store);
+      try {
+        await checkStoreSetup(catalog.release, tag, options.store, true);
+      } catch (error) {
+        throw unusableStore(error);
+      }
     },
     async describeRun() {
       return `would upload ${name} to ${describeStore(catalog.release, tag, env)}`;

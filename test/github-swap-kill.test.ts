@@ -26,9 +26,11 @@ const PART = 150 * 1024;
 const trees = new Trees();
 test.after.always(() => trees.cleanup());
 
+/** Trials run two at a time, each lane with its own pair of trees and its own server. */
+const LANES = 2;
+
 interface Setup {
-  readonly killed: Tree;
-  readonly rerun: Tree;
+  readonly lanes: ReadonlyArray<{ readonly killed: Tree; readonly rerun: Tree }>;
   readonly oldTree: Tree;
   readonly before: ImageVersion;
   readonly after: ImageVersion;
@@ -38,10 +40,13 @@ let setup: Promise<Setup> | undefined;
 function prepare(): Promise<Setup> {
   setup ??= (async () => {
     const built = await trees.built();
-    const [killed, rerun, oldTree] = await Promise.all(['killed', 'rerun', 'old'].map((label) => trees.copy(built, label)));
-    await trees.rebuildDifferently(oldTree!, IMAGE);
+    const oldTree = await trees.copy(built, 'old');
+    await trees.rebuildDifferently(oldTree, IMAGE);
+    const lanes = await Promise.all(
+      Array.from({ length: LANES }, async (_, lane) => ({ killed: await trees.copy(built, `killed-${lane}`), rerun: await trees.copy(built, `rerun-${lane}`) })),
+    );
     const path = (tree: Tree) => tree.path(`images/${IMAGE}/${IMAGE}.qcow2`);
-    return { killed: killed!, rerun: rerun!, oldTree: oldTree!, before: await imageVersion(IMAGE, path(oldTree!)), after: await imageVersion(IMAGE, path(killed!)) };
+    return { lanes, oldTree, before: await imageVersion(IMAGE, path(oldTree)), after: await imageVersion(IMAGE, path(built)) };
   })();
   return setup;
 }
@@ -116,7 +121,7 @@ function longestWindow(server: GitHubServer, events: readonly MutationEvent[], v
 }
 
 async function sweep(t: import('ava').ExecutionContext, layout: 'same parts' | 'whole to parts'): Promise<void> {
-  const { killed, rerun, oldTree, before, after } = await prepare();
+  const { lanes, oldTree, before, after } = await prepare();
   const oldMaxAsset = layout === 'same parts' ? '200K' : '2M';
   const state = await releaseWithOldImage(oldTree, oldMaxAsset);
   const versions = [assetDigests(before, layout === 'whole to parts'), assetDigests(after, false)];
@@ -128,7 +133,7 @@ async function sweep(t: import('ava').ExecutionContext, layout: 'same parts' | '
     await reference.importState(state);
     const start = reference.requests.length;
     const firstEvent = reference.events.length;
-    const result = await startCli(killed.root, [`${IMAGE}:upload`], { env: envFor(reference, '200K'), timeoutMs: 120_000 }).done;
+    const result = await startCli(lanes[0]!.killed.root, [`${IMAGE}:upload`], { env: envFor(reference, '200K'), timeoutMs: 120_000 }).done;
     t.is(result.code, 0, result.stderr);
     mutations = reference.requests.slice(start).filter((request) => isMutation(request.method));
     const window = longestWindow(reference, reference.events.slice(firstEvent), versions);
@@ -145,9 +150,12 @@ async function sweep(t: import('ava').ExecutionContext, layout: 'same parts' | '
   t.true(commitAt > 0, 'the reference run committed its replacement');
   const positions = mutations.map((_, index) => index).filter((index) => FULL || index >= commitAt);
   const variants: Array<'drop' | 'handle'> = FULL ? ['drop', 'handle'] : ['drop'];
+  const trials = positions.flatMap((position) => variants.map((variant) => ({ position, variant })));
   const tried: string[] = [];
-  for (const position of positions) {
-    for (const variant of variants) {
+  let next = 0;
+  const lane = async ({ killed, rerun }: Setup['lanes'][number]) => {
+    while (next < trials.length) {
+      const { position, variant } = trials[next++]!;
       const label = `${layout}, killed at mutation ${position + 1}/${mutations.length} (${mutations[position]!.method} ${mutations[position]!.path.replace(/\?.*name=/, ' ')}), ${variant === 'drop' ? 'before' : 'after'} the server carried it out`;
       const server = await GitHubServer.start();
       try {
@@ -177,7 +185,8 @@ async function sweep(t: import('ava').ExecutionContext, layout: 'same parts' | '
         await server.close();
       }
     }
-  }
+  };
+  await Promise.all(lanes.map(lane));
   t.log(`${layout}: ${tried.length} kills, each followed by a re-run from another copy of the tree: all converged`);
 }
 

@@ -20,10 +20,14 @@ export async function openImageStore(settings: ReleaseSettings, tag: string, opt
   return openGitHubStore(settings, tag, { ...options.github, env: options.env ?? process.env, ...(options.log ? { log: options.log } : {}) });
 }
 
-/** Everything about the store's settings that can be checked before a request: names, credentials, sizes. */
-export async function checkStoreSetup(settings: ReleaseSettings, tag: string, options: StoreOptions = {}): Promise<void> {
+/**
+ * The store's settings (names, credentials, sizes), checked before any request; with
+ * `reach`, then whether the store answers and can be seen, so that a run that would end
+ * in an upload fails in one line before it builds for minutes.
+ */
+export async function checkStoreSetup(settings: ReleaseSettings, tag: string, options: StoreOptions = {}, reach = false): Promise<void> {
   checkTag(tag, 'release tag');
-  await checkGitHubSetup(settings, { ...options.github, env: options.env ?? process.env });
+  await checkGitHubSetup(settings, tag, { ...options.github, env: options.env ?? process.env }, reach);
 }
 
 /** Where puts to `tag` go, in words, for dry runs. */

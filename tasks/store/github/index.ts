@@ -2,7 +2,7 @@
 // is its private detail.
 import type { ReleaseSettings } from '../catalog.ts';
 import type { ImageStore } from '../store.ts';
-import { createGitHubClient, resolveRepository, resolveToken, type ClientOptions } from './client.ts';
+import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken, type ClientOptions } from './client.ts';
 import { GitHubStore } from './github-store.ts';
 import { ReleaseApi } from './release-api.ts';
 import { resolveTransferLimits } from './sizes.ts';
@@ -19,13 +19,28 @@ export async function openGitHubStore(
   return new GitHubStore(api, tag, () => resolveTransferLimits(settings, env), options.log);
 }
 
-/** What can be checked without a request: the repository name, a token, the part sizes. */
-export async function checkGitHubSetup(settings: ReleaseSettings, options: ClientOptions): Promise<void> {
+/**
+ * The repository name, a token and the part sizes, checked without a request; then, with
+ * `reach`, one look at the release: the API answers, the token is accepted, the
+ * repository is visible (a missing release is fine: the first upload creates it).
+ */
+export async function checkGitHubSetup(settings: ReleaseSettings, tag: string, options: ClientOptions, reach: boolean): Promise<void> {
   const env = options.env ?? process.env;
   resolveRepository(settings, env);
   await resolveToken(env, options.readGhToken);
   resolveTransferLimits(settings, env);
+  if (!reach) return;
+  const key = JSON.stringify([resolveApiUrl(settings, env), resolveRepository(settings, env), tag, env.GITHUB_TOKEN ?? env.GH_TOKEN ?? '']);
+  let check = reachable.get(key);
+  if (!check) {
+    check = createGitHubClient(settings, options).then((client) => new ReleaseApi(client).findRelease(tag)).then(() => undefined);
+    reachable.set(key, check);
+  }
+  await check;
 }
+
+/** One look per store and process: every upload node of a run checks the same release. */
+const reachable = new Map<string, Promise<void>>();
 
 /** Where uploads go, for `--dry-run`: `acme/images`. */
 export function describeGitHubLocation(settings: ReleaseSettings, env: NodeJS.ProcessEnv): string {
