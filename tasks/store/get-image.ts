@@ -56,7 +56,7 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
       busy = opened.detail;
     }
     const wait = waits[attempt];
-    if (wait === undefined) throw new Failure('network', `${name} is being replaced on ${store.location}; try again in a minute (${busy})`);
+    if (wait === undefined) throw new Failure('network', `${name} is being replaced on ${store.location}; try again in a minute`);
     options.log?.(`${name}: being replaced on ${store.location} (${busy}); looking again in ${wait} ms`);
     await sleep(wait, undefined, { signal: options.signal });
   }

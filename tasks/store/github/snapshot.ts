@@ -24,27 +24,34 @@ export class ReleaseReader {
     readonly release: Pick<Release, 'id' | 'upload_url' | 'tag_name'>,
   ) {}
 
-  /** Lists the release and reads the records of `images` (every image's, with 'all'). */
+  /**
+   * Lists the release and reads the records of `images` (every image's, with 'all'). Every
+   * record listed has its doc (undefined when it is not a valid one): a record deleted
+   * between the listing and the read means the listing is out of date, so it is taken again.
+   */
   async snapshot(images: readonly string[] | 'all', signal: AbortSignal): Promise<Snapshot> {
-    const assets = await this.api.listAssets(this.release.id);
-    const records =
-      images === 'all'
-        ? assets.filter((asset) => asset.state === 'uploaded' && parseAssetName(asset.name)?.role === 'record')
-        : images.flatMap((name) => recordAssetsOf(name, assets));
-    await inParallel(
-      records.filter((asset) => !this.docs.has(asset.id)),
-      6,
-      async (asset) => {
-        const image = parseAssetName(asset.name)!.image;
-        const text = await this.text(asset, signal).catch((error: unknown) => {
-          // Deleted between the listing and the read: the next look will not list it.
-          if (isFailure(error, 'not-found')) return undefined;
-          throw error;
-        });
-        if (text !== undefined) this.docs.set(asset.id, parseRecordDoc(text, image));
-      },
-    );
-    return { assets, docs: this.docs };
+    for (let attempt = 1; ; attempt++) {
+      const assets = await this.api.listAssets(this.release.id);
+      const records =
+        images === 'all'
+          ? assets.filter((asset) => asset.state === 'uploaded' && parseAssetName(asset.name)?.role === 'record')
+          : images.flatMap((name) => recordAssetsOf(name, assets));
+      let stale = false;
+      await inParallel(
+        records.filter((asset) => !this.docs.has(asset.id)),
+        6,
+        async (asset) => {
+          const image = parseAssetName(asset.name)!.image;
+          const text = await this.text(asset, signal).catch((error: unknown) => {
+            if (isFailure(error, 'not-found') && attempt < 10) return undefined;
+            throw error;
+          });
+          if (text === undefined) stale = true;
+          else this.docs.set(asset.id, parseRecordDoc(text, image));
+        },
+      );
+      if (!stale) return { assets, docs: this.docs };
+    }
   }
 
   /** A small asset's text, read once per asset id. */
