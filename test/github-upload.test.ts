@@ -67,7 +67,7 @@ async function sha256Of(catalog: ImageCatalog, name: string): Promise<string> {
 }
 
 test('uploads whole images and parts, creates the release, writes images.json; a second run uploads nothing', async (t) => {
-  const { server, fixture, store, uploadAll, cleanup } = await setup();
+  const { server, fixture, uploadAll, cleanup } = await setup();
   t.teardown(cleanup);
   await uploadAll();
 
