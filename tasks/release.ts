@@ -64,7 +64,7 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
   const names = all ? [...new Set([...catalog.names, ...(await store.list(io.signal)).images.map((image) => image.name)])].sort() : requested;
   const result = await store.remove(names, { dryRun, signal: io.signal });
   if (io.json) {
-    io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, indexUpdated: result.unindexed }));
+    io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }));
     return 0;
   }
   for (const name of result.deleted) io.out(`${dryRun ? 'would delete' : 'deleted'} ${name}`);

@@ -144,17 +144,24 @@ test('images download --publish creates the publish directory when its parent ex
 test('Ctrl-C during images download reports cancelled, not failed, and exits 130', async (t) => {
   const { server, project } = await serverAndProject(t);
   await releaseWithImage(server, project);
-  server.arm({ kind: 'slow', path: '/storage/', delayMs: 50, chunkBytes: 4096 });
+  // The image's bytes (not its .sha256) trickle in, so the download is under way when Ctrl-C comes.
+  const data = `/storage/${server.assets('latest').find((asset) => asset.name === 'debian-12.qcow2')!.id}/`;
   for (const json of [false, true]) {
+    server.arm({ kind: 'slow', path: data, delayMs: 50, chunkBytes: 4096 });
     const dir = project.path(json ? 'downloads-json' : 'downloads');
     const running = project.start(['images', 'download', 'all', '--dir', dir, ...(json ? ['--json'] : [])], { env: envFor(server) });
+    let interrupted = false;
     server.hook = (request) => {
-      if (request.path.startsWith('/storage/')) setTimeout(() => running.child.kill('SIGINT'), 200);
+      // One Ctrl-C (a second one quits at once, by design).
+      if (request.path.startsWith(data) && !interrupted) {
+        interrupted = true;
+        setTimeout(() => running.child.kill('SIGINT'), 200);
+      }
       return 'handle';
     };
     const result = await running.done;
     server.hook = undefined;
-    server.arm({ kind: 'slow', path: '/storage/', delayMs: 50, chunkBytes: 4096 });
+    t.true(interrupted);
     t.is(result.code, 130, result.stderr);
     t.notRegex(result.stderr + result.stdout, /failed/);
     if (json) t.deepEqual((JSON.parse(result.stdout) as { images: Array<{ status: string }> }).images.map((image) => image.status), ['cancelled']);

@@ -111,7 +111,7 @@ async function runRounds(t: import('ava').ExecutionContext, label: string, round
 
 /** Rounds in batches, one test each: a batch stays well inside ava's timeout on a busy machine. */
 function declare(title: string, label: string, rounds: number, scenario: () => Promise<Scenario>, options: RoundOptions): void {
-  const BATCH = 4;
+  const BATCH = 2;
   for (let first = 1; first <= rounds; first += BATCH) {
     const batch = Array.from({ length: Math.min(BATCH, rounds - first + 1) }, (_, index) => first + index);
     test.serial(`${title} (rounds ${batch[0]}-${batch.at(-1)} of ${rounds})`, async (t) => runRounds(t, label, batch, await scenario(), options));

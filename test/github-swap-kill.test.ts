@@ -211,7 +211,7 @@ function declareSweep(layout: Layout): void {
     t.log(`${layout}: ${mutations.length} mutating requests; the final names held no complete copy for at most ${window.mutations} mutations (${window.requests} requests), ${window.ms.toFixed(1)} ms`);
     t.true(window.mutations <= 8, 'one delete and one rename per piece and checksum, in parallel');
   });
-  const chunks = FULL ? 8 : 3;
+  const chunks = FULL ? 12 : 5;
   for (let chunk = 0; chunk < chunks; chunk++) {
     test.serial(`${layout}: killed at each request of the replacement, then re-run from another tree (part ${chunk + 1} of ${chunks})`, async (t) => {
       const found = await once();

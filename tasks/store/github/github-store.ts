@@ -40,7 +40,7 @@ export class GitHubStore implements ImageStore {
     this.location = `release ${tag} of ${api.client.owner}/${api.client.repo}`;
   }
 
-  private async open_(create: boolean): Promise<ReleaseReader | undefined> {
+  private async readerFor(create: boolean): Promise<ReleaseReader | undefined> {
     if (this.reader) return this.reader;
     const release: Release | undefined = create ? await this.api.ensureRelease(this.tag) : await this.api.findRelease(this.tag);
     if (release) this.reader = new ReleaseReader(this.api, release);
@@ -48,7 +48,7 @@ export class GitHubStore implements ImageStore {
   }
 
   async list(signal: AbortSignal): Promise<StoreListing> {
-    const reader = await this.open_(false);
+    const reader = await this.readerFor(false);
     if (!reader) return { exists: false, images: [], notes: [] };
     const snapshot = await reader.snapshot('all', signal);
     const index = await readIndex({ reader, signal }, snapshot.assets);
@@ -64,7 +64,7 @@ export class GitHubStore implements ImageStore {
   }
 
   async open(name: string, signal: AbortSignal): Promise<OpenedImage> {
-    const reader = await this.open_(false);
+    const reader = await this.readerFor(false);
     if (!reader) return { status: 'missing', detail: `${this.location} does not exist` };
     const snapshot = await reader.snapshot([name], signal);
     const layout = layoutOf(name, snapshot.assets, snapshot.docs);
@@ -111,12 +111,12 @@ export class GitHubStore implements ImageStore {
 
   async put(image: ImageToPut, options: PutOptions): Promise<PutResult> {
     const limits = this.limits();
-    const reader = (await this.open_(true))!;
+    const reader = (await this.readerFor(true))!;
     return putImage(reader, image, limits, options);
   }
 
   async remove(names: readonly string[], options: RemoveOptions): Promise<RemoveResult> {
-    const reader = await this.open_(false);
+    const reader = await this.readerFor(false);
     if (!reader) throw new Failure('not-found', `${this.location} does not exist`);
     const snapshot = await reader.snapshot('all', options.signal);
     const index = await readIndex({ reader, signal: options.signal }, snapshot.assets);
@@ -137,7 +137,7 @@ export class GitHubStore implements ImageStore {
   }
 
   async probe(name: string, signal: AbortSignal): Promise<string> {
-    const reader = await this.open_(false);
+    const reader = await this.readerFor(false);
     if (!reader) return 'release missing';
     const snapshot = await reader.snapshot([name], signal);
     const layout = layoutOf(name, snapshot.assets, snapshot.docs);
