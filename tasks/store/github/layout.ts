@@ -164,10 +164,9 @@ export function settlePlan(layout: ImageLayout, runIsOver: (run: string, created
     cleanup.push({ kind: 'delete', asset, why: 'a newer upload replaced it' });
     droppedRuns.add(imageAssetRole(name, asset.name)!.run!);
   }
-  for (const item of layout.broken) {
-    cleanup.push({ kind: 'undo', commit: item.asset, missing: item.missing });
-    droppedRuns.add(imageAssetRole(name, item.asset.name)!.run!);
-  }
+  // Its pieces stay until the undo is confirmed (then they are an unfinished upload's):
+  // a listing that missed an asset must not cost a good commit its bytes.
+  for (const item of layout.broken) cleanup.push({ kind: 'undo', commit: item.asset, missing: item.missing });
   const undone = new Set([...layout.superseded, ...layout.broken.map((item) => item.asset)].map((asset) => asset.id));
   for (const asset of layout.assets) {
     if (keep.has(asset.id) || undone.has(asset.id) || replaced.has(asset.id)) continue;
