@@ -24,7 +24,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
       multipart: image.pieces > 1,
       state: image.state,
       ...(image.detail ? { detail: image.detail } : {}),
-      ...(image.record ? { sha256: image.record.sha256 } : {}),
+      ...(image.record ? { sha256: image.record.sha256, parts: image.record.parts } : {}),
     }));
     io.out(JSON.stringify({ tag, images }));
     return 0;
