@@ -47,6 +47,8 @@ export interface ImageDecl<B extends string> {
 }
 
 export interface ReleaseDecl {
+  /** Keep images in this shared directory (`{dir}/{tag}/`) instead of GitHub releases. */
+  readonly dir?: string;
   /** `owner/name`; GITHUB_REPOSITORY overrides it. */
   readonly repo?: string;
   /** REST API base URL; GITHUB_API_URL overrides it. */

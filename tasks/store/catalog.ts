@@ -21,6 +21,8 @@ export interface CurrentImageKey {
 
 /** The config's `release:` settings: where the store is, and how a GitHub release is written. */
 export interface ReleaseSettings {
+  /** A shared directory to keep images in instead of GitHub releases (`{dir}/{tag}/`). */
+  readonly dir?: string;
   /** `owner/name`; GITHUB_REPOSITORY overrides it. */
   readonly repo?: string;
   /** REST API base URL (GitHub Enterprise, loopback in tests); GITHUB_API_URL overrides it. */

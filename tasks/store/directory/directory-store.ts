@@ -1,0 +1,235 @@
+// The image store in a shared directory (an NFS or CIFS mount several hosts see), the
+// second backend behind the interface: `{dir}/{tag}/` holds
+//
+//   blobs/{sha256}.qcow2      an image's bytes, named by their SHA-256 (so two writers of
+//                             the same bytes write the same file, and nothing is replaced)
+//   {name}.json               its record (images.json's entry plus the blob's name)
+//   {name}.qcow2, .sha256     hard links for people and scripts, like a release's assets
+//   images.json               the index, rebuilt from the records
+//
+// Every file is written under a temporary name in its directory, fsynced and renamed, and
+// rename replaces atomically: a record always names a complete blob, so there is no swap
+// to be caught in. Unreferenced blobs are removed once they are older than any upload.
+import { createReadStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { Failure } from '../../../src/types.ts';
+import { formatSha256Line } from '../../checksum.ts';
+import { imageFileName, isValidImageName } from '../names.ts';
+import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, sameRecord, serializeIndex, type ImageIndex, type ImageRecord } from '../record.ts';
+import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
+
+/** Blobs no record names are removed when older than this: no upload takes longer. */
+const UNREFERENCED_BLOB_AGE_MS = 6 * 60 * 60 * 1000;
+
+const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(/^[0-9a-f]{64}\.qcow2$/) });
+type RecordFile = z.infer<typeof recordFileSchema>;
+
+export class DirectoryStore implements ImageStore {
+  readonly location: string;
+  private readonly dir: string;
+
+  constructor(root: string, tag: string) {
+    this.dir = join(root, tag);
+    this.location = `store ${this.dir}`;
+  }
+
+  async list(): Promise<StoreListing> {
+    if (!(await stat(this.dir).catch(() => undefined))) return { exists: false, images: [], notes: [] };
+    const records = await this.records();
+    const images: StoredImage[] = [];
+    for (const [name, file] of [...records].sort(([a], [b]) => a.localeCompare(b))) {
+      const blob = await stat(this.blobPath(file.blob)).catch(() => undefined);
+      images.push(
+        blob?.size === file.image.size
+          ? { name, state: 'complete', record: file.image, size: file.image.size, pieces: 1 }
+          : { name, state: 'incomplete', detail: `${name}'s bytes (${file.blob}) are missing`, record: file.image, size: file.image.size, pieces: 0 },
+      );
+    }
+    return { exists: true, images, notes: [] };
+  }
+
+  async open(name: string): Promise<OpenedImage> {
+    const file = (await this.records()).get(name);
+    if (!file) return { status: 'missing', detail: `${this.location} has no ${name}` };
+    const path = this.blobPath(file.blob);
+    const size = (await stat(path).catch(() => undefined))?.size;
+    if (size !== file.image.size) return { status: 'missing', detail: `${this.location}: ${name}'s bytes (${file.blob}) are missing` };
+    return {
+      status: 'ready',
+      name,
+      sha256: file.image.sha256,
+      size,
+      record: file.image,
+      pieces: [
+        {
+          id: file.blob,
+          label: imageFileName(name),
+          size,
+          async read({ from, signal, sink }) {
+            let offset = from;
+            const stream = createReadStream(path, { start: from, signal, highWaterMark: 4 * 1024 * 1024 });
+            try {
+              for await (const chunk of stream as AsyncIterable<Buffer>) {
+                await sink(chunk, offset);
+                offset += chunk.length;
+              }
+            } catch (error) {
+              if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `${path} is gone`);
+              throw error;
+            }
+          },
+        },
+      ],
+    };
+  }
+
+  async put(image: ImageToPut, options: PutOptions): Promise<PutResult> {
+    await mkdir(join(this.dir, 'blobs'), { recursive: true });
+    const blob = `${image.sha256}.qcow2`;
+    const previous = (await this.records()).get(image.name);
+    const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
+    const uploaded = options.force || !held;
+    if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
+    const record: ImageRecord = {
+      size: image.size,
+      sha256: image.sha256,
+      parts: [{ name: imageFileName(image.name), size: image.size }],
+      cacheKey: image.cacheKey,
+      versions: { ...image.versions },
+      sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
+      uploadedAt: previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
+    };
+    if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
+      options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
+    } else {
+      const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
+      await this.linkIn(this.blobPath(blob), join(this.dir, imageFileName(image.name)));
+      await this.writeAtomically(join(this.dir, `${imageFileName(image.name)}.sha256`), formatSha256Line(image.sha256, imageFileName(image.name)));
+      await this.writeAtomically(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
+      options.log(`${image.name}: ${uploaded ? 'stored' : 'recorded'} in ${this.location}, sha256 ${image.sha256}`);
+    }
+    await this.syncIndex();
+    await this.removeUnreferencedBlobs();
+    return { uploaded };
+  }
+
+  async remove(names: readonly string[], options: RemoveOptions): Promise<RemoveResult> {
+    const records = await this.records();
+    const index = await this.readIndex();
+    const deleted: string[] = [];
+    const notInStore: string[] = [];
+    for (const name of names) {
+      const files = [`${name}.json`, `${imageFileName(name)}.sha256`, imageFileName(name)];
+      const present = (await Promise.all(files.map(async (file) => ((await stat(join(this.dir, file)).catch(() => undefined)) ? file : undefined)))).filter(
+        (file): file is string => file !== undefined,
+      );
+      if (!present.length) notInStore.push(name);
+      deleted.push(...present);
+      if (!options.dryRun) for (const file of present) await rm(join(this.dir, file), { force: true });
+    }
+    const unindexed = names.filter((name) => records.has(name) || index?.images[name] !== undefined);
+    if (!options.dryRun) await this.syncIndex();
+    return { deleted, notInStore, unindexed };
+  }
+
+  async probe(name: string): Promise<string> {
+    const file = (await this.records()).get(name);
+    return file ? `sha256 ${file.image.sha256}` : 'image missing';
+  }
+
+  private blobPath(blob: string): string {
+    return join(this.dir, 'blobs', blob);
+  }
+
+  private async records(): Promise<Map<string, RecordFile>> {
+    const records = new Map<string, RecordFile>();
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    for (const entry of names) {
+      const name = entry.endsWith('.json') ? entry.slice(0, -'.json'.length) : '';
+      if (!isValidImageName(name) || entry === INDEX_NAME) continue;
+      const parsed = recordFileSchema.safeParse(JSON.parse(await readFile(join(this.dir, entry), 'utf8').catch(() => 'null')));
+      if (parsed.success && parsed.data.name === name) records.set(name, parsed.data);
+    }
+    return records;
+  }
+
+  private async readIndex(): Promise<ImageIndex | undefined> {
+    const text = await readFile(join(this.dir, INDEX_NAME), 'utf8').catch(() => undefined);
+    if (text === undefined) return undefined;
+    try {
+      return parseIndex(text, `${INDEX_NAME} in ${this.location}`);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Rewrites the index from the records until what is there is what they say (other writers may rewrite it meanwhile). */
+  private async syncIndex(): Promise<void> {
+    for (let round = 0; round < 20; round++) {
+      const index = emptyIndex();
+      for (const [name, file] of await this.records()) index.images[name] = file.image;
+      const wanted = serializeIndex(index);
+      if ((await readFile(join(this.dir, INDEX_NAME), 'utf8').catch(() => undefined)) === wanted) return;
+      await this.writeAtomically(join(this.dir, INDEX_NAME), wanted);
+    }
+  }
+
+  private async removeUnreferencedBlobs(): Promise<void> {
+    const referenced = new Set([...(await this.records()).values()].map((file) => file.blob));
+    for (const blob of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
+      if (referenced.has(blob)) continue;
+      const info = await stat(this.blobPath(blob)).catch(() => undefined);
+      if (info && Date.now() - info.mtimeMs > UNREFERENCED_BLOB_AGE_MS) await rm(this.blobPath(blob), { force: true });
+    }
+  }
+
+  private temp(path: string): string {
+    return `${path}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`;
+  }
+
+  private async copyIn(image: ImageToPut, target: string, options: PutOptions): Promise<void> {
+    const temp = this.temp(target);
+    try {
+      const handle = await open(temp, 'w');
+      try {
+        let done = 0;
+        for await (const chunk of createReadStream(image.path, { signal: options.signal, highWaterMark: 4 * 1024 * 1024 }) as AsyncIterable<Buffer>) {
+          await handle.write(chunk);
+          options.onProgress?.((done += chunk.length), image.size);
+        }
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  private async linkIn(source: string, target: string): Promise<void> {
+    const temp = this.temp(target);
+    await link(source, temp);
+    await rename(temp, target);
+  }
+
+  private async writeAtomically(path: string, text: string): Promise<void> {
+    const temp = this.temp(path);
+    try {
+      const handle = await open(temp, 'w');
+      try {
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, path);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+}
