@@ -146,9 +146,20 @@ const scenarioArb = fc.record({
   schedule: fc.array(fc.nat(), { maxLength: 300 }),
 });
 
-test('settling converges on the newest commit under any interleaving and any kills, and a complete copy is always readable', (t) => {
-  const seed = Number(process.env.SETTLE_SEED ?? Date.now() % 2 ** 31);
-  t.log(`fast-check seed ${seed} (SETTLE_SEED=${seed} repeats it)`);
+/** SETTLE_RUNS runs in tests of at most 1000, each with its own seed (SETTLE_SEED fixes the first). */
+const RUNS = Number(process.env.SETTLE_RUNS ?? 400);
+const FIRST_SEED = Number(process.env.SETTLE_SEED ?? Date.now() % 2 ** 31);
+for (let first = 0, part = 0; first < RUNS; first += 1000, part++) {
+  const seed = (FIRST_SEED + part) % 2 ** 31;
+  const runs = Math.min(1000, RUNS - first);
+  test(`settling converges on the newest commit under any interleaving and any kills, and a complete copy is always readable (${runs} runs, seed ${seed})`, (t) => {
+    t.log(`fast-check seed ${seed} (SETTLE_SEED=${seed} SETTLE_RUNS=${runs} repeats it)`);
+    check(seed, runs);
+    t.pass();
+  });
+}
+
+function check(seed: number, numRuns: number): void {
   fc.assert(
     fc.property(scenarioArb, ({ initial, writers, schedule }) => {
       const release = new Release();
@@ -208,7 +219,6 @@ test('settling converges on the newest commit under any interleaving and any kil
       }
       if (layout.current.asset.id !== newest) throw new Error(`commit ${layout.current.asset.id} is in place, not the newest (${newest})`);
     }),
-    { seed, numRuns: Number(process.env.SETTLE_RUNS ?? 400) },
+    { seed, numRuns },
   );
-  t.pass();
-});
+}
