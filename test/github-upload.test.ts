@@ -235,3 +235,28 @@ test('asset roles tell images apart', (t) => {
   t.is(imageAssetRole('debian', 'debian-12.qcow2'), undefined);
   t.is(imageAssetRole('images', 'images.json'), undefined, 'the index is nobody\'s record');
 });
+
+test('a listing that skips the commit (a page boundary moved under another writer) does not leave the swap unfinished', async (t) => {
+  const server = await GitHubServer.start({ maxPerPage: 4 });
+  const fixture = await createImageFixture([{ name: 'debian-12', size: 1000 }], { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest', ...limits });
+  t.teardown(async () => (await server.close(), await fixture.cleanup()));
+  server.createRelease('latest');
+  await server.putAsset('latest', 'notes-1.txt', Buffer.from('1'));
+  await server.putAsset('latest', 'notes-2.txt', Buffer.from('2'));
+  // Assets in order: notes-1, notes-2, the image, its .sha256, the commit: the commit opens page 2.
+  // Right when page 2 is asked for after the commit, another writer deletes notes-1: page 2 comes back empty.
+  let committed = false;
+  let shifted = false;
+  server.hook = async (request): Promise<'handle'> => {
+    if (request.method === 'POST' && request.path.includes('debian-12.qcow2.json.uploading-')) committed = true;
+    else if (committed && !shifted && request.method === 'GET' && /\/assets\?.*page=2/.test(request.path)) {
+      shifted = true;
+      await server.removeAsset('latest', 'notes-1.txt');
+    }
+    return 'handle';
+  };
+  const store = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
+  await store.put(await readLocalImage(fixture.catalog, 'debian-12'), { force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
+  t.true(shifted, 'the listing was shifted under the settle');
+  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json', 'notes-2.txt']);
+});

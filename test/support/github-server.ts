@@ -312,6 +312,15 @@ export class GitHubServer {
     this.nextId = Math.max(this.nextId, state.nextId);
   }
 
+  /** Deletes an asset directly, as another writer would (no request recorded). */
+  async removeAsset(tag: string, name: string): Promise<void> {
+    const release = this.releases.find((candidate) => candidate.api.tag_name === tag);
+    const asset = release?.assets.find((candidate) => candidate.api.name === name);
+    if (!release || !asset) throw new Error(`no asset ${name} on ${tag}`);
+    release.assets = release.assets.filter((candidate) => candidate !== asset);
+    await rm(asset.file, { force: true });
+  }
+
   /** Adds a finished asset directly (no request recorded). */
   async putAsset(tag: string, name: string, bytes: Buffer, state: ApiAsset['state'] = 'uploaded'): Promise<void> {
     const release = this.releases.find((candidate) => candidate.api.tag_name === tag) ?? this.storedRelease(this.createRelease(tag).id)!;

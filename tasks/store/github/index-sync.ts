@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isFailure } from '../../../src/types.ts';
 import { emptyIndex, INDEX_NAME, parseIndex, serializeIndex, type ImageIndex } from '../record.ts';
 import { INDEX_ASSET, parseAssetName, tempAssetName, tempRun } from './asset-names.ts';
-import { bindByName, layoutOf, type Asset, type Docs } from './layout.ts';
+import { bindByName, decisive, layoutOf, type Asset, type Docs } from './layout.ts';
 import { endRun, newRunId, runIsOver } from './runs.ts';
 import type { ReleaseReader } from './snapshot.ts';
 
@@ -73,7 +73,11 @@ export async function syncIndex(context: IndexContext): Promise<void> {
       told = true;
     }
     const wanted = serializeIndex(indexFrom(assets, docs, current.index));
-    if (current.text === wanted) return;
+    if (current.text === wanted) {
+      if (await reader.confirms(assets, decisive(assets))) return;
+      await sleep(10 + Math.random() * 40, undefined, { signal });
+      continue;
+    }
     await removeAbandonedIndexTemps(context, assets);
     await writeIndex(context, wanted, current.asset);
     // Let a writer that is mid-way land, then check what is there now.

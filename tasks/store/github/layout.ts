@@ -11,8 +11,10 @@ import {
   checksumAssetName,
   imageAssetRole,
   isFinalData,
+  parseAssetName,
   partSuffix,
   recordAssetName,
+  tempRun,
   wholeAssetName,
 } from './asset-names.ts';
 import type { RecordDoc } from './record-asset.ts';
@@ -50,6 +52,24 @@ export interface ImageLayout {
   readonly broken: ReadonlyArray<{ readonly asset: Asset; readonly missing: readonly number[] }>;
   /** Commits older than current: to be dropped with their bytes. */
   readonly superseded: readonly Asset[];
+}
+
+/**
+ * The assets a decision about the release rests on: everything under a final name, the
+ * commits, and the pieces of committed uploads, but not the temporaries of uploads still
+ * under way (which come and go without changing any decision). Two listings that agree on
+ * these agree on what to do.
+ */
+export function decisive(assets: readonly Asset[]): (asset: Asset) => boolean {
+  const committed = new Set<string>();
+  for (const asset of assets) {
+    const parsed = parseAssetName(asset.name);
+    if (parsed?.role === 'record' && parsed.run !== undefined && asset.state === 'uploaded') committed.add(parsed.run);
+  }
+  return (asset) => {
+    const run = tempRun(asset.name);
+    return run === undefined || committed.has(run);
+  };
 }
 
 /** Record assets whose docs a layout needs: the final record and every commit. */

@@ -64,8 +64,7 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
         // Same bytes, new facts about them (or bytes nobody recorded): a commit that renames nothing.
         const run = newRunId();
         try {
-          await commit(reader, name, recordDoc(name, wanted, held.assets), run, signal);
-          await settleImage(context, name);
+          await settleImage(context, name, await commit(reader, name, recordDoc(name, wanted, held.assets), run, signal));
         } finally {
           endRun(run);
         }
@@ -80,7 +79,7 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   const checksumText = formatSha256Line(image.sha256, wholeAssetName(name));
   const total = image.size + Buffer.byteLength(checksumText);
   const mine: ReleaseAsset[] = [];
-  let committed = false;
+  let committed: number | undefined;
   try {
     let done = 0;
     options.onProgress?.(0, total);
@@ -109,15 +108,14 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
     );
     options.onProgress?.(total, total);
     const assets = [...parts.map((part, index) => ({ name: part.name, id: mine[index]!.id })), { name: checksumAssetName(name), id: mine.at(-1)!.id }];
-    await commit(reader, name, recordDoc(name, record(new Date().toISOString()), assets), run, signal);
-    committed = true;
+    committed = await commit(reader, name, recordDoc(name, record(new Date().toISOString()), assets), run, signal);
   } finally {
     // Not committed: nobody will ever rename these, so they go now (Ctrl-C included).
-    if (!committed) await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
-    if (!committed) endRun(run);
+    if (committed === undefined) await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
+    if (committed === undefined) endRun(run);
   }
   try {
-    await settleImage(context, name);
+    await settleImage(context, name, committed);
   } finally {
     endRun(run);
   }
@@ -127,15 +125,16 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   return { uploaded: true };
 }
 
-/** Uploads the record under the run's temporary name: the moment the replacement is decided. */
-async function commit(reader: ReleaseReader, name: string, doc: RecordDoc, run: string, signal: AbortSignal): Promise<void> {
-  await reader.api.uploadText({
+/** Uploads the record under the run's temporary name: the moment the replacement is decided. Returns its id. */
+async function commit(reader: ReleaseReader, name: string, doc: RecordDoc, run: string, signal: AbortSignal): Promise<number> {
+  const asset = await reader.api.uploadText({
     release: reader.release,
     name: tempAssetName(recordAssetName(name), run),
     text: serializeRecordDoc(doc),
     contentType: 'application/json',
     signal,
   });
+  return asset.id;
 }
 
 /**

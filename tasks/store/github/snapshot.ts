@@ -54,6 +54,22 @@ export class ReleaseReader {
     }
   }
 
+  /**
+   * Whether a second listing equals `assets`. A paginated listing taken while another writer
+   * changes the release can skip an asset (a page boundary moves); a decision that nothing
+   * is left to do is taken only on a listing that two looks agree on (as far as the assets
+   * the decision is about go: other images' uploads may change the rest meanwhile).
+   */
+  async confirms(assets: readonly Asset[], relevant: (asset: Asset) => boolean): Promise<boolean> {
+    const key = (list: readonly Asset[]) =>
+      list
+        .filter(relevant)
+        .map((asset) => `${asset.id}:${asset.name}:${asset.state}`)
+        .sort()
+        .join('\n');
+    return key(await this.api.listAssets(this.release.id)) === key(assets);
+  }
+
   /** A small asset's text, read once per asset id. */
   async text(asset: Asset, signal: AbortSignal): Promise<string> {
     const known = this.texts.get(asset.id);
