@@ -50,7 +50,7 @@ export class GitHubStore implements ImageStore {
   async list(signal: AbortSignal): Promise<StoreListing> {
     const reader = await this.readerFor(false);
     if (!reader) return { exists: false, images: [], notes: [] };
-    const snapshot = await reader.snapshot('all', signal);
+    const snapshot = await reader.stableSnapshot('all', signal);
     const index = await readIndex({ reader, signal }, snapshot.assets);
     const notes = index.problem ? [`${index.problem}; using the per-image records`] : [];
     const recorded = indexFrom(snapshot.assets, snapshot.docs, index.index);
@@ -66,7 +66,7 @@ export class GitHubStore implements ImageStore {
   async open(name: string, signal: AbortSignal): Promise<OpenedImage> {
     const reader = await this.readerFor(false);
     if (!reader) return { status: 'missing', detail: `${this.location} does not exist` };
-    const snapshot = await reader.snapshot([name], signal);
+    const snapshot = await reader.stableSnapshot([name], signal);
     const layout = layoutOf(name, snapshot.assets, snapshot.docs);
     const piece = (asset: Asset): ImagePiece => ({
       id: String(asset.id),
@@ -118,7 +118,7 @@ export class GitHubStore implements ImageStore {
   async remove(names: readonly string[], options: RemoveOptions): Promise<RemoveResult> {
     const reader = await this.readerFor(false);
     if (!reader) throw new Failure('not-found', `${this.location} does not exist`);
-    const snapshot = await reader.snapshot('all', options.signal);
+    const snapshot = await reader.stableSnapshot('all', options.signal);
     const index = await readIndex({ reader, signal: options.signal }, snapshot.assets);
     const indexed = indexFrom(snapshot.assets, snapshot.docs, index.index);
     const doomed: Asset[] = [];

@@ -1,9 +1,10 @@
 // One look at a release: its assets and the record docs they hold. Assets never change
 // content (a replacement is a new asset with a new id), so a doc read once by id is kept
 // for the life of the store; a look costs one listing plus the records that are new.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isFailure } from '../../../src/types.ts';
-import { imageAssetRole, parseAssetName } from './asset-names.ts';
-import { recordAssetsOf, type Asset, type Docs } from './layout.ts';
+import { parseAssetName } from './asset-names.ts';
+import { decisive, recordAssetsOf, type Asset, type Docs } from './layout.ts';
 import { parseRecordDoc, type RecordDoc } from './record-asset.ts';
 import type { Release, ReleaseApi } from './release-api.ts';
 
@@ -70,6 +71,16 @@ export class ReleaseReader {
     return key(await this.api.listAssets(this.release.id)) === key(assets);
   }
 
+  /** A snapshot that a second listing confirms (see `confirms`); after a few tries, the last one taken. */
+  async stableSnapshot(images: readonly string[] | 'all', signal: AbortSignal): Promise<Snapshot> {
+    let snapshot = await this.snapshot(images, signal);
+    for (let attempt = 1; attempt < 10 && !(await this.confirms(snapshot.assets, decisive(snapshot.assets))); attempt++) {
+      await sleep(10 + Math.random() * 40, undefined, { signal });
+      snapshot = await this.snapshot(images, signal);
+    }
+    return snapshot;
+  }
+
   /** A small asset's text, read once per asset id. */
   async text(asset: Asset, signal: AbortSignal): Promise<string> {
     const known = this.texts.get(asset.id);
@@ -77,11 +88,6 @@ export class ReleaseReader {
     const text = await this.api.downloadText(asset, signal, SMALL_ASSET_LIMIT);
     this.texts.set(asset.id, text);
     return text;
-  }
-
-  /** Whether any asset of `image` is on its way in (a temporary name). */
-  static hasUploadsUnderway(image: string, assets: readonly Asset[]): boolean {
-    return assets.some((asset) => imageAssetRole(image, asset.name)?.run !== undefined);
   }
 }
 
