@@ -68,7 +68,7 @@ interface ResumeState {
   done: number[];
 }
 
-export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, ...(signal ? { signal } : {}) })) hash.update(chunk as Buffer);
   return hash.digest('hex');

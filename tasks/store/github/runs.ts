@@ -15,7 +15,7 @@ let machine: string | undefined;
 const activeRuns = new Set<string>();
 
 /** Eight hex digits that differ between machines, and between boots of one machine. */
-export function machineId(): string {
+function machineId(): string {
   if (machine === undefined) {
     let boot = '';
     try {
@@ -39,7 +39,7 @@ export function endRun(run: string): void {
   activeRuns.delete(run);
 }
 
-export function parseRunId(run: string): { machine: string; pid: number } | undefined {
+function parseRunId(run: string): { machine: string; pid: number } | undefined {
   const match = /^([0-9a-f]{8})-([0-9a-z]+)-[0-9a-f]+$/.exec(run);
   if (!match) return undefined;
   const pid = parseInt(match[2]!, 36);
