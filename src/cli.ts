@@ -185,7 +185,7 @@ async function runConfigCommand(
     async runTargets(targets) {
       const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
       const results = await session.run(targets, settings, await chooseReporter(json, io), { onWait: (who) => io.err(`pipeline: waiting (${who})`) });
-      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh') ? EXIT_FAILED : EXIT_OK;
+      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh' && result.status !== 'adopted') ? EXIT_FAILED : EXIT_OK;
     },
   };
   try {

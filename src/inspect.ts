@@ -1,13 +1,26 @@
 // Read-only views of a project: `explain`, `graph`, `--dry-run` and `plan --json`. They
 // read the same verdicts the runner acts on.
 import type { Graph } from './graph.ts';
+import { verdictStatus, type VerdictStatus } from './fingerprint.ts';
 import type { PlanEntry } from './runner.ts';
 import type { RunSettings, Session } from './session.ts';
 import type { NodeDef } from './types.ts';
 
 function verdictText(entry: PlanEntry): string {
-  return entry.verdict.fresh ? `fresh (${entry.verdict.reason})` : `stale: ${entry.verdict.reason}`;
+  const { reason } = entry.verdict;
+  switch (verdictStatus(entry.verdict)) {
+    case 'fresh':
+      return `fresh (${reason})`;
+    case 'adopted':
+      return `would be ${reason}`;
+    case 'stale':
+      return `stale: ${reason}`;
+    case 'pending':
+      return `pending: ${reason}`;
+  }
 }
+
+const DRY_RUN_MARK: Record<VerdictStatus, string> = { fresh: '=', adopted: '+', stale: '▶', pending: '?' };
 
 export async function explainTarget(session: Session, target: string, settings: RunSettings, out: (line: string) => void): Promise<number> {
   const { graph, entries } = await session.plan([target], settings);
@@ -52,7 +65,7 @@ export async function printDryRun(
   const { graph, entries } = await session.plan(targets, settings);
   const details = new Map<string, string | undefined>();
   for (const entry of entries) {
-    if (entry.verdict.fresh) continue;
+    if (entry.verdict.fresh) continue; // stale or pending: it may run
     const describe = graph.node(entry.id).describeRun;
     details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
   }
@@ -63,7 +76,7 @@ export async function printDryRun(
           dryRun: true,
           nodes: entries.map((entry) => ({
             id: entry.id,
-            status: entry.verdict.fresh ? 'fresh' : 'stale',
+            status: verdictStatus(entry.verdict),
             reason: entry.verdict.reason,
             bytesHashed: entry.bytesHashed,
             ...(details.get(entry.id) ? { wouldRun: details.get(entry.id) } : {}),
@@ -77,28 +90,34 @@ export async function printDryRun(
     return 0;
   }
   for (const entry of entries) {
-    out(`${entry.verdict.fresh ? '=' : '▶'} ${entry.id}: ${verdictText(entry)}`);
+    out(`${DRY_RUN_MARK[verdictStatus(entry.verdict)]} ${entry.id}: ${verdictText(entry)}`);
     const detail = details.get(entry.id);
-    if (detail) out(`    ${detail}`);
+    if (detail) out(`    ${entry.verdict.fresh === false && entry.verdict.pending ? `if it runs: ${detail}` : detail}`);
     if (entry.note) out(`    note: ${entry.note}`);
   }
-  const stale = entries.filter((entry) => !entry.verdict.fresh).length;
-  out(`${stale} of ${entries.length} would run (dry run: nothing was changed)`);
+  const count = (status: VerdictStatus): number => entries.filter((entry) => verdictStatus(entry.verdict) === status).length;
+  const parts = [`${count('stale')} of ${entries.length} would run`];
+  if (count('pending') > 0) parts.push(`${count('pending')} more depending on what their dependencies produce`);
+  if (count('adopted') > 0) parts.push(`${count('adopted')} would be adopted`);
+  out(`${parts.join(', ')} (dry run: nothing was changed)`);
   return 0;
 }
 
 export async function planJson(session: Session, targets: readonly string[], settings: RunSettings): Promise<unknown> {
   const { entries } = await session.plan(targets, settings);
-  const stale = entries.filter((entry) => !entry.verdict.fresh).map((entry) => entry.id);
+  const stale = entries.filter((entry) => verdictStatus(entry.verdict) === 'stale').map((entry) => entry.id);
+  // CI jobs cover pending nodes too: whether they run is only known once their
+  // dependencies have.
+  const mayRun = entries.filter((entry) => !entry.verdict.fresh).map((entry) => entry.id);
   return {
     stale,
     nodes: entries.map((entry) => ({
       id: entry.id,
-      status: entry.verdict.fresh ? 'fresh' : 'stale',
+      status: verdictStatus(entry.verdict),
       reason: entry.verdict.reason,
       bytesHashed: entry.bytesHashed,
     })),
-    ...(session.config.planJobs ? { jobs: session.config.planJobs(stale) } : {}),
+    ...(session.config.planJobs ? { jobs: session.config.planJobs(mayRun) } : {}),
   };
 }
 

@@ -7,7 +7,7 @@ import { Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock, type LockOptions } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
-import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
+import { execute, plan, preflight, setupFailureOf, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
 import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export interface RunSettings {
@@ -112,6 +112,10 @@ export class Session {
       reporter.start(startPlan);
       const results = await execute(graph, closure, options, startPlan);
       await reporter.finish(results, Date.now() - started);
+      // A pending node that turned out to run on a machine not ready for it: the same
+      // one-line error and exit code as had it been known before the run.
+      const setupFailure = setupFailureOf(results);
+      if (setupFailure) throw setupFailure;
       return results;
     } finally {
       await this.hasher.save();

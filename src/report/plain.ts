@@ -49,6 +49,9 @@ export class PlainReporter implements Reporter {
       case 'fresh':
         if (this.listFresh) this.line(`= ${result.id} fresh${result.reason === 'up to date' ? '' : ` (${result.reason})`}`);
         break;
+      case 'adopted':
+        this.line(`= ${result.id} ${result.reason}`);
+        break;
       case 'failed':
         for (const line of failureLines(result)) this.line(`✖ ${line}`);
         break;

@@ -10,6 +10,8 @@ export interface Reporter extends RunObserver {
 export interface RunSummary {
   readonly ran: number;
   readonly fresh: number;
+  /** Fresh by adoption: outputs another tool made, checked and recorded as ours. */
+  readonly adopted: number;
   readonly failed: number;
   readonly skipped: number;
   readonly cancelled: number;
@@ -21,6 +23,7 @@ export function summarize(results: readonly NodeResult[]): RunSummary {
   return {
     ran: count('ran'),
     fresh: count('fresh'),
+    adopted: count('adopted'),
     failed: count('failed'),
     skipped: count('skipped'),
     cancelled: count('cancelled'),
@@ -30,6 +33,7 @@ export function summarize(results: readonly NodeResult[]): RunSummary {
 
 export function summaryLine(summary: RunSummary, wallMs: number, format: (ms: number) => string): string {
   const parts = [`${summary.ran} ran`, `${summary.fresh} fresh`];
+  if (summary.adopted) parts.push(`${summary.adopted} adopted`);
   if (summary.failed) parts.push(`${summary.failed} failed`);
   if (summary.skipped) parts.push(`${summary.skipped} skipped`);
   if (summary.cancelled) parts.push(`${summary.cancelled} cancelled`);

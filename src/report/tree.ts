@@ -64,6 +64,10 @@ export class TreeReporter implements Reporter {
             task.skip(`${id}: fresh (${result.reason})`);
             resolve();
             break;
+          case 'adopted':
+            task.skip(`${id}: ${result.reason}`);
+            resolve();
+            break;
           case 'skipped':
             task.skip(`${id}: skipped (${result.reason})`);
             resolve();

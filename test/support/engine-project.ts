@@ -17,7 +17,8 @@ export const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
 
 export interface NodeJson {
   id: string;
-  status: 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled' | 'stale';
+  /** A run's statuses, and a dry run's (`stale`, `pending`, `adopted` when it would be). */
+  status: 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled' | 'stale' | 'pending';
   reason: string;
   durationMs: number;
   bytesHashed: number;
@@ -32,6 +33,7 @@ export interface SummaryJson {
   wallMs: number;
   ran: number;
   fresh: number;
+  adopted: number;
   failed: number;
   skipped: number;
   cancelled: number;
