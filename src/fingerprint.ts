@@ -198,6 +198,7 @@ async function readRecordedKey(key: KeyFile, root: string): Promise<string | { p
 function listed(ids: readonly string[]): string {
   return ids.length <= 1 ? (ids[0] ?? '') : `${ids.slice(0, -1).join(', ')} and ${ids.at(-1)}`;
 }
+
 export function fingerprintOf(manifest: Manifest): Promise<string> {
   return xxhString(canonicalJson(manifest as unknown as Json));
 }

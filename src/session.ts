@@ -95,7 +95,11 @@ export class Session {
     return { graph, entries };
   }
 
-  /** Runs targets under the tree lock; the stat cache is saved whatever happens. */
+  /**
+   * Runs targets under the tree lock; the stat cache is saved whatever happens. A setup
+   * failure (before any work, or of a pending node that turned out to run) is thrown, after
+   * the reporter has shown what did run.
+   */
   async run(
     targets: readonly string[],
     settings: RunSettings,

@@ -105,6 +105,14 @@ test('a build pending on a base that comes back identical is adopted, never setu
   t.regex(text.stdout, /^\+ debian-12:build: would be adopted: images\/debian-12\/\.cache-key matches, debian-12\.qcow2 matches its \.sha256$/m);
   t.regex(text.stdout, /^1 of 8 would run, 4 more depending on what their dependencies produce, 3 would be adopted \(dry run: nothing was changed\)$/m);
 
+  // plan --json reads the same verdicts; its CI jobs cover the images that may build.
+  const planned = await project.run(['plan', '--json', 'all'], { env });
+  t.is(planned.code, 0, planned.stderr);
+  const plan = JSON.parse(planned.stdout) as { stale: string[]; nodes: Array<{ id: string; status: string }>; jobs: { include: Array<{ image: string }> } };
+  t.deepEqual(plan.stale, ['trixie:download']);
+  t.deepEqual(plan.nodes.map((node) => [node.id, node.status]), dry.json!.nodes.map((node) => [node.id, node.status]));
+  t.deepEqual(plan.jobs.include.map((job) => job.image), ['debian-13', 'pve-9']);
+
   const run = await project.run(['all', '--json'], { env });
   t.is(run.code, 0, run.stderr);
   t.deepEqual(idsWith(run.json, 'ran'), ['trixie:download']);

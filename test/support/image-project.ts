@@ -79,7 +79,7 @@ function writeSums(project: Project): void {
 }
 
 /** `echo "$src:$tpl" | sha256sum` as the shell build script computed it. */
-export function shellCacheKey(project: Project, image: string, baseFile: string): string {
+export function shellCacheKey(project: Pick<Project, 'root'>, image: string, baseFile: string): string {
   const script = [
     'set -eu',
     'base=$1 image=$2',
