@@ -92,7 +92,7 @@ export async function printDryRun(
   for (const entry of entries) {
     out(`${DRY_RUN_MARK[verdictStatus(entry.verdict)]} ${entry.id}: ${verdictText(entry)}`);
     const detail = details.get(entry.id);
-    if (detail) out(`    ${entry.verdict.fresh === false && entry.verdict.pending ? `if it runs: ${detail}` : detail}`);
+    if (detail) out(`    ${verdictStatus(entry.verdict) === 'pending' ? `if it runs: ${detail}` : detail}`);
     if (entry.note) out(`    note: ${entry.note}`);
   }
   const count = (status: VerdictStatus): number => entries.filter((entry) => verdictStatus(entry.verdict) === status).length;

@@ -78,35 +78,48 @@ export const treeStates: fc.Arbitrary<TreeState> = fc.record({
 export interface BuiltTree {
   /** Where every state is laid out (the path the tree was built at). */
   readonly work: string;
-  /** Runs one state and returns what disagreed (empty when the property holds). */
-  check(state: TreeState): Promise<string[]>;
+  /**
+   * Runs one state and returns what disagreed (empty when the property holds).
+   * `beforeCommand` is called before each CLI run (a test refreshes its timeout there).
+   */
+  check(state: TreeState, beforeCommand?: () => void): Promise<string[]>;
   /** Throws if a state wrote into the built tree through a shared inode. */
   assertUntouched(): Promise<void>;
   remove(): Promise<void>;
 }
 
-/** Builds the image project once (download, build, checksum, publish), kept aside as the base of every state. */
-export async function buildTree(): Promise<BuiltTree> {
+/**
+ * Builds the image project once (download, build, checksum, publish), kept aside as the
+ * base of every state. `beforeCommand` is called before each CLI run, one per image.
+ */
+export async function buildTree(beforeCommand: () => void = () => undefined): Promise<BuiltTree> {
   const cleanups: Array<() => Promise<unknown>> = [];
   // makeImageProject ties its temp dir to a test's teardown; this tree outlives one test.
   const owner = { teardown: (fn: () => Promise<unknown>) => cleanups.push(fn) } as unknown as ExecutionContext;
   const project = await makeImageProject(owner);
   const work = project.root;
   const base = `${work}.base`;
-  const built = await startCli(work, ['publish', '--json'], { timeoutMs: 300_000 }).done;
-  if (built.code !== 0) throw new Error(`building the base tree failed:\n${built.stderr}`);
+  for (const name of IMAGES) {
+    beforeCommand();
+    const built = await startCli(work, [`${name}:publish`], { timeoutMs: 300_000 }).done;
+    if (built.code !== 0) throw new Error(`building the base tree failed:\n${built.stderr}`);
+  }
   await rm(join(work, '.pipeline', 'packer_cache'), { recursive: true, force: true });
   await rename(work, base);
   const digest = treeDigest(base);
 
   return {
     work,
-    async check(state) {
+    async check(state, beforeCommand = () => undefined) {
       await rm(work, { recursive: true, force: true });
       execFileSync('cp', ['-al', base, work]);
+      const cli = (args: string[]): Promise<CliResult> => {
+        beforeCommand();
+        return startCli(work, args, { timeoutMs: 300_000 }).done;
+      };
       try {
-        await apply(work, state);
-        return await compare(work, state);
+        await apply(work, state, cli);
+        return await compare(work, state, cli);
       } finally {
         await rm(work, { recursive: true, force: true });
       }
@@ -121,9 +134,10 @@ export async function buildTree(): Promise<BuiltTree> {
   };
 }
 
-async function apply(root: string, state: TreeState): Promise<void> {
+type Cli = (args: string[]) => Promise<CliResult>;
+
+async function apply(root: string, state: TreeState, run: Cli): Promise<void> {
   const path = (relative: string): string => join(root, relative);
-  const run = (args: string[]): Promise<CliResult> => startCli(root, args, { timeoutMs: 300_000 }).done;
 
   for (const { image: name, change } of state.templates) {
     const file = path(`templates/${name}/template.pkr.hcl`);
@@ -190,8 +204,8 @@ const ALLOWED: Record<string, readonly NodeJson['status'][]> = {
   pending: ['ran', 'fresh', 'adopted'],
 };
 
-async function compare(root: string, state: TreeState): Promise<string[]> {
-  const run = (args: string[]): Promise<CliResult> => startCli(root, [...args, '--json'], { timeoutMs: 300_000 }).done;
+async function compare(root: string, state: TreeState, cli: Cli): Promise<string[]> {
+  const run = (args: string[]): Promise<CliResult> => cli([...args, '--json']);
   const problems: string[] = [];
   const t0 = Date.now();
   const dry = await run([...commandOf(state), '--dry-run']);
