@@ -25,7 +25,10 @@ test.after.always(async () => {
 });
 
 test(`the plan says what the run does: ${states} random tree states`, async (t) => {
-  t.log(`seed ${seed} (replay: PLAN_PROPERTY_SEED=${seed} PLAN_PROPERTY_STATES=${states})`);
+  const replay = `seed ${seed} (replay: PLAN_PROPERTY_SEED=${seed} PLAN_PROPERTY_STATES=${states})`;
+  // Said at once too: a long run stopped half-way can still be replayed.
+  process.stderr.write(`plan property: ${states} states, ${replay}\n`);
+  t.log(replay);
   const started = Date.now();
   let checked = 0;
   await t.notThrowsAsync(
