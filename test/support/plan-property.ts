@@ -99,13 +99,18 @@ export async function buildTree(beforeCommand: () => void = () => undefined): Pr
   const project = await makeImageProject(owner);
   const work = project.root;
   const base = `${work}.base`;
-  for (const name of IMAGES) {
-    beforeCommand();
-    const built = await startCli(work, [`${name}:publish`], { timeoutMs: 300_000 }).done;
-    if (built.code !== 0) throw new Error(`building the base tree failed:\n${built.stderr}`);
+  try {
+    for (const name of IMAGES) {
+      beforeCommand();
+      const built = await startCli(work, [`${name}:publish`], { timeoutMs: 300_000 }).done;
+      if (built.code !== 0) throw new Error(`building the base tree failed:\n${built.stderr}`);
+    }
+    await rm(join(work, '.pipeline', 'packer_cache'), { recursive: true, force: true });
+    await rename(work, base);
+  } catch (error) {
+    for (const cleanup of cleanups) await cleanup();
+    throw error;
   }
-  await rm(join(work, '.pipeline', 'packer_cache'), { recursive: true, force: true });
-  await rename(work, base);
   const digest = treeDigest(base);
 
   return {
