@@ -246,7 +246,9 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
     let note = first.note;
     if (plannedBlind) {
       let probe: ProbeResult | undefined = first.probeValue !== undefined ? { value: first.probeValue, ...(note ? { note } : {}) } : undefined;
-      if (node.probe && probe === undefined) {
+      // Probed at planning but dependencies ran since (a build can take an hour): what it
+      // reads outside may have moved, so read it again.
+      if (node.probe && (probe === undefined || depsRan)) {
         probe = await runProbe(node, options);
         note = probe?.note;
       }

@@ -2,6 +2,7 @@
 // of the image project (see test/support/plan-property.ts). `npm test` runs a seeded
 // slice; `npm run property:plan` runs 200 states with a fresh seed. A failure shrinks to
 // a minimal state; PLAN_PROPERTY_SEED (and fast-check's printed path) replays it.
+// PLAN_PROPERTY_TIMES=1 prints each state's command times on stderr as it goes.
 import test from 'ava';
 import fc from 'fast-check';
 import { buildTree, commandOf, treeStates, type BuiltTree } from './support/plan-property.ts';
@@ -20,8 +21,11 @@ test.before(async (t) => {
 });
 
 test.after.always(async () => {
-  await tree?.assertUntouched();
-  await tree?.remove();
+  try {
+    await tree?.assertUntouched();
+  } finally {
+    await tree?.remove();
+  }
 });
 
 test(`the plan says what the run does: ${states} random tree states`, async (t) => {

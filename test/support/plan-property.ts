@@ -210,11 +210,15 @@ const ALLOWED: Record<string, readonly NodeJson['status'][]> = {
 };
 
 async function compare(root: string, state: TreeState, cli: Cli): Promise<string[]> {
-  const run = (args: string[]): Promise<CliResult> => cli([...args, '--json']);
+  const seconds: string[] = [];
+  const run = async (args: string[]): Promise<CliResult> => {
+    const started = Date.now();
+    const result = await cli([...args, '--json']);
+    seconds.push(((Date.now() - started) / 1000).toFixed(1));
+    return result;
+  };
   const problems: string[] = [];
-  const t0 = Date.now();
   const dry = await run([...commandOf(state), '--dry-run']);
-  const t1 = Date.now();
   if (dry.code !== 0 || !dry.json) return [`--dry-run exited ${dry.code}: ${dry.stderr.trim()}`];
   const real = await run(commandOf(state));
   if (real.code !== 0 || !real.json) return [`the run exited ${real.code}: ${lastLines(real.stderr)}`];
@@ -228,9 +232,8 @@ async function compare(root: string, state: TreeState, cli: Cli): Promise<string
   }
   if (ran.size !== dry.json.nodes.length) problems.push(`the plan has ${dry.json.nodes.length} nodes, the run ${ran.size}`);
 
-  const t2 = Date.now();
   const second = await run(commandOf(state, false));
-  if (process.env.PLAN_PROPERTY_TIMES) process.stderr.write(`dry ${t1 - t0} run ${t2 - t1} (ran ${real.json.ran}) second ${Date.now() - t2}\n`);
+  if (process.env.PLAN_PROPERTY_TIMES) process.stderr.write(`state: dry run ${seconds[0]}s, run ${seconds[1]}s (${real.json.ran} ran), second run ${seconds[2]}s\n`);
   if (second.code !== 0 || !second.json) return [...problems, `the second run exited ${second.code}: ${lastLines(second.stderr)}`];
   const busy = second.json.nodes.filter((node) => node.status !== 'fresh');
   if (busy.length > 0) problems.push(`the second run did work: ${busy.map((node) => `${node.id} ${node.status} (${node.reason})`).join('; ')}`);
