@@ -113,9 +113,12 @@ export async function buildTree(beforeCommand: () => void = () => undefined): Pr
   }
   const digest = treeDigest(base);
 
+  let removed = false;
   return {
     work,
     async check(state, beforeCommand = () => undefined) {
+      // A property still running after its test timed out finds the tree gone: say so once per state, quickly.
+      if (removed) throw new Error('the built tree was removed: the test has ended');
       await rm(work, { recursive: true, force: true });
       execFileSync('cp', ['-al', base, work]);
       const cli = (args: string[]): Promise<CliResult> => {
@@ -133,6 +136,7 @@ export async function buildTree(beforeCommand: () => void = () => undefined): Pr
       if (treeDigest(base) !== digest) throw new Error('a state changed the built tree through a hard link');
     },
     async remove() {
+      removed = true;
       await rm(base, { recursive: true, force: true });
       for (const cleanup of cleanups) await cleanup();
     },
