@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { heavySlot } from './heavy-slots.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(REPO, 'bin', 'pipeline.js');
@@ -95,8 +96,13 @@ export interface ProjectOptions {
   readonly packageJson?: boolean;
 }
 
-/** Makes a project in a fresh temp directory, removed when the test ends. */
+/**
+ * Makes a project in a fresh temp directory, removed when the test ends. The test runs
+ * CLI processes, so it first takes a heavy-test slot (see heavy-slots.ts): the CLI's
+ * timeout below counts from a start with the machine shared by a bounded number of tests.
+ */
 export async function makeProject(t: ExecutionContext, options: ProjectOptions): Promise<Project> {
+  await heavySlot(t);
   const root = await mkdtemp(join(tmpdir(), 'pipeline-engine-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
   const write = async (relative: string, content: string | Uint8Array): Promise<void> => {
