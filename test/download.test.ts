@@ -38,7 +38,8 @@ function nodeFor(mirror: MirrorServer, extra: Partial<DownloadSpec> = {}): NodeD
     checksumsUrl: mirror.checksumsUrl,
     file: FILE,
     retryDelayMs: 5,
-    probeTimeoutMs: 2_000,
+    // The probe keeps its default timeout: no test here waits for it to fire, and 2 s of
+    // wall time was too little for a loopback fetch on a loaded 2-core machine.
     ...extra,
   });
 }
