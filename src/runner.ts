@@ -8,6 +8,7 @@ import { writeFileAtomic } from './atomic.ts';
 import { assess, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
+import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
 import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult } from './types.ts';
 
@@ -31,13 +32,7 @@ export interface NodeResult {
   readonly note?: string;
 }
 
-export interface RunObserver {
-  nodeQueued?(id: NodeId, reason: string): void;
-  nodeStarted?(id: NodeId, reason: string): void;
-  nodeStatus?(id: NodeId, text: string): void;
-  nodeProgress?(id: NodeId, done: number, total: number | undefined): void;
-  nodeFinished?(result: NodeResult): void;
-}
+export type { RunObserver } from './observer.ts';
 
 export interface RunOptions {
   readonly root: string;
@@ -103,7 +98,9 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
     let probe: ProbeResult | undefined;
     if (!waiting || node.probeIndependent === true) {
       try {
+        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'begin');
         probe = await runProbe(node, options);
+        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'end');
       } catch (error) {
         // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
         if (isFailure(error, ...SETUP_KINDS)) throw error.prefixed(id);
@@ -114,7 +111,9 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         return;
       }
     }
+    options.observer?.nodePhase?.(id, 'hash', 'begin');
     const verdict = await assess(node, assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles }));
+    options.observer?.nodePhase?.(id, 'hash', 'end');
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
     byId.set(id, {
       id,
@@ -224,6 +223,8 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
 
   const runNode = async (id: NodeId): Promise<NodeResult> => {
     const node = graph.node(id);
+    const unfinished = node.deps.filter((dep) => !results.has(dep));
+    if (unfinished.length > 0) options.observer?.nodeWaiting?.(id, { dependencies: unfinished });
     const depResults = await Promise.all(node.deps.map((dep) => finished.get(dep)!));
     const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh' && dep.status !== 'adopted');
     if (blocked) {
@@ -249,10 +250,14 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
       // Probed at planning but dependencies ran since (a build can take an hour): what it
       // reads outside may have moved, so read it again.
       if (node.probe && (probe === undefined || depsRan)) {
+        options.observer?.nodePhase?.(id, 'probe', 'begin');
         probe = await runProbe(node, options);
+        options.observer?.nodePhase?.(id, 'probe', 'end');
         note = probe?.note;
       }
+      options.observer?.nodePhase?.(id, 'hash', 'begin');
       verdict = await assess(node, assessContext(options, node, { depOutputs: outputs, probe, account }));
+      options.observer?.nodePhase?.(id, 'hash', 'end');
     }
     if (verdict.fresh) {
       outputs.set(id, verdict.outputDigest);
@@ -276,7 +281,7 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
       }
     }
     options.observer?.nodeQueued?.(id, reason);
-    const release = await limits.acquire(node.pool);
+    const release = await limits.acquire(node.pool, (slot) => options.observer?.nodeWaiting?.(id, { slot }));
     try {
       if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: account.bytes });
       if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: account.bytes });
@@ -322,20 +327,27 @@ async function runStale(
     force: options.force && node.honorsForce !== false,
     flags: options.flags,
     onStatus: (text) => options.observer?.nodeStatus?.(node.id, text),
-    onProgress: (done, total) => options.observer?.nodeProgress?.(node.id, done, total),
+    onLog: (line) => options.observer?.nodeLog?.(node.id, line),
+    onProgress: (done, total, unit) => options.observer?.nodeProgress?.(node.id, done, total, unit),
     onBeginCommit: () => forgetRecord(node, options),
   });
   const base = { id: node.id, reason, startedAt };
   try {
+    // Phases a failure interrupts end with the node (observers close them at its end).
+    options.observer?.nodePhase?.(node.id, 'run', 'begin');
     await node.run(context);
     signal.throwIfAborted();
+    options.observer?.nodePhase?.(node.id, 'run', 'end');
     // A multi-GB output takes seconds to hash: show it like any other byte progress.
+    options.observer?.nodePhase?.(node.id, 'hash', 'begin');
     let hashing: string | undefined;
     const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account }, (path, done, total) => {
       if (hashing !== path) options.observer?.nodeStatus?.(node.id, `hashing ${(hashing = path)}`);
       options.observer?.nodeProgress?.(node.id, done, total);
     });
     if (typeof hashed === 'string') throw new Error(`finished without producing its outputs: ${hashed}`);
+    options.observer?.nodePhase?.(node.id, 'hash', 'end');
+    options.observer?.nodePhase?.(node.id, 'record', 'begin');
     let manifest = verdict.manifest!;
     let fingerprint = verdict.fingerprint!;
     if (node.probe) {
@@ -363,6 +375,7 @@ async function runStale(
       await writeFileAtomic(keyPath, `${verdict.key}\n`);
     }
     outputs.set(node.id, outputDigest);
+    options.observer?.nodePhase?.(node.id, 'record', 'end');
     await context.close();
     const finishedAt = Date.now();
     const logged = await fileExists(logFile);

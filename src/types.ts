@@ -4,6 +4,9 @@
 /** A node's id, as the user types it in a target: `debian-12:build`, `trixie:download`. */
 export type NodeId = string;
 
+/** What `TaskContext.progress` counts. */
+export type ProgressUnit = 'bytes' | 'percent';
+
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /** Digests of one file's content. `sha256` is present only when it was asked for. */
@@ -66,8 +69,12 @@ export interface TaskContext {
   log(line: string): void;
   /** Sets the short status shown under the task without logging it. */
   status(text: string): void;
-  /** Byte progress; the renderer turns it into a bar with speed and ETA. */
-  progress(done: number, total?: number): void;
+  /**
+   * Byte progress; the renderer turns it into a bar with speed and ETA. A tool that reports
+   * only how far along it is (qemu-img -p) passes `'percent'`: `done` of `total` are then
+   * percentage points, shown as a percentage and never as bytes.
+   */
+  progress(done: number, total?: number, unit?: ProgressUnit): void;
   /** Absolute path of this run's log file for the node. */
   readonly logFile: string;
   /** Hashes through the persistent stat cache (no bytes read for unchanged files). */
@@ -245,6 +252,11 @@ export interface Command {
   readonly usage: string;
   readonly description: string;
   readonly options?: CommandOptions;
+  /**
+   * Its subcommands (`check`, `remove`), if any: an error under `--json` names the command
+   * as `release-check`.
+   */
+  readonly subcommands?: readonly string[];
   /** Words after the command that select a subcommand (`release check`): handled by `run`. */
   run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }, io: CommandIO): Promise<number>;
 }
