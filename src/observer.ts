@@ -5,9 +5,10 @@ import type { NodeId, ProgressUnit } from './types.ts';
 
 /**
  * The engine's steps for one node: `probe` (ask upstream), `hash` (fingerprint inputs, or
- * hash outputs after a run), `run` (the task itself), `record` (stamp and key file).
+ * hash outputs after a run), `preflight` (the kind's setup checks: tools, directories),
+ * `run` (the task itself), `record` (stamp and key file).
  */
-export type NodePhase = 'probe' | 'hash' | 'run' | 'record';
+export type NodePhase = 'probe' | 'hash' | 'preflight' | 'run' | 'record';
 
 /** What a node that may run is waiting for: dependencies still to finish, or a free slot. */
 export type Wait =

@@ -162,20 +162,22 @@ async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: s
 const SETUP_KINDS = ['setup', 'auth', 'config', 'usage'] as const satisfies readonly FailureKind[];
 
 /** Runs the setup checks of one node that is about to run; a failure names the node and why it runs. */
-async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOptions, 'root' | 'flags'>): Promise<void> {
+async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
+  if (node.preflight) options.observer?.nodePhase?.(node.id, 'preflight', 'begin');
   try {
     await node.preflight?.({ root: options.root, flags: options.flags });
   } catch (error) {
     if (!isFailure(error)) throw error;
     throw new Failure(error.kind, `${error.message} (why it runs: ${reason})`, { cause: error, ...(error.code !== undefined ? { code: error.code } : {}) });
   }
+  if (node.preflight) options.observer?.nodePhase?.(node.id, 'preflight', 'end');
 }
 
 /**
  * Setup checks of the nodes the plan calls stale, before any work; the first failure is
  * thrown. Pending nodes are checked when they turn out to run (see `execute`).
  */
-export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags'>): Promise<void> {
+export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
   for (const entry of entries) {
     if (entry.verdict.fresh || entry.verdict.pending) continue;
     try {
