@@ -2,9 +2,10 @@
 // read the same verdicts the runner acts on.
 import type { Graph } from './graph.ts';
 import { verdictStatus, type VerdictStatus } from './fingerprint.ts';
+import { dryRunOutput, explainOutput, formatOutput, planOutput } from './report/contract.ts';
 import type { PlanEntry } from './runner.ts';
 import type { RunSettings, Session } from './session.ts';
-import type { NodeDef } from './types.ts';
+import type { NodeDef, NodeId } from './types.ts';
 
 function verdictText(entry: PlanEntry): string {
   const { reason } = entry.verdict;
@@ -22,9 +23,19 @@ function verdictText(entry: PlanEntry): string {
 
 const DRY_RUN_MARK: Record<VerdictStatus, string> = { fresh: '=', adopted: '+', stale: '▶', pending: '?' };
 
-export async function explainTarget(session: Session, target: string, settings: RunSettings, out: (line: string) => void): Promise<number> {
+export async function explainTarget(
+  session: Session,
+  target: string,
+  settings: RunSettings,
+  json: boolean,
+  out: (line: string) => void,
+): Promise<number> {
   const { graph, entries } = await session.plan([target], settings);
   const selected = new Set(graph.resolveTargets([target], session.familyUsages()));
+  if (json) {
+    out(formatOutput(explainOutput(target, [...selected], entries, graph)));
+    return 0;
+  }
   const byId = new Map(entries.map((entry) => [entry.id, entry] as const));
   for (const id of selected) {
     const node = graph.node(id);
@@ -70,23 +81,7 @@ export async function printDryRun(
     details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
   }
   if (json) {
-    out(
-      JSON.stringify(
-        {
-          dryRun: true,
-          nodes: entries.map((entry) => ({
-            id: entry.id,
-            status: verdictStatus(entry.verdict),
-            reason: entry.verdict.reason,
-            bytesHashed: entry.bytesHashed,
-            ...(details.get(entry.id) ? { wouldRun: details.get(entry.id) } : {}),
-            ...(entry.note ? { note: entry.note } : {}),
-          })),
-        },
-        null,
-        2,
-      ),
-    );
+    out(formatOutput(dryRunOutput(entries, details)));
     return 0;
   }
   for (const entry of entries) {
@@ -103,26 +98,15 @@ export async function printDryRun(
   return 0;
 }
 
-export async function planJson(session: Session, targets: readonly string[], settings: RunSettings): Promise<unknown> {
+export async function printPlan(session: Session, targets: readonly string[], settings: RunSettings, out: (line: string) => void): Promise<number> {
   const { entries } = await session.plan(targets, settings);
-  const stale = entries.filter((entry) => verdictStatus(entry.verdict) === 'stale').map((entry) => entry.id);
-  // CI jobs cover pending nodes too: whether they run is only known once their
-  // dependencies have.
-  const mayRun = entries.filter((entry) => !entry.verdict.fresh).map((entry) => entry.id);
-  return {
-    stale,
-    nodes: entries.map((entry) => ({
-      id: entry.id,
-      status: verdictStatus(entry.verdict),
-      reason: entry.verdict.reason,
-      bytesHashed: entry.bytesHashed,
-    })),
-    ...(session.config.planJobs ? { jobs: session.config.planJobs(mayRun) } : {}),
-  };
+  out(formatOutput(planOutput(entries, session.config.planJobs?.bind(session.config))));
+  return 0;
 }
 
-export function describeGraph(graph: Graph, format: 'mermaid' | 'dot'): string {
-  const nodes = [...graph.nodes.values()];
+/** The graph of the `selected` nodes (a closure: every dependency is among them), in mermaid or dot. */
+export function describeGraph(graph: Graph, selected: readonly NodeId[], format: 'mermaid' | 'dot'): string {
+  const nodes = selected.map((id) => graph.node(id));
   if (format === 'dot') {
     const lines = ['digraph pipeline {', '  rankdir=LR;'];
     for (const node of nodes) lines.push(`  ${JSON.stringify(node.id)};`);

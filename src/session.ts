@@ -111,6 +111,7 @@ export class Session {
     try {
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
+      reporter.planning?.(closure);
       const startPlan = await plan(graph, closure, options);
       await preflight(graph, startPlan, options);
       reporter.start(startPlan);

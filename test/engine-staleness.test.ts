@@ -51,7 +51,7 @@ test('editing one input makes that node stale and its dependents pending on it, 
 
   const dry = await project.run(['--dry-run', '--json']);
   t.is(dry.code, 0, dry.stderr);
-  t.is(dry.json?.dryRun, true);
+  t.is(dry.json?.command, 'dry-run');
   t.deepEqual(idsWith(dry.json, 'stale'), ['upper']);
   // Whether count and report run depends on what upper produces: pending, naming it.
   t.deepEqual(idsWith(dry.json, 'pending'), ['count', 'report']);

@@ -16,20 +16,26 @@ export const BIN = join(REPO, 'bin', 'pipeline.js');
 /** What a config in a temp dir imports `defineConfig` from (absolute, so no install is needed). */
 export const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
 
+/** A node of any `--json` output (schema/pipeline-output.v1.schema.json has the exact shapes). */
 export interface NodeJson {
   id: string;
   /** A run's statuses, and a dry run's (`stale`, `pending`, `adopted` when it would be). */
-  status: 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled' | 'stale' | 'pending';
+  status: 'ran' | 'fresh' | 'adopted' | 'stale' | 'pending' | 'failed' | 'skipped' | 'cancelled';
   reason: string;
   durationMs: number;
   bytesHashed: number;
   startedAt?: number;
   finishedAt?: number;
   error?: string;
+  failureKind?: string;
   logFile?: string;
+  wouldRun?: string;
 }
 
+/** Any `--json` output: a run's or dry run's, or a command's error. */
 export interface SummaryJson {
+  formatVersion: number;
+  command: string;
   ok: boolean;
   wallMs: number;
   ran: number;
@@ -40,8 +46,11 @@ export interface SummaryJson {
   cancelled: number;
   bytesHashed: number;
   nodes: NodeJson[];
-  /** Present on `--dry-run --json`. */
-  dryRun?: boolean;
+  /** Dry run and plan: the ids a run would run. */
+  stale?: string[];
+  /** A command that failed as a whole. */
+  error?: string;
+  failureKind?: string;
 }
 
 export interface CliResult {
