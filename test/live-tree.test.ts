@@ -102,14 +102,14 @@ test('the live tree says what waiting nodes wait for, does not spin them, and no
   t.regex(first, /checking 4 nodes|checked 4 nodes/);
 
   // While the download runs, both builds wait for it, marked as waiting, with no bar.
-  const downloading = await frames.until((screen) => /downloading base\.img \[[█░]+\] · 50%/.test(screen), 'the download at 50%');
+  const downloading = await frames.until((screen) => /downloading base\.img \[[█░]+\] 50%/.test(screen), 'the download at 50%');
   for (const id of ['one:build', 'two:build']) {
     t.is(lineOf(downloading, id), `◼ ${id} · waiting for download`, downloading);
     t.deepEqual(outputUnder(downloading, id), [], `${id} shows no bar`);
   }
   t.is(lineOf(downloading, 'two:publish'), '◼ two:publish · waiting for two:build');
   await project.write('gate-download', '');
-  await frames.until((screen) => /verifying SHA-512 \[[█░]+\] · 30%/.test(screen), 'the verification at 30%');
+  await frames.until((screen) => /verifying SHA-512 \[[█░]+\] 30%/.test(screen), 'the verification at 30%');
   await project.write('gate-verify', '');
 
   // one:build holds the only packer slot: two:build waits for it, still, for several frames.
@@ -137,7 +137,7 @@ test('the live tree says what waiting nodes wait for, does not spin them, and no
   // Every bar seen, by label: within a label the percentage never goes down.
   const seen = new Map<string, number[]>();
   for (const screen of frames.all) {
-    for (const match of screen.matchAll(/› (.+?) \[[█░]+\] · (\d+)%/g)) {
+    for (const match of screen.matchAll(/› (.+?) \[[█░]+\] (\d+)%/g)) {
       const list = seen.get(match[1]!) ?? [];
       if (list.at(-1) !== Number(match[2])) list.push(Number(match[2]));
       seen.set(match[1]!, list);

@@ -70,11 +70,9 @@ export class ProgressMeter {
     const parts: string[] = [];
     const fraction = this.fraction();
     if (fraction !== undefined) {
-      if (withBar) {
-        const filled = Math.round(fraction * BAR_WIDTH);
-        parts.push(`[${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}]`);
-      }
-      parts.push(`${Math.floor(fraction * 100)}%`);
+      const percent = `${Math.floor(fraction * 100)}%`;
+      const filled = Math.round(fraction * BAR_WIDTH);
+      parts.push(withBar ? `[${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}] ${percent}` : percent);
       if (this.unit === 'bytes') parts.push(`${formatBytes(this.done)} / ${formatBytes(this.total!)}`);
     } else {
       parts.push(this.unit === 'bytes' ? formatBytes(this.done) : `${Math.floor(this.done)}%`);
