@@ -39,8 +39,8 @@ export default defineConfig({
         await writeFile('base.img', 'base');
       },
     },
-    'one:build': { deps: ['download'], pool: 'packer', outputs: ['one.img'], command: ['sh', '-c', 'echo "packer: building one"; while [ ! -e gate-build ]; do sleep 0.05; done; echo 1 > one.img'] },
-    'two:build': { deps: ['download'], pool: 'packer', outputs: ['two.img'], command: ['sh', '-c', 'echo 2 > two.img'] },
+    'one:build': { deps: ['download'], pool: 'packer', outputs: ['one.img'], command: ['sh', '-c', 'echo "packer: building one"; while [ ! -e gate-one ]; do sleep 0.05; done; echo 1 > one.img'] },
+    'two:build': { deps: ['download'], pool: 'packer', outputs: ['two.img'], command: ['sh', '-c', 'echo "packer: building two"; while [ ! -e gate-two ]; do sleep 0.05; done; echo 2 > two.img'] },
     'two:publish': { deps: ['two:build'], outputs: ['two.pub'], command: ['sh', '-c', 'cp two.img two.pub'] },
   },
   aliases: { all: ['one:build', 'two:publish'] },
@@ -112,9 +112,14 @@ test('the live tree says what waiting nodes wait for, does not spin them, and no
   await frames.until((screen) => /verifying SHA-512 \[[█░]+\] 30%/.test(screen), 'the verification at 30%');
   await project.write('gate-verify', '');
 
-  // one:build holds the only packer slot: two:build waits for it, still, for several frames.
-  const slot = /^◼ two:build · waiting for a packer slot$/m;
-  await frames.until((screen) => slot.test(screen) && /packer: building one/.test(screen), 'two:build waiting for the packer slot');
+  // One build holds the only packer slot (either may win it): the other waits, still, for
+  // several frames.
+  const holding = await frames.until(
+    (screen) => /^◼ \S+:build · waiting for a packer slot$/m.test(screen) && /packer: building (one|two)/.test(screen),
+    'a build waiting for the packer slot',
+  );
+  const running = /packer: building (one|two)/.exec(holding)![1]!;
+  const waiting = running === 'one' ? 'two' : 'one';
   const waitingFrames: string[] = [];
   while (waitingFrames.length < 4) {
     const screen = await terminal.screen();
@@ -123,11 +128,13 @@ test('the live tree says what waiting nodes wait for, does not spin them, and no
     await sleep(150);
   }
   for (const screen of waitingFrames) {
-    t.is(lineOf(screen, 'two:build'), '◼ two:build · waiting for a packer slot', 'the same line in every frame: no spinner');
-    t.deepEqual(outputUnder(screen, 'two:build'), []);
+    t.is(lineOf(screen, `${waiting}:build`), `◼ ${waiting}:build · waiting for a packer slot`, 'the same line in every frame: no spinner');
+    t.deepEqual(outputUnder(screen, `${waiting}:build`), []);
   }
-  t.not(lineOf(waitingFrames[0]!, 'one:build')![0], '◼', 'the running build is not marked as waiting');
-  await project.write('gate-build', '');
+  t.not(lineOf(waitingFrames[0]!, `${running}:build`)![0], '◼', 'the running build is not marked as waiting');
+  await project.write(`gate-${running}`, '');
+  await frames.until((screen) => screen.includes(`packer: building ${waiting}`), `${waiting}:build running`);
+  await project.write(`gate-${waiting}`, '');
   await project.waitFor('exit-code', 120_000);
   const last = await terminal.screen();
   t.is((await project.read('exit-code')).trim(), '0', last);
