@@ -5,7 +5,7 @@ import { formatBytes } from '../src/report/format.ts';
 import { Failure, isCancellation, toFailure, type Command, type CommandIO } from '../src/types.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
-import { expandHome, flag, openStore, reportFailures, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
+import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
 import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
@@ -138,7 +138,7 @@ export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Co
       const sub = args.positionals[0];
       const body = sub === 'list' ? list : sub === 'download' ? download : undefined;
       if (!body) throw new Failure('usage', `images: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use list or download`);
-      return reportFailures(io, () => body(catalog, deps, args, io));
+      return body(catalog, deps, args, io);
     },
   };
 }

@@ -1,6 +1,5 @@
 // Thin helpers around the real `qemu-img` binary (Debian qemu-utils): compressing
 // conversion with progress, image metadata, and an availability check for preflights.
-import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { execFile } from '../src/exec.ts';
 import { Failure, type TaskContext } from '../src/types.ts';
@@ -22,7 +21,7 @@ export async function qemuImgAvailable(): Promise<boolean> {
 
 /**
  * `qemu-img convert -p -c -O qcow2 src dest`. Progress goes to `onProgress` as a fraction
- * in [0, 1] when given, otherwise to the task's byte bar scaled by the source file size.
+ * in [0, 1] when given, otherwise to the task's bar as a percentage.
  * Other output lines go to the node's log. Throws a `task` Failure with qemu-img's last line.
  */
 export async function convertCompressed(
@@ -31,11 +30,12 @@ export async function convertCompressed(
   dest: string,
   onProgress?: (fraction: number) => void,
 ): Promise<void> {
-  const sourceSize = (await stat(src)).size;
+  // qemu-img -p reports how far through the virtual disk it is, not bytes of any file
+  // (a packer overlay of a few KiB converts to hundreds of MiB): show a percentage.
   const report =
     onProgress ??
     ((fraction: number) => {
-      ctx.progress(Math.round(fraction * sourceSize), sourceSize);
+      ctx.progress(Math.round(fraction * 1000) / 10, 100, 'percent');
     });
   report(0);
   const result = await ctx.exec(QEMU_IMG, ['convert', '-p', '-c', '-O', 'qcow2', src, dest], {

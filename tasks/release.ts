@@ -1,9 +1,9 @@
 // `pipeline release check | remove | retag`: which images in the store are stale and why,
 // and the destructive operations on it, each with --dry-run. Written against the image
 // store interface; the store is a GitHub release today.
-import { Failure, type Command, type CommandIO } from '../src/types.ts';
+import { Failure, formatOutput, releaseCheckOutput, type Command, type CommandIO } from '../src/index.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
-import { flag, isDryRun, openStore, reportFailures, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
+import { flag, isDryRun, openStore, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
 import { checkTag, isValidImageName } from './store/names.ts';
 import { INDEX_NAME } from './store/record.ts';
 import { staleReasons } from './store/stale.ts';
@@ -24,7 +24,7 @@ async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   for (const name of catalog.names) verdicts.push(await verdictFor(catalog, name, store.location, listing));
   const stale = verdicts.filter((verdict) => verdict.status === 'stale');
   if (io.json) {
-    io.out(JSON.stringify({ tag, stale: stale.length, images: verdicts }));
+    io.out(formatOutput(releaseCheckOutput(tag, verdicts)));
   } else {
     for (const verdict of verdicts) {
       io.out(verdict.status === 'current' ? `${verdict.name}: current` : `${verdict.name}: stale: ${verdict.reasons.join('; ')}`);
@@ -102,7 +102,7 @@ export function releaseCommand(catalog: ImageCatalog, deps: CommandDeps = {}): C
       const sub = args.positionals[0];
       const body = sub === 'check' ? check : sub === 'remove' ? remove : sub === 'retag' ? retag : undefined;
       if (!body) throw new Failure('usage', `release: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use check, remove or retag`);
-      return reportFailures(io, () => body(catalog, deps, args, io));
+      return body(catalog, deps, args, io);
     },
   };
 }

@@ -9,6 +9,7 @@ import test from 'ava';
 import type { CliResult } from './support/engine-project.ts';
 import { GitHubServer } from './support/github-server.ts';
 import { makeImageProject, makeQcow2, type ImageProject } from './support/image-project.ts';
+import { schemaErrors, validateOutput } from './support/output-schema.ts';
 
 function envFor(server: GitHubServer, extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   return { GITHUB_TOKEN: server.token, GITHUB_API_URL: server.url, GITHUB_REPOSITORY: `${server.owner}/${server.repo}`, GH_TOKEN: undefined, ...extra };
@@ -47,12 +48,15 @@ test('release check: a rejected token and an unreachable API exit 2 with one lin
   oneLine(t, bad, /rejected the token \(401\)/);
   const badJson = await project.run(['release', 'check', '--json'], { env: envFor(server, { GITHUB_TOKEN: 'ghp_wrong' }) });
   t.is(badJson.code, 2);
-  t.like(JSON.parse(badJson.stdout), { kind: 'auth' });
+  const rejected = JSON.parse(badJson.stdout);
+  t.true(validateOutput(rejected), schemaErrors(rejected));
+  t.like(rejected, { command: 'release-check', ok: false, failureKind: 'auth' });
 
   const unreachable = await project.run(['release', 'check', '--json'], { env: envFor(server, { GITHUB_API_URL: 'http://127.0.0.1:9' }), timeoutMs: 120_000 });
   t.is(unreachable.code, 2, unreachable.stderr);
-  const parsed = JSON.parse(unreachable.stdout) as { error: string; kind: string };
-  t.is(parsed.kind, 'network');
+  const parsed = JSON.parse(unreachable.stdout) as { error: string; failureKind: string };
+  t.true(validateOutput(parsed), schemaErrors(parsed));
+  t.is(parsed.failureKind, 'network');
   t.regex(parsed.error, /cannot reach the GitHub API at http:\/\/127\.0\.0\.1:9 .*GITHUB_API_URL/);
 });
 

@@ -16,6 +16,7 @@ import { readLocalImage } from '../tasks/store/local-image.ts';
 import { openImageStore, type StoreOptions } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
+import { schemaErrors, validateOutput } from './support/output-schema.ts';
 
 interface RecordingIO extends CommandIO {
   readonly lines: string[];
@@ -104,7 +105,8 @@ test('release check says current, then names the changed template file and the c
   result = await run(release, ['check'], {}, true);
   t.is(result.out.length, 1);
   const parsed = JSON.parse(result.out[0]!);
-  t.is(parsed.stale, 2);
+  t.true(validateOutput(parsed), schemaErrors(parsed));
+  t.like(parsed, { command: 'release-check', ok: false, tag: 'latest', stale: ['debian-13', 'pve-9'] });
 });
 
 test('release check reports images missing from the release', async (t) => {

@@ -4,8 +4,7 @@
 // task, 130 for Ctrl-C. Never 1 for an error of `release check`, where 1 means "stale".
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { exitCodeFor } from '../../src/failure.ts';
-import { Failure, isCancellation, isFailure, type CommandIO } from '../../src/types.ts';
+import { Failure, type CommandIO } from '../../src/index.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { checkTag } from './names.ts';
 import { openImageStore, type StoreOptions } from './open.ts';
@@ -45,21 +44,4 @@ export function isDryRun(args: CommandArgs): boolean {
 
 export function expandHome(path: string): string {
   return path === '~' || path.startsWith('~/') ? resolve(homedir(), path.slice(2)) : resolve(path);
-}
-
-/**
- * Runs a command body. A failure becomes one line on stderr (or `{ error, kind }` on stdout
- * with --json) and its kind's exit code; usage errors go up to the CLI, which prints them
- * the same way for every command.
- */
-export async function reportFailures(io: CommandIO, body: () => Promise<number>): Promise<number> {
-  try {
-    return await body();
-  } catch (error) {
-    // Ctrl-C, usage errors and bugs (not Failures: their stack is worth seeing) go up to the CLI.
-    if (isCancellation(error, io.signal) || !isFailure(error) || error.kind === 'usage') throw error;
-    if (io.json) io.out(JSON.stringify({ error: error.message, kind: error.kind }));
-    else io.err(`pipeline: ${error.message}`);
-    return exitCodeFor(error.kind);
-  }
 }
