@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     );
     await writeFile(
       join(root, 'pipeline.config.ts'),
-      `import { defineConfig } from ${JSON.stringify(join(REPO, 'index.ts'))};
+      `import { defineConfig } from ${JSON.stringify(join(REPO, 'dist', 'index.js'))};
 export default defineConfig({
   bases: ${JSON.stringify(bases)},
   images: ${JSON.stringify(Object.fromEntries(IMAGES.map((image) => [image.name, { base: image.base }])))},

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN, fmt, median, REPO, timed } from './support.ts';
 
-const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
+const CONFIG_MODULE = join(REPO, 'dist', 'src', 'index.js');
 
 const CHAINS = 50;
 const CHAIN_LENGTH = 19;

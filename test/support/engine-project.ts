@@ -12,8 +12,14 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(REPO, 'bin', 'pipeline.js');
-/** What a config in a temp dir imports `defineConfig` from (absolute, so no install is needed). */
-export const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
+/**
+ * What a config in a temp dir imports `defineConfig` from: the package's compiled engine
+ * entry (`pipeline/engine`), by absolute path so no install is needed. The CLI runs the
+ * same compiled files, so config and CLI share one module instance.
+ */
+export const CONFIG_MODULE = join(REPO, 'dist', 'src', 'index.js');
+/** The package's compiled public entry (`import { defineConfig } from 'pipeline'`). */
+export const PACKAGE_ENTRY = join(REPO, 'dist', 'index.js');
 
 export interface NodeJson {
   id: string;
