@@ -3,6 +3,7 @@
 // hashes zero bytes. Both digests a caller may need are computed in a single read, with
 // the reads ahead of the hashing and SHA-256 on its own thread (sha256-thread.ts).
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,7 +78,9 @@ export class StatCache implements FileHasher {
     wantSha: boolean,
     options: HashOptions,
   ): Promise<FileDigest> {
-    const before = await stat(path, { bigint: true });
+    // Synchronous: on a no-op run this stat is all the hasher does, for every input and
+    // output of every node, and a thread-pool round trip costs more than the stat itself.
+    const before = statSync(path, { bigint: true });
     if (!before.isFile()) throw new Error(`${path} is not a regular file`);
     const cached = this.records.get(path);
     if (cached && matches(cached, before) && (!wantSha || cached.sha256)) {
