@@ -182,10 +182,13 @@ export async function imageCompression(path: string, signal?: AbortSignal): Prom
 
 /** Why an image must be converted rather than copied to be published compressed; undefined when a copy will do. */
 export async function needsCompressing(path: string, signal?: AbortSignal): Promise<string | undefined> {
-  const info = await imageInfo(path, signal);
-  if (info.format !== 'qcow2') return `it is ${info.format}, not qcow2`;
-  if (info.backingFile !== undefined) return `it reads through a backing file (${info.backingFile})`;
-  if ((await compressedClusters(path, signal)) === 0) return 'it is not compressed';
+  // Both at once: the answer usually needs both, and each is a process start.
+  const [info, clusters] = await Promise.allSettled([imageInfo(path, signal), compressedClusters(path, signal)]);
+  if (info.status === 'rejected') throw info.reason;
+  if (info.value.format !== 'qcow2') return `it is ${info.value.format}, not qcow2`;
+  if (info.value.backingFile !== undefined) return `it reads through a backing file (${info.value.backingFile})`;
+  if (clusters.status === 'rejected') throw clusters.reason;
+  if (clusters.value === 0) return 'it is not compressed';
   return undefined;
 }
 
