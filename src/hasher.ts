@@ -21,6 +21,11 @@ interface StatRecord {
   sha256?: string;
 }
 
+const BIGINT_STAT = { bigint: true } as const;
+
+/** The stat a record was taken at, as numbers to compare: parsed once per record. */
+const parsedStats = new WeakMap<StatRecord, BigStats>();
+
 const CACHE_VERSION = 1;
 /** A read's size; files up to this size are read and hashed in one go on this thread. */
 const SLOT_BYTES = 4 * 1024 * 1024;
@@ -65,34 +70,32 @@ export class StatCache implements FileHasher {
 
   async hash(path: string, options: HashOptions = {}): Promise<FileDigest> {
     const wantSha = options.sha256 === true;
-    const key = `${path}\0${wantSha}`;
-    const running = this.inflight.get(key);
-    if (running) return running;
-    const work = this.hashUncoalesced(path, wantSha, options).finally(() => this.inflight.delete(key));
-    this.inflight.set(key, work);
-    return work;
-  }
-
-  private async hashUncoalesced(
-    path: string,
-    wantSha: boolean,
-    options: HashOptions,
-  ): Promise<FileDigest> {
-    // Synchronous: on a no-op run this stat is all the hasher does, for every input and
-    // output of every node, and a thread-pool round trip costs more than the stat itself.
-    const before = statSync(path, { bigint: true });
+    // Synchronous: on a no-op run this stat and the lookup are all the hasher does, for
+    // every input and output of every node, and a thread-pool round trip costs more than
+    // the stat itself.
+    const before = statSync(path, BIGINT_STAT);
     if (!before.isFile()) throw new Error(`${path} is not a regular file`);
     const cached = this.records.get(path);
     if (cached && matches(cached, before) && (!wantSha || cached.sha256)) {
       return { size: cached.size, xxh: cached.xxh, ...(cached.sha256 ? { sha256: cached.sha256 } : {}) };
     }
+    const key = `${path}\0${wantSha}`;
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const work = this.read(path, before, wantSha, options).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, work);
+    return work;
+  }
+
+  /** Reads the file for its digests and remembers them when it stayed unchanged meanwhile. */
+  private async read(path: string, before: BigStats, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
     // A file written within the last clock ticks could be written again without its
     // stat changing (git's "racy clean" case); wait those ticks out so the digest we keep
     // is one no later same-stat write can contradict.
     while (nowNs() < before.mtimeNs + RACY_WINDOW_NS) await sleep(1);
     const startedNs = nowNs();
-    const digest = await this.read(path, Number(before.size), wantSha, options);
-    const after = await stat(path, { bigint: true });
+    const digest = await this.digest(path, Number(before.size), wantSha, options);
+    const after = await stat(path, BIGINT_STAT);
     // Only remember a digest when the file did not change while being read.
     if (matchesStats(before, after) && after.mtimeNs + RACY_WINDOW_NS <= startedNs) {
       this.records.set(path, {
@@ -108,7 +111,7 @@ export class StatCache implements FileHasher {
     return digest;
   }
 
-  private async read(path: string, size: number, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
+  private async digest(path: string, size: number, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
     const { create64 } = await xxhashFactory();
     const xxh = create64();
     const handle = await open(path, 'r');
@@ -243,12 +246,12 @@ function nowNs(): bigint {
 }
 
 function matches(record: StatRecord, stats: BigStats): boolean {
-  return (
-    BigInt(record.size) === stats.size &&
-    record.mtimeNs === stats.mtimeNs.toString() &&
-    record.ctimeNs === stats.ctimeNs.toString() &&
-    record.ino === stats.ino.toString()
-  );
+  let recorded = parsedStats.get(record);
+  if (!recorded) {
+    recorded = { size: BigInt(record.size), mtimeNs: BigInt(record.mtimeNs), ctimeNs: BigInt(record.ctimeNs), ino: BigInt(record.ino) };
+    parsedStats.set(record, recorded);
+  }
+  return matchesStats(recorded, stats);
 }
 
 function matchesStats(a: BigStats, b: BigStats): boolean {
