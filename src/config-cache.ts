@@ -20,7 +20,6 @@ import { Failure } from './failure.ts';
 const COMPILER_REVISION = 1;
 /** Compiled files of older versions of a config are removed once this old (another run may still import one). */
 const STALE_AFTER_MS = 10 * 60_000;
-const NEEDS_LOADER = '// needs a TypeScript loader\n';
 
 /**
  * The path of `file` compiled to JavaScript, compiling it on first use; undefined when it
@@ -32,23 +31,25 @@ export async function compiledConfig(file: string): Promise<string | undefined> 
   const key = createHash('sha256').update(`${COMPILER_REVISION}\0${file}\0`).update(source).digest('hex').slice(0, 20);
   const dir = join(dirname(file), '.pipeline', 'config');
   const target = join(dir, `${basename(file)}.${key}.mjs`);
-  const cached = await readFile(target, 'utf8').catch(() => undefined);
-  if (cached !== undefined) return cached.startsWith(NEEDS_LOADER) ? undefined : target;
+  // The verdict "needs the loader" is cached too, so such a config is compiled once only.
+  const needsLoader = join(dir, `${basename(file)}.${key}.needs-loader`);
+  if (existsSync(target)) return target;
+  if (existsSync(needsLoader)) return undefined;
 
   const code = await compile(file, source.toString('utf8'));
   try {
     await mkdir(dir, { recursive: true });
-    // The marker is cached too, so a config that needs the loader is compiled once only.
-    await writeFileAtomic(target, code ?? NEEDS_LOADER);
+    if (code === undefined) await writeFileAtomic(needsLoader, 'this config imports TypeScript files: it loads through tsx\n');
+    else await writeFileAtomic(target, code);
   } catch {
     return undefined; // a read-only tree: the loader it is
   }
-  await removeOlderCompilations(dir, basename(file), target);
+  await removeOlderCompilations(dir, basename(file), code === undefined ? needsLoader : target);
   return code === undefined ? undefined : target;
 }
 
 async function compile(file: string, source: string): Promise<string | undefined> {
-  const { build } = await import('esbuild');
+  const { build, stop } = await import('esbuild');
   let needsLoader = false;
   let result;
   try {
@@ -81,6 +82,9 @@ async function compile(file: string, source: string): Promise<string | undefined
     });
   } catch (error) {
     throw syntaxFailure(file, error);
+  } finally {
+    // esbuild compiles in a child process that would otherwise live as long as the run.
+    await stop();
   }
   if (needsLoader) return undefined;
   return result.outputFiles[0]!.text;
@@ -112,7 +116,7 @@ async function removeOlderCompilations(dir: string, name: string, keep: string):
   const prefix = `${name}.`;
   for (const entry of await readdir(dir).catch(() => [])) {
     const path = join(dir, entry);
-    if (!entry.startsWith(prefix) || !entry.endsWith('.mjs') || path === keep) continue;
+    if (!entry.startsWith(prefix) || path === keep) continue;
     const info = await stat(path).catch(() => undefined);
     if (info && Date.now() - info.mtimeMs > STALE_AFTER_MS) await rm(path, { force: true });
   }

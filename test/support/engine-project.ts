@@ -94,7 +94,7 @@ export interface ProjectOptions {
   readonly files?: Readonly<Record<string, string | Uint8Array>>;
   /**
    * Writes `{"type":"module"}` next to the config (default true), as a project using
-   * `pipeline` has. Without it tsx loads a `.ts` config as CommonJS.
+   * `pipeline` has. Without it a `.ts` config still loads (it is compiled to an ES module).
    */
   readonly packageJson?: boolean;
 }
