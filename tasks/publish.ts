@@ -6,11 +6,9 @@
 // temp name in that directory. A sidecar record next to the published file remembers which
 // source content it was made from, so an unchanged image is never published twice,
 // whatever mtimes say.
-import { constants as fsConstants, createReadStream, createWriteStream } from 'node:fs';
-import { copyFile, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { copyFile, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { fsyncPath, writeFileAtomic } from '../src/atomic.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { Failure, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
@@ -171,15 +169,7 @@ async function copyImage(ctx: TaskContext, src: string, dest: string): Promise<v
     ctx.log(`reflinked ${src} -> ${dest}`);
   } catch (error) {
     if (!NO_REFLINK.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
-    let done = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, next) {
-        done += chunk.length;
-        ctx.progress(done, size);
-        next(null, chunk);
-      },
-    });
-    await pipeline(createReadStream(src, { highWaterMark: COPY_CHUNK }), counter, createWriteStream(dest, { highWaterMark: COPY_CHUNK }), { signal: ctx.signal });
+    await copyByChunks(ctx, src, dest, size);
   }
   const after = await stat(src, { bigint: true });
   const copied = await stat(dest, { bigint: true });
@@ -188,6 +178,42 @@ async function copyImage(ctx: TaskContext, src: string, dest: string): Promise<v
   }
   if (copied.size !== before.size) throw new Failure('task', `copying ${src} -> ${dest} wrote ${copied.size} of ${before.size} bytes`);
   ctx.progress(size, size);
+}
+
+/**
+ * Copies with two buffers, the next read in flight while the last one is written. Close
+ * to the kernel's copy (fs.copyFile) on a 174 MiB image, where a Node stream pipeline
+ * took several times as long; unlike copyFile it reports progress and stops on abort.
+ */
+async function copyByChunks(ctx: TaskContext, src: string, dest: string, size: number): Promise<void> {
+  const input = await open(src, 'r');
+  let output: FileHandle | undefined;
+  let reading: Promise<{ bytesRead: number }> | undefined;
+  try {
+    output = await open(dest, 'w');
+    let filling = Buffer.allocUnsafe(COPY_CHUNK);
+    let spare = Buffer.allocUnsafe(COPY_CHUNK);
+    let position = 0;
+    reading = input.read(filling, 0, COPY_CHUNK, 0);
+    for (;;) {
+      const bytesRead: number = (await reading).bytesRead;
+      reading = undefined;
+      if (bytesRead === 0) break;
+      ctx.signal.throwIfAborted();
+      const filled = filling;
+      [filling, spare] = [spare, filling];
+      reading = input.read(filling, 0, COPY_CHUNK, position + bytesRead);
+      for (let written = 0; written < bytesRead; ) {
+        written += (await output.write(filled, written, bytesRead - written, position + written)).bytesWritten;
+      }
+      position += bytesRead;
+      ctx.progress(position, size);
+    }
+  } finally {
+    await reading?.catch(() => undefined); // a read still in flight writes into a buffer: let it land
+    await output?.close();
+    await input.close();
+  }
 }
 
 /** What a published file was made from, and its stat right after: any later change shows. */
