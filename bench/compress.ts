@@ -117,17 +117,23 @@ async function main(): Promise<void> {
     for (const row of rows) console.log(row);
     console.log(`\nzstd -m 1 and the build's -m write the same bytes: ${sameAcrossM ? 'yes' : 'NO'}`);
 
-    // Publishing the built (zstd) image.
-    const publishDir = join(work, 'publish');
-    await mkdir(publishDir);
+    // Publishing the built (zstd) image, twice: the first publish in a process also loads
+    // zx for the qemu-img calls (a build before it in the same run would have).
     const imageSha = await sha256(pipelineImage);
-    const context = createTaskContext({ id: 'bench:publish', root: work, logFile: join(work, 'publish.log'), signal: new AbortController().signal, hasher: await StatCache.open() });
-    const copyStarted = performance.now();
-    const outcome = await publishImage(context, { source: pipelineImage, sourceSha256: imageSha, publishDir, name: 'bench' });
-    const copyMs = performance.now() - copyStarted;
-    await context.close();
-    const copied = join(publishDir, 'bench.img');
-    const identical = (await sha256(copied)) === imageSha;
+    const publishMs: number[] = [];
+    let outcome = '';
+    let identical = true;
+    for (const round of [1, 2]) {
+      const publishDir = join(work, `publish-${round}`);
+      await mkdir(publishDir);
+      const context = createTaskContext({ id: 'bench:publish', root: work, logFile: join(work, 'publish.log'), signal: new AbortController().signal, hasher: await StatCache.open() });
+      const started = performance.now();
+      outcome = await publishImage(context, { source: pipelineImage, sourceSha256: imageSha, publishDir, name: 'bench' });
+      publishMs.push(performance.now() - started);
+      await context.close();
+      identical &&= (await sha256(join(publishDir, 'bench.img'))) === imageSha;
+    }
+    const copyMs = publishMs[1]!;
     const convertMs = await run('qemu-img', ['convert', '-c', '-O', 'qcow2', pipelineImage, join(work, 'converted.img')], work);
     const convertedSize = (await stat(join(work, 'converted.img'))).size;
     // The shell's copy with the durability publish gives its copy (sync FILE fsyncs it).
@@ -135,6 +141,7 @@ async function main(): Promise<void> {
     console.log(`\npublish of the built image (${formatBytes((await stat(pipelineImage)).size)}):\n`);
     console.log('| publish | time | result |\n|---|---:|---|');
     console.log(`| pipeline (${outcome}: qemu-img info + check, copy, fsync, rename) | ${fmt(copyMs)} | byte-identical to the image: ${identical ? 'yes' : 'NO'} |`);
+    console.log(`| the same, first in its process (zx loads) | ${fmt(publishMs[0]!)} | |`);
     console.log(`| \`qemu-img convert -c -O qcow2\` (publish before) | ${fmt(convertMs)} | ${formatBytes(convertedSize)}, a second compression (zlib) |`);
     console.log(`| \`cp --reflink=auto\` + \`sync\` of the copy | ${fmt(cpMs)} | |`);
     console.log(`\nratio pipeline publish / convert -c: ${(copyMs / convertMs).toFixed(3)}x`);

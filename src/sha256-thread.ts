@@ -4,12 +4,14 @@
 // instead of taking turns (SHA-256 alone costs more than reading and xxh64 together).
 import { Worker } from 'node:worker_threads';
 
-// CommonJS evaluated in the worker: no file to find, whether the engine runs compiled
-// from dist/ or as TypeScript source. One hash per job; each update is acknowledged so
-// the main thread knows when a slot may be filled again.
+// Evaluated in the worker: no file to find, whether the engine runs compiled from dist/
+// or as TypeScript source. getBuiltinModule rather than require or import, so the code runs
+// whether the worker evaluates it as a script or as a module (it inherits --input-type).
+// One hash per job; each update is acknowledged so the main thread knows when a slot may
+// be filled again.
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
+const { parentPort } = process.getBuiltinModule('node:worker_threads');
+const { createHash } = process.getBuiltinModule('node:crypto');
 const jobs = new Map();
 parentPort.on('message', (message) => {
   const { job, op } = message;
