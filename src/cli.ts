@@ -1,16 +1,19 @@
 // Arguments to a request, and a request to an exit code: 0 success, 1 a task failed,
 // 2 usage or config error, 130 interrupted.
 import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { resolve } from 'node:path';
+import { optionsTakingValues, parseCommandLine, type OptionSpecs } from './args.ts';
 import { findConfig } from './config.ts';
-import { describeGraph, explainTarget, printDryRun, planJson } from './inspect.ts';
+import { describeGraph, explainTarget, printDryRun, printPlan } from './inspect.ts';
+import { errorOutput, formatOutput } from './report/contract.ts';
 import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
-import type { Reporter } from './report/reporter.ts';
+import { ProfileReporter } from './report/profile.ts';
+import { fanOut, type Reporter } from './report/reporter.ts';
 import { Session, type RunSettings } from './session.ts';
-import { cancelledBy, exitCodeFor, isFailure } from './failure.ts';
-import { Failure, type Command, type CommandIO } from './types.ts';
+import { cancelledBy, exitCodeFor, isFailure, toFailure } from './failure.ts';
+import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -24,10 +27,13 @@ const RUN_OPTIONS = {
   config: { type: 'string', short: 'c' },
   json: { type: 'boolean' },
   'no-wait': { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+  quiet: { type: 'boolean', short: 'q' },
+  profile: { type: 'string' },
   format: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
-} as const satisfies NonNullable<ParseArgsConfig['options']>;
+} as const satisfies OptionSpecs;
 
 const BUILTIN_COMMANDS = ['explain', 'graph', 'plan'];
 
@@ -50,10 +56,24 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const context: DispatchContext = { wroteOut: false };
+  const tracked: Output = {
+    out: (line) => {
+      context.wroteOut = true;
+      io.out(line);
+    },
+    err: io.err,
+  };
   try {
-    const code = await dispatch(argv, io, interrupt.signal);
+    const code = await dispatch(argv, tracked, interrupt.signal, context);
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
+    // --json readers get the failure as the one JSON object on stdout, with its kind
+    // (unless a result is there already: stdout holds one object, never two).
+    if (argv.includes('--json') && !context.wroteOut) {
+      const failure = toFailure(interrupt.signal.aborted ? interrupt.signal.reason : error);
+      io.out(formatOutput(errorOutput(commandName(argv, context.session), failure)));
+    }
     if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
     if (isFailure(error)) {
       io.err(`pipeline: ${error.message}`);
@@ -68,7 +88,13 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
   }
 }
 
-async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal): Promise<number> {
+/** What the error path needs to know of how far dispatch got. */
+interface DispatchContext {
+  session?: Session;
+  wroteOut: boolean;
+}
+
+async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext): Promise<number> {
   // The config decides which extra flags and commands exist, so find it first.
   const configArg = findConfigArgument(argv);
   // --version is the tool's only before the first word; after it a command may own it
@@ -90,15 +116,16 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     }
     throw error;
   }
+  context.session = session;
   const commands = session.config.commands ?? {};
   if (word !== undefined && commands[word] && !BUILTIN_COMMANDS.includes(word)) {
     return runConfigCommand(session, commands[word], argv.slice(argv.indexOf(word) + 1), io, signal);
   }
 
   const flagNames = Object.keys(session.config.flags ?? {});
-  const options: NonNullable<ParseArgsConfig['options']> = { ...RUN_OPTIONS };
+  const options: OptionSpecs = { ...RUN_OPTIONS };
   for (const name of flagNames) options[name] = { type: 'boolean' };
-  const parsed = parseOrUsage({ args: [...argv], options, allowPositionals: true, strict: true });
+  const parsed = parseCommandLine(argv, options);
   const values = parsed.values as Record<string, string | boolean | undefined>;
   if (values.help) {
     io.out(helpText(session));
@@ -112,15 +139,25 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     flags: Object.fromEntries(flagNames.map((name) => [camelCase(name), values[name] === true])),
     signal,
   };
+  const json = values.json === true;
+  const view = { verbose: values.verbose === true, quiet: values.quiet === true };
+  if (view.verbose && view.quiet) throw new Failure('usage', '--verbose and --quiet contradict each other: give one');
   const [command, ...rest] = parsed.positionals;
+  const profile = values.profile as string | undefined;
+  if (profile !== undefined && (command === 'explain' || command === 'graph' || command === 'plan' || values['dry-run'])) {
+    throw new Failure('usage', `--profile records a run; ${values['dry-run'] ? '--dry-run' : command} runs nothing`);
+  }
   if (command === 'explain') {
     if (rest.length !== 1) throw new Failure('usage', 'explain takes one target: pipeline explain <target>');
-    return explainTarget(session, rest[0]!, settings, io.out);
+    return explainTarget(session, rest[0]!, settings, json, io.out);
   }
   if (command === 'graph') {
     const format = (values.format as string | undefined) ?? 'mermaid';
     if (format !== 'mermaid' && format !== 'dot') throw new Failure('usage', `--format must be mermaid or dot, not "${format}"`);
-    io.out(describeGraph(session.graphFor(rest), format));
+    const graph = session.graphFor(rest);
+    // No targets: the whole graph; targets: what they select and everything they need.
+    const ids = rest.length === 0 ? [...graph.nodes.keys()] : graph.closure(graph.resolveTargets(rest, session.familyUsages()));
+    io.out(describeGraph(graph, ids, format));
     return EXIT_OK;
   }
   const targets = command === 'plan' ? rest : parsed.positionals;
@@ -130,17 +167,29 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     targets.push(fallback);
   }
   if (command === 'plan') {
-    if (!values.json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
-    io.out(JSON.stringify(await planJson(session, targets, settings), null, 2));
-    return EXIT_OK;
+    if (!json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
+    return printPlan(session, targets, settings, io.out);
   }
-  if (values['dry-run']) return printDryRun(session, targets, settings, values.json === true, io.out);
+  if (values['dry-run']) return printDryRun(session, targets, settings, json, io.out);
 
-  const reporter = await chooseReporter(values.json === true, io);
-  const results = await session.run(targets, settings, reporter, {
-    onWait: (who) => io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
-    onTakeover: (what) => io.err(`pipeline: took over ${what}`),
-  });
+  const graph = session.graphFor(targets);
+  const reporters = [await chooseView({ json, ...view }, io)];
+  if (json) reporters.push(new JsonReporter(io.out));
+  if (profile !== undefined) {
+    const poolOf = (id: NodeId): string | undefined => graph.nodes.get(id)?.pool;
+    reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
+  }
+  const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);
+  let results;
+  try {
+    results = await session.run(targets, settings, reporter, {
+      onWait: (who) => io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),
+      onTakeover: (what) => io.err(`pipeline: took over ${what}`),
+    });
+  } catch (error) {
+    await reporter.abandon?.();
+    throw error;
+  }
   if (results.some((result) => result.status === 'cancelled') || signal.aborted) return EXIT_INTERRUPTED;
   return results.some((result) => result.status === 'failed' || result.status === 'skipped') ? EXIT_FAILED : EXIT_OK;
 }
@@ -152,13 +201,13 @@ async function runConfigCommand(
   io: Output,
   signal: AbortSignal,
 ): Promise<number> {
-  const options: NonNullable<ParseArgsConfig['options']> = {
+  const options: OptionSpecs = {
     ...(command.options ?? {}),
     config: { type: 'string', short: 'c' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   };
-  const parsed = parseOrUsage({ args, options, allowPositionals: true, strict: true });
+  const parsed = parseCommandLine(args, options, `pipeline ${command.usage.split(' ')[0]} --help`);
   if (parsed.values.help) {
     io.out(`usage: pipeline ${command.usage}\n\n${command.description}`);
     return EXIT_OK;
@@ -184,8 +233,9 @@ async function runConfigCommand(
     },
     async runTargets(targets) {
       const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
-      const results = await session.run(targets, settings, await chooseReporter(json, io), { onWait: (who) => io.err(`pipeline: waiting (${who})`) });
-      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh') ? EXIT_FAILED : EXIT_OK;
+      const reporter = json ? fanOut([await chooseView({ json }, io), new JsonReporter(io.out)]) : await chooseView({}, io);
+      const results = await session.run(targets, settings, reporter, { onWait: (who) => io.err(`pipeline: waiting (${who})`) });
+      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh' && result.status !== 'adopted') ? EXIT_FAILED : EXIT_OK;
     },
   };
   try {
@@ -198,22 +248,31 @@ async function runConfigCommand(
   }
 }
 
-async function chooseReporter(json: boolean, io: Output): Promise<Reporter> {
-  if (json) return new JsonReporter(io.out, new PlainReporter(io.err));
+/**
+ * What the user watches: the live tree on a terminal, else plain lines on stderr (always
+ * under --json, whose stdout is the summary; and for --verbose and --quiet).
+ */
+async function chooseView(options: { json?: boolean; verbose?: boolean; quiet?: boolean }, io: Output): Promise<Reporter> {
   // listr2 draws on stdout; a terminal without a width (some PTYs) cannot show a tree.
   const interactive = process.stdout.isTTY === true && (process.stdout.columns ?? 0) > 0 && !process.env.CI;
-  if (!interactive) return new PlainReporter(io.err);
+  if (!interactive || options.json || options.verbose || options.quiet) {
+    return new PlainReporter(io.err, { verbose: options.verbose === true, quiet: options.quiet === true });
+  }
   // Loaded only for a terminal, so CI and --json runs skip listr2's start-up.
   const { TreeReporter } = await import('./report/tree.ts');
-  return new TreeReporter(io.err);
+  return new TreeReporter(io.err, process.stdout);
 }
 
-function parseOrUsage(config: ParseArgsConfig): ReturnType<typeof parseArgs> {
-  try {
-    return parseArgs(config);
-  } catch (error) {
-    throw new Failure('usage', `${(error as Error).message.split('\n')[0]} (see pipeline --help)`);
+/** The command an error under --json belongs to: `run`, `dry-run`, `plan`, `release-check`… */
+function commandName(argv: readonly string[], session: Session | undefined): string {
+  const word = firstWord(argv);
+  if (word !== undefined && BUILTIN_COMMANDS.includes(word)) return word;
+  const command = word === undefined ? undefined : session?.config.commands?.[word];
+  if (command) {
+    const sub = firstWord(argv.slice(argv.indexOf(word!) + 1));
+    return sub !== undefined && command.subcommands?.includes(sub) ? `${word}-${sub}` : word!;
   }
+  return argv.includes('--dry-run') || argv.includes('-n') ? 'dry-run' : 'run';
 }
 
 function parseJobs(value: string | undefined): number {
@@ -225,7 +284,7 @@ function parseJobs(value: string | undefined): number {
 
 /** The first argument that is neither an option nor the value of one. */
 function firstWord(argv: readonly string[]): string | undefined {
-  const takesValue = new Set(['--config', '-c', '--jobs', '-j', '--format']);
+  const takesValue = optionsTakingValues(RUN_OPTIONS);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (takesValue.has(arg)) i++;
@@ -257,7 +316,7 @@ function packageVersion(): string {
 function helpText(session: Session | undefined): string {
   const lines = [
     'usage: pipeline [targets…] [options]',
-    '       pipeline explain <target>',
+    '       pipeline explain <target> [--json]',
     '       pipeline graph [--format mermaid|dot] [targets…]',
     '       pipeline plan --json [targets…]',
   ];
@@ -272,7 +331,10 @@ function helpText(session: Session | undefined): string {
     '  -j, --jobs N         run at most N tasks at once (default: CPU count)',
     '  -k, --keep-going     after a failure, go on with what does not depend on it',
     '  -c, --config FILE    config file (default: ./pipeline.config.ts)',
-    '  --json               print one JSON summary on stdout instead of progress',
+    '  --json               print one JSON object on stdout (schema/pipeline-output.v1.schema.json)',
+    '  -v, --verbose        plain lines, with every line the tasks log',
+    '  -q, --quiet          print only failures and the summary',
+    '  --profile FILE       write the run as Chrome trace events (Perfetto, chrome://tracing)',
     '  --no-wait            fail instead of waiting when another pipeline holds this tree',
     '  -h, --help           this help, with the targets of the loaded config',
     '  -V, --version        the version',

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
 import { xxhString } from './hasher.ts';
 import { Failure } from './failure.ts';
-import type { FileHasher, Json, NodeDef, NodeId } from './types.ts';
+import type { FileHasher, Json, KeyFile, NodeDef, NodeId, ProbeResult } from './types.ts';
 
 export interface Manifest {
   kind: string;
@@ -31,9 +31,24 @@ export interface Stamp {
   finishedAt: string;
 }
 
+/**
+ * A node's verdict. Fresh: nothing to do (`adopt`: outputs another tool made, checked and
+ * taken as ours, recorded when the run reaches the node). Stale: it will run, for
+ * `reason`. Pending: it waits on dependencies that will run, and whether it runs depends
+ * on what they produce. A stale verdict reached before its dependencies ran carries no
+ * manifest: the runner assesses the node again once they have.
+ */
 export type Verdict =
   | { fresh: true; reason: string; outputDigest: string; fingerprint: string; manifest: Manifest; adopt: boolean }
   | { fresh: false; reason: string; fingerprint?: string; manifest?: Manifest; pending: boolean; key?: string };
+
+/** The verdict as one word, as `--dry-run --json` and `plan --json` print it. */
+export type VerdictStatus = 'fresh' | 'adopted' | 'stale' | 'pending';
+
+export function verdictStatus(verdict: Verdict): VerdictStatus {
+  if (verdict.fresh) return verdict.adopt ? 'adopted' : 'fresh';
+  return verdict.pending ? 'pending' : 'stale';
+}
 
 export interface AssessContext {
   readonly root: string;
@@ -41,10 +56,16 @@ export interface AssessContext {
   readonly hasher: FileHasher;
   /** Output digests of dependencies; `undefined` means the dependency has yet to run. */
   readonly depOutputs: ReadonlyMap<NodeId, string | undefined>;
+  /**
+   * Files that nodes still to run will write (their declared outputs). Before the
+   * dependencies have run, an input among these is theirs to change, not the node's own.
+   */
+  readonly unsettledFiles?: ReadonlySet<string>;
   readonly forced: boolean;
-  readonly probeValue: string | undefined;
-  /** What the probe said of its value ("…/x.img is missing"), the better stale reason. */
-  readonly probeNote?: string | undefined;
+  /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
+  readonly probe: ProbeResult | undefined;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
   readonly account: { bytes: number };
 }
 
@@ -52,10 +73,8 @@ const KEY_PATTERN = /^[0-9a-f]{64}$/;
 const UPSTREAM_CHANGED = 'upstream changed';
 
 export async function assess(node: NodeDef, context: AssessContext): Promise<Verdict> {
-  const pendingDep = node.deps.find((dep) => context.depOutputs.get(dep) === undefined);
-  if (pendingDep !== undefined) {
-    return { fresh: false, pending: true, reason: `dependency ${pendingDep} is stale` };
-  }
+  const waitingOn = node.deps.filter((dep) => context.depOutputs.get(dep) === undefined);
+  if (waitingOn.length > 0) return assessBeforeDeps(node, context, waitingOn);
   const manifest = await buildManifest(node, context);
   const fingerprint = await fingerprintOf(manifest);
   // The key of the inputs as they are now, before any run: what a run records, so inputs
@@ -67,33 +86,118 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   const stamp = await readStamp(context.stateDir, node.id);
 
   if (node.key) {
-    const keyPath = resolve(context.root, node.key.path);
-    const recorded = await readKeyFile(keyPath);
-    if (recorded === undefined) return stale(`${node.key.path} missing`);
-    if (!KEY_PATTERN.test(recorded)) return stale(`${node.key.path} corrupt`);
+    const recorded = await readRecordedKey(node.key, context.root);
+    if (typeof recorded !== 'string') return stale(recorded.problem);
     if (key !== recorded) {
       const why = stamp ? manifestDifference(stamp.manifest, manifest) : undefined;
       return stale(why ?? `${node.key.path} does not match the inputs (inputs changed)`);
     }
   }
   if (!stamp) {
-    if (!node.key) return stale('never built');
-    // A key file written by another tool (the shell build script) with matching inputs:
-    // adopt its outputs rather than rebuild, provided they all exist.
-    const outputs = await hashOutputs(node, context);
-    if (typeof outputs === 'string') return stale(outputs);
-    return { fresh: true, adopt: true, reason: `adopted: ${node.key.path} matches`, fingerprint, manifest, outputDigest: await outputDigestOf(outputs, fingerprint) };
+    const adoption = await checkAdoption(node, context, []);
+    if (adoption.outcome !== 'adopt') return stale(adoption.outcome === 'refuse' ? adoption.reason : 'its outputs could not be checked');
+    return { fresh: true, adopt: true, reason: adoption.reason, fingerprint, manifest, outputDigest: await outputDigestOf(adoption.outputs, fingerprint) };
   }
   if (stamp.fingerprint !== fingerprint) {
     const difference = manifestDifference(stamp.manifest, manifest) ?? 'fingerprint changed';
-    return stale(difference === UPSTREAM_CHANGED && context.probeNote ? context.probeNote : difference);
+    return stale(difference === UPSTREAM_CHANGED && context.probe?.note ? context.probe.note : difference);
   }
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return stale(outputs);
-  for (const [path, hash] of Object.entries(stamp.outputs)) {
-    if (outputs[path] !== hash) return stale(`output ${path} was modified`);
-  }
+  const modified = modifiedOutput(stamp, outputs);
+  if (modified) return stale(modified);
   return { fresh: true, adopt: false, reason: 'up to date', fingerprint, manifest, outputDigest: stamp.outputDigest };
+}
+
+/**
+ * The verdict while some dependencies have yet to run. A node that will run whatever they
+ * produce (forced, its own input changed, its own output missing or modified, its key
+ * file missing) is stale, with that reason; otherwise whether it runs is up to what they
+ * produce, and it is pending.
+ */
+async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn: readonly NodeId[]): Promise<Verdict> {
+  const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason });
+  const pending: Verdict = { fresh: false, pending: true, reason: `depends on what ${listed(waitingOn)} produce${waitingOn.length === 1 ? 's' : ''}` };
+  if (context.forced) return stale('forced (--force)');
+  if (node.key) {
+    const recorded = await readRecordedKey(node.key, context.root);
+    if (typeof recorded !== 'string') return stale(recorded.problem);
+    // Whether it matches depends on the dependencies' outputs (a key covers them).
+  }
+  const stamp = await readStamp(context.stateDir, node.id);
+  if (!stamp) {
+    const adoption = await checkAdoption(node, context, waitingOn);
+    return adoption.outcome === 'refuse' ? stale(adoption.reason) : pending;
+  }
+  const own = manifestDifference(stamp.manifest, await ownManifest(node, context, stamp.manifest));
+  if (own !== undefined) return stale(own === UPSTREAM_CHANGED && context.probe?.note ? context.probe.note : own);
+  const outputs = await hashOutputs(node, context);
+  if (typeof outputs === 'string') return stale(outputs);
+  const modified = modifiedOutput(stamp, outputs);
+  return modified ? stale(modified) : pending;
+}
+
+type AdoptionCheck =
+  | { outcome: 'adopt'; reason: string; outputs: Record<string, string> }
+  | { outcome: 'refuse'; reason: string }
+  /** The answer depends on what a dependency still to run produces. */
+  | { outcome: 'unknown' };
+
+/**
+ * Outputs with no stamp of ours: taken as the node's when they all exist, the key file (if
+ * any) matches, and the kind's own check (if any) passes. Called with the key already
+ * compared when the dependencies are known, and before that with `waitingOn` naming them.
+ */
+async function checkAdoption(node: NodeDef, context: AssessContext, waitingOn: readonly NodeId[]): Promise<AdoptionCheck> {
+  if (!node.key && !node.adopt) return { outcome: 'refuse', reason: 'never built' };
+  const outputs = await hashOutputs(node, context);
+  if (typeof outputs === 'string') return { outcome: 'refuse', reason: node.key ? outputs : 'never built' };
+  const keyPart = node.key ? `${node.key.path} matches` : undefined;
+  if (!node.adopt) return waitingOn.length > 0 ? { outcome: 'unknown' } : { outcome: 'adopt', reason: `adopted: ${keyPart}`, outputs };
+  const answer = await node.adopt({
+    root: context.root,
+    flags: context.flags,
+    signal: context.signal,
+    hasher: countingHasher(context.hasher, context.account),
+    probe: context.probe,
+    waitingOn,
+  });
+  if (answer === undefined) return waitingOn.length > 0 ? { outcome: 'unknown' } : { outcome: 'refuse', reason: 'its outputs could not be checked' };
+  if (!answer.adopt) return { outcome: 'refuse', reason: answer.reason };
+  if (waitingOn.length > 0) return { outcome: 'unknown' };
+  return { outcome: 'adopt', reason: `adopted: ${[keyPart, answer.reason].filter(Boolean).join(', ')}`, outputs };
+}
+
+/**
+ * The manifest as far as it is the node's own, for comparison with the recorded one
+ * before the dependencies have run: no dependency outputs, no input files a node still
+ * to run will write, and the recorded probe value unless the probe was evaluated.
+ */
+async function ownManifest(node: NodeDef, context: AssessContext, recorded: Manifest): Promise<Manifest> {
+  const unsettled = context.unsettledFiles ?? new Set<string>();
+  const current = await buildManifest(node, context, { skipFiles: unsettled });
+  const files = { ...current.files };
+  for (const path of Object.keys(recorded.files)) if (unsettled.has(path)) files[path] = recorded.files[path]!;
+  const probe = context.probe ? current.probe : recorded.probe;
+  return { ...current, files, deps: {}, ...(probe !== undefined ? { probe } : {}) };
+}
+
+function modifiedOutput(stamp: Stamp, outputs: Record<string, string>): string | undefined {
+  for (const [path, hash] of Object.entries(stamp.outputs)) {
+    if (outputs[path] !== hash) return `output ${path} was modified`;
+  }
+  return undefined;
+}
+
+async function readRecordedKey(key: KeyFile, root: string): Promise<string | { problem: string }> {
+  const recorded = await readKeyFile(resolve(root, key.path));
+  if (recorded === undefined) return { problem: `${key.path} missing` };
+  if (!KEY_PATTERN.test(recorded)) return { problem: `${key.path} corrupt` };
+  return recorded;
+}
+
+function listed(ids: readonly string[]): string {
+  return ids.length <= 1 ? (ids[0] ?? '') : `${ids.slice(0, -1).join(', ')} and ${ids.at(-1)}`;
 }
 
 export function fingerprintOf(manifest: Manifest): Promise<string> {
@@ -131,10 +235,11 @@ export async function outputDigestOf(outputs: Record<string, string>, fingerprin
   return xxhString(canonicalJson(outputs));
 }
 
-async function buildManifest(node: NodeDef, context: AssessContext): Promise<Manifest> {
+async function buildManifest(node: NodeDef, context: AssessContext, options: { skipFiles?: ReadonlySet<string> } = {}): Promise<Manifest> {
   const files: Record<string, string> = {};
   const hasher = countingHasher(context.hasher, context.account);
   for (const path of node.files ?? []) {
+    if (options.skipFiles?.has(path)) continue;
     try {
       files[path] = (await hasher.hash(resolve(context.root, path))).xxh;
     } catch (error) {
@@ -147,7 +252,7 @@ async function buildManifest(node: NodeDef, context: AssessContext): Promise<Man
     const { default: fg } = await import('fast-glob');
     const matched = await fg([...node.inputs], { cwd: context.root, onlyFiles: true, dot: false, followSymbolicLinks: true });
     matched.sort();
-    for (const path of matched) files[path] ??= (await hasher.hash(resolve(context.root, path))).xxh;
+    for (const path of matched) if (!options.skipFiles?.has(path)) files[path] ??= (await hasher.hash(resolve(context.root, path))).xxh;
   }
   const env: Record<string, string> = {};
   for (const name of node.env ?? []) {
@@ -156,14 +261,17 @@ async function buildManifest(node: NodeDef, context: AssessContext): Promise<Man
     env[name] = value === undefined ? 'unset' : await xxhString(`=${value}`);
   }
   const deps: Record<string, string> = {};
-  for (const dep of node.deps) deps[dep] = context.depOutputs.get(dep) as string;
+  for (const dep of node.deps) {
+    const output = context.depOutputs.get(dep);
+    if (output !== undefined) deps[dep] = output;
+  }
   return {
     kind: node.kind,
     params: await xxhString(canonicalJson(node.params ?? null)),
     files,
     env,
     deps,
-    ...(context.probeValue !== undefined ? { probe: context.probeValue } : {}),
+    ...(context.probe !== undefined ? { probe: context.probe.value } : {}),
   };
 }
 

@@ -1,3 +1,5 @@
 // The engine's public surface, for configs made of generic steps and for task kinds.
 export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
 export * from './types.ts';
+// The JSON contract, for commands that print their own result under --json.
+export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type ReleaseCheckOutput, type ReleaseImageVerdict } from './report/contract.ts';

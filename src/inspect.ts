@@ -1,17 +1,41 @@
 // Read-only views of a project: `explain`, `graph`, `--dry-run` and `plan --json`. They
 // read the same verdicts the runner acts on.
 import type { Graph } from './graph.ts';
+import { verdictStatus, type VerdictStatus } from './fingerprint.ts';
+import { dryRunOutput, explainOutput, formatOutput, planOutput } from './report/contract.ts';
 import type { PlanEntry } from './runner.ts';
 import type { RunSettings, Session } from './session.ts';
-import type { NodeDef } from './types.ts';
+import type { NodeDef, NodeId } from './types.ts';
 
 function verdictText(entry: PlanEntry): string {
-  return entry.verdict.fresh ? `fresh (${entry.verdict.reason})` : `stale: ${entry.verdict.reason}`;
+  const { reason } = entry.verdict;
+  switch (verdictStatus(entry.verdict)) {
+    case 'fresh':
+      return `fresh (${reason})`;
+    case 'adopted':
+      return `would be ${reason}`;
+    case 'stale':
+      return `stale: ${reason}`;
+    case 'pending':
+      return `pending: ${reason}`;
+  }
 }
 
-export async function explainTarget(session: Session, target: string, settings: RunSettings, out: (line: string) => void): Promise<number> {
+const DRY_RUN_MARK: Record<VerdictStatus, string> = { fresh: '=', adopted: '+', stale: '▶', pending: '?' };
+
+export async function explainTarget(
+  session: Session,
+  target: string,
+  settings: RunSettings,
+  json: boolean,
+  out: (line: string) => void,
+): Promise<number> {
   const { graph, entries } = await session.plan([target], settings);
   const selected = new Set(graph.resolveTargets([target], session.familyUsages()));
+  if (json) {
+    out(formatOutput(explainOutput(target, [...selected], entries, graph)));
+    return 0;
+  }
   const byId = new Map(entries.map((entry) => [entry.id, entry] as const));
   for (const id of selected) {
     const node = graph.node(id);
@@ -52,58 +76,37 @@ export async function printDryRun(
   const { graph, entries } = await session.plan(targets, settings);
   const details = new Map<string, string | undefined>();
   for (const entry of entries) {
-    if (entry.verdict.fresh) continue;
+    if (entry.verdict.fresh) continue; // stale or pending: it may run
     const describe = graph.node(entry.id).describeRun;
     details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
   }
   if (json) {
-    out(
-      JSON.stringify(
-        {
-          dryRun: true,
-          nodes: entries.map((entry) => ({
-            id: entry.id,
-            status: entry.verdict.fresh ? 'fresh' : 'stale',
-            reason: entry.verdict.reason,
-            bytesHashed: entry.bytesHashed,
-            ...(details.get(entry.id) ? { wouldRun: details.get(entry.id) } : {}),
-            ...(entry.note ? { note: entry.note } : {}),
-          })),
-        },
-        null,
-        2,
-      ),
-    );
+    out(formatOutput(dryRunOutput(entries, details)));
     return 0;
   }
   for (const entry of entries) {
-    out(`${entry.verdict.fresh ? '=' : '▶'} ${entry.id}: ${verdictText(entry)}`);
+    out(`${DRY_RUN_MARK[verdictStatus(entry.verdict)]} ${entry.id}: ${verdictText(entry)}`);
     const detail = details.get(entry.id);
-    if (detail) out(`    ${detail}`);
+    if (detail) out(`    ${verdictStatus(entry.verdict) === 'pending' ? `if it runs: ${detail}` : detail}`);
     if (entry.note) out(`    note: ${entry.note}`);
   }
-  const stale = entries.filter((entry) => !entry.verdict.fresh).length;
-  out(`${stale} of ${entries.length} would run (dry run: nothing was changed)`);
+  const count = (status: VerdictStatus): number => entries.filter((entry) => verdictStatus(entry.verdict) === status).length;
+  const parts = [`${count('stale')} of ${entries.length} would run`];
+  if (count('pending') > 0) parts.push(`${count('pending')} more depending on what their dependencies produce`);
+  if (count('adopted') > 0) parts.push(`${count('adopted')} would be adopted`);
+  out(`${parts.join(', ')} (dry run: nothing was changed)`);
   return 0;
 }
 
-export async function planJson(session: Session, targets: readonly string[], settings: RunSettings): Promise<unknown> {
+export async function printPlan(session: Session, targets: readonly string[], settings: RunSettings, out: (line: string) => void): Promise<number> {
   const { entries } = await session.plan(targets, settings);
-  const stale = entries.filter((entry) => !entry.verdict.fresh).map((entry) => entry.id);
-  return {
-    stale,
-    nodes: entries.map((entry) => ({
-      id: entry.id,
-      status: entry.verdict.fresh ? 'fresh' : 'stale',
-      reason: entry.verdict.reason,
-      bytesHashed: entry.bytesHashed,
-    })),
-    ...(session.config.planJobs ? { jobs: session.config.planJobs(stale) } : {}),
-  };
+  out(formatOutput(planOutput(entries, session.config.planJobs?.bind(session.config))));
+  return 0;
 }
 
-export function describeGraph(graph: Graph, format: 'mermaid' | 'dot'): string {
-  const nodes = [...graph.nodes.values()];
+/** The graph of the `selected` nodes (a closure: every dependency is among them), in mermaid or dot. */
+export function describeGraph(graph: Graph, selected: readonly NodeId[], format: 'mermaid' | 'dot'): string {
+  const nodes = selected.map((id) => graph.node(id));
   if (format === 'dot') {
     const lines = ['digraph pipeline {', '  rankdir=LR;'];
     for (const node of nodes) lines.push(`  ${JSON.stringify(node.id)};`);

@@ -38,16 +38,23 @@ export class Limits {
   /**
    * Takes a job slot and the pool's slot together, so a node waiting for its pool never
    * holds a job slot another kind of work could use. Returns the release function.
+   * `onWait` hears what it waits for whenever that changes: the pool's name, or `job`.
    */
-  async acquire(pool: string | undefined): Promise<() => void> {
+  async acquire(pool: string | undefined, onWait?: (slot: string) => void): Promise<() => void> {
     const poolSemaphore = pool === undefined ? undefined : this.pools.get(pool);
+    let waitingFor: string | undefined;
+    const wait = (slot: string): void => {
+      if (slot !== waitingFor) onWait?.((waitingFor = slot));
+    };
     for (;;) {
       if (poolSemaphore && !poolSemaphore.tryAcquire()) {
+        wait(pool!);
         await poolSemaphore.whenReleased();
         continue;
       }
       if (!this.jobs.tryAcquire()) {
         poolSemaphore?.release();
+        wait('job');
         await this.jobs.whenReleased();
         continue;
       }

@@ -1,16 +1,19 @@
 // Runs the closure of the selected targets: stale nodes start as soon as their
-// dependencies finish, bounded by --jobs and pools; each node is re-assessed once its
-// dependencies are known, so a dependency rebuilt to identical output lets it stay fresh.
+// dependencies finish, bounded by --jobs and pools; a node planned before its
+// dependencies ran is assessed again once they have, so a dependency rebuilt to identical
+// output lets it stay fresh (early cutoff), and its setup checks run only if it must run.
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type Verdict } from './fingerprint.ts';
+import { assess, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
+import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
-import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId } from './types.ts';
+import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult } from './types.ts';
 
-export type NodeStatus = 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled';
+/** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
+export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
 
 export interface NodeResult {
   readonly id: NodeId;
@@ -29,13 +32,7 @@ export interface NodeResult {
   readonly note?: string;
 }
 
-export interface RunObserver {
-  nodeQueued?(id: NodeId, reason: string): void;
-  nodeStarted?(id: NodeId, reason: string): void;
-  nodeStatus?(id: NodeId, text: string): void;
-  nodeProgress?(id: NodeId, done: number, total: number | undefined): void;
-  nodeFinished?(result: NodeResult): void;
-}
+export type { RunObserver } from './observer.ts';
 
 export interface RunOptions {
   readonly root: string;
@@ -64,30 +61,49 @@ export interface PlanEntry {
 
 const LOG_TAIL_LINES = 20;
 
-async function runProbe(node: NodeDef, options: RunOptions): Promise<{ value: string; note?: string } | undefined> {
+async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult | undefined> {
   if (!node.probe) return undefined;
   const previous = (await readStamp(options.stateDir, node.id))?.manifest.probe;
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-/** Assesses every node of the closure, treating stale dependencies as pending. */
+function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles'>): AssessContext {
+  return {
+    root: options.root,
+    stateDir: options.stateDir,
+    hasher: options.hasher,
+    forced: options.force && node.honorsForce !== false,
+    flags: options.flags,
+    signal: options.signal,
+    ...extra,
+  };
+}
+
+/**
+ * Assesses every node of the closure, level by level. A node whose dependencies may run
+ * is assessed on what is its own (stale when it will run whatever they produce, pending
+ * otherwise); the runner assesses it again once they have run.
+ */
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions): Promise<PlanEntry[]> {
   await checkInputFiles(graph, closure, options.root);
   const outputs = new Map<NodeId, string | undefined>();
+  const unsettledFiles = new Set<string>();
   const byId = new Map<NodeId, PlanEntry>();
   const planNode = async (id: NodeId): Promise<void> => {
     const node = graph.node(id);
     const account = { bytes: 0 };
-    // A node waiting on a stale dependency is stale anyway, and its probe may need what
-    // the dependency makes: probe it when it is about to run.
-    const pending = node.deps.some((dep) => outputs.get(dep) === undefined);
-    let probe: { value: string; note?: string } | undefined;
-    if (!pending) {
+    // A probe may read what a dependency makes: with dependencies still to run, it is
+    // evaluated now only when its kind says it reads nothing of theirs.
+    const waiting = node.deps.some((dep) => outputs.get(dep) === undefined);
+    let probe: ProbeResult | undefined;
+    if (!waiting || node.probeIndependent === true) {
       try {
+        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'begin');
         probe = await runProbe(node, options);
+        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'end');
       } catch (error) {
         // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
-        if (isFailure(error, 'setup', 'auth', 'config', 'usage')) throw error.prefixed(id);
+        if (isFailure(error, ...SETUP_KINDS)) throw error.prefixed(id);
         const failure = toFailure(error, options.signal);
         const verdict: Verdict = { fresh: false, pending: false, reason: `upstream check failed: ${failure.message}` };
         outputs.set(id, undefined);
@@ -95,16 +111,9 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         return;
       }
     }
-    const verdict = await assess(node, {
-      root: options.root,
-      stateDir: options.stateDir,
-      hasher: options.hasher,
-      depOutputs: outputs,
-      forced: options.force && node.honorsForce !== false,
-      probeValue: probe?.value,
-      probeNote: probe?.note,
-      account,
-    });
+    options.observer?.nodePhase?.(id, 'hash', 'begin');
+    const verdict = await assess(node, assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles }));
+    options.observer?.nodePhase?.(id, 'hash', 'end');
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
     byId.set(id, {
       id,
@@ -116,9 +125,11 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
   };
   // Nodes of one depth depend only on shallower ones: each level is assessed concurrently
   // (stamp reads, stats and upstream probes overlap), the levels in order.
-  for (const level of depthLevels(graph, closure)) await Promise.all(level.map(planNode));
-  const entries = closure.map((id) => byId.get(id)!);
-  return entries;
+  for (const level of depthLevels(graph, closure)) {
+    await Promise.all(level.map(planNode));
+    for (const id of level) if (outputs.get(id) === undefined) for (const file of graph.node(id).outputs ?? []) unsettledFiles.add(file);
+  }
+  return closure.map((id) => byId.get(id)!);
 }
 
 /** The closure grouped by depth (a node is one deeper than its deepest dependency). */
@@ -147,18 +158,46 @@ async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: s
   }
 }
 
-/** Runs kinds' setup checks for every node that may run; the first failure is thrown. */
-export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags'>): Promise<void> {
+/** Failures that mean "fix the machine or the input": found before a node starts, they end the run with exit 2. */
+const SETUP_KINDS = ['setup', 'auth', 'config', 'usage'] as const satisfies readonly FailureKind[];
+
+/** Runs the setup checks of one node that is about to run; a failure names the node and why it runs. */
+async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
+  if (node.preflight) options.observer?.nodePhase?.(node.id, 'preflight', 'begin');
+  try {
+    await node.preflight?.({ root: options.root, flags: options.flags });
+  } catch (error) {
+    if (!isFailure(error)) throw error;
+    throw new Failure(error.kind, `${error.message} (why it runs: ${reason})`, { cause: error, ...(error.code !== undefined ? { code: error.code } : {}) });
+  }
+  if (node.preflight) options.observer?.nodePhase?.(node.id, 'preflight', 'end');
+}
+
+/**
+ * Setup checks of the nodes the plan calls stale, before any work; the first failure is
+ * thrown. Pending nodes are checked when they turn out to run (see `execute`).
+ */
+export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
   for (const entry of entries) {
-    if (entry.verdict.fresh) continue;
-    const node = graph.node(entry.id);
+    if (entry.verdict.fresh || entry.verdict.pending) continue;
     try {
-      await node.preflight?.({ root: options.root, flags: options.flags });
+      await checkSetup(graph.node(entry.id), entry.verdict.reason, options);
     } catch (error) {
       if (isFailure(error)) throw error.prefixed(entry.id);
       throw error;
     }
   }
+}
+
+/**
+ * The failure that ended a run for a setup reason found before a node started (a pending
+ * node's setup check, or its probe): the run exits as if it had been found up front.
+ */
+export function setupFailureOf(results: readonly NodeResult[]): Failure | undefined {
+  const stopped = results.find(
+    (result) => result.status === 'failed' && result.startedAt === undefined && (SETUP_KINDS as readonly string[]).includes(result.failureKind ?? ''),
+  );
+  return stopped ? new Failure(stopped.failureKind!, `${stopped.id}: ${stopped.error ?? stopped.reason}`) : undefined;
 }
 
 /** Runs the closure given its plan (see `plan`; `preflight` should have passed). */
@@ -178,14 +217,18 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
   const finish = (result: NodeResult): NodeResult => {
     results.set(result.id, result);
     options.observer?.nodeFinished?.(result);
-    if (result.status === 'failed' && !options.keepGoing) stopStarting.abort();
+    // A machine that is not ready stops the run whatever --keep-going says, as it would
+    // have before any work had it been known then.
+    if (result.status === 'failed' && (!options.keepGoing || setupFailureOf([result]))) stopStarting.abort();
     return result;
   };
 
   const runNode = async (id: NodeId): Promise<NodeResult> => {
     const node = graph.node(id);
+    const unfinished = node.deps.filter((dep) => !results.has(dep));
+    if (unfinished.length > 0) options.observer?.nodeWaiting?.(id, { dependencies: unfinished });
     const depResults = await Promise.all(node.deps.map((dep) => finished.get(dep)!));
-    const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh');
+    const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh' && dep.status !== 'adopted');
     if (blocked) {
       const status: NodeStatus = blocked.status === 'cancelled' || runAbort.signal.aborted ? 'cancelled' : 'skipped';
       return finish({ id, status, reason: `dependency ${blocked.id} ${blocked.status === 'failed' ? 'failed' : `was ${blocked.status}`}`, durationMs: 0, bytesHashed: 0 });
@@ -199,36 +242,48 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
     if (first.probeError !== undefined) {
       return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError.message, failureKind: first.probeError.kind, durationMs: 0, bytesHashed: 0 });
     }
+    // Planned while a dependency was still to run: assess again now that all have.
+    const plannedBlind = node.deps.some((dep) => !initialVerdicts.get(dep)!.verdict.fresh);
     const depsRan = depResults.some((dep) => dep.status === 'ran');
     let verdict = first.verdict;
     let note = first.note;
-    if (depsRan || (!verdict.fresh && verdict.pending)) {
-      let probeValue = first.probeValue;
-      if (node.probe && probeValue === undefined) {
-        const probe = await runProbe(node, options);
-        probeValue = probe?.value;
+    if (plannedBlind) {
+      let probe: ProbeResult | undefined = first.probeValue !== undefined ? { value: first.probeValue, ...(note ? { note } : {}) } : undefined;
+      // Probed at planning but dependencies ran since (a build can take an hour): what it
+      // reads outside may have moved, so read it again.
+      if (node.probe && (probe === undefined || depsRan)) {
+        options.observer?.nodePhase?.(id, 'probe', 'begin');
+        probe = await runProbe(node, options);
+        options.observer?.nodePhase?.(id, 'probe', 'end');
         note = probe?.note;
       }
-      verdict = await assess(node, {
-        root: options.root,
-        stateDir: options.stateDir,
-        hasher: options.hasher,
-        depOutputs: outputs,
-        forced: options.force && node.honorsForce !== false,
-        probeValue,
-        probeNote: note,
-        account,
-      });
+      options.observer?.nodePhase?.(id, 'hash', 'begin');
+      verdict = await assess(node, assessContext(options, node, { depOutputs: outputs, probe, account }));
+      options.observer?.nodePhase?.(id, 'hash', 'end');
     }
     if (verdict.fresh) {
-      if (verdict.adopt) await recordAdoption(node, verdict, options);
       outputs.set(id, verdict.outputDigest);
+      const extra = { durationMs: 0, bytesHashed: account.bytes, ...(note ? { note } : {}) };
+      if (verdict.adopt) {
+        await recordAdoption(node, verdict, options);
+        return finish({ id, status: 'adopted', reason: verdict.reason, ...extra });
+      }
       const reason = depsRan && first.verdict.fresh === false ? 'dependencies rebuilt with identical output' : verdict.reason;
-      return finish({ id, status: 'fresh', reason, durationMs: 0, bytesHashed: account.bytes, ...(note ? { note } : {}) });
+      return finish({ id, status: 'fresh', reason, ...extra });
     }
     const reason = verdict.reason;
+    if (!first.verdict.fresh && first.verdict.pending) {
+      // Pending until now, so not checked with the others before the run: check it before
+      // it starts any work.
+      try {
+        await checkSetup(node, reason, options);
+      } catch (error) {
+        const failure = toFailure(error, runAbort.signal);
+        return finish({ id, status: 'failed', reason, error: failure.message, failureKind: failure.kind, durationMs: 0, bytesHashed: account.bytes });
+      }
+    }
     options.observer?.nodeQueued?.(id, reason);
-    const release = await limits.acquire(node.pool);
+    const release = await limits.acquire(node.pool, (slot) => options.observer?.nodeWaiting?.(id, { slot }));
     try {
       if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: account.bytes });
       if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: account.bytes });
@@ -274,20 +329,27 @@ async function runStale(
     force: options.force && node.honorsForce !== false,
     flags: options.flags,
     onStatus: (text) => options.observer?.nodeStatus?.(node.id, text),
-    onProgress: (done, total) => options.observer?.nodeProgress?.(node.id, done, total),
+    onLog: (line) => options.observer?.nodeLog?.(node.id, line),
+    onProgress: (done, total, unit) => options.observer?.nodeProgress?.(node.id, done, total, unit),
     onBeginCommit: () => forgetRecord(node, options),
   });
   const base = { id: node.id, reason, startedAt };
   try {
+    // Phases a failure interrupts end with the node (observers close them at its end).
+    options.observer?.nodePhase?.(node.id, 'run', 'begin');
     await node.run(context);
     signal.throwIfAborted();
+    options.observer?.nodePhase?.(node.id, 'run', 'end');
     // A multi-GB output takes seconds to hash: show it like any other byte progress.
+    options.observer?.nodePhase?.(node.id, 'hash', 'begin');
     let hashing: string | undefined;
     const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account }, (path, done, total) => {
       if (hashing !== path) options.observer?.nodeStatus?.(node.id, `hashing ${(hashing = path)}`);
       options.observer?.nodeProgress?.(node.id, done, total);
     });
     if (typeof hashed === 'string') throw new Error(`finished without producing its outputs: ${hashed}`);
+    options.observer?.nodePhase?.(node.id, 'hash', 'end');
+    options.observer?.nodePhase?.(node.id, 'record', 'begin');
     let manifest = verdict.manifest!;
     let fingerprint = verdict.fingerprint!;
     if (node.probe) {
@@ -315,6 +377,7 @@ async function runStale(
       await writeFileAtomic(keyPath, `${verdict.key}\n`);
     }
     outputs.set(node.id, outputDigest);
+    options.observer?.nodePhase?.(node.id, 'record', 'end');
     await context.close();
     const finishedAt = Date.now();
     const logged = await fileExists(logFile);

@@ -7,7 +7,7 @@ import { Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock, type LockOptions } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
-import { execute, plan, preflight, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
+import { execute, plan, preflight, setupFailureOf, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
 import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export interface RunSettings {
@@ -95,7 +95,11 @@ export class Session {
     return { graph, entries };
   }
 
-  /** Runs targets under the tree lock; the stat cache is saved whatever happens. */
+  /**
+   * Runs targets under the tree lock; the stat cache is saved whatever happens. A setup
+   * failure (before any work, or of a pending node that turned out to run) is thrown, after
+   * the reporter has shown what did run.
+   */
   async run(
     targets: readonly string[],
     settings: RunSettings,
@@ -107,11 +111,16 @@ export class Session {
     try {
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
+      reporter.planning?.(closure);
       const startPlan = await plan(graph, closure, options);
       await preflight(graph, startPlan, options);
       reporter.start(startPlan);
       const results = await execute(graph, closure, options, startPlan);
       await reporter.finish(results, Date.now() - started);
+      // A pending node that turned out to run on a machine not ready for it: the same
+      // one-line error and exit code as had it been known before the run.
+      const setupFailure = setupFailureOf(results);
+      if (setupFailure) throw setupFailure;
       return results;
     } finally {
       await this.hasher.save();

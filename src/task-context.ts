@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { siblingTempPath } from './atomic.ts';
 import { execFile } from './exec.ts';
-import type { ExecOptions, FileHasher, NodeId, TaskContext } from './types.ts';
+import type { ExecOptions, FileHasher, NodeId, ProgressUnit, TaskContext } from './types.ts';
 
 export interface TaskContextOptions {
   readonly id: NodeId;
@@ -17,8 +17,11 @@ export interface TaskContextOptions {
   readonly force?: boolean;
   readonly dryRun?: boolean;
   readonly flags?: Readonly<Record<string, boolean | string | undefined>>;
+  /** A status the task set, or the line it last logged: what shows under the task. */
   readonly onStatus?: (text: string) => void;
-  readonly onProgress?: (done: number, total: number | undefined) => void;
+  /** Each line written to the log file (the task's own, or a child process's output). */
+  readonly onLog?: (line: string) => void;
+  readonly onProgress?: (done: number, total: number | undefined, unit: ProgressUnit) => void;
   /** Removes the node's stamp and key file (see TaskContext.beginCommit). */
   readonly onBeginCommit?: () => Promise<void>;
 }
@@ -42,6 +45,8 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
       log = createWriteStream(options.logFile, { flags: 'a' });
     }
     log.write(`${line}\n`);
+    options.onLog?.(line);
+    options.onStatus?.(line);
   };
 
   return {
@@ -55,13 +60,12 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
     hasher: options.hasher,
     log(line) {
       writeLog(line);
-      options.onStatus?.(line);
     },
     status(text) {
       options.onStatus?.(text);
     },
-    progress(done, total) {
-      options.onProgress?.(done, total);
+    progress(done, total, unit = 'bytes') {
+      options.onProgress?.(done, total, unit);
     },
     tempPath(finalPath) {
       const absolute = isAbsolute(finalPath) ? finalPath : resolve(options.root, finalPath);
@@ -76,10 +80,7 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
       return execFile(file, args, options.signal, {
         cwd: options.root,
         ...execOptions,
-        defaultOnLine: (line) => {
-          writeLog(line);
-          options.onStatus?.(line);
-        },
+        defaultOnLine: writeLog,
       });
     },
     async removeTemps() {

@@ -4,6 +4,9 @@
 /** A node's id, as the user types it in a target: `debian-12:build`, `trixie:download`. */
 export type NodeId = string;
 
+/** What `TaskContext.progress` counts. */
+export type ProgressUnit = 'bytes' | 'percent';
+
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /** Digests of one file's content. `sha256` is present only when it was asked for. */
@@ -66,8 +69,12 @@ export interface TaskContext {
   log(line: string): void;
   /** Sets the short status shown under the task without logging it. */
   status(text: string): void;
-  /** Byte progress; the renderer turns it into a bar with speed and ETA. */
-  progress(done: number, total?: number): void;
+  /**
+   * Byte progress; the renderer turns it into a bar with speed and ETA. A tool that reports
+   * only how far along it is (qemu-img -p) passes `'percent'`: `done` of `total` are then
+   * percentage points, shown as a percentage and never as bytes.
+   */
+  progress(done: number, total?: number, unit?: ProgressUnit): void;
   /** Absolute path of this run's log file for the node. */
   readonly logFile: string;
   /** Hashes through the persistent stat cache (no bytes read for unchanged files). */
@@ -147,14 +154,50 @@ export interface NodeDef {
   readonly logName?: string;
   readonly key?: KeyFile;
   readonly probe?: Probe;
+  /**
+   * The probe reads only state outside the graph, never what a dependency makes, so a
+   * plan may evaluate it before the dependencies have run (and call the node stale when
+   * its probe moved, whatever they produce). Default false: the probe of a node whose
+   * dependencies have yet to run is evaluated when the node is about to run.
+   */
+  readonly probeIndependent?: boolean;
+  /**
+   * Outputs that exist with no stamp of ours (another tool made them, or the state
+   * directory was lost): may the engine take them as this node's without running it?
+   * The kind checks what it can (the checksum file beside an image, upstream's digest of
+   * a download). Without the hook, a node with a key file is adopted on a matching key
+   * alone, and one without is never adopted. The plan asks before the dependencies have
+   * run (`waitingOn` names those still to run): a check that reads what they make answers
+   * undefined then, for "cannot tell yet".
+   */
+  adopt?(context: AdoptContext): Promise<Adoption | undefined>;
   /** A note `explain` prints (e.g. what the fingerprint cannot see). */
   readonly caveat?: string;
-  /** Setup checks before any work starts, for nodes that will run. Throw a `setup` Failure. */
+  /**
+   * Setup checks for a node that will run (packer installed, a token set), before any work
+   * starts: at the start of the run for nodes the plan calls stale, and for a pending one
+   * once it is known to run, before it starts. Throw a `setup` Failure.
+   */
   preflight?(context: PreflightContext): Promise<void>;
   /** What `--dry-run` prints for the node besides its stale reason, starting "would …". */
   describeRun?(context: PreflightContext): Promise<string | undefined>;
   run(context: TaskContext): Promise<void>;
 }
+
+export interface AdoptContext {
+  readonly root: string;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
+  /** Hashes through the stat cache: a check that reads a big file once is free on later runs. */
+  readonly hasher: FileHasher;
+  /** The node's probe answer this run; undefined when it has no probe or it waits on a dependency. */
+  readonly probe: ProbeResult | undefined;
+  /** Dependencies that have yet to run: their outputs are not known. */
+  readonly waitingOn: readonly NodeId[];
+}
+
+/** A kind's answer about outputs found with no stamp. `reason` is said to the user either way. */
+export type Adoption = { readonly adopt: true; readonly reason: string } | { readonly adopt: false; readonly reason: string };
 
 export interface PreflightContext {
   readonly root: string;
@@ -174,8 +217,12 @@ export interface EngineConfig {
   readonly defaultTarget?: string;
   /** Boolean switches a config's task kinds read from `flags` (`--offline`), by long name. */
   readonly flags?: Readonly<Record<string, { readonly description: string }>>;
-  /** Shapes `plan --json`'s job list (e.g. one CI job per stale image). */
-  planJobs?(staleIds: readonly NodeId[]): Json;
+  /**
+   * Shapes `plan --json`'s job list (e.g. one CI job per image to build), given the nodes
+   * that may run: the stale ones and the pending ones (their run depends on what a
+   * dependency produces).
+   */
+  planJobs?(mayRun: readonly NodeId[]): Json;
   /** Subcommands a config adds (`verify`, `release`, `images`), parsed by the CLI. */
   readonly commands?: Readonly<Record<string, Command>>;
 }
@@ -205,6 +252,11 @@ export interface Command {
   readonly usage: string;
   readonly description: string;
   readonly options?: CommandOptions;
+  /**
+   * Its subcommands (`check`, `remove`), if any: an error under `--json` names the command
+   * as `release-check`.
+   */
+  readonly subcommands?: readonly string[];
   /** Words after the command that select a subcommand (`release check`): handled by `run`. */
   run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }, io: CommandIO): Promise<number>;
 }

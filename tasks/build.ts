@@ -27,6 +27,7 @@ import { Failure } from '../src/types.ts';
 import { fsyncPath } from '../src/atomic.ts';
 import { processAlive } from '../src/exec.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
+import { checksumFileProblem } from './checksum.ts';
 import {
   ensurePackerInit,
   forgetPackerInit,
@@ -78,7 +79,10 @@ export interface BuildNodeOptions {
   /** Programs; defaults `packer` and `ssh-keygen` from PATH (qemu-img: tasks/qemu-img.ts). */
   readonly packer?: string;
   readonly sshKeygen?: string;
-  /** The device preflight checks when the template boots QEMU with KVM; default `/dev/kvm`. */
+  /**
+   * The device preflight checks when the template boots QEMU with KVM; default
+   * `PIPELINE_KVM_DEVICE`, else `/dev/kvm`.
+   */
   readonly kvmDevice?: string;
   /**
    * `base_checksum` for packer (`sha256:<hex>` or `sha512:<hex>`). A download kind that
@@ -149,10 +153,17 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         );
       }
       await checkQemuImg(compression, 'compress built images');
-      if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? '/dev/kvm');
+      if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? (process.env.PIPELINE_KVM_DEVICE || '/dev/kvm'));
       if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
         throw new Failure('setup', `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
       }
+    },
+
+    // An image whose .cache-key matches but that we have no stamp for (the shell build
+    // script made it) is taken only when its bytes match the .sha256 beside it.
+    async adopt({ root, hasher }) {
+      const problem = await checksumFileProblem(root, hasher, outputImage);
+      return problem ? { adopt: false, reason: problem } : { adopt: true, reason: `${name}.qcow2 matches its .sha256` };
     },
 
     async describeRun() {

@@ -1,9 +1,9 @@
 // The checksum step: `images/{name}/{name}.qcow2.sha256` in sha256sum format, so people
 // and `sha256sum -c` (run inside the image directory) can check the image. The digest
 // comes from the stat cache, which usually has it already from the build's output hash.
-import { open, rename, rm } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import type { NodeDef, NodeId, TaskContext } from '../src/types.ts';
+import type { FileHasher, NodeDef, NodeId, TaskContext } from '../src/types.ts';
 
 export interface ChecksumSpec {
   readonly name: string;
@@ -33,6 +33,13 @@ export function checksumNode(spec: ChecksumSpec): NodeDef {
     // No `files: [imageFile]`: the image is the build's output, whose hash already reaches
     // this fingerprint through the dependency, and it does not exist before the first build.
     outputs: [checksumFile],
+    // A .sha256 with no stamp (the shell script wrote it, or .pipeline/ was lost) is kept
+    // when it is the image's: rewriting it would only be right if it were not.
+    async adopt({ root, hasher, waitingOn }) {
+      if (waitingOn.length > 0) return undefined; // the image may still be rebuilt
+      const problem = await checksumFileProblem(root, hasher, imageFile);
+      return problem ? { adopt: false, reason: problem } : { adopt: true, reason: `it holds the SHA-256 of ${basename(imageFile)}` };
+    },
     async describeRun() {
       return `would write ${checksumFile}`;
     },
@@ -40,6 +47,26 @@ export function checksumNode(spec: ChecksumSpec): NodeDef {
       await writeChecksumFile(ctx, imageFile);
     },
   };
+}
+
+/**
+ * What is wrong between `imageFile` and the `.sha256` beside it (both relative to the
+ * root), said for a person, or undefined when the file holds the image's SHA-256. The
+ * image is hashed through the stat cache: one read, free on later runs.
+ */
+export async function checksumFileProblem(root: string, hasher: FileHasher, imageFile: string): Promise<string | undefined> {
+  const checksumFile = checksumFileFor(imageFile);
+  let text: string;
+  try {
+    text = await readFile(resolve(root, checksumFile), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    return `${imageFile} has no ${basename(checksumFile)} to check it against`;
+  }
+  const recorded = parseSha256Line(text);
+  if (!recorded || recorded.fileName !== basename(imageFile)) return `${checksumFile} is not a sha256sum line for ${basename(imageFile)}`;
+  const digest = await hasher.hash(resolve(root, imageFile), { sha256: true });
+  return digest.sha256 === recorded.sha256 ? undefined : `${imageFile} does not match its .sha256`;
 }
 
 /** Hashes `imageFile` (relative to the root) and writes its `.sha256` atomically; returns the digest. */

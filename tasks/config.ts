@@ -212,7 +212,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         },
       },
     },
-    planJobs: (stale) => imageMatrix(names, stale),
+    planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
       verify: verifyCommand(catalog),
       release: releaseCommand(catalog),
@@ -221,8 +221,8 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
   };
 }
 
-/** `plan --json` jobs: one GitHub Actions matrix entry per image with a stale node. */
-function imageMatrix(names: readonly string[], stale: readonly NodeId[]): Json {
-  const staleImages = names.filter((name) => stale.some((id) => id.startsWith(`${name}:`)));
-  return { include: staleImages.map((image) => ({ image, target: `${image}:upload` })) };
+/** `plan --json` jobs: one GitHub Actions matrix entry per image with a node that may run. */
+function imageMatrix(names: readonly string[], mayRun: readonly NodeId[]): Json {
+  const images = names.filter((name) => mayRun.some((id) => id.startsWith(`${name}:`)));
+  return { include: images.map((image) => ({ image, target: `${image}:upload` })) };
 }

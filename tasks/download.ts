@@ -30,6 +30,11 @@ export interface DownloadSpec {
 
 export const NOTE_UNREACHABLE = 'upstream unreachable; using cached file';
 export const NOTE_OFFLINE = 'offline: upstream not checked; using cached file';
+/**
+ * The probe value when upstream could not be asked and no run recorded its SHA-512: the
+ * cached file is used unverified, and the first run that reaches upstream checks it.
+ */
+export const UNVERIFIED = 'unverified';
 
 const DEFAULT_ATTEMPTS = 4;
 const DEFAULT_RETRY_DELAY_MS = 1_000;
@@ -55,6 +60,18 @@ export function downloadNode(spec: DownloadSpec): NodeDef {
     // --force rebuilds images, it does not re-fetch an unchanged upstream image (--refresh-base does).
     honorsForce: false,
     probe: (context) => probeUpstream(spec, context),
+    // A cached file with no stamp (the shell script filled cache/, or .pipeline/ was lost)
+    // is taken as the download when it is upstream's image: one local read, no transfer.
+    async adopt({ root, flags, probe, signal }) {
+      if (probe === undefined) return undefined; // its upstream is made by a dependency still to run
+      if (flags.refreshBase === true) return { adopt: false, reason: 're-download requested (--refresh-base)' };
+      if (probe.value === UNVERIFIED) {
+        return { adopt: true, reason: `${spec.file} as cached, not verified against upstream (${flags.offline === true ? 'offline' : 'upstream unreachable'})` };
+      }
+      const actual = await sha512File(resolve(root, spec.file), signal);
+      if (actual === probe.value) return { adopt: true, reason: `${spec.file} matches upstream's SHA-512` };
+      return { adopt: false, reason: `${spec.file} differs from upstream's SHA-512` };
+    },
     async describeRun() {
       return `would download ${spec.url} -> ${spec.file}`;
     },
@@ -64,8 +81,8 @@ export function downloadNode(spec: DownloadSpec): NodeDef {
 
 /**
  * The probe value is upstream's SHA-512 of the image, so the node is stale exactly when
- * upstream published a new one. Without the network the previous value stands (or the
- * cached file's own SHA-512 when none was recorded), so an offline run is a no-op.
+ * upstream published a new one. Without the network the previous value stands (or
+ * UNVERIFIED when none was recorded), so an offline run is a no-op.
  */
 async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise<ProbeResult> {
   const cachedPath = resolve(context.root, spec.file);
@@ -75,7 +92,7 @@ async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise
     if (!(await isFile(cachedPath))) {
       throw new Failure('task', `--offline, but ${spec.file} is not cached; run once with network access`);
     }
-    return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_OFFLINE };
+    return { value: context.previous ?? UNVERIFIED, note: NOTE_OFFLINE };
   }
   let upstream: string;
   try {
@@ -85,13 +102,14 @@ async function probeUpstream(spec: DownloadSpec, context: ProbeContext): Promise
     if (!(await isFile(cachedPath))) {
       throw new Failure('task', `cannot reach ${spec.checksumsUrl} (${error.message}) and ${spec.file} is not cached`);
     }
-    return { value: context.previous ?? (await sha512File(cachedPath, context.signal)), note: NOTE_UNREACHABLE };
+    return { value: context.previous ?? UNVERIFIED, note: NOTE_UNREACHABLE };
   }
   // --refresh-base must make the node stale although upstream is unchanged: a value no
   // earlier run recorded does that. Later runs keep returning the recorded value while
   // upstream stays put, so the refresh costs no extra work afterwards.
   if (refresh) return { value: `${upstream}${REFRESH_MARK}${Date.now()}`, note: 're-download requested (--refresh-base)' };
   if (context.previous?.startsWith(`${upstream}${REFRESH_MARK}`)) return { value: context.previous };
+  if (context.previous === UNVERIFIED) return { value: upstream, note: `${spec.file} was used unverified; checking it against upstream` };
   return { value: upstream };
 }
 
@@ -113,8 +131,9 @@ async function runDownload(spec: DownloadSpec, ctx: TaskContext): Promise<void> 
     return;
   }
   if (cached && ctx.flags.refreshBase !== true) {
-    // A file already in cache/ (left by the shell script, or the node's stamp was lost)
-    // is adopted when it is upstream's image: one local read instead of a download.
+    // Upstream moved on since the last run, or the cached file was used unverified: it
+    // may already be upstream's image (copied in by hand), and one local read is cheaper
+    // than a download.
     ctx.status('checking cached file against upstream SHA512SUMS');
     const actual = await sha512File(dest, ctx.signal, (done, total) => ctx.progress(done, total));
     if (actual === expected) {

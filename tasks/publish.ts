@@ -59,6 +59,7 @@ export function publishNode(spec: PublishSpec): NodeDef {
     // The published file lives outside the tree, so it cannot be a declared output. The
     // probe stands in: it keeps the recorded value while the published copy is the one
     // we made, and returns a value never seen before when someone removed or replaced it.
+    probeIndependent: true,
     async probe({ previous }) {
       const dest = publishedPath(publishDir(), spec.name);
       const problem = await publishedCopyProblem(publishDir(), spec.name);

@@ -1,7 +1,7 @@
 // Thin helpers around the real `qemu-img` binary (Debian qemu-utils): compressing
 // conversion with progress, image metadata, whether an image is compressed, and the
 // checks preflights run before any work.
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from '../src/exec.ts';
@@ -92,7 +92,7 @@ export function compressArgs(compression: Compression): string[] {
 
 export interface ConvertOptions {
   readonly compression: Compression;
-  /** Progress as a fraction in [0, 1]; default: the task's byte bar scaled by the source size. */
+  /** Progress as a fraction in [0, 1]; default: the task's bar as a percentage. */
   readonly onProgress?: (fraction: number) => void;
 }
 
@@ -101,11 +101,12 @@ export interface ConvertOptions {
  * `task` Failure with qemu-img's last line.
  */
 export async function convertCompressed(ctx: TaskContext, src: string, dest: string, options: ConvertOptions): Promise<void> {
-  const sourceSize = (await stat(src)).size;
+  // qemu-img -p reports how far through the virtual disk it is, not bytes of any file
+  // (a packer overlay of a few KiB converts to hundreds of MiB): show a percentage.
   const report =
     options.onProgress ??
     ((fraction: number) => {
-      ctx.progress(Math.round(fraction * sourceSize), sourceSize);
+      ctx.progress(Math.round(fraction * 1000) / 10, 100, 'percent');
     });
   report(0);
   const result = await ctx.exec(QEMU_IMG, ['convert', '-p', ...compressArgs(options.compression), src, dest], {

@@ -32,6 +32,8 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     files: [relativeToRoot(catalog.checksumPath(name))],
     env: ['GITHUB_REPOSITORY', 'GITHUB_API_URL', 'PIPELINE_MAX_ASSET_SIZE', 'PIPELINE_PART_SIZE'],
     caveat: 'the release is read at plan time through its .sha256 asset; other edits to the release are not seen',
+    // The release is outside the graph: read it while the image is still being made.
+    probeIndependent: true,
     probe: async ({ signal }) => {
       try {
         const store = new ReleaseStore(await createGitHubClient(catalog.release, options.client));

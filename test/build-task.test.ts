@@ -14,6 +14,7 @@ import { buildNode, type BuildNodeOptions } from '../tasks/build.ts';
 import { MissingKeyInput, templateKeyFiles } from '../tasks/cache-key.ts';
 import { installedPackerVersion, supportsPlugins } from '../tasks/packer.ts';
 import { throwsFailure } from './support/failures.ts';
+import { heavySlot } from './support/heavy-slots.ts';
 import { isFailure } from '../src/failure.ts';
 
 const execFile = promisify(execFileCallback);
@@ -22,6 +23,7 @@ const BASE = 'cache/base.qcow2';
 
 /** A project root holding one demo template, the repo's shared/ and a 16 MiB base qcow2. */
 async function project(t: ExecutionContext, name = 'debian-12', from = 'demo/templates'): Promise<string> {
+  await heavySlot(t); // real packer and qemu-img
   const root = await mkdtemp(join(tmpdir(), 'build-task-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
   await cp(join(repo, from, name), join(root, 'templates', name), { recursive: true });

@@ -206,7 +206,7 @@ test('publish converts an uncompressed image (as the shell scripts built them) w
   t.is(info.virtualSize, (await imageInfo(image)).virtualSize);
   t.true((await compressedClusters(dest)) > 0, 'the published image is compressed');
   t.is(await imageCompression(dest), 'zstd');
-  t.deepEqual(progress.at(-1), [(await stat(image)).size, (await stat(image)).size]);
+  t.deepEqual(progress.at(-1), [100, 100], 'qemu-img -p reports a percentage, shown as one (not as bytes of the source file)');
   t.deepEqual(await listing(publishDir), ['.debian-13.img.source', 'debian-13.img']);
   // The published image holds the same guest data.
   await t.notThrowsAsync(execFile('qemu-img', ['compare', image, dest]));

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { StatCache } from '../src/hasher.ts';
 import { createTaskContext } from '../src/task-context.ts';
 import { type NodeDef } from '../src/types.ts';
-import { downloadNode, NOTE_OFFLINE, NOTE_UNREACHABLE, redownload, type DownloadSpec } from '../tasks/download.ts';
+import { downloadNode, NOTE_OFFLINE, NOTE_UNREACHABLE, redownload, UNVERIFIED, type DownloadSpec } from '../tasks/download.ts';
 import { MirrorServer, sha512 } from './support/mirror-server.ts';
 import { throwsFailure } from './support/failures.ts';
 
@@ -38,7 +38,8 @@ function nodeFor(mirror: MirrorServer, extra: Partial<DownloadSpec> = {}): NodeD
     checksumsUrl: mirror.checksumsUrl,
     file: FILE,
     retryDelayMs: 5,
-    probeTimeoutMs: 2_000,
+    // The probe keeps its default timeout: no test here waits for it to fire, and 2 s of
+    // wall time was too little for a loopback fetch on a loaded 2-core machine.
     ...extra,
   });
 }
@@ -256,11 +257,43 @@ test('offline or unreachable: the cached file is used and the user is told', asy
   const unreachable = await probe(node, root, online.value);
   t.is(unreachable.value, online.value);
   t.is(unreachable.note, NOTE_UNREACHABLE);
-  // Without a recorded value the cached file's own SHA-512 stands in (the same value upstream lists).
-  const adopted = await probe(node, root, undefined);
-  t.is(adopted.value, online.value);
+  // Without a recorded value nothing stands in for upstream's: the cached file is used
+  // unverified, and the first run that reaches upstream checks it.
+  const unrecorded = await probe(node, root, undefined);
+  t.is(unrecorded.value, UNVERIFIED);
   const unreachableRun = await run(node, root);
   t.true(unreachableRun.lines.includes(NOTE_UNREACHABLE));
+});
+
+test('a cached file with no stamp is adopted when it matches upstream; offline, unverified, and checked once upstream answers', async (t) => {
+  const root = await tempRoot(t);
+  const content = randomBytes(SIZE);
+  const mirror = await mirrorWith(t, content);
+  // Not a test of unreachability: a loopback answer slowed by a busy machine is still an answer.
+  const node = nodeFor(mirror, { probeTimeoutMs: 60_000 });
+  await mkdir(join(root, 'cache'));
+  await writeFile(join(root, FILE), content);
+  const adopt = async (flags: Flags = {}, probed: Awaited<ReturnType<typeof probe>> | undefined = undefined) =>
+    node.adopt!({ root, flags, signal: new AbortController().signal, hasher: await StatCache.open(), probe: probed, waitingOn: [] });
+
+  const online = await probe(node, root);
+  t.deepEqual(await adopt({}, online), { adopt: true, reason: `${FILE} matches upstream's SHA-512` });
+  const offline = await probe(node, root, undefined, { offline: true });
+  t.deepEqual(await adopt({ offline: true }, offline), { adopt: true, reason: `${FILE} as cached, not verified against upstream (offline)` });
+  t.deepEqual(await adopt({ refreshBase: true }, await probe(node, root, undefined, { refreshBase: true })), { adopt: false, reason: 're-download requested (--refresh-base)' });
+  t.is(await adopt({}, undefined), undefined, 'no probe answer yet (its upstream is made by a dependency): cannot tell');
+  t.is(mirror.requestsFor(IMAGE).length, 0, 'adoption downloads nothing');
+
+  // Once upstream answers, a value recorded unverified makes the node run, and the run checks the file.
+  const checked = await probe(node, root, UNVERIFIED);
+  t.is(checked.value, online.value);
+  t.regex(checked.note ?? '', /used unverified; checking it against upstream/);
+  const { lines } = await run(node, root);
+  t.true(lines.some((line) => line.includes('matches upstream SHA-512; no download needed')));
+  t.is(mirror.requestsFor(IMAGE).length, 0);
+
+  await writeFile(join(root, FILE), randomBytes(SIZE));
+  t.deepEqual(await adopt({}, online), { adopt: false, reason: `${FILE} differs from upstream's SHA-512` });
 });
 
 test('no network and no cached file fails clearly', async (t) => {

@@ -32,7 +32,8 @@ export default defineConfig({
   for (const args of [['standalone'], ['--dry-run'], ['graph'], ['plan', '--json']]) {
     const run = await project.run(args);
     t.is(run.code, 2, `pipeline ${args.join(' ')}`);
-    t.is(run.stdout, '');
+    if (args.includes('--json')) t.like(run.json, { command: 'plan', ok: false, failureKind: 'config' }, run.stdout);
+    else t.is(run.stdout, '');
     const match = /dependency cycle: ((?:[a-z]+ -> )+[a-z]+)/.exec(run.stderr);
     t.truthy(match, run.stderr);
     const path = match![1]!.split(' -> ');
@@ -79,7 +80,8 @@ test('an unknown dependency in a plain-JS config is exit 2 naming the missing na
   const project = await makeProject(t, { config: PLAIN_JS_BAD_DEP, configName: 'pipeline.config.mjs' });
   const run = await project.run(['--json']);
   t.is(run.code, 2);
-  t.is(run.stdout, '');
+  t.like(run.json, { command: 'run', ok: false, failureKind: 'config' }, 'under --json, the error is the JSON on stdout');
+  t.regex(run.json!.error!, /"checksum" depends on "biuld", which is not declared/);
   t.regex(run.stderr, /"checksum" depends on "biuld", which is not declared/);
   t.regex(run.stderr, /did you mean "build"\?/);
   t.notRegex(run.stderr, /\n\s+at /, 'no stack trace');

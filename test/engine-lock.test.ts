@@ -58,7 +58,7 @@ test('with --no-wait a second run fails at once with exit 2 and a clear message'
   const pid = first.child.pid;
   const second = await project.run(['--no-wait', '--json'], { timeoutMs: 30_000 });
   t.is(second.code, 2);
-  t.is(second.stdout, '');
+  t.like(second.json, { command: 'run', ok: false, failureKind: 'setup' }, second.stdout);
   t.true(second.stderr.includes(`another pipeline is running in this tree (pid ${pid}`), second.stderr);
   await project.write('release', '');
   const a = await first.done;

@@ -5,10 +5,12 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO } from './support/engine-project.ts';
+import { heavySlot } from './support/heavy-slots.ts';
 
 const run = promisify(execFile);
 
 test('tsc rejects an undeclared base and an undeclared dependency, and accepts a declared one', async (t) => {
+  await heavySlot(t);
   const tsc = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
   const result = await run(process.execPath, [tsc, '--noEmit', '-p', join(REPO, 'test', 'fixtures', 'image-config')], { cwd: REPO }).then(
     () => ({ code: 0, stdout: '' }),

@@ -1,5 +1,6 @@
-// Human formatting shared by the renderers: sizes, durations, and byte progress with
-// speed and ETA measured over a sliding window.
+// Human formatting shared by the renderers: sizes, durations, and progress with speed
+// and ETA measured over a sliding window.
+import type { ProgressUnit } from '../types.ts';
 
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -23,14 +24,29 @@ export function formatDuration(ms: number): string {
 const WINDOW_MS = 5_000;
 const BAR_WIDTH = 20;
 
-/** Tracks one transfer's recent samples to report speed and time left. */
+/**
+ * Tracks one bar's recent samples to report speed and time left. In `bytes` the bar shows
+ * bytes done of the total; in `percent` (a tool that reports only how far along it is)
+ * it shows the percentage alone, since no byte count would match the file.
+ */
 export class ProgressMeter {
   private readonly samples: Array<{ at: number; done: number }> = [];
   done = 0;
   total: number | undefined;
 
+  constructor(readonly unit: ProgressUnit = 'bytes') {}
+
+  /**
+   * Whether a sample continues this bar: same unit, same total, not behind it. Anything
+   * else (a retry from zero, hashing after a download) is a new bar, so no bar ever goes
+   * backwards.
+   */
+  continues(done: number, total: number | undefined, unit: ProgressUnit): boolean {
+    return unit === this.unit && total === this.total && done >= this.done;
+  }
+
   update(done: number, total: number | undefined, now = Date.now()): void {
-    // A task that restarts its transfer (a retry) starts a new measurement.
+    // A caller that restarts on the same meter (a retry) starts a new measurement.
     if (done < this.done) this.samples.length = 0;
     this.done = done;
     this.total = total;
@@ -38,7 +54,7 @@ export class ProgressMeter {
     while (this.samples.length > 2 && now - this.samples[0]!.at > WINDOW_MS) this.samples.shift();
   }
 
-  /** Bytes per second over the window, or undefined before two samples. */
+  /** Units (bytes, or percentage points) per second over the window, or undefined before two samples. */
   speed(): number | undefined {
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
@@ -54,18 +70,16 @@ export class ProgressMeter {
     const parts: string[] = [];
     const fraction = this.fraction();
     if (fraction !== undefined) {
-      if (withBar) {
-        const filled = Math.round(fraction * BAR_WIDTH);
-        parts.push(`[${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}]`);
-      }
-      parts.push(`${Math.floor(fraction * 100)}%`);
-      parts.push(`${formatBytes(this.done)} / ${formatBytes(this.total!)}`);
+      const percent = `${Math.floor(fraction * 100)}%`;
+      const filled = Math.round(fraction * BAR_WIDTH);
+      parts.push(withBar ? `[${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}] ${percent}` : percent);
+      if (this.unit === 'bytes') parts.push(`${formatBytes(this.done)} / ${formatBytes(this.total!)}`);
     } else {
-      parts.push(formatBytes(this.done));
+      parts.push(this.unit === 'bytes' ? formatBytes(this.done) : `${Math.floor(this.done)}%`);
     }
     const speed = this.speed();
     if (speed !== undefined && speed > 0) {
-      parts.push(`${formatBytes(speed)}/s`);
+      if (this.unit === 'bytes') parts.push(`${formatBytes(speed)}/s`);
       if (this.total) parts.push(`ETA ${formatDuration(((this.total - this.done) / speed) * 1000)}`);
     }
     return parts.join(' · ');

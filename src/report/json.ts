@@ -1,55 +1,16 @@
-// `--json`: one summary object on stdout for machines; nothing else is printed there.
-// Progress still goes to stderr as plain lines, so a long CI job is not silent.
-import type { NodeResult, PlanEntry } from '../runner.ts';
-import type { NodeId } from '../types.ts';
-import { summarize, type Reporter } from './reporter.ts';
-
-export function resultJson(result: NodeResult): Record<string, unknown> {
-  return {
-    id: result.id,
-    status: result.status,
-    reason: result.reason,
-    durationMs: result.durationMs,
-    bytesHashed: result.bytesHashed,
-    ...(result.startedAt !== undefined ? { startedAt: result.startedAt, finishedAt: result.finishedAt } : {}),
-    ...(result.error !== undefined ? { error: result.error } : {}),
-    ...(result.failureKind !== undefined ? { failureKind: result.failureKind } : {}),
-    ...(result.logFile !== undefined ? { logFile: result.logFile } : {}),
-    ...(result.note !== undefined ? { note: result.note } : {}),
-  };
-}
+// `--json`: one summary object on stdout for machines, in the shape of contract.ts;
+// nothing else is printed there. The CLI pairs it with plain lines on stderr, so a long
+// CI job is not silent.
+import type { NodeResult } from '../runner.ts';
+import { formatOutput, runOutput } from './contract.ts';
+import type { Reporter } from './reporter.ts';
 
 export class JsonReporter implements Reporter {
-  constructor(
-    private readonly write: (text: string) => void,
-    private readonly progress?: Reporter,
-  ) {}
+  constructor(private readonly write: (text: string) => void) {}
 
-  start(plan: readonly PlanEntry[]): void {
-    this.progress?.start(plan);
-  }
-
-  nodeStarted(id: NodeId, reason: string): void {
-    this.progress?.nodeStarted?.(id, reason);
-  }
-
-  nodeProgress(id: NodeId, done: number, total: number | undefined): void {
-    this.progress?.nodeProgress?.(id, done, total);
-  }
-
-  nodeFinished(result: NodeResult): void {
-    this.progress?.nodeFinished?.(result);
-  }
+  start(): void {}
 
   async finish(results: readonly NodeResult[], wallMs: number): Promise<void> {
-    await this.progress?.finish(results, wallMs);
-    const summary = summarize(results);
-    this.write(
-      JSON.stringify(
-        { ok: summary.failed === 0 && summary.cancelled === 0, wallMs, ...summary, nodes: results.map(resultJson) },
-        null,
-        2,
-      ),
-    );
+    this.write(formatOutput(runOutput(results, wallMs)));
   }
 }

@@ -1,39 +1,28 @@
 // What every renderer implements: the runner's observer, plus the start (the plan is
 // known) and end (the results) of a run.
-import type { NodeResult, PlanEntry, RunObserver } from '../runner.ts';
+import type { RunObserver } from '../observer.ts';
+import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { NodeId } from '../types.ts';
+import { runCounts } from './contract.ts';
+import { formatDuration } from './format.ts';
 
 export interface Reporter extends RunObserver {
+  /** The run has its closure and starts checking it (before the plan, which can take seconds). */
+  planning?(closure: readonly NodeId[]): void;
   start(plan: readonly PlanEntry[]): void;
   finish(results: readonly NodeResult[], wallMs: number): Promise<void>;
+  /** The run stopped before it had results (its error is printed next): stop drawing. */
+  abandon?(): Promise<void>;
 }
 
-export interface RunSummary {
-  readonly ran: number;
-  readonly fresh: number;
-  readonly failed: number;
-  readonly skipped: number;
-  readonly cancelled: number;
-  readonly bytesHashed: number;
-}
-
-export function summarize(results: readonly NodeResult[]): RunSummary {
-  const count = (status: NodeResult['status']): number => results.filter((result) => result.status === status).length;
-  return {
-    ran: count('ran'),
-    fresh: count('fresh'),
-    failed: count('failed'),
-    skipped: count('skipped'),
-    cancelled: count('cancelled'),
-    bytesHashed: results.reduce((sum, result) => sum + result.bytesHashed, 0),
-  };
-}
-
-export function summaryLine(summary: RunSummary, wallMs: number, format: (ms: number) => string): string {
-  const parts = [`${summary.ran} ran`, `${summary.fresh} fresh`];
-  if (summary.failed) parts.push(`${summary.failed} failed`);
-  if (summary.skipped) parts.push(`${summary.skipped} skipped`);
-  if (summary.cancelled) parts.push(`${summary.cancelled} cancelled`);
-  return `${parts.join(', ')} in ${format(wallMs)}`;
+export function summaryLine(results: readonly NodeResult[], wallMs: number): string {
+  const counts = runCounts(results);
+  const parts = [`${counts.ran} ran`, `${counts.fresh} fresh`];
+  if (counts.adopted) parts.push(`${counts.adopted} adopted`);
+  if (counts.failed) parts.push(`${counts.failed} failed`);
+  if (counts.skipped) parts.push(`${counts.skipped} skipped`);
+  if (counts.cancelled) parts.push(`${counts.cancelled} cancelled`);
+  return `${parts.join(', ')} in ${formatDuration(wallMs)}`;
 }
 
 /** The lines printed for a failed node: its error, its log's tail and where the log is. */
@@ -44,4 +33,26 @@ export function failureLines(result: NodeResult): string[] {
     lines.push(...result.logTail.map((line) => `  ${line}`));
   }
   return lines;
+}
+
+/** Several reporters as one (a view, the --json summary, the --profile trace): each hears every event. */
+export function fanOut(reporters: readonly Reporter[]): Reporter {
+  return {
+    planning: (closure) => reporters.forEach((reporter) => reporter.planning?.(closure)),
+    start: (plan) => reporters.forEach((reporter) => reporter.start(plan)),
+    nodeQueued: (id, reason) => reporters.forEach((reporter) => reporter.nodeQueued?.(id, reason)),
+    nodeWaiting: (id, wait) => reporters.forEach((reporter) => reporter.nodeWaiting?.(id, wait)),
+    nodePhase: (id, phase, edge) => reporters.forEach((reporter) => reporter.nodePhase?.(id, phase, edge)),
+    nodeStarted: (id, reason) => reporters.forEach((reporter) => reporter.nodeStarted?.(id, reason)),
+    nodeStatus: (id, text) => reporters.forEach((reporter) => reporter.nodeStatus?.(id, text)),
+    nodeLog: (id, line) => reporters.forEach((reporter) => reporter.nodeLog?.(id, line)),
+    nodeProgress: (id, done, total, unit) => reporters.forEach((reporter) => reporter.nodeProgress?.(id, done, total, unit)),
+    nodeFinished: (result) => reporters.forEach((reporter) => reporter.nodeFinished?.(result)),
+    async finish(results, wallMs) {
+      for (const reporter of reporters) await reporter.finish(results, wallMs);
+    },
+    async abandon() {
+      for (const reporter of reporters) await reporter.abandon?.();
+    },
+  };
 }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { heavySlot } from './heavy-slots.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(REPO, 'bin', 'pipeline.js');
@@ -21,30 +22,41 @@ export const CONFIG_MODULE = join(REPO, 'dist', 'src', 'index.js');
 /** The package's compiled public entry (`import { defineConfig } from 'pipeline'`). */
 export const PACKAGE_ENTRY = join(REPO, 'dist', 'index.js');
 
+/** A node of any `--json` output (schema/pipeline-output.v1.schema.json has the exact shapes). */
 export interface NodeJson {
   id: string;
-  status: 'ran' | 'fresh' | 'failed' | 'skipped' | 'cancelled' | 'stale';
+  /** A run's statuses, and a dry run's (`stale`, `pending`, `adopted` when it would be). */
+  status: 'ran' | 'fresh' | 'adopted' | 'stale' | 'pending' | 'failed' | 'skipped' | 'cancelled';
   reason: string;
   durationMs: number;
   bytesHashed: number;
   startedAt?: number;
   finishedAt?: number;
   error?: string;
+  failureKind?: string;
   logFile?: string;
+  wouldRun?: string;
 }
 
+/** Any `--json` output: a run's or dry run's, or a command's error. */
 export interface SummaryJson {
+  formatVersion: number;
+  command: string;
   ok: boolean;
   wallMs: number;
   ran: number;
   fresh: number;
+  adopted: number;
   failed: number;
   skipped: number;
   cancelled: number;
   bytesHashed: number;
   nodes: NodeJson[];
-  /** Present on `--dry-run --json`. */
-  dryRun?: boolean;
+  /** Dry run and plan: the ids a run would run. */
+  stale?: string[];
+  /** A command that failed as a whole. */
+  error?: string;
+  failureKind?: string;
 }
 
 export interface CliResult {
@@ -99,8 +111,13 @@ export interface ProjectOptions {
   readonly packageJson?: boolean;
 }
 
-/** Makes a project in a fresh temp directory, removed when the test ends. */
+/**
+ * Makes a project in a fresh temp directory, removed when the test ends. The test runs
+ * CLI processes, so it first takes a heavy-test slot (see heavy-slots.ts): the CLI's
+ * timeout below counts from a start with the machine shared by a bounded number of tests.
+ */
 export async function makeProject(t: ExecutionContext, options: ProjectOptions): Promise<Project> {
+  await heavySlot(t);
   const root = await mkdtemp(join(tmpdir(), 'pipeline-engine-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
   const write = async (relative: string, content: string | Uint8Array): Promise<void> => {

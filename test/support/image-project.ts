@@ -3,7 +3,7 @@
 // "cloud images" with a SHA512SUMS, reached through file: URLs.
 import type { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
-import { cp, writeFile } from 'node:fs/promises';
+import { cp, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { makeProject, PACKAGE_ENTRY, REPO, type Project } from './engine-project.ts';
@@ -18,9 +18,18 @@ export interface ImageProject extends Project {
   readonly publishDir: string;
 }
 
-export async function makeImageProject(t: ExecutionContext, extraConfig = ''): Promise<ImageProject> {
+export interface ImageProjectOptions {
+  /**
+   * `demo` (default): packer's null source, built for real with packer 1.6.6 in seconds.
+   * `production`: the repository's templates/, which need packer >= 1.7 and KVM.
+   */
+  readonly templates?: 'demo' | 'production';
+}
+
+export async function makeImageProject(t: ExecutionContext, extraConfig = '', options: ImageProjectOptions = {}): Promise<ImageProject> {
   const project = await makeProject(t, { config: '// replaced below\nexport default {};\n' });
-  await cp(join(REPO, 'demo', 'templates'), project.path('templates'), { recursive: true });
+  const templates = options.templates === 'production' ? join(REPO, 'templates') : join(REPO, 'demo', 'templates');
+  await cp(templates, project.path('templates'), { recursive: true });
   await cp(join(REPO, 'shared'), project.path('shared'), { recursive: true });
   for (const file of Object.values(UPSTREAM_FILE)) makeQcow2(project.path(`upstream/${file}`), '64M');
   writeSums(project);
@@ -70,7 +79,7 @@ function writeSums(project: Project): void {
 }
 
 /** `echo "$src:$tpl" | sha256sum` as the shell build script computed it. */
-export function shellCacheKey(project: Project, image: string, baseFile: string): string {
+export function shellCacheKey(project: Pick<Project, 'root'>, image: string, baseFile: string): string {
   const script = [
     'set -eu',
     'base=$1 image=$2',
@@ -79,4 +88,35 @@ export function shellCacheKey(project: Project, image: string, baseFile: string)
     'echo "$src:$tpl" | sha256sum | cut -d" " -f1',
   ].join('\n');
   return execFileSync('bash', ['-c', script, 'bash', baseFile, image], { cwd: project.root, encoding: 'utf8' }).trim();
+}
+
+/**
+ * The tree the shell build script leaves: the bases in cache/ as downloaded, and per
+ * image its qcow2, image-version.txt, `{name}.qcow2.sha256` and `.cache-key` composed by
+ * the script's recipe; no .pipeline/. Made without packer, so it works with any templates.
+ */
+export async function makeShellBuiltTree(project: ImageProject): Promise<void> {
+  for (const file of Object.values(UPSTREAM_FILE)) await cp(project.path(`upstream/${file}`), project.path(`cache/${file}`));
+  for (const [index, image] of IMAGES.entries()) {
+    const dir = project.path(`images/${image}`);
+    makeQcow2(join(dir, `${image}.qcow2`), '32M');
+    execFileSync('qemu-io', ['-c', `write -P 0x${(0x41 + index).toString(16)} 0 192k`, join(dir, `${image}.qcow2`)], { stdio: 'ignore' });
+    const debian = image === 'debian-12' ? '12.13' : '13.3';
+    await writeFile(join(dir, 'image-version.txt'), `DEBIAN_VERSION=${debian}\nPVE_VERSION=${image.startsWith('pve-') ? '9.1' : ''}\n`);
+    execFileSync('sh', ['-c', `sha256sum ${image}.qcow2 > ${image}.qcow2.sha256`], { cwd: dir });
+    await writeFile(join(dir, '.cache-key'), `${shellCacheKey(project, image, `cache/${UPSTREAM_FILE[BASE_OF[image]]}`)}\n`);
+  }
+}
+
+/** Flips every bit of one byte of a file, in place (same size, new mtime). */
+export async function flipByte(path: string, offset: number): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, offset);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, offset);
+  } finally {
+    await handle.close();
+  }
 }

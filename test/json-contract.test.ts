@@ -1,0 +1,166 @@
+// One JSON contract: every kind of `--json` output the CLI prints (a run, with failed,
+// skipped and fresh nodes; a dry run; plan; explain; release check; a command's error of
+// each kind) is validated against schema/pipeline-output.v1.schema.json, and the schema
+// rejects what the contract forbids, so passing it means something.
+import test from 'ava';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FAILURE_KINDS } from '../src/failure.ts';
+import { errorOutput, FORMAT_VERSION, releaseCheckOutput } from '../src/report/contract.ts';
+import { makeProject, REPO, type CliResult } from './support/engine-project.ts';
+import { makeImageProject } from './support/image-project.ts';
+
+const schema = JSON.parse(readFileSync(join(REPO, 'schema', 'pipeline-output.v1.schema.json'), 'utf8')) as {
+  $defs: { failureKind: { enum: string[] }; status: { enum: string[] } };
+};
+// Strict, so a mistake in the schema fails here; `required` may name properties that a
+// `$ref`'d definition declares.
+const validate = new Ajv2020({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true }).compile(schema);
+
+/** Asserts that a CLI run printed exactly one JSON object on stdout and that it fits the schema. */
+function valid(t: import('ava').ExecutionContext, run: CliResult, command: string): Record<string, unknown> {
+  const output = JSON.parse(run.stdout) as Record<string, unknown>;
+  t.true(validate(output), `${command}: ${JSON.stringify(validate.errors, null, 2)}\n${run.stdout}`);
+  t.is(output.command, command);
+  t.is(output.formatVersion, FORMAT_VERSION);
+  return output;
+}
+
+const CONFIG = `
+import { defineConfig } from '@engine';
+export default defineConfig({
+  steps: {
+    upper: { files: ['input.txt'], outputs: ['out/upper.txt'], command: ['sh', '-c', 'mkdir -p out && tr a-z A-Z < input.txt > out/upper.txt'] },
+    count: { deps: ['upper'], outputs: ['out/count.txt'], command: ['sh', '-c', 'wc -c < out/upper.txt > out/count.txt'] },
+    broken: { command: ['sh', '-c', 'echo about to fail; exit 3'] },
+    after: { deps: ['broken'], command: ['true'] },
+  },
+  aliases: { good: ['count'], all: ['count', 'after'] },
+  defaultTarget: 'good',
+});
+`;
+
+test('a run, a dry run, plan and explain: each fits the schema, with its statuses and counts', async (t) => {
+  const project = await makeProject(t, { config: CONFIG, files: { 'input.txt': 'hello\n' } });
+
+  const dry = await project.run(['good', '--dry-run', '--json']);
+  t.is(dry.code, 0, dry.stderr);
+  const dryOutput = valid(t, dry, 'dry-run');
+  t.deepEqual(dryOutput.stale, ['upper', 'count']);
+  t.true(dryOutput.ok);
+
+  const plan = await project.run(['plan', '--json', 'good']);
+  t.is(plan.code, 0, plan.stderr);
+  t.deepEqual(valid(t, plan, 'plan').stale, ['upper', 'count']);
+
+  const run = await project.run(['good', '--json']);
+  t.is(run.code, 0, run.stderr);
+  t.like(valid(t, run, 'run'), { ok: true, ran: 2, fresh: 0, failed: 0 });
+
+  const again = await project.run(['good', '--json']);
+  t.like(valid(t, again, 'run'), { ok: true, ran: 0, fresh: 2 });
+
+  // An edited input: upper is stale; whether count runs depends on what upper produces.
+  await project.write('input.txt', 'hello again\n');
+  const pending = await project.run(['good', '--dry-run', '--json']);
+  const pendingOutput = valid(t, pending, 'dry-run') as { stale: string[]; nodes: Array<{ id: string; status: string }> };
+  t.deepEqual(pendingOutput.stale, ['upper']);
+  t.deepEqual(
+    pendingOutput.nodes.map((node) => [node.id, node.status]),
+    [
+      ['upper', 'stale'],
+      ['count', 'pending'],
+    ],
+  );
+  await project.write('input.txt', 'hello\n');
+
+  const explain = await project.run(['explain', 'count', '--json']);
+  t.is(explain.code, 0, explain.stderr);
+  const explained = valid(t, explain, 'explain') as { targets: string[]; nodes: Array<{ id: string; status: string; deps: string[]; files: string[] }> };
+  t.deepEqual(explained.targets, ['count']);
+  t.deepEqual(
+    explained.nodes.map((node) => [node.id, node.status, node.deps]),
+    [
+      ['upper', 'fresh', []],
+      ['count', 'fresh', ['upper']],
+    ],
+  );
+  t.deepEqual(explained.nodes[0]!.files, ['input.txt']);
+});
+
+test('a failed node carries its kind and log tail; its dependent is skipped; ok is false', async (t) => {
+  const project = await makeProject(t, { config: CONFIG, files: { 'input.txt': 'hello\n' } });
+  const run = await project.run(['all', '--keep-going', '--json']);
+  t.is(run.code, 1, run.stderr);
+  const output = valid(t, run, 'run') as { ok: boolean; failed: number; skipped: number; nodes: Array<Record<string, unknown>> };
+  t.false(output.ok);
+  t.like(output, { failed: 1, skipped: 1, ran: 2 });
+  const broken = output.nodes.find((node) => node.id === 'broken')!;
+  t.like(broken, { status: 'failed', failureKind: 'task' });
+  t.regex(String(broken.error), /exited with code 3/);
+  t.deepEqual(broken.logTail, ['about to fail']);
+  t.like(output.nodes.find((node) => node.id === 'after'), { status: 'skipped', reason: 'dependency broken failed' });
+});
+
+test('a command that fails as a whole prints the error shape with its kind, under every command', async (t) => {
+  const project = await makeProject(t, { config: CONFIG, files: { 'input.txt': 'hello\n' } });
+  const cases: Array<{ args: string[]; command: string; kind: string }> = [
+    { args: ['uper', '--json'], command: 'run', kind: 'usage' },
+    { args: ['--dry-run', 'uper', '--json'], command: 'dry-run', kind: 'usage' },
+    { args: ['plan', '--json', 'uper'], command: 'plan', kind: 'usage' },
+    { args: ['explain', 'uper', '--json'], command: 'explain', kind: 'usage' },
+    { args: ['--json', '--forse'], command: 'run', kind: 'usage' },
+    { args: ['--json', '--config', 'missing.config.ts'], command: 'run', kind: 'usage' },
+  ];
+  for (const { args, command, kind } of cases) {
+    const run = await project.run(args);
+    t.is(run.code, 2, `pipeline ${args.join(' ')}: ${run.stderr}`);
+    t.like(valid(t, run, command), { ok: false, failureKind: kind }, args.join(' '));
+    t.is(run.stderr.trim().split('\n').length, 1, `one line on stderr too: ${run.stderr}`);
+  }
+  await project.write('pipeline.config.ts', CONFIG.replace("deps: ['upper']", "deps: ['uper']"));
+  const config = await project.run(['--json']);
+  t.is(config.code, 2);
+  t.like(valid(t, config, 'run'), { ok: false, failureKind: 'config' });
+});
+
+test('plan --json of the image config carries its CI job matrix', async (t) => {
+  const project = await makeImageProject(t);
+  const plan = await project.run(['plan', '--json', 'publish']);
+  t.is(plan.code, 0, plan.stderr);
+  const output = valid(t, plan, 'plan') as { jobs: { include: Array<{ image: string; target: string }> } };
+  t.deepEqual(
+    output.jobs.include.map((job) => job.target),
+    ['debian-12:upload', 'debian-13:upload', 'pve-9:upload'],
+  );
+});
+
+test('release check --json: the builder the command calls fits the schema, current or stale, and so does its error', (t) => {
+  const current = releaseCheckOutput('latest', [{ name: 'debian-12', status: 'current', reasons: [] }]);
+  t.true(validate(current), JSON.stringify(validate.errors));
+  t.like(current, { command: 'release-check', ok: true, stale: [] });
+  const stale = releaseCheckOutput('latest', [
+    { name: 'debian-12', status: 'current', reasons: [] },
+    { name: 'pve-9', status: 'stale', reasons: ['template file templates/pve-9/template.pkr.hcl changed'] },
+  ]);
+  t.true(validate(stale), JSON.stringify(validate.errors));
+  t.like(stale, { ok: false, stale: ['pve-9'] });
+  const unauthorized = errorOutput('release-check', { kind: 'auth', message: 'GitHub rejected the token (401)', code: 401 });
+  t.true(validate(unauthorized), JSON.stringify(validate.errors));
+});
+
+test('the schema rejects what the contract forbids, and its enums are the code’s', (t) => {
+  const run = { formatVersion: 1, command: 'run', ok: true, wallMs: 1, ran: 0, fresh: 0, adopted: 0, failed: 0, skipped: 0, cancelled: 0, bytesHashed: 0 };
+  const node = { id: 'a', status: 'ran', reason: 'never built', durationMs: 1, bytesHashed: 0 };
+  t.true(validate({ ...run, nodes: [node] }));
+  t.false(validate({ ...run, nodes: [{ ...node, status: 'stale' }] }), 'a run has no stale nodes');
+  t.false(validate({ ...run, nodes: [{ ...node, status: 'failed' }] }), 'a failed node needs its error and kind');
+  t.false(validate({ ...run, nodes: [{ ...node, status: 'failed', error: 'x', failureKind: 'oops' }] }), 'kinds are the known ones');
+  t.false(validate({ ...run, formatVersion: 2, nodes: [] }), 'another format version is another schema');
+  t.false(validate({ ...run, nodes: [], extra: true }), 'no undeclared fields');
+  t.false(validate({ formatVersion: 1, command: 'run', ok: false, error: 'no kind' }), 'an error carries its kind');
+  t.false(validate({ formatVersion: 1, command: 'dry-run', ok: true, stale: [], nodes: [{ ...node, status: 'ran' }] }), 'a dry run ran nothing');
+  t.deepEqual(schema.$defs.failureKind.enum, [...FAILURE_KINDS]);
+  t.deepEqual(schema.$defs.status.enum, ['ran', 'fresh', 'adopted', 'stale', 'pending', 'failed', 'skipped', 'cancelled']);
+});
