@@ -1,4 +1,4 @@
-// `images.json` on a release: per image its size, sha256, parts, cache key, versions and
+// `images.json` on a release: per image its size, sha256, parts, cache key, compression, versions and
 // the inputs behind the key. Read back through a schema, since it comes from the network.
 import { z } from 'zod';
 import { MANIFEST_ASSET } from './asset-names.ts';
@@ -11,6 +11,11 @@ const manifestEntrySchema = z.object({
   sha256: sha256Hex,
   parts: z.array(z.object({ name: z.string(), size: z.number().int().nonnegative() })),
   cacheKey: z.string().optional(),
+  /**
+   * What a consumer's QEMU must read: `zstd` needs QEMU >= 5.1; `zlib` and `none` (no
+   * compressed cluster) any. Absent for an image that is not qcow2, or recorded before.
+   */
+  compression: z.enum(['zstd', 'zlib', 'none']).optional(),
   versions: z.record(z.string()).default({}),
   sources: z
     .object({

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { Failure } from '../../src/types.ts';
+import { imageCompression } from '../qemu-img.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { parseChecksumFile } from './checksum-file.ts';
 import {
@@ -95,11 +96,17 @@ export async function uploadImage(options: UploadImageOptions): Promise<UploadIm
   const { store, name, signal, log } = options;
   const local = await localImage(options.catalog, name);
   const parts = planParts(name, local.size, options.limits);
+  const compression = await imageCompression(local.path, signal).catch((error: unknown) => {
+    // A host that only uploads may lack qemu-img: the entry then says nothing rather than something wrong.
+    log(`${name}: compression type not recorded: ${error instanceof Error ? error.message : error}`);
+    return undefined;
+  });
   const entry: ManifestEntry = {
     size: local.size,
     sha256: local.sha256,
     parts: parts.map((part) => ({ name: part.name, size: part.length })),
     cacheKey: local.cacheKey,
+    ...(compression ? { compression } : {}),
     versions: local.versions,
     sources: { base: { ...local.sources.base }, files: { ...local.sources.files } },
   };
