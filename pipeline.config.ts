@@ -1,5 +1,5 @@
 // The images of this repository. `npx pipeline --help` lists the targets this declares.
-import { defineConfig } from './index.ts';
+import { defineConfig } from 'pipeline';
 
 const debianCloud = (suite: string, file: string) => ({
   url: `https://cloud.debian.org/images/cloud/${suite}/latest/${file}`,

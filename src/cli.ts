@@ -307,7 +307,9 @@ function camelCase(name: string): string {
 }
 
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  // This file runs compiled from dist/src/ (the CLI) or as source from src/ (tests).
+  const where = import.meta.url.includes('/dist/src/') ? '../../package.json' : '../package.json';
+  const pkg = JSON.parse(readFileSync(new URL(where, import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 

@@ -1,10 +1,8 @@
 // Configs: `defineConfig` for generic steps with typed references, and loading a config
-// file (TypeScript through tsx's loader, or plain JS) into a validated EngineConfig.
+// file (TypeScript compiled once and cached, or plain JS) into a validated EngineConfig.
 import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { tsImport } from 'tsx/esm/api';
-import { z } from 'zod';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
@@ -77,25 +75,6 @@ export function defineConfig<const N extends string>(config: StepsConfig<N>): En
   };
 }
 
-const nodeShape = z.object({
-  id: z.string().min(1),
-  kind: z.string().min(1),
-  deps: z.array(z.string()),
-  inputs: z.array(z.string()).optional(),
-  files: z.array(z.string()).optional(),
-  outputs: z.array(z.string()).optional(),
-  env: z.array(z.string()).optional(),
-  pool: z.string().optional(),
-  run: z.function(),
-});
-
-const configShape = z.object({
-  nodes: z.array(nodeShape.passthrough()),
-  aliases: z.record(z.array(z.string())).optional(),
-  pools: z.record(z.number().int().positive()).optional(),
-  defaultTarget: z.string().optional(),
-});
-
 export const DEFAULT_CONFIG_FILES = ['pipeline.config.ts', 'pipeline.config.mts', 'pipeline.config.js', 'pipeline.config.mjs'];
 
 /** Finds the config: the given file, or the first default name in the directory. */
@@ -121,7 +100,7 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
-    if (isFailure(error, 'config', 'usage')) throw new Failure('config', `${file}: ${error.message}`);
+    if (isFailure(error, 'config', 'usage')) throw error.message.startsWith(file) ? error : new Failure('config', `${file}: ${error.message}`);
     throw new Failure('config', `${file}: cannot load: ${firstLine(error)}`);
   }
   if (loaded === undefined) throw new Failure('config', `${file}: no default export (export default defineConfig({...}))`);
@@ -133,30 +112,79 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
       throw new Failure('config', `${file}: ${firstLine(error)}`);
     }
   }
-  const parsed = configShape.safeParse(loaded);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.map(String).join('.');
-    throw new Failure('config', `${file}: ${where ? `${where}: ` : ''}${issue.message}`);
-  }
+  const problem = shapeProblem(loaded);
+  if (problem !== undefined) throw new Failure('config', `${file}: ${problem}`);
   return loaded as EngineConfig;
 }
 
+const TYPESCRIPT = /\.[cm]?tsx?$/;
+
 /**
- * Imports through the loader the CLI registered, so the config shares the engine's module
- * instances. A `.ts` config outside an ES-module package compiles to CommonJS, which cannot
- * require the already-loaded engine; tsx's tsImport then loads it as an ES module (in a
- * separate module instance, which is why errors are told apart by name, not class).
+ * Imports the config as JavaScript. A TypeScript config is compiled once (config-cache.ts)
+ * and the compiled module imported, so it shares the engine's module instances through
+ * the package's `exports`. One that imports other TypeScript files goes through tsx's
+ * loader instead (its hooks run in a worker thread on Node 20 and cost more than the
+ * compile, hence the cache).
  */
 async function importConfig(file: string): Promise<{ default?: unknown }> {
   const url = pathToFileURL(file).href;
-  try {
-    return (await import(url)) as { default?: unknown };
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'ERR_REQUIRE_CYCLE_MODULE' && code !== 'ERR_REQUIRE_ESM' && code !== 'ERR_REQUIRE_ASYNC_MODULE') throw error;
-    return (await tsImport(url, import.meta.url)) as { default?: unknown };
+  if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
+  const { compiledConfig } = await import('./config-cache.ts');
+  const compiled = await compiledConfig(file);
+  if (compiled !== undefined) return (await import(pathToFileURL(compiled).href)) as { default?: unknown };
+  const { tsImport } = await import('tsx/esm/api');
+  return (await tsImport(url, import.meta.url)) as { default?: unknown };
+}
+
+/** What is wrong with a loaded config's shape (a plain-JS config has no compiler to say), or undefined. */
+function shapeProblem(config: unknown): string | undefined {
+  if (!isRecord(config)) return `the default export must be a config object, not ${describe(config)}`;
+  if (!Array.isArray(config.nodes)) return `nodes: expected an array, not ${describe(config.nodes)}`;
+  for (const [index, node] of config.nodes.entries()) {
+    const at = `nodes.${index}`;
+    if (!isRecord(node)) return `${at}: expected a node object, not ${describe(node)}`;
+    for (const key of ['id', 'kind'] as const) {
+      if (typeof node[key] !== 'string' || node[key] === '') return `${at}.${key}: expected a non-empty string, not ${describe(node[key])}`;
+    }
+    if (!isStringArray(node.deps)) return `${at}.deps: expected an array of node ids, not ${describe(node.deps)}`;
+    for (const key of ['inputs', 'files', 'outputs', 'env'] as const) {
+      if (node[key] !== undefined && !isStringArray(node[key])) return `${at}.${key}: expected an array of strings, not ${describe(node[key])}`;
+    }
+    if (node.pool !== undefined && typeof node.pool !== 'string') return `${at}.pool: expected a string, not ${describe(node.pool)}`;
+    if (typeof node.run !== 'function') return `${at}.run: expected a function, not ${describe(node.run)}`;
   }
+  if (config.aliases !== undefined) {
+    if (!isRecord(config.aliases)) return `aliases: expected an object, not ${describe(config.aliases)}`;
+    for (const [name, members] of Object.entries(config.aliases)) {
+      if (!isStringArray(members)) return `aliases.${name}: expected an array of targets, not ${describe(members)}`;
+    }
+  }
+  if (config.pools !== undefined) {
+    if (!isRecord(config.pools)) return `pools: expected an object, not ${describe(config.pools)}`;
+    for (const [name, limit] of Object.entries(config.pools)) {
+      if (!Number.isInteger(limit) || (limit as number) < 1) return `pools.${name}: expected a positive integer, not ${describe(limit)}`;
+    }
+  }
+  if (config.defaultTarget !== undefined && typeof config.defaultTarget !== 'string') {
+    return `defaultTarget: expected a target name, not ${describe(config.defaultTarget)}`;
+  }
+  return undefined;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === 'string');
+}
+
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
 function firstLine(error: unknown): string {

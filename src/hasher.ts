@@ -1,13 +1,15 @@
 // Content digests through a persistent stat cache: a file whose (size, mtime, ctime,
 // inode) match the cached record is not read again, so a no-op run over multi-GB images
-// hashes zero bytes. Both digests a caller may need are computed in a single read.
+// hashes zero bytes. Both digests a caller may need are computed in a single read, with
+// the reads ahead of the hashing and SHA-256 on its own thread (sha256-thread.ts).
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xxhash from 'xxhash-wasm';
 import { writeFileAtomic } from './atomic.ts';
+import { Sha256Thread } from './sha256-thread.ts';
 import type { FileDigest, FileHasher, HashOptions } from './types.ts';
 
 interface StatRecord {
@@ -19,12 +21,21 @@ interface StatRecord {
   sha256?: string;
 }
 
+const BIGINT_STAT = { bigint: true } as const;
+
+/** The stat a record was taken at, as numbers to compare: parsed once per record. */
+const parsedStats = new WeakMap<StatRecord, BigStats>();
+
 const CACHE_VERSION = 1;
-const READ_CHUNK = 4 * 1024 * 1024;
+/** A read's size; files up to this size are read and hashed in one go on this thread. */
+const SLOT_BYTES = 4 * 1024 * 1024;
+/** Slots of the read ring: reads in flight while earlier slots are hashed. */
+const SLOTS = 4;
 /** Coarse filesystem timestamps tick every few ms (jiffies); 2-second ones are not supported. */
 const RACY_WINDOW_NS = 50_000_000n;
 
 let xxhashApi: Awaited<ReturnType<typeof xxhash>> | undefined;
+type Xxh64 = ReturnType<NonNullable<typeof xxhashApi>['create64']>;
 async function xxhashFactory() {
   xxhashApi ??= await xxhash();
   return xxhashApi;
@@ -59,32 +70,32 @@ export class StatCache implements FileHasher {
 
   async hash(path: string, options: HashOptions = {}): Promise<FileDigest> {
     const wantSha = options.sha256 === true;
-    const key = `${path}\0${wantSha}`;
-    const running = this.inflight.get(key);
-    if (running) return running;
-    const work = this.hashUncoalesced(path, wantSha, options).finally(() => this.inflight.delete(key));
-    this.inflight.set(key, work);
-    return work;
-  }
-
-  private async hashUncoalesced(
-    path: string,
-    wantSha: boolean,
-    options: HashOptions,
-  ): Promise<FileDigest> {
-    const before = await stat(path, { bigint: true });
+    // Synchronous: on a no-op run this stat and the lookup are all the hasher does, for
+    // every input and output of every node, and a thread-pool round trip costs more than
+    // the stat itself.
+    const before = statSync(path, BIGINT_STAT);
     if (!before.isFile()) throw new Error(`${path} is not a regular file`);
     const cached = this.records.get(path);
     if (cached && matches(cached, before) && (!wantSha || cached.sha256)) {
       return { size: cached.size, xxh: cached.xxh, ...(cached.sha256 ? { sha256: cached.sha256 } : {}) };
     }
+    const key = `${path}\0${wantSha}`;
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const work = this.read(path, before, wantSha, options).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, work);
+    return work;
+  }
+
+  /** Reads the file for its digests and remembers them when it stayed unchanged meanwhile. */
+  private async read(path: string, before: BigStats, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
     // A file written within the last clock ticks could be written again without its
     // stat changing (git's "racy clean" case); wait those ticks out so the digest we keep
     // is one no later same-stat write can contradict.
     while (nowNs() < before.mtimeNs + RACY_WINDOW_NS) await sleep(1);
     const startedNs = nowNs();
-    const digest = await this.read(path, Number(before.size), wantSha, options);
-    const after = await stat(path, { bigint: true });
+    const digest = await this.digest(path, Number(before.size), wantSha, options);
+    const after = await stat(path, BIGINT_STAT);
     // Only remember a digest when the file did not change while being read.
     if (matchesStats(before, after) && after.mtimeNs + RACY_WINDOW_NS <= startedNs) {
       this.records.set(path, {
@@ -100,30 +111,107 @@ export class StatCache implements FileHasher {
     return digest;
   }
 
-  private async read(
-    path: string,
+  private async digest(path: string, size: number, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
+    const { create64 } = await xxhashFactory();
+    const xxh = create64();
+    const handle = await open(path, 'r');
+    try {
+      if (size <= SLOT_BYTES) {
+        // Small files (most inputs): one read, both digests here.
+        const bytes = Buffer.allocUnsafe(size);
+        const { bytesRead } = await handle.read(bytes, 0, size, 0);
+        const content = bytes.subarray(0, bytesRead);
+        xxh.update(content);
+        this.count(bytesRead, bytesRead, size, options);
+        return {
+          size: bytesRead,
+          xxh: hexOf(xxh.digest()),
+          ...(wantSha ? { sha256: createHash('sha256').update(content).digest('hex') } : {}),
+        };
+      }
+      return await this.readRing(handle, size, xxh, wantSha, options);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * A large file through a ring of shared slots: up to SLOTS reads in flight, xxh64 of
+   * each slot here as it arrives while the SHA-256 thread hashes the same slot; a slot is
+   * read into again once both are done with it.
+   */
+  private async readRing(
+    handle: FileHandle,
     size: number,
+    xxh: Xxh64,
     wantSha: boolean,
     options: HashOptions,
   ): Promise<FileDigest> {
-    const { create64 } = await xxhashFactory();
-    const xxh = create64();
-    const sha = wantSha ? createHash('sha256') : undefined;
-    let done = 0;
-    for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
-      const bytes = chunk as Buffer;
-      xxh.update(bytes);
-      sha?.update(bytes);
-      done += bytes.length;
-      this.bytesHashed += bytes.length;
-      if (options.account) options.account.bytes += bytes.length;
-      options.onProgress?.(done, size);
-    }
-    return {
-      size: done,
-      xxh: xxh.digest().toString(16).padStart(16, '0'),
-      ...(sha ? { sha256: sha.digest('hex') } : {}),
+    const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+    const slots = Array.from({ length: SLOTS }, (_, slot) => new Uint8Array(ring, slot * SLOT_BYTES, SLOT_BYTES));
+    const free = slots.map((_, slot) => slot);
+    const reads: Array<{ slot: number; bytesRead: Promise<number> }> = [];
+    let position = 0;
+    let wake: (() => void) | undefined;
+    let failure: Error | undefined;
+    const issueReads = (): void => {
+      while (free.length > 0 && position < size) {
+        const slot = free.shift()!;
+        const length = Math.min(SLOT_BYTES, size - position);
+        reads.push({ slot, bytesRead: handle.read(slots[slot]!, 0, length, position).then((result) => result.bytesRead) });
+        position += length;
+      }
     };
+    const sha = wantSha
+      ? Sha256Thread.shared().start(
+          ring,
+          (slot) => {
+            free.push(slot);
+            issueReads();
+            wake?.();
+          },
+          (error) => {
+            failure = error;
+            wake?.();
+          },
+        )
+      : undefined;
+    let done = 0;
+    try {
+      issueReads();
+      while (reads.length > 0) {
+        const { slot, bytesRead } = reads.shift()!;
+        const length = await bytesRead;
+        if (failure) throw failure;
+        if (length === 0) break; // the file shrank while being read: the caller's stat check sees it
+        sha?.update(slot, slot * SLOT_BYTES, length);
+        xxh.update(slots[slot]!.subarray(0, length));
+        if (!sha) free.push(slot);
+        done += length;
+        this.count(length, done, size, options);
+        issueReads();
+        // Every slot is with the SHA-256 thread: wait for one to come back.
+        while (reads.length === 0 && position < size) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          if (failure) throw failure;
+        }
+      }
+      const sha256 = sha ? await sha.digest() : undefined;
+      return { size: done, xxh: hexOf(xxh.digest()), ...(sha256 !== undefined ? { sha256 } : {}) };
+    } catch (error) {
+      sha?.drop();
+      throw error;
+    } finally {
+      // Reads still in flight write into the ring: let them land before the file closes.
+      await Promise.allSettled(reads.map((read) => read.bytesRead));
+    }
+  }
+
+  private count(bytes: number, done: number, total: number, options: HashOptions): void {
+    this.bytesHashed += bytes;
+    if (options.account) options.account.bytes += bytes;
+    options.onProgress?.(done, total);
   }
 
   /** Drops what is known of a path (after the engine replaced or removed it). */
@@ -141,6 +229,10 @@ export class StatCache implements FileHasher {
   }
 }
 
+function hexOf(digest: bigint): string {
+  return digest.toString(16).padStart(16, '0');
+}
+
 interface BigStats {
   size: bigint;
   mtimeNs: bigint;
@@ -154,12 +246,12 @@ function nowNs(): bigint {
 }
 
 function matches(record: StatRecord, stats: BigStats): boolean {
-  return (
-    BigInt(record.size) === stats.size &&
-    record.mtimeNs === stats.mtimeNs.toString() &&
-    record.ctimeNs === stats.ctimeNs.toString() &&
-    record.ino === stats.ino.toString()
-  );
+  let recorded = parsedStats.get(record);
+  if (!recorded) {
+    recorded = { size: BigInt(record.size), mtimeNs: BigInt(record.mtimeNs), ctimeNs: BigInt(record.ctimeNs), ino: BigInt(record.ino) };
+    parsedStats.set(record, recorded);
+  }
+  return matchesStats(recorded, stats);
 }
 
 function matchesStats(a: BigStats, b: BigStats): boolean {

@@ -1,5 +1,5 @@
 // The build task kind: `{name}:build` runs packer for templates/{name}/ on the downloaded
-// base image, compresses the result with qemu-img, and replaces images/{name}/{name}.qcow2
+// base image, compresses the result once with qemu-img (zstd unless the config says zlib), and replaces images/{name}/{name}.qcow2
 // and image-version.txt only once everything succeeded. The engine writes .cache-key
 // (tasks/cache-key.ts) after `run` returns; the task never does.
 //
@@ -40,7 +40,7 @@ import {
   supportsPlugins,
   templateTraits,
 } from './packer.ts';
-import { convertCompressed, QEMU_IMG, qemuImgAvailable } from './qemu-img.ts';
+import { checkQemuImg, compressArgs, convertCompressed, DEFAULT_COMPRESSION, type Compression } from './qemu-img.ts';
 
 export const TEMPLATE_VARIABLES = [
   'base_image',
@@ -74,6 +74,8 @@ export interface BuildNodeOptions {
   readonly extraFiles?: readonly string[];
   /** QEMU accelerator passed to the template; default `kvm`. */
   readonly accelerator?: string;
+  /** qcow2 compression of the built image; default zstd (QEMU >= 5.1 reads it). */
+  readonly compression?: Compression;
   /** Programs; defaults `packer` and `ssh-keygen` from PATH (qemu-img: tasks/qemu-img.ts). */
   readonly packer?: string;
   readonly sshKeygen?: string;
@@ -102,6 +104,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
   const templatesDir = options.templatesDir ?? 'templates';
   const sharedDir = options.sharedDir ?? 'shared';
   const accelerator = options.accelerator ?? 'kvm';
+  const compression = options.compression ?? DEFAULT_COMPRESSION;
   const keyOptions = {
     name,
     templatesDir,
@@ -125,7 +128,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     kind: 'build',
     description: options.description ?? `packer build ${templateFile}`,
     deps: [options.baseNode],
-    params: { name, templatesDir, sharedDir, baseImage: options.baseImage, accelerator },
+    params: { name, templatesDir, sharedDir, baseImage: options.baseImage, accelerator, compression },
     files: templateKeyFiles(keyOptions),
     outputs: [outputImage, outputVersion],
     sha256Outputs: [outputImage],
@@ -149,9 +152,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
           `packer ${version.text} cannot build ${templateFile} (required_plugins needs packer >= 1.7; Debian ships 1.6.6): install packer from HashiCorp's apt repository (https://apt.releases.hashicorp.com); the build then runs packer init for the qemu plugin`,
         );
       }
-      if (!(await qemuImgAvailable())) {
-        throw new Failure('setup', `${QEMU_IMG} not found: install qemu-utils (apt-get install qemu-utils)`);
-      }
+      await checkQemuImg(compression, 'compress built images');
       if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? (process.env.PIPELINE_KVM_DEVICE || '/dev/kvm'));
       if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
         throw new Failure('setup', `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
@@ -166,7 +167,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     },
 
     async describeRun() {
-      return `would packer build ${templateFile} on ${options.baseImage}, then qemu-img convert -c into ${outputImage}`;
+      return `would packer build ${templateFile} on ${options.baseImage}, then qemu-img convert ${compressArgs(compression).join(' ')} into ${outputImage}`;
     },
 
     async run(ctx: TaskContext) {
@@ -242,8 +243,8 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         const tempImage = ctx.tempPath(paths.image);
         const tempVersion = ctx.tempPath(paths.version);
         temps.push(tempImage, tempVersion);
-        ctx.status('compressing');
-        await convertCompressed(ctx, stagedImage, tempImage);
+        ctx.status(`compressing (${compression})`);
+        await convertCompressed(ctx, stagedImage, tempImage, { compression });
         await copyFile(stagedVersion, tempVersion);
         await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion)]);
 

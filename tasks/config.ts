@@ -18,6 +18,7 @@ import { releaseCommand } from './release.ts';
 import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
+import { COMPRESSIONS, isCompression, type Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
 export const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;
@@ -44,6 +45,8 @@ export interface ImageDecl<B extends string> {
   readonly caveat?: string;
   /** QEMU accelerator passed to the template (default from the config, else `kvm`). */
   readonly accelerator?: string;
+  /** qcow2 compression of this image (default from the config, else zstd). */
+  readonly compression?: Compression;
 }
 
 export interface ReleaseDecl {
@@ -73,6 +76,11 @@ export interface PipelineConfig<B extends string, I extends string, S extends st
   /** The shared cloud-init and scripts folder, relative to the root (default `shared`). */
   readonly sharedDir?: string;
   readonly accelerator?: string;
+  /**
+   * qcow2 compression of built images: `zstd` (default; QEMU >= 5.1 reads it) or `zlib`
+   * (for consumers on older QEMU). Part of the build's parameters: a change rebuilds.
+   */
+  readonly compression?: Compression;
   readonly release?: ReleaseDecl;
   /** Pool limits; defaults: one packer build at a time, three network transfers. */
   readonly pools?: Readonly<Record<string, number>>;
@@ -98,6 +106,14 @@ function validateNames(config: PipelineConfig<string, string, string>): void {
   }
   for (const name of Object.keys(config.bases)) {
     if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
+  }
+  // Checked here too: a plain-JS config gets no help from the compiler.
+  const compressions: Array<[string, unknown]> = [['compression', config.compression]];
+  for (const [name, image] of Object.entries(config.images as Record<string, ImageDecl<string>>)) compressions.push([`images.${name}.compression`, image.compression]);
+  for (const [key, value] of compressions) {
+    if (value !== undefined && !isCompression(value)) {
+      throw new Failure('config', `${key}: ${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`);
+    }
   }
 }
 
@@ -137,6 +153,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     const base = bases[image.base]!;
     const file = baseFile(image.base);
     const imageFile = posix.join('images', name, `${name}.qcow2`);
+    const compression = image.compression ?? config.compression;
     nodes.push(
       buildNode({
         name,
@@ -145,6 +162,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         templatesDir,
         sharedDir,
         accelerator: image.accelerator ?? config.accelerator ?? 'kvm',
+        ...(compression ? { compression } : {}),
         ...(image.extraFiles ? { extraFiles: image.extraFiles } : {}),
         ...(image.caveat ? { caveat: image.caveat } : {}),
         ...(image.description ? { description: image.description } : {}),
@@ -167,7 +185,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         },
       }),
       checksumNode({ name, imageFile }),
-      publishNode({ name, imageFile, publishDir }),
+      publishNode({ name, imageFile, publishDir, ...(compression ? { compression } : {}) }),
       createUploadNode(catalog, name, tag),
     );
     aliases[name] = [`${name}:checksum`];

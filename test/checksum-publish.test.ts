@@ -1,5 +1,6 @@
 // Checksum, publish and verify against real tools: images made with qemu-img, checksum
-// files checked with sha256sum, published files inspected with `qemu-img info`.
+// files checked with sha256sum, published files inspected with `qemu-img info` and
+// `qemu-img check`.
 import test, { type ExecutionContext } from 'ava';
 import { execFile as execFileCallback } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,7 @@ import { createTaskContext } from '../src/task-context.ts';
 import { type CommandIO, type NodeDef, type TaskContext } from '../src/types.ts';
 import { checksumNode, parseSha256Line } from '../tasks/checksum.ts';
 import { publishNode, resolvePublishDir, sourceRecordPath } from '../tasks/publish.ts';
-import { imageInfo } from '../tasks/qemu-img.ts';
+import { compressedClusters, imageCompression, imageInfo, type Compression } from '../tasks/qemu-img.ts';
 import { verifyCommand } from '../tasks/verify.ts';
 import { throwsFailure } from './support/failures.ts';
 
@@ -25,17 +26,43 @@ async function tempRoot(t: ExecutionContext): Promise<string> {
   return root;
 }
 
-/** A real qcow2 holding `bytes` random bytes, at `images/{name}/{name}.qcow2`. */
-async function makeImage(root: string, name: string, bytes = 2 * 1024 * 1024): Promise<string> {
+interface ImageOptions {
+  readonly bytes?: number;
+  /** Compress as the build does; default: not compressed, as the shell scripts built images. */
+  readonly compression?: Compression;
+  /** Random bytes (incompressible) or text-like bytes (as a root filesystem compresses). */
+  readonly content?: 'random' | 'text';
+}
+
+/** A real qcow2 at `images/{name}/{name}.qcow2`. */
+async function makeImage(root: string, name: string, options: ImageOptions = {}): Promise<string> {
+  const { bytes = 2 * 1024 * 1024, compression, content = 'random' } = options;
   const dir = join(root, 'images', name);
   await mkdir(dir, { recursive: true });
   const raw = join(dir, `.${name}.raw`);
-  await writeFile(raw, randomBytes(bytes));
+  await writeFile(raw, content === 'random' ? randomBytes(bytes) : textBytes(bytes));
   const image = join(dir, `${name}.qcow2`);
   await rm(image, { force: true });
-  await execFile('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, image]);
+  const compress = compression ? ['-c', '-o', `compression_type=${compression}`] : [];
+  await execFile('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', ...compress, raw, image]);
   await rm(raw);
   return image;
+}
+
+/** Lines of numbers and random words: compressible, and different every time. */
+function textBytes(bytes: number): Buffer {
+  const lines: string[] = [];
+  let length = 0;
+  for (let i = 0; length < bytes; i++) {
+    const line = `${i} ${randomBytes(6).toString('base64')} /usr/lib/x86_64-linux-gnu/lib${i % 97}.so\n`;
+    lines.push(line);
+    length += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, bytes);
+}
+
+async function sha256Of(path: string): Promise<string> {
+  return (await execFile('sha256sum', [path])).stdout.split(' ')[0]!;
 }
 
 interface Harness {
@@ -130,9 +157,9 @@ function publishFor(root: string, name: string) {
   return { publishDir, node: publishNode({ name, publishDir }), dest: join(publishDir, `${name}.img`) };
 }
 
-test('publish produces a compressed qcow2 .img and leaves no temp file', async (t) => {
+test('publish copies a compressed image: the .img is byte-identical and has the image SHA-256', async (t) => {
   const root = await tempRoot(t);
-  const image = await makeImage(root, 'debian-13');
+  const image = await makeImage(root, 'debian-13', { compression: 'zstd', content: 'text' });
   const { publishDir, node, dest } = publishFor(root, 'debian-13');
   await mkdir(publishDir);
   t.is(node.id, 'debian-13:publish');
@@ -140,17 +167,94 @@ test('publish produces a compressed qcow2 .img and leaves no temp file', async (
   t.deepEqual(node.env, ['PIPELINE_PUBLISH_DIR']);
   await node.preflight?.({ root, flags: {} });
 
-  const { execs, progress } = await runNode(node, root);
+  const { execs, progress, lines } = await runNode(node, root);
+  t.deepEqual(execs, [], 'no qemu-img convert: the image is compressed already');
+  t.deepEqual(await readFile(dest), await readFile(image));
+  t.is(await sha256Of(dest), await sha256Of(image));
+  t.is(await imageCompression(dest), 'zstd');
+  const size = (await stat(image)).size;
+  t.deepEqual(progress.at(-1), [size, size]);
+  t.true(lines.some((line) => /published .* \(copied, \d+ bytes\)/.test(line)));
+  t.deepEqual(await listing(publishDir), ['.debian-13.img.source', 'debian-13.img']);
+});
+
+test('publish copies a zlib-compressed image too', async (t) => {
+  const root = await tempRoot(t);
+  const image = await makeImage(root, 'debian-12', { compression: 'zlib', content: 'text' });
+  const { publishDir, node, dest } = publishFor(root, 'debian-12');
+  await mkdir(publishDir);
+  const { execs } = await runNode(node, root);
+  t.deepEqual(execs, []);
+  t.is(await sha256Of(dest), await sha256Of(image));
+  t.is(await imageCompression(dest), 'zlib');
+});
+
+test('publish converts an uncompressed image (as the shell scripts built them) with qemu-img convert -c', async (t) => {
+  const root = await tempRoot(t);
+  const image = await makeImage(root, 'debian-13', { content: 'text' });
+  t.is(await compressedClusters(image), 0);
+  t.is(await imageCompression(image), 'none');
+  const { publishDir, node, dest } = publishFor(root, 'debian-13');
+  await mkdir(publishDir);
+
+  const { execs, progress, lines } = await runNode(node, root);
   t.is(execs.length, 1);
-  t.regex(execs[0] ?? '', /^qemu-img convert -p -c -O qcow2 \S+debian-13\.qcow2 \S+\/\.debian-13\.img\.\S+\.tmp$/);
+  t.regex(execs[0] ?? '', /^qemu-img convert -p -c -m \d+ -O qcow2 -o compression_type=zstd \S+debian-13\.qcow2 \S+\/\.debian-13\.img\.\S+\.tmp$/);
+  t.true(lines.some((line) => line.includes('it is not compressed')));
   const info = await imageInfo(dest);
-  const source = await imageInfo(image);
   t.is(info.format, 'qcow2');
-  t.is(info.virtualSize, source.virtualSize);
+  t.is(info.virtualSize, (await imageInfo(image)).virtualSize);
+  t.true((await compressedClusters(dest)) > 0, 'the published image is compressed');
+  t.is(await imageCompression(dest), 'zstd');
   t.deepEqual(progress.at(-1), [100, 100], 'qemu-img -p reports a percentage, shown as one (not as bytes of the source file)');
   t.deepEqual(await listing(publishDir), ['.debian-13.img.source', 'debian-13.img']);
   // The published image holds the same guest data.
   await t.notThrowsAsync(execFile('qemu-img', ['compare', image, dest]));
+});
+
+test('the conversion of an uncompressed image uses the configured compression', async (t) => {
+  const root = await tempRoot(t);
+  await makeImage(root, 'pve-9', { content: 'text' });
+  const publishDir = join(root, 'pve-iso');
+  await mkdir(publishDir);
+  const node = publishNode({ name: 'pve-9', publishDir, compression: 'zlib' });
+  const { execs } = await runNode(node, root);
+  t.regex(execs[0] ?? '', /^qemu-img convert -p -c -m \d+ -O qcow2 \S+pve-9\.qcow2 /, 'zlib is qcow2 default: no -o');
+  t.is(await imageCompression(join(publishDir, 'pve-9.img')), 'zlib');
+});
+
+test('a published .img changed with its mtime put back is published again (ctime)', async (t) => {
+  const root = await tempRoot(t);
+  const image = await makeImage(root, 'debian-12', { compression: 'zstd', content: 'text' });
+  const { publishDir, node, dest } = publishFor(root, 'debian-12');
+  await mkdir(publishDir);
+  await runNode(node, root);
+  const probe = () => node.probe!({ root, flags: {}, signal: new AbortController().signal, previous: 'recorded' });
+  t.is((await probe()).value, 'recorded');
+
+  // Flip one byte in place: same size, same inode, and the old times restored to the
+  // nanosecond (touch -r copies them from a reference taken before).
+  const before = await stat(dest, { bigint: true });
+  const reference = join(root, 'times-of-debian-12.img');
+  await execFile('touch', ['-r', dest, reference]);
+  const handle = await open(dest, 'r+');
+  const byte = Buffer.alloc(1);
+  await handle.read(byte, 0, 1, 70_000);
+  await handle.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, 70_000);
+  await handle.close();
+  await execFile('touch', ['-r', reference, dest]);
+  const after = await stat(dest, { bigint: true });
+  t.is(after.mtimeNs, before.mtimeNs);
+  t.not(after.ctimeNs, before.ctimeNs);
+  t.is(after.size, before.size);
+  t.is(after.ino, before.ino);
+
+  const changed = await probe();
+  t.not(changed.value, 'recorded');
+  t.regex(changed.note ?? '', /debian-12\.img was changed outside pipeline/);
+  const again = await runNode(node, root);
+  t.false(again.lines.some((line) => line.includes('already published')));
+  t.is(await sha256Of(dest), await sha256Of(image), 'the damaged copy was replaced');
 });
 
 test('publish is skipped when the published file was made from the same content', async (t) => {
@@ -218,7 +322,7 @@ test('preflight: a missing or unwritable publish directory is a SetupError sayin
   t.regex(deniedError?.message ?? '', /is not writable .*PIPELINE_PUBLISH_DIR/);
 });
 
-test('a failed conversion leaves no temp file and the previous published image intact', async (t) => {
+test('a failed publish leaves no temp file and the previous published image intact', async (t) => {
   const root = await tempRoot(t);
   await makeImage(root, 'debian-12');
   const { publishDir, node, dest } = publishFor(root, 'debian-12');
@@ -226,20 +330,20 @@ test('a failed conversion leaves no temp file and the previous published image i
   await runNode(node, root);
   const good = await readFile(dest);
 
-  // A qcow2 header qemu-img refuses: the conversion fails.
+  // A qcow2 header qemu-img refuses: reading it fails.
   const image = join(root, 'images', 'debian-12', 'debian-12.qcow2');
   const handle = await open(image, 'r+');
   await handle.write(Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 99]), 0, 8, 0);
   await handle.close();
   const error = await throwsFailure(t, runNode(node, root), 'task');
-  t.regex(error?.message ?? '', /qemu-img convert .* failed: /);
+  t.regex(error?.message ?? '', /qemu-img info .*debian-12\.qcow2 failed: /);
   t.deepEqual(await listing(publishDir), ['.debian-12.img.source', 'debian-12.img']);
   t.deepEqual(await readFile(dest), good);
 });
 
 test('an interrupted conversion removes its temp file', async (t) => {
   const root = await tempRoot(t);
-  await makeImage(root, 'big', 96 * 1024 * 1024);
+  await makeImage(root, 'big', { bytes: 96 * 1024 * 1024 });
   const { publishDir, node } = publishFor(root, 'big');
   await mkdir(publishDir);
   const controller = new AbortController();
@@ -262,16 +366,52 @@ test('an interrupted conversion removes its temp file', async (t) => {
   t.deepEqual(await listing(publishDir), []);
 });
 
-test('PIPELINE_PUBLISH_DIR overrides the configured directory; --dry-run says what would be copied', async (t) => {
+test('an interrupted copy removes its temp file and leaves the published image alone', async (t) => {
+  const root = await tempRoot(t);
+  await makeImage(root, 'big', { bytes: 64 * 1024 * 1024, compression: 'zstd', content: 'text' });
+  const { publishDir, node, dest } = publishFor(root, 'big');
+  await mkdir(publishDir);
+  await writeFile(dest, 'the previous image\n');
+  const controller = new AbortController();
+  const h = await harness(root, node.id, controller);
+  const outcome = await node
+    .run({
+      ...h.ctx,
+      // Interrupted as the copy starts (its first progress report is 0 bytes).
+      progress(done, total) {
+        if (done === 0 && total !== undefined && total > 0) controller.abort();
+      },
+    })
+    .then(
+      () => 'finished',
+      (error: unknown) => (error as { name?: string }).name,
+    );
+  t.is(outcome, 'AbortError');
+  await h.removeTemps();
+  await h.close();
+  t.deepEqual(await listing(publishDir), ['big.img']);
+  t.is(await readFile(dest, 'utf8'), 'the previous image\n');
+});
+
+test('PIPELINE_PUBLISH_DIR overrides the configured directory; --dry-run says whether it would copy or convert', async (t) => {
   t.is(resolvePublishDir(undefined, {}), '/var/lib/vz/template/iso');
   t.is(resolvePublishDir('/srv/iso', {}), '/srv/iso');
   t.is(resolvePublishDir('/srv/iso', { PIPELINE_PUBLISH_DIR: '/tmp/other' }), '/tmp/other');
 
   const root = await tempRoot(t);
-  const image = await makeImage(root, 'debian-12', 3 * 1024 * 1024);
   const node = publishNode({ name: 'debian-12', publishDir: '/srv/iso' });
-  const size = formatBytes((await stat(image)).size);
-  t.is(await node.describeRun?.({ root, flags: {} }), `would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (${size})`);
+  t.is(await node.describeRun?.({ root, flags: {} }), 'would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (not built yet)');
+
+  const compressed = await makeImage(root, 'debian-12', { bytes: 3 * 1024 * 1024, compression: 'zstd', content: 'text' });
+  t.is(
+    await node.describeRun?.({ root, flags: {} }),
+    `would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (${formatBytes((await stat(compressed)).size)}, compressed)`,
+  );
+  const plain = await makeImage(root, 'debian-12', { bytes: 3 * 1024 * 1024, content: 'text' });
+  t.is(
+    await node.describeRun?.({ root, flags: {} }),
+    `would convert images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img with qemu-img convert -c (zstd): it is not compressed (${formatBytes((await stat(plain)).size)})`,
+  );
 });
 
 // ---------------------------------------------------------------------------------------

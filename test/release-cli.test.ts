@@ -35,6 +35,9 @@ test('upload:latest, release check and images download --publish work end to end
     t.false(names.includes(`${image}.qcow2`));
   }
   t.true(names.includes('images.json'));
+  // The manifest tells a consumer which QEMU can read each image: the build wrote zstd.
+  const manifest = JSON.parse((await server.assetBytes('latest', 'images.json')).toString());
+  for (const image of IMAGES) t.is(manifest.images[image].compression, 'zstd', image);
 
   const again = await run(['upload:latest', '--json']);
   t.is(again.code, 0, again.stderr);

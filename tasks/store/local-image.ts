@@ -2,6 +2,7 @@
 // `.sha256`, the key it was built with, its versions and the inputs behind the key.
 import { readFile, stat } from 'node:fs/promises';
 import { Failure } from '../../src/types.ts';
+import { imageCompression } from '../qemu-img.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { checksumOf, parseVersions } from './record.ts';
 import type { ImageToPut } from './store.ts';
@@ -21,5 +22,7 @@ export async function readLocalImage(catalog: ImageCatalog, name: string): Promi
   // The key the image was built with; the current one if the key file is missing.
   const cacheKey = (await readFile(catalog.cacheKeyPath(name), 'utf8').catch(() => current.cacheKey ?? '')).trim();
   if (!cacheKey) throw new Failure('task', `${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
-  return { name, path, size, sha256, cacheKey, versions, sources: current.sources };
+  // A host that only uploads may lack qemu-img: the record then says nothing rather than something wrong.
+  const compression = await imageCompression(path).catch(() => undefined);
+  return { name, path, size, sha256, cacheKey, ...(compression ? { compression } : {}), versions, sources: current.sources };
 }

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseSha256Line } from '../checksum.ts';
 import { Failure } from '../../src/types.ts';
 import { imageFileName } from './names.ts';
+import type { ImageToPut } from './store.ts';
 
 export const INDEX_NAME = 'images.json';
 
@@ -17,6 +18,11 @@ export const imageRecordSchema = z.object({
   /** The pieces the bytes are stored as, in order (a GitHub release: the whole file or its split parts). */
   parts: z.array(z.object({ name: z.string(), size: z.number().int().nonnegative() })),
   cacheKey: z.string().optional(),
+  /**
+   * What a consumer's QEMU must read: `zstd` needs QEMU >= 5.1; `zlib` and `none` (no
+   * compressed cluster) any. Absent for an image that is not qcow2, or recorded before.
+   */
+  compression: z.enum(['zstd', 'zlib', 'none']).optional(),
   versions: z.record(z.string()).default({}),
   sources: z
     .object({
@@ -65,6 +71,20 @@ export function serializeIndex(index: ImageIndex): string {
   return `${JSON.stringify({ schemaVersion: 1, images }, null, 2)}\n`;
 }
 
+/** The record a store keeps for `image` stored as `parts`. */
+export function recordOf(image: ImageToPut, parts: readonly { name: string; size: number }[], uploadedAt: string): ImageRecord {
+  return {
+    size: image.size,
+    sha256: image.sha256,
+    parts: parts.map((part) => ({ name: part.name, size: part.size })),
+    cacheKey: image.cacheKey,
+    ...(image.compression ? { compression: image.compression } : {}),
+    versions: { ...image.versions },
+    sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
+    uploadedAt,
+  };
+}
+
 /** A record with its keys in one order (and nested maps sorted), for comparison and output. */
 export function canonicalRecord(record: ImageRecord): ImageRecord {
   const sorted = (map: Readonly<Record<string, string>>) => Object.fromEntries(Object.entries(map).sort(([a], [b]) => a.localeCompare(b)));
@@ -73,6 +93,7 @@ export function canonicalRecord(record: ImageRecord): ImageRecord {
     sha256: record.sha256,
     parts: record.parts.map((part) => ({ name: part.name, size: part.size })),
     ...(record.cacheKey !== undefined ? { cacheKey: record.cacheKey } : {}),
+    ...(record.compression !== undefined ? { compression: record.compression } : {}),
     versions: sorted(record.versions),
     ...(record.sources
       ? {

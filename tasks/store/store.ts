@@ -107,6 +107,8 @@ export interface ImageToPut {
   readonly size: number;
   readonly sha256: string;
   readonly cacheKey: string;
+  /** The qcow2 compression type, when known (see ImageRecord). */
+  readonly compression?: ImageRecord['compression'];
   readonly versions: Readonly<Record<string, string>>;
   readonly sources: ImageSources;
 }

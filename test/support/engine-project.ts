@@ -13,8 +13,14 @@ import { heavySlot } from './heavy-slots.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(REPO, 'bin', 'pipeline.js');
-/** What a config in a temp dir imports `defineConfig` from (absolute, so no install is needed). */
-export const CONFIG_MODULE = join(REPO, 'src', 'config.ts');
+/**
+ * What a config in a temp dir imports `defineConfig` from: the package's compiled engine
+ * entry (`pipeline/engine`), by absolute path so no install is needed. The CLI runs the
+ * same compiled files, so config and CLI share one module instance.
+ */
+export const CONFIG_MODULE = join(REPO, 'dist', 'src', 'index.js');
+/** The package's compiled public entry (`import { defineConfig } from 'pipeline'`). */
+export const PACKAGE_ENTRY = join(REPO, 'dist', 'index.js');
 
 /** A node of any `--json` output (schema/pipeline-output.v1.schema.json has the exact shapes). */
 export interface NodeJson {
@@ -100,7 +106,7 @@ export interface ProjectOptions {
   readonly files?: Readonly<Record<string, string | Uint8Array>>;
   /**
    * Writes `{"type":"module"}` next to the config (default true), as a project using
-   * `pipeline` has. Without it tsx loads a `.ts` config as CommonJS.
+   * `pipeline` has. Without it a `.ts` config still loads (it is compiled to an ES module).
    */
   readonly packageJson?: boolean;
 }

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { cp, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { makeProject, REPO, type Project } from './engine-project.ts';
+import { makeProject, PACKAGE_ENTRY, REPO, type Project } from './engine-project.ts';
 
 export const IMAGES = ['debian-12', 'debian-13', 'pve-9'] as const;
 export const BASE_OF = { 'debian-12': 'bookworm', 'debian-13': 'trixie', 'pve-9': 'trixie' } as const;
@@ -40,7 +40,7 @@ export async function makeImageProject(t: ExecutionContext, extraConfig = '', op
   const publishDir = project.path('publish');
   await writeFile(
     project.path('pipeline.config.ts'),
-    `import { defineConfig } from ${JSON.stringify(join(REPO, 'index.ts'))};
+    `import { defineConfig } from ${JSON.stringify(PACKAGE_ENTRY)};
 export default defineConfig({
   bases: {
     bookworm: ${JSON.stringify(upstream(UPSTREAM_FILE.bookworm))},

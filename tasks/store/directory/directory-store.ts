@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { Failure } from '../../../src/types.ts';
 import { formatSha256Line } from '../../checksum.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
-import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, sameRecord, serializeIndex, type ImageIndex, type ImageRecord } from '../record.ts';
+import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, recordOf, sameRecord, serializeIndex, type ImageIndex } from '../record.ts';
 import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
 
 /** Blobs no record names are removed when older than this: no upload takes longer. */
@@ -92,15 +92,11 @@ export class DirectoryStore implements ImageStore {
     const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
     const uploaded = options.force || !held;
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
-    const record: ImageRecord = {
-      size: image.size,
-      sha256: image.sha256,
-      parts: [{ name: imageFileName(image.name), size: image.size }],
-      cacheKey: image.cacheKey,
-      versions: { ...image.versions },
-      sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
-      uploadedAt: previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
-    };
+    const record = recordOf(
+      image,
+      [{ name: imageFileName(image.name), size: image.size }],
+      previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
+    );
     if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {

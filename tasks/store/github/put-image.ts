@@ -8,7 +8,7 @@
 // 4. settle: rename into place (free names first, then delete-and-rename back to back),
 //    the record last, then delete what the old image left;
 // 5. bring images.json up to date with every image's record.
-import { INDEX_NAME, sameRecord, type ImageRecord } from '../record.ts';
+import { INDEX_NAME, recordOf, sameRecord, type ImageRecord } from '../record.ts';
 import type { ImageToPut, PutOptions, PutResult } from '../store.ts';
 import { checksumAssetName, partAssetName, recordAssetName, tempAssetName, wholeAssetName } from './asset-names.ts';
 import { syncIndex } from './index-sync.ts';
@@ -43,15 +43,8 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   const context = { reader, signal, log };
   const name = image.name;
   const parts = planParts(name, image.size, limits);
-  const record = (uploadedAt: string): ImageRecord => ({
-    size: image.size,
-    sha256: image.sha256,
-    parts: parts.map((part) => ({ name: part.name, size: part.length })),
-    cacheKey: image.cacheKey,
-    versions: { ...image.versions },
-    sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
-    uploadedAt,
-  });
+  const record = (uploadedAt: string): ImageRecord =>
+    recordOf(image, parts.map((part) => ({ name: part.name, size: part.length })), uploadedAt);
 
   const before = await settleImage(context, name);
   if (!options.force) {

@@ -1,0 +1,123 @@
+// A TypeScript config compiled once to an ES module under `.pipeline/config/` next to it,
+// keyed by its path and content, so later runs import plain JavaScript: no compiler and
+// no loader hooks at start-up. esbuild is loaded only to compile.
+//
+// The compiled file lives in another directory than its source, so every relative
+// import is rewritten to an absolute file URL, and `import.meta.url`, `dirname` and
+// `filename` are replaced by the source's. Package imports stay as written: Node resolves
+// them from `.pipeline/config/` exactly as from the config's directory. A config that
+// imports another TypeScript file cannot run as plain JavaScript; `compiledConfig` says
+// so (undefined) and the caller loads it through tsx.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { writeFileAtomic } from './atomic.ts';
+import { Failure } from './failure.ts';
+
+/** Bump when the compile options change, so older compiled files are not reused. */
+const COMPILER_REVISION = 1;
+/** Compiled files of older versions of a config are removed once this old (another run may still import one). */
+const STALE_AFTER_MS = 10 * 60_000;
+
+/**
+ * The path of `file` compiled to JavaScript, compiling it on first use; undefined when it
+ * needs a TypeScript loader (it imports other `.ts` files) or its directory is read-only.
+ * A syntax error is a `config` Failure naming the line and column.
+ */
+export async function compiledConfig(file: string): Promise<string | undefined> {
+  const source = await readFile(file);
+  const key = createHash('sha256').update(`${COMPILER_REVISION}\0${file}\0`).update(source).digest('hex').slice(0, 20);
+  const dir = join(dirname(file), '.pipeline', 'config');
+  const target = join(dir, `${basename(file)}.${key}.mjs`);
+  // The verdict "needs the loader" is cached too, so such a config is compiled once only.
+  const needsLoader = join(dir, `${basename(file)}.${key}.needs-loader`);
+  if (existsSync(target)) return target;
+  if (existsSync(needsLoader)) return undefined;
+
+  const code = await compile(file, source.toString('utf8'));
+  try {
+    await mkdir(dir, { recursive: true });
+    if (code === undefined) await writeFileAtomic(needsLoader, 'this config imports TypeScript files: it loads through tsx\n');
+    else await writeFileAtomic(target, code);
+  } catch {
+    return undefined; // a read-only tree: the loader it is
+  }
+  await removeOlderCompilations(dir, basename(file), code === undefined ? needsLoader : target);
+  return code === undefined ? undefined : target;
+}
+
+async function compile(file: string, source: string): Promise<string | undefined> {
+  const { build, stop } = await import('esbuild');
+  let needsLoader = false;
+  let result;
+  try {
+    result = await build({
+      stdin: { contents: source, sourcefile: file, resolveDir: dirname(file), loader: file.endsWith('x') ? 'tsx' : 'ts' },
+      bundle: true,
+      write: false,
+      format: 'esm',
+      platform: 'node',
+      target: 'node20',
+      logLevel: 'silent',
+      define: {
+        'import.meta.url': JSON.stringify(pathToFileURL(file).href),
+        'import.meta.dirname': JSON.stringify(dirname(file)),
+        'import.meta.filename': JSON.stringify(file),
+      },
+      plugins: [
+        {
+          name: 'imports-stay-imports',
+          setup(builder) {
+            builder.onResolve({ filter: /.*/ }, (args) => {
+              const path = localPath(args.path, args.resolveDir);
+              if (path === undefined) return { path: args.path, external: true };
+              if (!isPlainJavaScript(path)) needsLoader = true;
+              return { path: pathToFileURL(path).href, external: true };
+            });
+          },
+        },
+      ],
+    });
+  } catch (error) {
+    throw syntaxFailure(file, error);
+  } finally {
+    // esbuild compiles in a child process that would otherwise live as long as the run.
+    await stop();
+  }
+  if (needsLoader) return undefined;
+  return result.outputFiles[0]!.text;
+}
+
+/** The file a relative, absolute or file: import names; undefined for a package or builtin. */
+function localPath(specifier: string, from: string): string | undefined {
+  if (specifier.startsWith('file:')) return fileURLToPath(specifier);
+  if (specifier.startsWith('./') || specifier.startsWith('../') || specifier === '.' || specifier === '..') return resolve(from, specifier);
+  return isAbsolute(specifier) ? specifier : undefined;
+}
+
+/**
+ * Whether Node imports the file as it is. `./x.js` in TypeScript often means `./x.ts`
+ * (NodeNext style), so a `.js` that does not exist counts as TypeScript.
+ */
+function isPlainJavaScript(path: string): boolean {
+  return /\.(?:[cm]?js|json)$/.test(path) && existsSync(path);
+}
+
+function syntaxFailure(file: string, error: unknown): unknown {
+  const first = (error as { errors?: Array<{ text: string; location?: { line: number; column: number } | null }> }).errors?.[0];
+  if (!first) return error;
+  const where = first.location ? `${file}:${first.location.line}:${first.location.column + 1}` : file;
+  return new Failure('config', `${where}: ${first.text}`);
+}
+
+async function removeOlderCompilations(dir: string, name: string, keep: string): Promise<void> {
+  const prefix = `${name}.`;
+  for (const entry of await readdir(dir).catch(() => [])) {
+    const path = join(dir, entry);
+    if (!entry.startsWith(prefix) || path === keep) continue;
+    const info = await stat(path).catch(() => undefined);
+    if (info && Date.now() - info.mtimeMs > STALE_AFTER_MS) await rm(path, { force: true });
+  }
+}
