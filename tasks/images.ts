@@ -126,6 +126,7 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
 
 export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {
   return {
+    subcommands: ['list', 'download'],
     usage: 'images list [--version TAG] | images download <names…|all> [--version TAG] [--dir DIR] [--publish] [--overwrite]',
     description: 'list the images on a GitHub release, or download, verify and install them',
     options: {

@@ -91,6 +91,7 @@ async function retag(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
 
 export function releaseCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {
   return {
+    subcommands: ['check', 'remove', 'retag'],
     usage: 'release check [--tag TAG] | release remove <names…|--all> [--tag TAG] [--dry-run] | release retag <version> [--tag TAG] [--dry-run]',
     description: 'compare images with a GitHub release, remove images from it, or move its tag',
     options: {

@@ -6,7 +6,8 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
-import { type CommandIO } from '../src/types.ts';
+import { exitCodeFor } from '../src/failure.ts';
+import { isFailure, type CommandIO } from '../src/types.ts';
 import { imagesCommand } from '../tasks/images.ts';
 import { releaseCommand } from '../tasks/release.ts';
 import { assertSafeFileName } from '../tasks/store/names.ts';
@@ -79,7 +80,12 @@ async function setup(t: import('ava').ExecutionContext) {
   const images = imagesCommand(fixture.catalog, { store: { ...options, env: { ...env, PIPELINE_PUBLISH_DIR: join(fixture.root, 'pve-storage') } } });
   const run = async (command: typeof release, argv: string[], values: Record<string, string | boolean> = {}, json = false) => {
     const io = recordingIO(fixture.root, json);
-    const code = await command.run({ values, positionals: argv }, io);
+    // A command throws its Failure; the CLI turns it into one line and the kind's exit code.
+    const code = await command.run({ values, positionals: argv }, io).catch((error: unknown) => {
+      if (!isFailure(error) || error.kind === 'usage') throw error;
+      io.errors.push(`pipeline: ${error.message}`);
+      return exitCodeFor(error.kind);
+    });
     return { code, out: io.lines, err: io.errors, io };
   };
   return { server, fixture, store, release, images, run };

@@ -18,14 +18,21 @@ async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
   return dir;
 }
 
-/** A process that takes a slot, logs when it holds it, holds it 300 ms, and gives it back. */
-function holder(dir: string, limit: number, log: string): Promise<unknown> {
+/**
+ * A process that waits until all `count` holders have started (so they contend at once, even
+ * when a loaded machine starts them seconds apart), takes a slot, logs when it holds it,
+ * holds it 500 ms, and gives it back.
+ */
+function holder(dir: string, limit: number, log: string, count: number): Promise<unknown> {
   const script = `
-    import { appendFileSync } from 'node:fs';
+    import { appendFileSync, readFileSync } from 'node:fs';
     import { acquireSlot } from ${JSON.stringify(SLOTS)};
+    const ready = ${JSON.stringify(join(dir, 'ready'))};
+    appendFileSync(ready, 'x');
+    while (readFileSync(ready, 'utf8').length < ${count}) await new Promise((resolve) => setTimeout(resolve, 20));
     const release = await acquireSlot(${JSON.stringify(join(dir, 'slots'))}, ${limit});
     appendFileSync(${JSON.stringify(log)}, 'take ' + process.pid + '\\n');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await new Promise((resolve) => setTimeout(resolve, 500));
     appendFileSync(${JSON.stringify(log)}, 'give ' + process.pid + '\\n');
     await release();
   `;
@@ -36,7 +43,7 @@ test('five processes contending for two slots: never more than two hold one at o
   const dir = await tempDir(t);
   const log = join(dir, 'events.log');
   await writeFile(log, '');
-  await Promise.all(Array.from({ length: 5 }, () => holder(dir, 2, log)));
+  await Promise.all(Array.from({ length: 5 }, () => holder(dir, 2, log, 5)));
   const events = (await readFile(log, 'utf8')).trim().split('\n');
   t.is(events.length, 10);
   let holding = 0;
