@@ -1,5 +1,5 @@
 // The images of this repository. `npx pipeline --help` lists the targets this declares.
-import { defineConfig } from 'pipeline';
+import { defineConfig } from '@vmpipeline/pipeline';
 
 const debianCloud = (suite: string, file: string) => ({
   url: `https://cloud.debian.org/images/cloud/${suite}/latest/${file}`,

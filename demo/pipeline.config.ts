@@ -3,7 +3,7 @@
 // an "upstream" made locally (demo/scripts/make-upstream.sh) instead of cloud.debian.org.
 //
 //   npx pipeline --config demo/pipeline.config.ts publish
-import { defineConfig } from 'pipeline';
+import { defineConfig } from '@vmpipeline/pipeline';
 
 const upstream = (file: string) => ({
   url: new URL(`./upstream/${file}`, import.meta.url).href,

@@ -9,7 +9,7 @@
 // GitHub loopback server, downloads the release back and boots the result. By hand:
 //
 //   PIPELINE_PUBLISH_DIR=/tmp/e2e-publish node bin/pipeline.js --config test/e2e/pipeline.config.ts e2e-debian:publish
-import { defineConfig } from 'pipeline';
+import { defineConfig } from '@vmpipeline/pipeline';
 
 const BASE = 'debian-12-e2e-amd64';
 const upstream = (file: string): string => new URL(`./cache/upstream/${file}`, import.meta.url).href;
