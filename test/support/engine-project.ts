@@ -15,11 +15,11 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const BIN = join(REPO, 'bin', 'pipeline.js');
 /**
  * What a config in a temp dir imports `defineConfig` from: the package's compiled engine
- * entry (`pipeline/engine`), by absolute path so no install is needed. The CLI runs the
+ * entry (`@vmpipeline/pipeline/engine`), by absolute path so no install is needed. The CLI runs the
  * same compiled files, so config and CLI share one module instance.
  */
 export const CONFIG_MODULE = join(REPO, 'dist', 'src', 'index.js');
-/** The package's compiled public entry (`import { defineConfig } from 'pipeline'`). */
+/** The package's compiled public entry (`import { defineConfig } from '@vmpipeline/pipeline'`). */
 export const PACKAGE_ENTRY = join(REPO, 'dist', 'index.js');
 
 /** A node of any `--json` output (schema/pipeline-output.v1.schema.json has the exact shapes). */
