@@ -21,6 +21,7 @@ interface PackageJson {
   name: string;
   version: string;
   bin: Record<string, string>;
+  exports: Record<string, Record<string, string>>;
 }
 const PACKAGE = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as PackageJson;
 /** The consumer gets the TypeScript and Node types this repository is checked with. */
@@ -96,6 +97,12 @@ test.serial('npm pack ships the compiled CLI, its types, the schema and the READ
   t.deepEqual(PACKAGE.bin, { pipeline: 'bin/pipeline.js' });
   for (const needed of ['bin/pipeline.js', 'dist/index.js', 'dist/index.d.ts', 'dist/src/index.d.ts', 'dist/src/cli.js', 'schema/pipeline-output.v1.schema.json', 'README.md', 'package.json']) {
     t.true(files.includes(needed), `the tarball lacks ${needed}`);
+  }
+  for (const [entry, conditions] of Object.entries(PACKAGE.exports)) {
+    for (const condition of ['types', 'default']) {
+      const target = conditions[condition]?.replace(/^\.\//, '');
+      t.true(target !== undefined && files.includes(target), `exports["${entry}"].${condition} (${target}) is in the tarball`);
+    }
   }
   const stray = files.filter((file) => !/^(bin\/|dist\/|schema\/)/.test(file) && file !== 'README.md' && file !== 'package.json');
   t.deepEqual(stray, [], 'no tests, benches, CI, demo or repository config in the tarball');
