@@ -33,6 +33,7 @@ interface Job {
   readonly needs?: string | string[];
   readonly if?: string;
   readonly outputs?: Record<string, string>;
+  readonly permissions?: Record<string, string>;
   readonly strategy?: { matrix?: unknown };
   readonly steps: Step[];
 }
@@ -95,6 +96,7 @@ test('every job sets up Node 20; image jobs share one concurrency group and read
   for (const file of IMAGE_WORKFLOWS) {
     const { plan } = workflow(file).jobs;
     t.is(plan?.['runs-on'], 'ubuntu-latest', `${file}: the plan job needs no KVM runner`);
+    t.deepEqual(plan?.permissions, { contents: 'read' }, `${file}: the plan job cannot write the release`);
   }
 });
 
