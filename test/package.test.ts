@@ -79,9 +79,14 @@ function run(command: string, args: readonly string[], cwd: string): Promise<Res
   });
 }
 
+/** The scratch project, and the tarball it installs: made by the first step. */
 function consumer(): string {
   if (!work) throw new Error('an earlier step (npm pack) did not run');
   return join(work, 'image-repo');
+}
+function packed(): string {
+  if (!tarball) throw new Error('an earlier step (npm pack) did not make a tarball');
+  return tarball;
 }
 
 test.serial('npm pack ships the compiled CLI, its types, the schema and the README, and nothing else', async (t) => {
@@ -120,7 +125,7 @@ test.serial('the tarball installs into another repository with no engine warning
   await writeFile(join(repo, 'package.json'), `${JSON.stringify({ name: 'image-repo', private: true, type: 'module' }, null, 2)}\n`);
   const install = await run(
     'npm',
-    ['install', '--no-audit', '--no-fund', '--prefer-offline', '--save-dev', tarball!, `typescript@${installedVersion('typescript')}`, `@types/node@${installedVersion('@types/node')}`],
+    ['install', '--no-audit', '--no-fund', '--prefer-offline', '--save-dev', packed(), `typescript@${installedVersion('typescript')}`, `@types/node@${installedVersion('@types/node')}`],
     repo,
   );
   t.is(install.code, 0, install.stderr);
