@@ -137,6 +137,34 @@ async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn
   return modified ? stale(modified) : pending;
 }
 
+/**
+ * The verdict of a node a remote cache vouches for, decided without its dependencies
+ * (they are not needed this run): fresh when its key file already holds `key`, the key of
+ * the current inputs by the remote's record, and its own inputs and outputs are as
+ * recorded; otherwise stale, to fetch. The manifest leaves dependencies out, so a fetched
+ * node is recorded with none.
+ */
+export async function assessDetached(node: NodeDef, context: AssessContext, remote: { readonly key?: string; readonly reason: string; readonly source: string }): Promise<Verdict> {
+  const detached: AssessContext = { ...context, depOutputs: new Map() };
+  const manifest = await buildManifest(node, detached);
+  const fingerprint = await fingerprintOf(manifest);
+  const fetch: Verdict = { fresh: false, pending: false, reason: remote.reason, fingerprint, manifest, ...(remote.key !== undefined ? { key: remote.key } : {}) };
+  if (!node.key || remote.key === undefined) return fetch;
+  if ((await readRecordedKey(node.key, context.root)) !== remote.key) return fetch;
+  const outputs = await hashOutputs(node, context);
+  if (typeof outputs === 'string') return fetch;
+  const reason = `up to date (${node.key.path} matches ${remote.source})`;
+  const stamp = await readStamp(context.stateDir, node.id);
+  if (stamp) {
+    const own = manifestDifference({ ...stamp.manifest, deps: {} }, manifest);
+    if (own !== undefined || modifiedOutput(stamp, outputs)) return fetch;
+    return { fresh: true, adopt: false, reason, fingerprint: stamp.fingerprint, manifest: stamp.manifest, outputDigest: stamp.outputDigest };
+  }
+  const adoption = await checkAdoption(node, detached, []);
+  if (adoption.outcome !== 'adopt') return fetch;
+  return { fresh: true, adopt: true, reason: `${adoption.reason} (${remote.source} has the same key)`, fingerprint, manifest, outputDigest: await outputDigestOf(adoption.outputs, fingerprint) };
+}
+
 type AdoptionCheck =
   | { outcome: 'adopt'; reason: string; outputs: Record<string, string> }
   | { outcome: 'refuse'; reason: string }

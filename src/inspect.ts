@@ -76,7 +76,8 @@ export async function printDryRun(
   const { graph, entries } = await session.plan(targets, settings);
   const details = new Map<string, string | undefined>();
   for (const entry of entries) {
-    if (entry.verdict.fresh) continue; // stale or pending: it may run
+    // Stale or pending: it may run. A fetch's reason already says what it would do.
+    if (entry.verdict.fresh || entry.fetch) continue;
     const describe = graph.node(entry.id).describeRun;
     details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
   }

@@ -5,12 +5,12 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
+import { assess, assessDetached, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
-import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult } from './types.ts';
+import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult, type RemoteLookup } from './types.ts';
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
@@ -57,7 +57,16 @@ export interface PlanEntry {
   readonly probeValue?: string;
   /** The probe failed: the node fails with this without running. */
   readonly probeError?: Failure;
+  /**
+   * A remote cache vouches for the node's outputs: it is fresh, or fetches them (`fetch`),
+   * without its dependencies, which this run does not wait for.
+   */
+  readonly detached?: boolean;
+  /** The remote copy the node fetches instead of running (its verdict is stale). */
+  readonly fetch?: RemoteHit;
 }
+
+export type RemoteHit = Extract<RemoteLookup, { hit: true }>;
 
 const LOG_TAIL_LINES = 20;
 
@@ -82,9 +91,11 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
 /**
  * Assesses every node of the closure, level by level. A node whose dependencies may run
  * is assessed on what is its own (stale when it will run whatever they produce, pending
- * otherwise); the runner assesses it again once they have run.
+ * otherwise); the runner assesses it again once they have run. The entries are the nodes
+ * the run needs for `selected` (default: the whole closure): the closure less the
+ * dependencies only detached nodes have.
  */
-export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions): Promise<PlanEntry[]> {
+export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions, selected?: readonly NodeId[]): Promise<PlanEntry[]> {
   await checkInputFiles(graph, closure, options.root);
   const outputs = new Map<NodeId, string | undefined>();
   const unsettledFiles = new Set<string>();
@@ -112,15 +123,31 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       }
     }
     options.observer?.nodePhase?.(id, 'hash', 'begin');
-    const verdict = await assess(node, assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles }));
+    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles });
+    let verdict = await assess(node, context);
     options.observer?.nodePhase?.(id, 'hash', 'end');
+    const notes = probe?.note ? [probe.note] : [];
+    // A remote copy of what the inputs make now stands in for the dependencies' work.
+    let detached = false;
+    let fetch: RemoteHit | undefined;
+    if (node.remoteCache && !verdict.fresh && !context.forced) {
+      const lookup = await node.remoteCache.lookup({ root: options.root, flags: options.flags, signal: options.signal });
+      if (lookup.note) notes.push(lookup.note);
+      if (lookup.hit) {
+        detached = true;
+        verdict = await assessDetached(node, context, lookup);
+        if (!verdict.fresh) fetch = lookup;
+      }
+    }
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
     byId.set(id, {
       id,
       verdict,
       bytesHashed: account.bytes,
-      ...(probe?.note ? { note: probe.note } : {}),
+      ...(notes.length > 0 ? { note: notes.join('; ') } : {}),
       ...(probe ? { probeValue: probe.value } : {}),
+      ...(detached ? { detached } : {}),
+      ...(fetch ? { fetch } : {}),
     });
   };
   // Nodes of one depth depend only on shallower ones: each level is assessed concurrently
@@ -129,7 +156,22 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
     await Promise.all(level.map(planNode));
     for (const id of level) if (outputs.get(id) === undefined) for (const file of graph.node(id).outputs ?? []) unsettledFiles.add(file);
   }
-  return closure.map((id) => byId.get(id)!);
+  const needed = neededNodes(graph, closure, selected ?? closure, byId);
+  return closure.filter((id) => needed.has(id)).map((id) => byId.get(id)!);
+}
+
+/**
+ * The selected nodes and what they need: a detached node (its outputs come from a remote
+ * cache) needs none of its dependencies, so a base download that only fetched images
+ * depend on is left out of the run.
+ */
+function neededNodes(graph: Graph, closure: readonly NodeId[], selected: readonly NodeId[], entries: ReadonlyMap<NodeId, PlanEntry>): Set<NodeId> {
+  const needed = new Set(selected);
+  for (const id of [...closure].reverse()) {
+    if (!needed.has(id) || entries.get(id)?.detached) continue;
+    for (const dep of graph.node(id).deps) needed.add(dep);
+  }
+  return needed;
 }
 
 /** The closure grouped by depth (a node is one deeper than its deepest dependency). */
@@ -179,7 +221,8 @@ async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOption
  */
 export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
   for (const entry of entries) {
-    if (entry.verdict.fresh || entry.verdict.pending) continue;
+    // A fetch checks its own setup if it falls back to running the node.
+    if (entry.verdict.fresh || entry.verdict.pending || entry.fetch) continue;
     try {
       await checkSetup(graph.node(entry.id), entry.verdict.reason, options);
     } catch (error) {
@@ -200,9 +243,10 @@ export function setupFailureOf(results: readonly NodeResult[]): Failure | undefi
   return stopped ? new Failure(stopped.failureKind!, `${stopped.id}: ${stopped.error ?? stopped.reason}`) : undefined;
 }
 
-/** Runs the closure given its plan (see `plan`; `preflight` should have passed). */
-export async function execute(graph: Graph, closure: readonly NodeId[], options: RunOptions, initial: readonly PlanEntry[]): Promise<NodeResult[]> {
+/** Runs the planned nodes (see `plan`; `preflight` should have passed). */
+export async function execute(graph: Graph, options: RunOptions, initial: readonly PlanEntry[]): Promise<NodeResult[]> {
   const initialVerdicts = new Map(initial.map((entry) => [entry.id, entry] as const));
+  const closure = initial.map((entry) => entry.id);
 
   const limits = new Limits(options.jobs, options.pools);
   const outputs = new Map<NodeId, string | undefined>();
@@ -225,9 +269,11 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
 
   const runNode = async (id: NodeId): Promise<NodeResult> => {
     const node = graph.node(id);
-    const unfinished = node.deps.filter((dep) => !results.has(dep));
+    const first = initialVerdicts.get(id)!;
+    const deps = first.detached ? [] : node.deps;
+    const unfinished = deps.filter((dep) => !results.has(dep));
     if (unfinished.length > 0) options.observer?.nodeWaiting?.(id, { dependencies: unfinished });
-    const depResults = await Promise.all(node.deps.map((dep) => finished.get(dep)!));
+    const depResults = await Promise.all(deps.map((dep) => finished.get(dep)!));
     const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh' && dep.status !== 'adopted');
     if (blocked) {
       const status: NodeStatus = blocked.status === 'cancelled' || runAbort.signal.aborted ? 'cancelled' : 'skipped';
@@ -237,13 +283,12 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
     if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: 0 });
 
     const account = { bytes: 0 };
-    const first = initialVerdicts.get(id)!;
     account.bytes += first.bytesHashed;
     if (first.probeError !== undefined) {
       return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError.message, failureKind: first.probeError.kind, durationMs: 0, bytesHashed: 0 });
     }
     // Planned while a dependency was still to run: assess again now that all have.
-    const plannedBlind = node.deps.some((dep) => !initialVerdicts.get(dep)!.verdict.fresh);
+    const plannedBlind = deps.some((dep) => !initialVerdicts.get(dep)!.verdict.fresh);
     const depsRan = depResults.some((dep) => dep.status === 'ran');
     let verdict = first.verdict;
     let note = first.note;
@@ -283,11 +328,14 @@ export async function execute(graph: Graph, closure: readonly NodeId[], options:
       }
     }
     options.observer?.nodeQueued?.(id, reason);
-    const release = await limits.acquire(node.pool, (slot) => options.observer?.nodeWaiting?.(id, { slot }));
+    const pool = first.fetch ? first.fetch.pool : node.pool;
+    const release = await limits.acquire(pool, (slot) => options.observer?.nodeWaiting?.(id, { slot }));
     try {
       if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: account.bytes });
       if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: account.bytes });
-      return finish(await runStale(node, verdict, reason, account, options, runAbort.signal, outputs));
+      const result = await runStale(node, verdict, reason, account, options, runAbort.signal, outputs, first.fetch);
+      const notes = [note, result.note].filter((text) => text !== undefined);
+      return finish(notes.length > 0 ? { ...result, note: notes.join('; ') } : result);
     } finally {
       release();
     }
@@ -316,6 +364,7 @@ async function runStale(
   options: RunOptions,
   signal: AbortSignal,
   outputs: Map<NodeId, string | undefined>,
+  fetch?: RemoteHit,
 ): Promise<NodeResult> {
   const startedAt = Date.now();
   const logFile = join(options.logDir, `${node.logName ?? node.id.replaceAll(':', '.')}.${timestamp(startedAt)}.log`);
@@ -337,7 +386,8 @@ async function runStale(
   try {
     // Phases a failure interrupts end with the node (observers close them at its end).
     options.observer?.nodePhase?.(node.id, 'run', 'begin');
-    await node.run(context);
+    const fetched = fetch ? await fetch.fetch(context) : undefined;
+    if (!fetch) await node.run(context);
     signal.throwIfAborted();
     options.observer?.nodePhase?.(node.id, 'run', 'end');
     // A multi-GB output takes seconds to hash: show it like any other byte progress.
@@ -370,18 +420,21 @@ async function runStale(
       outputDigest,
       finishedAt: new Date().toISOString(),
     });
-    if (node.key && verdict.key !== undefined) {
+    // A fetch that fell back to running the node made its outputs from the inputs here.
+    const key = fetched?.fetched === false && node.key ? await node.key.compute(options.hasher, options.root) : verdict.key;
+    if (node.key && key !== undefined) {
       // Written last: its presence with the right value is what marks the build good.
       const keyPath = resolve(options.root, node.key.path);
       await mkdir(dirname(keyPath), { recursive: true });
-      await writeFileAtomic(keyPath, `${verdict.key}\n`);
+      await writeFileAtomic(keyPath, `${key}\n`);
     }
     outputs.set(node.id, outputDigest);
     options.observer?.nodePhase?.(node.id, 'record', 'end');
     await context.close();
     const finishedAt = Date.now();
     const logged = await fileExists(logFile);
-    return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, ...(logged ? { logFile } : {}) };
+    const note = fetched?.fetched === false ? { note: fetched.note } : {};
+    return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, ...(logged ? { logFile } : {}), ...note };
   } catch (error) {
     await context.removeTemps();
     await context.close();

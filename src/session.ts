@@ -62,10 +62,11 @@ export class Session {
     return new Graph([...this.config.nodes, ...extra], aliases);
   }
 
-  /** The graph for these targets and their closure in topological order. */
-  private select(targets: readonly string[]): { graph: Graph; closure: NodeId[] } {
+  /** The graph for these targets, the nodes they name, and their closure in topological order. */
+  private select(targets: readonly string[]): { graph: Graph; selected: NodeId[]; closure: NodeId[] } {
     const graph = this.graphFor(targets);
-    return { graph, closure: graph.closure(graph.resolveTargets(targets, this.familyUsages())) };
+    const selected = graph.resolveTargets(targets, this.familyUsages());
+    return { graph, selected, closure: graph.closure(selected) };
   }
 
   familyUsages(): string[] {
@@ -89,8 +90,8 @@ export class Session {
   }
 
   async plan(targets: readonly string[], settings: RunSettings): Promise<{ graph: Graph; entries: PlanEntry[] }> {
-    const { graph, closure } = this.select(targets);
-    const entries = await plan(graph, closure, this.runOptions(settings));
+    const { graph, selected, closure } = this.select(targets);
+    const entries = await plan(graph, closure, this.runOptions(settings), selected);
     await this.hasher.save();
     return { graph, entries };
   }
@@ -106,16 +107,16 @@ export class Session {
     reporter: Reporter,
     lockNotes: Pick<LockOptions, 'onWait' | 'onTakeover'>,
   ): Promise<NodeResult[]> {
-    const { graph, closure } = this.select(targets);
+    const { graph, selected, closure } = this.select(targets);
     const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, ...lockNotes });
     try {
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
       reporter.planning?.(closure);
-      const startPlan = await plan(graph, closure, options);
+      const startPlan = await plan(graph, closure, options, selected);
       await preflight(graph, startPlan, options);
       reporter.start(startPlan);
-      const results = await execute(graph, closure, options, startPlan);
+      const results = await execute(graph, options, startPlan);
       await reporter.finish(results, Date.now() - started);
       // A pending node that turned out to run on a machine not ready for it: the same
       // one-line error and exit code as had it been known before the run.

@@ -171,6 +171,14 @@ export interface NodeDef {
    * undefined then, for "cannot tell yet".
    */
   adopt?(context: AdoptContext): Promise<Adoption | undefined>;
+  /**
+   * A remote cache of the node's outputs (Bazel's remote cache, Nix's substituters): a
+   * place that may hold them as the node's current inputs would make them. Asked at
+   * planning for a node that is neither fresh nor forced, before its dependencies run. On
+   * a hit the node fetches instead of running, and its dependencies are not needed for it:
+   * one that no node running locally needs is left out of the run.
+   */
+  readonly remoteCache?: RemoteCache;
   /** A note `explain` prints (e.g. what the fingerprint cannot see). */
   readonly caveat?: string;
   /**
@@ -183,6 +191,38 @@ export interface NodeDef {
   describeRun?(context: PreflightContext): Promise<string | undefined>;
   run(context: TaskContext): Promise<void>;
 }
+
+export interface RemoteCache {
+  lookup(context: RemoteLookupContext): Promise<RemoteLookup>;
+}
+
+export interface RemoteLookupContext {
+  readonly root: string;
+  readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  readonly signal: AbortSignal;
+}
+
+/** A remote cache's answer; `note` is said to the user (why not, or a cache that cannot be read). */
+export type RemoteLookup =
+  | {
+      readonly hit: true;
+      /** Where the outputs are, for messages: `release latest of acme/images`. */
+      readonly source: string;
+      /** Why the node fetches, as plans say it: `would fetch from … (cache key matches)`. */
+      readonly reason: string;
+      /** The key file's value for outputs made from the current inputs (restored with them). */
+      readonly key?: string;
+      /** Network transfers bound a fetch, not the node's own pool. */
+      readonly pool?: string;
+      readonly note?: string;
+      /**
+       * Puts the outputs in place (through temp names, `beginCommit` before replacing). When
+       * the remote copy cannot be used (corrupt, gone) it may run the node's own work
+       * instead, its setup checks first, and says why in `note`.
+       */
+      fetch(context: TaskContext): Promise<{ readonly fetched: true } | { readonly fetched: false; readonly note: string }>;
+    }
+  | { readonly hit: false; readonly note?: string };
 
 export interface AdoptContext {
   readonly root: string;

@@ -41,6 +41,7 @@ import {
   templateTraits,
 } from './packer.ts';
 import { checkQemuImg, compressArgs, convertCompressed, DEFAULT_COMPRESSION, type Compression } from './qemu-img.ts';
+import type { ImageRemoteCache } from './remote-cache.ts';
 
 export const TEMPLATE_VARIABLES = [
   'base_image',
@@ -93,6 +94,12 @@ export interface BuildNodeOptions {
   readonly baseChecksum?: (ctx: TaskContext) => Promise<string | undefined>;
   /** Re-fetches the base image; called once when packer reports a checksum mismatch. */
   readonly redownloadBase?: (ctx: TaskContext) => Promise<void>;
+  /**
+   * Where an image built from the same inputs may already be (the release): fetched
+   * instead of built, the base not downloaded. `redownloadBase` fetches the base when a
+   * refused copy makes the build run after all.
+   */
+  readonly remoteCache?: ImageRemoteCache;
   /** What `explain` says the key cannot see; default for `pve-*` images: PVE_CAVEAT. */
   readonly caveat?: string;
   readonly description?: string;
@@ -123,7 +130,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     sshKeygen: options.sshKeygen ?? 'ssh-keygen',
   };
 
-  return {
+  const node: NodeDef = {
     id: `${name}:build`,
     kind: 'build',
     description: options.description ?? `packer build ${templateFile}`,
@@ -264,6 +271,12 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       }
     },
   };
+  if (!options.remoteCache) return node;
+  const fetchBase = async (ctx: TaskContext): Promise<void> => {
+    if (!options.redownloadBase) throw new Failure('task', `${options.baseImage} is not cached and ${name}:build has no way to fetch it`);
+    await options.redownloadBase(ctx);
+  };
+  return { ...node, remoteCache: options.remoteCache.forBuild({ name, compression, baseImage: options.baseImage, fetchBase, build: node }) };
 }
 
 async function checkTemplateDir(root: string, templateDir: string): Promise<void> {

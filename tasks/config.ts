@@ -18,6 +18,7 @@ import { releaseCommand } from './release.ts';
 import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
+import { createRemoteCache } from './remote-cache.ts';
 import { COMPRESSIONS, isCompression, type Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -60,6 +61,11 @@ export interface ReleaseDecl {
   readonly tag?: string;
   readonly maxAssetSize?: number;
   readonly partSize?: number;
+  /**
+   * Fetch an image from the release instead of building it when the release holds one
+   * built from the same inputs (default true; `--no-remote-cache` turns it off for a run).
+   */
+  readonly remoteCache?: boolean;
 }
 
 /** Every name a step may depend on: steps, image targets, base downloads. */
@@ -108,6 +114,10 @@ function validateNames(config: PipelineConfig<string, string, string>): void {
     if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
   }
   // Checked here too: a plain-JS config gets no help from the compiler.
+  const remoteCache: unknown = config.release?.remoteCache;
+  if (remoteCache !== undefined && typeof remoteCache !== 'boolean') {
+    throw new Failure('config', `release.remoteCache: ${JSON.stringify(remoteCache)} is not a boolean; use true (fetch matching images from the release) or false`);
+  }
   const compressions: Array<[string, unknown]> = [['compression', config.compression]];
   for (const [name, image] of Object.entries(config.images as Record<string, ImageDecl<string>>)) compressions.push([`images.${name}.compression`, image.compression]);
   for (const [key, value] of compressions) {
@@ -141,6 +151,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     release: { ...(config.release ?? {}), tag },
   });
 
+  const remoteCache = config.release?.remoteCache === false ? undefined : createRemoteCache(catalog, tag);
   const nodes: NodeDef[] = [];
   const aliases: Record<string, NodeId[]> = {};
   const usedBases = new Set(names.map((name) => images[name]!.base));
@@ -166,6 +177,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
         ...(image.extraFiles ? { extraFiles: image.extraFiles } : {}),
         ...(image.caveat ? { caveat: image.caveat } : {}),
         ...(image.description ? { description: image.description } : {}),
+        ...(remoteCache ? { remoteCache } : {}),
         // Packer checks the base against upstream's current SHA-512, so an upstream that
         // moved on since the download is caught (and re-downloaded once) as the shell
         // script's --auto-update did; offline, the build task checks the cached file's own
@@ -203,6 +215,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     flags: {
       offline: { description: 'do not check upstream base images; use the cached ones' },
       'refresh-base': { description: 're-download base images even when upstream is unchanged' },
+      'no-remote-cache': { description: `build images even when release ${tag} holds them built from the same inputs` },
     },
     families: {
       upload: {

@@ -21,6 +21,7 @@ export class PlainReporter implements Reporter {
   private readonly activities = new Activities();
   private readonly printedAt = new Map<NodeId, number>();
   private listFresh = true;
+  private plannedNotes = new Map<NodeId, string | undefined>();
 
   constructor(
     private readonly write: (line: string) => void,
@@ -44,6 +45,7 @@ export class PlainReporter implements Reporter {
   start(plan: readonly PlanEntry[]): void {
     this.listFresh = plan.length <= LIST_FRESH_UP_TO;
     for (const entry of plan) if (entry.note) this.note(`  ${entry.id}: ${entry.note}`);
+    this.plannedNotes = new Map(plan.map((entry) => [entry.id, entry.note]));
   }
 
   nodeWaiting(id: NodeId, wait: Wait): void {
@@ -85,6 +87,8 @@ export class PlainReporter implements Reporter {
     switch (result.status) {
       case 'ran':
         this.note(`✔ ${result.id} (${formatDuration(result.durationMs)})`);
+        // What the run found out (a fetch that fell back to building), unless the plan said it.
+        if (result.note && result.note !== this.plannedNotes.get(result.id)) this.line(`  ${result.id}: ${result.note}`);
         break;
       case 'fresh':
         if (this.listFresh) this.note(`= ${result.id} fresh${result.reason === 'up to date' ? '' : ` (${result.reason})`}`);

@@ -109,7 +109,7 @@ export class TreeReporter implements Reporter {
       const settle = (result: NodeResult): void => {
         switch (result.status) {
           case 'ran':
-            task.title = `${id} (${formatDuration(result.durationMs)})`;
+            task.title = `${id} (${formatDuration(result.durationMs)})${result.note ? `: ${result.note}` : ''}`;
             resolve();
             break;
           case 'fresh':

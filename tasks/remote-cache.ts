@@ -1,0 +1,175 @@
+// The image store as the build's remote cache: when the store's record of an image says it
+// was built from exactly what the image would be built from now (the hash of every
+// template file; the base by its SHA-256 when cached here, else by upstream's SHA-512),
+// `{image}:build` fetches it instead of running packer, and the engine leaves the base
+// download out (tasks need not have what they do not build from).
+//
+// Written against the store interface only. The decision reuses the catalog's current key
+// (tasks/catalog.ts, tasks/cache-key.ts) and `release check`'s comparison
+// (tasks/store/stale.ts), so "current on the release" and "fetchable" are one answer.
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fsyncPath } from '../src/atomic.ts';
+import { Failure, isFailure, toFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext } from '../src/types.ts';
+import type { Compression } from './qemu-img.ts';
+import type { ImageCatalog } from './store/catalog.ts';
+import { getImage } from './store/get-image.ts';
+import { openImageStore, type StoreOptions } from './store/open.ts';
+import type { ImageRecord } from './store/record.ts';
+import { staleReasons } from './store/stale.ts';
+import type { ImageStore, StoreListing } from './store/store.ts';
+
+/** What the build kind hands the remote cache: what it makes, and how to make it instead. */
+export interface BuildFallback {
+  readonly name: string;
+  /** The build's compression: a stored image compressed otherwise is not what it would make. */
+  readonly compression: Compression;
+  /** The base image, relative to the root, and how to fetch it when a build must run after all. */
+  readonly baseImage: string;
+  readonly fetchBase: (ctx: TaskContext) => Promise<void>;
+  /** The build node: its setup checks and its run, for a fetch that falls back to building. */
+  readonly build: Pick<NodeDef, 'preflight' | 'run'>;
+}
+
+export interface ImageRemoteCache {
+  forBuild(fallback: BuildFallback): RemoteCache;
+}
+
+export interface RemoteCacheOptions {
+  readonly store?: StoreOptions;
+}
+
+type Listing = { readonly store: ImageStore; readonly listing: StoreListing } | { readonly unreadable: string };
+
+/** One remote cache per loaded config: one look at the store per run, shared by every image's build. */
+export function createRemoteCache(catalog: ImageCatalog, tag: string, options: RemoteCacheOptions = {}): ImageRemoteCache {
+  const env = options.store?.env ?? process.env;
+  // A repository that names no store has no remote cache: nothing to say about it.
+  const configured = catalog.release.dir !== undefined || Boolean(catalog.release.repo) || Boolean(env.GITHUB_REPOSITORY?.trim());
+  let listed: Promise<Listing> | undefined;
+  let unreadableSaid = false;
+
+  const list = (signal: AbortSignal): Promise<Listing> =>
+    (listed ??= (async (): Promise<Listing> => {
+      try {
+        const store = await openImageStore(catalog.release, tag, options.store);
+        return { store, listing: await store.list(signal) };
+      } catch (error) {
+        if (signal.aborted) throw error;
+        return { unreadable: `release ${tag} cannot be read (${toFailure(error).message})` };
+      }
+    })());
+
+  return {
+    forBuild(fallback) {
+      const { name } = fallback;
+      return {
+        async lookup({ flags, signal }): Promise<RemoteLookup> {
+          if (!configured || flags.noRemoteCache === true) return { hit: false };
+          const found = await list(signal);
+          if ('unreadable' in found) {
+            // Said once per run, not once per image.
+            if (unreadableSaid) return { hit: false };
+            unreadableSaid = true;
+            return { hit: false, note: `no remote cache: ${found.unreadable}` };
+          }
+          const { store, listing } = found;
+          const why = await whyNotFetchable(catalog, fallback, store, listing);
+          if (why) return { hit: false, note: `not fetched from ${store.location}: ${why}` };
+          const record = listing.images.find((image) => image.name === name)!.record!;
+          return {
+            hit: true,
+            source: store.location,
+            reason: `would fetch from ${store.location} (cache key matches)`,
+            key: record.cacheKey!,
+            pool: 'network',
+            fetch: (ctx) => fetchOrBuild(catalog, fallback, store, record, ctx),
+          };
+        },
+      };
+    },
+  };
+}
+
+/** Why the store's copy of the image is not what a build here would make now; undefined when it is. */
+async function whyNotFetchable(catalog: ImageCatalog, fallback: BuildFallback, store: ImageStore, listing: StoreListing): Promise<string | undefined> {
+  if (!listing.exists) return `${store.location} does not exist yet`;
+  const stored = listing.images.find((image) => image.name === fallback.name);
+  if (!stored) return `it holds no ${fallback.name}`;
+  if (stored.state !== 'complete') return `${fallback.name} is ${stored.state}${stored.detail ? ` (${stored.detail})` : ''}`;
+  const record = stored.record;
+  if (!record?.cacheKey) return `${fallback.name} has no recorded cache key`;
+  if (record.compression !== undefined && record.compression !== fallback.compression) {
+    return `${fallback.name} is stored with ${record.compression} compression; this build makes ${fallback.compression}`;
+  }
+  let reasons: string[];
+  try {
+    reasons = staleReasons(record, await catalog.currentKey(fallback.name));
+  } catch (error) {
+    return `its inputs cannot be compared here (${toFailure(error).message})`;
+  }
+  return reasons.length > 0 ? reasons.join('; ') : undefined;
+}
+
+/**
+ * Fetches the image into place with its version file, as a build would leave it (the
+ * engine writes `.cache-key` from the record after this returns). A copy that cannot be
+ * used (its SHA-256 does not match, it was replaced or removed since the plan, the
+ * transfer failed) is refused, and the image is built here instead.
+ */
+async function fetchOrBuild(catalog: ImageCatalog, fallback: BuildFallback, store: ImageStore, planned: ImageRecord, ctx: TaskContext): Promise<{ fetched: true } | { fetched: false; note: string }> {
+  try {
+    await fetchImage(catalog, fallback.name, store, planned, ctx);
+    return { fetched: true };
+  } catch (error) {
+    if (ctx.signal.aborted || !isFailure(error, 'integrity', 'not-found', 'network')) throw error;
+    const note = `refused the copy on ${store.location} (${error.message}); built ${fallback.name} here instead`;
+    ctx.log(note);
+    ctx.status('building instead of fetching');
+    if (!(await stat(join(ctx.root, fallback.baseImage)).catch(() => undefined))) await fallback.fetchBase(ctx);
+    await fallback.build.preflight?.({ root: ctx.root, flags: ctx.flags });
+    await fallback.build.run(ctx);
+    return { fetched: false, note };
+  }
+}
+
+async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore, planned: ImageRecord, ctx: TaskContext): Promise<void> {
+  const imagePath = catalog.imagePath(name);
+  const versionsPath = catalog.versionsPath(name);
+  await mkdir(dirname(imagePath), { recursive: true });
+  // A stable name, so that getImage resumes an interrupted fetch on the next run.
+  const landing = join(dirname(imagePath), `.remote-${basename(imagePath)}`);
+  await rm(landing, { force: true });
+  ctx.status(`fetching from ${store.location}`);
+  const got = await getImage(store, name, {
+    path: landing,
+    overwrite: false,
+    signal: ctx.signal,
+    onProgress: (done, total) => ctx.progress(done, total),
+    log: (line) => ctx.log(line),
+  });
+  try {
+    // Replaced on the store since the plan: these are bytes of other inputs.
+    const record = got.record;
+    if (!record || record.cacheKey !== planned.cacheKey) {
+      throw new Failure('not-found', `${name} was replaced there since the plan (cache key ${record?.cacheKey ?? 'none'})`);
+    }
+    const tempVersions = ctx.tempPath(versionsPath);
+    await writeFile(tempVersions, versionsText(record.versions));
+    await fsyncPath(tempVersions);
+    await ctx.beginCommit();
+    await rename(landing, imagePath);
+    await rename(tempVersions, versionsPath);
+    await fsyncPath(dirname(imagePath));
+  } finally {
+    await rm(landing, { force: true });
+  }
+  ctx.log(`fetched ${name} from ${store.location} (${got.size} bytes, SHA-256 ${got.sha256} verified)`);
+}
+
+/** `image-version.txt` as detect-versions.sh writes it: `KEY=value` lines (the record keeps them sorted, as the script writes them). */
+function versionsText(versions: Readonly<Record<string, string>>): string {
+  return Object.entries(versions)
+    .map(([key, value]) => `${key}=${value}\n`)
+    .join('');
+}
