@@ -136,7 +136,6 @@ test.serial('a fresh host without packer publishes every image from the release:
   const host = await freshHost(w, 'pve-host');
   const { result, baseBytes, baseRequests } = await baseBytesDuring(w.mirror, () => run(host, ['publish'], w, { env: { PATH: w.noPackerPath } }));
   t.is(result.code, 0, explainFailure(result));
-  t.log(result.stdout + result.stderr);
   t.is(baseBytes, 0, `base images fetched from the mirror: ${baseRequests.join(', ')}`);
   t.deepEqual(baseRequests, []);
   t.false(existsSync(host.path('cache')), 'no base image was downloaded');
