@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli, type CliResult, type RunOptions } from './support/engine-project.ts';
 import { GitHubServer } from './support/github-server.ts';
-import { heavySlot } from './support/heavy-slots.ts';
-import { IMAGES, makeImageProject, UPSTREAM_FILE } from './support/image-project.ts';
-import { MirrorServer } from './support/mirror-server.ts';
+import { IMAGES, makeImageProject } from './support/image-project.ts';
+import type { MirrorServer } from './support/mirror-server.ts';
+import { baseBytesServed, serveUpstream } from './support/mirror-upstream.ts';
 import { Trees, type Tree } from './support/runner-trees.ts';
 
 const trees = new Trees();
@@ -35,25 +35,19 @@ interface World {
 
 let world: Promise<World> | undefined;
 
-/** One built-and-uploaded origin tree, its mirror and its release, shared by the tests (each uses copies). */
-function setUp(t: ExecutionContext): Promise<World> {
-  world ??= (async () => {
+/**
+ * One built-and-uploaded origin tree, its mirror and its release, shared by the tests
+ * (each uses copies). Its project holds one heavy-test slot until the file ends: the
+ * tests are serial, so that one slot covers every CLI run of the file.
+ */
+function setUp(): Promise<World> {
+  return (world ??= (async () => {
     const shim = { teardown: (fn: () => Promise<unknown>) => void cleanups.push(fn) } as unknown as ExecutionContext;
     const project = await makeImageProject(shim);
-    const mirror = await MirrorServer.start(
-      Object.fromEntries(await Promise.all(Object.values(UPSTREAM_FILE).map(async (file) => [file, await readFile(project.path(`upstream/${file}`))] as const))),
-    );
+    // The bases come from the mirror, so its byte counter sees every base download.
+    const mirror = await serveUpstream(project);
     const github = await GitHubServer.start();
     cleanups.push(() => mirror.close(), () => github.close());
-    // The bases come from the mirror, so its byte counter sees every base download.
-    const config = await readFile(project.path('pipeline.config.ts'), 'utf8');
-    let rewritten = config;
-    for (const file of Object.values(UPSTREAM_FILE)) {
-      rewritten = rewritten.replace(JSON.stringify(`file://${project.path(`upstream/${file}`)}`), JSON.stringify(mirror.urlOf(file)));
-    }
-    rewritten = rewritten.replaceAll(JSON.stringify(`file://${project.path('upstream/SHA512SUMS')}`), JSON.stringify(mirror.checksumsUrl));
-    if (rewritten.includes('file://')) throw new Error(`the config still names file: URLs:\n${rewritten}`);
-    await writeFile(project.path('pipeline.config.ts'), rewritten);
     const env = {
       GITHUB_TOKEN: github.token,
       GITHUB_API_URL: github.url,
@@ -66,8 +60,7 @@ function setUp(t: ExecutionContext): Promise<World> {
     const built = await origin.run(['upload:latest'], { env, timeoutMs: 300_000 });
     if (built.code !== 0) throw new Error(`building and uploading the origin failed:\n${built.stderr}`);
     return { origin, mirror, github, env, noPackerPath: await pathWithoutPacker() };
-  })();
-  return heavySlot(t).then(() => world!);
+  })());
 }
 
 /** A directory of links to every program in /usr/bin but packer (on Debian /bin is /usr/bin). */
@@ -105,20 +98,13 @@ async function freshHost(w: World, label: string): Promise<Tree> {
   return host;
 }
 
-/** Bytes of base images the mirror served while `action` ran (SHA512SUMS does not count). */
+/** Bytes of base images the mirror served while `action` ran, and the requests for them. */
 async function baseBytesDuring(mirror: MirrorServer, action: () => Promise<CliResult>): Promise<{ result: CliResult; baseBytes: number; baseRequests: string[] }> {
-  const before = mirror.bytesServed;
+  const before = baseBytesServed(mirror);
   const requestsBefore = mirror.requests.length;
-  const sumsBefore = sumsBytes(mirror, requestsBefore);
   const result = await action();
   const baseRequests = mirror.requests.slice(requestsBefore).filter((request) => request.path !== '/SHA512SUMS').map((request) => request.path);
-  const sums = sumsBytes(mirror, mirror.requests.length) - sumsBefore;
-  return { result, baseBytes: mirror.bytesServed - before - sums, baseRequests };
-}
-
-function sumsBytes(mirror: MirrorServer, upTo: number): number {
-  const sumsSize = Buffer.byteLength(mirror.checksumList());
-  return mirror.requests.slice(0, upTo).filter((request) => request.path === '/SHA512SUMS' && request.method === 'GET').length * sumsSize;
+  return { result, baseBytes: baseBytesServed(mirror) - before, baseRequests };
 }
 
 const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
@@ -132,7 +118,7 @@ function explainFailure(result: CliResult): string {
 }
 
 test.serial('a fresh host without packer publishes every image from the release: no base bytes, no packer, same bytes', async (t) => {
-  const w = await setUp(t);
+  const w = await setUp();
   const host = await freshHost(w, 'pve-host');
   const { result, baseBytes, baseRequests } = await baseBytesDuring(w.mirror, () => run(host, ['publish'], w, { env: { PATH: w.noPackerPath } }));
   t.is(result.code, 0, explainFailure(result));
@@ -167,7 +153,7 @@ test.serial('a fresh host without packer publishes every image from the release:
 });
 
 test.serial('changing one template file builds exactly that image; the others are fetched', async (t) => {
-  const w = await setUp(t);
+  const w = await setUp();
   const host = await freshHost(w, 'changed');
   const packer = await countingPacker(host.root);
   await writeFile(host.path('templates/debian-12/cleanup.sh'), `${await readFile(host.path('templates/debian-12/cleanup.sh'), 'utf8')}\n# changed here\n`);
@@ -187,7 +173,7 @@ test.serial('changing one template file builds exactly that image; the others ar
 });
 
 test.serial('a corrupted asset on the release is refused and that image is built instead, with a note', async (t) => {
-  const w = await setUp(t);
+  const w = await setUp();
   // A release like the origin's, except that one part of debian-13 has a byte flipped.
   const corrupt = await GitHubServer.start();
   t.teardown(() => corrupt.close());
@@ -213,7 +199,7 @@ test.serial('a corrupted asset on the release is refused and that image is built
 });
 
 test.serial('--no-remote-cache and release.remoteCache: false build; --force builds', async (t) => {
-  const w = await setUp(t);
+  const w = await setUp();
   const host = await freshHost(w, 'no-remote');
   const packer = await countingPacker(host.root);
   const env = { PATH: packer.path };
@@ -240,7 +226,7 @@ test.serial('--no-remote-cache and release.remoteCache: false build; --force bui
 });
 
 test.serial('--dry-run, explain and plan --json say "would fetch", or why not; an unreadable release is one note', async (t) => {
-  const w = await setUp(t);
+  const w = await setUp();
   const host = await freshHost(w, 'dry-run');
   const env = { PATH: w.noPackerPath };
   const dry = await run(host, ['publish', '--dry-run'], w, { env });
