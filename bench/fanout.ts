@@ -7,7 +7,8 @@
 //   2. the same again on three fresh runners (CI runners start clean): the check finds
 //      nothing stale, so the matrix is empty; and, had the jobs run anyway, each would
 //      fetch its image from the release rather than build it.
-//   3. a "PVE host" (a fourth copy, nothing built or downloaded) runs `pipeline publish`.
+//   3. a "PVE host" (a fourth copy, nothing built or downloaded) runs `pipeline publish`;
+//      and another runs it with `--no-remote-cache`, as it ran before (the comparison).
 //
 // Prints builds per image (expected 1, then 0, then 0), wall times and bytes moved: base
 // image bytes from the mirror, and bytes to and from the GitHub server (counted by a TCP
@@ -175,6 +176,13 @@ async function main(): Promise<void> {
       return { fetched: fetchedIn(result), note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run` };
     }),
   );
+  phases.push(
+    await phase('3x. PVE host: publish --no-remote-cache (as before)', counters, async () => {
+      const host = await runner('pve-host-no-cache');
+      const result = must(await pipeline(host, ['publish', '--json', '--no-remote-cache'], 'pve-host-no-cache'), 'publish --no-remote-cache');
+      return { fetched: fetchedIn(result), note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run` };
+    }),
+  );
 
   console.log(`fan-out with the remote cache: 3 images, fake packer sleeping ${buildSeconds} s per build, loopback mirror and GitHub`);
   console.log('');
@@ -185,6 +193,8 @@ async function main(): Promise<void> {
       `| ${p.label} | ${IMAGES.map((name) => p.builds[name]).join(' / ')} | ${p.fetched} | ${fmt(p.wallMs)} | ${formatBytes(p.baseBytes)} | ${formatBytes(p.githubUp)} | ${formatBytes(p.githubDown)} | ${p.note} |`,
     );
   }
+  const [withCache, without] = [phases.at(-2)!, phases.at(-1)!];
+  console.log(`\nPVE host publish, remote cache / building: ${(withCache.wallMs / without.wallMs).toFixed(2)}x the wall time`);
 }
 
 try {

@@ -153,7 +153,7 @@ export async function assessDetached(node: NodeDef, context: AssessContext, remo
   if ((await readRecordedKey(node.key, context.root)) !== remote.key) return fetch;
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return fetch;
-  const reason = `up to date (${node.key.path} matches ${remote.source})`;
+  const reason = `${node.key.path} matches ${remote.source}`;
   const stamp = await readStamp(context.stateDir, node.id);
   if (stamp) {
     const own = manifestDifference({ ...stamp.manifest, deps: {} }, manifest);
