@@ -14,7 +14,7 @@ import { Failure, isFailure, toFailure, type NodeDef, type RemoteCache, type Rem
 import type { Compression } from './qemu-img.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { getImage } from './store/get-image.ts';
-import { openImageStore, type StoreOptions } from './store/open.ts';
+import { describeStore, openImageStore, type StoreOptions } from './store/open.ts';
 import type { ImageRecord } from './store/record.ts';
 import { staleReasons } from './store/stale.ts';
 import type { ImageStore, StoreListing } from './store/store.ts';
@@ -48,24 +48,47 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
   const configured = catalog.release.dir !== undefined || Boolean(catalog.release.repo) || Boolean(env.GITHUB_REPOSITORY?.trim());
   let listed: Promise<Listing> | undefined;
   let unreadableSaid = false;
+  // Builds that replace a refused copy run outside the packer pool (a fetch holds a
+  // network slot): one at a time, and one download of each base they share.
+  let fallbackBuilds: Promise<unknown> = Promise.resolve();
+  const baseFetches = new Map<string, Promise<void>>();
+  const fallbackRunner: FallbackRunner = {
+    fetchBase(fallback, ctx) {
+      let fetching = baseFetches.get(fallback.baseImage);
+      if (!fetching) {
+        fetching = (async () => {
+          if (!(await stat(join(ctx.root, fallback.baseImage)).catch(() => undefined))) await fallback.fetchBase(ctx);
+        })();
+        baseFetches.set(fallback.baseImage, fetching);
+        fetching.catch(() => baseFetches.delete(fallback.baseImage));
+      }
+      return fetching;
+    },
+    build(run) {
+      const turn = fallbackBuilds.then(run, run);
+      fallbackBuilds = turn.catch(() => undefined);
+      return turn;
+    },
+  };
 
   const list = (signal: AbortSignal): Promise<Listing> =>
     (listed ??= (async (): Promise<Listing> => {
       try {
         const store = await openImageStore(catalog.release, tag, options.store);
-        return { store, listing: await store.list(signal) };
+        const listing = await store.list(signal);
+        return listing.exists ? { store, listing } : { unreadable: `${store.location} does not exist yet` };
       } catch (error) {
         if (signal.aborted) throw error;
-        return { unreadable: `release ${tag} cannot be read (${toFailure(error).message})` };
+        return { unreadable: `${describeStore(catalog.release, tag, env)} cannot be read (${toFailure(error).message})` };
       }
     })());
 
   return {
     forBuild(fallback) {
-      const { name } = fallback;
       return {
         async lookup({ flags, signal }): Promise<RemoteLookup> {
-          if (!configured || flags.noRemoteCache === true) return { hit: false };
+          // --offline promises no network: no look at the store either.
+          if (!configured || flags.noRemoteCache === true || flags.offline === true) return { hit: false };
           const found = await list(signal);
           if ('unreadable' in found) {
             // Said once per run, not once per image.
@@ -74,16 +97,16 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
             return { hit: false, note: `no remote cache: ${found.unreadable}` };
           }
           const { store, listing } = found;
-          const why = await whyNotFetchable(catalog, fallback, store, listing);
-          if (why) return { hit: false, note: `not fetched from ${store.location}: ${why}` };
-          const record = listing.images.find((image) => image.name === name)!.record!;
+          const match = await matchingRecord(catalog, fallback, store, listing);
+          if ('why' in match) return { hit: false, note: `not fetched from ${store.location}: ${match.why}` };
+          const { record, key } = match;
           return {
             hit: true,
             source: store.location,
             reason: `would fetch from ${store.location} (cache key matches)`,
-            key: record.cacheKey!,
+            key,
             pool: 'network',
-            fetch: (ctx) => fetchOrBuild(catalog, fallback, store, record, ctx),
+            fetch: (ctx) => fetchOrBuild(catalog, fallback, fallbackRunner, store, record, ctx),
           };
         },
       };
@@ -91,24 +114,35 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
   };
 }
 
-/** Why the store's copy of the image is not what a build here would make now; undefined when it is. */
-async function whyNotFetchable(catalog: ImageCatalog, fallback: BuildFallback, store: ImageStore, listing: StoreListing): Promise<string | undefined> {
-  if (!listing.exists) return `${store.location} does not exist yet`;
+interface FallbackRunner {
+  /** The base image in place (fetched once however many builds want it). */
+  fetchBase(fallback: BuildFallback, ctx: TaskContext): Promise<void>;
+  /** Runs `build` when no other fallback build runs. */
+  build(build: () => Promise<void>): Promise<void>;
+}
+
+/** The store's record of the image when it is what a build here would make now; else why not. */
+async function matchingRecord(
+  catalog: ImageCatalog,
+  fallback: BuildFallback,
+  store: ImageStore,
+  listing: StoreListing,
+): Promise<{ readonly record: ImageRecord; readonly key: string } | { readonly why: string }> {
   const stored = listing.images.find((image) => image.name === fallback.name);
-  if (!stored) return `it holds no ${fallback.name}`;
-  if (stored.state !== 'complete') return `${fallback.name} is ${stored.state}${stored.detail ? ` (${stored.detail})` : ''}`;
+  if (!stored) return { why: `it holds no ${fallback.name}` };
+  if (stored.state !== 'complete') return { why: `${fallback.name} is ${stored.state}${stored.detail ? ` (${stored.detail})` : ''}` };
   const record = stored.record;
-  if (!record?.cacheKey) return `${fallback.name} has no recorded cache key`;
+  if (!record?.cacheKey) return { why: `${fallback.name} has no recorded cache key` };
   if (record.compression !== undefined && record.compression !== fallback.compression) {
-    return `${fallback.name} is stored with ${record.compression} compression; this build makes ${fallback.compression}`;
+    return { why: `${fallback.name} is stored with ${record.compression} compression; this build makes ${fallback.compression}` };
   }
   let reasons: string[];
   try {
     reasons = staleReasons(record, await catalog.currentKey(fallback.name));
   } catch (error) {
-    return `its inputs cannot be compared here (${toFailure(error).message})`;
+    return { why: `its inputs cannot be compared here (${toFailure(error).message})` };
   }
-  return reasons.length > 0 ? reasons.join('; ') : undefined;
+  return reasons.length > 0 ? { why: reasons.join('; ') } : { record, key: record.cacheKey };
 }
 
 /**
@@ -117,7 +151,14 @@ async function whyNotFetchable(catalog: ImageCatalog, fallback: BuildFallback, s
  * used (its SHA-256 does not match, it was replaced or removed since the plan, the
  * transfer failed) is refused, and the image is built here instead.
  */
-async function fetchOrBuild(catalog: ImageCatalog, fallback: BuildFallback, store: ImageStore, planned: ImageRecord, ctx: TaskContext): Promise<{ fetched: true } | { fetched: false; note: string }> {
+async function fetchOrBuild(
+  catalog: ImageCatalog,
+  fallback: BuildFallback,
+  runner: FallbackRunner,
+  store: ImageStore,
+  planned: ImageRecord,
+  ctx: TaskContext,
+): Promise<{ fetched: true } | { fetched: false; note: string }> {
   try {
     await fetchImage(catalog, fallback.name, store, planned, ctx);
     return { fetched: true };
@@ -126,9 +167,11 @@ async function fetchOrBuild(catalog: ImageCatalog, fallback: BuildFallback, stor
     const note = `refused the copy on ${store.location} (${error.message}); built ${fallback.name} here instead`;
     ctx.log(note);
     ctx.status('building instead of fetching');
-    if (!(await stat(join(ctx.root, fallback.baseImage)).catch(() => undefined))) await fallback.fetchBase(ctx);
-    await fallback.build.preflight?.({ root: ctx.root, flags: ctx.flags });
-    await fallback.build.run(ctx);
+    await runner.build(async () => {
+      await fallback.build.preflight?.({ root: ctx.root, flags: ctx.flags });
+      await runner.fetchBase(fallback, ctx);
+      await fallback.build.run(ctx);
+    });
     return { fetched: false, note };
   }
 }

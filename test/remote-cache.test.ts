@@ -254,6 +254,19 @@ test.serial('--dry-run, explain and plan --json say "would fetch", or why not; a
   t.is(noToken.code, 0, explainFailure(noToken));
   const notes = noToken.stdout.split('\n').filter((line) => line.includes('no remote cache'));
   t.is(notes.length, 1, noToken.stdout);
-  t.regex(notes[0] ?? '', /release latest cannot be read \(no GitHub token/);
+  t.regex(notes[0] ?? '', /release latest of acme\/images cannot be read \(no GitHub token/);
   t.notRegex(noToken.stdout, /ghp_/);
+
+  // So are a repository the token cannot see (404) and a release that does not exist yet.
+  const notes404 = async (extra: Record<string, string>): Promise<string[]> => {
+    const result = await run(host, ['publish', '--dry-run'], w, { env: { ...env, ...extra } });
+    t.is(result.code, 0, explainFailure(result));
+    return result.stdout.split('\n').filter((line) => line.includes('no remote cache')).map((line) => line.trim());
+  };
+  const noRepo = await notes404({ GITHUB_REPOSITORY: 'acme/no-such-images' });
+  t.is(noRepo.length, 1);
+  t.regex(noRepo[0] ?? '', /^note: no remote cache: release latest of acme\/no-such-images cannot be read \(GitHub repository acme\/no-such-images not found/);
+  const empty = await GitHubServer.start();
+  t.teardown(() => empty.close());
+  t.deepEqual(await notes404({ GITHUB_API_URL: empty.url, GITHUB_TOKEN: empty.token }), ['note: no remote cache: release latest of acme/images does not exist yet']);
 });
