@@ -12,7 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import { fsyncPath } from '../src/atomic.ts';
 import { Failure, isFailure, toFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext } from '../src/types.ts';
 import type { Compression } from './qemu-img.ts';
-import type { ImageCatalog } from './store/catalog.ts';
+import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { getImage } from './store/get-image.ts';
 import { describeStore, openImageStore, type StoreOptions } from './store/open.ts';
 import type { ImageRecord } from './store/record.ts';
@@ -37,6 +37,8 @@ export interface ImageRemoteCache {
 
 export interface RemoteCacheOptions {
   readonly store?: StoreOptions;
+  /** Upstream's SHA-512 of an image's base as its checksum list says now. */
+  readonly upstreamSha512?: (name: string, signal: AbortSignal) => Promise<string>;
 }
 
 type Listing = { readonly store: ImageStore; readonly listing: StoreListing } | { readonly unreadable: string };
@@ -97,7 +99,7 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
             return { hit: false, note: `no remote cache: ${found.unreadable}` };
           }
           const { store, listing } = found;
-          const match = await matchingRecord(catalog, fallback, store, listing);
+          const match = await matchingRecord(catalog, fallback, store, listing, () => currentInputs(catalog, fallback.name, options, signal));
           if ('why' in match) return { hit: false, note: `not fetched from ${store.location}: ${match.why}` };
           const { record, key } = match;
           return {
@@ -121,12 +123,27 @@ interface FallbackRunner {
   build(build: () => Promise<void>): Promise<void>;
 }
 
+/**
+ * What the image would be built from now: the catalog's current key (the cached base by
+ * SHA-256, else upstream's SHA-512), except that a cached base upstream has moved on from
+ * is replaced by the download before any build, so then only upstream's SHA-512 counts.
+ */
+async function currentInputs(catalog: ImageCatalog, name: string, options: RemoteCacheOptions, signal: AbortSignal): Promise<CurrentImageKey> {
+  const current = await catalog.currentKey(name);
+  const cached = current.sources.base.sha256 !== undefined;
+  if (!cached || !options.upstreamSha512) return current;
+  const upstream = await options.upstreamSha512(name, AbortSignal.any([signal, AbortSignal.timeout(20_000)])).catch(() => undefined);
+  if (upstream === undefined || upstream === current.sources.base.sha512) return current;
+  return { sources: { ...current.sources, base: { path: current.sources.base.path, sha512: upstream } } };
+}
+
 /** The store's record of the image when it is what a build here would make now; else why not. */
 async function matchingRecord(
   catalog: ImageCatalog,
   fallback: BuildFallback,
   store: ImageStore,
   listing: StoreListing,
+  current: () => Promise<CurrentImageKey>,
 ): Promise<{ readonly record: ImageRecord; readonly key: string } | { readonly why: string }> {
   const stored = listing.images.find((image) => image.name === fallback.name);
   if (!stored) return { why: `it holds no ${fallback.name}` };
@@ -138,7 +155,7 @@ async function matchingRecord(
   }
   let reasons: string[];
   try {
-    reasons = staleReasons(record, await catalog.currentKey(fallback.name));
+    reasons = staleReasons(record, await current());
   } catch (error) {
     return { why: `its inputs cannot be compared here (${toFailure(error).message})` };
   }

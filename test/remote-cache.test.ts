@@ -207,6 +207,21 @@ test.serial('--no-remote-cache and release.remoteCache: false build; --force bui
   t.is(off.code, 0, explainFailure(off));
   t.is((await packer.builds()).length, 1, '--no-remote-cache built');
 
+  // Upstream publishes a new bookworm: the image built here from the old one is not taken
+  // as current because the release holds the same key; the base is downloaded, the image rebuilt.
+  const bookworm = 'debian-12-generic-amd64.qcow2';
+  const before = Buffer.from(await readFile(host.path(`cache/${bookworm}`)));
+  const moved = Buffer.concat([before, Buffer.alloc(512, 7)]);
+  w.mirror.setFile(bookworm, moved);
+  try {
+    const dry = await run(host, ['debian-12', '--dry-run'], w, { env });
+    t.regex(dry.stdout, /▶ bookworm:download: stale/);
+    t.regex(dry.stdout, /note: not fetched from release latest of acme\/images: upstream base image changed/);
+    t.notRegex(dry.stdout, /debian-12:build: fresh/);
+  } finally {
+    w.mirror.setFile(bookworm, before);
+  }
+
   const forced = await run(host, ['debian-13', '--force'], w, { env });
   t.is(forced.code, 0, explainFailure(forced));
   t.is((await packer.builds()).length, 2, '--force built');
