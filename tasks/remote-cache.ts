@@ -2,7 +2,7 @@
 // was built from exactly what the image would be built from now (the hash of every
 // template file; the base by its SHA-256 when cached here, else by upstream's SHA-512),
 // `{image}:build` fetches it instead of running packer, and the engine leaves the base
-// download out (tasks need not have what they do not build from).
+// download out of the run (a fetched image needs no base).
 //
 // Written against the store interface only. The decision reuses the catalog's current key
 // (tasks/catalog.ts, tasks/cache-key.ts) and `release check`'s comparison
