@@ -1,7 +1,7 @@
 // The task graph: nodes and edges, validation (unknown dependencies, cycles), target
 // selection and closure, and topological order. Pure: no I/O.
 import { nearest } from './suggest.ts';
-import { Failure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
+import { Failure, type NodeDef, type NodeId } from './types.ts';
 
 export class Graph {
   readonly nodes: ReadonlyMap<NodeId, NodeDef>;
@@ -41,10 +41,6 @@ export class Graph {
     this.dependents = dependents;
     const cycle = findCycle(byId);
     if (cycle) throw new Failure('config', `dependency cycle: ${cycle.join(' -> ')}`);
-  }
-
-  static fromConfig(config: EngineConfig): Graph {
-    return new Graph(config.nodes, config.aliases ?? {});
   }
 
   /** Every name a user may give as a target, sorted: node ids and aliases. */

@@ -214,11 +214,6 @@ export class StatCache implements FileHasher {
     options.onProgress?.(done, total);
   }
 
-  /** Drops what is known of a path (after the engine replaced or removed it). */
-  forget(path: string): void {
-    if (this.records.delete(path)) this.dirty = true;
-  }
-
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
     const files: Record<string, StatRecord> = {};

@@ -15,7 +15,6 @@ export interface TaskContextOptions {
   readonly signal: AbortSignal;
   readonly hasher: FileHasher;
   readonly force?: boolean;
-  readonly dryRun?: boolean;
   readonly flags?: Readonly<Record<string, boolean | string | undefined>>;
   /** A status the task set, or the line it last logged: what shows under the task. */
   readonly onStatus?: (text: string) => void;
@@ -54,7 +53,6 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
     root: options.root,
     signal: options.signal,
     force: options.force ?? false,
-    dryRun: options.dryRun ?? false,
     flags,
     logFile: options.logFile,
     hasher: options.hasher,

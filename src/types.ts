@@ -61,8 +61,6 @@ export interface TaskContext {
   readonly signal: AbortSignal;
   /** True when `--force` selected this node. */
   readonly force: boolean;
-  /** True under `--dry-run`: no node runs, but kinds may be asked to describe what they would do. */
-  readonly dryRun: boolean;
   /** Run-wide switches the user gave that kinds interpret (`offline`, `refreshBase`, ...). */
   readonly flags: Readonly<Record<string, boolean | string | undefined>>;
   /** Appends a line to the node's log file; the latest line shows under the task. */

@@ -117,7 +117,6 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     root: fixture.root,
     signal: AbortSignal.timeout(30_000),
     force: false,
-    dryRun: false,
     flags: {},
     log: (line) => logs.push(line),
     status: () => {},
