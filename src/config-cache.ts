@@ -105,11 +105,49 @@ function isPlainJavaScript(path: string): boolean {
   return /\.(?:[cm]?js|json)$/.test(path) && existsSync(path);
 }
 
+type EsbuildMessage = { text: string; location?: { file: string; line: number; column: number } | null };
+
+/** esbuild's first error as a one-line `config` Failure: `file:line:column: what`. */
 function syntaxFailure(file: string, error: unknown): unknown {
-  const first = (error as { errors?: Array<{ text: string; location?: { line: number; column: number } | null }> }).errors?.[0];
+  const first = (error as { errors?: EsbuildMessage[] }).errors?.[0];
   if (!first) return error;
-  const where = first.location ? `${file}:${first.location.line}:${first.location.column + 1}` : file;
+  const where = first.location ? `${first.location.file ? resolve(dirname(file), first.location.file) : file}:${first.location.line}:${first.location.column + 1}` : file;
   return new Failure('config', `${where}: ${first.text}`);
+}
+
+/**
+ * The first syntax error in a config or a local file it imports, as a one-line `config`
+ * Failure naming file:line:column; undefined when esbuild finds none. For errors that
+ * Node's own loader (a JavaScript config) or tsx reports without a usable location.
+ */
+export async function locateSyntaxError(file: string): Promise<Failure | undefined> {
+  const { build, stop } = await import('esbuild');
+  try {
+    await build({
+      entryPoints: [file],
+      // Locations in errors are relative to this.
+      absWorkingDir: dirname(file),
+      bundle: true,
+      write: false,
+      format: 'esm',
+      platform: 'node',
+      logLevel: 'silent',
+      plugins: [
+        {
+          name: 'only-local-files',
+          setup(builder) {
+            builder.onResolve({ filter: /.*/ }, (args) => (localPath(args.path, args.resolveDir) === undefined ? { path: args.path, external: true } : undefined));
+          },
+        },
+      ],
+    });
+    return undefined;
+  } catch (error) {
+    const failure = syntaxFailure(file, error);
+    return failure instanceof Failure ? failure : undefined;
+  } finally {
+    await stop();
+  }
 }
 
 async function removeOlderCompilations(dir: string, name: string, keep: string): Promise<void> {

@@ -3,6 +3,7 @@
 import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { checkConfigShape, describe, stepsConfigSchema } from './config-validate.ts';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
@@ -67,6 +68,7 @@ export type EngineConfigFactory = (context: { readonly root: string }) => Engine
 
 /** A config of generic steps only. */
 export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
+  checkConfigShape(stepsConfigSchema, config);
   return {
     nodes: stepNodes(config.steps),
     ...(config.aliases ? { aliases: config.aliases } : {}),
@@ -101,6 +103,12 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
     if (isFailure(error, 'config', 'usage')) throw error.message.startsWith(file) ? error : new Failure('config', `${file}: ${error.message}`);
+    // Node and tsx report a syntax error without a usable line and column: esbuild finds it.
+    if (error instanceof SyntaxError || /^Transform failed/.test(firstLine(error))) {
+      const { locateSyntaxError } = await import('./config-cache.ts');
+      const located = await locateSyntaxError(file);
+      if (located) throw located;
+    }
     throw new Failure('config', `${file}: cannot load: ${firstLine(error)}`);
   }
   if (loaded === undefined) throw new Failure('config', `${file}: no default export (export default defineConfig({...}))`);
@@ -177,14 +185,6 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((item) => typeof item === 'string');
-}
-
-function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
 function firstLine(error: unknown): string {

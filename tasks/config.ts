@@ -7,6 +7,7 @@
 // References are typed: an image's base, and a step's dependency, must be declared.
 import { basename, posix } from 'node:path';
 import { stepNodes, type StepDecl } from '../src/config.ts';
+import { checkConfigShape } from '../src/config-validate.ts';
 import { Failure } from '../src/types.ts';
 import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
 import { buildNode } from './build.ts';
@@ -19,7 +20,8 @@ import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
-import { COMPRESSIONS, isCompression, type Compression } from './qemu-img.ts';
+import { pipelineConfigSchema } from './config-schema.ts';
+import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
 export const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;
@@ -100,6 +102,7 @@ export type ImagePipeline = (context: { readonly root: string }) => EngineConfig
 export function defineConfig<const B extends string, const I extends string, const S extends string = never>(
   config: PipelineConfig<B, I, S>,
 ): ImagePipeline {
+  checkConfigShape(pipelineConfigSchema, config);
   validateNames(config);
   return ({ root }) => expand(config as PipelineConfig<string, string, string>, root);
 }
@@ -112,18 +115,6 @@ function validateNames(config: PipelineConfig<string, string, string>): void {
   }
   for (const name of Object.keys(config.bases)) {
     if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
-  }
-  // Checked here too: a plain-JS config gets no help from the compiler.
-  const remoteCache: unknown = config.release?.remoteCache;
-  if (remoteCache !== undefined && typeof remoteCache !== 'boolean') {
-    throw new Failure('config', `release.remoteCache: ${JSON.stringify(remoteCache)} is not a boolean; use true (fetch matching images from the release) or false`);
-  }
-  const compressions: Array<[string, unknown]> = [['compression', config.compression]];
-  for (const [name, image] of Object.entries(config.images as Record<string, ImageDecl<string>>)) compressions.push([`images.${name}.compression`, image.compression]);
-  for (const [key, value] of compressions) {
-    if (value !== undefined && !isCompression(value)) {
-      throw new Failure('config', `${key}: ${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`);
-    }
   }
 }
 

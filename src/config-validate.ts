@@ -1,0 +1,136 @@
+// Strict checking of what a config declares, with zod: an unknown key at any level is an
+// error with the nearest known key ("did you mean"), a wrong type names the key's path and
+// the type expected. A plain-JS config has no compiler to catch these, and a TypeScript
+// one may be compiled without type checking, so the check runs when the config is made.
+// Only the first problem is reported: one line, as every config error.
+import { z } from 'zod';
+import { Failure } from './failure.ts';
+import { nearest } from './suggest.ts';
+
+/** A function value, kept as it is (zod's own `z.function()` would wrap it). */
+export const functionValue = z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', { message: 'expected a function' });
+
+const stringList = z.array(z.string());
+
+/** One step a user declares (StepDecl in config.ts). */
+export const stepSchema = z
+  .object({
+    description: z.string(),
+    deps: stringList,
+    inputs: stringList,
+    files: stringList,
+    outputs: stringList,
+    env: stringList,
+    pool: z.string(),
+    command: z.array(z.string()).nonempty(),
+    run: functionValue,
+  })
+  .partial()
+  .strict();
+
+export const poolsSchema = z.record(z.string(), z.number().int().positive());
+export const aliasesSchema = z.record(z.string(), stringList);
+
+/** What `defineConfig` of generic steps takes (StepsConfig in config.ts). */
+export const stepsConfigSchema = z
+  .object({
+    steps: z.record(z.string(), stepSchema),
+    aliases: aliasesSchema.optional(),
+    pools: poolsSchema.optional(),
+    defaultTarget: z.string().optional(),
+  })
+  .strict();
+
+/**
+ * Throws a one-line `config` Failure for the first thing in `value` that `schema` refuses:
+ * `publishdir: unknown key (did you mean publishDir?)`, `publishDir: expected a string, not 42`.
+ * Returns nothing: the caller keeps its own object (zod's output is a copy).
+ */
+export function checkConfigShape(schema: z.ZodTypeAny, value: unknown): void {
+  const result = schema.safeParse(value);
+  if (result.success) return;
+  const issue = result.error.issues[0]!;
+  throw new Failure('config', describeIssue(issue, schema, value));
+}
+
+function describeIssue(issue: z.ZodIssue, schema: z.ZodTypeAny, value: unknown): string {
+  const at = (path: readonly (string | number)[]): string => (path.length === 0 ? 'the config' : path.join('.'));
+  switch (issue.code) {
+    case 'unrecognized_keys': {
+      const key = issue.keys[0]!;
+      const known = keysAt(schema, issue.path);
+      const guess = nearest(key, known);
+      const hint = guess !== undefined ? `did you mean ${guess}?` : known.length > 0 ? `known keys: ${known.join(', ')}` : 'remove it';
+      return `${at([...issue.path, key])}: unknown key (${hint})`;
+    }
+    case 'invalid_type': {
+      const found = valueAt(value, issue.path);
+      if (found === undefined) return `${at(issue.path)}: missing (expected ${typeName(issue.expected)})`;
+      return `${at(issue.path)}: expected ${typeName(issue.expected)}, not ${describe(found)}`;
+    }
+    case 'too_small':
+      if (issue.type === 'array') return `${at(issue.path)}: expected at least ${Number(issue.minimum)} item(s), not ${describe(valueAt(value, issue.path))}`;
+      return `${at(issue.path)}: expected a positive number, not ${describe(valueAt(value, issue.path))}`;
+    case 'custom':
+      if (issue.message === 'expected a function') return `${at(issue.path)}: expected a function, not ${describe(valueAt(value, issue.path))}`;
+      return `${at(issue.path)}: ${issue.message}`;
+    default:
+      return `${at(issue.path)}: ${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)}, not ${describe(valueAt(value, issue.path))}`;
+  }
+}
+
+/** The keys the object schema at `path` allows (for "did you mean"). */
+function keysAt(schema: z.ZodTypeAny, path: readonly (string | number)[]): string[] {
+  let current: z.ZodTypeAny | undefined = schema;
+  for (const segment of path) {
+    current = unwrap(current);
+    if (current instanceof z.ZodObject) current = (current.shape as Record<string, z.ZodTypeAny>)[String(segment)];
+    else if (current instanceof z.ZodRecord) current = current.valueSchema as z.ZodTypeAny;
+    else if (current instanceof z.ZodArray) current = current.element as z.ZodTypeAny;
+    else return [];
+    if (current === undefined) return [];
+  }
+  current = unwrap(current);
+  return current instanceof z.ZodObject ? Object.keys(current.shape as object) : [];
+}
+
+function unwrap(schema: z.ZodTypeAny): z.ZodTypeAny {
+  let current = schema;
+  for (;;) {
+    if (current instanceof z.ZodOptional || current instanceof z.ZodNullable) current = current.unwrap() as z.ZodTypeAny;
+    else if (current instanceof z.ZodDefault) current = current.removeDefault() as z.ZodTypeAny;
+    else if (current instanceof z.ZodEffects) current = current.innerType() as z.ZodTypeAny;
+    else return current;
+  }
+}
+
+function valueAt(value: unknown, path: readonly (string | number)[]): unknown {
+  let current = value;
+  for (const segment of path) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string | number, unknown>)[segment];
+  }
+  return current;
+}
+
+function typeName(type: string): string {
+  switch (type) {
+    case 'object':
+      return 'an object';
+    case 'array':
+      return 'an array';
+    case 'integer':
+      return 'an integer';
+    default:
+      return `a ${type}`;
+  }
+}
+
+/** A value as an error shows it: short strings quoted, numbers as they are, else its kind. */
+export function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}

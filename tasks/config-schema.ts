@@ -1,0 +1,67 @@
+// The shape of an image pipeline's config (PipelineConfig in config.ts) for the strict
+// check `defineConfig` runs: every object refuses keys it does not know, so a typo such as
+// `publishdir` is an error instead of a silently ignored setting.
+import { z } from 'zod';
+import { poolsSchema, stepSchema } from '../src/config-validate.ts';
+import { COMPRESSIONS, isCompression } from './qemu-img.ts';
+
+const stringList = z.array(z.string());
+
+const compression = z.string().superRefine((value, ctx) => {
+  if (!isCompression(value)) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}` });
+  }
+});
+
+const remoteCache = z.unknown().superRefine((value, ctx) => {
+  if (typeof value !== 'boolean') {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a boolean; use true (fetch matching images from the release) or false` });
+  }
+});
+
+const baseSchema = z
+  .object({
+    url: z.string(),
+    checksumsUrl: z.string(),
+    file: z.string().optional(),
+    deps: stringList.optional(),
+  })
+  .strict();
+
+const imageSchema = z
+  .object({
+    base: z.string(),
+    description: z.string().optional(),
+    extraFiles: stringList.optional(),
+    caveat: z.string().optional(),
+    accelerator: z.string().optional(),
+    compression: compression.optional(),
+  })
+  .strict();
+
+const releaseSchema = z
+  .object({
+    repo: z.string(),
+    apiUrl: z.string(),
+    tag: z.string(),
+    maxAssetSize: z.number().int().positive(),
+    partSize: z.number().int().positive(),
+    remoteCache,
+  })
+  .partial()
+  .strict();
+
+export const pipelineConfigSchema = z
+  .object({
+    bases: z.record(z.string(), baseSchema),
+    images: z.record(z.string(), imageSchema),
+    steps: z.record(z.string(), stepSchema).optional(),
+    publishDir: z.string().optional(),
+    templatesDir: z.string().optional(),
+    sharedDir: z.string().optional(),
+    accelerator: z.string().optional(),
+    compression: compression.optional(),
+    release: releaseSchema.optional(),
+    pools: poolsSchema.optional(),
+  })
+  .strict();
