@@ -3,10 +3,14 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { WRITER } from './debris.ts';
 
-/** A unique sibling of `finalPath`; dot-prefixed so globs and listings skip it. */
+/**
+ * A unique sibling of `finalPath`; dot-prefixed so globs and listings skip it, and named
+ * by its writer so a later run can tell one that was abandoned (debris.ts).
+ */
 export function siblingTempPath(finalPath: string): string {
-  return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  return join(dirname(finalPath), `.${basename(finalPath)}.${WRITER}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
 /** Flushes a written file (or a directory, after renames in it) to the disk. */

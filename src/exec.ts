@@ -1,6 +1,15 @@
 // Child processes for tasks: argument arrays quoted by zx (never a string-built shell
 // command), each in its own process group so an abort kills the whole tree (packer's
 // plugins, qemu) and a terminal Ctrl-C reaches only `pipeline`, which cleans up.
+//
+// A pipeline killed with SIGKILL cleans up nothing, and its children's groups would live
+// on. A watchdog guards them: a tiny shell, started with the first child, that reads the
+// process groups to guard from a pipe whose other end only the pipeline holds. When the
+// pipeline dies however it dies, the kernel closes that end; the watchdog reads EOF and
+// kills every group still listed (TERM, then KILL).
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import type { ProcessPromise } from 'zx';
 import type { ExecOptions, ExecResult } from './types.ts';
 
@@ -37,6 +46,8 @@ export async function execFile(
     ...(options.input !== undefined ? { input: options.input } : {}),
   });
   const child: ProcessPromise = shell`${file} ${[...args]}`;
+  const group = child.pid;
+  if (group !== undefined) guardGroup(group);
   if (onLine) forwardLines(child, onLine);
 
   const stop = (): void => {
@@ -54,7 +65,58 @@ export async function execFile(
     return result;
   } finally {
     signal.removeEventListener('abort', stop);
+    if (group !== undefined) releaseGroup(group);
   }
+}
+
+/** Seconds between the watchdog's TERM and KILL: packer gets to stop its plugins. */
+const WATCHDOG_GRACE_SECONDS = 2;
+
+/** `+PGID` guards a group, `-PGID` releases it; EOF kills what is guarded. No reads but the pipe. */
+const WATCHDOG_SCRIPT = `trap '' INT TERM HUP
+groups=' '
+while IFS= read -r line; do
+  case $line in
+    +*) groups="$groups\${line#+} " ;;
+    -*) kept=' '; for g in $groups; do [ "$g" = "\${line#-}" ] || kept="$kept$g "; done; groups=$kept ;;
+  esac
+done
+[ "$groups" = ' ' ] && exit 0
+for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
+tries=${WATCHDOG_GRACE_SECONDS * 10}
+while [ $tries -gt 0 ]; do
+  alive=
+  for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && exit 0
+  sleep 0.1
+  tries=$((tries - 1))
+done
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+exit 0`;
+
+let watchdog: Socket | undefined;
+
+function watchdogPipe(): Socket | undefined {
+  if (watchdog && !watchdog.destroyed) return watchdog;
+  // Its own process group: a Ctrl-C at the terminal must not take it down with the pipeline's.
+  const child = spawn('/bin/sh', ['-c', WATCHDOG_SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  child.on('error', () => undefined);
+  const pipe = child.stdin as Socket | null;
+  if (!pipe) return undefined;
+  pipe.on('error', () => undefined); // the watchdog was killed: nothing more to guard with
+  // Neither the watchdog nor its pipe keeps the pipeline alive; the pipe closes as the process ends.
+  child.unref();
+  pipe.unref();
+  watchdog = pipe;
+  return pipe;
+}
+
+function guardGroup(group: number): void {
+  watchdogPipe()?.write(`+${group}\n`);
+}
+
+function releaseGroup(group: number): void {
+  if (watchdog && !watchdog.destroyed) watchdog.write(`-${group}\n`);
 }
 
 async function killTree(child: ProcessPromise): Promise<void> {
@@ -77,13 +139,23 @@ async function killTree(child: ProcessPromise): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Whether a process exists (one owned by another user counts: kill says EPERM). */
+/**
+ * Whether a process exists (one owned by another user counts: kill says EPERM). A zombie
+ * does not: it holds nothing, and in a container whose PID 1 never reaps it stays forever.
+ */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = fields.charAt(fields.lastIndexOf(')') + 2);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    // Gone since kill(0), or no /proc (not Linux), where kill(0) is all there is to go by.
+    return !existsSync('/proc/self/stat');
   }
 }
 

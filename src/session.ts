@@ -1,8 +1,10 @@
 // A loaded project: config, graph, state directories and the stat cache, plus running
 // targets under the tree lock with the chosen renderer.
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from './config.ts';
+import { ownRunDir, removeAbandonedRunDirs, removeAbandonedTemps } from './debris.ts';
 import { Graph } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock, type LockOptions } from './lock.ts';
@@ -110,6 +112,7 @@ export class Session {
     const { graph, selected, closure } = this.select(targets);
     const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, ...lockNotes });
     try {
+      await this.removeDebris(graph);
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
       reporter.planning?.(closure);
@@ -125,7 +128,20 @@ export class Session {
       return results;
     } finally {
       await this.hasher.save();
+      await rm(ownRunDir(this.stateDir), { recursive: true, force: true });
       await lock.release();
     }
+  }
+
+  /**
+   * What runs killed before they could clean up left in the tree: temp files beside the
+   * nodes' outputs and in the state dir, and their scratch dirs (which may hold keys).
+   * Under the lock, so no run of this tree is writing; other processes' are recognised by pid.
+   */
+  private async removeDebris(graph: Graph): Promise<void> {
+    const dirs = [this.stateDir, join(this.stateDir, 'stamps'), join(this.stateDir, 'config')];
+    for (const node of graph.nodes.values()) for (const output of node.outputs ?? []) dirs.push(dirname(resolve(this.root, output)));
+    await removeAbandonedTemps(dirs);
+    await removeAbandonedRunDirs(this.stateDir);
   }
 }

@@ -9,7 +9,7 @@
 //
 //   base_image            absolute path of the base cloud image in cache/ (packer only verifies it)
 //   base_checksum         "sha256:<hex>" or "sha512:<hex>" of base_image
-//   output_directory      absolute staging directory (images/{name}/.staging-<pid>); the template
+//   output_directory      absolute staging directory (a temp dir in images/{name}/); the template
 //                         writes {image_name}.qcow2 and image-version.txt into it
 //   image_name            the image name ({name})
 //   ssh_public_key        public key of the ephemeral build key pair (cloud-init seed)
@@ -19,13 +19,13 @@
 //
 // Templates may declare more variables, with defaults (disk_size, memory, cpus).
 import { constants as fsConstants } from 'node:fs';
-import { access, copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { access, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
 import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
 import { Failure } from '../src/types.ts';
 import { fsyncPath } from '../src/atomic.ts';
-import { processAlive } from '../src/exec.ts';
+import { makeScratchDir } from '../src/index.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
 import {
@@ -188,10 +188,15 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         version: resolve(root, outputVersion),
       };
       await mkdir(paths.imageDir, { recursive: true });
-      await removeAbandonedStaging(paths.imageDir);
-      const staging = join(paths.imageDir, `.staging-${process.pid}`);
-      await rm(staging, { recursive: true, force: true });
-      const keyDir = await mkdtemp(join(tmpdir(), 'pipeline-ssh-'));
+      // Named like every temp, so a run killed meanwhile leaves nothing the next run keeps.
+      const staging = ctx.tempPath(join(paths.imageDir, 'staging'));
+      // The build key and packer's own temp files (its log, shell-local scripts) live in a
+      // scratch dir of this run under .pipeline/, never in /tmp: removed here, or by the
+      // next run when this one is killed.
+      const scratch = await makeScratchDir(root, `build-${name}`);
+      const keyDir = join(scratch, 'ssh');
+      const toolTemp = join(scratch, 'tmp');
+      await Promise.all([mkdir(keyDir, { mode: 0o700 }), mkdir(toolTemp)]);
       const temps: string[] = [];
       try {
         const templateText = await readFile(paths.templateFile, 'utf8');
@@ -199,7 +204,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         const version = parsePackerVersion(versionResult.stdout);
         if (!version) throw new Failure('task', `cannot run ${tools.packer} (packer version: exit ${versionResult.exitCode})`);
         const traits = templateTraits(templateText);
-        const initOptions = { packer: tools.packer, templateFile: paths.templateFile, templateText, version };
+        const initOptions = { packer: tools.packer, templateFile: paths.templateFile, templateText, version, tmpDir: toolTemp };
         if (traits.requiresPlugins && supportsPlugins(version)) await ensurePackerInit(ctx, initOptions);
 
         const sshKey = await buildKeyPair(ctx, tools.sshKeygen, keyDir, name);
@@ -222,6 +227,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
             templateFile: paths.templateFile,
             variables,
             cwd: resolve(root, templateDir),
+            tmpDir: toolTemp,
           });
           if (result.exitCode === 0) break;
           if (isChecksumMismatch(result) && !redownloaded && options.redownloadBase) {
@@ -265,7 +271,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       } finally {
         await Promise.all([
           rm(staging, { recursive: true, force: true }),
-          rm(keyDir, { recursive: true, force: true }),
+          rm(scratch, { recursive: true, force: true }),
           ...temps.map((temp) => rm(temp, { force: true })),
         ]);
       }
@@ -322,16 +328,6 @@ async function findOnPath(program: string): Promise<string | undefined> {
 async function anyOnPath(programs: readonly string[]): Promise<boolean> {
   for (const program of programs) if (await findOnPath(program)) return true;
   return false;
-}
-
-/** Staging dirs of builds that died without cleaning up (their process is gone). */
-async function removeAbandonedStaging(imageDir: string): Promise<void> {
-  for (const entry of await readdir(imageDir)) {
-    const match = /^\.staging-(\d+)$/.exec(entry);
-    if (!match || Number(match[1]) === process.pid) continue;
-    if (processAlive(Number(match[1]))) continue;
-    await rm(join(imageDir, entry), { recursive: true, force: true });
-  }
 }
 
 interface KeyPair {

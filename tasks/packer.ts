@@ -63,12 +63,16 @@ export function templateTraits(text: string): TemplateTraits {
   };
 }
 
-/** Environment for packer: no update check phoning home, no colour codes in the log. */
-export function packerEnv(root?: string): Record<string, string> {
+/**
+ * Environment for packer: no update check phoning home, no colour codes in the log, and
+ * its temp files (panicwrap's log, shell-local's scripts) in `tmpDir` when given.
+ */
+export function packerEnv(root?: string, tmpDir?: string): Record<string, string> {
   return {
     ...(process.env as Record<string, string>),
     CHECKPOINT_DISABLE: '1',
     PACKER_NO_COLOR: '1',
+    ...(tmpDir ? { TMPDIR: tmpDir } : {}),
     // Packer's cache (downloads, lock and port files) under the state directory, not in
     // the template folder it runs from, where it would show up as untracked files.
     ...(root && !process.env.PACKER_CACHE_DIR ? { PACKER_CACHE_DIR: resolve(root, '.pipeline', 'packer_cache') } : {}),
@@ -87,7 +91,7 @@ function initMarker(root: string, templateText: string, version: PackerVersion):
  */
 export async function ensurePackerInit(
   ctx: TaskContext,
-  options: { packer: string; templateFile: string; templateText: string; version: PackerVersion },
+  options: { packer: string; templateFile: string; templateText: string; version: PackerVersion; tmpDir?: string },
 ): Promise<void> {
   const marker = initMarker(ctx.root, options.templateText, options.version);
   try {
@@ -97,7 +101,7 @@ export async function ensurePackerInit(
     // not initialised yet for this content
   }
   ctx.status('packer init');
-  const result = await ctx.exec(options.packer, ['init', options.templateFile], { env: packerEnv(ctx.root), nothrow: true });
+  const result = await ctx.exec(options.packer, ['init', options.templateFile], { env: packerEnv(ctx.root, options.tmpDir), nothrow: true });
   if (result.exitCode !== 0) {
     throw new Failure('task', `packer init failed (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`);
   }
@@ -124,12 +128,12 @@ export function packerBuildArgs(templateFile: string, variables: Readonly<Record
  */
 export async function runPackerBuild(
   ctx: TaskContext,
-  options: { packer: string; templateFile: string; variables: Readonly<Record<string, string>>; cwd: string },
+  options: { packer: string; templateFile: string; variables: Readonly<Record<string, string>>; cwd: string; tmpDir?: string },
 ): Promise<ExecResult> {
   ctx.status('packer build');
   return ctx.exec(options.packer, packerBuildArgs(options.templateFile, options.variables), {
     cwd: options.cwd,
-    env: packerEnv(ctx.root),
+    env: packerEnv(ctx.root, options.tmpDir),
     nothrow: true,
   });
 }

@@ -9,7 +9,8 @@
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fsyncPath, writeFileAtomic } from '../src/atomic.ts';
+import { fsyncPath, siblingTempPath, writeFileAtomic } from '../src/atomic.ts';
+import { removeAbandonedTemps } from '../src/index.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { Failure, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
 import { defaultImageFile } from './checksum.ts';
@@ -117,6 +118,9 @@ export async function publishImage(ctx: TaskContext, request: PublishRequest): P
     return 'unchanged';
   }
   const reason = await needsCompressing(request.source, ctx.signal);
+  // A publish killed half-way (kill -9, power loss) left its temp here: PVE storage is
+  // no place for gigabytes of debris.
+  for (const path of await removeAbandonedTemps([request.publishDir])) ctx.log(`removed ${path}, left by a publish that was interrupted`);
   const temp = ctx.tempPath(dest);
   try {
     if (reason === undefined) {
@@ -240,7 +244,7 @@ export async function checkPublishDir(dir: string): Promise<void> {
   if (!info) throw new Failure('setup', `publish directory ${dir} does not exist: create it (on a PVE host it is local storage's iso directory), ${hint}`);
   if (!info.isDirectory()) throw new Failure('setup', `publish directory ${dir} is not a directory; ${hint.replace('or ', '')}`);
   // access(W_OK) says yes to root on a read-only mount or a protected directory; a real create does not.
-  const probe = join(dir, `.pipeline-write-check.${process.pid}`);
+  const probe = siblingTempPath(join(dir, '.pipeline-write-check'));
   try {
     const handle = await open(probe, 'w');
     await handle.close();
