@@ -231,12 +231,6 @@ async function runConfigCommand(
       state.printedAt = now;
       io.err(`  ${label}: ${state.meter.describe(false)}`);
     },
-    async runTargets(targets) {
-      const settings: RunSettings = { force: false, keepGoing: false, jobs: 0, wait: true, flags: {}, signal };
-      const reporter = json ? fanOut([await chooseView({ json }, io), new JsonReporter(io.out)]) : await chooseView({}, io);
-      const results = await session.run(targets, settings, reporter, { onWait: (who) => io.err(`pipeline: waiting (${who})`) });
-      return results.some((result) => result.status !== 'ran' && result.status !== 'fresh' && result.status !== 'adopted') ? EXIT_FAILED : EXIT_OK;
-    },
   };
   try {
     return await command.run(

@@ -280,8 +280,6 @@ export interface CommandIO {
   err(line: string): void;
   /** Byte progress of a named transfer, rendered as a bar on a TTY, throttled lines otherwise. */
   progress(label: string, done: number, total?: number): void;
-  /** Runs targets of the graph (for commands that build before acting); returns the exit code. */
-  runTargets(targets: readonly string[]): Promise<number>;
   readonly hasher: FileHasher;
 }
 

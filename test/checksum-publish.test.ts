@@ -427,7 +427,6 @@ function commandIO(root: string): CommandIO & { lines: string[] } {
     out: (line) => lines.push(line),
     err: (line) => lines.push(`stderr: ${line}`),
     progress: () => {},
-    runTargets: async () => 0,
     hasher: { hash: () => Promise.reject(new Error('verify must not use the stat cache')) },
   };
 }

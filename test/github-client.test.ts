@@ -157,7 +157,6 @@ test('the token never appears in output, errors or JSON', async (t) => {
     out: (line: string) => captured.push(line),
     err: (line: string) => captured.push(line),
     progress: (label: string) => captured.push(label),
-    runTargets: async () => 0,
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
   });
   // The server echoes the Authorization header in its error message: the client must redact it.

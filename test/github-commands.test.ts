@@ -36,7 +36,6 @@ function recordingIO(root: string, json = false): RecordingIO {
     out: (line) => lines.push(line),
     err: (line) => errors.push(line),
     progress: () => {},
-    runTargets: async () => 0,
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
   };
 }

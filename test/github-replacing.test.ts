@@ -45,7 +45,6 @@ function io(root: string, json = false) {
     out: (line) => lines.push(line),
     err: (line) => errors.push(line),
     progress: () => {},
-    runTargets: async () => 0,
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
   };
   return { io: value, lines, errors };
