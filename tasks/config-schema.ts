@@ -41,6 +41,7 @@ const imageSchema = z
 
 const releaseSchema = z
   .object({
+    dir: z.string(),
     repo: z.string(),
     apiUrl: z.string(),
     tag: z.string(),

@@ -16,6 +16,7 @@ import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { imagesCommand } from './images.ts';
 import { releaseCommand } from './release.ts';
+import { resolveRepository } from './store/github/client.ts';
 import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
@@ -116,6 +117,9 @@ function validateNames(config: PipelineConfig<string, string, string>): void {
   for (const name of Object.keys(config.bases)) {
     if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
   }
+  // The rules the CLI and the stores apply to these names, applied when the config loads.
+  if (config.release?.tag !== undefined) checkTag(config.release.tag, 'release.tag', 'config');
+  if (config.release?.repo !== undefined) resolveRepository({ repo: config.release.repo, tag: 'latest' }, {});
 }
 
 function expand(config: PipelineConfig<string, string, string>, root: string): EngineConfig {
@@ -123,7 +127,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
   const bases = config.bases as Record<string, BaseDecl<string>>;
   const names = Object.keys(images);
   const publishDir = process.env.PIPELINE_PUBLISH_DIR || config.publishDir || DEFAULT_PUBLISH_DIR;
-  const tag = checkTag(config.release?.tag ?? 'latest', 'release.tag in the config', 'config');
+  const tag = config.release?.tag ?? 'latest';
   const templatesDir = config.templatesDir ?? 'templates';
   const sharedDir = config.sharedDir ?? 'shared';
   const baseFile = (base: string): string => bases[base]!.file ?? posix.join('cache', basename(new URL(bases[base]!.url).pathname));
