@@ -23,9 +23,15 @@ for (const area of areas) {
   // Each area draws from its own stream of the seed, so replaying one area alone gives the same kills.
   const random = seededRandom(seed ^ hashName(area));
   const owned = scope();
+  // Stopped early (Ctrl-C, a timeout): the trial's project and server go too.
+  const stop = (signal: NodeJS.Signals): void => {
+    void owned.close().finally(() => process.kill(process.pid, signal));
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
   try {
     all.push(...(await CHAOS_AREAS[area]({ scope: owned, random, trials, deadline, onReport: (report) => console.log(describeTrial(report)) })));
   } finally {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
     await owned.close();
   }
 }
