@@ -119,7 +119,8 @@ export async function buildArea(options: AreaOptions): Promise<TrialReport[]> {
     if (killed.sentAtMs === undefined) {
       if (result.code !== 0) problems.push(`the run ended by itself with exit ${result.code}: ${result.stderr.trim().split('\n').at(-1)}`);
     } else if (signal === 'SIGINT') {
-      if (result.code !== 130 && result.code !== 0) problems.push(`SIGINT: exit ${result.code} (${result.signal ?? ''}), not 130: ${result.stderr.trim().split('\n').at(-1)}`);
+      // Ended by the signal itself: before the CLI took over SIGINT or after it was done.
+      if (result.code !== 130 && result.code !== 0 && result.signal !== 'SIGINT') problems.push(`SIGINT: exit ${result.code} (${result.signal ?? ''}), not 130: ${result.stderr.trim().split('\n').at(-1)}`);
       if ((killed.exitMs ?? 0) > 20_000) problems.push(`SIGINT: took ${killed.exitMs} ms to exit`);
       // Ctrl-C is a clean stop: the run itself leaves nothing.
       problems.push(...(await debrisProblems(project, [project.publishDir, tmp], mark, 'after SIGINT')));

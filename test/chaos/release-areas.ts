@@ -97,7 +97,9 @@ function interruptionProblems(signal: KillSignal, sentAtMs: number | undefined, 
   const last = stderr.trim().split('\n').at(-1);
   if (sentAtMs === undefined) return code === 0 ? [] : [`the run ended by itself with exit ${code}: ${last}`];
   if (signal === 'SIGINT') {
-    const problems = code === 130 || code === 0 ? [] : [`SIGINT: exit ${code} (${exitSignal ?? ''}), not 130: ${last}`];
+    // Ended by the signal itself: it came before the CLI took over SIGINT or after it was
+    // done (the shell reports 130 either way), so nothing was left half-way by it.
+    const problems = code === 130 || code === 0 || exitSignal === 'SIGINT' ? [] : [`SIGINT: exit ${code} (${exitSignal ?? ''}), not 130: ${last}`];
     if ((exitMs ?? 0) > 20_000) problems.push(`SIGINT: took ${exitMs} ms to exit`);
     return problems;
   }
