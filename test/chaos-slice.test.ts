@@ -9,7 +9,7 @@ const TRIALS = Number(process.env.CHAOS_SLICE_TRIALS ?? 3);
 const seed = chooseSeed();
 
 for (const area of Object.keys(CHAOS_AREAS) as AreaName[]) {
-  test(`chaos slice: ${area}, ${TRIALS} kills at random moments, seed ${seed}`, async (t) => {
+  test(`chaos slice: ${area}, up to ${TRIALS} kills at random moments, seed ${seed}`, async (t) => {
     t.log(`seed ${seed} (replay: CHAOS_SEED=${seed} npx ava test/chaos-slice.test.ts)`);
     // The project helpers take this test's heavy slot and clean up through the test itself.
     const reports = await CHAOS_AREAS[area]({
