@@ -140,7 +140,10 @@ export interface DownloadRangeRequest {
   /** Bytes expected from `from` to the end of the asset, when known. */
   readonly expected?: number;
   readonly signal: AbortSignal;
-  /** Receives each chunk in order; awaited, so a slow disk slows the socket (backpressure). */
+  /**
+   * Receives each chunk in order; awaited, so a slow disk slows the socket (backpressure).
+   * What it throws is thrown as it is (never retried as a network failure).
+   */
   readonly sink: (chunk: Buffer) => Promise<void>;
   readonly maxRedirects?: number;
 }
@@ -178,12 +181,18 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
     }
     const declared = Number(response.headers['content-length']);
     let received = 0;
+    let sinkFailed = false;
     try {
       for await (const chunk of response as AsyncIterable<Buffer>) {
         received += chunk.length;
-        await request.sink(chunk);
+        await request.sink(chunk).catch((error: unknown) => {
+          sinkFailed = true;
+          throw error;
+        });
       }
     } catch (error) {
+      // The sink's own failures (a full disk, bytes past the end) are not the network's.
+      if (sinkFailed) throw error;
       throw asTransferError(error);
     }
     const wanted = Number.isFinite(declared) ? declared : request.expected;

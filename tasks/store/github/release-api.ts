@@ -237,8 +237,10 @@ export class ReleaseApi {
         }
         return;
       } catch (error) {
+        // Not the transfer's: the sink's (a full disk, …) or a cancellation.
+        if (!(error instanceof TransferError)) throw error;
         lastError = this.transferFailure(error, `download ${options.asset.name}`);
-        if (!(error instanceof TransferError && error.retryable) && !(error instanceof TransferError && error.status === 416)) throw lastError;
+        if (!error.retryable && error.status !== 416) throw lastError;
         if (attempt === this.client.transferAttempts) throw lastError;
         if (error.status === 416) {
           offset = 0;
