@@ -1,17 +1,16 @@
 // The temp file an image is downloaded into, and its SHA-256, in one pass. Pieces arrive
-// in parallel; each piece's chunks are gathered and written at their offset in large
-// positional writes (writev of the chunks as they came: no copy), one write in flight per
-// piece, so a slow disk slows the socket. One SHA-256 follows the bytes in image order:
+// in parallel; each piece's chunks are copied into one of its two large buffers and
+// written at their offset in positional writes, one write in flight per piece while the
+// other buffer fills, so a slow disk slows the socket and memory stays at two buffers a
+// piece whatever the chunk size. One SHA-256 follows the bytes in image order:
 // from memory for the piece at the hash cursor, and, for bytes that arrived ahead of the
 // cursor, from the page cache once the cursor reaches them. Writeback to the disk starts
 // while bytes still arrive, so the final fsync has little left to do.
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 
-/** Bytes gathered per piece before they are written. */
+/** Size of a piece's write buffers (two per piece being downloaded). */
 const WRITE_BYTES = 4 * 1024 * 1024;
-/** Chunks gathered per piece at most before they are written (slow servers send small ones). */
-const WRITE_CHUNKS = 512;
 /** Bytes written between two background flushes to the disk. */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
 /** Read size when the hash catches up from the file. */
@@ -22,15 +21,17 @@ interface PieceState {
   readonly size: number;
   /** Bytes from the piece's start that are on disk (what a resume may start from). */
   written: number;
-  /** Bytes from the piece's start handed to `accept`: written, being written, or gathered. */
+  /** Bytes from the piece's start taken by `accept`: written, being written, or in `filling`. */
   received: number;
-  /** Chunks being written now, right after `written`. */
-  writing: Buffer[];
+  /** Bytes being written now, right after `written`. */
+  writing: Buffer | undefined;
   /** That write; it never rejects (a failure is kept in `failure`). */
   write: Promise<void>;
-  /** Chunks gathered after `writing`, not yet written. */
-  gathered: Buffer[];
-  gatheredBytes: number;
+  /** The buffer taking the bytes after `writing`, and how much of it they fill. */
+  filling: Buffer | undefined;
+  filled: number;
+  /** The buffer of the last finished write, for the next fill. */
+  spare: Buffer | undefined;
   /** Bumped by `restart`: a write from before it no longer counts. */
   generation: number;
 }
@@ -58,7 +59,18 @@ export class DownloadFile {
   ) {
     let start = 0;
     this.pieces = sizes.map((size, index) => {
-      const piece: PieceState = { start, size, written: written[index]!, received: written[index]!, writing: [], write: Promise.resolve(), gathered: [], gatheredBytes: 0, generation: 0 };
+      const piece: PieceState = {
+        start,
+        size,
+        written: written[index]!,
+        received: written[index]!,
+        writing: undefined,
+        write: Promise.resolve(),
+        filling: undefined,
+        filled: 0,
+        spare: undefined,
+        generation: 0,
+      };
       start += size;
       return piece;
     });
@@ -88,7 +100,11 @@ export class DownloadFile {
     return this.pieces.map((piece) => piece.written);
   }
 
-  /** Takes the next chunk of piece `index`, which starts `offset` bytes into the piece. */
+  /**
+   * Takes the next chunk of piece `index`, which starts `offset` bytes into the piece. The
+   * chunk is copied before the returned promise settles; it is pending only while the
+   * piece waits for its previous write (backpressure).
+   */
   async accept(index: number, chunk: Buffer, offset: number): Promise<void> {
     this.throwIfFailed();
     const piece = this.pieces[index]!;
@@ -99,18 +115,22 @@ export class DownloadFile {
       this.hash.update(chunk);
       this.hashed += chunk.length;
     }
-    piece.received += chunk.length;
-    piece.gathered.push(chunk);
-    piece.gatheredBytes += chunk.length;
-    if (piece.gatheredBytes >= WRITE_BYTES || piece.gathered.length >= WRITE_CHUNKS) {
-      // One write in flight per piece: waiting for the previous one is the backpressure.
+    for (let from = 0; from < chunk.length; ) {
+      const buffer = (piece.filling ??= piece.spare ?? Buffer.allocUnsafe(WRITE_BYTES));
+      piece.spare = undefined;
+      const copied = chunk.copy(buffer, piece.filled, from);
+      piece.filled += copied;
+      piece.received += copied;
+      from += copied;
+      if (piece.filled < buffer.length) break;
+      // The other buffer's write must land before this one can go.
       await piece.write;
       this.throwIfFailed();
       this.startWrite(piece);
     }
   }
 
-  /** Writes what piece `index` has gathered; resolves when all of it is on disk (in the page cache). */
+  /** Writes the rest of piece `index`; resolves when all of it is written (in the page cache). */
   async finish(index: number): Promise<void> {
     const piece = this.pieces[index]!;
     await piece.write;
@@ -118,6 +138,7 @@ export class DownloadFile {
     this.startWrite(piece);
     await piece.write;
     this.throwIfFailed();
+    piece.filling = piece.spare = undefined;
   }
 
   /** Piece `index` starts over from its first byte (the server could not resume it). */
@@ -126,9 +147,8 @@ export class DownloadFile {
     piece.generation++;
     piece.written = 0;
     piece.received = 0;
-    piece.writing = [];
-    piece.gathered = [];
-    piece.gatheredBytes = 0;
+    piece.writing = undefined;
+    piece.filled = 0;
     // Whatever the hash took of this piece may not be what arrives now.
     if (this.hashed >= piece.start) this.hashInOrder = false;
   }
@@ -171,25 +191,27 @@ export class DownloadFile {
   }
 
   private startWrite(piece: PieceState): void {
-    if (!piece.gatheredBytes) return;
-    const chunks = piece.gathered;
-    const bytes = piece.gatheredBytes;
+    const buffer = piece.filling;
+    const bytes = piece.filled;
+    if (!buffer || !bytes) return;
     const generation = piece.generation;
-    piece.writing = chunks;
-    piece.gathered = [];
-    piece.gatheredBytes = 0;
-    piece.write = this.handle.writev(chunks, piece.start + piece.written).then(
-      ({ bytesWritten }) => {
+    piece.writing = buffer.subarray(0, bytes);
+    piece.filling = undefined;
+    piece.filled = 0;
+    piece.write = this.handle
+      .write(buffer, 0, bytes, piece.start + piece.written)
+      .then(({ bytesWritten }) => {
+        piece.spare = buffer;
         if (piece.generation !== generation) return;
-        // Positional writes to a regular file are whole unless they fail; a short one means the disk is full.
+        // A positional write to a regular file is whole unless it fails part way: the disk is full.
         if (bytesWritten !== bytes) throw Object.assign(new Error(`ENOSPC: no space left on device, write (${bytesWritten} of ${bytes} bytes)`), { code: 'ENOSPC' });
         piece.written += bytes;
-        piece.writing = [];
+        piece.writing = undefined;
         this.wrote(bytes);
-      },
-    ).catch((error: unknown) => {
-      this.failure ??= error;
-    });
+      })
+      .catch((error: unknown) => {
+        this.failure ??= error;
+      });
   }
 
   private wrote(bytes: number): void {
@@ -248,9 +270,10 @@ export class DownloadFile {
       }
       // On disk and hashed: what is left of the piece is still in memory, in order.
       if (this.hashed !== onDisk) return;
-      for (const chunk of [...piece.writing, ...piece.gathered]) {
-        this.hash.update(chunk);
-        this.hashed += chunk.length;
+      for (const bytes of [piece.writing, piece.filling?.subarray(0, piece.filled)]) {
+        if (!bytes) continue;
+        this.hash.update(bytes);
+        this.hashed += bytes.length;
       }
       // Mid-piece: from here on the piece's chunks are hashed as they arrive.
       if (this.hashed < piece.start + piece.size) return;
