@@ -10,11 +10,11 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 
 /** Size of a piece's write buffers (two per piece being downloaded). */
-const WRITE_BYTES = 4 * 1024 * 1024;
+const WRITE_BYTES = 1024 * 1024;
 /** Bytes written between two background flushes to the disk. */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
 /** Read size when the hash catches up from the file. */
-const READ_BYTES = 4 * 1024 * 1024;
+const READ_BYTES = 1024 * 1024;
 
 interface PieceState {
   readonly start: number;
@@ -25,8 +25,9 @@ interface PieceState {
   received: number;
   /** Bytes being written now, right after `written`. */
   writing: Buffer | undefined;
-  /** That write; it never rejects (a failure is kept in `failure`). */
+  /** That write (or the last one); it never rejects (a failure is kept in `failure`). */
   write: Promise<void>;
+  writeInFlight: boolean;
   /** The buffer taking the bytes after `writing`, and how much of it they fill. */
   filling: Buffer | undefined;
   filled: number;
@@ -56,6 +57,7 @@ export class DownloadFile {
     private readonly handle: FileHandle,
     sizes: readonly number[],
     written: readonly number[],
+    private readonly bufferBytes: number,
   ) {
     let start = 0;
     this.pieces = sizes.map((size, index) => {
@@ -66,6 +68,7 @@ export class DownloadFile {
         received: written[index]!,
         writing: undefined,
         write: Promise.resolve(),
+        writeInFlight: false,
         filling: undefined,
         filled: 0,
         spare: undefined,
@@ -80,13 +83,14 @@ export class DownloadFile {
   /**
    * Opens `path` sized for pieces of `sizes`. With `written` (bytes of each piece already
    * on disk from an earlier run) the file is reused as it is; without, it is created empty.
+   * `bufferBytes` sizes the write buffers (tests make it small to cross many buffers).
    */
-  static async open(path: string, sizes: readonly number[], written: readonly number[] | undefined): Promise<DownloadFile> {
+  static async open(path: string, sizes: readonly number[], written: readonly number[] | undefined, bufferBytes = WRITE_BYTES): Promise<DownloadFile> {
     const handle = await open(path, written ? 'r+' : 'w+');
     try {
       const total = sizes.reduce((sum, size) => sum + size, 0);
       await handle.truncate(total);
-      const file = new DownloadFile(handle, sizes, written ?? sizes.map(() => 0));
+      const file = new DownloadFile(handle, sizes, written ?? sizes.map(() => 0), bufferBytes);
       file.catchUp();
       return file;
     } catch (error) {
@@ -102,10 +106,10 @@ export class DownloadFile {
 
   /**
    * Takes the next chunk of piece `index`, which starts `offset` bytes into the piece. The
-   * chunk is copied before the returned promise settles; it is pending only while the
-   * piece waits for its previous write (backpressure).
+   * chunk is copied before this returns, or, when the piece must first wait for its
+   * previous write (backpressure), before the returned promise settles.
    */
-  async accept(index: number, chunk: Buffer, offset: number): Promise<void> {
+  accept(index: number, chunk: Buffer, offset: number): Promise<void> | void {
     this.throwIfFailed();
     const piece = this.pieces[index]!;
     if (offset + chunk.length > piece.size) throw new Error(`piece ${index + 1} got bytes past its end`);
@@ -115,17 +119,28 @@ export class DownloadFile {
       this.hash.update(chunk);
       this.hashed += chunk.length;
     }
-    for (let from = 0; from < chunk.length; ) {
-      const buffer = (piece.filling ??= piece.spare ?? Buffer.allocUnsafe(WRITE_BYTES));
-      piece.spare = undefined;
-      const copied = chunk.copy(buffer, piece.filled, from);
+    return this.copyIn(piece, chunk, 0);
+  }
+
+  private copyIn(piece: PieceState, chunk: Buffer, from: number): Promise<void> | void {
+    while (from < chunk.length) {
+      if (!piece.filling) {
+        piece.filling = piece.spare ?? Buffer.allocUnsafe(this.bufferBytes);
+        piece.spare = undefined;
+      }
+      const copied = chunk.copy(piece.filling, piece.filled, from);
       piece.filled += copied;
       piece.received += copied;
       from += copied;
-      if (piece.filled < buffer.length) break;
-      // The other buffer's write must land before this one can go.
-      await piece.write;
-      this.throwIfFailed();
+      if (piece.filled < piece.filling.length) return;
+      // Full: the other buffer's write must land before this one can go.
+      if (piece.writeInFlight) {
+        return piece.write.then(() => {
+          this.throwIfFailed();
+          this.startWrite(piece);
+          return this.copyIn(piece, chunk, from);
+        });
+      }
       this.startWrite(piece);
     }
   }
@@ -198,9 +213,11 @@ export class DownloadFile {
     piece.writing = buffer.subarray(0, bytes);
     piece.filling = undefined;
     piece.filled = 0;
+    piece.writeInFlight = true;
     piece.write = this.handle
       .write(buffer, 0, bytes, piece.start + piece.written)
       .then(({ bytesWritten }) => {
+        piece.writeInFlight = false;
         piece.spare = buffer;
         if (piece.generation !== generation) return;
         // A positional write to a regular file is whole unless it fails part way: the disk is full.
@@ -210,6 +227,7 @@ export class DownloadFile {
         this.wrote(bytes);
       })
       .catch((error: unknown) => {
+        piece.writeInFlight = false;
         this.failure ??= error;
       });
   }

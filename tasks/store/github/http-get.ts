@@ -26,8 +26,14 @@ export interface GetRequest {
    * Called once the head has arrived: returns the sink for the body, or undefined to close
    * the connection without reading it.
    */
-  readonly onResponse: (response: GetResponse) => ((chunk: Buffer) => Promise<void>) | undefined;
+  readonly onResponse: (response: GetResponse) => BodySink | undefined;
 }
+
+/**
+ * Takes the body's next chunk. It may keep using the chunk until the promise it returns
+ * settles (the socket waits); returning nothing means it is done with it already.
+ */
+export type BodySink = (chunk: Buffer) => Promise<void> | void;
 
 export interface GetResult extends GetResponse {
   /** Body bytes handed to the sink. */
@@ -52,7 +58,7 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const body = new BodyParser();
     let response: GetResponse | undefined;
-    let sink: ((chunk: Buffer) => Promise<void>) | undefined;
+    let sink: BodySink | undefined;
     let settled = false;
     /** The sink's promise for the chunk it holds; the socket is paused meanwhile. */
     let pending: Promise<void> | undefined;
@@ -99,15 +105,21 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
     };
     /** Hands chunks to the sink one at a time; false when the socket must wait for it. */
     const deliver = (chunks: Buffer[], from: number): boolean => {
-      if (from < chunks.length) {
+      for (; from < chunks.length; from++) {
         // The chunk (a view of the read buffer, for plain http) stays untouched until the sink is done with it.
         const held = sink!(chunks[from]!);
+        if (!held) continue;
         pending = held;
+        const next = from + 1;
         held.then(
           () => {
             pending = undefined;
             if (settled) return;
-            if (deliver(chunks, from + 1)) socket.resume();
+            try {
+              if (deliver(chunks, next)) socket.resume();
+            } catch (error) {
+              finish(error);
+            }
           },
           (error: unknown) => {
             pending = undefined;

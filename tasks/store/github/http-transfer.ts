@@ -8,7 +8,7 @@ import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import https from 'node:https';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { httpGet, type GetResult } from './http-get.ts';
+import { httpGet, type BodySink, type GetResult } from './http-get.ts';
 
 export class TransferError extends Error {
   override readonly name = 'TransferError';
@@ -146,10 +146,11 @@ export interface DownloadRangeRequest {
   readonly expected?: number;
   readonly signal: AbortSignal;
   /**
-   * Receives each chunk in order; awaited, so a slow disk slows the socket (backpressure).
-   * What it throws is thrown as it is (never retried as a network failure).
+   * Receives each chunk in order; while the promise it may return is pending the socket
+   * waits, so a slow disk slows the socket (backpressure). What it throws is thrown as it
+   * is (never retried as a network failure).
    */
-  readonly sink: (chunk: Buffer) => Promise<void>;
+  readonly sink: BodySink;
   readonly maxRedirects?: number;
 }
 
@@ -191,11 +192,17 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
             answer = new TransferError('server ignored the resume range', 416);
             return undefined;
           }
-          return (chunk) =>
-            request.sink(chunk).catch((error: unknown) => {
+          return (chunk) => {
+            const marked = (error: unknown) => {
               sinkFailed = true;
               throw error;
-            });
+            };
+            try {
+              return request.sink(chunk)?.catch(marked);
+            } catch (error) {
+              return marked(error);
+            }
+          };
         },
       });
     } catch (error) {

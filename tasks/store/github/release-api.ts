@@ -210,7 +210,7 @@ export class ReleaseApi {
     asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>;
     from?: number;
     signal: AbortSignal;
-    sink: (chunk: Buffer, offset: number) => Promise<void>;
+    sink: (chunk: Buffer, offset: number) => Promise<void> | void;
     onRestart?: () => void;
   }): Promise<void> {
     const url = `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${options.asset.id}`;
@@ -226,10 +226,10 @@ export class ReleaseApi {
           from: offset,
           expected: options.asset.size - offset,
           signal: options.signal,
-          sink: async (chunk) => {
+          sink: (chunk) => {
             const at = offset;
             offset += chunk.length;
-            await options.sink(chunk, at);
+            return options.sink(chunk, at);
           },
         });
         if (offset !== options.asset.size) {
