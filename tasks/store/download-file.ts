@@ -156,6 +156,11 @@ export class DownloadFile {
     piece.filling = piece.spare = undefined;
   }
 
+  /** Writes what every piece has taken so far (after a failure, so that a resume loses none of it). */
+  async flush(): Promise<void> {
+    for (let index = 0; index < this.pieces.length; index++) await this.finish(index);
+  }
+
   /** Piece `index` starts over from its first byte (the server could not resume it). */
   restart(index: number): void {
     const piece = this.pieces[index]!;

@@ -131,15 +131,18 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   try {
     report();
     let next = 0;
+    // The first piece to fail stops the others: nothing may still be writing when the file closes.
+    const stop = new AbortController();
+    const pieceSignal = AbortSignal.any([signal, stop.signal]);
     const worker = async () => {
-      while (next < image.pieces.length) {
+      while (next < image.pieces.length && !stop.signal.aborted) {
         const index = next++;
         const piece = image.pieces[index]!;
         const from = file.written[index]!;
         if (from >= piece.size) continue;
         await piece.read({
           from,
-          signal,
+          signal: pieceSignal,
           onRestart: () => {
             received[index] = 0;
             file.restart(index);
@@ -154,15 +157,30 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
         await file.finish(index);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, worker));
+    let first: { error: unknown } | undefined;
+    const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
+      worker().catch((error: unknown) => {
+        first ??= { error };
+        stop.abort();
+      }),
+    );
+    await Promise.all(workers);
+    // The failure that stopped the others, not the aborts it caused.
+    if (first) throw first.error;
     actual = await file.digest();
     // Bytes that do not hash right are not worth keeping, nor flushing to the disk.
     if (actual === image.sha256) await file.sync();
   } catch (error) {
     // A full disk or bytes from a replaced image are not worth resuming: free the space.
-    if (isNoSpace(error) || isFailure(error, 'not-found', 'integrity')) keep = false;
+    if (isFailure(error, 'not-found', 'integrity')) keep = false;
+    if (isNoSpace(error)) {
+      keep = false;
+      const code = (error as NodeJS.ErrnoException).code!;
+      throw new Failure('setup', `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`, { code, cause: error });
+    }
     throw error;
   } finally {
+    if (actual === undefined && keep) await file.flush().catch(() => {});
     await file.close();
     if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
