@@ -268,6 +268,7 @@ export class DownloadFile {
 
   private async hashAhead(): Promise<void> {
     await undefined; // catchUp() records this run before any of it happens
+    const from = this.hashed;
     try {
       await this.hashFromDiskAndMemory();
     } catch (error) {
@@ -275,8 +276,8 @@ export class DownloadFile {
     } finally {
       this.catchingUp = undefined;
     }
-    // A write may have landed after the last look.
-    this.catchUp();
+    // A write may have landed after the last look (a run that got nowhere would only repeat itself).
+    if (this.hashed !== from) this.catchUp();
   }
 
   private async hashFromDiskAndMemory(): Promise<void> {
