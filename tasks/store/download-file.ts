@@ -10,11 +10,11 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 
 /** Size of a piece's write buffers (two per piece being downloaded). */
-const WRITE_BYTES = 1024 * 1024;
+const WRITE_BYTES = 512 * 1024;
 /** Bytes written between two background flushes to the disk. */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
 /** Read size when the hash catches up from the file. */
-const READ_BYTES = 1024 * 1024;
+const READ_BYTES = 512 * 1024;
 
 interface PieceState {
   readonly start: number;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 
 /** Read buffer of a plain-http socket. */
-const READ_BYTES = 256 * 1024;
+const READ_BYTES = 128 * 1024;
 /** Largest response head accepted. */
 const HEAD_LIMIT = 64 * 1024;
 
