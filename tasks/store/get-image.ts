@@ -4,10 +4,12 @@
 // that is being replaced is waited for briefly, then reported as such.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writeFileAtomic } from '../../src/atomic.ts';
 import { Failure, isFailure } from '../../src/types.ts';
+import { DownloadFile } from './download-file.ts';
 import type { ImageRecord } from './record.ts';
 import type { ImageStore, OpenedImage } from './store.ts';
 
@@ -74,6 +76,12 @@ async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
   return hash.digest('hex');
 }
 
+/** Errors that mean the disk (or the user's quota) is full: retrying will not help, and what arrived only takes space. */
+function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 async function readResumeState(path: string): Promise<ResumeState | undefined> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as ResumeState;
@@ -115,50 +123,72 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   const state: ResumeState = resumable ? previous : { sha256: image.sha256, pieces: layout, done: layout.map(() => 0) };
   if (resumable) log(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
 
-  const handle = await open(tempPath, resumable ? 'r+' : 'w');
-  let completed = false;
+  const received = [...state.done];
+  const report = () => options.onProgress?.(received.reduce((a, b) => a + b, 0), total);
+  const file = await DownloadFile.open(tempPath, layout.map((piece) => piece.size), resumable ? state.done : undefined);
+  let actual: string | undefined;
   let keep = true;
   try {
-    await handle.truncate(total);
-    const offsets = image.pieces.map((_, index) => image.pieces.slice(0, index).reduce((sum, piece) => sum + piece.size, 0));
-    const report = () => options.onProgress?.(state.done.reduce((a, b) => a + b, 0), total);
     report();
     let next = 0;
+    // The first piece to fail stops the others: nothing may still be writing when the file closes.
+    const stop = new AbortController();
+    const pieceSignal = AbortSignal.any([signal, stop.signal]);
     const worker = async () => {
-      while (next < image.pieces.length) {
+      while (next < image.pieces.length && !stop.signal.aborted) {
         const index = next++;
         const piece = image.pieces[index]!;
-        if (state.done[index]! >= piece.size) continue;
+        const from = file.written[index]!;
+        if (from >= piece.size) continue;
         await piece.read({
-          from: state.done[index]!,
-          signal,
-          onRestart: () => (state.done[index] = 0),
-          sink: async (chunk, offset) => {
+          from,
+          signal: pieceSignal,
+          onRestart: () => {
+            received[index] = 0;
+            file.restart(index);
+          },
+          sink: (chunk, offset) => {
             if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
-            await handle.write(chunk, 0, chunk.length, offsets[index]! + offset);
-            state.done[index] = offset + chunk.length;
+            received[index] = offset + chunk.length;
             report();
+            return file.accept(index, chunk, offset);
           },
         });
+        await file.finish(index);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, worker));
-    await handle.sync();
-    completed = true;
+    let first: { error: unknown } | undefined;
+    const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
+      worker().catch((error: unknown) => {
+        first ??= { error };
+        stop.abort();
+      }),
+    );
+    await Promise.all(workers);
+    // The failure that stopped the others, not the aborts it caused.
+    if (first) throw first.error;
+    actual = await file.digest();
+    // Bytes that do not hash right are not worth keeping, nor flushing to the disk.
+    if (actual === image.sha256) await file.sync();
   } catch (error) {
     // A full disk or bytes from a replaced image are not worth resuming: free the space.
-    if ((error as NodeJS.ErrnoException).code === 'ENOSPC' || isFailure(error, 'not-found', 'integrity')) keep = false;
+    if (isFailure(error, 'not-found', 'integrity')) keep = false;
+    if (isNoSpace(error)) {
+      keep = false;
+      const code = (error as NodeJS.ErrnoException).code!;
+      throw new Failure('setup', `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`, { code, cause: error });
+    }
     throw error;
   } finally {
-    await handle.close();
-    if (!completed) {
+    if (actual === undefined && keep) await file.flush().catch(() => {});
+    await file.close();
+    if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
-      if (keep) await writeFile(statePath, JSON.stringify(state)).catch(() => {});
+      if (keep) await writeFileAtomic(statePath, JSON.stringify({ ...state, done: file.written })).catch(() => {});
       else await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
     }
   }
 
-  const actual = await sha256File(tempPath, signal);
   if (actual !== image.sha256) {
     await rm(tempPath, { force: true });
     await rm(statePath, { force: true });

@@ -95,7 +95,8 @@ export interface ImagePiece {
 export interface PieceRead {
   readonly from: number;
   readonly signal: AbortSignal;
-  readonly sink: (chunk: Buffer, offset: number) => Promise<void>;
+  /** May keep using `chunk` until the promise it returns settles; returns nothing when done with it. */
+  readonly sink: (chunk: Buffer, offset: number) => Promise<void> | void;
   readonly onRestart: () => void;
 }
 

@@ -1,12 +1,14 @@
-// Asset bodies over plain node:http(s), outside octokit: octokit buffers response bodies
-// and would resend a consumed request stream on retry. Here an upload body is a fresh
-// read stream over a byte range each attempt, and a download streams to positional writes.
+// Asset bodies outside octokit: octokit buffers response bodies and would resend a
+// consumed request stream on retry. Here an upload body is a fresh read stream over a byte
+// range each attempt (node:http), and a download's body streams from the socket to the
+// sink (http-get: no per-chunk copy).
 // One function = one attempt; the callers own retries (they know what to clean up first).
 import { createReadStream } from 'node:fs';
 import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { httpGet, type BodySink, type GetResult } from './http-get.ts';
 
 export class TransferError extends Error {
   override readonly name = 'TransferError';
@@ -61,6 +63,10 @@ function flatHeaders(response: IncomingMessage): Record<string, string | undefin
 
 async function failure(response: IncomingMessage, what: string): Promise<TransferError> {
   const body = await readText(response).catch(() => '');
+  return failureOf(response.statusCode ?? 0, flatHeaders(response), body, what);
+}
+
+function failureOf(status: number, headers: Readonly<Record<string, string | undefined>>, body: string, what: string): TransferError {
   let detail = '';
   try {
     const parsed = JSON.parse(body) as { message?: unknown; errors?: Array<{ code?: unknown }> };
@@ -70,8 +76,7 @@ async function failure(response: IncomingMessage, what: string): Promise<Transfe
   } catch {
     detail = body.slice(0, 200);
   }
-  const status = response.statusCode ?? 0;
-  return new TransferError(`${what}: HTTP ${status}${detail ? ` ${detail}` : ''}`, status, flatHeaders(response), body);
+  return new TransferError(`${what}: HTTP ${status}${detail ? ` ${detail}` : ''}`, status, headers, body);
 }
 
 export interface UploadRangeRequest {
@@ -140,8 +145,12 @@ export interface DownloadRangeRequest {
   /** Bytes expected from `from` to the end of the asset, when known. */
   readonly expected?: number;
   readonly signal: AbortSignal;
-  /** Receives each chunk in order; awaited, so a slow disk slows the socket (backpressure). */
-  readonly sink: (chunk: Buffer) => Promise<void>;
+  /**
+   * Receives each chunk in order; while the promise it may return is pending the socket
+   * waits, so a slow disk slows the socket (backpressure). What it throws is thrown as it
+   * is (never retried as a network failure).
+   */
+  readonly sink: BodySink;
   readonly maxRedirects?: number;
 }
 
@@ -153,44 +162,66 @@ export interface DownloadRangeRequest {
 export async function downloadRange(request: DownloadRangeRequest): Promise<number> {
   let url = new URL(request.url);
   for (let hop = 0; hop <= (request.maxRedirects ?? 5); hop++) {
-    const headers: OutgoingHttpHeaders = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
+    const headers: Record<string, string> = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
     // Redirect targets are pre-signed storage URLs: the token goes to the API only.
     if (hop === 0) headers.authorization = request.authorization;
     if (request.from > 0) headers.range = `bytes=${request.from}-`;
-    const outgoing = send(url, 'GET', headers, request.signal);
-    outgoing.end();
-    const response = await responseOf(outgoing);
-    const status = response.statusCode ?? 0;
-    if (status >= 300 && status < 400 && response.headers.location) {
-      response.resume();
-      url = new URL(response.headers.location, url);
-      continue;
-    }
-    if (status === 416) {
-      response.resume();
-      throw new TransferError('server rejected the resume range', 416);
-    }
-    if (status !== 200 && status !== 206) throw await failure(response, 'download failed');
-    if (request.from > 0 && status !== 206) {
-      response.resume();
-      // The server ignored the range; the caller restarts the asset from its first byte.
-      throw new TransferError('server ignored the resume range', 416);
-    }
-    const declared = Number(response.headers['content-length']);
-    let received = 0;
+    let answer: TransferError | undefined;
+    let errorText = '';
+    let sinkFailed = false;
+    let result: GetResult;
     try {
-      for await (const chunk of response as AsyncIterable<Buffer>) {
-        received += chunk.length;
-        await request.sink(chunk);
-      }
+      result = await httpGet({
+        url,
+        headers,
+        signal: request.signal,
+        onResponse: ({ status, headers }) => {
+          if (status >= 300 && status < 400 && headers.location) return undefined;
+          if (status === 416) {
+            answer = new TransferError('server rejected the resume range', 416);
+            return undefined;
+          }
+          if (status !== 200 && status !== 206) {
+            // The error body (GitHub's JSON message), kept short.
+            return async (chunk) => {
+              if (errorText.length < 64 * 1024) errorText += chunk.toString('utf8');
+            };
+          }
+          if (request.from > 0 && status !== 206) {
+            // The server ignored the range; the caller restarts the asset from its first byte.
+            answer = new TransferError('server ignored the resume range', 416);
+            return undefined;
+          }
+          return (chunk) => {
+            const marked = (error: unknown) => {
+              sinkFailed = true;
+              throw error;
+            };
+            try {
+              return request.sink(chunk)?.catch(marked);
+            } catch (error) {
+              return marked(error);
+            }
+          };
+        },
+      });
     } catch (error) {
+      // The sink's own failures (a full disk, bytes past the end) are not the network's.
+      if (sinkFailed) throw error;
       throw asTransferError(error);
     }
-    const wanted = Number.isFinite(declared) ? declared : request.expected;
-    if (wanted !== undefined && received < wanted) {
-      throw new TransferError(`download ended after ${received} of ${wanted} bytes`, 0);
+    if (answer) throw answer;
+    const { status } = result;
+    if (status >= 300 && status < 400 && result.headers.location) {
+      url = new URL(result.headers.location, url);
+      continue;
     }
-    return received;
+    if (status !== 200 && status !== 206) throw failureOf(status, result.headers, errorText, 'download failed');
+    const wanted = result.declared ?? request.expected;
+    if (!result.complete || (wanted !== undefined && result.received < wanted)) {
+      throw new TransferError(`download ended after ${result.received} of ${wanted ?? 'more'} bytes`, 0);
+    }
+    return result.received;
   }
   throw new TransferError('too many redirects', 0);
 }

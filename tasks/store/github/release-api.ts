@@ -210,7 +210,7 @@ export class ReleaseApi {
     asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>;
     from?: number;
     signal: AbortSignal;
-    sink: (chunk: Buffer, offset: number) => Promise<void>;
+    sink: (chunk: Buffer, offset: number) => Promise<void> | void;
     onRestart?: () => void;
   }): Promise<void> {
     const url = `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${options.asset.id}`;
@@ -226,10 +226,10 @@ export class ReleaseApi {
           from: offset,
           expected: options.asset.size - offset,
           signal: options.signal,
-          sink: async (chunk) => {
+          sink: (chunk) => {
             const at = offset;
             offset += chunk.length;
-            await options.sink(chunk, at);
+            return options.sink(chunk, at);
           },
         });
         if (offset !== options.asset.size) {
@@ -237,8 +237,10 @@ export class ReleaseApi {
         }
         return;
       } catch (error) {
+        // Not the transfer's: the sink's (a full disk, …) or a cancellation.
+        if (!(error instanceof TransferError)) throw error;
         lastError = this.transferFailure(error, `download ${options.asset.name}`);
-        if (!(error instanceof TransferError && error.retryable) && !(error instanceof TransferError && error.status === 416)) throw lastError;
+        if (!error.retryable && error.status !== 416) throw lastError;
         if (attempt === this.client.transferAttempts) throw lastError;
         if (error.status === 416) {
           offset = 0;
