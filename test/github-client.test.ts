@@ -12,6 +12,7 @@ import { parseVersions } from '../tasks/store/record.ts';
 import { createUploadNode } from '../tasks/upload.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
+import { neverAborted } from './support/signals.ts';
 
 test('token comes from GITHUB_TOKEN, then GH_TOKEN, then gh auth token', async (t) => {
   const gh = async () => 'from-gh';
@@ -107,7 +108,7 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
   t.is(node.pool, 'network');
   t.false(JSON.stringify(node.params).includes(server.token));
 
-  const probeContext = { root: fixture.root, flags: {}, signal: AbortSignal.timeout(10_000), previous: undefined };
+  const probeContext = { root: fixture.root, flags: {}, signal: neverAborted(), previous: undefined };
   t.is((await node.probe!(probeContext)).value, 'release missing');
 
   const progress: Array<[number, number | undefined]> = [];
@@ -115,7 +116,7 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
   const context: TaskContext = {
     id: node.id,
     root: fixture.root,
-    signal: AbortSignal.timeout(30_000),
+    signal: neverAborted(),
     force: false,
     flags: {},
     log: (line) => logs.push(line),
@@ -152,7 +153,7 @@ test('the token never appears in output, errors or JSON', async (t) => {
   const captured: string[] = [];
   const io = (json: boolean) => ({
     root: fixture.root,
-    signal: AbortSignal.timeout(10_000),
+    signal: neverAborted(),
     json,
     out: (line: string) => captured.push(line),
     err: (line: string) => captured.push(line),

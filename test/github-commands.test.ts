@@ -18,6 +18,7 @@ import { openImageStore, type StoreOptions } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
 import { schemaErrors, validateOutput } from './support/output-schema.ts';
+import { neverAborted } from './support/signals.ts';
 
 interface RecordingIO extends CommandIO {
   readonly lines: string[];
@@ -29,7 +30,7 @@ function recordingIO(root: string, json = false): RecordingIO {
   const errors: string[] = [];
   return {
     root,
-    signal: AbortSignal.timeout(60_000),
+    signal: neverAborted(),
     json,
     lines,
     errors,
@@ -72,7 +73,7 @@ async function setup(t: import('ava').ExecutionContext) {
   const options: StoreOptions = { env, github: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   for (const name of fixture.catalog.names) {
-    await store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
+    await store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: () => {} });
   }
   const release = releaseCommand(fixture.catalog, { store: options });
   await mkdir(join(fixture.root, 'pve-storage'));

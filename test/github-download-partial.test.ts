@@ -13,6 +13,7 @@ import { getImage } from '../tasks/store/get-image.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import { GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
+import { neverAborted } from './support/signals.ts';
 
 const PART = 300 * 1024;
 const PARTS = ['aa', 'ab', 'ac'];
@@ -62,14 +63,14 @@ test('a dropped connection keeps the .partial and its record, and the next run r
   // Both attempts at the second part drop after 100 KiB: the download gives up as a network failure.
   server.arm({ kind: 'reset', path: 'img.qcow2.partab', afterBytes: 100 * 1024 });
   server.arm({ kind: 'reset', path: 'img.qcow2.partab', afterBytes: 100 * 1024 });
-  await throwsFailure(t, getImage(store, 'img', { path, overwrite: false, signal: AbortSignal.timeout(30_000), concurrency: 1 }), 'network');
+  await throwsFailure(t, getImage(store, 'img', { path, overwrite: false, signal: neverAborted(), concurrency: 1 }), 'network');
   t.deepEqual((await readdir(dir)).sort(), ['.img.qcow2.partial', '.img.qcow2.partial.json']);
   const record = JSON.parse(await readFile(join(dir, '.img.qcow2.partial.json'), 'utf8')) as { done: number[] };
   t.is(record.done[0], PART, 'the first part is on disk');
   t.true(record.done[1]! > 0 && record.done[1]! < PART, `the second part is partly there (${record.done[1]} bytes)`);
 
   const logs: string[] = [];
-  const got = await getImage(store, 'img', { path, overwrite: false, signal: AbortSignal.timeout(30_000), log: (line) => logs.push(line) });
+  const got = await getImage(store, 'img', { path, overwrite: false, signal: neverAborted(), log: (line) => logs.push(line) });
   t.false(got.alreadyPresent);
   t.regex(logs.join('\n'), /img: resuming at \d+ of \d+ bytes/);
   t.deepEqual(await readFile(path), image);
@@ -82,7 +83,7 @@ test('bytes that do not match the SHA-256 leave neither the .partial nor its rec
   const { server, store } = await serve(t);
   const dir = await tempDir(t);
   server.arm({ kind: 'corrupt', path: 'img.qcow2.partac' });
-  await throwsFailure(t, getImage(store, 'img', { path: join(dir, 'img.qcow2'), overwrite: false, signal: AbortSignal.timeout(30_000) }), 'integrity', /checksum mismatch for img/);
+  await throwsFailure(t, getImage(store, 'img', { path: join(dir, 'img.qcow2'), overwrite: false, signal: neverAborted() }), 'integrity', /checksum mismatch for img/);
   t.deepEqual(await readdir(dir), []);
 });
 
@@ -96,7 +97,7 @@ test('bytes that do not match the SHA-256 leave neither the .partial nor its rec
   t.teardown(() => execFileSync('umount', ['-l', disk]));
   const failure = await throwsFailure(
     t,
-    getImage(store, 'img', { path: join(disk, 'img.qcow2'), overwrite: false, signal: AbortSignal.timeout(30_000) }),
+    getImage(store, 'img', { path: join(disk, 'img.qcow2'), overwrite: false, signal: neverAborted() }),
     'setup',
     /no space left for .*img\.qcow2 \(img needs \d+ bytes\): free some space and download again; the partial download was removed/,
   );

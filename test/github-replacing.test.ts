@@ -14,6 +14,7 @@ import { readLocalImage } from '../tasks/store/local-image.ts';
 import { openImageStore, type StoreOptions } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
+import { neverAborted } from './support/signals.ts';
 
 async function setup(t: import('ava').ExecutionContext) {
   const server = await GitHubServer.start();
@@ -31,7 +32,7 @@ async function setup(t: import('ava').ExecutionContext) {
   const options: StoreOptions = { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   const logs: string[] = [];
-  const put = async (name: string) => store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: AbortSignal.timeout(30_000), log: (line) => logs.push(line) });
+  const put = async (name: string) => store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: (line) => logs.push(line) });
   return { server, fixture, options, store, put, logs };
 }
 
@@ -40,7 +41,7 @@ function io(root: string, json = false) {
   const errors: string[] = [];
   const value: CommandIO = {
     root,
-    signal: AbortSignal.timeout(60_000),
+    signal: neverAborted(),
     json,
     out: (line) => lines.push(line),
     err: (line) => errors.push(line),
@@ -79,7 +80,7 @@ test('a download in the middle of a swap reads a complete copy (by id, under the
   t.false(['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac'].every((name) => names.includes(name)), 'mid-swap, the final names miss a part');
 
   const reader = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
-  const got = await getImage(reader, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: AbortSignal.timeout(30_000) });
+  const got = await getImage(reader, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: neverAborted() });
   const bytes = await readFile(got.path);
   t.true(bytes.equals(fresh), 'the committed new image is read by id');
   t.is(got.sha256, sha256(fresh));
@@ -106,7 +107,7 @@ test('bytes that vanish under a download (replaced meanwhile) are looked up agai
   };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   const logs: string[] = [];
-  const got = await getImage(store, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: AbortSignal.timeout(30_000), log: (line) => logs.push(line), replacingWaitsMs: [10, 10] });
+  const got = await getImage(store, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: neverAborted(), log: (line) => logs.push(line), replacingWaitsMs: [10, 10] });
   server.hook = undefined;
   t.true((await readFile(got.path)).equals(fresh));
   t.true(logs.some((line) => /pve-9: being replaced on release latest/.test(line)), logs.join('\n'));
@@ -131,7 +132,7 @@ test('with no complete copy and an upload underway, images download says "being 
   t.notRegex(last, /^pve-9: .*missing part/);
   t.true(Date.now() - started >= 3000, 'it waited and looked again before giving up');
   t.true(errors.filter((line) => /being replaced .*looking again/.test(line)).length >= 3);
-  await throwsFailure(t, getImage(await openImageStore(fixture.catalog.release, 'latest', options), 'pve-9', { path: join(fixture.root, 'x.qcow2'), overwrite: true, signal: AbortSignal.timeout(5000), replacingWaitsMs: [] }), 'network', /being replaced/);
+  await throwsFailure(t, getImage(await openImageStore(fixture.catalog.release, 'latest', options), 'pve-9', { path: join(fixture.root, 'x.qcow2'), overwrite: true, signal: neverAborted(), replacingWaitsMs: [] }), 'network', /being replaced/);
 });
 
 test('a garbage images.json is rebuilt from the records with a note; release check reads the records meanwhile', async (t) => {

@@ -19,6 +19,7 @@ import { startCli } from './support/engine-project.ts';
 import { GitHubServer, type AssetRecord, type MutationEvent, type ServerState } from './support/github-server.ts';
 import { imageVersion, releaseProblems, type ImageVersion } from './support/release-state.ts';
 import { Trees, type Tree } from './support/runner-trees.ts';
+import { neverAborted } from './support/signals.ts';
 
 const FULL = process.env.SWAP_KILL_SWEEP === 'full';
 const IMAGE = 'debian-12';
@@ -227,7 +228,7 @@ async function readsComplete(server: GitHubServer, versions: readonly ImageVersi
       env: { GITHUB_TOKEN: server.token },
       github: { retryBaseMs: 2 },
     });
-    const got = await getImage(store, IMAGE, { path: join(dir, `${IMAGE}.qcow2`), overwrite: true, signal: AbortSignal.timeout(30_000), replacingWaitsMs: [] });
+    const got = await getImage(store, IMAGE, { path: join(dir, `${IMAGE}.qcow2`), overwrite: true, signal: neverAborted(), replacingWaitsMs: [] });
     const bytes = await readFile(got.path);
     return versions.some((version) => version.bytes.equals(bytes));
   } finally {

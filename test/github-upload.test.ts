@@ -9,6 +9,7 @@ import type { ImageCatalog } from '../tasks/store/catalog.ts';
 import { readLocalImage } from '../tasks/store/local-image.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import { createImageFixture, GitHubServer, type AssetRecord, type MutationEvent } from './support/github-server.ts';
+import { neverAborted } from './support/signals.ts';
 
 const images = [
   { name: 'debian-12', size: 3000 },
@@ -25,7 +26,7 @@ async function setup() {
   const store = await openImageStore(fixture.catalog.release, 'latest', { env, github: { retryBaseMs: 2 } });
   const logs: string[] = [];
   const upload = async (name: string, force = false) =>
-    store.put(await readLocalImage(fixture.catalog, name), { force, signal: AbortSignal.timeout(30_000), log: (line) => logs.push(line) });
+    store.put(await readLocalImage(fixture.catalog, name), { force, signal: neverAborted(), log: (line) => logs.push(line) });
   const uploadAll = async () => {
     const results = [];
     for (const name of fixture.catalog.names) results.push(await upload(name));
@@ -257,7 +258,7 @@ test('a listing that skips the commit (a page boundary moved under another write
     return 'handle';
   };
   const store = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
-  await store.put(await readLocalImage(fixture.catalog, 'debian-12'), { force: false, signal: AbortSignal.timeout(30_000), log: () => {} });
+  await store.put(await readLocalImage(fixture.catalog, 'debian-12'), { force: false, signal: neverAborted(), log: () => {} });
   t.true(shifted, 'the listing was shifted under the settle');
   t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json', 'notes-2.txt']);
 });

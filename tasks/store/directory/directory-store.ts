@@ -14,7 +14,7 @@ import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { Failure } from '../../../src/types.ts';
+import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
 import { formatSha256Line } from '../../checksum.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
 import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, recordOf, sameRecord, serializeIndex, type ImageIndex } from '../record.ts';
@@ -102,8 +102,8 @@ export class DirectoryStore implements ImageStore {
     } else {
       const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
       await this.linkIn(this.blobPath(blob), join(this.dir, imageFileName(image.name)));
-      await this.writeAtomically(join(this.dir, `${imageFileName(image.name)}.sha256`), formatSha256Line(image.sha256, imageFileName(image.name)));
-      await this.writeAtomically(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
+      await writeFileAtomic(join(this.dir, `${imageFileName(image.name)}.sha256`), formatSha256Line(image.sha256, imageFileName(image.name)));
+      await writeFileAtomic(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
       options.log(`${image.name}: ${uploaded ? 'stored' : 'recorded'} in ${this.location}, sha256 ${image.sha256}`);
     }
     await this.syncIndex();
@@ -168,7 +168,7 @@ export class DirectoryStore implements ImageStore {
       for (const [name, file] of await this.records()) index.images[name] = file.image;
       const wanted = serializeIndex(index);
       if ((await readFile(join(this.dir, INDEX_NAME), 'utf8').catch(() => undefined)) === wanted) return;
-      await this.writeAtomically(join(this.dir, INDEX_NAME), wanted);
+      await writeFileAtomic(join(this.dir, INDEX_NAME), wanted);
     }
   }
 
@@ -181,12 +181,8 @@ export class DirectoryStore implements ImageStore {
     }
   }
 
-  private temp(path: string): string {
-    return `${path}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`;
-  }
-
   private async copyIn(image: ImageToPut, target: string, options: PutOptions): Promise<void> {
-    const temp = this.temp(target);
+    const temp = siblingTempPath(target);
     try {
       const handle = await open(temp, 'w');
       try {
@@ -207,25 +203,8 @@ export class DirectoryStore implements ImageStore {
   }
 
   private async linkIn(source: string, target: string): Promise<void> {
-    const temp = this.temp(target);
+    const temp = siblingTempPath(target);
     await link(source, temp);
     await rename(temp, target);
-  }
-
-  private async writeAtomically(path: string, text: string): Promise<void> {
-    const temp = this.temp(path);
-    try {
-      const handle = await open(temp, 'w');
-      try {
-        await handle.writeFile(text);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, path);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
   }
 }
