@@ -93,11 +93,11 @@ test('a repository the token cannot see, and repository or tag names that are no
   const badConfig = await makeImageProject(t, "release: { repo: 'acme/../images', tag: 'my tag' },");
   const configTag = await badConfig.run(['release', 'check'], { env: { ...envFor(server), GITHUB_REPOSITORY: undefined } });
   t.is(configTag.code, 2);
-  oneLine(t, configTag, /release\.tag in the config: "my tag" is not a valid release tag/);
+  oneLine(t, configTag, /pipeline\.config\.ts: release\.tag: "my tag" is not a valid release tag/);
   const configRepo = await makeImageProject(t, "release: { repo: 'acme/../images' },");
   const repoResult = await configRepo.run(['release', 'check'], { env: { ...envFor(server), GITHUB_REPOSITORY: undefined } });
   t.is(repoResult.code, 2);
-  oneLine(t, repoResult, /release\.repo in the config: "acme\/\.\.\/images" is not a GitHub repository/);
+  oneLine(t, repoResult, /pipeline\.config\.ts: release\.repo: "acme\/\.\.\/images" is not a GitHub repository/);
   t.is(server.requests.length, before, 'nothing reached the server');
 });
 

@@ -38,7 +38,8 @@ const REPO = /^[A-Za-z0-9._-]{1,100}$/;
 export function resolveRepository(settings: ReleaseSettings, env: NodeJS.ProcessEnv): { owner: string; repo: string } {
   const fromEnv = env.GITHUB_REPOSITORY?.trim();
   const full = fromEnv || settings.repo;
-  const source = fromEnv ? 'GITHUB_REPOSITORY' : 'release.repo in the config';
+  // A bad release.repo is caught when the config loads, where the error names the file.
+  const source = fromEnv ? 'GITHUB_REPOSITORY' : 'release.repo';
   if (!full) throw new Failure('setup', 'no GitHub repository: set release.repo in the config or GITHUB_REPOSITORY');
   const [owner, repo, ...rest] = full.split('/');
   if (rest.length || !owner || !repo || !OWNER.test(owner) || !REPO.test(repo) || repo === '.' || repo === '..') {
