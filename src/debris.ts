@@ -4,7 +4,7 @@
 // directory is `.pipeline/run/{pid}@{host}/`. One whose writer is a process of this host
 // that no longer exists is debris; anything of another host (a shared publish directory)
 // or of a live process is left alone.
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { processAlive } from './exec.ts';
@@ -17,6 +17,14 @@ export const WRITER = `${process.pid}@${HOST_LABEL}`;
 
 const TEMP_NAME = /^\..+\.(\d+)(?:@([A-Za-z0-9-]+))?\.[0-9a-f]{8}\.tmp$/;
 const RUN_DIR_NAME = /^(\d+)@([A-Za-z0-9-]+)$/;
+/** A short tool temp dir in the system temp dir: `pipeline-{pid}@{host}-` and mkdtemp's six characters. */
+const SHORT_TEMP_NAME = /^pipeline-(\d+)@([A-Za-z0-9-]+)-[A-Za-z0-9]{6}$/;
+/**
+ * The longest directory a tool can make its Unix sockets in: the kernel's sun_path holds
+ * 107 bytes, and a socket name such as packer's `packer-plugin1889198678` takes 24 of them
+ * (with its slash) in the worst case we allow for.
+ */
+const SOCKET_DIR_LIMIT = 107 - 24;
 
 /** Whether a writer (`pid`, `host`: absent in names older than the host) is gone from this host. */
 function writerGone(pid: number, host: string | undefined): boolean {
@@ -67,9 +75,29 @@ export async function makeScratchDir(root: string, label: string): Promise<strin
   return mkdtemp(join(own, `${label}-`));
 }
 
-/** Removes the scratch directories of dead processes of this host; returns their paths. */
+/**
+ * A TMPDIR for a tool that makes Unix sockets in it (a deep project path would make their
+ * paths too long to bind): `preferred`, created, when it is short enough, else a short
+ * directory in the system temp dir named by this writer, which the next run removes if
+ * this process died. The caller removes it when done.
+ */
+export async function toolTempDir(preferred: string): Promise<string> {
+  if (Buffer.byteLength(preferred) <= SOCKET_DIR_LIMIT) {
+    await mkdir(preferred, { recursive: true, mode: 0o700 });
+    return preferred;
+  }
+  return mkdtemp(join(tmpdir(), `pipeline-${WRITER}-`));
+}
+
+/** Removes the scratch directories (and short tool temp dirs) of dead processes of this host; returns their paths. */
 export async function removeAbandonedRunDirs(stateDir: string): Promise<string[]> {
   const removed: string[] = [];
+  for (const entry of await readdir(tmpdir()).catch(() => [] as string[])) {
+    const match = SHORT_TEMP_NAME.exec(entry);
+    if (!match || !writerGone(Number(match[1]), match[2])) continue;
+    await rm(join(tmpdir(), entry), { recursive: true, force: true }).catch(() => undefined);
+    removed.push(join(tmpdir(), entry));
+  }
   const base = runDirsRoot(stateDir);
   for (const entry of await readdir(base).catch(() => [] as string[])) {
     const match = RUN_DIR_NAME.exec(entry);

@@ -2,7 +2,7 @@
 export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
 export * from './types.ts';
 // Debris a killed run leaves: scratch dirs and temp files recognised by their writer's pid.
-export { makeScratchDir, removeAbandonedTemps } from './debris.ts';
+export { makeScratchDir, removeAbandonedTemps, toolTempDir } from './debris.ts';
 export { siblingTempPath, writeFileAtomic } from './atomic.ts';
 // The JSON contract, for commands that print their own result under --json.
 export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type ReleaseCheckOutput, type ReleaseImageVerdict } from './report/contract.ts';

@@ -25,7 +25,7 @@ import { delimiter, join, posix, relative, resolve } from 'node:path';
 import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
 import { Failure } from '../src/types.ts';
 import { fsyncPath } from '../src/atomic.ts';
-import { makeScratchDir } from '../src/index.ts';
+import { makeScratchDir, toolTempDir } from '../src/index.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
 import {
@@ -195,8 +195,9 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       // next run when this one is killed.
       const scratch = await makeScratchDir(root, `build-${name}`);
       const keyDir = join(scratch, 'ssh');
-      const toolTemp = join(scratch, 'tmp');
-      await Promise.all([mkdir(keyDir, { mode: 0o700 }), mkdir(toolTemp)]);
+      await mkdir(keyDir, { mode: 0o700 });
+      // Under the scratch dir too, unless the project's path is too deep for packer's plugin sockets.
+      const toolTemp = await toolTempDir(join(scratch, 'tmp'));
       const temps: string[] = [];
       try {
         const templateText = await readFile(paths.templateFile, 'utf8');
@@ -272,6 +273,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         await Promise.all([
           rm(staging, { recursive: true, force: true }),
           rm(scratch, { recursive: true, force: true }),
+          rm(toolTemp, { recursive: true, force: true }),
           ...temps.map((temp) => rm(temp, { force: true })),
         ]);
       }
