@@ -1,7 +1,7 @@
-// Shared plumbing of the `release` and `images` commands: opening the store, reading flag
-// values, and turning failures into one line (or one JSON object) with the exit code of
-// their kind: 2 for anything to fix (usage, setup, auth, network, not-found), 1 for a
-// task, 130 for Ctrl-C. Never 1 for an error of `release check`, where 1 means "stale".
+// Shared plumbing of the `release` and `images` commands: opening the store and reading
+// flag values. Their failures are thrown as Failures with a kind, which the CLI turns into
+// one line (and the contract's error object with --json) and the kind's exit code: 2 for
+// anything to fix, so never 1 for an error of `release check`, where 1 means "stale".
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { Failure, type CommandIO } from '../../src/index.ts';
