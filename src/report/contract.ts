@@ -28,15 +28,10 @@ interface NodeJsonBase {
   readonly note?: string;
 }
 
-export interface RunNodeJson extends NodeJsonBase {
+export interface RunNodeJson
+  extends NodeJsonBase,
+    Pick<NodeResult, 'durationMs' | 'startedAt' | 'finishedAt' | 'error' | 'failureKind' | 'logFile' | 'logTail'> {
   readonly status: NodeResult['status'] | 'adopted';
-  readonly durationMs: number;
-  readonly startedAt?: number;
-  readonly finishedAt?: number;
-  readonly error?: string;
-  readonly failureKind?: FailureKind;
-  readonly logFile?: string;
-  readonly logTail?: readonly string[];
 }
 
 export interface PlanNodeJson extends NodeJsonBase {

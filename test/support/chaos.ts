@@ -45,20 +45,8 @@ export async function waitNoMarkedProcesses(mark: string, timeoutMs: number): Pr
 }
 
 /** Every file and directory under `dir` (relative paths), or none when it does not exist. */
-export async function walk(dir: string, prefix = ''): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return [];
-  }
-  const found: string[] = [];
-  for (const entry of entries) {
-    const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
-    found.push(relative);
-    if (entry.isDirectory()) found.push(...(await walk(join(dir, entry.name), relative)));
-  }
-  return found.sort();
+export async function walk(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true }).catch(() => [] as string[])).sort();
 }
 
 /** Temp names of this tool (`.{name}.{pid}[@host].{hex}.tmp`) and staging dirs under `dir`. */
