@@ -22,10 +22,10 @@ function treeAt(root: string): Tree {
 export class Trees {
   private readonly cleanups: Array<() => Promise<unknown>> = [];
 
-  /** A tree with every image built and checksummed (real packer, real qemu-img). */
-  async built(): Promise<Tree> {
+  /** A tree with every image built and checksummed (real packer, real qemu-img); `extraConfig` as makeImageProject takes it. */
+  async built(extraConfig = ''): Promise<Tree> {
     const shim = { teardown: (fn: () => Promise<unknown>) => void this.cleanups.push(fn) } as unknown as ExecutionContext;
-    const project = await makeImageProject(shim);
+    const project = await makeImageProject(shim, extraConfig);
     const result = await project.run(['all'], { timeoutMs: 300_000 });
     if (result.code !== 0) throw new Error(`building the tree failed: ${result.stderr}`);
     return treeAt(project.root);

@@ -9,9 +9,10 @@
 //
 // Every file is written under a temporary name in its directory, fsynced and renamed, and
 // rename replaces atomically: a record always names a complete blob, so there is no swap
-// to be caught in. Unreferenced blobs are removed once they are older than any upload.
+// to be caught in. The record is written first; the readable copies and the index follow
+// it, each writer rechecking after its own writes, so concurrent writers converge. Unreferenced blobs are removed once they are older than any upload.
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
@@ -92,6 +93,8 @@ export class DirectoryStore implements ImageStore {
     const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
     const uploaded = options.force || !held;
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
+    // A held blob may be an old unreferenced one: made young again, no writer's sweep removes it under this record.
+    else await utimes(this.blobPath(blob), new Date(), new Date());
     const record = recordOf(
       image,
       [{ name: imageFileName(image.name), size: image.size }],
@@ -101,11 +104,10 @@ export class DirectoryStore implements ImageStore {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {
       const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
-      await this.linkIn(this.blobPath(blob), join(this.dir, imageFileName(image.name)));
-      await writeFileAtomic(join(this.dir, `${imageFileName(image.name)}.sha256`), formatSha256Line(image.sha256, imageFileName(image.name)));
       await writeFileAtomic(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
       options.log(`${image.name}: ${uploaded ? 'stored' : 'recorded'} in ${this.location}, sha256 ${image.sha256}`);
     }
+    await this.syncReadableCopy(image.name);
     await this.syncIndex();
     await this.removeUnreferencedBlobs();
     return { uploaded };
@@ -161,6 +163,29 @@ export class DirectoryStore implements ImageStore {
     }
   }
 
+  /**
+   * Points `{name}.qcow2` and `{name}.qcow2.sha256` at what the record names now. Two
+   * writers of different bytes may interleave their record and link writes; each one, after
+   * its own writes, brings both files back to the record, so the last to look leaves them
+   * agreeing with it (as syncIndex does for the index).
+   */
+  private async syncReadableCopy(name: string): Promise<void> {
+    const copy = join(this.dir, imageFileName(name));
+    const checksum = `${copy}.sha256`;
+    for (let round = 0; round < 20; round++) {
+      const file = (await this.records()).get(name);
+      if (!file) return; // removed meanwhile: `release remove` took the copies too
+      const [blobInfo, copyInfo] = await Promise.all([stat(this.blobPath(file.blob)).catch(() => undefined), stat(copy).catch(() => undefined)]);
+      if (!blobInfo) return; // the record names missing bytes: list() says so, a new put mends it
+      const wantedChecksum = formatSha256Line(file.image.sha256, imageFileName(name));
+      const linked = copyInfo?.ino === blobInfo.ino && copyInfo.dev === blobInfo.dev;
+      const checksumRight = (await readFile(checksum, 'utf8').catch(() => undefined)) === wantedChecksum;
+      if (linked && checksumRight) return;
+      if (!linked) await this.linkIn(this.blobPath(file.blob), copy);
+      if (!checksumRight) await writeFileAtomic(checksum, wantedChecksum);
+    }
+  }
+
   /** Rewrites the index from the records until what is there is what they say (other writers may rewrite it meanwhile). */
   private async syncIndex(): Promise<void> {
     for (let round = 0; round < 20; round++) {
@@ -204,7 +229,13 @@ export class DirectoryStore implements ImageStore {
 
   private async linkIn(source: string, target: string): Promise<void> {
     const temp = siblingTempPath(target);
-    await link(source, temp);
-    await rename(temp, target);
+    try {
+      await link(source, temp);
+      await rename(temp, target);
+    } finally {
+      // rename(2) does nothing, and succeeds, when both names are already links to one file:
+      // another writer linked the same blob here first. The temporary name is then still there.
+      await rm(temp, { force: true });
+    }
   }
 }
