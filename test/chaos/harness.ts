@@ -4,7 +4,8 @@
 // process at a random moment.
 import type { ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CliResult, Project } from '../support/engine-project.ts';
+import { markedProcesses } from '../support/chaos.ts';
+import type { CliResult, Project, RunningCli } from '../support/engine-project.ts';
 
 /** mulberry32: small, fast and the same sequence for the same seed on every machine. */
 export function seededRandom(seed: number): () => number {
@@ -60,15 +61,24 @@ export interface Interrupted {
   readonly exitMs: number | undefined;
   /** Milliseconds from the start to the exit. */
   readonly elapsedMs: number;
+  /**
+   * When a SIGINT'd run was still alive SIGINT_EXIT_BOUND_MS after the signal: what it had
+   * printed and which of its processes were alive then, so a slow stop can be diagnosed.
+   */
+  readonly slowExit?: string;
 }
 
-/** Starts `pipeline ARGS`, sends `signal` after `delayMs` unless it has exited, and waits for it. */
+/** A SIGINT must end the run, cleaned up, within this. */
+export const SIGINT_EXIT_BOUND_MS = 20_000;
+
+/** Starts `pipeline ARGS`, sends `signal` after `delayMs` unless it has exited, and waits for it. `mark`: the run's process mark. */
 export async function runAndInterrupt(
   project: Project,
   args: readonly string[],
   env: Readonly<Record<string, string>>,
   signal: KillSignal,
   delayMs: number,
+  mark: string,
 ): Promise<Interrupted> {
   const running = project.start(args, { env, timeoutMs: 300_000 });
   let exited = false;
@@ -79,13 +89,44 @@ export async function runAndInterrupt(
   const started = Date.now();
   await Promise.race([sleep(delayMs), running.done.catch(() => undefined)]);
   let sentAt: number | undefined;
+  let slowExit: Promise<string | undefined> = Promise.resolve(undefined);
   if (!exited) {
     sentAt = Date.now();
     running.child.kill(signal);
+    if (signal === 'SIGINT') slowExit = snapshotIfStillRunning(running, mark, () => exited);
   }
   const result = await running.done;
   const now = Date.now();
-  return { signal, sentAtMs: sentAt === undefined ? undefined : sentAt - started, result, exitMs: sentAt === undefined ? undefined : now - sentAt, elapsedMs: now - started };
+  const slow = await slowExit;
+  return {
+    signal,
+    sentAtMs: sentAt === undefined ? undefined : sentAt - started,
+    result,
+    exitMs: sentAt === undefined ? undefined : now - sentAt,
+    elapsedMs: now - started,
+    ...(slow ? { slowExit: slow } : {}),
+  };
+}
+
+async function snapshotIfStillRunning(running: RunningCli, mark: string, exited: () => boolean): Promise<string | undefined> {
+  await Promise.race([sleep(SIGINT_EXIT_BOUND_MS), running.done.catch(() => undefined)]);
+  if (exited()) return undefined;
+  const alive = await markedProcesses(mark);
+  const said = running.stderrSoFar().trim().split('\n').slice(-6).join(' | ');
+  return `alive after ${SIGINT_EXIT_BOUND_MS} ms: ${alive.map((process) => `${process.pid} ${process.command}`).join('; ') || 'no marked process'}; stderr so far: ${said}`;
+}
+
+/** The problems of a SIGINT'd run's stop: too slow (with what was still running), or not exit 130. */
+export function sigintProblems(killed: Interrupted): string[] {
+  const { result } = killed;
+  const problems: string[] = [];
+  // Ended by the signal itself: it came before the CLI took over SIGINT or after it was
+  // done (the shell reports 130 either way), so nothing was left half-way by it.
+  if (result.code !== 130 && result.code !== 0 && result.signal !== 'SIGINT') {
+    problems.push(`SIGINT: exit ${result.code} (${result.signal ?? ''}), not 130: ${result.stderr.trim().split('\n').at(-1)}`);
+  }
+  if ((killed.exitMs ?? 0) > SIGINT_EXIT_BOUND_MS) problems.push(`SIGINT: took ${killed.exitMs} ms to exit; ${killed.slowExit ?? ''}`);
+  return problems;
 }
 
 export interface TrialReport {

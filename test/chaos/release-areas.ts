@@ -13,7 +13,7 @@ import { IMAGES, makeImageProject, type ImageProject } from '../support/image-pr
 import { imageVersion, releaseProblems, type ImageVersion } from '../support/release-state.ts';
 import { MARK_VARIABLE, newMark, walk } from '../support/chaos.ts';
 import { debrisProblems, digest, type AreaOptions } from './build-area.ts';
-import { runAndInterrupt, type KillSignal, type TrialReport } from './harness.ts';
+import { runAndInterrupt, sigintProblems, type Interrupted, type KillSignal, type TrialReport } from './harness.ts';
 
 const TAG = 'latest';
 
@@ -93,17 +93,12 @@ async function releaseProblemsFor(setup: ReleaseProject, versions: ReadonlyMap<s
   return partial ? problems.filter((problem) => !problem.startsWith('images.json lists')) : problems;
 }
 
-function interruptionProblems(signal: KillSignal, sentAtMs: number | undefined, code: number | null, exitSignal: string | null, stderr: string, exitMs: number | undefined): string[] {
-  const last = stderr.trim().split('\n').at(-1);
-  if (sentAtMs === undefined) return code === 0 ? [] : [`the run ended by itself with exit ${code}: ${last}`];
-  if (signal === 'SIGINT') {
-    // Ended by the signal itself: it came before the CLI took over SIGINT or after it was
-    // done (the shell reports 130 either way), so nothing was left half-way by it.
-    const problems = code === 130 || code === 0 || exitSignal === 'SIGINT' ? [] : [`SIGINT: exit ${code} (${exitSignal ?? ''}), not 130: ${last}`];
-    if ((exitMs ?? 0) > 20_000) problems.push(`SIGINT: took ${exitMs} ms to exit`);
-    return problems;
-  }
-  return exitSignal === 'SIGKILL' || code === 0 ? [] : [`SIGKILL: ended with exit ${code}`];
+/** The problems of how an interrupted run ended (SIGINT: see sigintProblems; SIGKILL: killed, or done first). */
+function interruptionProblems(killed: Interrupted): string[] {
+  const { result } = killed;
+  if (killed.sentAtMs === undefined) return result.code === 0 ? [] : [`the run ended by itself with exit ${result.code}: ${result.stderr.trim().split('\n').at(-1)}`];
+  if (killed.signal === 'SIGINT') return sigintProblems(killed);
+  return result.signal === 'SIGKILL' || result.code === 0 ? [] : [`SIGKILL: ended with exit ${result.code}`];
 }
 
 export async function uploadArea(options: AreaOptions): Promise<TrialReport[]> {
@@ -124,9 +119,9 @@ export async function uploadArea(options: AreaOptions): Promise<TrialReport[]> {
     if (random() < 0.25) args.push('--force');
     else for (const image of IMAGES) if (random() < 0.5) await changeImage(setup, image, random);
     const signal: KillSignal = random() < 0.5 ? 'SIGKILL' : 'SIGINT';
-    const killed = await runAndInterrupt(project, args, env, signal, Math.round(expectedMs * (0.02 + 0.98 * random())));
+    const killed = await runAndInterrupt(project, args, env, signal, Math.round(expectedMs * (0.02 + 0.98 * random())), setup.mark);
     if (killed.sentAtMs === undefined && killed.result.code === 0) expectedMs = killed.elapsedMs;
-    problems.push(...interruptionProblems(signal, killed.sentAtMs, killed.result.code, killed.result.signal, killed.result.stderr, killed.exitMs));
+    problems.push(...interruptionProblems(killed));
     if (signal === 'SIGINT' && killed.sentAtMs !== undefined) problems.push(...(await debrisProblems(project, [setup.tmp], setup.mark, 'after SIGINT')));
 
     // An upload a dry run calls fresh must be on the release, whole and current.
@@ -203,9 +198,9 @@ export async function downloadArea(options: AreaOptions): Promise<TrialReport[]>
     }
     if (removed === 0) await rm(join(dir, `${IMAGES[0]}.qcow2`), { force: true });
     const signal: KillSignal = random() < 0.5 ? 'SIGKILL' : 'SIGINT';
-    const killed = await runAndInterrupt(project, args, env, signal, Math.round(expectedMs * (0.02 + 0.98 * random())));
+    const killed = await runAndInterrupt(project, args, env, signal, Math.round(expectedMs * (0.02 + 0.98 * random())), setup.mark);
     if (killed.sentAtMs === undefined && killed.result.code === 0) expectedMs = killed.elapsedMs;
-    problems.push(...interruptionProblems(signal, killed.sentAtMs, killed.result.code, killed.result.signal, killed.result.stderr, killed.exitMs));
+    problems.push(...interruptionProblems(killed));
     if (signal === 'SIGINT' && killed.sentAtMs !== undefined) {
       if (killed.result.code === 130 && /failed: SIG/.test(killed.result.stderr)) problems.push(`SIGINT reported as a failure: ${killed.result.stderr.trim()}`);
     }
