@@ -252,7 +252,48 @@ class Interrupted extends Error {
   override readonly name = 'Interrupted';
 }
 
+/**
+ * Per destination, in this process: the downloads writing it now or waiting to, and the
+ * SHA-512 the last of them verified. The base's download node and a build that fetches
+ * the base itself (a remote-cache fallback, a checksum mismatch) can want the same file at
+ * once in one run; they take turns at its partial file, and one that waited takes what
+ * the one before it verified rather than fetching it again. (Two runs in one tree are
+ * kept apart by the engine lock.)
+ */
+const writers = new Map<string, { turn: Promise<void>; queued: number; verified?: string }>();
+
 async function downloadVerified(
+  ctx: TaskContext,
+  spec: Pick<DownloadSpec, 'url' | 'attempts' | 'retryDelayMs'>,
+  dest: string,
+  expected: string,
+  options: { ownsOutput?: boolean } = {},
+): Promise<void> {
+  const slot = writers.get(dest) ?? { turn: Promise.resolve(), queued: 0 };
+  writers.set(dest, slot);
+  const waited = slot.queued > 0;
+  slot.queued++;
+  const before = slot.turn;
+  let release!: () => void;
+  slot.turn = new Promise<void>((resolve) => (release = resolve));
+  try {
+    await before;
+    ctx.signal.throwIfAborted();
+    if (waited && slot.verified === expected && (await isFile(dest))) {
+      if (options.ownsOutput ?? true) await ctx.beginCommit();
+      ctx.log(`${dest} was downloaded and verified by another task of this run`);
+      return;
+    }
+    slot.verified = undefined;
+    await downloadVerifiedAlone(ctx, spec, dest, expected, options);
+    slot.verified = expected;
+  } finally {
+    if (--slot.queued === 0) writers.delete(dest);
+    release();
+  }
+}
+
+async function downloadVerifiedAlone(
   ctx: TaskContext,
   spec: Pick<DownloadSpec, 'url' | 'attempts' | 'retryDelayMs'>,
   dest: string,

@@ -390,3 +390,20 @@ test('redownload re-fetches the list and the image whatever is cached', async (t
   t.is(digest, sha512(newer));
   t.deepEqual(await readFile(join(root, FILE)), newer);
 });
+
+test('the download node and a build fetching the same base at once take turns: one transfer, the file whole and verified', async (t) => {
+  const root = await tempRoot(t);
+  const content = randomBytes(SIZE);
+  const mirror = await mirrorWith(t, content);
+  // Slow enough that the second caller arrives while the first is still writing the partial.
+  mirror.faults.slowDelayMs = 5;
+  mirror.faults.slowChunkBytes = 64 * 1024;
+  const build = createTaskContext({ id: 'debian-13:build', root, logFile: join(root, 'logs', 'build.log'), signal: new AbortController().signal, hasher: await StatCache.open() });
+  t.teardown(() => build.close());
+  const [downloaded, fetched] = await Promise.all([run(nodeFor(mirror), root), redownload(build, { url: mirror.urlOf(IMAGE), checksumsUrl: mirror.checksumsUrl, file: FILE })]);
+  t.truthy(downloaded);
+  t.is(fetched, sha512(content));
+  t.deepEqual(await readFile(join(root, FILE)), content);
+  t.is(mirror.requestsFor(IMAGE).filter((request) => request.method === 'GET').length, 1, 'the image was transferred once');
+  t.deepEqual(await cacheEntries(root), [IMAGE], 'no partial file left');
+});
