@@ -54,6 +54,7 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     checksumPath: (name) => join(imageDir(name), `${name}.qcow2.sha256`),
     versionsPath: (name) => join(imageDir(name), 'image-version.txt'),
     cacheKeyPath: (name) => join(imageDir(name), '.cache-key'),
+    sourcesPath: (name) => join(imageDir(name), '.sources.json'),
     async currentKey(name): Promise<CurrentImageKey> {
       const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
       const { combined: template, perFile } = await templateHashes(root, files);

@@ -13,6 +13,7 @@ import { fsyncPath } from '../src/atomic.ts';
 import { Failure, isFailure, toFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext } from '../src/types.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
+import { fetchedSourcesText } from './store/fetched-sources.ts';
 import { getImage } from './store/get-image.ts';
 import { describeStore, openImageStore, type StoreOptions } from './store/open.ts';
 import type { ImageRecord } from './store/record.ts';
@@ -211,15 +212,23 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
   try {
     // Replaced on the store since the plan: these are bytes of other inputs.
     const record = got.record;
-    if (!record || record.cacheKey !== planned.cacheKey) {
+    if (!record?.cacheKey || record.cacheKey !== planned.cacheKey) {
       throw new Failure('not-found', `${name} was replaced there since the plan (cache key ${record?.cacheKey ?? 'none'})`);
     }
     const tempVersions = ctx.tempPath(versionsPath);
     await writeFile(tempVersions, versionsText(record.versions));
     await fsyncPath(tempVersions);
+    const sourcesPath = catalog.sourcesPath(name);
+    const tempSources = record.sources ? ctx.tempPath(sourcesPath) : undefined;
+    if (tempSources && record.sources) {
+      await writeFile(tempSources, fetchedSourcesText(record.cacheKey, record.sources));
+      await fsyncPath(tempSources);
+    }
     await ctx.beginCommit();
     await rename(landing, imagePath);
     await rename(tempVersions, versionsPath);
+    if (tempSources) await rename(tempSources, sourcesPath);
+    else await rm(sourcesPath, { force: true });
     await fsyncPath(dirname(imagePath));
   } finally {
     await rm(landing, { force: true });

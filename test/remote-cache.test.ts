@@ -150,6 +150,16 @@ test.serial('a fresh host without packer publishes every image from the release:
   const ran = again.result.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id);
   t.deepEqual(ran, [], 'a second run does nothing');
   t.false(again.result.json?.nodes.some((node) => node.id.endsWith(':download')), 'no base download is part of the run');
+
+  // An upload from this host (it has no base images) finds every record already right:
+  // the release's records and images.json stay byte for byte what the build host wrote.
+  const recordNames = ['images.json', ...IMAGES.map((name) => `${name}.qcow2.json`)];
+  const recordsBefore = await Promise.all(recordNames.map((asset) => w.github.assetBytes('latest', asset)));
+  const upload = await run(host, ['upload:latest', '--json'], w, { env: { PATH: w.noPackerPath } });
+  t.is(upload.code, 0, explainFailure(upload));
+  const recordsAfter = await Promise.all(recordNames.map((asset) => w.github.assetBytes('latest', asset)));
+  recordNames.forEach((asset, index) => t.deepEqual(recordsAfter[index]!.toString(), recordsBefore[index]!.toString(), `${asset} was not rewritten by a host that fetched`));
+  t.false(existsSync(host.path('cache')), 'the upload downloaded no base image');
 });
 
 test.serial('changing one template file builds exactly that image; the others are fetched', async (t) => {

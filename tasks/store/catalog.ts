@@ -47,6 +47,11 @@ export interface ImageCatalog {
   versionsPath(name: string): string;
   /** Absolute `images/{name}/.cache-key`. */
   cacheKeyPath(name: string): string;
+  /**
+   * Absolute `images/{name}/.sources.json`: the inputs of an image fetched from the store,
+   * as its record named them (`{ cacheKey, sources }`), for a host that lacks the base.
+   */
+  sourcesPath(name: string): string;
   /** The cache key the image would have if built now, and the inputs behind it. */
   currentKey(name: string): Promise<CurrentImageKey>;
   /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */

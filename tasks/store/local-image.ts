@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { Failure } from '../../src/types.ts';
 import { imageCompression } from '../qemu-img.ts';
 import type { ImageCatalog } from './catalog.ts';
+import { readFetchedSources } from './fetched-sources.ts';
 import { checksumOf, parseVersions } from './record.ts';
 import type { ImageToPut } from './store.ts';
 
@@ -24,5 +25,7 @@ export async function readLocalImage(catalog: ImageCatalog, name: string): Promi
   if (!cacheKey) throw new Failure('task', `${name} has no cache key (${catalog.cacheKeyPath(name)} missing and its base is not cached): build it first`);
   // A host that only uploads may lack qemu-img: the record then says nothing rather than something wrong.
   const compression = await imageCompression(path).catch(() => undefined);
-  return { name, path, size, sha256, cacheKey, ...(compression ? { compression } : {}), versions, sources: current.sources };
+  // Fetched rather than built here: the inputs its record named, not this host's partial view.
+  const sources = (await readFetchedSources(catalog.sourcesPath(name), cacheKey)) ?? current.sources;
+  return { name, path, size, sha256, cacheKey, ...(compression ? { compression } : {}), versions, sources };
 }

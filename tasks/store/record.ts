@@ -12,6 +12,12 @@ export const INDEX_NAME = 'images.json';
 
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
+/** The inputs behind an image's cache key (ImageSources). */
+export const imageSourcesSchema = z.object({
+  base: z.object({ path: z.string(), sha256: z.string().optional(), sha512: z.string().optional() }),
+  files: z.record(z.string()),
+});
+
 export const imageRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: sha256Hex,
@@ -24,12 +30,7 @@ export const imageRecordSchema = z.object({
    */
   compression: z.enum(['zstd', 'zlib', 'none']).optional(),
   versions: z.record(z.string()).default({}),
-  sources: z
-    .object({
-      base: z.object({ path: z.string(), sha256: z.string().optional(), sha512: z.string().optional() }),
-      files: z.record(z.string()),
-    })
-    .optional(),
+  sources: imageSourcesSchema.optional(),
   uploadedAt: z.string().optional(),
 });
 

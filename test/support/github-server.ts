@@ -757,6 +757,7 @@ export async function createImageFixture(
     checksumPath: (name) => `${imagePath(name)}.sha256`,
     versionsPath: (name) => join(root, 'images', name, 'image-version.txt'),
     cacheKeyPath: (name) => join(root, 'images', name, '.cache-key'),
+    sourcesPath: (name) => join(root, 'images', name, '.sources.json'),
     currentKey: async (name) => {
       const current = sources.get(name);
       if (!current) throw new Error(`unknown image ${name}`);
