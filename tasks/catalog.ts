@@ -45,6 +45,19 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
   // The project's stat cache, read-only here: unchanged multi-GB base images are not re-read.
   const statCache = (): Promise<FileHasher> => (hasher ??= StatCache.open(join(root, '.pipeline', 'stat-cache.json')));
 
+  const currentKey = async (name: string): Promise<CurrentImageKey> => {
+    const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
+    const { combined: template, perFile } = await templateHashes(root, files);
+    const base = options.base(name);
+    const cached = existsSync(join(root, base.file));
+    const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;
+    const sha512 = await baseSha512(root, base, cached);
+    return {
+      ...(sha256 ? { cacheKey: composeCacheKey(sha256, template) } : {}),
+      sources: { base: { path: base.file, ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) }, files: perFile },
+    };
+  };
+
   return {
     names: options.names,
     root,
@@ -55,17 +68,14 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     versionsPath: (name) => join(imageDir(name), 'image-version.txt'),
     cacheKeyPath: (name) => join(imageDir(name), '.cache-key'),
     sourcesPath: (name) => join(imageDir(name), '.sources.json'),
-    async currentKey(name): Promise<CurrentImageKey> {
-      const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
-      const { combined: template, perFile } = await templateHashes(root, files);
-      const base = options.base(name);
-      const cached = existsSync(join(root, base.file));
-      const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;
-      const sha512 = await baseSha512(root, base, cached);
-      return {
-        ...(sha256 ? { cacheKey: composeCacheKey(sha256, template) } : {}),
-        sources: { base: { path: base.file, ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) }, files: perFile },
-      };
+    currentKey,
+    async inputsToBuild(name, signal) {
+      const current = await currentKey(name);
+      // Not cached: currentKey already compared by what SHA512SUMS says now.
+      if (current.sources.base.sha256 === undefined) return current;
+      const upstream = await fetchUpstreamSha512(options.base(name), AbortSignal.any([signal, AbortSignal.timeout(20_000)])).catch(() => undefined);
+      if (upstream === undefined || upstream === current.sources.base.sha512) return current;
+      return { sources: { ...current.sources, base: { path: current.sources.base.path, sha512: upstream } } };
     },
   };
 }

@@ -146,15 +146,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     release: { ...(config.release ?? {}), tag },
   });
 
-  const remoteCache =
-    config.release?.remoteCache === false
-      ? undefined
-      : createRemoteCache(catalog, tag, {
-          upstreamSha512: (name, signal) => {
-            const base = bases[images[name]!.base]!;
-            return fetchUpstreamSha512({ url: base.url, checksumsUrl: base.checksumsUrl, file: baseFile(images[name]!.base) }, signal);
-          },
-        });
+  const remoteCache = config.release?.remoteCache === false ? undefined : createRemoteCache(catalog, tag);
   const nodes: NodeDef[] = [];
   const aliases: Record<string, NodeId[]> = {};
   const usedBases = new Set(names.map((name) => images[name]!.base));

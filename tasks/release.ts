@@ -21,7 +21,7 @@ async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   const listing = await store.list(io.signal);
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
   const verdicts: ImageVerdict[] = [];
-  for (const name of catalog.names) verdicts.push(await verdictFor(catalog, name, store.location, listing));
+  for (const name of catalog.names) verdicts.push(await verdictFor(catalog, name, store.location, listing, io.signal));
   const stale = verdicts.filter((verdict) => verdict.status === 'stale');
   if (io.json) {
     io.out(formatOutput(releaseCheckOutput(tag, verdicts)));
@@ -33,7 +33,7 @@ async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   return stale.length ? 1 : 0;
 }
 
-async function verdictFor(catalog: ImageCatalog, name: string, location: string, listing: StoreListing): Promise<ImageVerdict> {
+async function verdictFor(catalog: ImageCatalog, name: string, location: string, listing: StoreListing, signal: AbortSignal): Promise<ImageVerdict> {
   const stale = (...reasons: string[]): ImageVerdict => ({ name, status: 'stale', reasons });
   if (!listing.exists) return stale(`not on the release (${location} does not exist)`);
   const stored: StoredImage | undefined = listing.images.find((image) => image.name === name);
@@ -44,7 +44,7 @@ async function verdictFor(catalog: ImageCatalog, name: string, location: string,
   if (!recorded?.cacheKey) return stale(`no cache key recorded (neither ${name}'s record nor ${INDEX_NAME} has one)`);
   let current: CurrentImageKey;
   try {
-    current = await catalog.currentKey(name);
+    current = await catalog.inputsToBuild(name, signal);
   } catch (error) {
     return stale(`cannot compute the current cache key: ${error instanceof Error ? error.message : error}`);
   }

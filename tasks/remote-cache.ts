@@ -38,8 +38,6 @@ export interface ImageRemoteCache {
 
 export interface RemoteCacheOptions {
   readonly store?: StoreOptions;
-  /** Upstream's SHA-512 of an image's base as its checksum list says now. */
-  readonly upstreamSha512?: (name: string, signal: AbortSignal) => Promise<string>;
 }
 
 type Listing = { readonly store: ImageStore; readonly listing: StoreListing } | { readonly unreadable: string };
@@ -100,7 +98,7 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
             return { hit: false, note: `no remote cache: ${found.unreadable}` };
           }
           const { store, listing } = found;
-          const match = await matchingRecord(catalog, fallback, store, listing, () => currentInputs(catalog, fallback.name, options, signal));
+          const match = await matchingRecord(catalog, fallback, store, listing, () => catalog.inputsToBuild(fallback.name, signal));
           if ('why' in match) return { hit: false, note: `not fetched from ${store.location}: ${match.why}` };
           const { record, key } = match;
           return {
@@ -122,20 +120,6 @@ interface FallbackRunner {
   fetchBase(fallback: BuildFallback, ctx: TaskContext): Promise<void>;
   /** Runs `build` when no other fallback build runs. */
   build(build: () => Promise<void>): Promise<void>;
-}
-
-/**
- * What the image would be built from now: the catalog's current key (the cached base by
- * SHA-256, else upstream's SHA-512), except that a cached base upstream has moved on from
- * is replaced by the download before any build, so then only upstream's SHA-512 counts.
- */
-async function currentInputs(catalog: ImageCatalog, name: string, options: RemoteCacheOptions, signal: AbortSignal): Promise<CurrentImageKey> {
-  const current = await catalog.currentKey(name);
-  const cached = current.sources.base.sha256 !== undefined;
-  if (!cached || !options.upstreamSha512) return current;
-  const upstream = await options.upstreamSha512(name, AbortSignal.any([signal, AbortSignal.timeout(20_000)])).catch(() => undefined);
-  if (upstream === undefined || upstream === current.sources.base.sha512) return current;
-  return { sources: { ...current.sources, base: { path: current.sources.base.path, sha512: upstream } } };
 }
 
 /** The store's record of the image when it is what a build here would make now; else why not. */

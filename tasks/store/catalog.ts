@@ -52,8 +52,15 @@ export interface ImageCatalog {
    * as its record named them (`{ cacheKey, sources }`), for a host that lacks the base.
    */
   sourcesPath(name: string): string;
-  /** The cache key the image would have if built now, and the inputs behind it. */
+  /** The cache key the image has if built from what is here now (the cached base), and the inputs behind it. */
   currentKey(name: string): Promise<CurrentImageKey>;
+  /**
+   * The inputs a run here would build the image from: currentKey's, except that a cached
+   * base upstream has moved on from is replaced by its download before any build, so then
+   * only upstream's new SHA-512 counts (and the key is unknown until it is downloaded).
+   * `release check` and the remote cache both judge the store by this.
+   */
+  inputsToBuild(name: string, signal: AbortSignal): Promise<CurrentImageKey>;
   /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */
   readonly publishDir: string;
   readonly release: ReleaseSettings;

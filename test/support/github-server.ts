@@ -750,6 +750,11 @@ export async function createImageFixture(
     });
     await writeImage(image.name, image.size);
   }
+  const currentKey = async (name: string) => {
+    const current = sources.get(name);
+    if (!current) throw new Error(`unknown image ${name}`);
+    return { cacheKey: keyOf(name), sources: structuredClone(current) };
+  };
   const catalog: import('../../tasks/store/catalog.ts').ImageCatalog = {
     names: images.map((image) => image.name),
     root,
@@ -758,11 +763,9 @@ export async function createImageFixture(
     versionsPath: (name) => join(root, 'images', name, 'image-version.txt'),
     cacheKeyPath: (name) => join(root, 'images', name, '.cache-key'),
     sourcesPath: (name) => join(root, 'images', name, '.sources.json'),
-    currentKey: async (name) => {
-      const current = sources.get(name);
-      if (!current) throw new Error(`unknown image ${name}`);
-      return { cacheKey: keyOf(name), sources: structuredClone(current) };
-    },
+    currentKey,
+    // No upstream here: the bases are what `sources` says.
+    inputsToBuild: currentKey,
     publishDir: join(root, 'publish'),
     release,
   };
