@@ -39,6 +39,15 @@ export async function execFile(
   const shell = $({
     cwd: options.cwd ?? process.cwd(),
     env: { ...process.env, ...options.env },
+    // zx's default shell is bash, and bash sources ~/.bashrc when its stdin is a socket
+    // (Node's pipes are) and SHLVL is unset, as under systemd, cron and some CI agents: a
+    // pyenv or conda init there then runs before every command, took over a minute under
+    // load, and was beyond Ctrl-C's reach. /bin/sh reads no startup file, and `exec`
+    // leaves the command itself as the process (group leader) we signal.
+    shell: '/bin/sh',
+    prefix: 'exec ',
+    postfix: '',
+    quote: posixQuote,
     quiet: true,
     verbose: false,
     nothrow: true,
@@ -117,6 +126,15 @@ function guardGroup(group: number): void {
 
 function releaseGroup(group: number): void {
   if (watchdog && !watchdog.destroyed) watchdog.write(`-${group}\n`);
+}
+
+/**
+ * One argument as POSIX sh reads it. zx's own quote writes bash's `$'…'`, which sh does not
+ * know; inside single quotes nothing is special but the quote itself.
+ */
+export function posixQuote(arg: string): string {
+  if (/^[\w/.,:=@%+-]+$/.test(arg)) return arg;
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 async function killTree(child: ProcessPromise): Promise<void> {

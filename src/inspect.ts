@@ -79,7 +79,7 @@ export async function printDryRun(
     // Stale or pending: it may run. A fetch's reason already says what it would do.
     if (entry.verdict.fresh || entry.fetch) continue;
     const describe = graph.node(entry.id).describeRun;
-    details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags }) : undefined);
+    details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags, signal: settings.signal }) : undefined);
   }
   if (json) {
     out(formatOutput(dryRunOutput(entries, details)));

@@ -204,10 +204,10 @@ async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: s
 const SETUP_KINDS = ['setup', 'auth', 'config', 'usage'] as const satisfies readonly FailureKind[];
 
 /** Runs the setup checks of one node that is about to run; a failure names the node and why it runs. */
-async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
+async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOptions, 'root' | 'flags' | 'observer' | 'signal'>): Promise<void> {
   if (node.preflight) options.observer?.nodePhase?.(node.id, 'preflight', 'begin');
   try {
-    await node.preflight?.({ root: options.root, flags: options.flags });
+    await node.preflight?.({ root: options.root, flags: options.flags, signal: options.signal });
   } catch (error) {
     if (!isFailure(error)) throw error;
     throw new Failure(error.kind, `${error.message} (why it runs: ${reason})`, { cause: error, ...(error.code !== undefined ? { code: error.code } : {}) });
@@ -219,7 +219,7 @@ async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOption
  * Setup checks of the nodes the plan calls stale, before any work; the first failure is
  * thrown. Pending nodes are checked when they turn out to run (see `execute`).
  */
-export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer'>): Promise<void> {
+export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer' | 'signal'>): Promise<void> {
   for (const entry of entries) {
     // A fetch checks its own setup if it falls back to running the node.
     if (entry.verdict.fresh || entry.verdict.pending || entry.fetch) continue;
@@ -321,7 +321,7 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
       // Pending until now, so not checked with the others before the run: check it before
       // it starts any work.
       try {
-        await checkSetup(node, reason, options);
+        await checkSetup(node, reason, { ...options, signal: runAbort.signal });
       } catch (error) {
         const failure = toFailure(error, runAbort.signal);
         return finish({ id, status: 'failed', reason, error: failure.message, failureKind: failure.kind, durationMs: 0, bytesHashed: account.bytes });

@@ -240,6 +240,8 @@ export type Adoption = { readonly adopt: true; readonly reason: string } | { rea
 export interface PreflightContext {
   readonly root: string;
   readonly flags: Readonly<Record<string, boolean | string | undefined>>;
+  /** Aborted on Ctrl-C: a check that runs a program stops it then, so the run can end. */
+  readonly signal: AbortSignal;
 }
 
 /** Everything the engine needs from a loaded config. */

@@ -148,7 +148,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       await checkTemplateDir(context.root, templateDir);
       const text = await readFile(resolve(context.root, templateFile), 'utf8');
       const traits = templateTraits(text);
-      const version = await installedPackerVersion(tools.packer);
+      const version = await installedPackerVersion(tools.packer, context.signal);
       if (!version) {
         throw new Failure('setup', 
           `packer not found (${tools.packer}): install packer >= 1.7 from HashiCorp's apt repository (https://developer.hashicorp.com/packer/install)`,
@@ -159,7 +159,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
           `packer ${version.text} cannot build ${templateFile} (required_plugins needs packer >= 1.7; Debian ships 1.6.6): install packer from HashiCorp's apt repository (https://apt.releases.hashicorp.com); the build then runs packer init for the qemu plugin`,
         );
       }
-      await checkQemuImg(compression, 'compress built images');
+      await checkQemuImg(compression, 'compress built images', context.signal);
       if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? (process.env.PIPELINE_KVM_DEVICE || '/dev/kvm'));
       if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
         throw new Failure('setup', `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);

@@ -36,11 +36,12 @@ export function supportsPlugins(version: PackerVersion): boolean {
  * The installed packer's version, or undefined when `packer` cannot be run. For
  * preflight, which has no task context; tasks use `ctx.exec`.
  */
-export async function installedPackerVersion(packer: string): Promise<PackerVersion | undefined> {
+export async function installedPackerVersion(packer: string, signal?: AbortSignal): Promise<PackerVersion | undefined> {
   try {
-    const { stdout } = await execFileAsync(packer, ['version'], { timeout: 30_000, env: packerEnv() });
+    const { stdout } = await execFileAsync(packer, ['version'], { timeout: 30_000, env: packerEnv(), ...(signal ? { signal } : {}) });
     return parsePackerVersion(stdout);
   } catch {
+    signal?.throwIfAborted(); // stopped by Ctrl-C, not missing
     return undefined;
   }
 }

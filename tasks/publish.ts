@@ -67,10 +67,10 @@ export function publishNode(spec: PublishSpec): NodeDef {
       if (problem === undefined) return { value: previous ?? 'published' };
       return { value: `republish@${Date.now()}`, note: `${dest} ${problem}` };
     },
-    async preflight() {
+    async preflight(context) {
       await checkPublishDir(publishDir());
       // Telling a compressed image from one to convert, and converting, both need it.
-      await checkQemuImg(compression, 'publish images');
+      await checkQemuImg(compression, 'publish images', context.signal);
     },
     async describeRun(context) {
       const source = resolve(context.root, imageFile);

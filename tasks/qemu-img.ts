@@ -35,11 +35,12 @@ export function isCompression(value: unknown): value is Compression {
 }
 
 /** True when `qemu-img` runs on this host. */
-export async function qemuImgAvailable(): Promise<boolean> {
+export async function qemuImgAvailable(signal: AbortSignal): Promise<boolean> {
   try {
-    const result = await execFile(QEMU_IMG, ['--version'], new AbortController().signal, quiet);
+    const result = await execFile(QEMU_IMG, ['--version'], signal, quiet);
     return result.exitCode === 0;
   } catch {
+    signal.throwIfAborted(); // stopped by Ctrl-C, not missing
     return false;
   }
 }
@@ -50,12 +51,16 @@ const writable = new Map<Compression, Promise<string | undefined>>();
  * Preflight: qemu-img is installed and can write `compression` (zstd needs QEMU >= 5.1
  * built with zstd). Throws a one-line `setup` Failure saying what to do.
  */
-export async function checkQemuImg(compression: Compression, purpose: string): Promise<void> {
-  if (!(await qemuImgAvailable())) {
+export async function checkQemuImg(compression: Compression, purpose: string, signal: AbortSignal): Promise<void> {
+  if (!(await qemuImgAvailable(signal))) {
     throw new Failure('setup', `${QEMU_IMG} not found: install qemu-utils (apt-get install qemu-utils) to ${purpose}`);
   }
   let check = writable.get(compression);
-  if (!check) writable.set(compression, (check = whyCannotWrite(compression)));
+  if (!check) {
+    writable.set(compression, (check = whyCannotWrite(compression, signal)));
+    // An interrupted probe answers nothing: the next check probes again.
+    check.catch(() => writable.delete(compression));
+  }
   const problem = await check;
   if (problem !== undefined) {
     throw new Failure(
@@ -66,14 +71,14 @@ export async function checkQemuImg(compression: Compression, purpose: string): P
 }
 
 /** Creates a tiny qcow2 with the compression type; qemu-img's complaint when it cannot. */
-async function whyCannotWrite(compression: Compression): Promise<string | undefined> {
+async function whyCannotWrite(compression: Compression, signal: AbortSignal): Promise<string | undefined> {
   if (compression === 'zlib') return undefined; // every qemu-img writes zlib
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-qemu-img-'));
   try {
     const result = await execFile(
       QEMU_IMG,
       ['create', '-q', '-f', 'qcow2', '-o', `compression_type=${compression}`, join(dir, 'probe.qcow2'), '64K'],
-      new AbortController().signal,
+      signal,
       quiet,
     );
     if (result.exitCode === 0) return undefined;

@@ -170,7 +170,7 @@ async function fetchOrBuild(
     ctx.log(note);
     ctx.status('building instead of fetching');
     await runner.build(async () => {
-      await fallback.build.preflight?.({ root: ctx.root, flags: ctx.flags });
+      await fallback.build.preflight?.({ root: ctx.root, flags: ctx.flags, signal: ctx.signal });
       await runner.fetchBase(fallback, ctx);
       await fallback.build.run(ctx);
     });

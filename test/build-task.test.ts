@@ -15,6 +15,7 @@ import { MissingKeyInput, templateKeyFiles } from '../tasks/cache-key.ts';
 import { throwsFailure } from './support/failures.ts';
 import { heavySlot } from './support/heavy-slots.ts';
 import { isFailure } from '../src/failure.ts';
+import { neverAborted } from './support/signals.ts';
 
 const execFile = promisify(execFileCallback);
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -248,18 +249,18 @@ test('a base image checksum mismatch re-downloads once and retries', async (t) =
 test('preflight names a missing template file', async (t) => {
   const root = await project(t);
   await rm(join(root, 'templates/debian-12/cleanup.sh'));
-  const error = await throwsFailure(t, node('debian-12').preflight!({ root, flags: {} }), 'setup');
+  const error = await throwsFailure(t, node('debian-12').preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(error?.message ?? '', /templates\/debian-12\/cleanup\.sh missing/);
   t.false(error?.message.includes('\n'));
   // A missing template directory names both files in one line.
-  const both = await throwsFailure(t, node('debian-12', { templatesDir: 'nowhere' }).preflight!({ root, flags: {} }), 'setup');
+  const both = await throwsFailure(t, node('debian-12', { templatesDir: 'nowhere' }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(both?.message ?? '', /^nowhere\/debian-12\/template\.pkr\.hcl and nowhere\/debian-12\/cleanup\.sh missing/);
   t.false(both?.message.includes('\n'));
 });
 
 test('preflight passes for a demo template with the installed tools', async (t) => {
   const root = await project(t);
-  await t.notThrowsAsync(node('debian-12').preflight!({ root, flags: {} }));
+  await t.notThrowsAsync(node('debian-12').preflight!({ root, flags: {}, signal: neverAborted() }));
 });
 
 /** A stand-in packer that answers `packer version` with `version` (and does nothing else). */
@@ -274,33 +275,33 @@ test('preflight says to install packer >= 1.7 for a template with required_plugi
   const root = await project(t, 'debian-12', 'templates');
   t.true(/required_plugins/.test(await readFile(join(root, 'templates/debian-12/template.pkr.hcl'), 'utf8')));
   const old = await packerAnswering(root, '1.6.6');
-  const error = await throwsFailure(t, node('debian-12', { packer: old }).preflight!({ root, flags: {} }), 'setup');
+  const error = await throwsFailure(t, node('debian-12', { packer: old }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(error?.message ?? '', /^packer 1\.6\.6 cannot build templates\/debian-12\/template\.pkr\.hcl .*install packer from HashiCorp's apt repository/);
 
   // packer 1.7 is new enough: preflight goes past the version check to the next one (KVM).
   const newer = await packerAnswering(root, '1.7.0');
-  const next = await throwsFailure(t, node('debian-12', { packer: newer, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {} }), 'setup');
+  const next = await throwsFailure(t, node('debian-12', { packer: newer, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(next?.message ?? '', /no-kvm missing/);
 
   // The demo template declares no plugins: Debian's packer 1.6.6 builds it.
   const demo = await project(t);
-  await t.notThrowsAsync(node('debian-12', { packer: old }).preflight!({ root: demo, flags: {} }));
+  await t.notThrowsAsync(node('debian-12', { packer: old }).preflight!({ root: demo, flags: {}, signal: neverAborted() }));
 });
 
 test('preflight reports missing packer and missing /dev/kvm in one line each', async (t) => {
   const root = await project(t, 'debian-12', 'templates');
-  const missing = await throwsFailure(t, node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {} }), 'setup');
+  const missing = await throwsFailure(t, node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(missing?.message ?? '', /packer not found .*install packer >= 1\.7/);
 
   // A packer new enough for required_plugins (a script answering `packer version`).
   const fakePacker = await packerAnswering(root, '1.11.2');
-  const noKvm = await throwsFailure(t, node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {} }), 'setup');
+  const noKvm = await throwsFailure(t, node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(noKvm?.message ?? '', /no-kvm missing: enable hardware virtualisation/);
   t.false(noKvm?.message.includes('\n'));
   // tcg needs no /dev/kvm.
   await t.notThrowsAsync(
     node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm'), accelerator: 'tcg' })
-      .preflight!({ root, flags: {} })
+      .preflight!({ root, flags: {}, signal: neverAborted() })
       .catch((e: Error) => {
         if (!/xorriso/.test(e.message)) throw e; // hosts without an ISO tool stop at the next check
       }),

@@ -17,6 +17,7 @@ import { publishNode, resolvePublishDir, sourceRecordPath } from '../tasks/publi
 import { compressedClusters, imageCompression, imageInfo, type Compression } from '../tasks/qemu-img.ts';
 import { verifyCommand } from '../tasks/verify.ts';
 import { throwsFailure } from './support/failures.ts';
+import { neverAborted } from './support/signals.ts';
 
 const execFile = promisify(execFileCallback);
 
@@ -165,7 +166,7 @@ test('publish copies a compressed image: the .img is byte-identical and has the 
   t.is(node.id, 'debian-13:publish');
   t.deepEqual(node.deps, ['debian-13:checksum']);
   t.deepEqual(node.env, ['PIPELINE_PUBLISH_DIR']);
-  await node.preflight?.({ root, flags: {} });
+  await node.preflight?.({ root, flags: {}, signal: neverAborted() });
 
   const { execs, progress, lines } = await runNode(node, root);
   t.deepEqual(execs, [], 'no qemu-img convert: the image is compressed already');
@@ -306,7 +307,7 @@ test('publish runs again when the image changed', async (t) => {
 test('preflight: a missing or unwritable publish directory is a SetupError saying what to do', async (t) => {
   const root = await tempRoot(t);
   const missing = publishNode({ name: 'x', publishDir: join(root, 'nope') });
-  const error = await throwsFailure(t, missing.preflight!({ root, flags: {} }), 'setup');
+  const error = await throwsFailure(t, missing.preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(error?.message ?? '', /publish directory .*nope does not exist: create it.*PIPELINE_PUBLISH_DIR/);
   t.false(error?.message.includes('\n'));
 
@@ -318,7 +319,7 @@ test('preflight: a missing or unwritable publish directory is a SetupError sayin
     await chmod(unwritable, 0o555);
   }
   const denied = publishNode({ name: 'x', publishDir: unwritable });
-  const deniedError = await throwsFailure(t, denied.preflight!({ root, flags: {} }), 'setup');
+  const deniedError = await throwsFailure(t, denied.preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
   t.regex(deniedError?.message ?? '', /is not writable .*PIPELINE_PUBLISH_DIR/);
 });
 
@@ -400,16 +401,16 @@ test('PIPELINE_PUBLISH_DIR overrides the configured directory; --dry-run says wh
 
   const root = await tempRoot(t);
   const node = publishNode({ name: 'debian-12', publishDir: '/srv/iso' });
-  t.is(await node.describeRun?.({ root, flags: {} }), 'would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (not built yet)');
+  t.is(await node.describeRun?.({ root, flags: {}, signal: neverAborted() }), 'would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (not built yet)');
 
   const compressed = await makeImage(root, 'debian-12', { bytes: 3 * 1024 * 1024, compression: 'zstd', content: 'text' });
   t.is(
-    await node.describeRun?.({ root, flags: {} }),
+    await node.describeRun?.({ root, flags: {}, signal: neverAborted() }),
     `would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (${formatBytes((await stat(compressed)).size)}, compressed)`,
   );
   const plain = await makeImage(root, 'debian-12', { bytes: 3 * 1024 * 1024, content: 'text' });
   t.is(
-    await node.describeRun?.({ root, flags: {} }),
+    await node.describeRun?.({ root, flags: {}, signal: neverAborted() }),
     `would convert images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img with qemu-img convert -c (zstd): it is not compressed (${formatBytes((await stat(plain)).size)})`,
   );
 });
