@@ -3,7 +3,7 @@
 import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { checkConfigShape, describe, stepsConfigSchema } from './config-validate.ts';
+import { checkConfigShape, describe, isPlainStepsConfig, stepsConfigSchema } from './config-validate.ts';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
@@ -68,7 +68,7 @@ export type EngineConfigFactory = (context: { readonly root: string }) => Engine
 
 /** A config of generic steps only. */
 export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
-  checkConfigShape(stepsConfigSchema, config);
+  if (!isPlainStepsConfig(config)) checkConfigShape(stepsConfigSchema, config);
   return {
     nodes: stepNodes(config.steps),
     ...(config.aliases ? { aliases: config.aliases } : {}),

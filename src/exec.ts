@@ -7,7 +7,6 @@
 // process groups to guard from a pipe whose other end only the pipeline holds. When the
 // pipeline dies however it dies, the kernel closes that end; the watchdog reads EOF and
 // kills every group still listed (TERM, then KILL).
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { ProcessPromise } from 'zx';
@@ -107,6 +106,8 @@ let watchdog: Socket | undefined;
 
 function watchdogPipe(): Socket | undefined {
   if (watchdog && !watchdog.destroyed) return watchdog;
+  // Loaded here, not at start-up: a run where everything is fresh starts no process.
+  const { spawn } = process.getBuiltinModule('node:child_process');
   // Its own process group: a Ctrl-C at the terminal must not take it down with the pipeline's.
   const child = spawn('/bin/sh', ['-c', WATCHDOG_SCRIPT], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
   child.on('error', () => undefined);

@@ -9,7 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { xxhString } from './hasher.ts';
+import { stringHasher, xxhString } from './hasher.ts';
 import { Failure } from './failure.ts';
 import type { FileHasher, Json, KeyFile, NodeDef, NodeId, ProbeResult } from './types.ts';
 
@@ -61,6 +61,11 @@ export interface AssessContext {
    * dependencies have run, an input among these is theirs to change, not the node's own.
    */
   readonly unsettledFiles?: ReadonlySet<string>;
+  /**
+   * Digests of input files taken when planning began (files no node of the run writes):
+   * used instead of a second stat of each. Absent once nodes have run.
+   */
+  readonly inputDigests?: ReadonlyMap<string, string>;
   readonly forced: boolean;
   /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
   readonly probe: ProbeResult | undefined;
@@ -76,14 +81,20 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   const waitingOn = node.deps.filter((dep) => context.depOutputs.get(dep) === undefined);
   if (waitingOn.length > 0) return assessBeforeDeps(node, context, waitingOn);
   const manifest = await buildManifest(node, context);
-  const fingerprint = await fingerprintOf(manifest);
   // The key of the inputs as they are now, before any run: what a run records, so inputs
   // edited while it runs leave the node stale rather than keyed to what it did not build.
   const key = node.key ? await node.key.compute(countingHasher(context.hasher, context.account), context.root) : undefined;
-  const stale = (reason: string): Verdict => ({ fresh: false, pending: false, reason, fingerprint, manifest, ...(key !== undefined ? { key } : {}) });
+  const stale = async (reason: string): Promise<Verdict> => ({
+    fresh: false,
+    pending: false,
+    reason,
+    fingerprint: await fingerprintOf(manifest),
+    manifest,
+    ...(key !== undefined ? { key } : {}),
+  });
 
   if (context.forced) return stale('forced (--force)');
-  const stamp = await readStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context.stateDir, node.id);
 
   if (node.key) {
     const recorded = await readRecordedKey(node.key, context.root);
@@ -96,9 +107,13 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   if (!stamp) {
     const adoption = await checkAdoption(node, context, []);
     if (adoption.outcome !== 'adopt') return stale(adoption.outcome === 'refuse' ? adoption.reason : 'its outputs could not be checked');
+    const fingerprint = await fingerprintOf(manifest);
     return { fresh: true, adopt: true, reason: adoption.reason, fingerprint, manifest, outputDigest: await outputDigestOf(adoption.outputs, fingerprint) };
   }
-  if (stamp.fingerprint !== fingerprint) {
+  // A stamp holds the fingerprint of the manifest written beside it, so a manifest equal
+  // to the recorded one has the recorded fingerprint: hashing it again (canonical JSON of
+  // every input's digest) is the one cost a no-op run would pay for nothing.
+  if (!sameManifest(stamp.manifest, manifest) && stamp.fingerprint !== (await fingerprintOf(manifest))) {
     const difference = manifestDifference(stamp.manifest, manifest) ?? 'fingerprint changed';
     return stale(difference === UPSTREAM_CHANGED && context.probe?.note ? context.probe.note : difference);
   }
@@ -106,7 +121,78 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   if (typeof outputs === 'string') return stale(outputs);
   const modified = modifiedOutput(stamp, outputs);
   if (modified) return stale(modified);
-  return { fresh: true, adopt: false, reason: 'up to date', fingerprint, manifest, outputDigest: stamp.outputDigest };
+  return { fresh: true, adopt: false, reason: 'up to date', fingerprint: stamp.fingerprint, manifest, outputDigest: stamp.outputDigest };
+}
+
+/**
+ * `assess` for a node whose answer is "up to date" by what is known at once: its stamp,
+ * the stat cache's digests of its inputs and outputs and its dependencies' outputs, all
+ * equal to what the stamp recorded. A no-op run settles nearly every node this way,
+ * without building a manifest, hashing it or making a promise. The function returned
+ * answers undefined whenever anything needs more (a file to read, a glob, a key file, a
+ * dependency still to run, any difference at all): `assess` decides those, and its answer
+ * for the nodes this one settles would be the same.
+ */
+export async function quickAssessor(): Promise<(node: NodeDef, context: AssessContext) => Verdict | undefined> {
+  const hashText = await stringHasher();
+  return (node, context) => {
+    if (context.forced || node.key || (node.inputs && node.inputs.length > 0)) return undefined;
+    const stamp = loadStamp(context.stateDir, node.id);
+    if (!stamp || !recordsExactly(stamp.manifest, node, context, hashText)) return undefined;
+    const outputs: Record<string, string> = {};
+    for (const path of node.outputs ?? []) {
+      const digest = knownDigest(context.hasher, resolve(context.root, path), node.sha256Outputs?.includes(path) === true);
+      if (digest === undefined) return undefined;
+      outputs[path] = digest;
+    }
+    if (modifiedOutput(stamp, outputs)) return undefined;
+    // The recorded manifest equals the current one (and its fingerprint is the stamp's).
+    return { fresh: true, adopt: false, reason: 'up to date', fingerprint: stamp.fingerprint, manifest: stamp.manifest, outputDigest: stamp.outputDigest };
+  };
+}
+
+/** Whether the recorded manifest is exactly the one `buildManifest` would make now (false when that takes more than a lookup). */
+function recordsExactly(recorded: Manifest, node: NodeDef, context: AssessContext, hashText: (text: string) => string): boolean {
+  if (recorded === null || typeof recorded !== 'object') return false;
+  for (const key of Object.keys(recorded)) if (!MANIFEST_KEYS.has(key)) return false;
+  if (recorded.kind !== node.kind || recorded.probe !== context.probe?.value) return false;
+  const { files, env, deps } = recorded;
+  if (!isRecord(files) || !isRecord(env) || !isRecord(deps)) return false;
+  let count = 0;
+  for (const dep of node.deps) {
+    const output = context.depOutputs.get(dep);
+    if (output === undefined || deps[dep] !== output) return false;
+    count++;
+  }
+  if (count !== Object.keys(deps).length) return false;
+  count = 0;
+  for (const path of node.files ?? []) {
+    const digest = context.inputDigests?.get(path) ?? knownDigest(context.hasher, resolve(context.root, path), false);
+    if (digest === undefined || files[path] !== digest) return false;
+    count++;
+  }
+  if (count !== Object.keys(files).length) return false;
+  count = 0;
+  for (const name of node.env ?? []) {
+    const value = process.env[name];
+    if (env[name] !== (value === undefined ? 'unset' : hashText(`=${value}`))) return false;
+    count++;
+  }
+  if (count !== Object.keys(env).length) return false;
+  return recorded.params === hashText(canonicalJson(node.params ?? null));
+}
+
+/** A digest the stat cache knows for the file as it is, or undefined (not known without reading, or not readable: `assess` says why). */
+function knownDigest(hasher: FileHasher, path: string, sha256: boolean): string | undefined {
+  try {
+    return hasher.known?.(path, { sha256 })?.xxh;
+  } catch {
+    return undefined;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 /**
@@ -124,7 +210,7 @@ async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn
     if (typeof recorded !== 'string') return stale(recorded.problem);
     // Whether it matches depends on the dependencies' outputs (a key covers them).
   }
-  const stamp = await readStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context.stateDir, node.id);
   if (!stamp) {
     const adoption = await checkAdoption(node, context, waitingOn);
     return adoption.outcome === 'refuse' ? stale(adoption.reason) : pending;
@@ -154,7 +240,7 @@ export async function assessDetached(node: NodeDef, context: AssessContext, remo
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return fetch;
   const reason = `${node.key.path} matches ${remote.source}`;
-  const stamp = await readStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context.stateDir, node.id);
   if (stamp) {
     const own = manifestDifference({ ...stamp.manifest, deps: {} }, manifest);
     if (own !== undefined || modifiedOutput(stamp, outputs)) return fetch;
@@ -239,14 +325,17 @@ export async function hashOutputs(
   onProgress?: (path: string, done: number, total: number) => void,
 ): Promise<Record<string, string> | string> {
   const result: Record<string, string> = {};
-  const wantSha = new Set(node.sha256Outputs ?? []);
   for (const path of node.outputs ?? []) {
+    const absolute = resolve(context.root, path);
+    const sha256 = node.sha256Outputs?.includes(path) === true;
     try {
-      const digest = await context.hasher.hash(resolve(context.root, path), {
-        sha256: wantSha.has(path),
-        account: context.account,
-        ...(onProgress ? { onProgress: (done: number, total: number) => onProgress(path, done, total) } : {}),
-      });
+      const digest =
+        context.hasher.known?.(absolute, { sha256 }) ??
+        (await context.hasher.hash(absolute, {
+          sha256,
+          account: context.account,
+          ...(onProgress ? { onProgress: (done: number, total: number) => onProgress(path, done, total) } : {}),
+        }));
       result[path] = digest.xxh;
     } catch (error) {
       if (isMissing(error)) return `output ${path} missing`;
@@ -265,11 +354,11 @@ export async function outputDigestOf(outputs: Record<string, string>, fingerprin
 
 async function buildManifest(node: NodeDef, context: AssessContext, options: { skipFiles?: ReadonlySet<string> } = {}): Promise<Manifest> {
   const files: Record<string, string> = {};
-  const hasher = countingHasher(context.hasher, context.account);
   for (const path of node.files ?? []) {
     if (options.skipFiles?.has(path)) continue;
     try {
-      files[path] = (await hasher.hash(resolve(context.root, path))).xxh;
+      const digest = inputDigest(context, path);
+      files[path] = typeof digest === 'string' ? digest : await digest;
     } catch (error) {
       if (isMissing(error)) throw new Failure('config', `${node.id}: input file ${path} does not exist`);
       throw error;
@@ -280,13 +369,14 @@ async function buildManifest(node: NodeDef, context: AssessContext, options: { s
     const { default: fg } = await import('fast-glob');
     const matched = await fg([...node.inputs], { cwd: context.root, onlyFiles: true, dot: false, followSymbolicLinks: true });
     matched.sort();
-    for (const path of matched) if (!options.skipFiles?.has(path)) files[path] ??= (await hasher.hash(resolve(context.root, path))).xxh;
+    for (const path of matched) if (!options.skipFiles?.has(path)) files[path] ??= await inputDigest(context, path);
   }
+  const hashText = await stringHasher();
   const env: Record<string, string> = {};
   for (const name of node.env ?? []) {
     const value = process.env[name];
     // Values may be secrets: only their hash is kept, and unset differs from empty.
-    env[name] = value === undefined ? 'unset' : await xxhString(`=${value}`);
+    env[name] = value === undefined ? 'unset' : hashText(`=${value}`);
   }
   const deps: Record<string, string> = {};
   for (const dep of node.deps) {
@@ -295,12 +385,45 @@ async function buildManifest(node: NodeDef, context: AssessContext, options: { s
   }
   return {
     kind: node.kind,
-    params: await xxhString(canonicalJson(node.params ?? null)),
+    params: hashText(canonicalJson(node.params ?? null)),
     files,
     env,
     deps,
     ...(context.probe !== undefined ? { probe: context.probe.value } : {}),
   };
+}
+
+/** An input file's xxh64: from the stat cache without a promise when it can answer. */
+function inputDigest(context: AssessContext, path: string): string | Promise<string> {
+  const planned = context.inputDigests?.get(path);
+  if (planned !== undefined) return planned;
+  const absolute = resolve(context.root, path);
+  return context.hasher.known?.(absolute)?.xxh ?? context.hasher.hash(absolute, { account: context.account }).then((digest) => digest.xxh);
+}
+
+/** Whether two manifests are the same value (what their canonical JSON would say, without making it). */
+function sameManifest(recorded: Manifest, current: Manifest): boolean {
+  for (const key of Object.keys(recorded)) if (!MANIFEST_KEYS.has(key)) return false;
+  return (
+    recorded.kind === current.kind &&
+    recorded.params === current.params &&
+    recorded.probe === current.probe &&
+    sameStrings(recorded.files, current.files) &&
+    sameStrings(recorded.env, current.env) &&
+    sameStrings(recorded.deps, current.deps)
+  );
+}
+
+const MANIFEST_KEYS = new Set(['kind', 'params', 'files', 'env', 'deps', 'probe']);
+
+function sameStrings(recorded: Readonly<Record<string, string>> | undefined, current: Readonly<Record<string, string>>): boolean {
+  if (recorded === null || typeof recorded !== 'object') return false;
+  let count = 0;
+  for (const key in recorded) {
+    if (!Object.hasOwn(recorded, key) || recorded[key] !== current[key]) return false;
+    count++;
+  }
+  return count === Object.keys(current).length;
 }
 
 /** The first difference between the recorded and the current manifest, said for a person. */
@@ -327,9 +450,16 @@ export function stampPath(stateDir: string, id: NodeId): string {
 }
 
 export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | undefined> {
+  return loadStamp(stateDir, id);
+}
+
+/**
+ * The node's stamp, or undefined when it has none or it is unreadable (the node is then
+ * stale). Synchronous: a no-op run reads one small stamp per node, and the promise API's
+ * open/stat/read/close round trips through the thread pool cost more than the reads.
+ */
+function loadStamp(stateDir: string, id: NodeId): Stamp | undefined {
   try {
-    // Synchronous: a no-op run reads one small stamp per node, and the promise API's
-    // open/stat/read/close round trips through the thread pool cost more than the reads.
     const parsed = JSON.parse(readFileSync(stampPath(stateDir, id), 'utf8')) as Partial<Stamp>;
     if (parsed.version !== 1 || typeof parsed.fingerprint !== 'string' || !parsed.manifest || !parsed.outputs) return undefined;
     return parsed as Stamp;

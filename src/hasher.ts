@@ -9,7 +9,6 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xxhash from 'xxhash-wasm';
 import { writeFileAtomic } from './atomic.ts';
-import { Sha256Thread } from './sha256-thread.ts';
 import type { FileDigest, FileHasher, HashOptions } from './types.ts';
 
 interface StatRecord {
@@ -68,23 +67,37 @@ export class StatCache implements FileHasher {
     return new StatCache(file, records);
   }
 
+  known(path: string, options: Pick<HashOptions, 'sha256'> = {}): FileDigest | undefined {
+    const found = this.lookup(path, options.sha256 === true);
+    return 'xxh' in found ? found : undefined;
+  }
+
   async hash(path: string, options: HashOptions = {}): Promise<FileDigest> {
     const wantSha = options.sha256 === true;
-    // Synchronous: on a no-op run this stat and the lookup are all the hasher does, for
-    // every input and output of every node, and a thread-pool round trip costs more than
-    // the stat itself.
-    const before = statSync(path, BIGINT_STAT);
-    if (!before.isFile()) throw new Error(`${path} is not a regular file`);
-    const cached = this.records.get(path);
-    if (cached && matches(cached, before) && (!wantSha || cached.sha256)) {
-      return { size: cached.size, xxh: cached.xxh, ...(cached.sha256 ? { sha256: cached.sha256 } : {}) };
-    }
+    const before = this.lookup(path, wantSha);
+    if ('xxh' in before) return before;
     const key = `${path}\0${wantSha}`;
     const running = this.inflight.get(key);
     if (running) return running;
     const work = this.read(path, before, wantSha, options).finally(() => this.inflight.delete(key));
     this.inflight.set(key, work);
     return work;
+  }
+
+  /**
+   * The cached digests when the file's stat still matches the record, else the stat to
+   * read it at. Synchronous: on a no-op run this stat and the lookup are all the hasher
+   * does, for every input and output of every node, and a thread-pool round trip costs
+   * more than the stat itself.
+   */
+  private lookup(path: string, wantSha: boolean): FileDigest | BigStats {
+    const stats = statSync(path, BIGINT_STAT);
+    if (!stats.isFile()) throw new Error(`${path} is not a regular file`);
+    const cached = this.records.get(path);
+    if (cached && matches(cached, stats) && (!wantSha || cached.sha256)) {
+      return cached.sha256 ? { size: cached.size, xxh: cached.xxh, sha256: cached.sha256 } : { size: cached.size, xxh: cached.xxh };
+    }
+    return stats;
   }
 
   /** Reads the file for its digests and remembers them when it stayed unchanged meanwhile. */
@@ -162,8 +175,9 @@ export class StatCache implements FileHasher {
         position += length;
       }
     };
+    // Loaded on first use: a no-op run hashes nothing, and worker_threads costs start-up time.
     const sha = wantSha
-      ? Sha256Thread.shared().start(
+      ? (await import('./sha256-thread.ts')).Sha256Thread.shared().start(
           ring,
           (slot) => {
             free.push(slot);
@@ -257,4 +271,12 @@ function matchesStats(a: BigStats, b: BigStats): boolean {
 export async function xxhString(text: string): Promise<string> {
   const { h64ToString } = await xxhashFactory();
   return h64ToString(text);
+}
+
+/**
+ * `xxhString` as a synchronous function, once the WebAssembly module is loaded: a caller
+ * hashing several small strings awaits once instead of once per string.
+ */
+export async function stringHasher(): Promise<(text: string) => string> {
+  return (await xxhashFactory()).h64ToString;
 }

@@ -2,10 +2,11 @@
 // dependencies finish, bounded by --jobs and pools; a node planned before its
 // dependencies ran is assessed again once they have, so a dependency rebuilt to identical
 // output lets it stay fresh (early cutoff), and its setup checks run only if it must run.
+import { existsSync, mkdirSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, assessDetached, fileExists, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
+import { assess, assessDetached, fileExists, quickAssessor, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import type { RunObserver } from './observer.ts';
@@ -76,7 +77,7 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles'>): AssessContext {
+function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles' | 'inputDigests'>): AssessContext {
   return {
     root: options.root,
     stateDir: options.stateDir,
@@ -96,10 +97,11 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
  * dependencies only detached nodes have.
  */
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions, selected?: readonly NodeId[]): Promise<PlanEntry[]> {
-  await checkInputFiles(graph, closure, options.root);
+  const inputDigests = checkInputFiles(graph, closure, options.root, options.hasher);
   const outputs = new Map<NodeId, string | undefined>();
   const unsettledFiles = new Set<string>();
   const byId = new Map<NodeId, PlanEntry>();
+  const quickAssess = await quickAssessor();
   const planNode = async (id: NodeId): Promise<void> => {
     const node = graph.node(id);
     const account = { bytes: 0 };
@@ -123,8 +125,8 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       }
     }
     options.observer?.nodePhase?.(id, 'hash', 'begin');
-    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles });
-    let verdict = await assess(node, context);
+    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests });
+    let verdict = quickAssess(node, context) ?? (await assess(node, context));
     options.observer?.nodePhase?.(id, 'hash', 'end');
     const notes = probe?.note ? [probe.note] : [];
     // A remote copy of what the inputs make now stands in for the dependencies' work.
@@ -188,16 +190,31 @@ function depthLevels(graph: Graph, closure: readonly NodeId[]): NodeId[][] {
 
 /**
  * A declared input file that is missing is a setup error before anything runs, even for a
- * node whose dependencies are stale, unless some node of the closure produces it.
+ * node whose dependencies are stale, unless some node of the closure produces it. The
+ * same stat answers, through the stat cache, what the file holds: the digests returned
+ * (of files no node of the closure writes) are what planning takes them to be, so a
+ * no-op run stats each input once.
  */
-async function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: string): Promise<void> {
-  const produced = new Set(closure.flatMap((id) => graph.node(id).outputs ?? []));
+function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: string, hasher: FileHasher): Map<string, string> {
+  const produced = new Set<string>();
+  for (const id of closure) for (const file of graph.node(id).outputs ?? []) produced.add(file);
+  const digests = new Map<string, string>();
   for (const id of closure) {
     for (const file of graph.node(id).files ?? []) {
-      if (produced.has(file)) continue;
-      if (!(await fileExists(resolve(root, file)))) throw new Failure('config', `${id}: input file ${file} does not exist`);
+      if (produced.has(file) || digests.has(file)) continue;
+      const path = resolve(root, file);
+      let digest: string | undefined;
+      try {
+        digest = hasher.known?.(path)?.xxh;
+      } catch {
+        // Not a readable regular file: assessing the node says what is wrong with it.
+        if (!existsSync(path)) throw new Failure('config', `${id}: input file ${file} does not exist`);
+      }
+      if (digest !== undefined) digests.set(file, digest);
+      else if (!existsSync(path)) throw new Failure('config', `${id}: input file ${file} does not exist`);
     }
   }
+  return digests;
 }
 
 /** Failures that mean "fix the machine or the input": found before a node starts, they end the run with exit 2. */
@@ -256,7 +273,7 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
   const runAbort = new AbortController();
   const onOuterAbort = (): void => runAbort.abort(options.signal.reason);
   options.signal.addEventListener('abort', onOuterAbort, { once: true });
-  await mkdir(join(options.stateDir, 'stamps'), { recursive: true });
+  mkdirSync(join(options.stateDir, 'stamps'), { recursive: true });
 
   const finish = (result: NodeResult): NodeResult => {
     results.set(result.id, result);
@@ -347,7 +364,22 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
       const status = runAbort.signal.aborted ? 'cancelled' : 'failed';
       return finish({ id, status, reason: 'could not be assessed', error: failure.message, failureKind: status === 'cancelled' ? 'cancelled' : failure.kind, durationMs: 0, bytesHashed: 0 });
     });
-  for (const id of closure) finished.set(id, runNodeSafely(id));
+  /**
+   * A node the plan found fresh whose dependencies all finished fresh: nothing to wait for
+   * or assess again, so it finishes here, in order, as `runNode` would finish it. On a
+   * no-op run every node does, with no promise chain per node.
+   */
+  const settledFresh = (id: NodeId): Promise<NodeResult> | undefined => {
+    const entry = initialVerdicts.get(id)!;
+    const { verdict } = entry;
+    if (!verdict.fresh || verdict.adopt || entry.probeError !== undefined || runAbort.signal.aborted || stopStarting.signal.aborted) return undefined;
+    const deps = entry.detached ? [] : graph.node(id).deps;
+    if (!deps.every((dep) => results.get(dep)?.status === 'fresh')) return undefined;
+    outputs.set(id, verdict.outputDigest);
+    const note = entry.note ? { note: entry.note } : {};
+    return Promise.resolve(finish({ id, status: 'fresh', reason: verdict.reason, durationMs: 0, bytesHashed: entry.bytesHashed, ...note }));
+  };
+  for (const id of closure) finished.set(id, settledFresh(id) ?? runNodeSafely(id));
   try {
     await Promise.all(finished.values());
   } finally {

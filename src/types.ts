@@ -29,6 +29,12 @@ export interface HashOptions {
 
 export interface FileHasher {
   hash(absolutePath: string, options?: HashOptions): Promise<FileDigest>;
+  /**
+   * The digest when it is known without reading the file (a stat-cache hit), answered
+   * synchronously; undefined when only `hash` can tell. Throws as `hash` does for a
+   * missing file. A no-op run asks this for every input and output of every node.
+   */
+  known?(absolutePath: string, options?: Pick<HashOptions, 'sha256'>): FileDigest | undefined;
 }
 
 /** A child process run with an argument array (never a shell string). */

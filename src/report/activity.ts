@@ -35,6 +35,8 @@ const LABEL_MAX = 48;
 
 export class Activities {
   private readonly nodes = new Map<NodeId, NodeActivity>();
+  /** For each node, the nodes that said they wait for it: a node's end touches only those. */
+  private readonly waiters = new Map<NodeId, NodeId[]>();
 
   get(id: NodeId): NodeActivity {
     let node = this.nodes.get(id);
@@ -45,6 +47,12 @@ export class Activities {
   waiting(id: NodeId, wait: Wait): void {
     const node = this.get(id);
     node.waitingFor = 'slot' in wait ? { slot: wait.slot } : { dependencies: new Set(wait.dependencies) };
+    if ('slot' in wait) return;
+    for (const dependency of wait.dependencies) {
+      const list = this.waiters.get(dependency);
+      if (list) list.push(id);
+      else this.waiters.set(dependency, [id]);
+    }
   }
 
   started(id: NodeId): void {
@@ -86,12 +94,14 @@ export class Activities {
     delete node.waitingFor;
     delete node.bar;
     delete node.phase;
-    for (const other of this.nodes.values()) {
-      if (other.waitingFor && 'dependencies' in other.waitingFor) {
+    for (const waiter of this.waiters.get(id) ?? []) {
+      const other = this.nodes.get(waiter);
+      if (other?.waitingFor && 'dependencies' in other.waitingFor) {
         other.waitingFor.dependencies.delete(id);
         if (other.waitingFor.dependencies.size === 0) delete other.waitingFor;
       }
     }
+    this.waiters.delete(id);
   }
 
   /** "waiting for a packer slot", "waiting for trixie:download", or undefined when not waiting. */
