@@ -4,13 +4,13 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { optionsTakingValues, parseCommandLine, type OptionSpecs } from './args.ts';
 import { findConfig } from './config.ts';
-import { describeGraph, explainTarget, printDryRun, printPlan } from './inspect.ts';
 import { errorOutput, formatOutput } from './report/contract.ts';
 import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
-import { ProfileReporter } from './report/profile.ts';
 import { fanOut, type Reporter } from './report/reporter.ts';
+// inspect.ts (explain, graph, plan, --dry-run) and the --profile trace load when asked for:
+// a no-op run's time is mostly start-up.
 import { Session, type RunSettings } from './session.ts';
 import { cancelledBy, exitCodeFor, isFailure, toFailure } from './failure.ts';
 import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
@@ -149,6 +149,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   }
   if (command === 'explain') {
     if (rest.length !== 1) throw new Failure('usage', 'explain takes one target: pipeline explain <target>');
+    const { explainTarget } = await import('./inspect.ts');
     return explainTarget(session, rest[0]!, settings, json, io.out);
   }
   if (command === 'graph') {
@@ -157,6 +158,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     const graph = session.graphFor(rest);
     // No targets: the whole graph; targets: what they select and everything they need.
     const ids = rest.length === 0 ? [...graph.nodes.keys()] : graph.closure(graph.resolveTargets(rest, session.familyUsages()));
+    const { describeGraph } = await import('./inspect.ts');
     io.out(describeGraph(graph, ids, format));
     return EXIT_OK;
   }
@@ -168,15 +170,20 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   }
   if (command === 'plan') {
     if (!json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
+    const { printPlan } = await import('./inspect.ts');
     return printPlan(session, targets, settings, io.out);
   }
-  if (values['dry-run']) return printDryRun(session, targets, settings, json, io.out);
+  if (values['dry-run']) {
+    const { printDryRun } = await import('./inspect.ts');
+    return printDryRun(session, targets, settings, json, io.out);
+  }
 
   const graph = session.graphFor(targets);
   const reporters = [await chooseView({ json, ...view }, io)];
   if (json) reporters.push(new JsonReporter(io.out));
   if (profile !== undefined) {
     const poolOf = (id: NodeId): string | undefined => graph.nodes.get(id)?.pool;
+    const { ProfileReporter } = await import('./report/profile.ts');
     reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
   }
   const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);

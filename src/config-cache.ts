@@ -9,8 +9,8 @@
 // imports another TypeScript file cannot run as plain JavaScript; `compiledConfig` says
 // so (undefined) and the caller loads it through tsx.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { writeFileAtomic } from './atomic.ts';
@@ -27,7 +27,8 @@ const STALE_AFTER_MS = 10 * 60_000;
  * A syntax error is a `config` Failure naming the line and column.
  */
 export async function compiledConfig(file: string): Promise<string | undefined> {
-  const source = await readFile(file);
+  // Synchronous: every run reads it, and a thread-pool round trip costs more than the read.
+  const source = readFileSync(file);
   const key = createHash('sha256').update(`${COMPILER_REVISION}\0${file}\0`).update(source).digest('hex').slice(0, 20);
   const dir = join(dirname(file), '.pipeline', 'config');
   const target = join(dir, `${basename(file)}.${key}.mjs`);

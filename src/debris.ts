@@ -5,7 +5,8 @@
 // that no longer exists is debris; anything of another host (a shared publish directory)
 // or of a live process is left alone.
 import { hostname, tmpdir } from 'node:os';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { processAlive } from './exec.ts';
 
@@ -34,7 +35,7 @@ function writerGone(pid: number, host: string | undefined): boolean {
 
 /** The abandoned temp files (or directories) in `dir`, by name; none when it cannot be read. */
 export async function abandonedTemps(dir: string): Promise<string[]> {
-  const entries = await readdir(dir).catch(() => [] as string[]);
+  const entries = entriesOf(dir);
   return entries.filter((entry) => {
     const match = TEMP_NAME.exec(entry);
     return match !== null && writerGone(Number(match[1]), match[2]);
@@ -52,6 +53,18 @@ export async function removeAbandonedTemps(dirs: Iterable<string>): Promise<stri
     }
   }
   return removed;
+}
+
+/**
+ * A directory's entries, none when it cannot be read. Synchronous: every run sweeps a few
+ * directories, and a thread-pool round trip waits for a free core on a busy machine.
+ */
+function entriesOf(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 function runDirsRoot(stateDir: string): string {
@@ -92,14 +105,14 @@ export async function toolTempDir(preferred: string): Promise<string> {
 /** Removes the scratch directories (and short tool temp dirs) of dead processes of this host; returns their paths. */
 export async function removeAbandonedRunDirs(stateDir: string): Promise<string[]> {
   const removed: string[] = [];
-  for (const entry of await readdir(tmpdir()).catch(() => [] as string[])) {
+  for (const entry of entriesOf(tmpdir())) {
     const match = SHORT_TEMP_NAME.exec(entry);
     if (!match || !writerGone(Number(match[1]), match[2])) continue;
     await rm(join(tmpdir(), entry), { recursive: true, force: true }).catch(() => undefined);
     removed.push(join(tmpdir(), entry));
   }
   const base = runDirsRoot(stateDir);
-  for (const entry of await readdir(base).catch(() => [] as string[])) {
+  for (const entry of entriesOf(base)) {
     const match = RUN_DIR_NAME.exec(entry);
     if (!match || !writerGone(Number(match[1]), match[2])) continue;
     await rm(join(base, entry), { recursive: true, force: true }).catch(() => undefined);

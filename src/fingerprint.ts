@@ -5,7 +5,7 @@
 // environment, probe value and the output digests of its dependencies (so a dependency
 // rebuilt to identical bytes does not make it stale: early cutoff). Its fingerprint is
 // the xxh64 of that manifest. The stamp records fingerprint, manifest and output hashes.
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
@@ -460,11 +460,34 @@ export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | u
  */
 function loadStamp(stateDir: string, id: NodeId): Stamp | undefined {
   try {
-    const parsed = JSON.parse(readFileSync(stampPath(stateDir, id), 'utf8')) as Partial<Stamp>;
+    const parsed = JSON.parse(readSmallFile(stampPath(stateDir, id))) as Partial<Stamp>;
     if (parsed.version !== 1 || typeof parsed.fingerprint !== 'string' || !parsed.manifest || !parsed.outputs) return undefined;
     return parsed as Stamp;
   } catch {
     return undefined;
+  }
+}
+
+/** Reused by every stamp read: one stamp is a few hundred bytes. */
+let readBuffer = Buffer.allocUnsafe(64 * 1024);
+
+/** A small file's text: open, read, close (readFileSync also stats it first, a quarter of its cost here). */
+function readSmallFile(path: string): string {
+  const fd = openSync(path, 'r');
+  try {
+    let length = 0;
+    for (;;) {
+      const read = readSync(fd, readBuffer, length, readBuffer.length - length, length);
+      if (read === 0) return readBuffer.toString('utf8', 0, length);
+      length += read;
+      if (length === readBuffer.length) {
+        const larger = Buffer.allocUnsafe(readBuffer.length * 2);
+        readBuffer.copy(larger);
+        readBuffer = larger;
+      }
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -3,8 +3,8 @@
 // hashes zero bytes. Both digests a caller may need are computed in a single read, with
 // the reads ahead of the hashing and SHA-256 on its own thread (sha256-thread.ts).
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
-import { mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xxhash from 'xxhash-wasm';
@@ -56,7 +56,9 @@ export class StatCache implements FileHasher {
     const records = new Map<string, StatRecord>();
     if (file) {
       try {
-        const parsed = JSON.parse(await readFile(file, 'utf8')) as { version?: number; files?: Record<string, StatRecord> };
+        // Synchronous, as every read a no-op run makes: a thread-pool round trip waits
+        // for a core, which on a busy machine costs more than the read.
+        const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; files?: Record<string, StatRecord> };
         if (parsed.version === CACHE_VERSION && parsed.files) {
           for (const [path, record] of Object.entries(parsed.files)) records.set(path, record);
         }

@@ -10,8 +10,12 @@
 // a claim named after the dead lock's nonce, and only one can; the claim of a waiter that
 // died is superseded by a claim of the next generation, never deleted, so no waiter can
 // remove a lock another one has just taken.
+//
+// The file operations are synchronous: each is one quick system call, and every run takes
+// and releases the lock, where a thread-pool round trip would wait for a free core.
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,7 +59,7 @@ const DEFAULTS = { pollMs: 200, heartbeatMs: 30_000, staleAfterMs: 120_000, unre
 
 export async function acquireLock(path: string, options: LockOptions): Promise<Lock> {
   const settings = { ...DEFAULTS, ...definedOnly(options) };
-  await mkdir(dirname(path), { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   const me = await describeSelf();
   let told = false;
   for (;;) {
@@ -92,14 +96,14 @@ type Inspection =
 async function tryCreate(path: string, me: LockHolder): Promise<boolean> {
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    await writeFile(temp, `${JSON.stringify(me)}\n`, { flag: 'wx' });
-    await link(temp, path);
+    writeFileSync(temp, `${JSON.stringify(me)}\n`, { flag: 'wx' });
+    linkSync(temp, path);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw new Failure('setup', `cannot create the lock ${path}: ${(error as Error).message}`, { cause: error });
   } finally {
-    await rm(temp, { force: true });
+    rmSync(temp, { force: true });
   }
 }
 
@@ -116,7 +120,7 @@ function holdLock(path: string, me: LockHolder, heartbeatMs: number): Lock {
       // Remove it only while it is still ours (a lock is never taken from a live holder,
       // but a paused process may have been judged gone).
       const found = await inspect(path);
-      if (found !== 'absent' && found.kind === 'held' && found.holder.nonce === me.nonce) await rm(path, { force: true });
+      if (found !== 'absent' && found.kind === 'held' && found.holder.nonce === me.nonce) rmSync(path, { force: true });
       await removeClaims(path);
     },
   };
@@ -124,10 +128,10 @@ function holdLock(path: string, me: LockHolder, heartbeatMs: number): Lock {
 
 async function inspect(path: string): Promise<Inspection> {
   let text: string;
-  let info: Awaited<ReturnType<typeof stat>>;
+  let info: Stats;
   try {
-    info = await stat(path);
-    text = await readFile(path, 'utf8');
+    info = statSync(path);
+    text = readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
     throw new Failure('setup', `cannot read the lock ${path}: ${(error as Error).message}`, { cause: error });
@@ -197,7 +201,7 @@ async function whyGone(found: Exclude<Inspection, 'absent'>, settings: typeof DE
 async function takeOver(path: string, found: Exclude<Inspection, 'absent'>, me: LockHolder, settings: typeof DEFAULTS): Promise<boolean> {
   const nonce = found.kind === 'held' ? found.holder.nonce : `unreadable-${found.ino}-${Math.floor(found.mtimeMs)}`;
   const prefix = `${basename(path)}.claim.${nonce}.`;
-  const generations = (await readdir(dirname(path)))
+  const generations = readdirSync(dirname(path))
     .filter((name) => name.startsWith(prefix))
     .map((name) => Number(name.slice(prefix.length)))
     .filter((generation) => Number.isInteger(generation));
@@ -212,7 +216,7 @@ async function takeOver(path: string, found: Exclude<Inspection, 'absent'>, me: 
   if (!(await tryCreate(join(dirname(path), `${prefix}${next}`), me))) return false;
   const again = await inspect(path);
   if (again === 'absent' || !sameLock(again, found)) return false; // someone took it over before us
-  await rm(path, { force: true });
+  rmSync(path, { force: true });
   return true;
 }
 
@@ -224,14 +228,13 @@ function sameLock(a: Exclude<Inspection, 'absent'>, b: Exclude<Inspection, 'abse
 /** Claims refer to locks that are gone once someone holds a new one. */
 async function removeClaims(path: string): Promise<void> {
   const prefix = `${basename(path)}.claim.`;
-  const entries = await readdir(dirname(path)).catch(() => [] as string[]);
-  await Promise.all(entries.filter((name) => name.startsWith(prefix)).map((name) => rm(join(dirname(path), name), { force: true })));
+  for (const name of readDirOrEmpty(dirname(path))) if (name.startsWith(prefix)) rmSync(join(dirname(path), name), { force: true });
 }
 
 let self: Promise<LockHolder> | undefined;
 function describeSelf(): Promise<LockHolder> {
   self ??= (async () => {
-    const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
+    const boot = (readTextOrUndefined('/proc/sys/kernel/random/boot_id') ?? '').trim();
     const processStart = await processStartTicks(process.pid);
     return {
       pid: process.pid,
@@ -248,10 +251,26 @@ function describeSelf(): Promise<LockHolder> {
 
 /** Field 22 of /proc/<pid>/stat (start time), after the parenthesised command name. */
 async function processStartTicks(pid: number): Promise<string | undefined> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  const text = readTextOrUndefined(`/proc/${pid}/stat`);
   if (!text) return undefined;
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return fields[19];
+}
+
+function readTextOrUndefined(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function readDirOrEmpty(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
 }
 
 function describeHolder(holder: LockHolder): string {

@@ -1,7 +1,7 @@
 // A loaded project: config, graph, state directories and the stat cache, plus running
 // targets under the tree lock with the chosen renderer.
 import { availableParallelism } from 'node:os';
-import { rm } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from './config.ts';
 import { ownRunDir, removeAbandonedRunDirs, removeAbandonedTemps } from './debris.ts';
@@ -47,11 +47,15 @@ export class Session {
     return join(this.root, '.pipeline');
   }
 
+  /** The config's own graph, built once: a 1,000-node graph takes milliseconds to check. */
+  private baseGraph: Graph | undefined;
+
   /** The graph, extended by the nodes of any family targets (`upload:v1.2`) named. */
   graphFor(targets: readonly string[]): Graph {
     const extra: NodeDef[] = [];
     const aliases: Record<string, readonly NodeId[]> = { ...(this.config.aliases ?? {}) };
     const base = new Map(this.config.nodes.map((node) => [node.id, node] as const));
+    let expandedAny = false;
     for (const target of targets) {
       if (base.has(target) || aliases[target]) continue;
       const split = target.indexOf(':');
@@ -60,7 +64,9 @@ export class Session {
       const expanded = family.expand(target.slice(split + 1));
       for (const node of expanded.nodes) if (!base.has(node.id)) extra.push(node);
       aliases[target] = expanded.targets;
+      expandedAny = true;
     }
+    if (!expandedAny) return (this.baseGraph ??= new Graph(this.config.nodes, aliases));
     return new Graph([...this.config.nodes, ...extra], aliases);
   }
 
@@ -128,7 +134,7 @@ export class Session {
       return results;
     } finally {
       await this.hasher.save();
-      await rm(ownRunDir(this.stateDir), { recursive: true, force: true });
+      rmSync(ownRunDir(this.stateDir), { recursive: true, force: true }); // usually absent: one failed lstat
       await lock.release();
     }
   }
