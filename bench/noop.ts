@@ -9,7 +9,7 @@
 // reducing the 50 chain tails pairwise to one, a final node (1,000 command nodes in all),
 // plus one node whose input is a 1 GiB file of random bytes. Disk use: ~1 GiB.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN, fmt, median, REPO, timed } from './support.ts';
@@ -113,6 +113,8 @@ async function main(): Promise<void> {
     const bareNode: number[] = [];
     const bytesPerRun: number[] = [];
     let fresh = 0;
+    // Times on a shared machine depend on its load: say what it was while measuring.
+    const loadBefore = loadavg();
     for (let i = 0; i < runs; i++) {
       const result = await timed(process.execPath, [BIN, '--json'], root);
       const summary = JSON.parse(result.stdout) as { ran: number; fresh: number; bytesHashed: number; wallMs: number };
@@ -129,6 +131,7 @@ async function main(): Promise<void> {
       bareNode.push((await timed(process.execPath, ['-e', '0'], root)).ms);
     }
 
+    const loadAfter = loadavg();
     const bytesHashed = Math.max(...bytesPerRun);
     const rows: Array<[string, string, string]> = [
       [`pipeline --json, no-op (${fresh} fresh), process wall`, fmt(median(noop)), `bytesHashed per run: ${bytesPerRun.join(', ')}`],
@@ -140,7 +143,9 @@ async function main(): Promise<void> {
       ['first build with pipeline (for scale)', fmt(build.ms), `bytesHashed ${built.bytesHashed}`],
     ];
     const width = Math.max(...rows.map(([label]) => label.length));
-    console.log(`\nno-op benchmark: ${commandNodes} command nodes + 1 node with a ${bigMiB} MiB input; median of ${runs} runs\n`);
+    console.log(`\nno-op benchmark: ${commandNodes} command nodes + 1 node with a ${bigMiB} MiB input; median of ${runs} runs`);
+    const load = (values: number[]): string => values.map((value) => value.toFixed(2)).join(', ');
+    console.log(`load average (1, 5, 15 min): ${load(loadBefore)} before the runs, ${load(loadAfter)} after\n`);
     for (const [label, time, extra] of rows) console.log(`${label.padEnd(width)}  ${time.padStart(9)}  ${extra}`);
     console.log('');
     console.log(`pipeline no-op / make -q:              ${(median(noop) / median(makeQ)).toFixed(1)}x`);
