@@ -207,8 +207,7 @@ function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: string,
       try {
         digest = hasher.known?.(path)?.xxh;
       } catch {
-        // Not a readable regular file: assessing the node says what is wrong with it.
-        if (!existsSync(path)) throw new Failure('config', `${id}: input file ${file} does not exist`);
+        // Missing, or not a readable regular file: assessing the node says what is wrong.
       }
       if (digest !== undefined) digests.set(file, digest);
       else if (!existsSync(path)) throw new Failure('config', `${id}: input file ${file} does not exist`);
