@@ -1,7 +1,7 @@
 // DownloadFile against a model: whatever the piece sizes, the chunking, the order in which
 // pieces' chunks interleave, the write-buffer size, the prefix an earlier run left on disk
-// and the pieces that start over, the file ends as the image and the one-pass digest is
-// the image's SHA-256. Seeded: a failure prints the seed (DOWNLOAD_FILE_SEED replays it).
+// and the pieces that start over, the file ends as the image, the one-pass digest is
+// the image's SHA-256, and no more than two write buffers a piece were ever allocated. Seeded: a failure prints the seed (DOWNLOAD_FILE_SEED replays it).
 import test from 'ava';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
@@ -82,6 +82,8 @@ async function check(plan: Plan, dir: string): Promise<void> {
     const expected = createHash('sha256').update(image).digest('hex');
     if (digest !== expected) throw new Error(`digest ${digest}, expected ${expected}`);
     if (!(await readFile(path)).equals(image)) throw new Error('the file differs from the image');
+    // Buffers go back for reuse when their write lands: dropping one is garbage the size of a write.
+    if (file.writeBuffers > 2 * plan.sizes.length) throw new Error(`${file.writeBuffers} write buffers for ${plan.sizes.length} piece(s); at most two a piece`);
   } finally {
     await file.close().catch(() => {});
     await rm(path, { force: true });

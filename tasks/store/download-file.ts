@@ -31,8 +31,6 @@ interface PieceState {
   /** The buffer taking the bytes after `writing`, and how much of it they fill. */
   filling: Buffer | undefined;
   filled: number;
-  /** The buffer of the last finished write, for the next fill. */
-  spare: Buffer | undefined;
   /** Bumped by `restart`: a write from before it no longer counts. */
   generation: number;
 }
@@ -48,6 +46,13 @@ export class DownloadFile {
   private catchingUp: Promise<void> | undefined;
   private writeback: Promise<void> | undefined;
   private readBuffer: Buffer | undefined;
+  /**
+   * Write buffers no piece is using. A piece takes one to fill and gives it back when its
+   * write lands, so the file holds at most two a piece in flight, however many chunks and
+   * pieces pass through it (a buffer dropped instead is garbage the size of a write).
+   */
+  private readonly freeBuffers: Buffer[] = [];
+  private allocatedBuffers = 0;
   private closing = false;
   private writtenSinceWriteback = 0;
   /** The first write or read that failed; every later call rethrows it. */
@@ -71,7 +76,6 @@ export class DownloadFile {
         writeInFlight: false,
         filling: undefined,
         filled: 0,
-        spare: undefined,
         generation: 0,
       };
       start += size;
@@ -97,6 +101,11 @@ export class DownloadFile {
       await handle.close();
       throw error;
     }
+  }
+
+  /** Write buffers allocated so far: never more than two a piece, however the bytes arrive. */
+  get writeBuffers(): number {
+    return this.allocatedBuffers;
   }
 
   /** Bytes of each piece that are on disk, for the resume record. */
@@ -125,8 +134,7 @@ export class DownloadFile {
   private copyIn(piece: PieceState, chunk: Buffer, from: number): Promise<void> | void {
     while (from < chunk.length) {
       if (!piece.filling) {
-        piece.filling = piece.spare ?? Buffer.allocUnsafe(this.bufferBytes);
-        piece.spare = undefined;
+        piece.filling = this.freeBuffers.pop() ?? this.allocateBuffer();
       }
       const copied = chunk.copy(piece.filling, piece.filled, from);
       piece.filled += copied;
@@ -153,7 +161,6 @@ export class DownloadFile {
     this.startWrite(piece);
     await piece.write;
     this.throwIfFailed();
-    piece.filling = piece.spare = undefined;
   }
 
   /** Writes what every piece has taken so far (after a failure, so that a resume loses none of it). */
@@ -206,6 +213,11 @@ export class DownloadFile {
     await this.handle.close();
   }
 
+  private allocateBuffer(): Buffer {
+    this.allocatedBuffers++;
+    return Buffer.allocUnsafe(this.bufferBytes);
+  }
+
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure;
   }
@@ -223,13 +235,15 @@ export class DownloadFile {
       .write(buffer, 0, bytes, piece.start + piece.written)
       .then(({ bytesWritten }) => {
         piece.writeInFlight = false;
-        piece.spare = buffer;
-        if (piece.generation !== generation) return;
-        // A positional write to a regular file is whole unless it fails part way: the disk is full.
-        if (bytesWritten !== bytes) throw Object.assign(new Error(`ENOSPC: no space left on device, write (${bytesWritten} of ${bytes} bytes)`), { code: 'ENOSPC' });
-        piece.written += bytes;
-        piece.writing = undefined;
-        this.wrote(bytes);
+        if (piece.generation === generation) {
+          // A positional write to a regular file is whole unless it fails part way: the disk is full.
+          if (bytesWritten !== bytes) throw Object.assign(new Error(`ENOSPC: no space left on device, write (${bytesWritten} of ${bytes} bytes)`), { code: 'ENOSPC' });
+          piece.written += bytes;
+          piece.writing = undefined;
+        }
+        // Nothing refers to the buffer now (a restart dropped `writing` already).
+        this.freeBuffers.push(buffer);
+        if (piece.generation === generation) this.wrote(bytes);
       })
       .catch((error: unknown) => {
         piece.writeInFlight = false;
