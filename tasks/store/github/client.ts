@@ -108,13 +108,15 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
     notifications: unthrottledGroup as never,
   };
   // Loaded when a release is actually touched: a local build run never pays for octokit.
-  const { Octokit } = await import('octokit');
+  const [{ Octokit }, { apiFetch }] = await Promise.all([import('octokit'), import('./api-fetch.ts')]);
   const octokit = new Octokit({
     auth: token,
     baseUrl: apiUrl,
     userAgent: 'pipeline-images',
     retry: { retryAfterBaseValue: retryBaseMs },
     throttle,
+    // node:http rather than Node's fetch, whose loading alone costs more memory than a download.
+    request: { fetch: apiFetch as unknown as typeof fetch },
     // Octokit's default logger prints warnings to the console; the caller reports instead.
     log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
   });
