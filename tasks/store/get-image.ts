@@ -2,14 +2,13 @@
 // offset into one temp file next to the target (no reassembly pass), resumable across
 // resets and runs, verified against the SHA-256 before it is renamed into place. An image
 // that is being replaced is waited for briefly, then reported as such.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileAtomic } from '../../src/atomic.ts';
 import { Failure, isFailure } from '../../src/types.ts';
 import { DownloadFile } from './download-file.ts';
+import { sha256OfFile } from './file-reads.ts';
 import type { ImageRecord } from './record.ts';
 import type { ImageStore, OpenedImage } from './store.ts';
 
@@ -70,12 +69,6 @@ interface ResumeState {
   done: number[];
 }
 
-async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, ...(signal ? { signal } : {}) })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /** Errors that mean the disk (or the user's quota) is full: retrying will not help, and what arrived only takes space. */
 function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
@@ -107,7 +100,7 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
 
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
-    if (existing.size === total && (await sha256File(finalPath, signal)) === image.sha256) return got(true);
+    if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) return got(true);
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
 

@@ -11,12 +11,12 @@
 // rename replaces atomically: a record always names a complete blob, so there is no swap
 // to be caught in. The record is written first; the readable copies and the index follow
 // it, each writer rechecking after its own writes, so concurrent writers converge. Unreferenced blobs are removed once they are older than any upload.
-import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
 import { formatSha256Line } from '../../checksum.ts';
+import { readInOrder } from '../file-reads.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
 import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, recordOf, sameRecord, serializeIndex, type ImageIndex } from '../record.ts';
 import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
@@ -69,13 +69,8 @@ export class DirectoryStore implements ImageStore {
           label: imageFileName(name),
           size,
           async read({ from, signal, sink }) {
-            let offset = from;
-            const stream = createReadStream(path, { start: from, signal, highWaterMark: 4 * 1024 * 1024 });
             try {
-              for await (const chunk of stream as AsyncIterable<Buffer>) {
-                await sink(chunk, offset);
-                offset += chunk.length;
-              }
+              await readInOrder(path, { from, signal, each: sink });
             } catch (error) {
               if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `${path} is gone`);
               throw error;
@@ -211,11 +206,13 @@ export class DirectoryStore implements ImageStore {
     try {
       const handle = await open(temp, 'w');
       try {
-        let done = 0;
-        for await (const chunk of createReadStream(image.path, { signal: options.signal, highWaterMark: 4 * 1024 * 1024 }) as AsyncIterable<Buffer>) {
-          await handle.write(chunk);
-          options.onProgress?.((done += chunk.length), image.size);
-        }
+        await readInOrder(image.path, {
+          signal: options.signal,
+          each: async (chunk, offset) => {
+            await handle.write(chunk);
+            options.onProgress?.(offset + chunk.length, image.size);
+          },
+        });
         await handle.sync();
       } finally {
         await handle.close();
