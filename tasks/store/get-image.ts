@@ -38,6 +38,7 @@ export interface GotImage {
 }
 
 const REPLACING_WAITS_MS = [500, 1000, 2000, 4000];
+const PROGRESS_MS = 100;
 
 export async function getImage(store: ImageStore, name: string, options: GetImageOptions): Promise<GotImage> {
   const waits = options.replacingWaitsMs ?? REPLACING_WAITS_MS;
@@ -117,12 +118,20 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   if (resumable) log(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
 
   const received = [...state.done];
-  const report = () => options.onProgress?.(received.reduce((a, b) => a + b, 0), total);
+  let reportedAt = 0;
+  // At most every PROGRESS_MS, and when a piece ends: a report for each chunk (a TLS
+  // record is 16 KiB) kept tens of thousands of progress samples alive for nothing.
+  const report = (force = false) => {
+    const now = Date.now();
+    if (!force && now - reportedAt < PROGRESS_MS) return;
+    reportedAt = now;
+    options.onProgress?.(received.reduce((a, b) => a + b, 0), total);
+  };
   const file = await DownloadFile.open(tempPath, layout.map((piece) => piece.size), resumable ? state.done : undefined);
   let actual: string | undefined;
   let keep = true;
   try {
-    report();
+    report(true);
     let next = 0;
     // The first piece to fail stops the others: nothing may still be writing when the file closes.
     const stop = new AbortController();
@@ -143,7 +152,7 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
           sink: (chunk, offset) => {
             if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
             received[index] = offset + chunk.length;
-            report();
+            report(received[index] === piece.size);
             return file.accept(index, chunk, offset);
           },
         });
