@@ -35,6 +35,8 @@ export async function execFile(
   // Loaded on first use: a run where everything is fresh starts no process and skips zx's
   // start-up cost.
   const { $ } = await import('zx');
+  // An abort while zx loaded fired before the listener below exists: it would never stop the child.
+  signal.throwIfAborted();
   const shell = $({
     cwd: options.cwd ?? process.cwd(),
     env: { ...process.env, ...options.env },
