@@ -7,17 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { markedProcesses } from '../support/chaos.ts';
 import type { CliResult, Project, RunningCli } from '../support/engine-project.ts';
 
-/** mulberry32: small, fast and the same sequence for the same seed on every machine. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from '../support/seeded-random.ts';
 
 /** The seed to use: CHAOS_SEED when set (a replay), else a new one. */
 export function chooseSeed(env: NodeJS.ProcessEnv = process.env): number {

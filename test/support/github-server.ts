@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { components } from '@octokit/openapi-types';
+import { seededRandom } from './seeded-random.ts';
 
 type ApiRelease = components['schemas']['release'];
 /** GitHub reports `new` for a half-made asset, though the schema lists only uploaded/open. */
@@ -157,7 +158,7 @@ export class GitHubServer {
     this.owner = options.owner ?? 'acme';
     this.repo = options.repo ?? 'images';
     this.seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-    this.random = mulberry32(this.seed);
+    this.random = seededRandom(this.seed);
     this.server = http.createServer((request, response) => {
       this.handle(request, response).catch((error: unknown) => {
         if (!response.headersSent) this.json(response, 500, { message: String(error) });
@@ -682,17 +683,6 @@ export class GitHubServer {
   }
 }
 
-/** A small seeded PRNG (mulberry32): the same seed, the same waits. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
   let text = '';
