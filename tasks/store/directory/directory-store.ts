@@ -52,7 +52,7 @@ export class DirectoryStore implements ImageStore {
   }
 
   async open(name: string): Promise<OpenedImage> {
-    const file = (await this.records()).get(name);
+    const file = await this.record(name);
     if (!file) return { status: 'missing', detail: `${this.location} has no ${name}` };
     const path = this.blobPath(file.blob);
     const size = (await stat(path).catch(() => undefined))?.size;
@@ -84,7 +84,7 @@ export class DirectoryStore implements ImageStore {
   async put(image: ImageToPut, options: PutOptions): Promise<PutResult> {
     await mkdir(join(this.dir, 'blobs'), { recursive: true });
     const blob = `${image.sha256}.qcow2`;
-    const previous = (await this.records()).get(image.name);
+    const previous = await this.record(image.name);
     const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
     const uploaded = options.force || !held;
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
@@ -128,7 +128,7 @@ export class DirectoryStore implements ImageStore {
   }
 
   async probe(name: string): Promise<string> {
-    const file = (await this.records()).get(name);
+    const file = await this.record(name);
     return file ? `sha256 ${file.image.sha256}` : 'image missing';
   }
 
@@ -142,10 +142,17 @@ export class DirectoryStore implements ImageStore {
     for (const entry of names) {
       const name = entry.endsWith('.json') ? entry.slice(0, -'.json'.length) : '';
       if (!isValidImageName(name) || entry === INDEX_NAME) continue;
-      const parsed = recordFileSchema.safeParse(JSON.parse(await readFile(join(this.dir, entry), 'utf8').catch(() => 'null')));
-      if (parsed.success && parsed.data.name === name) records.set(name, parsed.data);
+      const file = await this.record(name);
+      if (file) records.set(name, file);
     }
     return records;
+  }
+
+  /** One image's record, without reading the others. */
+  private async record(name: string): Promise<RecordFile | undefined> {
+    if (!isValidImageName(name)) return undefined; // never a path outside the store
+    const parsed = recordFileSchema.safeParse(JSON.parse(await readFile(join(this.dir, `${name}.json`), 'utf8').catch(() => 'null')));
+    return parsed.success && parsed.data.name === name ? parsed.data : undefined;
   }
 
   private async readIndex(): Promise<ImageIndex | undefined> {
@@ -168,7 +175,7 @@ export class DirectoryStore implements ImageStore {
     const copy = join(this.dir, imageFileName(name));
     const checksum = `${copy}.sha256`;
     for (let round = 0; round < 20; round++) {
-      const file = (await this.records()).get(name);
+      const file = await this.record(name);
       if (!file) return; // removed meanwhile: `release remove` took the copies too
       const [blobInfo, copyInfo] = await Promise.all([stat(this.blobPath(file.blob)).catch(() => undefined), stat(copy).catch(() => undefined)]);
       if (!blobInfo) return; // the record names missing bytes: list() says so, a new put mends it
