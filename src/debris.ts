@@ -57,9 +57,10 @@ export async function removeAbandonedTemps(dirs: Iterable<string>): Promise<stri
 
 /**
  * A directory's entries, none when it cannot be read. Synchronous: every run sweeps a few
- * directories, and a thread-pool round trip waits for a free core on a busy machine.
+ * directories (and the lock reads its own), and a thread-pool round trip waits for a free
+ * core on a busy machine.
  */
-function entriesOf(dir: string): string[] {
+export function entriesOf(dir: string): string[] {
   try {
     return readdirSync(dir);
   } catch {

@@ -19,6 +19,7 @@ import { utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { entriesOf } from './debris.ts';
 import { processAlive } from './exec.ts';
 import { Failure } from './failure.ts';
 
@@ -228,7 +229,7 @@ function sameLock(a: Exclude<Inspection, 'absent'>, b: Exclude<Inspection, 'abse
 /** Claims refer to locks that are gone once someone holds a new one. */
 async function removeClaims(path: string): Promise<void> {
   const prefix = `${basename(path)}.claim.`;
-  for (const name of readDirOrEmpty(dirname(path))) if (name.startsWith(prefix)) rmSync(join(dirname(path), name), { force: true });
+  for (const name of entriesOf(dirname(path))) if (name.startsWith(prefix)) rmSync(join(dirname(path), name), { force: true });
 }
 
 let self: Promise<LockHolder> | undefined;
@@ -262,14 +263,6 @@ function readTextOrUndefined(path: string): string | undefined {
     return readFileSync(path, 'utf8');
   } catch {
     return undefined;
-  }
-}
-
-function readDirOrEmpty(path: string): string[] {
-  try {
-    return readdirSync(path);
-  } catch {
-    return [];
   }
 }
 
