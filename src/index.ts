@@ -3,6 +3,6 @@ export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, typ
 export * from './types.ts';
 // Debris a killed run leaves: scratch dirs and temp files recognised by their writer's pid.
 export { makeScratchDir, removeAbandonedTemps, toolTempDir } from './debris.ts';
-export { siblingTempPath, writeFileAtomic } from './atomic.ts';
+export { fsyncPath, siblingTempPath, writeFileAtomic } from './atomic.ts';
 // The JSON contract, for commands that print their own result under --json.
 export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type ReleaseCheckOutput, type ReleaseImageVerdict } from './report/contract.ts';

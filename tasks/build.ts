@@ -24,8 +24,7 @@ import { userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
 import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
 import { Failure } from '../src/types.ts';
-import { fsyncPath } from '../src/atomic.ts';
-import { makeScratchDir, toolTempDir } from '../src/index.ts';
+import { fsyncPath, makeScratchDir, toolTempDir } from '../src/index.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
 import {

@@ -9,8 +9,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fsyncPath, siblingTempPath, writeFileAtomic } from '../src/atomic.ts';
-import { removeAbandonedTemps } from '../src/index.ts';
+import { fsyncPath, removeAbandonedTemps, siblingTempPath, writeFileAtomic } from '../src/index.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { Failure, type NodeDef, type NodeId, type TaskContext } from '../src/types.ts';
 import { defaultImageFile } from './checksum.ts';
