@@ -1,9 +1,12 @@
 // Strict checking of what a config declares, with zod: an unknown key at any level is an
 // error with the nearest known key ("did you mean"), a wrong type names the key's path and
 // the type expected. A plain-JS config has no compiler to catch these, and a TypeScript
-// one may be compiled without type checking, so the check runs when the config is made.
-// Only the first problem is reported: one line, as every config error.
+// one may be compiled without type checking, so the check runs when the config is made
+// (for a steps config the hand check in config-plain-check.ts cannot vouch for, when it
+// is loaded: see `defineConfig`). Only the first problem is reported: one line, as every
+// config error.
 import { z } from 'zod';
+import { describe } from './config-plain-check.ts';
 import { Failure } from './failure.ts';
 import { nearest } from './suggest.ts';
 
@@ -40,56 +43,6 @@ export const stepsConfigSchema = z
     defaultTarget: z.string().optional(),
   })
   .strict();
-
-/**
- * Whether `value` is certainly a steps config `stepsConfigSchema` accepts, checked by hand:
- * zod takes about 0.1 ms a step, a tenth of a no-op run on a 1,000-step tree. Only plain
- * objects and arrays pass, so anything unusual is left to zod, which also words the error.
- */
-export function isPlainStepsConfig(value: unknown): boolean {
-  if (!isPlainObject(value) || !isPlainObject(value.steps)) return false;
-  for (const key of Object.keys(value)) if (!STEPS_CONFIG_KEYS.has(key)) return false;
-  for (const key of Object.keys(value.steps)) if (!isPlainStep(value.steps[key])) return false;
-  const { aliases, pools, defaultTarget } = value;
-  if (aliases !== undefined && !(isPlainObject(aliases) && Object.values(aliases).every(isStringList))) return false;
-  if (pools !== undefined && !(isPlainObject(pools) && Object.values(pools).every((limit) => Number.isInteger(limit) && (limit as number) > 0))) return false;
-  return defaultTarget === undefined || typeof defaultTarget === 'string';
-}
-
-const STEPS_CONFIG_KEYS = new Set(['steps', 'aliases', 'pools', 'defaultTarget']);
-const STEP_LISTS = new Set(['deps', 'inputs', 'files', 'outputs', 'env']);
-const STEP_KEYS = new Set([...STEP_LISTS, 'command', 'description', 'pool', 'run']);
-
-function isPlainStep(step: unknown): boolean {
-  if (!isPlainObject(step)) return false;
-  for (const key of Object.keys(step)) {
-    const field = step[key];
-    if (!STEP_KEYS.has(key)) return false;
-    if (field === undefined) continue;
-    if (STEP_LISTS.has(key)) {
-      if (!isStringList(field)) return false;
-    } else if (key === 'command') {
-      if (!isStringList(field) || field.length === 0) return false;
-    } else if (key === 'description' || key === 'pool') {
-      if (typeof field !== 'string') return false;
-    } else if (typeof field !== 'function') {
-      return false; // run
-    }
-  }
-  return true;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (value === null || typeof value !== 'object') return false;
-  const prototype = Object.getPrototypeOf(value) as unknown;
-  return prototype === Object.prototype || prototype === null;
-}
-
-function isStringList(value: unknown): value is string[] {
-  if (!Array.isArray(value) || Object.getPrototypeOf(value) !== Array.prototype) return false;
-  for (let i = 0; i < value.length; i++) if (typeof value[i] !== 'string') return false;
-  return true;
-}
 
 /**
  * Throws a one-line `config` Failure for the first thing in `value` that `schema` refuses:
@@ -174,13 +127,4 @@ function typeName(type: string): string {
     default:
       return `a ${type}`;
   }
-}
-
-/** A value as an error shows it: short strings quoted, numbers as they are, else its kind. */
-export function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }

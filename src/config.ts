@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { checkConfigShape, describe, isPlainStepsConfig, stepsConfigSchema } from './config-validate.ts';
+import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /**
@@ -66,15 +66,46 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
 /** A config computed from where it lives: `export default (({ root }) => config)`. */
 export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;
 
-/** A config of generic steps only. */
+/**
+ * A config of generic steps only. An ordinary declaration (plain objects and arrays) is
+ * checked by hand here. Anything else is checked with zod when the config file is loaded
+ * (`loadConfig`), which is asynchronous, so that zod is loaded only for such a config: the
+ * config returned carries the declaration for that check, under a key spreads keep.
+ */
 export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
-  if (!isPlainStepsConfig(config)) checkConfigShape(stepsConfigSchema, config);
+  if (isPlainStepsConfig(config)) return stepsEngineConfig(config);
+  try {
+    return Object.assign(stepsEngineConfig(config), { [UNCHECKED_DECLARATION]: { declaration: config } });
+  } catch (error) {
+    // Most likely something zod refuses: it words the error when the config is loaded.
+    return Object.assign({ nodes: [] }, { [UNCHECKED_DECLARATION]: { declaration: config, buildError: error } });
+  }
+}
+
+function stepsEngineConfig(config: StepsConfig<string>): EngineConfig {
   return {
     nodes: stepNodes(config.steps),
     ...(config.aliases ? { aliases: config.aliases } : {}),
     ...(config.pools ? { pools: config.pools } : {}),
     ...(config.defaultTarget ? { defaultTarget: config.defaultTarget } : {}),
   };
+}
+
+/** Symbol.for, so that two copies of the engine (compiled and source) agree on it. */
+const UNCHECKED_DECLARATION = Symbol.for('pipeline.uncheckedStepsDeclaration');
+
+interface UncheckedDeclaration {
+  readonly declaration: unknown;
+  readonly buildError?: unknown;
+}
+
+/** Checks with zod a declaration `defineConfig` left unchecked; throws its one-line `config` Failure. */
+async function checkDeferredDeclaration(config: unknown): Promise<void> {
+  if (config === null || typeof config !== 'object' || !(UNCHECKED_DECLARATION in config)) return;
+  const { declaration, buildError } = (config as Record<symbol, UncheckedDeclaration>)[UNCHECKED_DECLARATION]!;
+  const { checkConfigShape, stepsConfigSchema } = await import('./config-validate.ts');
+  checkConfigShape(stepsConfigSchema, declaration);
+  if (buildError !== undefined) throw buildError;
 }
 
 export const DEFAULT_CONFIG_FILES = ['pipeline.config.ts', 'pipeline.config.mts', 'pipeline.config.js', 'pipeline.config.mjs'];
@@ -102,7 +133,7 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
   } catch (error) {
-    if (isFailure(error, 'config', 'usage')) throw error.message.startsWith(file) ? error : new Failure('config', `${file}: ${error.message}`);
+    if (isFailure(error, 'config', 'usage')) throw inConfigFile(file, error);
     // Node and tsx report a syntax error without a usable line and column: esbuild finds it.
     if (error instanceof SyntaxError || /^Transform failed/.test(firstLine(error))) {
       const { locateSyntaxError } = await import('./config-cache.ts');
@@ -117,12 +148,23 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     try {
       loaded = await (loaded as EngineConfigFactory)({ root: dirname(file) });
     } catch (error) {
-      throw new Failure('config', `${file}: ${firstLine(error)}`);
+      throw inConfigFile(file, error);
     }
+  }
+  try {
+    await checkDeferredDeclaration(loaded);
+  } catch (error) {
+    throw inConfigFile(file, error);
   }
   const problem = shapeProblem(loaded);
   if (problem !== undefined) throw new Failure('config', `${file}: ${problem}`);
   return loaded as EngineConfig;
+}
+
+/** What went wrong making the config, as a one-line `config` Failure that names the file. */
+function inConfigFile(file: string, error: unknown): Failure {
+  if (isFailure(error, 'config', 'usage')) return error.message.startsWith(file) ? error : new Failure('config', `${file}: ${error.message}`);
+  return new Failure('config', `${file}: ${firstLine(error)}`);
 }
 
 const TYPESCRIPT = /\.[cm]?tsx?$/;

@@ -73,6 +73,30 @@ export default defineConfig({ steps: { a: { command: 'true' } } });
   t.regex(await configError(t, js, 'pipeline.config.mjs'), /pipeline\.config\.mjs: steps\.a\.command: expected an array, not "true"$/);
 });
 
+// A declaration the hand check cannot vouch for (here steps made by a class) is checked
+// with zod when the file loads, not when defineConfig runs: the same one-line errors,
+// through a spread and a factory too, and a valid one runs.
+const CLASS_STEPS = `import { defineConfig } from '@engine';
+class Step { constructor(fields) { Object.assign(this, fields); } }
+`;
+
+test('an unusual generic-steps declaration gets the same errors when the file loads', async (t) => {
+  const typo = `${CLASS_STEPS}export default defineConfig({ steps: { a: new Step({ command: ['true'], outptus: ['a.txt'] }) } });\n`;
+  t.regex(await configError(t, typo, 'pipeline.config.mjs'), /pipeline\.config\.mjs: steps\.a\.outptus: unknown key \(did you mean outputs\?\)$/);
+  const spread = `${CLASS_STEPS}export default { ...defineConfig({ steps: { a: new Step({ command: 'true' }) } }), pools: { x: 1 } };\n`;
+  t.regex(await configError(t, spread, 'pipeline.config.mjs'), /: steps\.a\.command: expected an array, not "true"$/);
+  const factory = `${CLASS_STEPS}export default () => defineConfig({ steps: { a: new Step({ outputs: ['a.txt'] }) } });\n`;
+  t.regex(await configError(t, factory, 'pipeline.config.mjs'), /: step "a" needs exactly one of command or run$/);
+});
+
+test('an unusual generic-steps declaration that is valid builds and runs', async (t) => {
+  const config = `${CLASS_STEPS}export default defineConfig({ steps: { a: new Step({ command: ['sh', '-c', 'echo made > a.txt'], outputs: ['a.txt'] }) } });\n`;
+  const project = await makeProject(t, { config, configName: 'pipeline.config.mjs' });
+  const run = await project.run(['a']);
+  t.is(run.code, 0, run.stderr);
+  t.is(await project.read('a.txt'), 'made\n');
+});
+
 test('a syntax error names file:line:column, in a TypeScript or JavaScript config or a file it imports', async (t) => {
   const broken = 'export default {\n  nodes: [\n    x y\n  ],\n};\n';
   t.regex(await configError(t, broken, 'pipeline.config.ts'), /pipeline\.config\.ts:3:7: Expected "\]" but found "y"$/);

@@ -1,0 +1,63 @@
+// The hand check that lets an ordinary steps config skip zod, and how a config error shows
+// a value. Kept apart from config-validate.ts so that a run whose config passes the check
+// never loads zod (about a tenth of a no-op run's start-up on a 1,000-step tree).
+
+/**
+ * Whether `value` is certainly a steps config `stepsConfigSchema` (config-validate.ts)
+ * accepts, checked by hand: zod takes about 0.1 ms a step, and loading it costs more.
+ * Only plain objects and arrays pass, so anything unusual is left to zod, which also
+ * words the error.
+ */
+export function isPlainStepsConfig(value: unknown): boolean {
+  if (!isPlainObject(value) || !isPlainObject(value.steps)) return false;
+  for (const key of Object.keys(value)) if (!STEPS_CONFIG_KEYS.has(key)) return false;
+  for (const key of Object.keys(value.steps)) if (!isPlainStep(value.steps[key])) return false;
+  const { aliases, pools, defaultTarget } = value;
+  if (aliases !== undefined && !(isPlainObject(aliases) && Object.values(aliases).every(isStringList))) return false;
+  if (pools !== undefined && !(isPlainObject(pools) && Object.values(pools).every((limit) => Number.isInteger(limit) && (limit as number) > 0))) return false;
+  return defaultTarget === undefined || typeof defaultTarget === 'string';
+}
+
+const STEPS_CONFIG_KEYS = new Set(['steps', 'aliases', 'pools', 'defaultTarget']);
+const STEP_LISTS = new Set(['deps', 'inputs', 'files', 'outputs', 'env']);
+const STEP_KEYS = new Set([...STEP_LISTS, 'command', 'description', 'pool', 'run']);
+
+function isPlainStep(step: unknown): boolean {
+  if (!isPlainObject(step)) return false;
+  for (const key of Object.keys(step)) {
+    const field = step[key];
+    if (!STEP_KEYS.has(key)) return false;
+    if (field === undefined) continue;
+    if (STEP_LISTS.has(key)) {
+      if (!isStringList(field)) return false;
+    } else if (key === 'command') {
+      if (!isStringList(field) || field.length === 0) return false;
+    } else if (key === 'description' || key === 'pool') {
+      if (typeof field !== 'string') return false;
+    } else if (typeof field !== 'function') {
+      return false; // run
+    }
+  }
+  return true;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false;
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
+}
+
+function isStringList(value: unknown): value is string[] {
+  if (!Array.isArray(value) || Object.getPrototypeOf(value) !== Array.prototype) return false;
+  for (let i = 0; i < value.length; i++) if (typeof value[i] !== 'string') return false;
+  return true;
+}
+
+/** A value as an error shows it: short strings quoted, numbers as they are, else its kind. */
+export function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
