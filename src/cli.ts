@@ -47,7 +47,22 @@ const stdio: Output = {
   err: (line) => process.stderr.write(`${line}\n`),
 };
 
+/**
+ * A reader that went away (`pipeline plan --json | head -1`) is not a failure of the run:
+ * what was left to print is dropped, as a reader closing a pipe asks, and the run goes on
+ * to its end (interrupting a build halfway would waste it). Node would otherwise die of
+ * an unhandled EPIPE with a stack trace.
+ */
+function ignoreClosedReader(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
+}
+
 export async function main(argv: readonly string[], io: Output = stdio): Promise<number> {
+  if (io === stdio) ignoreClosedReader();
   const interrupt = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: leave now

@@ -153,3 +153,13 @@ test('--profile writes Chrome trace events: a track per pool slot, node slices h
   }
   t.deepEqual(crossing, []);
 });
+
+test('a reader that closes the pipe early (| head) ends nothing: the run finishes, exit 0, no EPIPE trace', async (t) => {
+  const project = await makeProject(t, { config: CONFIG });
+  const running = project.start(['lonely', '--json']);
+  running.child.stdout.destroy(); // as `head -c 0` would: nothing reads what the run prints
+  const run = await running.done;
+  t.is(run.code, 0, run.stderr);
+  t.notRegex(run.stderr, /EPIPE|Unhandled/);
+  t.is(await project.read('out/lonely.txt'), 'alone\n');
+});
