@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 /** Files and directories the build reads, relative to the repository root. */
-export const BUILD_INPUTS = ['index.ts', 'src', 'tasks', 'tsconfig.json', 'tsconfig.build.json'];
+export const BUILD_INPUTS = ['index.ts', 'src', 'tasks', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.mjs'];
 
 /** Where the build records the hash of the sources it compiled. */
 export const STAMP_FILE = 'dist/.source-hash';
@@ -15,7 +15,7 @@ export function sourceHash(root) {
   const files = [];
   for (const input of BUILD_INPUTS) {
     const path = join(root, input);
-    if (input.endsWith('.ts') || input.endsWith('.json')) files.push(path);
+    if (/\.(?:ts|json|mjs)$/.test(input)) files.push(path);
     else for (const entry of readdirSync(path, { recursive: true, withFileTypes: true })) {
       if (entry.isFile() && entry.name.endsWith('.ts')) files.push(join(entry.parentPath ?? entry.path, entry.name));
     }
