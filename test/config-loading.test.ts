@@ -110,7 +110,7 @@ test('a config whose default export has the wrong shape is exit 2 naming the key
 test('the build stamp changes with any source the build compiles', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'pipeline-source-hash-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
-  for (const file of ['index.ts', 'tsconfig.json', 'tsconfig.build.json']) await cp(join(REPO, file), join(root, file));
+  for (const file of ['index.ts', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.mjs']) await cp(join(REPO, file), join(root, file));
   await mkdir(join(root, 'src'));
   await mkdir(join(root, 'tasks', 'deep'), { recursive: true });
   await writeFile(join(root, 'src', 'a.ts'), 'export const a = 1;\n');
@@ -125,4 +125,6 @@ test('the build stamp changes with any source the build compiles', async (t) => 
   t.not(added, edited, 'a new file counts');
   await writeFile(join(root, 'src', 'notes.md'), 'not compiled\n');
   t.is(sourceHash(root), added, 'a file the build does not compile does not count');
+  await writeFile(join(root, 'scripts', 'build.mjs'), '// another recipe\n', { flag: 'a' });
+  t.not(sourceHash(root), added, 'the build recipe counts');
 });
