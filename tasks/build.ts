@@ -22,9 +22,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
-import type { NodeDef, NodeId, PreflightContext, TaskContext } from '../src/types.ts';
-import { Failure } from '../src/types.ts';
-import { fsyncPath, makeScratchDir, toolTempDir } from '../src/index.ts';
+import { Failure, fsyncPath, makeScratchDir, type NodeDef, type NodeId, type PreflightContext, type TaskContext, toolTempDir } from '../src/index.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
 import {

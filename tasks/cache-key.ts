@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { posix, resolve } from 'node:path';
-import type { FileHasher, KeyFile } from '../src/types.ts';
+import type { FileHasher, KeyFile } from '../src/index.ts';
 
 export interface TemplateFilesOptions {
   /** Image name: the template is `{templatesDir}/{name}/`. */

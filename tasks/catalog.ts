@@ -3,9 +3,7 @@
 // `release check` can say which one changed).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { readStamp } from '../src/fingerprint.ts';
-import { StatCache } from '../src/hasher.ts';
-import type { FileHasher } from '../src/types.ts';
+import { type FileHasher, readStamp, StatCache } from '../src/index.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
 import { fetchUpstreamSha512 } from './download.ts';
 import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './store/catalog.ts';

@@ -3,7 +3,7 @@
 // comes from the stat cache, which usually has it already from the build's output hash.
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import type { FileHasher, NodeDef, NodeId, TaskContext } from '../src/types.ts';
+import type { FileHasher, NodeDef, NodeId, TaskContext } from '../src/index.ts';
 
 export interface ChecksumSpec {
   readonly name: string;

@@ -2,6 +2,7 @@
 // check `defineConfig` runs: every object refuses keys it does not know, so a typo such as
 // `publishdir` is an error instead of a silently ignored setting.
 import { z } from 'zod';
+// Not through src/index.ts: the engine's index stays free of zod, which a steps config never loads.
 import { poolsSchema, stepSchema } from '../src/config-validate.ts';
 import { COMPRESSIONS, isCompression } from './qemu-img.ts';
 

@@ -6,10 +6,9 @@
 // with the targets of SPEC "Targets" as aliases and `upload:{tag}` as a target family.
 // References are typed: an image's base, and a step's dependency, must be declared.
 import { basename, posix } from 'node:path';
-import { stepNodes, type StepDecl } from '../src/config.ts';
+import { type EngineConfig, Failure, type Json, type NodeDef, type NodeId, type StepDecl, stepNodes } from '../src/index.ts';
+// Not through src/index.ts: the engine's index stays free of zod, which a steps config never loads.
 import { checkConfigShape } from '../src/config-validate.ts';
-import { Failure } from '../src/types.ts';
-import type { EngineConfig, Json, NodeDef, NodeId } from '../src/types.ts';
 import { buildNode } from './build.ts';
 import { createCatalog } from './catalog.ts';
 import { checksumNode } from './checksum.ts';

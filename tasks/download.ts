@@ -8,7 +8,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } fro
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Failure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/types.ts';
+import { Failure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
 
 export interface DownloadSpec {
   /** Node id, e.g. `trixie:download`. */

@@ -1,8 +1,7 @@
 // `pipeline images list | download`: the consumer side of the image store.
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { formatBytes } from '../src/report/format.ts';
-import { Failure, isCancellation, toFailure, type Command, type CommandIO } from '../src/types.ts';
+import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';

@@ -6,8 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { ExecResult, TaskContext } from '../src/types.ts';
-import { Failure } from '../src/types.ts';
+import { type ExecResult, Failure, type TaskContext } from '../src/index.ts';
 
 const execFileAsync = promisify(execFileCallback);
 

@@ -4,8 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFile } from '../src/exec.ts';
-import { Failure, type TaskContext } from '../src/types.ts';
+import { execFile, Failure, type TaskContext } from '../src/index.ts';
 
 export const QEMU_IMG = 'qemu-img';
 

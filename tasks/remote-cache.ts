@@ -9,8 +9,7 @@
 // (tasks/store/stale.ts), so "current on the release" and "fetchable" are one answer.
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { fsyncPath } from '../src/atomic.ts';
-import { Failure, isFailure, toFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext } from '../src/types.ts';
+import { Failure, fsyncPath, isFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext, toFailure } from '../src/index.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { fetchedSourcesText } from './store/fetched-sources.ts';

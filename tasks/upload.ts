@@ -3,7 +3,7 @@
 // node when the remote changed (someone removed or replaced the image) even though no
 // local input did.
 import { relative } from 'node:path';
-import { Failure, isFailure, type NodeDef } from '../src/types.ts';
+import { Failure, isFailure, type NodeDef } from '../src/index.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { readLocalImage } from './store/local-image.ts';
 import { checkStoreSetup, describeStore, openImageStore, type StoreOptions } from './store/open.ts';

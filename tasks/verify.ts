@@ -5,8 +5,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, relative } from 'node:path';
-import { nearest } from '../src/suggest.ts';
-import { Failure, type Command, type CommandIO } from '../src/types.ts';
+import { type Command, type CommandIO, Failure, nearest } from '../src/index.ts';
 import { parseSha256Line } from './checksum.ts';
 
 export interface VerifyCatalog {

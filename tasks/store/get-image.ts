@@ -5,8 +5,7 @@
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { writeFileAtomic } from '../../src/atomic.ts';
-import { Failure, isFailure } from '../../src/types.ts';
+import { Failure, isFailure, writeFileAtomic } from '../../src/index.ts';
 import { DownloadFile } from './download-file.ts';
 import { sha256OfFile } from './file-reads.ts';
 import type { ImageRecord } from './record.ts';

@@ -1,7 +1,7 @@
 // A built image as a store receives it: its bytes' path and size, the SHA-256 from its
 // `.sha256`, the key it was built with, its versions and the inputs behind the key.
 import { readFile, stat } from 'node:fs/promises';
-import { Failure } from '../../src/types.ts';
+import { Failure } from '../../src/index.ts';
 import { imageCompression } from '../qemu-img.ts';
 import type { ImageCatalog } from './catalog.ts';
 import { readFetchedSources } from './fetched-sources.ts';

@@ -1,6 +1,6 @@
 // Names that reach a store or the file system from config, flags, the environment or the
 // network, checked the same way everywhere and before any request is made.
-import { Failure, type FailureKind } from '../../src/types.ts';
+import { Failure, type FailureKind } from '../../src/index.ts';
 
 /** SPEC "Naming": lower-case letters, digits, dots and dashes, starting with a letter or digit. */
 const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;

@@ -2,7 +2,7 @@
 // else GitHub releases. The one place outside the backends that knows they exist.
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { Failure } from '../../src/types.ts';
+import { Failure } from '../../src/index.ts';
 import type { ReleaseSettings } from './catalog.ts';
 import { DirectoryStore } from './directory/directory-store.ts';
 import { checkGitHubSetup, describeGitHubLocation, openGitHubStore, type GitHubOptions } from './github/index.ts';

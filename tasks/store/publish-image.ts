@@ -3,8 +3,7 @@
 // when that exact image is already published), so a fresh host and a build host
 // publish the same way.
 import { join } from 'node:path';
-import { StatCache } from '../../src/hasher.ts';
-import { createTaskContext } from '../../src/task-context.ts';
+import { createTaskContext, StatCache } from '../../src/index.ts';
 import { publishedPath, publishImage as publishWithContext } from '../publish.ts';
 
 export interface PublishDownloadedOptions {

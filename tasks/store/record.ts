@@ -4,7 +4,7 @@
 // read through a schema.
 import { z } from 'zod';
 import { parseSha256Line } from '../checksum.ts';
-import { Failure } from '../../src/types.ts';
+import { Failure } from '../../src/index.ts';
 import { imageFileName } from './names.ts';
 import type { ImageToPut } from './store.ts';
 

@@ -9,7 +9,7 @@
 //   {final}.uploading-{run}        a new asset on its way to {final}; a record under such a
 //                                  name, fully uploaded, is the commit of that run's swap
 //   images.json                    the index of every image, rebuilt from the records
-import { Failure } from '../../../src/types.ts';
+import { Failure } from '../../../src/index.ts';
 import { INDEX_NAME } from '../record.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
 

@@ -3,7 +3,7 @@
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
 import type { Octokit, RequestError } from 'octokit';
-import { Failure, isFailure, type FailureKind } from '../../../src/types.ts';
+import { Failure, type FailureKind, isFailure } from '../../../src/index.ts';
 import type { ReleaseSettings } from '../catalog.ts';
 
 export const DEFAULT_API_URL = 'https://api.github.com';

@@ -1,7 +1,7 @@
 // The image store on a GitHub release: one release (by tag) is one store location.
 // Readers prefer the per-image records and fall back to images.json for images nobody
 // recorded (releases written before records existed).
-import { Failure } from '../../../src/types.ts';
+import { Failure } from '../../../src/index.ts';
 import type { ImageRecord } from '../record.ts';
 import type {
   ImagePiece,

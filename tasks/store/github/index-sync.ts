@@ -5,7 +5,7 @@
 // complete, however the others interleaved (a writer that listed before another's record
 // existed writes a short index, then sees it is short and writes it again).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isFailure } from '../../../src/types.ts';
+import { isFailure } from '../../../src/index.ts';
 import { emptyIndex, INDEX_NAME, parseIndex, serializeIndex, type ImageIndex } from '../record.ts';
 import { INDEX_ASSET, parseAssetName, tempAssetName, tempRun } from './asset-names.ts';
 import { bindByName, decisive, layoutOf, type Asset, type Docs } from './layout.ts';

@@ -4,7 +4,7 @@
 // asset already deleted) are results, not errors: the callers converge on them.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { components } from '@octokit/openapi-types';
-import { Failure } from '../../../src/types.ts';
+import { Failure } from '../../../src/index.ts';
 import { assertSafeFileName } from '../names.ts';
 import { describeFailure, GitHubFailure, toGitHubFailure, type GitHubClient } from './client.ts';
 import { downloadRange, TransferError, uploadRange } from './http-transfer.ts';

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { processAlive } from '../../../src/exec.ts';
+import { processAlive } from '../../../src/index.ts';
 
 /** GitHub Actions stops a job after 6 hours by default; no upload outlives that. */
 export const ABANDONED_AFTER_MS = 6 * 60 * 60 * 1000;

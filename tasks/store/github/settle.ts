@@ -2,7 +2,7 @@
 // settled. Another writer acting on the same image at the same moment shows up as a name
 // taken or an asset gone; both mean "look again", never a failure.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Failure } from '../../../src/types.ts';
+import { Failure } from '../../../src/index.ts';
 import { imageAssetRole } from './asset-names.ts';
 import { decisive, layoutOf, settlePlan, type Action, type ImageLayout } from './layout.ts';
 import { runIsOver } from './runs.ts';

@@ -1,5 +1,5 @@
 // Byte sizes from config and environment, and the asset limits an upload splits at.
-import { Failure } from '../../../src/types.ts';
+import { Failure } from '../../../src/index.ts';
 import type { ReleaseSettings } from '../catalog.ts';
 
 /** GitHub rejects release assets above 2 GiB. */

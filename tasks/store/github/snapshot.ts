@@ -2,7 +2,7 @@
 // content (a replacement is a new asset with a new id), so a doc read once by id is kept
 // for the life of the store; a look costs one listing plus the records that are new.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isFailure } from '../../../src/types.ts';
+import { isFailure } from '../../../src/index.ts';
 import { parseAssetName } from './asset-names.ts';
 import { decisive, recordAssetsOf, type Asset, type Docs } from './layout.ts';
 import { parseRecordDoc, type RecordDoc } from './record-asset.ts';
