@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type FileHasher, readStamp, StatCache } from '../src/index.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
-import { fetchUpstreamSha512 } from './download.ts';
+import { fetchChecksumList, sha512InList } from './download.ts';
 import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './store/catalog.ts';
 
 export interface CatalogOptions {
@@ -20,20 +20,51 @@ export interface CatalogOptions {
   readonly release: ReleaseSettings;
 }
 
+type BaseSpec = ReturnType<CatalogOptions['base']>;
+type UpstreamSha512 = (base: BaseSpec, signal: AbortSignal) => Promise<string>;
+
 /**
  * Upstream's SHA-512 of the base: the one the cached file was verified against (the
  * download node's recorded probe), else what SHA512SUMS says now, else unknown.
  */
-async function baseSha512(root: string, base: ReturnType<CatalogOptions['base']>, cached: boolean): Promise<string | undefined> {
+async function baseSha512(root: string, base: BaseSpec, cached: boolean, upstreamSha512: UpstreamSha512): Promise<string | undefined> {
   if (cached) {
     const recorded = (await readStamp(join(root, '.pipeline'), base.node))?.manifest.probe?.split(' ')[0];
     if (recorded && /^[0-9a-f]{128}$/.test(recorded)) return recorded;
   }
   try {
-    return await fetchUpstreamSha512(base, AbortSignal.timeout(30_000));
+    return await upstreamSha512(base, AbortSignal.timeout(30_000));
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What SHA512SUMS says of a base, each list fetched once per catalog: `release check` asks
+ * of every image, twice for a cached base, and images share bases. A failed fetch is
+ * forgotten, so the next asker tries again; each asker stops waiting when its own signal
+ * aborts (Ctrl-C), whoever started the fetch.
+ */
+function memoisedUpstreamSha512(): UpstreamSha512 {
+  const lists = new Map<string, Promise<string>>();
+  return async (base, signal) => {
+    let list = lists.get(base.checksumsUrl);
+    if (list === undefined) {
+      list = fetchChecksumList(base.checksumsUrl, signal);
+      lists.set(base.checksumsUrl, list);
+      list.catch(() => lists.delete(base.checksumsUrl));
+    }
+    return sha512InList(await untilAborted(list, signal), base);
+  };
+}
+
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 export function createCatalog(options: CatalogOptions): ImageCatalog {
@@ -42,6 +73,7 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
   let hasher: Promise<FileHasher> | undefined;
   // The project's stat cache, read-only here: unchanged multi-GB base images are not re-read.
   const statCache = (): Promise<FileHasher> => (hasher ??= StatCache.open(join(root, '.pipeline', 'stat-cache.json')));
+  const upstreamSha512 = memoisedUpstreamSha512();
 
   const currentKey = async (name: string): Promise<CurrentImageKey> => {
     const files = templateKeyFiles({ name, templatesDir: options.templatesDir, sharedDir: options.sharedDir, extraFiles: options.extraFiles(name) });
@@ -49,7 +81,7 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     const base = options.base(name);
     const cached = existsSync(join(root, base.file));
     const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;
-    const sha512 = await baseSha512(root, base, cached);
+    const sha512 = await baseSha512(root, base, cached, upstreamSha512);
     return {
       ...(sha256 ? { cacheKey: composeCacheKey(sha256, template) } : {}),
       sources: { base: { path: base.file, ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) }, files: perFile },
@@ -71,7 +103,7 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
       const current = await currentKey(name);
       // Not cached: currentKey already compared by what SHA512SUMS says now.
       if (current.sources.base.sha256 === undefined) return current;
-      const upstream = await fetchUpstreamSha512(options.base(name), AbortSignal.any([signal, AbortSignal.timeout(20_000)])).catch(() => undefined);
+      const upstream = await upstreamSha512(options.base(name), AbortSignal.any([signal, AbortSignal.timeout(20_000)])).catch(() => undefined);
       if (upstream === undefined || upstream === current.sources.base.sha512) return current;
       return { sources: { ...current.sources, base: { path: current.sources.base.path, sha512: upstream } } };
     },

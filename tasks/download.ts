@@ -173,7 +173,16 @@ export async function fetchUpstreamSha512(
   spec: Pick<DownloadSpec, 'url' | 'checksumsUrl' | 'file'>,
   signal: AbortSignal,
 ): Promise<string> {
-  const list = await fetchText(spec.checksumsUrl, signal);
+  return sha512InList(await fetchChecksumList(spec.checksumsUrl, signal), spec);
+}
+
+/** The text of a checksum list (SHA512SUMS), for a caller that asks it of several images. */
+export function fetchChecksumList(url: string, signal: AbortSignal): Promise<string> {
+  return fetchText(url, signal);
+}
+
+/** The base's SHA-512 in `list`, the text of its `checksumsUrl`; a `task` Failure when the list has none. */
+export function sha512InList(list: string, spec: Pick<DownloadSpec, 'url' | 'checksumsUrl' | 'file'>): string {
   const names = [...new Set([upstreamName(spec.url), basename(spec.file)])];
   const digest = findSha512(list, names);
   if (!digest) throw new Failure('task', `${spec.checksumsUrl} has no SHA-512 line for ${names.join(' or ')}`);

@@ -229,8 +229,11 @@ test.serial('--no-remote-cache and release.remoteCache: false build; --force bui
     t.regex(dry.stdout, /note: not fetched from release latest of acme\/images: upstream base image changed/);
     t.notRegex(dry.stdout, /debian-12:build: fresh/);
     // release check judges by what a run here would build from, as the plan does.
+    const listFetches = (): number => w.mirror.requests.filter((request) => request.path === '/SHA512SUMS').length;
+    const listsBefore = listFetches();
     const check = await run(host, ['release', 'check'], w, { env });
     t.is(check.code, 1, explainFailure(check));
+    t.is(listFetches() - listsBefore, 1, 'the bases share one SHA512SUMS: fetched once for all three images');
     t.regex(check.stdout, /^debian-12: stale: upstream base image changed \(cache\/debian-12-generic-amd64\.qcow2\)$/m);
   } finally {
     w.mirror.setFile(bookworm, before);
