@@ -174,12 +174,21 @@ function recordsExactly(recorded: Manifest, node: NodeDef, context: AssessContex
   if (count !== Object.keys(files).length) return false;
   count = 0;
   for (const name of node.env ?? []) {
-    const value = process.env[name];
-    if (env[name] !== (value === undefined ? 'unset' : hashText(`=${value}`))) return false;
+    if (env[name] !== envDigest(name, hashText)) return false;
     count++;
   }
   if (count !== Object.keys(env).length) return false;
-  return recorded.params === hashText(canonicalJson(node.params ?? null));
+  return recorded.params === paramsDigest(node, hashText);
+}
+
+/** What a manifest records of an environment variable: values may be secrets, so only their hash; unset differs from empty. */
+function envDigest(name: string, hashText: (text: string) => string): string {
+  const value = process.env[name];
+  return value === undefined ? 'unset' : hashText(`=${value}`);
+}
+
+function paramsDigest(node: NodeDef, hashText: (text: string) => string): string {
+  return hashText(canonicalJson(node.params ?? null));
 }
 
 /** A digest the stat cache knows for the file as it is, or undefined (not known without reading, or not readable: `assess` says why). */
@@ -373,11 +382,7 @@ async function buildManifest(node: NodeDef, context: AssessContext, options: { s
   }
   const hashText = await stringHasher();
   const env: Record<string, string> = {};
-  for (const name of node.env ?? []) {
-    const value = process.env[name];
-    // Values may be secrets: only their hash is kept, and unset differs from empty.
-    env[name] = value === undefined ? 'unset' : hashText(`=${value}`);
-  }
+  for (const name of node.env ?? []) env[name] = envDigest(name, hashText);
   const deps: Record<string, string> = {};
   for (const dep of node.deps) {
     const output = context.depOutputs.get(dep);
@@ -385,7 +390,7 @@ async function buildManifest(node: NodeDef, context: AssessContext, options: { s
   }
   return {
     kind: node.kind,
-    params: hashText(canonicalJson(node.params ?? null)),
+    params: paramsDigest(node, hashText),
     files,
     env,
     deps,
@@ -485,12 +490,11 @@ function readSmallFile(path: string): string {
       const wanted = readBuffer.length - length;
       const read = readSync(fd, readBuffer, length, wanted, length);
       if (read < wanted) return readBuffer.toString('utf8', 0, length + read);
+      // The buffer is full: the file may go on.
       length += read;
-      if (length === readBuffer.length) {
-        const larger = Buffer.allocUnsafe(readBuffer.length * 2);
-        readBuffer.copy(larger);
-        readBuffer = larger;
-      }
+      const larger = Buffer.allocUnsafe(readBuffer.length * 2);
+      readBuffer.copy(larger);
+      readBuffer = larger;
     }
   } finally {
     closeSync(fd);
