@@ -2,11 +2,11 @@
 // `.sha256` (the old `checksums verify`). Deliberately not through the stat cache: this
 // is the integrity check, and a flipped bit does not change a file's stat.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, relative } from 'node:path';
 import { type Command, type CommandIO, Failure, nearest } from '../src/index.ts';
 import { parseSha256Line } from './checksum.ts';
+import { readInOrder } from './store/file-reads.ts';
 
 export interface VerifyCatalog {
   readonly names: readonly string[];
@@ -96,12 +96,13 @@ function formatResult(result: VerifyResult): string {
 
 async function sha256Full(path: string, size: number, io: Pick<CommandIO, 'progress' | 'signal'>, label: string): Promise<string> {
   const sha = createHash('sha256');
-  let done = 0;
   io.progress(label, 0, size);
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, signal: io.signal })) {
-    sha.update(chunk as Buffer);
-    done += (chunk as Buffer).length;
-    io.progress(label, done, size);
-  }
+  await readInOrder(path, {
+    signal: io.signal,
+    each: (chunk, offset) => {
+      sha.update(chunk);
+      io.progress(label, offset + chunk.length, size);
+    },
+  });
   return sha.digest('hex');
 }
