@@ -110,15 +110,14 @@ function send(url: URL, method: string, headers: Record<string, string>, body: s
       });
       incoming.on('end', () => {
         signal?.removeEventListener('abort', onAbort);
-        const entries: Array<[string, string]> = [];
+        const merged = new Map<string, string>();
         for (let at = 0; at < incoming.rawHeaders.length; at += 2) {
           const name = incoming.rawHeaders[at]!.toLowerCase();
           const value = incoming.rawHeaders[at + 1]!;
-          const seen = entries.find((entry) => entry[0] === name);
-          if (seen) seen[1] += `, ${value}`;
-          else entries.push([name, value]);
+          const seen = merged.get(name);
+          merged.set(name, seen === undefined ? value : `${seen}, ${value}`);
         }
-        resolve({ status: incoming.statusCode ?? 0, statusText: incoming.statusMessage ?? '', headers: new ApiHeaders(entries), body: Buffer.concat(chunks) });
+        resolve({ status: incoming.statusCode ?? 0, statusText: incoming.statusMessage ?? '', headers: new ApiHeaders(merged), body: Buffer.concat(chunks) });
       });
     });
     signal?.addEventListener('abort', onAbort, { once: true });
