@@ -52,21 +52,21 @@ export class Session {
 
   /** The graph, extended by the nodes of any family targets (`upload:v1.2`) named. */
   graphFor(targets: readonly string[]): Graph {
+    const base = (this.baseGraph ??= new Graph(this.config.nodes, { ...(this.config.aliases ?? {}) }));
     const extra: NodeDef[] = [];
-    const aliases: Record<string, readonly NodeId[]> = { ...(this.config.aliases ?? {}) };
-    const base = new Map(this.config.nodes.map((node) => [node.id, node] as const));
-    let expandedAny = false;
+    // Made only once a family target is named: most runs name none and take the base graph.
+    let aliases: Record<string, readonly NodeId[]> | undefined;
     for (const target of targets) {
-      if (base.has(target) || aliases[target]) continue;
+      if (base.nodes.has(target) || (aliases ?? this.config.aliases)?.[target]) continue;
       const split = target.indexOf(':');
       const family = split > 0 ? this.config.families?.[target.slice(0, split)] : undefined;
       if (!family) continue;
       const expanded = family.expand(target.slice(split + 1));
-      for (const node of expanded.nodes) if (!base.has(node.id)) extra.push(node);
+      for (const node of expanded.nodes) if (!base.nodes.has(node.id)) extra.push(node);
+      aliases ??= { ...(this.config.aliases ?? {}) };
       aliases[target] = expanded.targets;
-      expandedAny = true;
     }
-    if (!expandedAny) return (this.baseGraph ??= new Graph(this.config.nodes, aliases));
+    if (!aliases) return base;
     return new Graph([...this.config.nodes, ...extra], aliases);
   }
 
