@@ -13,5 +13,23 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
     process.exit(2);
   }
   const { main } = await import(cli.href);
-  process.exitCode = await main(args);
+  const code = await main(args);
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  // With its output written and nothing else in flight, the process leaves at once rather
+  // than tearing down a heap no one will use again: about 10 ms of a 1,000-node no-op.
+  // Anything else still open (a socket, a timer, a file write, a child) gets the ordinary
+  // exit, which waits for it.
+  if (onlyStdioLeft()) process.exit(code);
+  process.exitCode = code;
+}
+
+/** Resolves once what was written to the stream has been handed to the OS (or failed). */
+function flushed(stream) {
+  if (stream.writableLength === 0 || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
+function onlyStdioLeft() {
+  const STDIO = new Set(['PipeWrap', 'TTYWrap', 'SimpleWriteWrap']);
+  return typeof process.getActiveResourcesInfo === 'function' && process.getActiveResourcesInfo().every((kind) => STDIO.has(kind));
 }

@@ -163,3 +163,30 @@ test('a reader that closes the pipe early (| head) ends nothing: the run finishe
   t.notRegex(run.stderr, /EPIPE|Unhandled/);
   t.is(await project.read('out/lonely.txt'), 'alone\n');
 });
+
+test('a reader slower than the run gets all of a --json larger than the pipe holds, and the exit code', async (t) => {
+  // The CLI leaves at once after its output is flushed: what the pipe (here a socket pair
+  // of a few hundred KiB) had not taken yet must still arrive, and a failure is exit 1.
+  const ids = Array.from({ length: 2500 }, (_, i) => `s${i}-${'x'.repeat(200)}`);
+  const config = `
+import { defineConfig } from '@engine';
+const ids = ${JSON.stringify(ids)};
+export default defineConfig({
+  steps: {
+    ...Object.fromEntries(ids.map((id) => [id, { run: async () => {} }])),
+    broken: { run: async () => { throw new Error('broken on purpose'); } },
+  },
+  aliases: { all: [...ids, 'broken'] },
+});
+`;
+  const project = await makeProject(t, { config });
+  const running = project.start(['all', '--json', '--keep-going']);
+  running.child.stdout.pause();
+  await new Promise((resolve) => setTimeout(resolve, 3_000));
+  running.child.stdout.resume();
+  const run = await running.done;
+  t.is(run.code, 1, run.stderr);
+  t.true(run.stdout.length > 512 * 1024, `${run.stdout.length} bytes`);
+  t.is(run.json?.nodes.length, 2501);
+  t.is(run.json?.failed, 1);
+});
