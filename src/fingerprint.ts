@@ -66,6 +66,11 @@ export interface AssessContext {
    * used instead of a second stat of each. Absent once nodes have run.
    */
   readonly inputDigests?: ReadonlyMap<string, string>;
+  /**
+   * The stamps as they were when planning began, when the stamp index still described
+   * them (a node absent has none); otherwise absent, and each stamp is read from its file.
+   */
+  readonly stamps?: ReadonlyMap<NodeId, Stamp>;
   readonly forced: boolean;
   /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
   readonly probe: ProbeResult | undefined;
@@ -94,7 +99,7 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   });
 
   if (context.forced) return stale('forced (--force)');
-  const stamp = loadStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context, node.id);
 
   if (node.key) {
     const recorded = await readRecordedKey(node.key, context.root);
@@ -137,7 +142,7 @@ export async function quickAssessor(): Promise<(node: NodeDef, context: AssessCo
   const hashText = await stringHasher();
   return (node, context) => {
     if (context.forced || node.key || (node.inputs && node.inputs.length > 0)) return undefined;
-    const stamp = loadStamp(context.stateDir, node.id);
+    const stamp = loadStamp(context, node.id);
     if (!stamp || !recordsExactly(stamp.manifest, node, context, hashText)) return undefined;
     const outputs: Record<string, string> = {};
     for (const path of node.outputs ?? []) {
@@ -219,7 +224,7 @@ async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn
     if (typeof recorded !== 'string') return stale(recorded.problem);
     // Whether it matches depends on the dependencies' outputs (a key covers them).
   }
-  const stamp = loadStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context, node.id);
   if (!stamp) {
     const adoption = await checkAdoption(node, context, waitingOn);
     return adoption.outcome === 'refuse' ? stale(adoption.reason) : pending;
@@ -249,7 +254,7 @@ export async function assessDetached(node: NodeDef, context: AssessContext, remo
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return fetch;
   const reason = `${node.key.path} matches ${remote.source}`;
-  const stamp = loadStamp(context.stateDir, node.id);
+  const stamp = loadStamp(context, node.id);
   if (stamp) {
     const own = manifestDifference({ ...stamp.manifest, deps: {} }, manifest);
     if (own !== undefined || modifiedOutput(stamp, outputs)) return fetch;
@@ -450,27 +455,42 @@ export function manifestDifference(before: Manifest, after: Manifest): string | 
   return undefined;
 }
 
+export const STAMP_SUFFIX = '.json';
+
 export function stampPath(stateDir: string, id: NodeId): string {
-  return join(stateDir, 'stamps', `${encodeURIComponent(id)}.json`);
+  return join(stateDir, 'stamps', `${encodeURIComponent(id)}${STAMP_SUFFIX}`);
 }
 
 export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | undefined> {
-  return loadStamp(stateDir, id);
+  return readStampFile(stampPath(stateDir, id));
+}
+
+/** The node's stamp: from the stamps read when planning began, else from its file. */
+function loadStamp(context: Pick<AssessContext, 'stateDir' | 'stamps'>, id: NodeId): Stamp | undefined {
+  if (context.stamps) return context.stamps.get(id);
+  return readStampFile(stampPath(context.stateDir, id));
 }
 
 /**
- * The node's stamp, or undefined when it has none or it is unreadable (the node is then
- * stale). Synchronous: a no-op run reads one small stamp per node, and the promise API's
- * open/stat/read/close round trips through the thread pool cost more than the reads.
+ * A stamp file's stamp, or undefined when there is none or it is unreadable (the node is
+ * then stale). Synchronous: a run without the stamp index reads one small stamp per node,
+ * and the promise API's open/stat/read/close round trips through the thread pool cost
+ * more than the reads.
  */
-function loadStamp(stateDir: string, id: NodeId): Stamp | undefined {
+export function readStampFile(path: string): Stamp | undefined {
   try {
-    const parsed = JSON.parse(readSmallFile(stampPath(stateDir, id))) as Partial<Stamp>;
-    if (parsed.version !== 1 || typeof parsed.fingerprint !== 'string' || !parsed.manifest || !parsed.outputs) return undefined;
-    return parsed as Stamp;
+    return parseStamp(JSON.parse(readSmallFile(path)));
   } catch {
     return undefined;
   }
+}
+
+/** The value as a stamp, or undefined when it is not one this version writes. */
+export function parseStamp(value: unknown): Stamp | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const stamp = value as Partial<Stamp>;
+  if (stamp.version !== 1 || typeof stamp.fingerprint !== 'string' || !stamp.manifest || !stamp.outputs) return undefined;
+  return stamp as Stamp;
 }
 
 /** Reused by every stamp read: one stamp is a few hundred bytes. */

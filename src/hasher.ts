@@ -31,7 +31,7 @@ const SLOT_BYTES = 4 * 1024 * 1024;
 /** Slots of the read ring: reads in flight while earlier slots are hashed. */
 const SLOTS = 4;
 /** Coarse filesystem timestamps tick every few ms (jiffies); 2-second ones are not supported. */
-const RACY_WINDOW_NS = 50_000_000n;
+export const RACY_WINDOW_NS = 50_000_000n;
 
 let xxhashApi: Awaited<ReturnType<typeof xxhash>> | undefined;
 type Xxh64 = ReturnType<NonNullable<typeof xxhashApi>['create64']>;
@@ -252,7 +252,7 @@ interface BigStats {
 }
 
 /** Wall-clock time in ns, comparable with file mtimes. */
-function nowNs(): bigint {
+export function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
 }
 

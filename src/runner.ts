@@ -12,6 +12,7 @@ import { Limits } from './limits.ts';
 import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
 import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult, type RemoteLookup } from './types.ts';
+import { readStampIndex, type StampSnapshot } from './stamp-index.ts';
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
@@ -47,6 +48,8 @@ export interface RunOptions {
   readonly flags: Readonly<Record<string, boolean | string | undefined>>;
   readonly signal: AbortSignal;
   readonly observer?: RunObserver;
+  /** The stamp index, read by the caller (which refreshes it after the run); else plan reads it. */
+  readonly stampIndex?: StampSnapshot;
 }
 
 export interface PlanEntry {
@@ -77,7 +80,7 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles' | 'inputDigests'>): AssessContext {
+function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles' | 'inputDigests' | 'stamps'>): AssessContext {
   return {
     root: options.root,
     stateDir: options.stateDir,
@@ -98,6 +101,7 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
  */
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions, selected?: readonly NodeId[]): Promise<PlanEntry[]> {
   const inputDigests = checkInputFiles(graph, closure, options.root, options.hasher);
+  const stamps = (options.stampIndex ?? readStampIndex(options.stateDir))?.stamps;
   const outputs = new Map<NodeId, string | undefined>();
   const unsettledFiles = new Set<string>();
   const byId = new Map<NodeId, PlanEntry>();
@@ -125,7 +129,7 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       }
     }
     options.observer?.nodePhase?.(id, 'hash', 'begin');
-    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests });
+    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, ...(stamps ? { stamps } : {}) });
     let verdict = quickAssess(node, context) ?? (await assess(node, context));
     options.observer?.nodePhase?.(id, 'hash', 'end');
     const notes = probe?.note ? [probe.note] : [];

@@ -10,6 +10,7 @@ import { StatCache } from './hasher.ts';
 import { acquireLock, type LockOptions } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
 import { execute, plan, preflight, setupFailureOf, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
+import { readStampIndex, refreshStampIndex, type StampSnapshot } from './stamp-index.ts';
 import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
 
 export interface RunSettings {
@@ -117,12 +118,14 @@ export class Session {
   ): Promise<NodeResult[]> {
     const { graph, selected, closure } = this.select(targets);
     const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, ...lockNotes });
+    let stampIndex: StampSnapshot | undefined;
     try {
       await this.removeDebris(graph);
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
+      stampIndex = readStampIndex(this.stateDir);
       reporter.planning?.(closure);
-      const startPlan = await plan(graph, closure, options, selected);
+      const startPlan = await plan(graph, closure, stampIndex ? { ...options, stampIndex } : options, selected);
       await preflight(graph, startPlan, options);
       reporter.start(startPlan);
       const results = await execute(graph, options, startPlan);
@@ -134,6 +137,9 @@ export class Session {
       return results;
     } finally {
       await this.hasher.save();
+      // Still under the lock: the stamps this run wrote go into the index the next plan
+      // reads. The index is only a cache: failing to write it fails nothing.
+      await refreshStampIndex(this.stateDir, stampIndex, settings.signal).catch(() => undefined);
       rmSync(ownRunDir(this.stateDir), { recursive: true, force: true }); // usually absent: one failed lstat
       await lock.release();
     }

@@ -1,0 +1,125 @@
+// Every stamp in one file, read once per plan, as ninja keeps its build log: a no-op run
+// of a 1,000-node graph otherwise opens, reads and closes a stamp file per node.
+//
+// The index is a cache of the stamps directory, never the truth. It holds while that
+// directory is the one it was made from: same inode, same modification time. Stamps are
+// only ever created, replaced (temp file, then rename) or removed, and each of those
+// changes the directory's modification time. The index is made only once that time is
+// older than the filesystem clock's granularity (git's "racy clean" rule), so a later
+// change cannot leave the directory with the time the index recorded.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic.ts';
+import { parseStamp, readStampFile, STAMP_SUFFIX, type Stamp } from './fingerprint.ts';
+import { nowNs, RACY_WINDOW_NS } from './hasher.ts';
+import type { NodeId } from './types.ts';
+
+const INDEX_VERSION = 1;
+
+interface DirIdentity {
+  readonly ino: string;
+  readonly mtimeNs: string;
+}
+
+interface IndexFile {
+  readonly version: number;
+  readonly dir: DirIdentity;
+  /** When the index was made: at least the racy window after `dir.mtimeNs`. */
+  readonly madeNs: string;
+  readonly stamps: Record<NodeId, unknown>;
+}
+
+export function stampIndexPath(stateDir: string): string {
+  return join(stateDir, 'stamp-index.json');
+}
+
+function stampsDir(stateDir: string): string {
+  return join(stateDir, 'stamps');
+}
+
+/** The stamps directory's identity now, or undefined when it does not exist. */
+function dirIdentity(stateDir: string): DirIdentity | undefined {
+  const stats = statSync(stampsDir(stateDir), { bigint: true, throwIfNoEntry: false });
+  return stats?.isDirectory() ? { ino: stats.ino.toString(), mtimeNs: stats.mtimeNs.toString() } : undefined;
+}
+
+function sameDir(a: DirIdentity, b: DirIdentity): boolean {
+  return a.ino === b.ino && a.mtimeNs === b.mtimeNs;
+}
+
+function readIndex(stateDir: string): IndexFile | undefined {
+  try {
+    const parsed = JSON.parse(readFileSync(stampIndexPath(stateDir), 'utf8')) as Partial<IndexFile>;
+    const { dir, madeNs, stamps } = parsed;
+    if (parsed.version !== INDEX_VERSION || !dir || typeof madeNs !== 'string' || !stamps || typeof stamps !== 'object') return undefined;
+    if (typeof dir.ino !== 'string' || typeof dir.mtimeNs !== 'string') return undefined;
+    if (BigInt(dir.mtimeNs) + RACY_WINDOW_NS > BigInt(madeNs)) return undefined; // racy: it cannot vouch for the directory
+    return parsed as IndexFile;
+  } catch {
+    return undefined; // missing, half-written by a crashed older version, or not ours: read the files
+  }
+}
+
+/** The stamps as the index holds them, and the stamps directory it was found to describe. */
+export interface StampSnapshot {
+  /** By node id; a node missing has no stamp. */
+  readonly stamps: ReadonlyMap<NodeId, Stamp>;
+  readonly dir: DirIdentity;
+}
+
+/**
+ * The stamps as they are now, when the index still describes the stamps directory;
+ * otherwise undefined, and each stamp is read from its file.
+ */
+export function readStampIndex(stateDir: string): StampSnapshot | undefined {
+  const index = readIndex(stateDir);
+  if (!index) return undefined;
+  const now = dirIdentity(stateDir);
+  if (!now || !sameDir(now, index.dir)) return undefined;
+  const stamps = new Map<NodeId, Stamp>();
+  for (const [id, value] of Object.entries(index.stamps)) {
+    const stamp = parseStamp(value);
+    if (stamp) stamps.set(id, stamp);
+  }
+  return { stamps, dir: now };
+}
+
+/** The node a stamp file's name is for (`stampPath` encodes it), or undefined when the name is not one it makes. */
+function nodeIdOf(fileName: string): NodeId | undefined {
+  try {
+    return decodeURIComponent(fileName.slice(0, -STAMP_SUFFIX.length));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Makes the index again when it no longer describes the stamps directory (`read`: the
+ * snapshot this run planned with, if any; one stat then tells that nothing changed).
+ * Called at the end of a run, under the tree lock, so no other run is writing stamps;
+ * were one to, the directory's time would change and the index would simply not be
+ * used. A run that wrote stamps in the last few milliseconds waits them out (the racy
+ * window) first.
+ */
+export async function refreshStampIndex(stateDir: string, read: StampSnapshot | undefined, signal?: AbortSignal): Promise<void> {
+  const before = dirIdentity(stateDir);
+  if (!before || (read && sameDir(read.dir, before))) return;
+  const settledAt = BigInt(before.mtimeNs) + RACY_WINDOW_NS;
+  while (nowNs() < settledAt) {
+    if (signal?.aborted) return;
+    await new Promise((resolve) => setTimeout(resolve, 1 + Number((settledAt - nowNs()) / 1_000_000n)));
+  }
+  const stamps: Record<NodeId, Stamp> = {};
+  for (const name of readdirSync(stampsDir(stateDir))) {
+    if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue; // temp files of writes in flight or abandoned
+    const id = nodeIdOf(name);
+    const stamp = id === undefined ? undefined : readStampFile(join(stampsDir(stateDir), name));
+    if (stamp) stamps[id!] = stamp;
+  }
+  const madeNs = nowNs();
+  const after = dirIdentity(stateDir);
+  // Changed while being read (a writer without the lock): the next run makes it instead.
+  if (!after || !sameDir(before, after)) return;
+  const file: IndexFile = { version: INDEX_VERSION, dir: before, madeNs: madeNs.toString(), stamps };
+  await writeFileAtomic(stampIndexPath(stateDir), JSON.stringify(file));
+}

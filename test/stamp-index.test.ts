@@ -1,0 +1,138 @@
+// The stamp index (src/stamp-index.ts): one file holding every stamp, which a plan reads
+// instead of a file per node. It is a cache of the stamps directory: these tests change
+// that directory every way a stamp is changed (removed, replaced, added, the directory
+// replaced) and check the index is then not believed, and that a run remakes it.
+import test from 'ava';
+import { mkdir, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readStamp } from '../src/fingerprint.ts';
+import { readStampIndex, refreshStampIndex, stampIndexPath } from '../src/stamp-index.ts';
+import { idsWith, makeProject, type Project } from './support/engine-project.ts';
+
+const CONFIG = `
+import { defineConfig } from '@engine';
+export default defineConfig({
+  steps: {
+    first: { files: ['a.txt'], outputs: ['out/first.txt'], command: ['sh', '-c', 'mkdir -p out && cat a.txt > out/first.txt'] },
+    second: { deps: ['first'], outputs: ['out/second.txt'], command: ['sh', '-c', 'echo second >> runs.log; cat out/first.txt out/first.txt > out/second.txt'] },
+    third: { deps: ['second'], outputs: ['out/third.txt'], command: ['sh', '-c', 'echo third >> runs.log; wc -c < out/second.txt > out/third.txt'] },
+  },
+  aliases: { all: ['third'] },
+  defaultTarget: 'all',
+});
+`;
+
+async function built(t: Parameters<typeof makeProject>[0]): Promise<Project> {
+  const project = await makeProject(t, { config: CONFIG, files: { 'a.txt': 'a\n' } });
+  const run = await project.run(['--json']);
+  t.is(run.code, 0, run.stderr);
+  t.is(run.json?.ran, 3);
+  return project;
+}
+
+const stateDir = (project: Project): string => project.path('.pipeline');
+
+test('a run leaves an index holding exactly the stamp files, made after the racy window', async (t) => {
+  const project = await built(t);
+  const snapshot = readStampIndex(stateDir(project));
+  if (!snapshot) return t.fail('no usable index after a run');
+  t.deepEqual([...snapshot.stamps.keys()].sort(), ['first', 'second', 'third']);
+  for (const id of ['first', 'second', 'third']) t.deepEqual(snapshot.stamps.get(id), await readStamp(stateDir(project), id), id);
+  const index = JSON.parse(await project.read('.pipeline/stamp-index.json')) as { dir: { mtimeNs: string }; madeNs: string };
+  t.true(BigInt(index.madeNs) - BigInt(index.dir.mtimeNs) >= 50_000_000n, 'made at least 50 ms after the last stamp was written');
+
+  const again = await project.run(['--json']);
+  t.is(again.json?.fresh, 3, again.stderr);
+  t.deepEqual(await project.files('.pipeline/stamps'), ['first.json', 'second.json', 'third.json']);
+});
+
+test('a stamp removed after the index was made is seen: the index is not believed, the node runs', async (t) => {
+  const project = await built(t);
+  await rm(project.path('.pipeline/stamps/second.json'));
+  t.is(readStampIndex(stateDir(project)), undefined);
+  const run = await project.run(['--json']);
+  t.is(run.code, 0, run.stderr);
+  t.deepEqual(idsWith(run.json, 'ran'), ['second']);
+  t.deepEqual(idsWith(run.json, 'fresh'), ['first', 'third'], 'early cutoff: same bytes, so third stays fresh');
+  t.truthy(readStampIndex(stateDir(project)), 'the run made the index again');
+});
+
+test('a stamp replaced (written aside, renamed over) or added is seen', async (t) => {
+  const project = await built(t);
+  const stamps = project.path('.pipeline/stamps');
+  // As a run with other parameters would have recorded it.
+  const recorded = JSON.parse(await project.read('.pipeline/stamps/third.json')) as { fingerprint: string; manifest: { params: string } };
+  recorded.manifest.params = '0000000000000000';
+  recorded.fingerprint = '0000000000000000';
+  await writeFile(join(stamps, '.third.json.tmp'), JSON.stringify(recorded));
+  await rename(join(stamps, '.third.json.tmp'), join(stamps, 'third.json'));
+  t.is(readStampIndex(stateDir(project)), undefined, 'replaced');
+  const replaced = await project.run(['--json']);
+  t.deepEqual(idsWith(replaced.json, 'ran'), ['third'], replaced.stderr);
+
+  t.truthy(readStampIndex(stateDir(project)));
+  await writeFile(join(stamps, 'newcomer.json'), '{}');
+  t.is(readStampIndex(stateDir(project)), undefined, 'added');
+});
+
+test('a stamps directory replaced by a copy with the same times is not the one the index describes', async (t) => {
+  const project = await built(t);
+  const stamps = project.path('.pipeline/stamps');
+  const before = await stat(stamps);
+  await rename(stamps, `${stamps}.old`);
+  await mkdir(stamps);
+  for (const name of await readdir(`${stamps}.old`)) await rename(join(`${stamps}.old`, name), join(stamps, name));
+  await utimes(stamps, before.atime, before.mtime);
+  t.is(readStampIndex(stateDir(project)), undefined);
+  const run = await project.run(['--json']);
+  t.is(run.json?.fresh, 3, run.stderr);
+});
+
+test('an index that is garbage, of another version, or made within the racy window is not believed', async (t) => {
+  const project = await built(t);
+  const path = stampIndexPath(stateDir(project));
+  const good = JSON.parse(await project.read('.pipeline/stamp-index.json')) as { version: number; dir: { mtimeNs: string }; madeNs: string };
+  const cases: Array<[string, string]> = [
+    ['garbage', '{ not json'],
+    ['truncated', JSON.stringify(good).slice(0, 100)],
+    ['another version', JSON.stringify({ ...good, version: 2 })],
+    ['racy', JSON.stringify({ ...good, madeNs: (BigInt(good.dir.mtimeNs) + 1_000_000n).toString() })],
+  ];
+  for (const [name, content] of cases) {
+    await writeFile(path, content);
+    t.is(readStampIndex(stateDir(project)), undefined, name);
+  }
+  // The run reads the stamp files instead, and makes a good index again.
+  const run = await project.run(['--json']);
+  t.is(run.json?.fresh, 3, run.stderr);
+  t.truthy(readStampIndex(stateDir(project)));
+});
+
+test('the index is read in place of the files: it is a cache that trusts stamps are never edited in place', async (t) => {
+  // Stamps are only created, renamed over or removed, each of which changes the
+  // directory's time. A stamp edited in place (same file, same directory time) is not
+  // seen while the index holds: this shows the plan really reads the index.
+  const project = await built(t);
+  await writeFile(project.path('.pipeline/stamps/third.json'), '{ "edited in place": true }');
+  const run = await project.run(['--json']);
+  t.is(run.json?.fresh, 3, run.stderr);
+  await rm(stampIndexPath(stateDir(project)));
+  const withoutIndex = await project.run(['--json']);
+  t.deepEqual(idsWith(withoutIndex.json, 'ran'), ['third'], 'read from its file, the edited stamp is no stamp');
+});
+
+test('refreshing waits out the racy window after a stamp write, and does nothing when the index still holds', async (t) => {
+  const project = await built(t);
+  const dir = stateDir(project);
+  await rm(stampIndexPath(dir));
+  await writeFile(join(dir, 'stamps', 'extra.json'), JSON.stringify(await readStamp(dir, 'first')));
+  const started = Date.now();
+  await refreshStampIndex(dir, undefined);
+  t.true(Date.now() - started >= 40, `waited ${Date.now() - started} ms`);
+  const snapshot = readStampIndex(dir);
+  t.deepEqual([...(snapshot?.stamps.keys() ?? [])].sort(), ['extra', 'first', 'second', 'third']);
+
+  const made = (await stat(stampIndexPath(dir))).mtimeMs;
+  await refreshStampIndex(dir, snapshot);
+  t.is((await stat(stampIndexPath(dir))).mtimeMs, made, 'not written again');
+});
