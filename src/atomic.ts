@@ -1,6 +1,5 @@
 // Writes that another process or a later run reads are atomic: a temp file in the same
 // directory, fsync, then rename over the destination.
-import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { WRITER } from './debris.ts';
@@ -10,6 +9,9 @@ import { WRITER } from './debris.ts';
  * by its writer so a later run can tell one that was abandoned (debris.ts).
  */
 export function siblingTempPath(finalPath: string): string {
+  // Unpredictable, not just unique: a temp file is opened for writing by name. node:crypto
+  // loads on the first write; a no-op run writes nothing.
+  const { randomBytes } = process.getBuiltinModule('node:crypto');
   return join(dirname(finalPath), `.${basename(finalPath)}.${WRITER}.${randomBytes(4).toString('hex')}.tmp`);
 }
 

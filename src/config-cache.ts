@@ -8,13 +8,13 @@
 // them from `.pipeline/config/` exactly as from the config's directory. A config that
 // imports another TypeScript file cannot run as plain JavaScript; `compiledConfig` says
 // so (undefined) and the caller loads it through tsx.
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { writeFileAtomic } from './atomic.ts';
 import { Failure } from './failure.ts';
+import { stringHasher } from './hasher.ts';
 
 /** Bump when the compile options change, so older compiled files are not reused. */
 const COMPILER_REVISION = 1;
@@ -28,8 +28,10 @@ const STALE_AFTER_MS = 10 * 60_000;
  */
 export async function compiledConfig(file: string): Promise<string | undefined> {
   // Synchronous: every run reads it, and a thread-pool round trip costs more than the read.
-  const source = readFileSync(file);
-  const key = createHash('sha256').update(`${COMPILER_REVISION}\0${file}\0`).update(source).digest('hex').slice(0, 20);
+  const source = readFileSync(file, 'utf8');
+  // xxh64, the engine's own hash, already loaded: node:crypto would cost every run
+  // milliseconds to load. Only this user's own compilations share the directory.
+  const key = (await stringHasher())(`${COMPILER_REVISION}\0${file}\0${source}`);
   const dir = join(dirname(file), '.pipeline', 'config');
   const target = join(dir, `${basename(file)}.${key}.mjs`);
   // The verdict "needs the loader" is cached too, so such a config is compiled once only.
@@ -37,7 +39,7 @@ export async function compiledConfig(file: string): Promise<string | undefined> 
   if (existsSync(target)) return target;
   if (existsSync(needsLoader)) return undefined;
 
-  const code = await compile(file, source.toString('utf8'));
+  const code = await compile(file, source);
   try {
     await mkdir(dir, { recursive: true });
     if (code === undefined) await writeFileAtomic(needsLoader, 'this config imports TypeScript files: it loads through tsx\n');

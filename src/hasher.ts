@@ -2,7 +2,6 @@
 // inode) match the cached record is not read again, so a no-op run over multi-GB images
 // hashes zero bytes. Both digests a caller may need are computed in a single read, with
 // the reads ahead of the hashing and SHA-256 on its own thread (sha256-thread.ts).
-import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -141,7 +140,8 @@ export class StatCache implements FileHasher {
         return {
           size: bytesRead,
           xxh: hexOf(xxh.digest()),
-          ...(wantSha ? { sha256: createHash('sha256').update(content).digest('hex') } : {}),
+          // node:crypto loads only when asked for a SHA-256: a no-op run never is.
+          ...(wantSha ? { sha256: process.getBuiltinModule('node:crypto').createHash('sha256').update(content).digest('hex') } : {}),
         };
       }
       return await this.readRing(handle, size, xxh, wantSha, options);

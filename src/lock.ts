@@ -13,7 +13,6 @@
 //
 // The file operations are synchronous: each is one quick system call, and every run takes
 // and releases the lock, where a thread-pool round trip would wait for a free core.
-import { randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -95,7 +94,8 @@ type Inspection =
 
 /** Creates the lock with its whole content in one step, or returns false if it exists. */
 async function tryCreate(path: string, me: LockHolder): Promise<boolean> {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  // Created exclusively (wx), so its name need only be unlikely to be taken.
+  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomHex(8)}.tmp`);
   try {
     writeFileSync(temp, `${JSON.stringify(me)}\n`, { flag: 'wx' });
     linkSync(temp, path);
@@ -244,10 +244,31 @@ function describeSelf(): Promise<LockHolder> {
       ...(processStart ? { processStart } : {}),
       startedAt: new Date().toISOString(),
       command: process.argv.slice(2).join(' '),
-      nonce: randomBytes(8).toString('hex'),
+      nonce: nonceOf(boot, processStart),
     };
   })();
   return self;
+}
+
+/**
+ * What tells this holder from every other, here or on another host sharing the tree: the
+ * boot's random id, the pid and the process's start time, which no other process shares.
+ * Unique, not secret (anyone who can read the lock can take it over by the rules); so no
+ * node:crypto, which would cost a no-op run several milliseconds to load. Where /proc
+ * says nothing, the time and Math.random stand in.
+ */
+function nonceOf(boot: string, processStart: string | undefined): string {
+  const parts = [boot.replace(/[^0-9a-f]/gi, '').toLowerCase(), process.pid.toString(16)];
+  if (processStart && /^\d+$/.test(processStart)) parts.push(BigInt(processStart).toString(16));
+  if (!boot || !processStart) parts.push(Date.now().toString(16), randomHex(8));
+  return parts.join('').slice(0, 64).padEnd(16, '0');
+}
+
+/** `digits` random hexadecimal digits (Math.random: unlikely to repeat, not unpredictable). */
+function randomHex(digits: number): string {
+  let hex = '';
+  while (hex.length < digits) hex += Math.floor(Math.random() * 0x1_0000_0000).toString(16).padStart(8, '0');
+  return hex.slice(0, digits);
 }
 
 /** Field 22 of /proc/<pid>/stat (start time), after the parenthesised command name. */

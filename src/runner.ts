@@ -128,10 +128,14 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         return;
       }
     }
-    options.observer?.nodePhase?.(id, 'hash', 'begin');
     const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, ...(stamps ? { stamps } : {}) });
-    let verdict = quickAssess(node, context) ?? (await assess(node, context));
-    options.observer?.nodePhase?.(id, 'hash', 'end');
+    // The quick check only looks up stats and the stamp; hashing is the slow path's.
+    let verdict = quickAssess(node, context);
+    if (!verdict) {
+      options.observer?.nodePhase?.(id, 'hash', 'begin');
+      verdict = await assess(node, context);
+      options.observer?.nodePhase?.(id, 'hash', 'end');
+    }
     const notes = probe?.note ? [probe.note] : [];
     // A remote copy of what the inputs make now stands in for the dependencies' work.
     let detached = false;

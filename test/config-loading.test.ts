@@ -31,7 +31,7 @@ test('a TypeScript config is compiled once, reused while unchanged, and sees its
   t.is((await project.read('where.txt')).trim(), `${project.root}/`);
   const files = await compiled(project.root);
   t.is(files.length, 1);
-  t.regex(files[0]!, /^pipeline\.config\.ts\.[0-9a-f]{20}\.mjs$/);
+  t.regex(files[0]!, /^pipeline\.config\.ts\.[0-9a-f]{16}\.mjs$/);
   const made = await stat(join(project.root, '.pipeline', 'config', files[0]!));
 
   const second = await project.run(['--json']);
@@ -80,7 +80,7 @@ export default defineConfig({ steps, defaultTarget: 'hello' });
   }
   const files = await compiled(project.root);
   t.is(files.length, 1, 'the decision is cached too');
-  t.regex(files[0]!, /^pipeline\.config\.ts\.[0-9a-f]{20}\.needs-loader$/);
+  t.regex(files[0]!, /^pipeline\.config\.ts\.[0-9a-f]{16}\.needs-loader$/);
 });
 
 test('a syntax error in a TypeScript config is exit 2, one line with the line and column', async (t) => {

@@ -130,6 +130,9 @@ test('a live holder is never taken over, and the lock it writes is whole JSON na
   t.is(holder.pid, first.child.pid!);
   t.is(holder.host, hostname());
   t.regex(holder.startedAt, /^\d{4}-\d\d-\d\dT/);
+  // Unique to the process: the boot id, its pid and its start time (Linux), in hex.
+  t.regex(holder.nonce, /^[0-9a-f]{16,64}$/);
+  t.true(holder.nonce.includes(holder.pid.toString(16)), holder.nonce);
   const second = await project.run(['--no-wait', '--json']);
   t.is(second.code, 2);
   await project.write('release', '');
