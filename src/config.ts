@@ -43,17 +43,13 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
   if (!step.command === !step.run) throw new Failure('config', `step "${id}" needs exactly one of command or run`);
   const command = step.command;
   const run = step.run;
-  return {
+  // Field by field, not with conditional spreads: a 1,000-step config makes a thousand
+  // of these at every start, in code that runs once and so is never optimised.
+  const node: Mutable<NodeDef> = {
     id,
     kind: command ? 'command' : 'function',
-    deps: [...(step.deps ?? [])],
+    deps: step.deps ? [...step.deps] : [],
     params: command ? { command: [...command] } : { source: String(run) },
-    ...(step.description !== undefined ? { description: step.description } : {}),
-    ...(step.inputs ? { inputs: step.inputs } : {}),
-    ...(step.files ? { files: step.files } : {}),
-    ...(step.outputs ? { outputs: step.outputs } : {}),
-    ...(step.env ? { env: step.env } : {}),
-    ...(step.pool !== undefined ? { pool: step.pool } : {}),
     run: command
       ? async (context) => {
           const [file, ...args] = command;
@@ -61,7 +57,16 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
         }
       : run!,
   };
+  if (step.description !== undefined) node.description = step.description;
+  if (step.inputs) node.inputs = step.inputs;
+  if (step.files) node.files = step.files;
+  if (step.outputs) node.outputs = step.outputs;
+  if (step.env) node.env = step.env;
+  if (step.pool !== undefined) node.pool = step.pool;
+  return node;
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** A config computed from where it lives: `export default (({ root }) => config)`. */
 export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;
@@ -190,18 +195,13 @@ async function importConfig(file: string): Promise<{ default?: unknown }> {
 function shapeProblem(config: unknown): string | undefined {
   if (!isRecord(config)) return `the default export must be a config object, not ${describe(config)}`;
   if (!Array.isArray(config.nodes)) return `nodes: expected an array, not ${describe(config.nodes)}`;
-  for (const [index, node] of config.nodes.entries()) {
-    const at = `nodes.${index}`;
-    if (!isRecord(node)) return `${at}: expected a node object, not ${describe(node)}`;
-    for (const key of ['id', 'kind'] as const) {
-      if (typeof node[key] !== 'string' || node[key] === '') return `${at}.${key}: expected a non-empty string, not ${describe(node[key])}`;
-    }
-    if (!isStringArray(node.deps)) return `${at}.deps: expected an array of node ids, not ${describe(node.deps)}`;
-    for (const key of ['inputs', 'files', 'outputs', 'env'] as const) {
-      if (node[key] !== undefined && !isStringArray(node[key])) return `${at}.${key}: expected an array of strings, not ${describe(node[key])}`;
-    }
-    if (node.pool !== undefined && typeof node.pool !== 'string') return `${at}.pool: expected a string, not ${describe(node.pool)}`;
-    if (typeof node.run !== 'function') return `${at}.run: expected a function, not ${describe(node.run)}`;
+  // Plain loops and no strings made unless something is wrong: this runs on every node
+  // of every config at every start.
+  const nodes = config.nodes as unknown[];
+  for (let index = 0; index < nodes.length; index++) {
+    const node = nodes[index];
+    const problem = nodeShapeProblem(node);
+    if (problem !== undefined) return `nodes.${index}${problem}`;
   }
   if (config.aliases !== undefined) {
     if (!isRecord(config.aliases)) return `aliases: expected an object, not ${describe(config.aliases)}`;
@@ -221,12 +221,30 @@ function shapeProblem(config: unknown): string | undefined {
   return undefined;
 }
 
+/** What is wrong with one node (`: …` or `.field: …`, to follow its index), or undefined. */
+function nodeShapeProblem(node: unknown): string | undefined {
+  if (!isRecord(node)) return `: expected a node object, not ${describe(node)}`;
+  if (typeof node.id !== 'string' || node.id === '') return `.id: expected a non-empty string, not ${describe(node.id)}`;
+  if (typeof node.kind !== 'string' || node.kind === '') return `.kind: expected a non-empty string, not ${describe(node.kind)}`;
+  if (!isStringArray(node.deps)) return `.deps: expected an array of node ids, not ${describe(node.deps)}`;
+  for (const key of NODE_STRING_LISTS) {
+    if (node[key] !== undefined && !isStringArray(node[key])) return `.${key}: expected an array of strings, not ${describe(node[key])}`;
+  }
+  if (node.pool !== undefined && typeof node.pool !== 'string') return `.pool: expected a string, not ${describe(node.pool)}`;
+  if (typeof node.run !== 'function') return `.run: expected a function, not ${describe(node.run)}`;
+  return undefined;
+}
+
+const NODE_STRING_LISTS = ['inputs', 'files', 'outputs', 'env'] as const;
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 function isStringArray(value: unknown): value is string[] {
-  return Array.isArray(value) && value.every((item) => typeof item === 'string');
+  if (!Array.isArray(value)) return false;
+  for (let i = 0; i < value.length; i++) if (typeof value[i] !== 'string') return false;
+  return true;
 }
 
 function firstLine(error: unknown): string {

@@ -120,10 +120,11 @@ export class Session {
     const lock = await acquireLock(join(this.stateDir, 'lock'), { wait: settings.wait, signal: settings.signal, ...lockNotes });
     let stampIndex: StampSnapshot | undefined;
     try {
-      await this.removeDebris(graph);
+      stampIndex = readStampIndex(this.stateDir);
+      // A stamps directory the index found clean, and unchanged since, holds no debris.
+      await this.removeDebris(graph, { stamps: stampIndex?.clean !== true });
       const options = this.runOptions(settings, reporter);
       const started = Date.now();
-      stampIndex = readStampIndex(this.stateDir);
       reporter.planning?.(closure);
       const startPlan = await plan(graph, closure, stampIndex ? { ...options, stampIndex } : options, selected);
       await preflight(graph, startPlan, options);
@@ -150,8 +151,9 @@ export class Session {
    * nodes' outputs and in the state dir, and their scratch dirs (which may hold keys).
    * Under the lock, so no run of this tree is writing; other processes' are recognised by pid.
    */
-  private async removeDebris(graph: Graph): Promise<void> {
-    const dirs = [this.stateDir, join(this.stateDir, 'stamps'), join(this.stateDir, 'config')];
+  private async removeDebris(graph: Graph, sweep: { stamps: boolean }): Promise<void> {
+    const dirs = [this.stateDir, join(this.stateDir, 'config')];
+    if (sweep.stamps) dirs.push(join(this.stateDir, 'stamps'));
     for (const node of graph.nodes.values()) for (const output of node.outputs ?? []) dirs.push(dirname(resolve(this.root, output)));
     await removeAbandonedTemps(dirs);
     await removeAbandonedRunDirs(this.stateDir);

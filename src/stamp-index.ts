@@ -26,6 +26,8 @@ interface IndexFile {
   readonly dir: DirIdentity;
   /** When the index was made: at least the racy window after `dir.mtimeNs`. */
   readonly madeNs: string;
+  /** The directory held stamps only: no temp files (which are dot-named). */
+  readonly clean: boolean;
   readonly stamps: Record<NodeId, unknown>;
 }
 
@@ -65,6 +67,8 @@ export interface StampSnapshot {
   /** By node id; a node missing has no stamp. */
   readonly stamps: ReadonlyMap<NodeId, Stamp>;
   readonly dir: DirIdentity;
+  /** The directory holds no temp files, abandoned or not: a debris sweep has nothing to find there. */
+  readonly clean: boolean;
 }
 
 /**
@@ -81,7 +85,7 @@ export function readStampIndex(stateDir: string): StampSnapshot | undefined {
     const stamp = parseStamp(value);
     if (stamp) stamps.set(id, stamp);
   }
-  return { stamps, dir: now };
+  return { stamps, dir: now, clean: index.clean === true };
 }
 
 /** The node a stamp file's name is for (`stampPath` encodes it), or undefined when the name is not one it makes. */
@@ -110,8 +114,10 @@ export async function refreshStampIndex(stateDir: string, read: StampSnapshot | 
     await new Promise((resolve) => setTimeout(resolve, 1 + Number((settledAt - nowNs()) / 1_000_000n)));
   }
   const stamps: Record<NodeId, Stamp> = {};
+  let clean = true;
   for (const name of readdirSync(stampsDir(stateDir))) {
-    if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue; // temp files of writes in flight or abandoned
+    if (name.startsWith('.')) clean = false; // a temp file of a write in flight, or abandoned
+    if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue;
     const id = nodeIdOf(name);
     const stamp = id === undefined ? undefined : readStampFile(join(stampsDir(stateDir), name));
     if (stamp) stamps[id!] = stamp;
@@ -120,6 +126,6 @@ export async function refreshStampIndex(stateDir: string, read: StampSnapshot | 
   const after = dirIdentity(stateDir);
   // Changed while being read (a writer without the lock): the next run makes it instead.
   if (!after || !sameDir(before, after)) return;
-  const file: IndexFile = { version: INDEX_VERSION, dir: before, madeNs: madeNs.toString(), stamps };
+  const file: IndexFile = { version: INDEX_VERSION, dir: before, madeNs: madeNs.toString(), clean, stamps };
   await writeFileAtomic(stampIndexPath(stateDir), JSON.stringify(file));
 }

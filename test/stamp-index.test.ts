@@ -136,3 +136,15 @@ test('refreshing waits out the racy window after a stamp write, and does nothing
   await refreshStampIndex(dir, snapshot);
   t.is((await stat(stampIndexPath(dir))).mtimeMs, made, 'not written again');
 });
+
+test('a temp file a killed run left among the stamps is swept, though the stamps themselves are unchanged', async (t) => {
+  const project = await built(t);
+  t.true(readStampIndex(stateDir(project))?.clean, 'made from a directory of stamps only');
+  const abandoned = '.second.json.999999999.deadbeef.tmp'; // pid 999999999 is no process
+  await writeFile(project.path(`.pipeline/stamps/${abandoned}`), '{ "half": ');
+  t.is(readStampIndex(stateDir(project)), undefined);
+  const run = await project.run(['--json']);
+  t.is(run.json?.fresh, 3, run.stderr);
+  t.deepEqual(await project.files('.pipeline/stamps'), ['first.json', 'second.json', 'third.json']);
+  t.true(readStampIndex(stateDir(project))?.clean);
+});
