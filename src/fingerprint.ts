@@ -12,6 +12,7 @@ import { writeFileAtomic } from './atomic.ts';
 import { stringHasher, xxhString } from './hasher.ts';
 import { Failure } from './failure.ts';
 import type { FileHasher, Json, KeyFile, NodeDef, NodeId, ProbeResult } from './types.ts';
+import { resolveUnder } from './under-root.ts';
 
 export interface Manifest {
   kind: string;
@@ -146,7 +147,7 @@ export async function quickAssessor(): Promise<(node: NodeDef, context: AssessCo
     if (!stamp || !recordsExactly(stamp.manifest, node, context, hashText)) return undefined;
     const outputs: Record<string, string> = {};
     for (const path of node.outputs ?? []) {
-      const digest = knownDigest(context.hasher, resolve(context.root, path), node.sha256Outputs?.includes(path) === true);
+      const digest = knownDigest(context.hasher, resolveUnder(context.root, path), node.sha256Outputs?.includes(path) === true);
       if (digest === undefined) return undefined;
       outputs[path] = digest;
     }
@@ -172,7 +173,7 @@ function recordsExactly(recorded: Manifest, node: NodeDef, context: AssessContex
   if (count !== Object.keys(deps).length) return false;
   count = 0;
   for (const path of node.files ?? []) {
-    const digest = context.inputDigests?.get(path) ?? knownDigest(context.hasher, resolve(context.root, path), false);
+    const digest = context.inputDigests?.get(path) ?? knownDigest(context.hasher, resolveUnder(context.root, path), false);
     if (digest === undefined || files[path] !== digest) return false;
     count++;
   }
@@ -340,7 +341,7 @@ export async function hashOutputs(
 ): Promise<Record<string, string> | string> {
   const result: Record<string, string> = {};
   for (const path of node.outputs ?? []) {
-    const absolute = resolve(context.root, path);
+    const absolute = resolveUnder(context.root, path);
     const sha256 = node.sha256Outputs?.includes(path) === true;
     try {
       const digest =
@@ -407,7 +408,7 @@ async function buildManifest(node: NodeDef, context: AssessContext, options: { s
 function inputDigest(context: AssessContext, path: string): string | Promise<string> {
   const planned = context.inputDigests?.get(path);
   if (planned !== undefined) return planned;
-  const absolute = resolve(context.root, path);
+  const absolute = resolveUnder(context.root, path);
   return context.hasher.known?.(absolute)?.xxh ?? context.hasher.hash(absolute, { account: context.account }).then((digest) => digest.xxh);
 }
 

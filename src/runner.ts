@@ -13,6 +13,7 @@ import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
 import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult, type RemoteLookup } from './types.ts';
 import { readStampIndex, type StampSnapshot } from './stamp-index.ts';
+import { resolveUnder } from './under-root.ts';
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
@@ -210,7 +211,7 @@ function checkInputFiles(graph: Graph, closure: readonly NodeId[], root: string,
   for (const id of closure) {
     for (const file of graph.node(id).files ?? []) {
       if (produced.has(file) || digests.has(file)) continue;
-      const path = resolve(root, file);
+      const path = resolveUnder(root, file);
       let digest: string | undefined;
       try {
         digest = hasher.known?.(path)?.xxh;

@@ -2,7 +2,7 @@
 // targets under the tree lock with the chosen renderer.
 import { availableParallelism } from 'node:os';
 import { rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { loadConfig } from './config.ts';
 import { ownRunDir, removeAbandonedRunDirs, removeAbandonedTemps } from './debris.ts';
 import { Graph } from './graph.ts';
@@ -12,6 +12,7 @@ import type { Reporter } from './report/reporter.ts';
 import { execute, plan, preflight, setupFailureOf, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
 import { readStampIndex, refreshStampIndex, type StampSnapshot } from './stamp-index.ts';
 import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
+import { resolveUnder } from './under-root.ts';
 
 export interface RunSettings {
   readonly force: boolean;
@@ -154,7 +155,7 @@ export class Session {
   private async removeDebris(graph: Graph, sweep: { stamps: boolean }): Promise<void> {
     const dirs = [this.stateDir, join(this.stateDir, 'config')];
     if (sweep.stamps) dirs.push(join(this.stateDir, 'stamps'));
-    for (const node of graph.nodes.values()) for (const output of node.outputs ?? []) dirs.push(dirname(resolve(this.root, output)));
+    for (const node of graph.nodes.values()) for (const output of node.outputs ?? []) dirs.push(dirname(resolveUnder(this.root, output)));
     await removeAbandonedTemps(dirs);
     await removeAbandonedRunDirs(this.stateDir);
   }
