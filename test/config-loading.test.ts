@@ -107,6 +107,29 @@ test('a config whose default export has the wrong shape is exit 2 naming the key
   t.regex(run.stderr, /pipeline\.config\.mjs: nodes\.0\.deps: expected an array of node ids, not "b"$/m);
 });
 
+test('what defineConfig returns is checked once: its node list cannot be added to, and a copy with a bad node is checked again', async (t) => {
+  const pushed = await makeProject(t, {
+    config: `import { defineConfig } from '@engine';
+const config = defineConfig({ steps: { a: { command: ['true'] } } });
+config.nodes.push({ id: 'b', kind: 'command', deps: 'a', run: async () => {} });
+export default config;
+`,
+  });
+  const push = await pushed.run(['a']);
+  t.is(push.code, 2);
+  t.regex(push.stderr, /^pipeline: \S+pipeline\.config\.ts: cannot load: .*not extensible/m);
+
+  const copied = await makeProject(t, {
+    config: `import { defineConfig } from '@engine';
+const config = defineConfig({ steps: { a: { command: ['true'] } } });
+export default { ...config, nodes: [...config.nodes, { id: 'b', kind: 'command', deps: 'a', run: async () => {} }] };
+`,
+  });
+  const copy = await copied.run(['a']);
+  t.is(copy.code, 2);
+  t.regex(copy.stderr, /pipeline\.config\.ts: nodes\.1\.deps: expected an array of node ids, not "a"$/m);
+});
+
 test('the build stamp changes with any source the build compiles', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'pipeline-source-hash-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
