@@ -14,10 +14,13 @@ export interface Timed {
   stderr: string;
 }
 
-export function timed(file: string, args: readonly string[], cwd: string): Promise<Timed> {
+/** Runs `file` in `cwd` with this process's environment, less the `without` variables. */
+export function timed(file: string, args: readonly string[], cwd: string, without: readonly string[] = []): Promise<Timed> {
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: '1' };
+  for (const name of without) delete env[name];
   return new Promise((done, reject) => {
     const started = process.hrtime.bigint();
-    const child = spawn(file, args, { cwd, env: { ...process.env, CI: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
