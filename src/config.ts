@@ -6,6 +6,9 @@ import { pathToFileURL } from 'node:url';
 import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
+/** Read-only fields made writable, to build a value field by field before handing it out. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
  * on something that does not exist is a compile error in a TypeScript config.
@@ -65,8 +68,6 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
   if (step.pool !== undefined) node.pool = step.pool;
   return node;
 }
-
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** A config computed from where it lives: `export default (({ root }) => config)`. */
 export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;

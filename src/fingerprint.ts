@@ -71,7 +71,7 @@ export interface AssessContext {
    * The stamps as they were when planning began, when the stamp index still described
    * them (a node absent has none); otherwise absent, and each stamp is read from its file.
    */
-  readonly stamps?: ReadonlyMap<NodeId, Stamp>;
+  readonly stamps?: { get(id: NodeId): Stamp | undefined };
   readonly forced: boolean;
   /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
   readonly probe: ProbeResult | undefined;

@@ -44,28 +44,33 @@ export class StatCache implements FileHasher {
   bytesHashed = 0;
   private dirty = false;
   private readonly inflight = new Map<string, Promise<FileDigest>>();
+  /** Records made by this process; they replace stored ones of the same path. */
+  private readonly records = new Map<string, StatRecord>();
 
   private constructor(
     private readonly file: string | undefined,
-    private readonly records: Map<string, StatRecord>,
+    /** The records as parsed from the file, looked up in place rather than copied into a Map at every start. */
+    private readonly stored: Readonly<Record<string, StatRecord>>,
   ) {}
 
   /** Opens the cache stored at `file` (created on save), or a memory-only cache. */
   static async open(file?: string): Promise<StatCache> {
-    const records = new Map<string, StatRecord>();
+    let stored: Record<string, StatRecord> = {};
     if (file) {
       try {
         // Synchronous, as every read a no-op run makes: a thread-pool round trip waits
         // for a core, which on a busy machine costs more than the read.
         const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; files?: Record<string, StatRecord> };
-        if (parsed.version === CACHE_VERSION && parsed.files) {
-          for (const [path, record] of Object.entries(parsed.files)) records.set(path, record);
-        }
+        if (parsed.version === CACHE_VERSION && parsed.files !== null && typeof parsed.files === 'object') stored = parsed.files;
       } catch {
         // Missing or unreadable cache: every file is hashed once and the cache rebuilt.
       }
     }
-    return new StatCache(file, records);
+    return new StatCache(file, stored);
+  }
+
+  private record(path: string): StatRecord | undefined {
+    return this.records.get(path) ?? (Object.hasOwn(this.stored, path) ? this.stored[path] : undefined);
   }
 
   known(path: string, options: Pick<HashOptions, 'sha256'> = {}): FileDigest | undefined {
@@ -94,7 +99,7 @@ export class StatCache implements FileHasher {
   private lookup(path: string, wantSha: boolean): FileDigest | BigStats {
     const stats = statSync(path, BIGINT_STAT);
     if (!stats.isFile()) throw new Error(`${path} is not a regular file`);
-    const cached = this.records.get(path);
+    const cached = this.record(path);
     if (cached && matches(cached, stats) && (!wantSha || cached.sha256)) {
       return cached.sha256 ? { size: cached.size, xxh: cached.xxh, sha256: cached.sha256 } : { size: cached.size, xxh: cached.xxh };
     }
@@ -232,7 +237,7 @@ export class StatCache implements FileHasher {
 
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
-    const files: Record<string, StatRecord> = {};
+    const files: Record<string, StatRecord> = { ...this.stored };
     for (const [path, record] of this.records) files[path] = record;
     await mkdir(dirname(this.file), { recursive: true });
     await writeFileAtomic(this.file, JSON.stringify({ version: CACHE_VERSION, files }));

@@ -15,6 +15,9 @@ import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type 
 import { readStampIndex, type StampSnapshot } from './stamp-index.ts';
 import { resolveUnder } from './under-root.ts';
 
+/** Read-only fields made writable, to build a value field by field before handing it out. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
 
@@ -81,7 +84,7 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account' | 'unsettledFiles' | 'inputDigests' | 'stamps'>): AssessContext {
+function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account'> & Partial<Pick<AssessContext, 'unsettledFiles' | 'inputDigests' | 'stamps'>>): AssessContext {
   return {
     root: options.root,
     stateDir: options.stateDir,
@@ -89,7 +92,12 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
     forced: options.force && node.honorsForce !== false,
     flags: options.flags,
     signal: options.signal,
-    ...extra,
+    depOutputs: extra.depOutputs,
+    probe: extra.probe,
+    account: extra.account,
+    unsettledFiles: extra.unsettledFiles,
+    inputDigests: extra.inputDigests,
+    stamps: extra.stamps,
   };
 }
 
@@ -114,11 +122,11 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
     // evaluated now only when its kind says it reads nothing of theirs.
     const waiting = node.deps.some((dep) => outputs.get(dep) === undefined);
     let probe: ProbeResult | undefined;
-    if (!waiting || node.probeIndependent === true) {
+    if (node.probe && (!waiting || node.probeIndependent === true)) {
       try {
-        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'begin');
+        options.observer?.nodePhase?.(id, 'probe', 'begin');
         probe = await runProbe(node, options);
-        if (node.probe) options.observer?.nodePhase?.(id, 'probe', 'end');
+        options.observer?.nodePhase?.(id, 'probe', 'end');
       } catch (error) {
         // Setup problems (no token, bad URL) stop the run before any work, with exit 2.
         if (isFailure(error, ...SETUP_KINDS)) throw error.prefixed(id);
@@ -129,7 +137,7 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         return;
       }
     }
-    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, ...(stamps ? { stamps } : {}) });
+    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, stamps });
     // The quick check only looks up stats and the stamp; hashing is the slow path's.
     let verdict = quickAssess(node, context);
     if (!verdict) {
@@ -151,15 +159,13 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
       }
     }
     outputs.set(id, verdict.fresh ? verdict.outputDigest : undefined);
-    byId.set(id, {
-      id,
-      verdict,
-      bytesHashed: account.bytes,
-      ...(notes.length > 0 ? { note: notes.join('; ') } : {}),
-      ...(probe ? { probeValue: probe.value } : {}),
-      ...(detached ? { detached } : {}),
-      ...(fetch ? { fetch } : {}),
-    });
+    // Field by field, not with conditional spreads: this runs for every node of every plan.
+    const entry: Mutable<PlanEntry> = { id, verdict, bytesHashed: account.bytes };
+    if (notes.length > 0) entry.note = notes.join('; ');
+    if (probe) entry.probeValue = probe.value;
+    if (detached) entry.detached = detached;
+    if (fetch) entry.fetch = fetch;
+    byId.set(id, entry);
   };
   // Nodes of one depth depend only on shallower ones: each level is assessed concurrently
   // (stamp reads, stats and upstream probes overlap), the levels in order.

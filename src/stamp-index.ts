@@ -62,10 +62,15 @@ function readIndex(stateDir: string): IndexFile | undefined {
   }
 }
 
+/** Stamps by node id (a node missing has none), each checked when asked for. */
+export interface StampLookup {
+  get(id: NodeId): Stamp | undefined;
+  keys(): NodeId[];
+}
+
 /** The stamps as the index holds them, and the stamps directory it was found to describe. */
 export interface StampSnapshot {
-  /** By node id; a node missing has no stamp. */
-  readonly stamps: ReadonlyMap<NodeId, Stamp>;
+  readonly stamps: StampLookup;
   readonly dir: DirIdentity;
   /** The directory holds no temp files, abandoned or not: a debris sweep has nothing to find there. */
   readonly clean: boolean;
@@ -80,11 +85,13 @@ export function readStampIndex(stateDir: string): StampSnapshot | undefined {
   if (!index) return undefined;
   const now = dirIdentity(stateDir);
   if (!now || !sameDir(now, index.dir)) return undefined;
-  const stamps = new Map<NodeId, Stamp>();
-  for (const [id, value] of Object.entries(index.stamps)) {
-    const stamp = parseStamp(value);
-    if (stamp) stamps.set(id, stamp);
-  }
+  // Looked up in the parsed file as nodes ask: copying a thousand stamps into a Map
+  // first would cost a no-op more than the lookups.
+  const raw = index.stamps;
+  const stamps: StampLookup = {
+    get: (id) => (Object.hasOwn(raw, id) ? parseStamp(raw[id]) : undefined),
+    keys: () => Object.keys(raw).filter((id) => parseStamp(raw[id]) !== undefined),
+  };
   return { stamps, dir: now, clean: index.clean === true };
 }
 
