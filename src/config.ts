@@ -4,6 +4,9 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, isPlainStepsConfig } from './config-plain-check.ts';
+// Static: every run with a TypeScript config asks it for the compiled file, and a dynamic
+// import is a chain of thread-pool round trips (esbuild itself loads only to compile).
+import { compiledConfig, locateSyntaxError } from './config-cache.ts';
 import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
 
 /** Read-only fields made writable, to build a value field by field before handing it out. */
@@ -152,7 +155,6 @@ export async function loadConfig(file: string): Promise<EngineConfig> {
     if (isFailure(error, 'config', 'usage')) throw inConfigFile(file, error);
     // Node and tsx report a syntax error without a usable line and column: esbuild finds it.
     if (error instanceof SyntaxError || /^Transform failed/.test(firstLine(error))) {
-      const { locateSyntaxError } = await import('./config-cache.ts');
       const located = await locateSyntaxError(file);
       if (located) throw located;
     }
@@ -195,7 +197,6 @@ const TYPESCRIPT = /\.[cm]?tsx?$/;
 async function importConfig(file: string): Promise<{ default?: unknown }> {
   const url = pathToFileURL(file).href;
   if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
-  const { compiledConfig } = await import('./config-cache.ts');
   const compiled = await compiledConfig(file);
   if (compiled !== undefined) return (await import(pathToFileURL(compiled).href)) as { default?: unknown };
   const { tsImport } = await import('tsx/esm/api');

@@ -559,10 +559,26 @@ function isMissing(error: unknown): boolean {
 
 /** JSON with sorted object keys, so equal values always hash equal. */
 export function canonicalJson(value: Json): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const keys = Object.keys(value).sort();
-    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(value[key] as Json)}`).join(',')}}`;
+  // Built by concatenation, with no arrays of parts: every node's parameters go through
+  // it at every plan. The text must stay byte for byte what stamps were written with
+  // (test/canonical-json.test.ts holds it to the first version): an array element with
+  // no JSON form is left empty, as join() leaves it, and an object value with none is
+  // written `undefined`, as a template string writes it.
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) {
+    let text = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) text += ',';
+      const element = canonicalJson(value[i] as Json) as string | undefined;
+      if (element !== undefined) text += element;
+    }
+    return `${text}]`;
   }
-  return JSON.stringify(value);
+  const keys = Object.keys(value).sort();
+  let text = '{';
+  for (let i = 0; i < keys.length; i++) {
+    if (i > 0) text += ',';
+    text += `${JSON.stringify(keys[i])}:${canonicalJson(value[keys[i]!] as Json)}`;
+  }
+  return `${text}}`;
 }
