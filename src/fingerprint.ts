@@ -32,6 +32,11 @@ export interface Stamp {
   finishedAt: string;
 }
 
+/** Stamps by node id, as a plan read them at once (stamp-index.ts); a node missing has none. */
+export interface StampLookup {
+  get(id: NodeId): Stamp | undefined;
+}
+
 /**
  * A node's verdict. Fresh: nothing to do (`adopt`: outputs another tool made, checked and
  * taken as ours, recorded when the run reaches the node). Stale: it will run, for
@@ -71,7 +76,7 @@ export interface AssessContext {
    * The stamps as they were when planning began, when the stamp index still described
    * them (a node absent has none); otherwise absent, and each stamp is read from its file.
    */
-  readonly stamps?: { get(id: NodeId): Stamp | undefined };
+  readonly stamps?: StampLookup;
   readonly forced: boolean;
   /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
   readonly probe: ProbeResult | undefined;

@@ -10,7 +10,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { parseStamp, readStampFile, STAMP_SUFFIX, type Stamp } from './fingerprint.ts';
+import { parseStamp, readStampFile, STAMP_SUFFIX, type Stamp, type StampLookup } from './fingerprint.ts';
 import { nowNs, RACY_WINDOW_NS } from './hasher.ts';
 import type { NodeId } from './types.ts';
 
@@ -62,12 +62,6 @@ function readIndex(stateDir: string): IndexFile | undefined {
   }
 }
 
-/** Stamps by node id (a node missing has none), each checked when asked for. */
-export interface StampLookup {
-  get(id: NodeId): Stamp | undefined;
-  keys(): NodeId[];
-}
-
 /** The stamps as the index holds them, and the stamps directory it was found to describe. */
 export interface StampSnapshot {
   readonly stamps: StampLookup;
@@ -85,13 +79,10 @@ export function readStampIndex(stateDir: string): StampSnapshot | undefined {
   if (!index) return undefined;
   const now = dirIdentity(stateDir);
   if (!now || !sameDir(now, index.dir)) return undefined;
-  // Looked up in the parsed file as nodes ask: copying a thousand stamps into a Map
-  // first would cost a no-op more than the lookups.
+  // Looked up in the parsed file as nodes ask, each checked then: copying a thousand
+  // stamps into a Map first would cost a no-op more than the lookups.
   const raw = index.stamps;
-  const stamps: StampLookup = {
-    get: (id) => (Object.hasOwn(raw, id) ? parseStamp(raw[id]) : undefined),
-    keys: () => Object.keys(raw).filter((id) => parseStamp(raw[id]) !== undefined),
-  };
+  const stamps: StampLookup = { get: (id) => (Object.hasOwn(raw, id) ? parseStamp(raw[id]) : undefined) };
   return { stamps, dir: now, clean: index.clean === true };
 }
 
