@@ -88,15 +88,10 @@ async function tokenProblems(setup: ReleaseProject, dirs: readonly string[]): Pr
 
 /** Problems of the release for a set of images, each expected at one of `versions`. */
 async function releaseProblemsFor(setup: ReleaseProject, versions: ReadonlyMap<string, readonly ImageVersion[]>, partial: boolean): Promise<string[]> {
-  const problems = await releaseProblems(setup.server, TAG, versions);
-  if (!partial) return problems;
-  // Checking a subset of the images: the list in images.json may rightly name others too,
-  // and the assets an interrupted upload of another image left (its parts on their way,
-  // an index update) are that image's, which the re-run must clear (checked after it).
-  const images = [...versions.keys()];
-  const ofAnotherImage = (problem: string): boolean =>
-    /(?: was left behind| is half-made \(\w+\))$/.test(problem) && !images.some((image) => problem.startsWith(`${image}.`));
-  return problems.filter((problem) => !problem.startsWith('images.json lists') && !ofAnotherImage(problem));
+  // Checking a subset of the images: images.json may rightly list others too, and what an
+  // interrupted upload of another image left is that image's, which the re-run must clear
+  // (checked after it).
+  return releaseProblems(setup.server, TAG, versions, { subset: partial });
 }
 
 /** The problems of how an interrupted run ended (SIGINT: see sigintProblems; SIGKILL: killed, or done first). */
