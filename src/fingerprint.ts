@@ -32,9 +32,15 @@ export interface Stamp {
   finishedAt: string;
 }
 
-/** Stamps by node id, as a plan read them at once (stamp-index.ts); a node missing has none. */
-export interface StampLookup {
-  get(id: NodeId): Stamp | undefined;
+/**
+ * What the quick check needs of a node's stamp: its fingerprint and output digest, and
+ * its record, the manifest and output digests in one exact text (`recordOfStamp`).
+ */
+export type RecordedStamp = readonly [fingerprint: string, outputDigest: string, record: string];
+
+/** Recorded stamps by node id, as a plan read them at once (stamp-index.ts). */
+export interface RecordedLookup {
+  get(id: NodeId): RecordedStamp | undefined;
 }
 
 /**
@@ -42,10 +48,12 @@ export interface StampLookup {
  * taken as ours, recorded when the run reaches the node). Stale: it will run, for
  * `reason`. Pending: it waits on dependencies that will run, and whether it runs depends
  * on what they produce. A stale verdict reached before its dependencies ran carries no
- * manifest: the runner assesses the node again once they have.
+ * manifest: the runner assesses the node again once they have. A fresh one the quick
+ * check settled carries none either: only an adoption's manifest is recorded.
  */
 export type Verdict =
-  | { fresh: true; reason: string; outputDigest: string; fingerprint: string; manifest: Manifest; adopt: boolean }
+  | { fresh: true; reason: string; outputDigest: string; fingerprint: string; adopt: false; manifest?: Manifest }
+  | { fresh: true; reason: string; outputDigest: string; fingerprint: string; adopt: true; manifest: Manifest }
   | { fresh: false; reason: string; fingerprint?: string; manifest?: Manifest; pending: boolean; key?: string };
 
 /** The verdict as one word, as `--dry-run --json` and `plan --json` print it. */
@@ -74,9 +82,9 @@ export interface AssessContext {
   readonly inputDigests?: ReadonlyMap<string, string>;
   /**
    * The stamps as they were when planning began, when the stamp index still described
-   * them (a node absent has none); otherwise absent, and each stamp is read from its file.
+   * them, for the quick check; absent otherwise. `assess` reads the stamp files.
    */
-  readonly stamps?: StampLookup;
+  readonly recorded?: RecordedLookup;
   readonly forced: boolean;
   /** The probe's answer this run; undefined when the node has none or it was not evaluated. */
   readonly probe: ProbeResult | undefined;
@@ -136,60 +144,102 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
 }
 
 /**
- * `assess` for a node whose answer is "up to date" by what is known at once: its stamp,
- * the stat cache's digests of its inputs and outputs and its dependencies' outputs, all
- * equal to what the stamp recorded. A no-op run settles nearly every node this way,
- * without building a manifest, hashing it or making a promise. The function returned
- * answers undefined whenever anything needs more (a file to read, a glob, a key file, a
- * dependency still to run, any difference at all): `assess` decides those, and its answer
- * for the nodes this one settles would be the same.
+ * `assess` for a node whose answer is "up to date" by what is known at once: its recorded
+ * stamp in the stamp index, and the stat cache's digests of its inputs and outputs and its
+ * dependencies' outputs, all equal to what the stamp recorded. A no-op run settles nearly
+ * every node this way, without building a manifest, hashing it, reading a stamp file or
+ * making a promise. The function returned answers undefined whenever anything needs more
+ * (no stamp index, a file to read, a glob, a key file, a dependency still to run, any
+ * difference at all): `assess` decides those, and its answer for the nodes this one
+ * settles would be the same.
  */
 export async function quickAssessor(): Promise<(node: NodeDef, context: AssessContext) => Verdict | undefined> {
   const hashText = await stringHasher();
   return (node, context) => {
     if (context.forced || node.key || (node.inputs && node.inputs.length > 0)) return undefined;
-    const stamp = loadStamp(context, node.id);
-    if (!stamp || !recordsExactly(stamp.manifest, node, context, hashText)) return undefined;
-    const outputs: Record<string, string> = {};
-    for (const path of node.outputs ?? []) {
-      const digest = knownDigest(context.hasher, resolveUnder(context.root, path), node.sha256Outputs?.includes(path) === true);
-      if (digest === undefined) return undefined;
-      outputs[path] = digest;
-    }
-    if (modifiedOutput(stamp, outputs)) return undefined;
-    // The recorded manifest equals the current one (and its fingerprint is the stamp's).
-    return { fresh: true, adopt: false, reason: 'up to date', fingerprint: stamp.fingerprint, manifest: stamp.manifest, outputDigest: stamp.outputDigest };
+    const recorded = context.recorded?.get(node.id);
+    if (!recorded) return undefined;
+    const current = currentRecord(node, context, hashText);
+    if (current === undefined || current !== recorded[2]) return undefined;
+    // The recorded manifest is the current one, so its fingerprint is the stamp's.
+    return { fresh: true, adopt: false, reason: 'up to date', fingerprint: recorded[0], outputDigest: recorded[1] };
   };
 }
 
-/** Whether the recorded manifest is exactly the one `buildManifest` would make now (false when that takes more than a lookup). */
-function recordsExactly(recorded: Manifest, node: NodeDef, context: AssessContext, hashText: (text: string) => string): boolean {
-  if (recorded === null || typeof recorded !== 'object') return false;
-  for (const key of Object.keys(recorded)) if (!MANIFEST_KEYS.has(key)) return false;
-  if (recorded.kind !== node.kind || recorded.probe !== context.probe?.value) return false;
-  const { files, env, deps } = recorded;
-  if (!isRecord(files) || !isRecord(env) || !isRecord(deps)) return false;
-  let count = 0;
-  for (const dep of node.deps) {
-    const output = context.depOutputs.get(dep);
-    if (output === undefined || deps[dep] !== output) return false;
-    count++;
-  }
-  if (count !== Object.keys(deps).length) return false;
-  count = 0;
+/**
+ * A stamp's manifest and output digests as one text that equals another exactly when both
+ * hold the same values. Each string is framed by its length, so no value can be taken for
+ * a separator, and each list's entries are sorted, so the order a record was written in
+ * does not matter (object keys that look like numbers do not keep it). Undefined when the
+ * stamp has anything this version does not write: its node is then always assessed in full.
+ */
+export function recordOfStamp(stamp: Stamp): string | undefined {
+  const { manifest, outputs } = stamp;
+  if (!isRecord(manifest) || !isRecord(outputs)) return undefined;
+  for (const key of Object.keys(manifest)) if (!MANIFEST_KEYS.has(key)) return undefined;
+  const { kind, params, probe } = manifest;
+  if (typeof kind !== 'string' || typeof params !== 'string' || (probe !== undefined && typeof probe !== 'string')) return undefined;
+  const lists = [manifest.files, manifest.env, manifest.deps, outputs].map(entriesText);
+  if (lists.some((list) => list === undefined)) return undefined;
+  return recordHead(kind, probe, params) + lists.join('');
+}
+
+/**
+ * The record (`recordOfStamp`) a stamp written now would have, from the node's definition
+ * and the digests known without reading a file; undefined when one is not known. Made by
+ * concatenation: it runs for every node of a no-op.
+ */
+function currentRecord(node: NodeDef, context: AssessContext, hashText: (text: string) => string): string | undefined {
+  const files: string[] = [];
   for (const path of node.files ?? []) {
     const digest = context.inputDigests?.get(path) ?? knownDigest(context.hasher, resolveUnder(context.root, path), false);
-    if (digest === undefined || files[path] !== digest) return false;
-    count++;
+    if (digest === undefined) return undefined;
+    files.push(entryText(path, digest));
   }
-  if (count !== Object.keys(files).length) return false;
-  count = 0;
-  for (const name of node.env ?? []) {
-    if (env[name] !== envDigest(name, hashText)) return false;
-    count++;
+  const env: string[] = [];
+  for (const name of node.env ?? []) env.push(entryText(name, envDigest(name, hashText)));
+  const deps: string[] = [];
+  for (const dep of node.deps) {
+    const output = context.depOutputs.get(dep);
+    if (output === undefined) return undefined;
+    deps.push(entryText(dep, output));
   }
-  if (count !== Object.keys(env).length) return false;
-  return recorded.params === paramsDigest(node, hashText);
+  const outputs: string[] = [];
+  for (const path of node.outputs ?? []) {
+    const digest = knownDigest(context.hasher, resolveUnder(context.root, path), node.sha256Outputs?.includes(path) === true);
+    if (digest === undefined) return undefined;
+    outputs.push(entryText(path, digest));
+  }
+  return recordHead(node.kind, context.probe?.value, paramsDigest(node, hashText)) + listText(files) + listText(env) + listText(deps) + listText(outputs);
+}
+
+function recordHead(kind: string, probe: string | undefined, params: string): string {
+  return framed(kind) + (probe === undefined ? '-' : `+${framed(probe)}`) + framed(params);
+}
+
+function framed(text: string): string {
+  return `${text.length}:${text}`;
+}
+
+function entryText(name: string, value: string): string {
+  return framed(name) + framed(value);
+}
+
+/** A list of framed entries: its length, then the entries in one order whatever order they came in. */
+function listText(entries: string[]): string {
+  if (entries.length < 2) return `${entries.length};${entries.length === 1 ? entries[0] : ''}`;
+  return `${entries.length};${entries.sort().join('')}`;
+}
+
+/** A record of strings as a list (`listText`), or undefined when it is not one. */
+function entriesText(value: unknown): string | undefined {
+  if (!isRecord(value)) return undefined;
+  const entries: string[] = [];
+  for (const [name, text] of Object.entries(value)) {
+    if (typeof text !== 'string') return undefined;
+    entries.push(entryText(name, text));
+  }
+  return listText(entries);
 }
 
 /** What a manifest records of an environment variable: values may be secrets, so only their hash; unset differs from empty. */
@@ -471,9 +521,7 @@ export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | u
   return readStampFile(stampPath(stateDir, id));
 }
 
-/** The node's stamp: from the stamps read when planning began, else from its file. */
-function loadStamp(context: Pick<AssessContext, 'stateDir' | 'stamps'>, id: NodeId): Stamp | undefined {
-  if (context.stamps) return context.stamps.get(id);
+function loadStamp(context: Pick<AssessContext, 'stateDir'>, id: NodeId): Stamp | undefined {
   return readStampFile(stampPath(context.stateDir, id));
 }
 

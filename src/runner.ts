@@ -84,7 +84,7 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account'> & Partial<Pick<AssessContext, 'unsettledFiles' | 'inputDigests' | 'stamps'>>): AssessContext {
+function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account'> & Partial<Pick<AssessContext, 'unsettledFiles' | 'inputDigests' | 'recorded'>>): AssessContext {
   return {
     root: options.root,
     stateDir: options.stateDir,
@@ -97,7 +97,7 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
     account: extra.account,
     unsettledFiles: extra.unsettledFiles,
     inputDigests: extra.inputDigests,
-    stamps: extra.stamps,
+    recorded: extra.recorded,
   };
 }
 
@@ -110,7 +110,7 @@ function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessCon
  */
 export async function plan(graph: Graph, closure: readonly NodeId[], options: RunOptions, selected?: readonly NodeId[]): Promise<PlanEntry[]> {
   const inputDigests = checkInputFiles(graph, closure, options.root, options.hasher);
-  const stamps = (options.stampIndex ?? readStampIndex(options.stateDir))?.stamps;
+  const recorded = (options.stampIndex ?? readStampIndex(options.stateDir))?.recorded;
   const outputs = new Map<NodeId, string | undefined>();
   const unsettledFiles = new Set<string>();
   const byId = new Map<NodeId, PlanEntry>();
@@ -137,7 +137,7 @@ export async function plan(graph: Graph, closure: readonly NodeId[], options: Ru
         return;
       }
     }
-    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, stamps });
+    const context = assessContext(options, node, { depOutputs: outputs, probe, account, unsettledFiles, inputDigests, recorded });
     // The quick check only looks up stats and the stamp; hashing is the slow path's.
     let verdict = quickAssess(node, context);
     if (!verdict) {
@@ -502,7 +502,7 @@ async function runStale(
 }
 
 /** Outputs that another tool built with a matching key file: record them as ours. */
-async function recordAdoption(node: NodeDef, verdict: Extract<Verdict, { fresh: true }>, options: RunOptions): Promise<void> {
+async function recordAdoption(node: NodeDef, verdict: Extract<Verdict, { adopt: true }>, options: RunOptions): Promise<void> {
   const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account: { bytes: 0 } });
   if (typeof hashed === 'string') return;
   await writeStamp(options.stateDir, node.id, {

@@ -1,5 +1,8 @@
 // Every stamp in one file, read once per plan, as ninja keeps its build log: a no-op run
-// of a 1,000-node graph otherwise opens, reads and closes a stamp file per node.
+// of a 1,000-node graph otherwise opens, reads and closes a stamp file per node. The index
+// keeps of each stamp only what the quick check compares (fingerprint, output digest, and
+// the manifest and outputs as one text): parsing whole stamps, each with objects keyed by
+// its own paths, cost a no-op more than the files it saved reading.
 //
 // The index is a cache of the stamps directory, never the truth. It holds while that
 // directory is the one it was made from: same inode, same modification time. Stamps are
@@ -10,11 +13,11 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { parseStamp, readStampFile, STAMP_SUFFIX, type Stamp, type StampLookup } from './fingerprint.ts';
+import { readStampFile, recordOfStamp, STAMP_SUFFIX, type RecordedLookup, type RecordedStamp } from './fingerprint.ts';
 import { nowNs, RACY_WINDOW_NS } from './hasher.ts';
 import type { NodeId } from './types.ts';
 
-const INDEX_VERSION = 1;
+const INDEX_VERSION = 2;
 
 interface DirIdentity {
   readonly ino: string;
@@ -28,7 +31,7 @@ interface IndexFile {
   readonly madeNs: string;
   /** The directory held stamps only: no temp files (which are dot-named). */
   readonly clean: boolean;
-  readonly stamps: Record<NodeId, unknown>;
+  readonly records: Record<NodeId, unknown>;
 }
 
 export function stampIndexPath(stateDir: string): string {
@@ -52,8 +55,8 @@ function sameDir(a: DirIdentity, b: DirIdentity): boolean {
 function readIndex(stateDir: string): IndexFile | undefined {
   try {
     const parsed = JSON.parse(readFileSync(stampIndexPath(stateDir), 'utf8')) as Partial<IndexFile>;
-    const { dir, madeNs, stamps } = parsed;
-    if (parsed.version !== INDEX_VERSION || !dir || typeof madeNs !== 'string' || !stamps || typeof stamps !== 'object') return undefined;
+    const { dir, madeNs, records } = parsed;
+    if (parsed.version !== INDEX_VERSION || !dir || typeof madeNs !== 'string' || !records || typeof records !== 'object') return undefined;
     if (typeof dir.ino !== 'string' || typeof dir.mtimeNs !== 'string') return undefined;
     if (BigInt(dir.mtimeNs) + RACY_WINDOW_NS > BigInt(madeNs)) return undefined; // racy: it cannot vouch for the directory
     return parsed as IndexFile;
@@ -64,7 +67,7 @@ function readIndex(stateDir: string): IndexFile | undefined {
 
 /** The stamps as the index holds them, and the stamps directory it was found to describe. */
 export interface StampSnapshot {
-  readonly stamps: StampLookup;
+  readonly recorded: RecordedLookup;
   readonly dir: DirIdentity;
   /** The directory holds no temp files, abandoned or not: a debris sweep has nothing to find there. */
   readonly clean: boolean;
@@ -80,10 +83,15 @@ export function readStampIndex(stateDir: string): StampSnapshot | undefined {
   const now = dirIdentity(stateDir);
   if (!now || !sameDir(now, index.dir)) return undefined;
   // Looked up in the parsed file as nodes ask, each checked then: copying a thousand
-  // stamps into a Map first would cost a no-op more than the lookups.
-  const raw = index.stamps;
-  const stamps: StampLookup = { get: (id) => (Object.hasOwn(raw, id) ? parseStamp(raw[id]) : undefined) };
-  return { stamps, dir: now, clean: index.clean === true };
+  // records into a Map first would cost a no-op more than the lookups.
+  const raw = index.records;
+  const recorded: RecordedLookup = { get: (id) => (Object.hasOwn(raw, id) ? asRecorded(raw[id]) : undefined) };
+  return { recorded, dir: now, clean: index.clean === true };
+}
+
+function asRecorded(value: unknown): RecordedStamp | undefined {
+  if (!Array.isArray(value) || value.length !== 3) return undefined;
+  return value.every((part) => typeof part === 'string') ? (value as unknown as RecordedStamp) : undefined;
 }
 
 /** The node a stamp file's name is for (`stampPath` encodes it), or undefined when the name is not one it makes. */
@@ -111,19 +119,22 @@ export async function refreshStampIndex(stateDir: string, read: StampSnapshot | 
     if (signal?.aborted) return;
     await new Promise((resolve) => setTimeout(resolve, 1 + Number((settledAt - nowNs()) / 1_000_000n)));
   }
-  const stamps: Record<NodeId, Stamp> = {};
+  const records: Record<NodeId, RecordedStamp> = {};
   let clean = true;
   for (const name of readdirSync(stampsDir(stateDir))) {
     if (name.startsWith('.')) clean = false; // a temp file of a write in flight, or abandoned
     if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue;
     const id = nodeIdOf(name);
     const stamp = id === undefined ? undefined : readStampFile(join(stampsDir(stateDir), name));
-    if (stamp) stamps[id!] = stamp;
+    // A stamp without a record (one this version would not write) is left out: its node
+    // is assessed in full, from its file.
+    const record = stamp ? recordOfStamp(stamp) : undefined;
+    if (id !== undefined && stamp && record !== undefined) records[id] = [stamp.fingerprint, stamp.outputDigest, record];
   }
   const madeNs = nowNs();
   const after = dirIdentity(stateDir);
   // Changed while being read (a writer without the lock): the next run makes it instead.
   if (!after || !sameDir(before, after)) return;
-  const file: IndexFile = { version: INDEX_VERSION, dir: before, madeNs: madeNs.toString(), clean, stamps };
+  const file: IndexFile = { version: INDEX_VERSION, dir: before, madeNs: madeNs.toString(), clean, records };
   await writeFileAtomic(stampIndexPath(stateDir), JSON.stringify(file));
 }

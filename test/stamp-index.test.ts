@@ -1,11 +1,11 @@
-// The stamp index (src/stamp-index.ts): one file holding every stamp, which a plan reads
-// instead of a file per node. It is a cache of the stamps directory: these tests change
+// The stamp index (src/stamp-index.ts): one file holding what the quick check needs of
+// every stamp, which a plan reads instead of a file per node. It is a cache of the stamps directory: these tests change
 // that directory every way a stamp is changed (removed, replaced, added, the directory
 // replaced) and check the index is then not believed, and that a run remakes it.
 import test from 'ava';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readStamp } from '../src/fingerprint.ts';
+import { readStamp, recordOfStamp } from '../src/fingerprint.ts';
 import { readStampIndex, refreshStampIndex, stampIndexPath } from '../src/stamp-index.ts';
 import { idsWith, makeProject, type Project } from './support/engine-project.ts';
 
@@ -35,7 +35,7 @@ const stateDir = (project: Project): string => project.path('.pipeline');
 interface IndexJson {
   dir: { mtimeNs: string };
   madeNs: string;
-  stamps: Record<string, unknown>;
+  records: Record<string, unknown>;
 }
 
 const indexOf = async (dir: string): Promise<IndexJson> => JSON.parse(await readFile(stampIndexPath(dir), 'utf8')) as IndexJson;
@@ -45,8 +45,12 @@ test('a run leaves an index holding exactly the stamp files, made after the racy
   const snapshot = readStampIndex(stateDir(project));
   if (!snapshot) return t.fail('no usable index after a run');
   const index = await indexOf(stateDir(project));
-  t.deepEqual(Object.keys(index.stamps).sort(), ['first', 'second', 'third']);
-  for (const id of ['first', 'second', 'third']) t.deepEqual(snapshot.stamps.get(id), await readStamp(stateDir(project), id), id);
+  t.deepEqual(Object.keys(index.records).sort(), ['first', 'second', 'third']);
+  for (const id of ['first', 'second', 'third']) {
+    const stamp = await readStamp(stateDir(project), id);
+    if (!stamp) return t.fail(`no stamp for ${id}`);
+    t.deepEqual(snapshot.recorded.get(id), [stamp.fingerprint, stamp.outputDigest, recordOfStamp(stamp)], id);
+  }
   t.true(BigInt(index.madeNs) - BigInt(index.dir.mtimeNs) >= 50_000_000n, 'made at least 50 ms after the last stamp was written');
 
   const again = await project.run(['--json']);
@@ -103,7 +107,7 @@ test('an index that is garbage, of another version, or made within the racy wind
   const cases: Array<[string, string]> = [
     ['garbage', '{ not json'],
     ['truncated', JSON.stringify(good).slice(0, 100)],
-    ['another version', JSON.stringify({ ...good, version: 2 })],
+    ['another version', JSON.stringify({ ...good, version: good.version + 1 })],
     ['racy', JSON.stringify({ ...good, madeNs: (BigInt(good.dir.mtimeNs) + 1_000_000n).toString() })],
   ];
   for (const [name, content] of cases) {
@@ -141,9 +145,9 @@ test('refreshing waits out the racy window after a stamp write, and does nothing
   const index = await indexOf(dir);
   t.is(index.dir.mtimeNs, written.toString());
   t.true(BigInt(index.madeNs) - written >= 50_000_000n, `made ${(BigInt(index.madeNs) - written) / 1_000_000n} ms after the write`);
-  t.deepEqual(Object.keys(index.stamps).sort(), ['extra', 'first', 'second', 'third']);
+  t.deepEqual(Object.keys(index.records).sort(), ['extra', 'first', 'second', 'third']);
   const snapshot = readStampIndex(dir);
-  t.truthy(snapshot?.stamps.get('extra'));
+  t.truthy(snapshot?.recorded.get('extra'));
 
   const made = (await stat(stampIndexPath(dir))).mtimeMs;
   await refreshStampIndex(dir, snapshot);
