@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
 import { stringHasher, xxhString } from './hasher.ts';
 import { Failure } from './failure.ts';
+import { boundedStem } from './file-stem.ts';
 import type { FileHasher, Json, KeyFile, NodeDef, NodeId, ProbeResult } from './types.ts';
 import { resolveUnder } from './under-root.ts';
 
@@ -25,6 +26,8 @@ export interface Manifest {
 
 export interface Stamp {
   version: 1;
+  /** The node's id: its file name holds only a digest of a long one. Absent in stamps of older versions. */
+  id?: NodeId;
   fingerprint: string;
   manifest: Manifest;
   outputs: Record<string, string>;
@@ -514,7 +517,12 @@ export function manifestDifference(before: Manifest, after: Manifest): string | 
 export const STAMP_SUFFIX = '.json';
 
 export function stampPath(stateDir: string, id: NodeId): string {
-  return join(stateDir, 'stamps', `${encodeURIComponent(id)}${STAMP_SUFFIX}`);
+  return join(stateDir, 'stamps', stampFileName(id));
+}
+
+/** The id, escaped to be one path component (`nodeIdOf` in stamp-index.ts reads it back), and bounded in length. */
+export function stampFileName(id: NodeId): string {
+  return `${boundedStem(encodeURIComponent(id), id)}${STAMP_SUFFIX}`;
 }
 
 export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | undefined> {
@@ -576,7 +584,7 @@ function readSmallFile(path: string): string {
 }
 
 export async function writeStamp(stateDir: string, id: NodeId, stamp: Stamp): Promise<void> {
-  await writeFileAtomic(stampPath(stateDir, id), `${JSON.stringify(stamp, null, 1)}\n`);
+  await writeFileAtomic(stampPath(stateDir, id), `${JSON.stringify({ ...stamp, id }, null, 1)}\n`);
 }
 
 export async function removeStamp(stateDir: string, id: NodeId): Promise<void> {

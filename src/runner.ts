@@ -7,6 +7,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
 import { assess, assessDetached, fileExists, quickAssessor, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
+import { logStem } from './file-stem.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
 import type { RunObserver } from './observer.ts';
@@ -413,7 +414,7 @@ async function runStale(
   fetch?: RemoteHit,
 ): Promise<NodeResult> {
   const startedAt = Date.now();
-  const logFile = join(options.logDir, `${node.logName ?? node.id.replaceAll(':', '.')}.${timestamp(startedAt)}.log`);
+  const logFile = join(options.logDir, `${logStem(node.id, node.logName)}.${timestamp(startedAt)}.log`);
   options.observer?.nodeStarted?.(node.id, reason);
   const context = createTaskContext({
     id: node.id,

@@ -13,7 +13,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { readStampFile, recordOfStamp, STAMP_SUFFIX, type RecordedLookup, type RecordedStamp } from './fingerprint.ts';
+import { readStampFile, recordOfStamp, STAMP_SUFFIX, stampFileName, type RecordedLookup, type RecordedStamp, type Stamp } from './fingerprint.ts';
 import { nowNs, RACY_WINDOW_NS } from './hasher.ts';
 import type { NodeId } from './types.ts';
 
@@ -94,13 +94,21 @@ function asRecorded(value: unknown): RecordedStamp | undefined {
   return value.every((part) => typeof part === 'string') ? (value as unknown as RecordedStamp) : undefined;
 }
 
-/** The node a stamp file's name is for (`stampPath` encodes it), or undefined when the name is not one it makes. */
-function nodeIdOf(fileName: string): NodeId | undefined {
-  try {
-    return decodeURIComponent(fileName.slice(0, -STAMP_SUFFIX.length));
-  } catch {
-    return undefined;
+/**
+ * The node a stamp file is for: the id it records (a long one's file name holds only a
+ * digest of it), else the one its name encodes (stamps of older versions); undefined when
+ * the file is not where `stampFileName` puts that node's stamp (copied, or renamed).
+ */
+function nodeIdOf(fileName: string, stamp: Stamp): NodeId | undefined {
+  let id = stamp.id;
+  if (typeof id !== 'string') {
+    try {
+      id = decodeURIComponent(fileName.slice(0, -STAMP_SUFFIX.length));
+    } catch {
+      return undefined;
+    }
   }
+  return stampFileName(id) === fileName ? id : undefined;
 }
 
 /**
@@ -124,8 +132,8 @@ export async function refreshStampIndex(stateDir: string, read: StampSnapshot | 
   for (const name of readdirSync(stampsDir(stateDir))) {
     if (name.startsWith('.')) clean = false; // a temp file of a write in flight, or abandoned
     if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue;
-    const id = nodeIdOf(name);
-    const stamp = id === undefined ? undefined : readStampFile(join(stampsDir(stateDir), name));
+    const stamp = readStampFile(join(stampsDir(stateDir), name));
+    const id = stamp ? nodeIdOf(name, stamp) : undefined;
     // A stamp without a record (one this version would not write) is left out: its node
     // is assessed in full, from its file.
     const record = stamp ? recordOfStamp(stamp) : undefined;
