@@ -14,7 +14,8 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { writeFileAtomic } from './atomic.ts';
 import { Failure } from './failure.ts';
-import { stringHasher } from './hasher.ts';
+import { bytesHasher, stringHasher } from './hasher.ts';
+import type { FileHasher } from './types.ts';
 
 /** Bump when the compile options change, so older compiled files are not reused. */
 const COMPILER_REVISION = 1;
@@ -24,22 +25,31 @@ const STALE_AFTER_MS = 10 * 60_000;
 /**
  * The path of `file` compiled to JavaScript, compiling it on first use; undefined when it
  * needs a TypeScript loader (it imports other `.ts` files) or its directory is read-only.
- * A syntax error is a `config` Failure naming the line and column.
+ * A syntax error is a `config` Failure naming the line and column. `hasher` (the run's
+ * stat cache) knows the file's digest on a repeat run without reading the file.
  */
-export async function compiledConfig(file: string): Promise<string | undefined> {
-  // Synchronous: every run reads it, and a thread-pool round trip costs more than the read.
-  const source = readFileSync(file, 'utf8');
-  // xxh64, the engine's own hash, already loaded: node:crypto would cost every run
-  // milliseconds to load. Only this user's own compilations share the directory.
-  const key = (await stringHasher())(`${COMPILER_REVISION}\0${file}\0${source}`);
+export async function compiledConfig(file: string, hasher?: FileHasher): Promise<string | undefined> {
   const dir = join(dirname(file), '.pipeline', 'config');
-  const target = join(dir, `${basename(file)}.${key}.mjs`);
-  // The verdict "needs the loader" is cached too, so such a config is compiled once only.
-  const needsLoader = join(dir, `${basename(file)}.${key}.needs-loader`);
-  if (existsSync(target)) return target;
-  if (existsSync(needsLoader)) return undefined;
+  const hashText = await stringHasher();
+  // Keyed by the file's content digest (the stat cache's, which needs only a stat when
+  // the file is unchanged), not by hashing its text: reading and hashing a large config
+  // is most of what finding its compilation costs. Only this user's own compilations
+  // share the directory.
+  const keyOf = (digest: string): string => hashText(`${COMPILER_REVISION}\0${file}\0${digest}`);
+  const known = hasher ? await digestOf(hasher, file) : undefined;
+  if (known !== undefined) {
+    const found = existingCompilation(dir, file, keyOf(known));
+    if (found !== undefined) return found.compiled;
+  }
+  // Synchronous: a thread-pool round trip costs more than the read. The key is of these
+  // very bytes, so a file edited since the stat above is compiled as it now is.
+  const bytes = readFileSync(file);
+  const key = keyOf((await bytesHasher())(bytes));
+  const found = existingCompilation(dir, file, key);
+  if (found !== undefined) return found.compiled;
 
-  const code = await compile(file, source);
+  const code = await compile(file, bytes.toString('utf8'));
+  const { target, needsLoader } = compilationPaths(dir, file, key);
   try {
     await mkdir(dir, { recursive: true });
     if (code === undefined) await writeFileAtomic(needsLoader, 'this config imports TypeScript files: it loads through tsx\n');
@@ -49,6 +59,35 @@ export async function compiledConfig(file: string): Promise<string | undefined> 
   }
   await removeOlderCompilations(dir, basename(file), code === undefined ? needsLoader : target);
   return code === undefined ? undefined : target;
+}
+
+function compilationPaths(dir: string, file: string, key: string): { target: string; needsLoader: string } {
+  return {
+    target: join(dir, `${basename(file)}.${key}.mjs`),
+    // The verdict "needs the loader" is cached too, so such a config is compiled once only.
+    needsLoader: join(dir, `${basename(file)}.${key}.needs-loader`),
+  };
+}
+
+/** The compilation made for `key`, if any: the compiled file, or undefined for "needs the loader". */
+function existingCompilation(dir: string, file: string, key: string): { compiled: string | undefined } | undefined {
+  const { target, needsLoader } = compilationPaths(dir, file, key);
+  if (existsSync(target)) return { compiled: target };
+  if (existsSync(needsLoader)) return { compiled: undefined };
+  return undefined;
+}
+
+/**
+ * The file's digest through the stat cache: without a read when it knows the file as it
+ * is, else read once and remembered for the next run. Undefined when the file cannot be
+ * read (the read of its bytes then says why).
+ */
+async function digestOf(hasher: FileHasher, file: string): Promise<string | undefined> {
+  try {
+    return (await hasher.hash(file)).xxh;
+  } catch {
+    return undefined;
+  }
 }
 
 async function compile(file: string, source: string): Promise<string | undefined> {

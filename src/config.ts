@@ -7,7 +7,7 @@ import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 // Static: every run with a TypeScript config asks it for the compiled file, and a dynamic
 // import is a chain of thread-pool round trips (esbuild itself loads only to compile).
 import { compiledConfig, locateSyntaxError } from './config-cache.ts';
-import { Failure, isFailure, type EngineConfig, type NodeDef, type TaskContext } from './types.ts';
+import { Failure, isFailure, type EngineConfig, type FileHasher, type NodeDef, type TaskContext } from './types.ts';
 
 /** Read-only fields made writable, to build a value field by field before handing it out. */
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -144,10 +144,10 @@ export async function findConfig(cwd: string, given: string | undefined): Promis
 }
 
 /** Imports a config file and checks its shape; every error names the file. */
-export async function loadConfig(file: string): Promise<EngineConfig> {
+export async function loadConfig(file: string, hasher?: FileHasher): Promise<EngineConfig> {
   let loaded: unknown;
   try {
-    const module = await importConfig(file);
+    const module = await importConfig(file, hasher);
     loaded = module.default;
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
@@ -194,10 +194,10 @@ const TYPESCRIPT = /\.[cm]?tsx?$/;
  * loader instead (its hooks run in a worker thread on Node 20 and cost more than the
  * compile, hence the cache).
  */
-async function importConfig(file: string): Promise<{ default?: unknown }> {
+async function importConfig(file: string, hasher: FileHasher | undefined): Promise<{ default?: unknown }> {
   const url = pathToFileURL(file).href;
   if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
-  const compiled = await compiledConfig(file);
+  const compiled = await compiledConfig(file, hasher);
   if (compiled !== undefined) return (await import(pathToFileURL(compiled).href)) as { default?: unknown };
   const { tsImport } = await import('tsx/esm/api');
   return (await tsImport(url, import.meta.url)) as { default?: unknown };

@@ -280,6 +280,12 @@ export async function xxhString(text: string): Promise<string> {
   return h64ToString(text);
 }
 
+/** xxh64 of bytes as 16 hex digits, as `hash` gives it for a file of these bytes, synchronous once loaded. */
+export async function bytesHasher(): Promise<(bytes: Uint8Array) => string> {
+  const { h64Raw } = await xxhashFactory();
+  return (bytes) => hexOf(h64Raw(bytes));
+}
+
 /**
  * `xxhString` as a synchronous function, once the WebAssembly module is loaded: a caller
  * hashing several small strings awaits once instead of once per string.

@@ -32,9 +32,9 @@ export class Session {
   ) {}
 
   static async open(configFile: string): Promise<Session> {
-    const config = await loadConfig(configFile);
     const root = dirname(configFile);
     const hasher = await StatCache.open(join(root, '.pipeline', 'stat-cache.json'));
+    const config = await loadConfig(configFile, hasher);
     const session = new Session(configFile, root, config, hasher);
     try {
       session.graphFor([]); // validates references and cycles now, before any work

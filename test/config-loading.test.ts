@@ -2,7 +2,7 @@
 // .pipeline/config/ and reused while its content is unchanged; one that imports other
 // TypeScript files loads through tsx; a syntax error names the line and column.
 import test from 'ava';
-import { cp, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sourceHash } from '../scripts/source-hash.mjs';
@@ -45,6 +45,22 @@ test('a TypeScript config is compiled once, reused while unchanged, and sees its
   t.is(third.code, 0, third.stderr);
   t.true(project.exists('where2.txt'));
   t.is((await compiled(project.root)).length, 2, 'the older compilation stays a while for runs that still import it');
+});
+
+test('a config edited to the same size with its modification time put back is still compiled again', async (t) => {
+  // A repeat run finds the compilation by the stat cache's digest of the config, without
+  // reading it: the change time (which no one can set) still tells the edit apart.
+  const project = await makeProject(t, { config: CONFIG });
+  t.is((await project.run(['--json'])).code, 0);
+  const path = project.path('pipeline.config.ts');
+  const before = await stat(path);
+  await project.write('pipeline.config.ts', (await project.read('pipeline.config.ts')).replaceAll('where.txt', 'here2.txt'));
+  await utimes(path, before.atime, before.mtime);
+  t.is((await stat(path)).size, before.size);
+  const run = await project.run(['--json']);
+  t.is(run.code, 0, run.stderr);
+  t.true(project.exists('here2.txt'), 'the edited config took effect');
+  t.is((await compiled(project.root)).length, 2);
 });
 
 test('a config importing a JavaScript helper by a relative path loads from the compiled copy', async (t) => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import xxhash from 'xxhash-wasm';
-import { StatCache } from '../src/hasher.ts';
+import { bytesHasher, StatCache } from '../src/hasher.ts';
 
 const execFile = promisify(execFileCallback);
 const MiB = 1024 * 1024;
@@ -46,8 +46,10 @@ test('digests match sha256sum and one-shot xxh64 at sizes around the read slots'
     t.is(hasher.bytesHashed, size);
     if (size > 0) t.deepEqual(progress.at(-1), [size, size]);
     t.true(progress.every(([done], i) => i === 0 || done >= progress[i - 1]![0]), 'progress never goes backwards');
-    // xxh64 alone (no SHA-256 thread) gives the same xxh64.
+    // xxh64 alone (no SHA-256 thread) gives the same xxh64, and so does the bytes hasher
+    // (config-cache.ts keys a compilation by either, as the file was found).
     t.is((await (await StatCache.open()).hash(path)).xxh, want.xxh);
+    t.is((await bytesHasher())(await readFile(path)), want.xxh);
   }
 });
 
