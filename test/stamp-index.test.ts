@@ -137,7 +137,10 @@ test('refreshing waits out the racy window after a stamp write, and does nothing
   const project = await built(t);
   const dir = stateDir(project);
   await rm(stampIndexPath(dir));
-  await writeFile(join(dir, 'stamps', 'extra.json'), JSON.stringify(await readStamp(dir, 'first')));
+  const first = await readStamp(dir, 'first');
+  await writeFile(join(dir, 'stamps', 'extra.json'), JSON.stringify({ ...first, id: 'extra' }));
+  // A stamp copied under another node's name records the node it was written for: it is not that node's.
+  await writeFile(join(dir, 'stamps', 'copied.json'), JSON.stringify(first));
   const written = (await stat(join(dir, 'stamps'), { bigint: true })).mtimeNs;
   await refreshStampIndex(dir, undefined);
   // However long the machine took to get here, the index was made only once the write
