@@ -3,10 +3,17 @@
 # its own copy of a kept bench/noop.ts tree, with `make -q` and `node -e 0` in between, so
 # both see the same machine. Prints the median wall time of each, in ms.
 #
-#   BENCH_KEEP=1 node --import=tsx bench/noop.ts --runs 1     # prints "kept TREE"
-#   cp -a TREE TREE-a && sed -i "s#$PWD/dist/#/path/to/other/checkout/dist/#" TREE-a/pipeline.config.ts
-#   (cd TREE-a && node /path/to/other/checkout/bin/pipeline.js)  # once: its own stamps
-#   sh bench/noop-ab.sh 21 TREE-a /path/to/other/checkout/bin/pipeline.js TREE bin/pipeline.js
+#   BENCH_KEEP=1 node --import=tsx bench/noop.ts --runs 1 --big-mib 1   # prints "kept TREE"
+#   cp -a TREE TREE-a && cp -a TREE TREE-b
+#   rm TREE-a/.pipeline/stat-cache.json TREE-b/.pipeline/stat-cache.json
+#   sed -i "s#$PWD/dist/#/path/to/other/checkout/dist/#" TREE-a/pipeline.config.ts
+#   (cd TREE-a && node /path/to/other/checkout/bin/pipeline.js); (cd TREE-b && node $PWD/bin/pipeline.js)
+#   sh bench/noop-ab.sh 31 TREE-a /path/to/other/checkout/bin/pipeline.js TREE-b bin/pipeline.js
+#
+# Two copies, each with its stat cache made afresh: a copy's files are new inodes, so a
+# stat cache copied along keeps the original paths' records beside its own, twice the
+# size, and a copy measured against the original was 12 ms slower running the same code.
+# Run it both ways round (a and b swapped): the machine drifts by as much as a change.
 set -eu
 rounds=$1 tree_a=$2 cli_a=$(realpath "$3") tree_b=$4 cli_b=$(realpath "$5")
 out=$(mktemp -d)
