@@ -7,14 +7,14 @@ import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { makeProject } from './support/engine-project.ts';
 
-const escape = `pipeline-escape-${process.pid}-${Date.now()}`;
+const outsideName = `pipeline-escape-${process.pid}-${Date.now()}`;
 const IDS = {
   long: 'x'.repeat(300),
   // Two long ids the same for their first 250 characters: their names must differ.
   longTwin: `${'x'.repeat(250)}y${'x'.repeat(49)}`,
   cjk: '构建镜像'.repeat(25), // 100 characters, 300 bytes of UTF-8, 900 once %-escaped
   slash: 'build/debian-12',
-  parent: `../../${escape}`,
+  parent: `../../${outsideName}`,
   percent: 'build%2Fdebian-12', // what the slash's id escapes to: must not share its files
 };
 
@@ -43,7 +43,7 @@ test('any id gets its own stamp and log, inside their directories and short enou
   t.is(logs.length, Object.keys(IDS).length, logs.map((entry) => entry.name).join('\n'));
   t.true(logs.every((entry) => entry.isFile()), 'one file per node, no directories made of an id');
   for (const name of [...stamps, ...logs.map((entry) => entry.name)]) t.true(Buffer.byteLength(name) <= 200, `${name.length} characters: ${name}`);
-  t.false((await readdir(tmpdir())).some((name) => name.startsWith(escape)), 'nothing written outside the project');
+  t.false((await readdir(tmpdir())).some((name) => name.startsWith(outsideName)), 'nothing written outside the project');
   t.true(stamps.includes('build%2Fdebian-12.json'), 'a short id keeps the name it always had');
 
   const second = await project.run(['--json']);
