@@ -26,10 +26,6 @@ interface Step {
   command: [string, ...string[]];
 }
 
-
-
-
-
 /** The project's steps, shared by the config and the Makefile so both describe one graph. */
 function makeSteps(): { steps: Record<string, Step>; inputs: string[]; top: string[] } {
   const steps: Record<string, Step> = {};
