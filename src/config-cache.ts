@@ -28,7 +28,7 @@ const STALE_AFTER_MS = 10 * 60_000;
  * A syntax error is a `config` Failure naming the line and column. `hasher` (the run's
  * stat cache) knows the file's digest on a repeat run without reading the file.
  */
-export async function compiledConfig(file: string, hasher?: FileHasher): Promise<string | undefined> {
+export async function compiledConfig(file: string, hasher: FileHasher): Promise<string | undefined> {
   const dir = join(dirname(file), '.pipeline', 'config');
   const hashText = await stringHasher();
   // Keyed by the file's content digest (the stat cache's, which needs only a stat when
@@ -36,7 +36,7 @@ export async function compiledConfig(file: string, hasher?: FileHasher): Promise
   // is most of what finding its compilation costs. Only this user's own compilations
   // share the directory.
   const keyOf = (digest: string): string => hashText(`${COMPILER_REVISION}\0${file}\0${digest}`);
-  const known = hasher ? await digestOf(hasher, file) : undefined;
+  const known = await digestOf(hasher, file);
   if (known !== undefined) {
     const found = existingCompilation(dir, file, keyOf(known));
     if (found !== undefined) return found.compiled;

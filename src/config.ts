@@ -7,10 +7,8 @@ import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 // Static: every run with a TypeScript config asks it for the compiled file, and a dynamic
 // import is a chain of thread-pool round trips (esbuild itself loads only to compile).
 import { compiledConfig, locateSyntaxError } from './config-cache.ts';
+import type { Mutable } from './mutable.ts';
 import { Failure, isFailure, type EngineConfig, type FileHasher, type NodeDef, type TaskContext } from './types.ts';
-
-/** Read-only fields made writable, to build a value field by field before handing it out. */
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
@@ -143,8 +141,8 @@ export async function findConfig(cwd: string, given: string | undefined): Promis
   throw new Failure('usage', `no ${DEFAULT_CONFIG_FILES[0]} in ${cwd}; run from the project root or pass --config FILE`);
 }
 
-/** Imports a config file and checks its shape; every error names the file. */
-export async function loadConfig(file: string, hasher?: FileHasher): Promise<EngineConfig> {
+/** Imports a config file (finding its compilation through `hasher`, the run's stat cache) and checks its shape; every error names the file. */
+export async function loadConfig(file: string, hasher: FileHasher): Promise<EngineConfig> {
   let loaded: unknown;
   try {
     const module = await importConfig(file, hasher);
@@ -194,7 +192,7 @@ const TYPESCRIPT = /\.[cm]?tsx?$/;
  * loader instead (its hooks run in a worker thread on Node 20 and cost more than the
  * compile, hence the cache).
  */
-async function importConfig(file: string, hasher: FileHasher | undefined): Promise<{ default?: unknown }> {
+async function importConfig(file: string, hasher: FileHasher): Promise<{ default?: unknown }> {
   const url = pathToFileURL(file).href;
   if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
   const compiled = await compiledConfig(file, hasher);

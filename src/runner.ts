@@ -10,14 +10,12 @@ import { assess, assessDetached, fileExists, quickAssessor, fingerprintOf, hashO
 import { logStem } from './file-stem.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
+import type { Mutable } from './mutable.ts';
 import type { RunObserver } from './observer.ts';
 import { createTaskContext } from './task-context.ts';
 import { Failure, isFailure, toFailure, type FailureKind, type FileHasher, type NodeDef, type NodeId, type ProbeResult, type RemoteLookup } from './types.ts';
 import { readStampIndex, type StampSnapshot } from './stamp-index.ts';
 import { resolveUnder } from './under-root.ts';
-
-/** Read-only fields made writable, to build a value field by field before handing it out. */
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
