@@ -51,6 +51,27 @@ test('a second run on the same tree waits for the first, says so, and does not i
   t.false(project.exists('.pipeline/lock'));
 });
 
+test('a run that waited for the lock finds the first run\'s work fresh and does not repeat it', async (t) => {
+  // The second process loads its config and stat cache while the first is still building:
+  // what it plans with once it holds the lock must be what the first left.
+  const project = await makeProject(t, { config: CONFIG });
+  const first = project.start(['--json']);
+  await project.waitFor('started');
+  const second = project.start(['--json']);
+  const deadline = Date.now() + 30_000;
+  while (!second.stderrSoFar().includes('waiting') && Date.now() < deadline) await sleep(20);
+  await project.write('release', '');
+  const [a, b] = await Promise.all([first.done, second.done]);
+  t.is(a.code, 0, a.stderr);
+  t.is(b.code, 0, b.stderr);
+  t.is(nodeOf(a.json, 'work').status, 'ran');
+  t.is(nodeOf(b.json, 'work').status, 'fresh', b.stderr);
+  t.is((await project.read('events.log')).trim().split('\n').length, 2, 'the step ran once');
+  // The index the first run made, which the second found still true, serves a third.
+  const third = await project.run(['--json']);
+  t.is(nodeOf(third.json, 'work').status, 'fresh', third.stderr);
+});
+
 test('with --no-wait a second run fails at once with exit 2 and a clear message', async (t) => {
   const project = await makeProject(t, { config: CONFIG });
   const first = project.start(['--json']);
