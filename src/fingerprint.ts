@@ -116,7 +116,7 @@ export async function assess(node: NodeDef, context: AssessContext): Promise<Ver
   });
 
   if (context.forced) return stale('forced (--force)');
-  const stamp = loadStamp(context, node.id);
+  const stamp = stampOf(context.stateDir, node.id);
 
   if (node.key) {
     const recorded = await readRecordedKey(node.key, context.root);
@@ -283,7 +283,7 @@ async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn
     if (typeof recorded !== 'string') return stale(recorded.problem);
     // Whether it matches depends on the dependencies' outputs (a key covers them).
   }
-  const stamp = loadStamp(context, node.id);
+  const stamp = stampOf(context.stateDir, node.id);
   if (!stamp) {
     const adoption = await checkAdoption(node, context, waitingOn);
     return adoption.outcome === 'refuse' ? stale(adoption.reason) : pending;
@@ -313,7 +313,7 @@ export async function assessDetached(node: NodeDef, context: AssessContext, remo
   const outputs = await hashOutputs(node, context);
   if (typeof outputs === 'string') return fetch;
   const reason = `${node.key.path} matches ${remote.source}`;
-  const stamp = loadStamp(context, node.id);
+  const stamp = stampOf(context.stateDir, node.id);
   if (stamp) {
     const own = manifestDifference({ ...stamp.manifest, deps: {} }, manifest);
     if (own !== undefined || modifiedOutput(stamp, outputs)) return fetch;
@@ -526,11 +526,12 @@ export function stampFileName(id: NodeId): string {
 }
 
 export async function readStamp(stateDir: string, id: NodeId): Promise<Stamp | undefined> {
-  return readStampFile(stampPath(stateDir, id));
+  return stampOf(stateDir, id);
 }
 
-function loadStamp(context: Pick<AssessContext, 'stateDir'>, id: NodeId): Stamp | undefined {
-  return readStampFile(stampPath(context.stateDir, id));
+/** `readStamp`, synchronous: `assess` reads a stamp per node it cannot settle at once. */
+function stampOf(stateDir: string, id: NodeId): Stamp | undefined {
+  return readStampFile(stampPath(stateDir, id));
 }
 
 /**
