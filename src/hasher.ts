@@ -17,6 +17,12 @@ interface StatRecord {
   ino: string;
   xxh: string;
   sha256?: string;
+  /**
+   * The UTC day (days since 1970) of the last run that found the file as recorded. Records
+   * of files no run has looked at for KEEP_UNSEEN_DAYS are dropped: those of a tree moved,
+   * copied or removed, which otherwise stay for good and slow every start that parses them.
+   */
+  seen?: number;
 }
 
 const BIGINT_STAT = { bigint: true } as const;
@@ -29,6 +35,13 @@ const CACHE_VERSION = 1;
 const SLOT_BYTES = 4 * 1024 * 1024;
 /** Slots of the read ring: reads in flight while earlier slots are hashed. */
 const SLOTS = 4;
+/**
+ * A record no run found its file unchanged in for this many days is dropped when the cache
+ * is next saved; its file, if it still exists, is hashed again when next asked for.
+ */
+export const KEEP_UNSEEN_DAYS = 30;
+const DAY_MS = 86_400_000;
+
 /** Coarse filesystem timestamps tick every few ms (jiffies); 2-second ones are not supported. */
 export const RACY_WINDOW_NS = 50_000_000n;
 
@@ -46,6 +59,13 @@ export class StatCache implements FileHasher {
   private readonly inflight = new Map<string, Promise<FileDigest>>();
   /** Records made by this process; they replace stored ones of the same path. */
   private readonly records = new Map<string, StatRecord>();
+  /**
+   * Stored records found current on a day after the one they were last seen on. Marking
+   * them makes the cache dirty, so a no-op run writes it at most once a day, and pruning
+   * (in `save`) happens then.
+   */
+  private readonly seenAgain = new Set<string>();
+  private readonly today = dayOf(Date.now());
 
   private constructor(
     private readonly file: string | undefined,
@@ -101,6 +121,10 @@ export class StatCache implements FileHasher {
     if (!stats.isFile()) throw new Error(`${path} is not a regular file`);
     const cached = this.record(path);
     if (cached && matches(cached, stats) && (!wantSha || cached.sha256)) {
+      if (cached.seen !== this.today) {
+        this.seenAgain.add(path);
+        this.dirty = true;
+      }
       return cached.sha256 ? { size: cached.size, xxh: cached.xxh, sha256: cached.sha256 } : { size: cached.size, xxh: cached.xxh };
     }
     return stats;
@@ -124,6 +148,7 @@ export class StatCache implements FileHasher {
         ino: after.ino.toString(),
         xxh: digest.xxh,
         ...(digest.sha256 ? { sha256: digest.sha256 } : {}),
+        seen: this.today,
       });
       this.dirty = true;
     }
@@ -237,12 +262,22 @@ export class StatCache implements FileHasher {
 
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
-    const files: Record<string, StatRecord> = { ...this.stored };
+    const files: Record<string, StatRecord> = {};
+    for (const [path, record] of Object.entries(this.stored)) {
+      // A record from before records had a day starts its count today.
+      const seen = this.seenAgain.has(path) || !Number.isSafeInteger(record.seen) ? this.today : record.seen!;
+      if (this.today - seen > KEEP_UNSEEN_DAYS) continue;
+      files[path] = seen === record.seen ? record : { ...record, seen };
+    }
     for (const [path, record] of this.records) files[path] = record;
     await mkdir(dirname(this.file), { recursive: true });
     await writeFileAtomic(this.file, JSON.stringify({ version: CACHE_VERSION, files }));
     this.dirty = false;
   }
+}
+
+function dayOf(ms: number): number {
+  return Math.floor(ms / DAY_MS);
 }
 
 function hexOf(digest: bigint): string {

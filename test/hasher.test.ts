@@ -5,12 +5,12 @@ import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import { execFile as execFileCallback } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import xxhash from 'xxhash-wasm';
-import { bytesHasher, StatCache } from '../src/hasher.ts';
+import { bytesHasher, KEEP_UNSEEN_DAYS, StatCache } from '../src/hasher.ts';
 
 const execFile = promisify(execFileCallback);
 const MiB = 1024 * 1024;
@@ -79,4 +79,50 @@ test('files hashed at the same time each get their own digests', async (t) => {
     { seed, numRuns: 6 },
   );
   t.pass();
+});
+
+test('records no run found current for KEEP_UNSEEN_DAYS are dropped at the next save; those found are dated today', async (t) => {
+  const dir = await tempDir(t);
+  const cacheFile = join(dir, 'stat-cache.json');
+  const [used, unused] = [join(dir, 'used'), join(dir, 'unused')];
+  await writeFile(used, randomBytes(1000));
+  await writeFile(unused, randomBytes(1000));
+  const today = Math.floor(Date.now() / 86_400_000);
+  const first = await StatCache.open(cacheFile);
+  await first.hash(used);
+  await first.hash(unused);
+  await first.save();
+  type Records = Record<string, { xxh: string; seen?: number }>;
+  const readRecords = async (): Promise<Records> => (JSON.parse(await readFile(cacheFile, 'utf8')) as { files: Records }).files;
+  const made = await readRecords();
+  t.deepEqual([made[used]!.seen, made[unused]!.seen], [today, today], 'a record made today is dated today');
+
+  // As the cache of a tree copied elsewhere long ago, and of a cache from before records had a day.
+  const aged: Records = {
+    [used]: { ...made[used]!, seen: today - KEEP_UNSEEN_DAYS - 10 },
+    [unused]: { ...made[unused]!, seen: today - KEEP_UNSEEN_DAYS - 1 },
+    [join(dir, 'moved-away')]: { ...made[used]!, seen: today - KEEP_UNSEEN_DAYS - 1 },
+    [join(dir, 'recent')]: { ...made[used]!, seen: today - KEEP_UNSEEN_DAYS },
+    [join(dir, 'undated')]: { xxh: made[used]!.xxh, size: 1000, mtimeNs: '1', ctimeNs: '1', ino: '1' } as Records[string],
+  };
+  await writeFile(cacheFile, JSON.stringify({ version: 1, files: aged }));
+  const second = await StatCache.open(cacheFile);
+  t.is((await second.hash(used)).xxh, made[used]!.xxh);
+  t.is(second.bytesHashed, 0, 'an aged record still answers while it is kept');
+  await second.save();
+  const pruned = await readRecords();
+  t.deepEqual(Object.keys(pruned).sort(), [join(dir, 'recent'), join(dir, 'undated'), used].sort());
+  t.is(pruned[used]!.seen, today, 'the record a run found current is dated today');
+  t.is(pruned[join(dir, 'recent')]!.seen, today - KEEP_UNSEEN_DAYS, 'a record not looked at keeps its day');
+  t.is(pruned[join(dir, 'undated')]!.seen, today, 'an undated record starts its count today');
+
+  // A no-op run on the same day finds every record dated today and does not write the cache.
+  const before = await stat(cacheFile);
+  const third = await StatCache.open(cacheFile);
+  await third.hash(used);
+  await third.save();
+  const after = await stat(cacheFile);
+  t.is(third.bytesHashed, 0);
+  t.is(after.ino, before.ino, 'the cache file was not replaced');
+  t.is(after.mtimeMs, before.mtimeMs);
 });
