@@ -7,6 +7,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   // Answered before importing anything: the cheapest question costs only Node's start-up.
   process.stdout.write(`${JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version}\n`);
 } else {
+  lessEagerOptimiser();
   const cli = new URL('../dist/src/cli.js', import.meta.url);
   if (!existsSync(cli)) {
     process.stderr.write('pipeline: the compiled CLI (dist/) is missing: run npm run build (npm install runs it)\n');
@@ -21,6 +22,23 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   // exit, which waits for it.
   if (onlyStdioLeft()) process.exit(code);
   process.exitCode = code;
+}
+
+/**
+ * Most runs are short, and at V8's default eagerness its optimising compiler (TurboFan)
+ * compiled, on the second core, functions that had only warmed up: in a 1,000-node no-op,
+ * 70-80 ms of CPU time and 1,300 page faults of compiler memory (page faults are dear in
+ * a VM), 20 ms of wall time. With four times the budget a function must spend in the
+ * interpreter and baseline code first, the no-op compiles almost nothing, and the hot code
+ * of a long run (a download, a hash) is still optimised, a few milliseconds later. The
+ * user's own budget (`node --interrupt-budget=...`, NODE_OPTIONS) is left alone. Measured
+ * in BENCHMARKS.md ("The optimising compiler in a short run").
+ */
+function lessEagerOptimiser() {
+  const given = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
+  if (/--interrupt[-_]budget\b/.test(given)) return;
+  // Node 20's V8 default is 66 KiB of bytecode executed (`node --v8-options`).
+  process.getBuiltinModule('node:v8').setFlagsFromString(`--interrupt-budget=${4 * 66 * 1024}`);
 }
 
 /** Resolves once what was written to the stream has been handed to the OS (or failed). */
