@@ -75,18 +75,7 @@ export class StatCache implements FileHasher {
 
   /** Opens the cache stored at `file` (created on save), or a memory-only cache. */
   static async open(file?: string): Promise<StatCache> {
-    let stored: Record<string, StatRecord> = {};
-    if (file) {
-      try {
-        // Synchronous, as every read a no-op run makes: a thread-pool round trip waits
-        // for a core, which on a busy machine costs more than the read.
-        const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; files?: Record<string, StatRecord> };
-        if (parsed.version === CACHE_VERSION && parsed.files !== null && typeof parsed.files === 'object') stored = parsed.files;
-      } catch {
-        // Missing or unreadable cache: every file is hashed once and the cache rebuilt.
-      }
-    }
-    return new StatCache(file, stored);
+    return new StatCache(file, file ? storedRecords(file) : {});
   }
 
   private record(path: string): StatRecord | undefined {
@@ -262,8 +251,11 @@ export class StatCache implements FileHasher {
 
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
+    // Other processes may have saved since this one read the cache (a run that waited for
+    // the tree lock, an `images` command beside a run): start from what the file holds
+    // now, so their records are kept rather than overwritten by this process's old view.
     const files: Record<string, StatRecord> = {};
-    for (const [path, record] of Object.entries(this.stored)) {
+    for (const [path, record] of Object.entries(storedRecords(this.file))) {
       // A record from before records had a day starts its count today.
       const seen = this.seenAgain.has(path) || !Number.isSafeInteger(record.seen) ? this.today : record.seen!;
       if (this.today - seen > KEEP_UNSEEN_DAYS) continue;
@@ -274,6 +266,19 @@ export class StatCache implements FileHasher {
     await writeFileAtomic(this.file, JSON.stringify({ version: CACHE_VERSION, files }));
     this.dirty = false;
   }
+}
+
+/** The records of the cache file; none when it is missing, unreadable or of another version. */
+function storedRecords(file: string): Record<string, StatRecord> {
+  try {
+    // Synchronous, as every read a no-op run makes: a thread-pool round trip waits for a
+    // core, which on a busy machine costs more than the read.
+    const parsed = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; files?: Record<string, StatRecord> };
+    if (parsed.version === CACHE_VERSION && parsed.files !== null && typeof parsed.files === 'object') return parsed.files;
+  } catch {
+    // Missing or unreadable cache: every file is hashed once and the cache rebuilt.
+  }
+  return {};
 }
 
 function dayOf(ms: number): number {

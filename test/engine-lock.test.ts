@@ -72,6 +72,31 @@ test('a run that waited for the lock finds the first run\'s work fresh and does 
   t.is(nodeOf(third.json, 'work').status, 'fresh', third.stderr);
 });
 
+test('a run that waited for the lock keeps the stat-cache records the first run saved meanwhile', async (t) => {
+  // The second process reads the stat cache before it waits. Saving its own view then
+  // dropped what the first had hashed meanwhile, so the next run read those files again.
+  const config = CONFIG.replace(
+    `    work: {`,
+    `    other: { files: ['in/other.txt'], outputs: ['out/other.txt'], command: ['sh', '-c', 'mkdir -p out && cp in/other.txt out/other.txt'] },\n    work: {`,
+  );
+  const project = await makeProject(t, { config });
+  await project.write('in/other.txt', 'other input\n');
+  const first = project.start(['work', '--json']);
+  await project.waitFor('started');
+  const second = project.start(['other', '--json']);
+  const deadline = Date.now() + 30_000;
+  while (!second.stderrSoFar().includes('waiting') && Date.now() < deadline) await sleep(20);
+  await project.write('release', '');
+  const [a, b] = await Promise.all([first.done, second.done]);
+  t.is(a.code, 0, a.stderr);
+  t.is(b.code, 0, b.stderr);
+  t.is(nodeOf(b.json, 'other').status, 'ran');
+  const again = await project.run(['work', 'other', '--json']);
+  t.is(nodeOf(again.json, 'work').status, 'fresh', again.stderr);
+  t.is(nodeOf(again.json, 'other').status, 'fresh', again.stderr);
+  t.is(again.json?.bytesHashed, 0, 'what either run hashed is not read again');
+});
+
 test('with --no-wait a second run fails at once with exit 2 and a clear message', async (t) => {
   const project = await makeProject(t, { config: CONFIG });
   const first = project.start(['--json']);

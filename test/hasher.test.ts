@@ -126,3 +126,22 @@ test('records no run found current for KEEP_UNSEEN_DAYS are dropped at the next 
   t.is(after.ino, before.ino, 'the cache file was not replaced');
   t.is(after.mtimeMs, before.mtimeMs);
 });
+
+test('a save keeps the records another process saved since this one opened the cache', async (t) => {
+  const dir = await tempDir(t);
+  const cacheFile = join(dir, 'stat-cache.json');
+  const [mine, theirs] = [join(dir, 'mine'), join(dir, 'theirs')];
+  await writeFile(mine, randomBytes(1000));
+  await writeFile(theirs, randomBytes(1000));
+  // Both open the cache before either saves, as a run that waited for the tree lock did.
+  const waited = await StatCache.open(cacheFile);
+  const other = await StatCache.open(cacheFile);
+  await other.hash(theirs);
+  await other.save();
+  await waited.hash(mine);
+  await waited.save();
+  const later = await StatCache.open(cacheFile);
+  await later.hash(mine);
+  await later.hash(theirs);
+  t.is(later.bytesHashed, 0, 'both files are answered from the cache');
+});
