@@ -9,7 +9,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { makeProject, nodeOf, REPO } from './support/engine-project.ts';
+import { makeProject, nodeOf, REPO, type Project, type RunningCli } from './support/engine-project.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -28,13 +28,22 @@ export default defineConfig({
 });
 `;
 
-test('a second run on the same tree waits for the first, says so, and does not interleave', async (t) => {
-  const project = await makeProject(t, { config: CONFIG });
-  const first = project.start(['--force', '--json']);
+/**
+ * Starts a run whose `work` step holds the tree lock until the test creates `release`,
+ * then a second run, and returns once the second says it is waiting for the first.
+ */
+async function secondRunWaiting(project: Project, firstArgs: string[], secondArgs: string[]): Promise<{ first: RunningCli; second: RunningCli }> {
+  const first = project.start(firstArgs);
   await project.waitFor('started');
-  const second = project.start(['--force', '--json']);
+  const second = project.start(secondArgs);
   const deadline = Date.now() + 30_000;
   while (!second.stderrSoFar().includes('waiting') && Date.now() < deadline) await sleep(20);
+  return { first, second };
+}
+
+test('a second run on the same tree waits for the first, says so, and does not interleave', async (t) => {
+  const project = await makeProject(t, { config: CONFIG });
+  const { first, second } = await secondRunWaiting(project, ['--force', '--json'], ['--force', '--json']);
   await sleep(300); // had it not waited, its step would have started by now
   t.is((await project.read('events.log')).trim().split('\n').length, 1, 'the second run did not start its step');
   await project.write('release', '');
@@ -55,11 +64,7 @@ test('a run that waited for the lock finds the first run\'s work fresh and does 
   // The second process loads its config and stat cache while the first is still building:
   // what it plans with once it holds the lock must be what the first left.
   const project = await makeProject(t, { config: CONFIG });
-  const first = project.start(['--json']);
-  await project.waitFor('started');
-  const second = project.start(['--json']);
-  const deadline = Date.now() + 30_000;
-  while (!second.stderrSoFar().includes('waiting') && Date.now() < deadline) await sleep(20);
+  const { first, second } = await secondRunWaiting(project, ['--json'], ['--json']);
   await project.write('release', '');
   const [a, b] = await Promise.all([first.done, second.done]);
   t.is(a.code, 0, a.stderr);
@@ -81,11 +86,7 @@ test('a run that waited for the lock keeps the stat-cache records the first run 
   );
   const project = await makeProject(t, { config });
   await project.write('in/other.txt', 'other input\n');
-  const first = project.start(['work', '--json']);
-  await project.waitFor('started');
-  const second = project.start(['other', '--json']);
-  const deadline = Date.now() + 30_000;
-  while (!second.stderrSoFar().includes('waiting') && Date.now() < deadline) await sleep(20);
+  const { first, second } = await secondRunWaiting(project, ['work', '--json'], ['other', '--json']);
   await project.write('release', '');
   const [a, b] = await Promise.all([first.done, second.done]);
   t.is(a.code, 0, a.stderr);
