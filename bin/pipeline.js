@@ -7,7 +7,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   // Answered before importing anything: the cheapest question costs only Node's start-up.
   process.stdout.write(`${JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version}\n`);
 } else {
-  lessEagerOptimiser();
+  shortRunSettings();
   const cli = new URL('../dist/src/cli.js', import.meta.url);
   if (!existsSync(cli)) {
     process.stderr.write('pipeline: the compiled CLI (dist/) is missing: run npm run build (npm install runs it)\n');
@@ -25,20 +25,32 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
 }
 
 /**
- * Most runs are short, and at V8's default eagerness its optimising compiler (TurboFan)
- * compiled, on the second core, functions that had only warmed up: in a 1,000-node no-op,
- * 70-80 ms of CPU time and 1,300 page faults of compiler memory (page faults are dear in
- * a VM), 20 ms of wall time. With four times the budget a function must spend in the
- * interpreter and baseline code first, the no-op compiles almost nothing, and the hot code
- * of a long run (a download, a hash) is still optimised, a few milliseconds later. A
- * budget given on the command line (`node --interrupt-budget=N bin/pipeline.js`; Node
- * refuses it in NODE_OPTIONS) is left alone. Measured in BENCHMARKS.md ("The optimising
- * compiler in a short run").
+ * V8 settings for a short run, set before the CLI loads. Page faults are dear in a VM (one
+ * cost 20-30 µs here), and a 1,000-node no-op touched 3.6 times the pages `node -e 0`
+ * does; two V8 defaults made most of the difference. Measured in BENCHMARKS.md ("The
+ * optimising compiler in a short run", "The young generation in a short run"). A setting
+ * the user gave (`node --interrupt-budget=N bin/pipeline.js`, or --max-semi-space-size in
+ * NODE_OPTIONS, the one of these Node accepts there) is left alone.
  */
-function lessEagerOptimiser() {
-  if (process.execArgv.some((arg) => /^--interrupt[-_]budget\b/.test(arg))) return;
-  // Node 20's V8 default is 66 KiB of bytecode executed (`node --v8-options`).
-  process.getBuiltinModule('node:v8').setFlagsFromString(`--interrupt-budget=${4 * 66 * 1024}`);
+function shortRunSettings() {
+  const options = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  const given = (flag) => options.some((arg) => arg.startsWith(`--${flag}`) || arg.startsWith(`--${flag.replaceAll('-', '_')}`));
+  const v8 = process.getBuiltinModule('node:v8');
+  // The optimising compiler (TurboFan) compiled, on the second core, functions that had
+  // only warmed up: 70-80 ms of CPU time and 1,300 page faults of compiler memory in the
+  // no-op. With four times the budget a function must spend in the interpreter and
+  // baseline code first, a short run compiles almost nothing, and the hot code of a long
+  // one (a download, a hash) is still optimised, a few milliseconds later. Node 20's V8
+  // default is 66 KiB of bytecode executed (`node --v8-options`).
+  if (!given('interrupt-budget')) v8.setFlagsFromString(`--interrupt-budget=${4 * 66 * 1024}`);
+  // The young generation doubles (to 8 MB here) whenever many objects outlive a
+  // collection, as the config, the stat cache and the stamp index all do: each doubling
+  // touches fresh pages, 1,400 of them in the no-op. It keeps its first size for the first
+  // second, then grows as by default, so a long run's collections are as usual.
+  if (!given('semi-space-growth-factor') && !given('max-semi-space-size') && !given('min-semi-space-size')) {
+    v8.setFlagsFromString('--semi-space-growth-factor=1');
+    setTimeout(() => v8.setFlagsFromString('--semi-space-growth-factor=2'), 1000).unref();
+  }
 }
 
 /** Resolves once what was written to the stream has been handed to the OS (or failed). */
