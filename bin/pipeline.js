@@ -34,7 +34,8 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
  */
 function shortRunSettings() {
   const options = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-  const given = (flag) => options.some((arg) => arg.startsWith(`--${flag}`) || arg.startsWith(`--${flag.replaceAll('-', '_')}`));
+  // V8 takes a flag spelt with dashes or underscores, with its value after `=`.
+  const given = (flag) => [flag, flag.replaceAll('-', '_')].some((name) => options.some((arg) => arg === `--${name}` || arg.startsWith(`--${name}=`)));
   const v8 = process.getBuiltinModule('node:v8');
   // The optimising compiler (TurboFan) compiled, on the second core, functions that had
   // only warmed up: 70-80 ms of CPU time and 1,300 page faults of compiler memory in the
