@@ -61,7 +61,9 @@ async function main(): Promise<void> {
     const base = best(sha256sum);
     console.log(`file: ${sizeMiB} MiB of random bytes, best of ${ROUNDS} rounds, page cache warm`);
     console.log(`sha256sum                         ${best(sha256sum).toFixed(0).padStart(7)} ms  ${rate(base)}`);
-    console.log(`pipeline cold (xxh64 + SHA-256)   ${best(cold).toFixed(0).padStart(7)} ms  ${rate(best(cold))}  ratio ${(best(cold) / base).toFixed(2)}x sha256sum`);
+    console.log(
+      `pipeline cold (xxh64 + SHA-256)   ${best(cold).toFixed(0).padStart(7)} ms  ${rate(best(cold))}  ratio ${(best(cold) / base).toFixed(2)}x sha256sum`,
+    );
     console.log(`pipeline warm (stat cache hit)    ${best(warm).toFixed(2).padStart(7)} ms  ratio ${(best(warm) / base).toFixed(5)}x sha256sum`);
     console.log(`digests agree: ${agree ? 'yes' : 'NO'}`);
     if (!agree) process.exitCode = 1;

@@ -94,21 +94,28 @@ async function main(): Promise<void> {
     const source = values.image ?? (await makeSourceImage(work));
     const info = await imageInfo(source);
     const allocated = info.actualSize ?? (await stat(source)).size;
-    console.log(`image: ${values.image ?? 'Debian 12 root filesystem (mmdebstrap) on ext4'}, ${formatBytes(info.virtualSize)} virtual, ${formatBytes(allocated)} allocated, ${info.format}, ${await compressedClusters(source)} compressed clusters`);
+    console.log(
+      `image: ${values.image ?? 'Debian 12 root filesystem (mmdebstrap) on ext4'}, ${formatBytes(info.virtualSize)} virtual, ${formatBytes(allocated)} allocated, ${info.format}, ${await compressedClusters(source)} compressed clusters`,
+    );
     await sha256(source); // into the page cache: every variant reads it from memory
 
     const rows: string[] = [];
     const digests = new Map<string, string>();
     let pipelineImage = '';
     for (const variant of VARIANTS) {
-      const outputs = [join(work, `${variant.compression}-${variant.coroutines ?? 'm'}-1.qcow2`), join(work, `${variant.compression}-${variant.coroutines ?? 'm'}-2.qcow2`)];
+      const outputs = [
+        join(work, `${variant.compression}-${variant.coroutines ?? 'm'}-1.qcow2`),
+        join(work, `${variant.compression}-${variant.coroutines ?? 'm'}-2.qcow2`),
+      ];
       const times: number[] = [];
       for (const output of outputs) times.push(await run('qemu-img', convertArgs(variant, source, output), work));
       const [first, second] = await Promise.all(outputs.map(sha256));
       digests.set(variant.label, first!);
       const size = (await stat(outputs[0]!)).size;
       const args = convertArgs(variant, 'SRC', 'DEST').slice(1, -2).join(' ');
-      rows.push(`| ${variant.label} (\`${args}\`) | ${fmt(Math.min(...times))} | ${fmt(Math.max(...times))} | ${formatBytes(size)} (${((size / allocated) * 100).toFixed(1)} %) | ${first === second ? 'yes' : 'NO'} |`);
+      rows.push(
+        `| ${variant.label} (\`${args}\`) | ${fmt(Math.min(...times))} | ${fmt(Math.max(...times))} | ${formatBytes(size)} (${((size / allocated) * 100).toFixed(1)} %) | ${first === second ? 'yes' : 'NO'} |`,
+      );
       if (variant.compression === 'zstd' && variant.coroutines === undefined) pipelineImage = outputs[0]!;
       else await Promise.all(outputs.map((output) => rm(output)));
     }
@@ -126,7 +133,13 @@ async function main(): Promise<void> {
     for (const round of [1, 2]) {
       const publishDir = join(work, `publish-${round}`);
       await mkdir(publishDir);
-      const context = createTaskContext({ id: 'bench:publish', root: work, logFile: join(work, 'publish.log'), signal: new AbortController().signal, hasher: await StatCache.open() });
+      const context = createTaskContext({
+        id: 'bench:publish',
+        root: work,
+        logFile: join(work, 'publish.log'),
+        signal: new AbortController().signal,
+        hasher: await StatCache.open(),
+      });
       const started = performance.now();
       outcome = await publishImage(context, { source: pipelineImage, sourceSha256: imageSha, publishDir, name: 'bench' });
       publishMs.push(performance.now() - started);
@@ -140,7 +153,9 @@ async function main(): Promise<void> {
     const cpMs = await run('sh', ['-c', 'cp --reflink=auto "$1" "$2" && sync "$2"', 'sh', pipelineImage, join(work, 'cp.img')], work);
     console.log(`\npublish of the built image (${formatBytes((await stat(pipelineImage)).size)}):\n`);
     console.log('| publish | time | result |\n|---|---:|---|');
-    console.log(`| pipeline (${outcome}: qemu-img info + check, copy, fsync, rename) | ${fmt(copyMs)} | byte-identical to the image: ${identical ? 'yes' : 'NO'} |`);
+    console.log(
+      `| pipeline (${outcome}: qemu-img info + check, copy, fsync, rename) | ${fmt(copyMs)} | byte-identical to the image: ${identical ? 'yes' : 'NO'} |`,
+    );
     console.log(`| the same, first in its process (zx loads) | ${fmt(publishMs[0]!)} | |`);
     console.log(`| \`qemu-img convert -c -O qcow2\` (publish before) | ${fmt(convertMs)} | ${formatBytes(convertedSize)}, a second compression (zlib) |`);
     console.log(`| \`cp --reflink=auto\` + \`sync\` of the copy | ${fmt(cpMs)} | |`);

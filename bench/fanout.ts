@@ -109,7 +109,11 @@ async function main(): Promise<void> {
   const proxy = await countingProxy(Number(new URL(github.url).port));
   // Every URL the server hands out (upload_url, asset downloads) goes through the proxy.
   github.url = proxy.url;
-  cleanups.push(() => mirror.close(), () => github.close(), () => new Promise((done) => proxy.server.close(done)));
+  cleanups.push(
+    () => mirror.close(),
+    () => github.close(),
+    () => new Promise((done) => proxy.server.close(done)),
+  );
 
   const work = await mkdtemp(join(tmpdir(), 'pipeline-fanout-'));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
@@ -173,14 +177,20 @@ async function main(): Promise<void> {
     await phase('3. PVE host: pipeline publish', counters, async () => {
       const host = await runner('pve-host');
       const result = must(await pipeline(host, ['publish', '--json'], 'pve-host'), 'publish');
-      return { fetched: fetchedIn(result), note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run` };
+      return {
+        fetched: fetchedIn(result),
+        note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run`,
+      };
     }),
   );
   phases.push(
     await phase('3x. PVE host: publish --no-remote-cache (as before)', counters, async () => {
       const host = await runner('pve-host-no-cache');
       const result = must(await pipeline(host, ['publish', '--json', '--no-remote-cache'], 'pve-host-no-cache'), 'publish --no-remote-cache');
-      return { fetched: fetchedIn(result), note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run` };
+      return {
+        fetched: fetchedIn(result),
+        note: `${(result.json?.nodes ?? []).filter((node) => node.id.endsWith(':download')).length} base downloads in the run`,
+      };
     }),
   );
 

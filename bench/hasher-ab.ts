@@ -25,7 +25,10 @@ const hasher = await StatCache.open();
 const started = performance.now();
 const digest = await hasher.hash(process.argv[1], { sha256: true });
 process.stdout.write(JSON.stringify({ ms: performance.now() - started, sha256: digest.sha256 }));`;
-  return JSON.parse(execFileSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', code, file], { cwd: REPO, encoding: 'utf8' })) as { ms: number; sha256: string };
+  return JSON.parse(execFileSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', code, file], { cwd: REPO, encoding: 'utf8' })) as {
+    ms: number;
+    sha256: string;
+  };
 }
 
 const work = await mkdtemp(join(REPO, '.bench-hasher-'));
@@ -38,7 +41,10 @@ try {
   const expected = execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
   const times: Record<'before' | 'after', number[]> = { before: [], after: [] };
   for (let round = 0; round < Number(values.runs); round++) {
-    for (const [name, module] of [['before', join(work, 'hasher.ts')], ['after', join(REPO, 'src', 'hasher.ts')]] as const) {
+    for (const [name, module] of [
+      ['before', join(work, 'hasher.ts')],
+      ['after', join(REPO, 'src', 'hasher.ts')],
+    ] as const) {
       const result = hashIn(module, file);
       if (result.sha256 !== expected) throw new Error(`${name}: wrong SHA-256`);
       times[name].push(result.ms);
@@ -47,7 +53,9 @@ try {
   const bytes = Number(values.mib) * 2 ** 20;
   for (const name of ['before', 'after'] as const) {
     const ms = median(times[name]);
-    console.log(`${name === 'before' ? `${values.ref} ` : 'this tree'}: median ${fmt(ms)} (${(bytes / ms / 1e6).toFixed(2)} GB/s); runs ${times[name].map((t) => fmt(t)).join(', ')}`);
+    console.log(
+      `${name === 'before' ? `${values.ref} ` : 'this tree'}: median ${fmt(ms)} (${(bytes / ms / 1e6).toFixed(2)} GB/s); runs ${times[name].map((t) => fmt(t)).join(', ')}`,
+    );
   }
   console.log(`ratio this tree / ${values.ref}: ${(median(times.after) / median(times.before)).toFixed(2)}x`);
 } finally {

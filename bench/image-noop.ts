@@ -26,9 +26,6 @@ const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }
 const runs = Number(values.runs);
 const gib = Number(values.gib);
 
-
-
-
 /** The shell build script's cache key for every image, then `action` with $name and $key. */
 function shellKeys(action: string): string {
   return `
@@ -45,7 +42,9 @@ done
 }
 
 /** What build.sh did before deciding to skip a build: the cache check. */
-const SHELL_CHECK = shellKeys('if [ "$key" = "$(cat "images/$name/.cache-key" 2>/dev/null)" ]; then echo "$name: cache hit"; else echo "$name: cache miss"; fi');
+const SHELL_CHECK = shellKeys(
+  'if [ "$key" = "$(cat "images/$name/.cache-key" 2>/dev/null)" ]; then echo "$name: cache hit"; else echo "$name: cache miss"; fi',
+);
 
 const HASHER_ALONE = `
 const { StatCache } = await import(${JSON.stringify(pathToFileURL(join(REPO, 'src', 'hasher.ts')).href)});
@@ -77,7 +76,11 @@ async function main(): Promise<void> {
       await writeFile(join(root, 'images', image.name, 'image-version.txt'), 'DEBIAN_VERSION=13.3\nPVE_VERSION=\n');
     }
     // The upstream list names the cached files, as cloud.debian.org's does.
-    const sums = execFileSync('sha512sum', IMAGES.map((image) => image.file), { cwd: join(root, 'cache'), encoding: 'utf8' });
+    const sums = execFileSync(
+      'sha512sum',
+      IMAGES.map((image) => image.file),
+      { cwd: join(root, 'cache'), encoding: 'utf8' },
+    );
     await writeFile(join(root, 'upstream', 'SHA512SUMS'), sums);
     // .cache-key and .sha256 as the shell scripts wrote them.
     execFileSync('bash', ['-c', shellKeys('echo "$key" > "images/$name/.cache-key"')], { cwd: root });
@@ -109,7 +112,9 @@ export default defineConfig({
     if (adopt.code !== 0) throw new Error(`adopting run failed: ${adopt.stderr}`);
     const adoptJson = JSON.parse(adopt.stdout) as { ran: number; bytesHashed: number; nodes: Array<{ id: string; status: string }> };
     const rebuilt = adoptJson.nodes.filter((node) => node.id.endsWith(':build') && node.status === 'ran');
-    console.log(`adopting run: ${fmt(adopt.ms)}, ${adoptJson.ran} ran, ${(adoptJson.bytesHashed / 2 ** 30).toFixed(2)} GiB hashed, builds re-run: ${rebuilt.length}`);
+    console.log(
+      `adopting run: ${fmt(adopt.ms)}, ${adoptJson.ran} ran, ${(adoptJson.bytesHashed / 2 ** 30).toFixed(2)} GiB hashed, builds re-run: ${rebuilt.length}`,
+    );
 
     const pipelineMs: number[] = [];
     const pipelineBytes: number[] = [];
@@ -155,8 +160,16 @@ export default defineConfig({
       ['no-op `pipeline all --offline` (process wall)', fmt(median(pipelineMs)), `bytes hashed per run: ${pipelineBytes.join(', ')}`],
       ['shell cache check loop (sha256sum of bases + spec files)', fmt(median(shellMs)), `${IMAGES.length * gib} GiB read per run`],
       ['`sha256sum` of one built image', fmt(median(sha256sumMs)), `${gib} GiB`],
-      ['`pipeline debian-12:checksum` after the image changed (engine wallMs)', fmt(median(checksumMs)), `xxh64 + SHA-256 in one read: ${rate(median(checksumBytes), median(checksumMs))} by the run's bytesHashed / wallMs`],
-      ['  the same run, process wall', fmt(median(checksumWallMs)), `${rate(median(checksumBytes), median(checksumWallMs))} including Node start-up and planning`],
+      [
+        '`pipeline debian-12:checksum` after the image changed (engine wallMs)',
+        fmt(median(checksumMs)),
+        `xxh64 + SHA-256 in one read: ${rate(median(checksumBytes), median(checksumMs))} by the run's bytesHashed / wallMs`,
+      ],
+      [
+        '  the same run, process wall',
+        fmt(median(checksumWallMs)),
+        `${rate(median(checksumBytes), median(checksumWallMs))} including Node start-up and planning`,
+      ],
       ['the hasher alone on that image (a fresh process, start-up excluded)', fmt(median(hasherAloneMs)), rate(gib * 2 ** 30, median(hasherAloneMs))],
     ];
     console.log('\n| measurement | median | notes |\n|---|---:|---|');

@@ -55,7 +55,11 @@ async function measure(argv: readonly string[], options: { cwd: string; env: Nod
   const timeFile = join(options.cwd, '.time');
   const started = process.hrtime.bigint();
   const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-    const child = spawn('/usr/bin/time', ['-o', timeFile, '-f', '%M %U %S', ...argv], { cwd: options.cwd, env: options.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('/usr/bin/time', ['-o', timeFile, '-f', '%M %U %S', ...argv], {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('error', reject);
@@ -101,7 +105,14 @@ async function main(): Promise<void> {
       await api.uploadAsset({ release, name: part.name, path: image, start: part.start, length: part.length, signal: AbortSignal.timeout(3_600_000) });
     }
     const uploadSeconds = Number(process.hrtime.bigint() - uploadStart) / 1e9;
-    await api.uploadAsset({ release, name: `${IMAGE}.qcow2.sha256`, path: checksumPath, start: 0, length: (await stat(checksumPath)).size, signal: AbortSignal.timeout(60_000) });
+    await api.uploadAsset({
+      release,
+      name: `${IMAGE}.qcow2.sha256`,
+      path: checksumPath,
+      start: 0,
+      length: (await stat(checksumPath)).size,
+      signal: AbortSignal.timeout(60_000),
+    });
     await rm(image);
     const assets = await api.listAssets(release.id);
     const idOf = (name: string) => assets.find((asset) => asset.name === name)!.id;
@@ -120,7 +131,10 @@ async function main(): Promise<void> {
     // BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles our side.
     const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const ours = async () => {
-      const measured = await measure([process.execPath, ...nodeArgs, BIN, '--config', config, 'images', 'download', IMAGE, '--dir', ourDir, '--overwrite'], { cwd: project, env });
+      const measured = await measure([process.execPath, ...nodeArgs, BIN, '--config', config, 'images', 'download', IMAGE, '--dir', ourDir, '--overwrite'], {
+        cwd: project,
+        env,
+      });
       if ((await sha256Of(join(ourDir, `${IMAGE}.qcow2`))) !== digest) throw new Error('our download does not match the image');
       return measured;
     };
@@ -132,7 +146,9 @@ async function main(): Promise<void> {
     const assetUrl = (name: string) => `${info.url}/repos/${settings.repo}/releases/assets/${idOf(name)}`;
     const script = [
       'set -e',
-      ...parts.map((part) => `curl -sSfL -H "Authorization: Bearer $GITHUB_TOKEN" -H 'Accept: application/octet-stream' -o ${part.name} ${assetUrl(part.name)}`),
+      ...parts.map(
+        (part) => `curl -sSfL -H "Authorization: Bearer $GITHUB_TOKEN" -H 'Accept: application/octet-stream' -o ${part.name} ${assetUrl(part.name)}`,
+      ),
       `curl -sSfL -H "Authorization: Bearer $GITHUB_TOKEN" -H 'Accept: application/octet-stream' -o ${IMAGE}.qcow2.sha256 ${assetUrl(`${IMAGE}.qcow2.sha256`)}`,
       `cat ${parts.map((part) => part.name).join(' ')} > ${IMAGE}.qcow2`,
       `rm ${parts.map((part) => part.name).join(' ')}`,

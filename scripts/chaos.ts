@@ -38,7 +38,9 @@ for (const area of areas) {
 const failed = all.filter((report) => report.problems.length > 0);
 for (const area of areas) {
   const mine = all.filter((report) => report.area === area);
-  console.log(`${area}: ${mine.length} trials, ${mine.filter((report) => report.problems.length > 0).length} failed, ${mine.filter((r) => r.signal === 'SIGKILL').length} SIGKILL / ${mine.filter((r) => r.signal === 'SIGINT').length} SIGINT`);
+  console.log(
+    `${area}: ${mine.length} trials, ${mine.filter((report) => report.problems.length > 0).length} failed, ${mine.filter((r) => r.signal === 'SIGKILL').length} SIGKILL / ${mine.filter((r) => r.signal === 'SIGINT').length} SIGINT`,
+  );
 }
 console.log(`chaos seed ${seed}: ${all.length} trials, ${failed.length} failed, ${((Date.now() - started) / 60_000).toFixed(1)} min`);
 process.exitCode = failed.length > 0 ? 1 : 0;
@@ -48,4 +50,3 @@ function hashName(name: string): number {
   for (const char of name) hash = Math.imul(hash ^ char.charCodeAt(0), 16777619);
   return hash >>> 0;
 }
-

@@ -16,13 +16,17 @@ export function sourceHash(root) {
   for (const input of BUILD_INPUTS) {
     const path = join(root, input);
     if (/\.(?:ts|json|mjs)$/.test(input)) files.push(path);
-    else for (const entry of readdirSync(path, { recursive: true, withFileTypes: true })) {
-      if (entry.isFile() && entry.name.endsWith('.ts')) files.push(join(entry.parentPath ?? entry.path, entry.name));
-    }
+    else
+      for (const entry of readdirSync(path, { recursive: true, withFileTypes: true })) {
+        if (entry.isFile() && entry.name.endsWith('.ts')) files.push(join(entry.parentPath ?? entry.path, entry.name));
+      }
   }
   const hash = createHash('sha256');
   for (const file of files.map((path) => relative(root, path)).sort()) {
-    hash.update(`${file}\0`).update(readFileSync(join(root, file))).update('\0');
+    hash
+      .update(`${file}\0`)
+      .update(readFileSync(join(root, file)))
+      .update('\0');
   }
   return hash.digest('hex');
 }

@@ -24,7 +24,15 @@ const PORT = 9333;
 const profile = mkdtempSync(join(tmpdir(), 'trace-screenshot-'));
 const chromium = spawn(
   'chromium',
-  ['--headless=new', '--no-sandbox', '--disable-gpu', `--user-data-dir=${profile}`, `--remote-debugging-port=${PORT}`, `--window-size=${WIDTH},1100`, 'about:blank'],
+  [
+    '--headless=new',
+    '--no-sandbox',
+    '--disable-gpu',
+    `--user-data-dir=${profile}`,
+    `--remote-debugging-port=${PORT}`,
+    `--window-size=${WIDTH},1100`,
+    'about:blank',
+  ],
   { stdio: 'ignore' },
 );
 try {
@@ -43,7 +51,8 @@ try {
   await cdp.send('DOM.setFileInputFiles', { files: [resolve(trace)], objectId: input.objectId });
   await sleep(6000);
   const click = async (x, y) => {
-    for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased']) await cdp.send('Input.dispatchMouseEvent', { type, x, y, button: 'left', clickCount: 1 });
+    for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased'])
+      await cdp.send('Input.dispatchMouseEvent', { type, x, y, button: 'left', clickCount: 1 });
     await sleep(400);
   };
   await click(1371, 77); // close the keyboard-shortcuts card
@@ -70,7 +79,10 @@ async function connect() {
   let targets;
   for (let attempt = 0; attempt < 50 && !targets; attempt++) {
     await sleep(200);
-    targets = await fetch(`http://127.0.0.1:${PORT}/json/list`).then((response) => response.json(), () => undefined);
+    targets = await fetch(`http://127.0.0.1:${PORT}/json/list`).then(
+      (response) => response.json(),
+      () => undefined,
+    );
   }
   const page = targets?.find((target) => target.type === 'page');
   if (!page) throw new Error('chromium did not start');

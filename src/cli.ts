@@ -216,13 +216,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   return results.some((result) => result.status === 'failed' || result.status === 'skipped') ? EXIT_FAILED : EXIT_OK;
 }
 
-async function runConfigCommand(
-  session: Session,
-  command: Command,
-  args: string[],
-  io: Output,
-  signal: AbortSignal,
-): Promise<number> {
+async function runConfigCommand(session: Session, command: Command, args: string[], io: Output, signal: AbortSignal): Promise<number> {
   const options: OptionSpecs = {
     ...(command.options ?? {}),
     config: { type: 'string', short: 'c' },
@@ -255,10 +249,7 @@ async function runConfigCommand(
     },
   };
   try {
-    return await command.run(
-      { values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals },
-      commandIO,
-    );
+    return await command.run({ values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals }, commandIO);
   } finally {
     await session.hasher.save();
   }

@@ -153,7 +153,9 @@ type EsbuildMessage = { text: string; location?: { file: string; line: number; c
 function syntaxFailure(file: string, error: unknown): unknown {
   const first = (error as { errors?: EsbuildMessage[] }).errors?.[0];
   if (!first) return error;
-  const where = first.location ? `${first.location.file ? resolve(dirname(file), first.location.file) : file}:${first.location.line}:${first.location.column + 1}` : file;
+  const where = first.location
+    ? `${first.location.file ? resolve(dirname(file), first.location.file) : file}:${first.location.line}:${first.location.column + 1}`
+    : file;
   return new Failure('config', `${where}: ${first.text}`);
 }
 
@@ -178,7 +180,9 @@ export async function locateSyntaxError(file: string): Promise<Failure | undefin
         {
           name: 'only-local-files',
           setup(builder) {
-            builder.onResolve({ filter: /.*/ }, (args) => (localPath(args.path, args.resolveDir) === undefined ? { path: args.path, external: true } : undefined));
+            builder.onResolve({ filter: /.*/ }, (args) =>
+              localPath(args.path, args.resolveDir) === undefined ? { path: args.path, external: true } : undefined,
+            );
           },
         },
       ],

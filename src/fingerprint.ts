@@ -303,11 +303,22 @@ async function assessBeforeDeps(node: NodeDef, context: AssessContext, waitingOn
  * recorded; otherwise stale, to fetch. The manifest leaves dependencies out, so a fetched
  * node is recorded with none.
  */
-export async function assessDetached(node: NodeDef, context: AssessContext, remote: { readonly key?: string; readonly reason: string; readonly source: string }): Promise<Verdict> {
+export async function assessDetached(
+  node: NodeDef,
+  context: AssessContext,
+  remote: { readonly key?: string; readonly reason: string; readonly source: string },
+): Promise<Verdict> {
   const detached: AssessContext = { ...context, depOutputs: new Map() };
   const manifest = await buildManifest(node, detached);
   const fingerprint = await fingerprintOf(manifest);
-  const fetch: Verdict = { fresh: false, pending: false, reason: remote.reason, fingerprint, manifest, ...(remote.key !== undefined ? { key: remote.key } : {}) };
+  const fetch: Verdict = {
+    fresh: false,
+    pending: false,
+    reason: remote.reason,
+    fingerprint,
+    manifest,
+    ...(remote.key !== undefined ? { key: remote.key } : {}),
+  };
   if (!node.key || remote.key === undefined) return fetch;
   if ((await readRecordedKey(node.key, context.root)) !== remote.key) return fetch;
   const outputs = await hashOutputs(node, context);
@@ -321,7 +332,14 @@ export async function assessDetached(node: NodeDef, context: AssessContext, remo
   }
   const adoption = await checkAdoption(node, detached, []);
   if (adoption.outcome !== 'adopt') return fetch;
-  return { fresh: true, adopt: true, reason: `${adoption.reason} (${remote.source} has the same key)`, fingerprint, manifest, outputDigest: await outputDigestOf(adoption.outputs, fingerprint) };
+  return {
+    fresh: true,
+    adopt: true,
+    reason: `${adoption.reason} (${remote.source} has the same key)`,
+    fingerprint,
+    manifest,
+    outputDigest: await outputDigestOf(adoption.outputs, fingerprint),
+  };
 }
 
 type AdoptionCheck =

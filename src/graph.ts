@@ -22,9 +22,7 @@ export class Graph {
       for (const dep of node.deps) {
         if (!byId.has(dep)) {
           const hint = nearest(dep, [...byId.keys()]);
-          throw new Failure('config', 
-            `node "${node.id}" depends on "${dep}", which is not declared${hint ? ` (did you mean "${hint}"?)` : ''}`,
-          );
+          throw new Failure('config', `node "${node.id}" depends on "${dep}", which is not declared${hint ? ` (did you mean "${hint}"?)` : ''}`);
         }
         let list = dependents.get(dep);
         if (!list) dependents.set(dep, (list = []));
@@ -57,9 +55,7 @@ export class Graph {
       else {
         const known = [...this.targetNames(), ...extraNames];
         const hint = nearest(target, known);
-        throw new Failure('usage', 
-          `unknown target "${target}"${hint ? ` (did you mean "${hint}"?)` : ''}; valid targets: ${known.join(', ')}`,
-        );
+        throw new Failure('usage', `unknown target "${target}"${hint ? ` (did you mean "${hint}"?)` : ''}; valid targets: ${known.join(', ')}`);
       }
     }
     return [...new Set(selected)];

@@ -174,13 +174,7 @@ export class StatCache implements FileHasher {
    * each slot here as it arrives while the SHA-256 thread hashes the same slot; a slot is
    * read into again once both are done with it.
    */
-  private async readRing(
-    handle: FileHandle,
-    size: number,
-    xxh: Xxh64,
-    wantSha: boolean,
-    options: HashOptions,
-  ): Promise<FileDigest> {
+  private async readRing(handle: FileHandle, size: number, xxh: Xxh64, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
     const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
     const slots = Array.from({ length: SLOTS }, (_, slot) => new Uint8Array(ring, slot * SLOT_BYTES, SLOT_BYTES));
     const free = slots.map((_, slot) => slot);

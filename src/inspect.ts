@@ -23,13 +23,7 @@ function verdictText(entry: PlanEntry): string {
 
 const DRY_RUN_MARK: Record<VerdictStatus, string> = { fresh: '=', adopted: '+', stale: '▶', pending: '?' };
 
-export async function explainTarget(
-  session: Session,
-  target: string,
-  settings: RunSettings,
-  json: boolean,
-  out: (line: string) => void,
-): Promise<number> {
+export async function explainTarget(session: Session, target: string, settings: RunSettings, json: boolean, out: (line: string) => void): Promise<number> {
   const { graph, entries } = await session.plan([target], settings);
   const selected = new Set(graph.resolveTargets([target], session.familyUsages()));
   if (json) {

@@ -74,7 +74,10 @@ export async function acquireLock(path: string, options: LockOptions): Promise<L
     }
     if (!options.wait) {
       if (found.kind === 'unreadable') {
-        throw new Failure('setup', `the lock ${path} is unreadable (written ${ago(found.mtimeMs)}); if no other pipeline runs in this tree, remove it, or run without --no-wait to take it over in ${Math.round(settings.unreadableGraceMs / 1000)} s`);
+        throw new Failure(
+          'setup',
+          `the lock ${path} is unreadable (written ${ago(found.mtimeMs)}); if no other pipeline runs in this tree, remove it, or run without --no-wait to take it over in ${Math.round(settings.unreadableGraceMs / 1000)} s`,
+        );
       }
       throw new Failure('setup', `another pipeline is running in this tree (${describeHolder(found.holder)}); wait for it, or run without --no-wait to queue`);
     }
@@ -267,7 +270,10 @@ function nonceOf(boot: string, processStart: string | undefined): string {
 /** `digits` random hexadecimal digits (Math.random: unlikely to repeat, not unpredictable). */
 function randomHex(digits: number): string {
   let hex = '';
-  while (hex.length < digits) hex += Math.floor(Math.random() * 0x1_0000_0000).toString(16).padStart(8, '0');
+  while (hex.length < digits)
+    hex += Math.floor(Math.random() * 0x1_0000_0000)
+      .toString(16)
+      .padStart(8, '0');
   return hex.slice(0, digits);
 }
 

@@ -6,7 +6,20 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { assess, assessDetached, fileExists, quickAssessor, fingerprintOf, hashOutputs, outputDigestOf, readStamp, removeStamp, writeStamp, type AssessContext, type Verdict } from './fingerprint.ts';
+import {
+  assess,
+  assessDetached,
+  fileExists,
+  quickAssessor,
+  fingerprintOf,
+  hashOutputs,
+  outputDigestOf,
+  readStamp,
+  removeStamp,
+  writeStamp,
+  type AssessContext,
+  type Verdict,
+} from './fingerprint.ts';
 import { logStem } from './file-stem.ts';
 import type { Graph } from './graph.ts';
 import { Limits } from './limits.ts';
@@ -83,7 +96,11 @@ async function runProbe(node: NodeDef, options: RunOptions): Promise<ProbeResult
   return node.probe({ root: options.root, flags: options.flags, signal: options.signal, previous });
 }
 
-function assessContext(options: RunOptions, node: NodeDef, extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account'> & Partial<Pick<AssessContext, 'unsettledFiles' | 'inputDigests' | 'recorded'>>): AssessContext {
+function assessContext(
+  options: RunOptions,
+  node: NodeDef,
+  extra: Pick<AssessContext, 'depOutputs' | 'probe' | 'account'> & Partial<Pick<AssessContext, 'unsettledFiles' | 'inputDigests' | 'recorded'>>,
+): AssessContext {
   return {
     root: options.root,
     stateDir: options.stateDir,
@@ -249,7 +266,11 @@ async function checkSetup(node: NodeDef, reason: string, options: Pick<RunOption
  * Setup checks of the nodes the plan calls stale, before any work; the first failure is
  * thrown. Pending nodes are checked when they turn out to run (see `execute`).
  */
-export async function preflight(graph: Graph, entries: readonly PlanEntry[], options: Pick<RunOptions, 'root' | 'flags' | 'observer' | 'signal'>): Promise<void> {
+export async function preflight(
+  graph: Graph,
+  entries: readonly PlanEntry[],
+  options: Pick<RunOptions, 'root' | 'flags' | 'observer' | 'signal'>,
+): Promise<void> {
   for (const entry of entries) {
     // A fetch checks its own setup if it falls back to running the node.
     if (entry.verdict.fresh || entry.verdict.pending || entry.fetch) continue;
@@ -307,7 +328,13 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
     const blocked = depResults.find((dep) => dep.status !== 'ran' && dep.status !== 'fresh' && dep.status !== 'adopted');
     if (blocked) {
       const status: NodeStatus = blocked.status === 'cancelled' || runAbort.signal.aborted ? 'cancelled' : 'skipped';
-      return finish({ id, status, reason: `dependency ${blocked.id} ${blocked.status === 'failed' ? 'failed' : `was ${blocked.status}`}`, durationMs: 0, bytesHashed: 0 });
+      return finish({
+        id,
+        status,
+        reason: `dependency ${blocked.id} ${blocked.status === 'failed' ? 'failed' : `was ${blocked.status}`}`,
+        durationMs: 0,
+        bytesHashed: 0,
+      });
     }
     if (runAbort.signal.aborted) return finish({ id, status: 'cancelled', reason: 'interrupted', durationMs: 0, bytesHashed: 0 });
     if (stopStarting.signal.aborted) return finish({ id, status: 'skipped', reason: 'an earlier node failed', durationMs: 0, bytesHashed: 0 });
@@ -315,7 +342,15 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
     const account = { bytes: 0 };
     account.bytes += first.bytesHashed;
     if (first.probeError !== undefined) {
-      return finish({ id, status: 'failed', reason: first.verdict.reason, error: first.probeError.message, failureKind: first.probeError.kind, durationMs: 0, bytesHashed: 0 });
+      return finish({
+        id,
+        status: 'failed',
+        reason: first.verdict.reason,
+        error: first.probeError.message,
+        failureKind: first.probeError.kind,
+        durationMs: 0,
+        bytesHashed: 0,
+      });
     }
     // Planned while a dependency was still to run: assess again now that all have.
     const plannedBlind = deps.some((dep) => !initialVerdicts.get(dep)!.verdict.fresh);
@@ -375,7 +410,15 @@ export async function execute(graph: Graph, options: RunOptions, initial: readon
     runNode(id).catch((error: unknown) => {
       const failure = toFailure(error, runAbort.signal);
       const status = runAbort.signal.aborted ? 'cancelled' : 'failed';
-      return finish({ id, status, reason: 'could not be assessed', error: failure.message, failureKind: status === 'cancelled' ? 'cancelled' : failure.kind, durationMs: 0, bytesHashed: 0 });
+      return finish({
+        id,
+        status,
+        reason: 'could not be assessed',
+        error: failure.message,
+        failureKind: status === 'cancelled' ? 'cancelled' : failure.kind,
+        durationMs: 0,
+        bytesHashed: 0,
+      });
     });
   /**
    * A node the plan found fresh whose dependencies all finished fresh: nothing to wait for

@@ -274,9 +274,7 @@ export interface EngineConfig {
 }
 
 /** Option declarations in `node:util` parseArgs form. */
-export type CommandOptions = Readonly<
-  Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }>
->;
+export type CommandOptions = Readonly<Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }>>;
 
 export interface CommandIO {
   readonly root: string;

@@ -147,19 +147,24 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
       const traits = templateTraits(text);
       const version = await installedPackerVersion(tools.packer, context.signal);
       if (!version) {
-        throw new Failure('setup', 
+        throw new Failure(
+          'setup',
           `packer not found (${tools.packer}): install packer >= 1.7 from HashiCorp's apt repository (https://developer.hashicorp.com/packer/install)`,
         );
       }
       if (traits.requiresPlugins && !supportsPlugins(version)) {
-        throw new Failure('setup', 
+        throw new Failure(
+          'setup',
           `packer ${version.text} cannot build ${templateFile} (required_plugins needs packer >= 1.7; Debian ships 1.6.6): install packer from HashiCorp's apt repository (https://apt.releases.hashicorp.com); the build then runs packer init for the qemu plugin`,
         );
       }
       await checkQemuImg(compression, 'compress built images', context.signal);
       if (traits.usesQemu && accelerator === 'kvm') await checkKvm(options.kvmDevice ?? (process.env.PIPELINE_KVM_DEVICE || '/dev/kvm'));
       if (traits.usesQemu && traits.buildsCd && !(await anyOnPath(ISO_TOOLS))) {
-        throw new Failure('setup', `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`);
+        throw new Failure(
+          'setup',
+          `packer needs xorriso (or mkisofs/genisoimage) to write the cloud-init seed CD for ${templateFile}: apt-get install xorriso`,
+        );
       }
     },
 
@@ -206,8 +211,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
         if (traits.requiresPlugins && supportsPlugins(version)) await ensurePackerInit(ctx, initOptions);
 
         const sshKey = await buildKeyPair(ctx, tools.sshKeygen, keyDir, name);
-        const checksumOf = async (c: TaskContext): Promise<string> =>
-          (await options.baseChecksum?.(c)) ?? sha256Checksum(c, paths.baseImage);
+        const checksumOf = async (c: TaskContext): Promise<string> => (await options.baseChecksum?.(c)) ?? sha256Checksum(c, paths.baseImage);
         let redownloaded = false;
         for (;;) {
           const variables: Record<TemplateVariable, string> = {
@@ -237,7 +241,8 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
           }
           if (needsPackerInit(result)) await forgetPackerInit(root, templateText, version);
           const mismatch = isChecksumMismatch(result) ? ` (base image ${options.baseImage} does not match its checksum)` : '';
-          throw new Failure('task', 
+          throw new Failure(
+            'task',
             `packer build failed for ${templateFile}${mismatch} (exit ${result.exitCode}): ${lastMeaningfulLine(result) ?? 'see the log'}`,
           );
         }
@@ -303,16 +308,25 @@ async function checkKvm(device: string): Promise<void> {
     await access(device, fsConstants.R_OK | fsConstants.W_OK);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new Failure('setup', 
+      throw new Failure(
+        'setup',
         `${device} missing: enable hardware virtualisation (nested virtualisation on a VM) and load kvm_intel or kvm_amd, or build with accelerator "tcg" (much slower)`,
       );
     }
-    throw new Failure('setup', `${device} is not accessible to ${userInfo().username}: add the user to the kvm group (usermod -aG kvm ${userInfo().username}) and log in again`);
+    throw new Failure(
+      'setup',
+      `${device} is not accessible to ${userInfo().username}: add the user to the kvm group (usermod -aG kvm ${userInfo().username}) and log in again`,
+    );
   }
 }
 
 async function findOnPath(program: string): Promise<string | undefined> {
-  const candidates = program.includes('/') ? [program] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, program));
+  const candidates = program.includes('/')
+    ? [program]
+    : (process.env.PATH ?? '')
+        .split(delimiter)
+        .filter(Boolean)
+        .map((dir) => join(dir, program));
   for (const candidate of candidates) {
     try {
       await access(candidate, fsConstants.X_OK);
@@ -342,7 +356,10 @@ async function buildKeyPair(ctx: TaskContext, sshKeygen: string, keyDir: string,
     const privateKeyFile = resolve(given);
     const result = await ctx.exec(sshKeygen, ['-y', '-f', privateKeyFile], quiet);
     if (result.exitCode !== 0) {
-      throw new Failure('task', `SSH_KEY_FILE=${given}: cannot read the key (${result.stderr.trim() || `ssh-keygen exit ${result.exitCode}`}); it must be an unencrypted private key`);
+      throw new Failure(
+        'task',
+        `SSH_KEY_FILE=${given}: cannot read the key (${result.stderr.trim() || `ssh-keygen exit ${result.exitCode}`}); it must be an unencrypted private key`,
+      );
     }
     return { publicKey: result.stdout.trim(), privateKeyFile };
   }

@@ -90,10 +90,7 @@ export async function sourceHash(hasher: FileHasher, root: string, baseImage: st
 
 /** The composite key as 64 hex digits. */
 export async function computeCacheKey(hasher: FileHasher, root: string, options: CacheKeyOptions): Promise<string> {
-  const [source, template] = await Promise.all([
-    sourceHash(hasher, root, options.baseImage),
-    templateHash(root, templateKeyFiles(options)),
-  ]);
+  const [source, template] = await Promise.all([sourceHash(hasher, root, options.baseImage), templateHash(root, templateKeyFiles(options))]);
   return composeCacheKey(source, template);
 }
 

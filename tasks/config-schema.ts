@@ -10,7 +10,10 @@ const stringList = z.array(z.string());
 
 const compression = z.string().superRefine((value, ctx) => {
   if (!isCompression(value)) {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`,
+    });
   }
 });
 

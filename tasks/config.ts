@@ -99,9 +99,7 @@ const DEFAULT_POOLS = { packer: 1, network: 3 };
 
 export type ImagePipeline = (context: { readonly root: string }) => EngineConfig;
 
-export function defineConfig<const B extends string, const I extends string, const S extends string = never>(
-  config: PipelineConfig<B, I, S>,
-): ImagePipeline {
+export function defineConfig<const B extends string, const I extends string, const S extends string = never>(config: PipelineConfig<B, I, S>): ImagePipeline {
   checkConfigShape(pipelineConfigSchema, config);
   validateNames(config);
   return ({ root }) => expand(config as PipelineConfig<string, string, string>, root);
@@ -109,7 +107,8 @@ export function defineConfig<const B extends string, const I extends string, con
 
 function validateNames(config: PipelineConfig<string, string, string>): void {
   for (const name of Object.keys(config.images)) {
-    if (!IMAGE_NAME.test(name)) throw new Failure('config', `image name "${name}" is invalid: use lower-case letters, digits, dots and dashes, starting with a letter or digit`);
+    if (!IMAGE_NAME.test(name))
+      throw new Failure('config', `image name "${name}" is invalid: use lower-case letters, digits, dots and dashes, starting with a letter or digit`);
     const base = (config.images as Record<string, ImageDecl<string>>)[name]!.base;
     if (!(base in config.bases)) throw new Failure('config', `image "${name}" uses base "${base}", which is not declared in bases`);
   }

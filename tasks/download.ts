@@ -66,7 +66,10 @@ export function downloadNode(spec: DownloadSpec): NodeDef {
       if (probe === undefined) return undefined; // its upstream is made by a dependency still to run
       if (flags.refreshBase === true) return { adopt: false, reason: 're-download requested (--refresh-base)' };
       if (probe.value === UNVERIFIED) {
-        return { adopt: true, reason: `${spec.file} as cached, not verified against upstream (${flags.offline === true ? 'offline' : 'upstream unreachable'})` };
+        return {
+          adopt: true,
+          reason: `${spec.file} as cached, not verified against upstream (${flags.offline === true ? 'offline' : 'upstream unreachable'})`,
+        };
       }
       const actual = await sha512File(resolve(root, spec.file), signal);
       if (actual === probe.value) return { adopt: true, reason: `${spec.file} matches upstream's SHA-512` };
@@ -169,10 +172,7 @@ class Unreachable extends Error {
 }
 
 /** Upstream's SHA-512 for the image, from its checksum list. */
-export async function fetchUpstreamSha512(
-  spec: Pick<DownloadSpec, 'url' | 'checksumsUrl' | 'file'>,
-  signal: AbortSignal,
-): Promise<string> {
+export async function fetchUpstreamSha512(spec: Pick<DownloadSpec, 'url' | 'checksumsUrl' | 'file'>, signal: AbortSignal): Promise<string> {
   return sha512InList(await fetchChecksumList(spec.checksumsUrl, signal), spec);
 }
 
@@ -326,7 +326,10 @@ async function downloadVerifiedAlone(
       } catch (error) {
         if (!(error instanceof Interrupted) || ctx.signal.aborted || attempt >= attempts) {
           if (error instanceof Interrupted) {
-            throw new Failure('task', `download of ${spec.url} failed after ${attempt} attempts: ${error.message} (the partial file is kept; the next run resumes it)`);
+            throw new Failure(
+              'task',
+              `download of ${spec.url} failed after ${attempt} attempts: ${error.message} (the partial file is kept; the next run resumes it)`,
+            );
           }
           throw error;
         }
@@ -421,9 +424,11 @@ async function transfer(ctx: TaskContext, url: string, partial: string): Promise
 async function openBody(ctx: TaskContext, url: string, have: number): Promise<Body> {
   if (url.startsWith('file:')) {
     const path = fileURLToPath(url);
-    const size = (await stat(path).catch((error: unknown) => {
-      throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
-    })).size;
+    const size = (
+      await stat(path).catch((error: unknown) => {
+        throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
+      })
+    ).size;
     if (have === size) return { start: have, total: size, chunks: [], complete: true };
     const start = have < size ? have : 0;
     return { start, total: size, chunks: createReadStream(path, { start, signal: ctx.signal }) };
@@ -522,11 +527,7 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
 // Small helpers
 
 /** SHA-512 of a file (what upstream publishes; the stat cache keeps SHA-256 and xxh64 only). */
-export async function sha512File(
-  path: string,
-  signal?: AbortSignal,
-  onProgress?: (done: number, total: number) => void,
-): Promise<string> {
+export async function sha512File(path: string, signal?: AbortSignal, onProgress?: (done: number, total: number) => void): Promise<string> {
   const total = (await stat(path)).size;
   const sha = createHash('sha512');
   let done = 0;

@@ -44,7 +44,8 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
 async function preparePublishDir(dir: string): Promise<void> {
   if (!(await stat(dir).catch(() => undefined)) && (await stat(dirname(dir)).catch(() => undefined))?.isDirectory()) {
     await mkdir(dir).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST') throw new Failure('setup', `cannot create publish directory ${dir} (${error.code ?? error.message}): create it, or set PIPELINE_PUBLISH_DIR`);
+      if (error.code !== 'EEXIST')
+        throw new Failure('setup', `cannot create publish directory ${dir} (${error.code ?? error.message}): create it, or set PIPELINE_PUBLISH_DIR`);
     });
   }
   await checkPublishDir(dir);
@@ -89,7 +90,13 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         onProgress: (done, total) => io.progress(name, done, total),
         log: (line) => io.err(line),
       });
-      const entry: Record<string, unknown> = { name, path: result.path, size: result.size, sha256: result.sha256, status: result.alreadyPresent ? 'present' : 'downloaded' };
+      const entry: Record<string, unknown> = {
+        name,
+        path: result.path,
+        size: result.size,
+        sha256: result.sha256,
+        status: result.alreadyPresent ? 'present' : 'downloaded',
+      };
       if (!io.json) io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
       if (publish) {
         entry.published = await publishDownloaded({

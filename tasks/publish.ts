@@ -9,7 +9,17 @@
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Failure, formatBytes, fsyncPath, type NodeDef, type NodeId, removeAbandonedTemps, siblingTempPath, type TaskContext, writeFileAtomic } from '../src/index.ts';
+import {
+  Failure,
+  formatBytes,
+  fsyncPath,
+  type NodeDef,
+  type NodeId,
+  removeAbandonedTemps,
+  siblingTempPath,
+  type TaskContext,
+  writeFileAtomic,
+} from '../src/index.ts';
 import { defaultImageFile } from './checksum.ts';
 import { checkQemuImg, convertCompressed, DEFAULT_COMPRESSION, needsCompressing, type Compression } from './qemu-img.ts';
 

@@ -197,12 +197,7 @@ export async function needsCompressing(path: string, signal?: AbortSignal): Prom
   return undefined;
 }
 
-async function qemuImgJson(
-  args: readonly string[],
-  path: string,
-  signal: AbortSignal,
-  okCodes: readonly number[] = [0],
-): Promise<Record<string, unknown>> {
+async function qemuImgJson(args: readonly string[], path: string, signal: AbortSignal, okCodes: readonly number[] = [0]): Promise<Record<string, unknown>> {
   const result = await execFile(QEMU_IMG, args, signal, quiet);
   if (!okCodes.includes(result.exitCode)) {
     throw new Failure('task', `qemu-img ${args[0]} ${path} failed: ${lastLine(result.stderr) ?? `exit code ${result.exitCode}`}`);

@@ -35,7 +35,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     params: { tag, repo: catalog.release.repo ?? null, apiUrl: catalog.release.apiUrl ?? null },
     files: [relativeToRoot(catalog.checksumPath(name))],
     env: ['GITHUB_REPOSITORY', 'GITHUB_API_URL', 'PIPELINE_MAX_ASSET_SIZE', 'PIPELINE_PART_SIZE'],
-    caveat: 'the store is read at plan time through the image\'s record (or .sha256); other edits to the release are not seen',
+    caveat: "the store is read at plan time through the image's record (or .sha256); other edits to the release are not seen",
     // The release is outside the graph: read it while the image is still being made.
     probeIndependent: true,
     probe: async ({ signal }) => {

@@ -110,6 +110,8 @@ test('octokit reads releases and assets through it, and its failures keep their 
   t.is((await api.requireRelease('latest')).id, found.id, 'a 503 is retried');
   const rejected = new ReleaseApi(await createGitHubClient(settings, { env: { GITHUB_TOKEN: 'wrong' }, retryBaseMs: 1 }));
   await throwsFailure(t, rejected.requireRelease('latest'), 'auth', /rejected the token \(401\)/);
-  const unreachable = new ReleaseApi(await createGitHubClient({ ...settings, apiUrl: 'http://127.0.0.1:9' }, { env: { GITHUB_TOKEN: server.token }, retryBaseMs: 1 }));
+  const unreachable = new ReleaseApi(
+    await createGitHubClient({ ...settings, apiUrl: 'http://127.0.0.1:9' }, { env: { GITHUB_TOKEN: server.token }, retryBaseMs: 1 }),
+  );
   await throwsFailure(t, unreachable.requireRelease('latest'), 'network', /cannot reach the GitHub API at http:\/\/127\.0\.0\.1:9 \(.*ECONNREFUSED/);
 });

@@ -136,7 +136,7 @@ test.serial('SSH_KEY_FILE that is not a usable key fails the build with what to 
   await t.throwsAsync(readFile(join(root, 'images/debian-12/debian-12.qcow2')), { code: 'ENOENT' });
 });
 
-test('the key is the shell script\'s composition of the same files', async (t) => {
+test("the key is the shell script's composition of the same files", async (t) => {
   const root = await project(t, 'pve-9');
   const def = node('pve-9');
   t.is(def.caveat, 'the key cannot see PVE repository state; use --force');
@@ -280,7 +280,11 @@ test('preflight says to install packer >= 1.7 for a template with required_plugi
 
   // packer 1.7 is new enough: preflight goes past the version check to the next one (KVM).
   const newer = await packerAnswering(root, '1.7.0');
-  const next = await throwsFailure(t, node('debian-12', { packer: newer, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
+  const next = await throwsFailure(
+    t,
+    node('debian-12', { packer: newer, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }),
+    'setup',
+  );
   t.regex(next?.message ?? '', /no-kvm missing/);
 
   // The demo template declares no plugins: Debian's packer 1.6.6 builds it.
@@ -290,20 +294,30 @@ test('preflight says to install packer >= 1.7 for a template with required_plugi
 
 test('preflight reports missing packer and missing /dev/kvm in one line each', async (t) => {
   const root = await project(t, 'debian-12', 'templates');
-  const missing = await throwsFailure(t, node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
+  const missing = await throwsFailure(
+    t,
+    node('debian-12', { packer: join(root, 'no-packer') }).preflight!({ root, flags: {}, signal: neverAborted() }),
+    'setup',
+  );
   t.regex(missing?.message ?? '', /packer not found .*install packer >= 1\.7/);
 
   // A packer new enough for required_plugins (a script answering `packer version`).
   const fakePacker = await packerAnswering(root, '1.11.2');
-  const noKvm = await throwsFailure(t, node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }), 'setup');
+  const noKvm = await throwsFailure(
+    t,
+    node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm') }).preflight!({ root, flags: {}, signal: neverAborted() }),
+    'setup',
+  );
   t.regex(noKvm?.message ?? '', /no-kvm missing: enable hardware virtualisation/);
   t.false(noKvm?.message.includes('\n'));
   // tcg needs no /dev/kvm.
   await t.notThrowsAsync(
-    node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm'), accelerator: 'tcg' })
-      .preflight!({ root, flags: {}, signal: neverAborted() })
-      .catch((e: Error) => {
-        if (!/xorriso/.test(e.message)) throw e; // hosts without an ISO tool stop at the next check
-      }),
+    node('debian-12', { packer: fakePacker, kvmDevice: join(root, 'no-kvm'), accelerator: 'tcg' }).preflight!({
+      root,
+      flags: {},
+      signal: neverAborted(),
+    }).catch((e: Error) => {
+      if (!/xorriso/.test(e.message)) throw e; // hosts without an ISO tool stop at the next check
+    }),
   );
 });

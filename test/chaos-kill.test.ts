@@ -37,7 +37,10 @@ test('kill -9 during a packer build: no descendant survives, no key or temp stay
   const running = project.start(['debian-12:build', '--verbose'], { env });
   await waitForOutput(running.stderrSoFar, /long step starts/, 60_000);
   const during = await markedProcesses(mark);
-  t.true(during.some((process) => /packer/.test(process.command)), JSON.stringify(during));
+  t.true(
+    during.some((process) => /packer/.test(process.command)),
+    JSON.stringify(during),
+  );
   // The key of the build lives in the run's scratch dir under .pipeline/, nowhere else.
   const runDirs = await readdir(project.path('.pipeline/run'));
   t.is(runDirs.length, 1);
@@ -73,7 +76,10 @@ test('kill -9 during a publish copy: the next run removes the temp from the publ
   t.is(built.code, 0, built.stderr);
   // A temp as a killed publish leaves it: named by a writer that no longer exists.
   const dead = execFileSync('sh', ['-c', 'sh -c "echo \\$\\$"'], { encoding: 'utf8' }).trim();
-  const host = execFileSync('hostname', { encoding: 'utf8' }).trim().split('.')[0]!.replace(/[^A-Za-z0-9-]/g, '');
+  const host = execFileSync('hostname', { encoding: 'utf8' })
+    .trim()
+    .split('.')[0]!
+    .replace(/[^A-Za-z0-9-]/g, '');
   const abandoned = `.debian-12.img.${dead}@${host}.0123abcd.tmp`;
   await writeFile(join(project.publishDir, abandoned), 'half an image');
   // One of a live writer (this test) stays: it may be another tree's publish in progress.

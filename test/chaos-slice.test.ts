@@ -21,6 +21,9 @@ for (const area of Object.keys(CHAOS_AREAS) as AreaName[]) {
       onReport: (report) => t.log(describeTrial(report)),
     });
     t.true(reports.length > 0, 'at least one trial ran');
-    t.deepEqual(reports.flatMap((report) => report.problems.map((problem) => `#${report.trial} ${report.signal}: ${problem}`)), []);
+    t.deepEqual(
+      reports.flatMap((report) => report.problems.map((problem) => `#${report.trial} ${report.signal}: ${problem}`)),
+      [],
+    );
   });
 }

@@ -75,7 +75,12 @@ interface Harness {
 }
 
 /** A task context as the engine makes it, with the programs the task runs recorded. */
-async function harness(root: string, id: string, controller = new AbortController(), hasher?: StatCache): Promise<Harness & { close(): Promise<void>; removeTemps(): Promise<void> }> {
+async function harness(
+  root: string,
+  id: string,
+  controller = new AbortController(),
+  hasher?: StatCache,
+): Promise<Harness & { close(): Promise<void>; removeTemps(): Promise<void> }> {
   const lines: string[] = [];
   const execs: string[] = [];
   const progress: Array<[number, number | undefined]> = [];
@@ -401,7 +406,10 @@ test('PIPELINE_PUBLISH_DIR overrides the configured directory; --dry-run says wh
 
   const root = await tempRoot(t);
   const node = publishNode({ name: 'debian-12', publishDir: '/srv/iso' });
-  t.is(await node.describeRun?.({ root, flags: {}, signal: neverAborted() }), 'would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (not built yet)');
+  t.is(
+    await node.describeRun?.({ root, flags: {}, signal: neverAborted() }),
+    'would copy images/debian-12/debian-12.qcow2 -> /srv/iso/debian-12.img (not built yet)',
+  );
 
   const compressed = await makeImage(root, 'debian-12', { bytes: 3 * 1024 * 1024, compression: 'zstd', content: 'text' });
   t.is(

@@ -98,8 +98,15 @@ test('--quiet prints only the failures and the summary', async (t) => {
 
   const failed = await project.run(['broken', 'lonely', '-q', '--keep-going', '--force']);
   t.is(failed.code, 1);
-  const lines = failed.stderr.trimEnd().split('\n').map((line) => line.slice('00:00:00 '.length));
-  t.deepEqual(lines.slice(0, 3), ['✖ broken failed: sh exited with code 4: the last words', `✖ --- last 1 lines of ${lines[1]!.slice('✖ --- last 1 lines of '.length)}`, '✖   the last words']);
+  const lines = failed.stderr
+    .trimEnd()
+    .split('\n')
+    .map((line) => line.slice('00:00:00 '.length));
+  t.deepEqual(lines.slice(0, 3), [
+    '✖ broken failed: sh exited with code 4: the last words',
+    `✖ --- last 1 lines of ${lines[1]!.slice('✖ --- last 1 lines of '.length)}`,
+    '✖   the last words',
+  ]);
   t.regex(lines[1]!, /^✖ --- last 1 lines of .*logs\/broken\.\S+\.log ---$/);
   t.regex(lines.at(-1)!, /^1 ran, 0 fresh, 1 failed in /);
   t.is(lines.length, 4, failed.stderr);
@@ -121,25 +128,37 @@ test('--profile writes Chrome trace events: a track per pool slot, node slices h
     else t.is(event.ph, 'M');
   }
 
-  const nodeSlices = (id: string): TraceEvent[] => slices.filter((slice) => slice.cat === 'node' && slice.name === id && !threads.get(slice.tid)!.startsWith('checking'));
+  const nodeSlices = (id: string): TraceEvent[] =>
+    slices.filter((slice) => slice.cat === 'node' && slice.name === id && !threads.get(slice.tid)!.startsWith('checking'));
   // The vm pool has one slot: both builds ran on its one track, one after the other.
   const builds = [...nodeSlices('a:build'), ...nodeSlices('b:build')].sort((x, y) => x.ts! - y.ts!);
-  t.deepEqual(builds.map((slice) => threads.get(slice.tid)), ['vm #1', 'vm #1']);
+  t.deepEqual(
+    builds.map((slice) => threads.get(slice.tid)),
+    ['vm #1', 'vm #1'],
+  );
   t.true(builds[0]!.ts! + builds[0]!.dur! <= builds[1]!.ts!, 'no overlap on a slot');
   for (const id of ['fetch', 'a:publish', 'lonely']) t.regex(threads.get(nodeSlices(id)[0]!.tid)!, /^job #\d+$/, id);
-  t.false([...threads.values()].some((name) => name.startsWith('vm #2')), 'one track per slot of the pool');
+  t.false(
+    [...threads.values()].some((name) => name.startsWith('vm #2')),
+    'one track per slot of the pool',
+  );
 
   // Every phase slice lies inside a node slice of its track; a node that ran has run, hash and record.
   const phases = slices.filter((slice) => slice.cat === 'phase');
   for (const phase of phases) {
-    const parent = slices.find((slice) => slice.cat === 'node' && slice.tid === phase.tid && slice.ts! <= phase.ts! && phase.ts! + phase.dur! <= slice.ts! + slice.dur!);
+    const parent = slices.find(
+      (slice) => slice.cat === 'node' && slice.tid === phase.tid && slice.ts! <= phase.ts! && phase.ts! + phase.dur! <= slice.ts! + slice.dur!,
+    );
     t.truthy(parent, `${phase.name} of ${String(phase.args?.node)} nests in a node slice`);
     t.is(parent?.name, String(phase.args?.node));
   }
   const phasesOf = (node: TraceEvent): string[] =>
     phases.filter((phase) => phase.tid === node.tid && phase.ts! >= node.ts! && phase.ts! + phase.dur! <= node.ts! + node.dur!).map((phase) => phase.name);
   t.deepEqual(phasesOf(nodeSlices('a:build')[0]!), ['run', 'hash', 'record']);
-  t.true(phases.some((phase) => phase.name === 'hash' && threads.get(phase.tid)!.startsWith('checking')), 'planning hashes on checking tracks');
+  t.true(
+    phases.some((phase) => phase.name === 'hash' && threads.get(phase.tid)!.startsWith('checking')),
+    'planning hashes on checking tracks',
+  );
   // Slices on one track never partly overlap (Perfetto and chrome://tracing need them nested).
   const crossing: string[] = [];
   for (const a of slices) {

@@ -22,7 +22,10 @@ test('images are built compressed with zstd by default, and published as that ve
   const image = project.path('images/debian-12/debian-12.qcow2');
   t.is(await imageCompression(image), 'zstd');
   t.true((await compressedClusters(image)) > 0);
-  t.is(execFileSync('sha256sum', [project.path('publish/debian-12.img')], { encoding: 'utf8' }).split(' ')[0], (await project.read('images/debian-12/debian-12.qcow2.sha256')).split(' ')[0]);
+  t.is(
+    execFileSync('sha256sum', [project.path('publish/debian-12.img')], { encoding: 'utf8' }).split(' ')[0],
+    (await project.read('images/debian-12/debian-12.qcow2.sha256')).split(' ')[0],
+  );
 });
 
 test("compression: 'zlib' builds zlib images, and changing the compression rebuilds", async (t) => {

@@ -40,7 +40,10 @@ test('a TypeScript config is compiled once, reused while unchanged, and sees its
   t.is((await stat(join(project.root, '.pipeline', 'config', files[0]!))).mtimeMs, made.mtimeMs, 'not compiled again');
 
   // A changed config is compiled again under a new name; the new content takes effect.
-  await project.write('pipeline.config.ts', `${(await project.read('pipeline.config.ts')).replace("'where.txt'", "'where2.txt'").replace('> where.txt', '> where2.txt')}`);
+  await project.write(
+    'pipeline.config.ts',
+    `${(await project.read('pipeline.config.ts')).replace("'where.txt'", "'where2.txt'").replace('> where.txt', '> where2.txt')}`,
+  );
   const third = await project.run(['--json']);
   t.is(third.code, 0, third.stderr);
   t.true(project.exists('where2.txt'));
@@ -86,7 +89,8 @@ import { steps } from './helpers/steps.ts';
 export default defineConfig({ steps, defaultTarget: 'hello' });
 `,
     files: {
-      'helpers/steps.ts': "const command: [string, ...string[]] = ['sh', '-c', 'echo typed > hello.txt'];\nexport const steps = { hello: { outputs: ['hello.txt'], command } };\n",
+      'helpers/steps.ts':
+        "const command: [string, ...string[]] = ['sh', '-c', 'echo typed > hello.txt'];\nexport const steps = { hello: { outputs: ['hello.txt'], command } };\n",
     },
   });
   for (let round = 0; round < 2; round++) {

@@ -104,11 +104,17 @@ test(`any value as the steps or as one step: the hand check never passes what zo
   const anything = fc.anything({ withObjectString: true, withNullPrototype: true, withSparseArray: true, withBoxedValues: true });
   let passed = 0;
   fc.assert(
-    fc.property(fc.oneof(anything.map((steps) => ({ steps })), anything.map((one) => ({ steps: { a: one } }))), (value) => {
-      if (!isPlainStepsConfig(value)) return;
-      passed++;
-      if (!stepsConfigSchema.safeParse(value).success) throw new Error(`the hand check passed a config zod refuses: ${JSON.stringify(value)}`);
-    }),
+    fc.property(
+      fc.oneof(
+        anything.map((steps) => ({ steps })),
+        anything.map((one) => ({ steps: { a: one } })),
+      ),
+      (value) => {
+        if (!isPlainStepsConfig(value)) return;
+        passed++;
+        if (!stepsConfigSchema.safeParse(value).success) throw new Error(`the hand check passed a config zod refuses: ${JSON.stringify(value)}`);
+      },
+    ),
     { seed, numRuns: RUNS },
   );
   t.true(passed > 0, 'no generated value passed the hand check: the property checks nothing');

@@ -30,10 +30,7 @@ test('an unknown top-level key is an error with the nearest known key', async (t
 
 test('unknown keys are errors at every level, with their path', async (t) => {
   t.regex(await configError(t, IMAGE_CONFIG("release: { tga: 'v1' },")), /: release\.tga: unknown key \(did you mean tag\?\)$/);
-  t.regex(
-    await configError(t, IMAGE_CONFIG("steps: { notes: { comand: ['true'] } },")),
-    /: steps\.notes\.comand: unknown key \(did you mean command\?\)$/,
-  );
+  t.regex(await configError(t, IMAGE_CONFIG("steps: { notes: { comand: ['true'] } },")), /: steps\.notes\.comand: unknown key \(did you mean command\?\)$/);
   // Nothing close: the known keys are listed instead.
   t.regex(await configError(t, IMAGE_CONFIG('colour: true,')), /: colour: unknown key \(known keys: bases, images, steps, publishDir, .*\)$/);
 });
@@ -57,7 +54,7 @@ test('a release tag with a space is refused before any request, as the target up
   t.regex(line, /release\.tag.*"my tag" is not a valid release tag/);
 });
 
-test('a release repository that is not owner/name is refused with the CLI\'s rule', async (t) => {
+test("a release repository that is not owner/name is refused with the CLI's rule", async (t) => {
   t.regex(await configError(t, IMAGE_CONFIG("release: { repo: 'acme/../images' },")), /release\.repo.*"acme\/\.\.\/images" is not a GitHub repository/);
   t.regex(await configError(t, IMAGE_CONFIG("release: { repo: '../x' },")), /release\.repo.*"\.\.\/x" is not a GitHub repository/);
 });

@@ -280,7 +280,10 @@ test('a cached file with no stamp is adopted when it matches upstream; offline, 
   t.deepEqual(await adopt({}, online), { adopt: true, reason: `${FILE} matches upstream's SHA-512` });
   const offline = await probe(node, root, undefined, { offline: true });
   t.deepEqual(await adopt({ offline: true }, offline), { adopt: true, reason: `${FILE} as cached, not verified against upstream (offline)` });
-  t.deepEqual(await adopt({ refreshBase: true }, await probe(node, root, undefined, { refreshBase: true })), { adopt: false, reason: 're-download requested (--refresh-base)' });
+  t.deepEqual(await adopt({ refreshBase: true }, await probe(node, root, undefined, { refreshBase: true })), {
+    adopt: false,
+    reason: 're-download requested (--refresh-base)',
+  });
   t.is(await adopt({}, undefined), undefined, 'no probe answer yet (its upstream is made by a dependency): cannot tell');
   t.is(mirror.requestsFor(IMAGE).length, 0, 'adoption downloads nothing');
 
@@ -398,9 +401,18 @@ test('the download node and a build fetching the same base at once take turns: o
   // Slow enough that the second caller arrives while the first is still writing the partial.
   mirror.faults.slowDelayMs = 5;
   mirror.faults.slowChunkBytes = 64 * 1024;
-  const build = createTaskContext({ id: 'debian-13:build', root, logFile: join(root, 'logs', 'build.log'), signal: new AbortController().signal, hasher: await StatCache.open() });
+  const build = createTaskContext({
+    id: 'debian-13:build',
+    root,
+    logFile: join(root, 'logs', 'build.log'),
+    signal: new AbortController().signal,
+    hasher: await StatCache.open(),
+  });
   t.teardown(() => build.close());
-  const [downloaded, fetched] = await Promise.all([run(nodeFor(mirror), root), redownload(build, { url: mirror.urlOf(IMAGE), checksumsUrl: mirror.checksumsUrl, file: FILE })]);
+  const [downloaded, fetched] = await Promise.all([
+    run(nodeFor(mirror), root),
+    redownload(build, { url: mirror.urlOf(IMAGE), checksumsUrl: mirror.checksumsUrl, file: FILE }),
+  ]);
   t.truthy(downloaded);
   t.is(fetched, sha512(content));
   t.deepEqual(await readFile(join(root, FILE)), content);

@@ -53,14 +53,20 @@ test('a second run on the same tree waits for the first, says so, and does not i
   t.regex(b.stderr, /waiting for another pipeline in this tree to finish \(pid \d+/);
   t.notRegex(a.stderr, /waiting/);
 
-  const events = (await project.read('events.log')).trim().split('\n').map((line) => line.split(' '));
-  t.deepEqual(events.map(([what]) => what), ['start', 'end', 'start', 'end']);
+  const events = (await project.read('events.log'))
+    .trim()
+    .split('\n')
+    .map((line) => line.split(' '));
+  t.deepEqual(
+    events.map(([what]) => what),
+    ['start', 'end', 'start', 'end'],
+  );
   t.true(BigInt(events[2]![1]!) >= BigInt(events[1]![1]!), 'the second step started after the first finished');
   t.true(nodeOf(b.json, 'work').startedAt! >= nodeOf(a.json, 'work').finishedAt!);
   t.false(project.exists('.pipeline/lock'));
 });
 
-test('a run that waited for the lock finds the first run\'s work fresh and does not repeat it', async (t) => {
+test("a run that waited for the lock finds the first run's work fresh and does not repeat it", async (t) => {
   // The second process loads its config and stat cache while the first is still building:
   // what it plans with once it holds the lock must be what the first left.
   const project = await makeProject(t, { config: CONFIG });
@@ -210,6 +216,10 @@ test('processes racing to take over one dead lock: exactly one takes it over, no
     }
     t.is(lines.filter((line) => line.includes('took-over')).length, 1, `round ${round}: one takeover`);
     t.false(existsSync(lock));
-    t.deepEqual((await readdir(dir)).filter((name) => name.startsWith(`lock-${round}`)), [], 'no claim or temp file left');
+    t.deepEqual(
+      (await readdir(dir)).filter((name) => name.startsWith(`lock-${round}`)),
+      [],
+      'no claim or temp file left',
+    );
   }
 });

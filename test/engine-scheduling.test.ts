@@ -35,7 +35,8 @@ const INDEPENDENT = config([sleeper('a', 0.8), sleeper('b', 0.8), sleeper('c', 0
 
 /** A step that finishes only once all three have started: only a parallel run completes. */
 function rendezvous(name: string): string {
-  const wait = 'n=0; until [ -e started-a ] && [ -e started-b ] && [ -e started-c ]; do n=$((n+1)); [ $n -gt 1200 ] && { echo "the others never started"; exit 1; }; sleep 0.05; done';
+  const wait =
+    'n=0; until [ -e started-a ] && [ -e started-b ] && [ -e started-c ]; do n=$((n+1)); [ $n -gt 1200 ] && { echo "the others never started"; exit 1; }; sleep 0.05; done';
   return `${name}: { outputs: ['out/${name}.txt'], command: ['sh', '-c', 'touch started-${name}; ${wait}; mkdir -p out; echo ${name} > out/${name}.txt'] },`;
 }
 
@@ -74,7 +75,10 @@ test('nodes in a pool of size 1 never overlap, whatever --jobs says, while other
   t.is(vms.length, 3);
   t.deepEqual(overlappingPairs(vms), [], JSON.stringify(vms));
   const free = nodeOf(run.json, 'free');
-  t.true(vms.some((vm) => overlaps(vm, free)), 'a node outside the pool runs beside a pool member');
+  t.true(
+    vms.some((vm) => overlaps(vm, free)),
+    'a node outside the pool runs beside a pool member',
+  );
 });
 
 test('fail-fast: after a failure no new node starts, exit 1', async (t) => {
@@ -111,9 +115,7 @@ test('fail-fast: after a failure no new node starts, exit 1', async (t) => {
 
 test("a failure prints the failed node's log tail on stderr", async (t) => {
   const project = await makeProject(t, {
-    config: config([
-      `bad: { command: ['sh', '-c', 'for i in 1 2 3 4 5; do echo "progress step $i"; done; echo "fatal: disk on fire" >&2; exit 7'] },`,
-    ]),
+    config: config([`bad: { command: ['sh', '-c', 'for i in 1 2 3 4 5; do echo "progress step $i"; done; echo "fatal: disk on fire" >&2; exit 7'] },`]),
   });
   const run = await project.run(['bad']);
   t.is(run.code, 1);

@@ -66,7 +66,11 @@ test('SIGINT kills the running step and its children, records nothing for it, ex
   t.false(project.exists('out/slow.txt'));
   t.deepEqual(await readdir(project.path('out')), ['first.txt'], 'no temp file left in out/');
   const state = await project.files('.pipeline');
-  t.deepEqual(state.filter((file) => file.endsWith('.tmp')), [], state.join(', '));
+  t.deepEqual(
+    state.filter((file) => file.endsWith('.tmp')),
+    [],
+    state.join(', '),
+  );
   t.false(project.exists('.pipeline/lock'), 'the lock is released');
 
   // The next run starts where this one stopped.

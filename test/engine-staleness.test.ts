@@ -209,7 +209,10 @@ export default defineConfig({
   t.is(nodeOf(unset.json, 'deploy').reason, 'environment DEPLOY_TOKEN changed');
 
   const stateFiles = await project.files('.pipeline');
-  t.true(stateFiles.some((file) => file.startsWith('stamps/')), stateFiles.join(', '));
+  t.true(
+    stateFiles.some((file) => file.startsWith('stamps/')),
+    stateFiles.join(', '),
+  );
   for (const file of stateFiles) {
     const content = await readFile(project.path(`.pipeline/${file}`), 'utf8');
     t.false(content.includes(secret), `.pipeline/${file} holds the secret`);

@@ -15,8 +15,38 @@ const SEED = Number(process.env.EXEC_PROPERTY_SEED ?? Math.floor(Math.random() *
 test('every argument reaches the program byte for byte: quotes, spaces, newlines, $, globs, empty', async (t) => {
   t.log(`seed ${SEED} (replay: EXEC_PROPERTY_SEED=${SEED})`);
   // Any text but NUL, which no argument can hold; weighted towards what shells treat specially.
-  const special = fc.constantFrom("'", '"', '\\', '$', '`', '*', '?', '[', ']', '~', ' ', '\n', '\t', ';', '&', '|', '<', '>', '(', ')', '{', '}', '#', '!', '=', '%', '-');
-  const argument = fc.array(fc.oneof(special, fc.string({ unit: 'grapheme', minLength: 1, maxLength: 3 })), { maxLength: 12 }).map((parts) => parts.join('').replaceAll('\0', ''));
+  const special = fc.constantFrom(
+    "'",
+    '"',
+    '\\',
+    '$',
+    '`',
+    '*',
+    '?',
+    '[',
+    ']',
+    '~',
+    ' ',
+    '\n',
+    '\t',
+    ';',
+    '&',
+    '|',
+    '<',
+    '>',
+    '(',
+    ')',
+    '{',
+    '}',
+    '#',
+    '!',
+    '=',
+    '%',
+    '-',
+  );
+  const argument = fc
+    .array(fc.oneof(special, fc.string({ unit: 'grapheme', minLength: 1, maxLength: 3 })), { maxLength: 12 })
+    .map((parts) => parts.join('').replaceAll('\0', ''));
   await fc.assert(
     fc.asyncProperty(fc.array(argument, { minLength: 1, maxLength: 6 }), async (args) => {
       const result = await execFile('printf', ['%s\\0', ...args], neverAborted());

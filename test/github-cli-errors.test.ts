@@ -121,7 +121,13 @@ test('release remove --all removes the images and their index entries, and nothi
   t.deepEqual(dry.stdout.trim().split('\n').sort(), ['would delete debian-12.qcow2', 'would delete debian-12.qcow2.sha256', 'would delete pve-9.qcow2.partaa']);
   const real = await project.run(['release', 'remove', '--all'], { env: envFor(server) });
   t.is(real.code, 0, real.stderr);
-  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), ['images.json', 'unrelated-000.txt']);
+  t.deepEqual(
+    server
+      .assets('latest')
+      .map((asset) => asset.name)
+      .sort(),
+    ['images.json', 'unrelated-000.txt'],
+  );
 });
 
 test('images download --publish creates the publish directory when its parent exists, and says what to do when not', async (t) => {
@@ -169,7 +175,11 @@ test('Ctrl-C during images download reports cancelled, not failed, and exits 130
     t.true(interrupted);
     t.is(result.code, 130, result.stderr);
     t.notRegex(result.stderr + result.stdout, /failed/);
-    if (json) t.deepEqual((JSON.parse(result.stdout) as { images: Array<{ status: string }> }).images.map((image) => image.status), ['cancelled']);
+    if (json)
+      t.deepEqual(
+        (JSON.parse(result.stdout) as { images: Array<{ status: string }> }).images.map((image) => image.status),
+        ['cancelled'],
+      );
     else t.regex(result.stderr, /debian-12: cancelled/);
     t.false(existsSync(`${dir}/debian-12.qcow2`), 'nothing half-made is taken for the image');
   }

@@ -19,7 +19,12 @@ test('token comes from GITHUB_TOKEN, then GH_TOKEN, then gh auth token', async (
   t.is(await resolveToken({ GITHUB_TOKEN: 'a', GH_TOKEN: 'b' }, gh), 'a');
   t.is(await resolveToken({ GH_TOKEN: 'b' }, gh), 'b');
   t.is(await resolveToken({}, gh), 'from-gh');
-  await throwsFailure(t, resolveToken({}, async () => undefined), 'setup', /GITHUB_TOKEN or GH_TOKEN.*gh auth login/);
+  await throwsFailure(
+    t,
+    resolveToken({}, async () => undefined),
+    'setup',
+    /GITHUB_TOKEN or GH_TOKEN.*gh auth login/,
+  );
 });
 
 test('repository and API URL: config, overridden by the environment', (t) => {
@@ -129,14 +134,13 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
   };
   await node.run(context);
-  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), [
-    'debian-12.qcow2.json',
-    'debian-12.qcow2.partaa',
-    'debian-12.qcow2.partab',
-    'debian-12.qcow2.partac',
-    'debian-12.qcow2.sha256',
-    'images.json',
-  ]);
+  t.deepEqual(
+    server
+      .assets('latest')
+      .map((asset) => asset.name)
+      .sort(),
+    ['debian-12.qcow2.json', 'debian-12.qcow2.partaa', 'debian-12.qcow2.partab', 'debian-12.qcow2.partac', 'debian-12.qcow2.sha256', 'images.json'],
+  );
   const total = progress.at(-1)![1]!;
   t.true(total > 5000);
   t.is(progress.at(-1)![0], total);
@@ -173,7 +177,10 @@ test('the token never appears in output, errors or JSON', async (t) => {
   const wrong = releaseCommand(fixture.catalog, { store: { ...client, env: { GITHUB_TOKEN: 'ghp_secretwrong' } } });
   await wrong.run({ values: {}, positionals: ['check'] }, io(false)).catch((error: Error) => captured.push(error.message));
   t.true(captured.length > 4);
-  t.true(captured.some((line) => /forbidden for token \*\*\*/.test(line)), captured.join('\n'));
+  t.true(
+    captured.some((line) => /forbidden for token \*\*\*/.test(line)),
+    captured.join('\n'),
+  );
   t.true(captured.some((line) => /401/.test(line)));
   for (const line of captured) {
     t.false(line.includes(server.token), line);

@@ -66,7 +66,9 @@ async function setup(t: import('ava').ExecutionContext) {
       // qcow2 images are sparse and tiny; write random data so pve-9 exceeds the split limit.
       execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 600k', path], { stdio: 'ignore' });
     }
-    const digest = createHash('sha256').update(await readFile(path)).digest('hex');
+    const digest = createHash('sha256')
+      .update(await readFile(path))
+      .digest('hex');
     await writeFile(`${path}.sha256`, `${digest}  ${name}.qcow2\n`);
   }
   const env = { GITHUB_TOKEN: server.token };
@@ -142,7 +144,10 @@ test('release remove deletes one image (parts and checksum) and its manifest ent
 
   const real = await run(release, ['remove', 'pve-9']);
   t.is(real.code, 0);
-  const left = server.assets('latest').map((asset) => asset.name).sort();
+  const left = server
+    .assets('latest')
+    .map((asset) => asset.name)
+    .sort();
   t.deepEqual(left, [
     'debian-12.qcow2',
     'debian-12.qcow2.json',
@@ -172,7 +177,13 @@ test('release remove deletes one image (parts and checksum) and its manifest ent
   ]);
   t.is(server.assets('latest').length, 10);
   t.is((await run(release, ['remove'], { all: true })).code, 0);
-  t.deepEqual(server.assets('latest').map((asset) => asset.name).sort(), ['images.json', 'unrelated-000.txt']);
+  t.deepEqual(
+    server
+      .assets('latest')
+      .map((asset) => asset.name)
+      .sort(),
+    ['images.json', 'unrelated-000.txt'],
+  );
   t.deepEqual(JSON.parse((await server.assetBytes('latest', 'images.json')).toString()).images, {});
 
   await throwsFailure(t, run(release, ['remove']), 'usage');
@@ -210,8 +221,17 @@ test('images list shows sizes and multipart images', async (t) => {
   t.regex(result.out[2]!, /^pve-9 .*\(multipart: 3 parts\)$/);
   t.notRegex(result.out[0]!, /multipart/);
   const json = JSON.parse((await run(images, ['list'], {}, true)).out[0]!);
-  t.deepEqual(json.images.map((image: { name: string }) => image.name), ['debian-12', 'debian-13', 'pve-9']);
-  t.is(json.images[2].size, server.assets('latest').filter((a) => a.name.startsWith('pve-9.qcow2.part')).reduce((s, a) => s + a.size, 0));
+  t.deepEqual(
+    json.images.map((image: { name: string }) => image.name),
+    ['debian-12', 'debian-13', 'pve-9'],
+  );
+  t.is(
+    json.images[2].size,
+    server
+      .assets('latest')
+      .filter((a) => a.name.startsWith('pve-9.qcow2.part'))
+      .reduce((s, a) => s + a.size, 0),
+  );
 });
 
 test('images download reassembles parts, verifies and publishes with qemu-img', async (t) => {
@@ -260,7 +280,10 @@ test('downloads resume after a reset and a truncated body', async (t) => {
   const result = await run(images, ['download', 'pve-9'], { dir });
   t.is(result.code, 0, result.err.join('\n'));
   t.is(server.pendingFaults, 0);
-  t.true(server.requests.some((request) => request.path.startsWith('/storage/') && request.range !== undefined), 'resumed with a Range request');
+  t.true(
+    server.requests.some((request) => request.path.startsWith('/storage/') && request.range !== undefined),
+    'resumed with a Range request',
+  );
   t.deepEqual(await readFile(join(dir, 'pve-9.qcow2')), await readFile(fixture.catalog.imagePath('pve-9')));
   // Storage redirects never see the token.
   t.true(server.requests.filter((request) => request.path.startsWith('/storage/')).every((request) => request.authorization === undefined));
@@ -307,7 +330,10 @@ test('missing parts, missing checksums and unsafe asset names are clear errors',
   result = await run(images, ['download', 'all'], { dir });
   t.is(result.code, 1);
   t.regex(result.out.join('\n'), /debian-12: downloaded/);
-  t.deepEqual((await readdir(dir)).filter((name) => !name.startsWith('.')), ['debian-12.qcow2']);
+  t.deepEqual(
+    (await readdir(dir)).filter((name) => !name.startsWith('.')),
+    ['debian-12.qcow2'],
+  );
   t.false(existsSync(join(fixture.root, 'x.qcow2')));
   void release;
 });

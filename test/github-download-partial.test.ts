@@ -27,11 +27,10 @@ async function serve(t: ExecutionContext) {
   for (const [index, suffix] of PARTS.entries()) await server.putAsset('latest', `img.qcow2.part${suffix}`, image.subarray(index * PART, (index + 1) * PART));
   const sha256 = createHash('sha256').update(image).digest('hex');
   await server.putAsset('latest', 'img.qcow2.sha256', Buffer.from(`${sha256}  img.qcow2\n`));
-  const store = await openImageStore(
-    { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' },
-    'latest',
-    { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 1, transferAttempts: 2 } },
-  );
+  const store = await openImageStore({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, 'latest', {
+    env: { GITHUB_TOKEN: server.token },
+    github: { retryBaseMs: 1, transferAttempts: 2 },
+  });
   return { server, store, image, sha256 };
 }
 
@@ -83,7 +82,12 @@ test('bytes that do not match the SHA-256 leave neither the .partial nor its rec
   const { server, store } = await serve(t);
   const dir = await tempDir(t);
   server.arm({ kind: 'corrupt', path: 'img.qcow2.partac' });
-  await throwsFailure(t, getImage(store, 'img', { path: join(dir, 'img.qcow2'), overwrite: false, signal: neverAborted() }), 'integrity', /checksum mismatch for img/);
+  await throwsFailure(
+    t,
+    getImage(store, 'img', { path: join(dir, 'img.qcow2'), overwrite: false, signal: neverAborted() }),
+    'integrity',
+    /checksum mismatch for img/,
+  );
   t.deepEqual(await readdir(dir), []);
 });
 

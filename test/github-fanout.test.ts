@@ -62,7 +62,13 @@ async function versionsOf(pairs: ReadonlyArray<[string, Tree]>): Promise<Map<str
   return versions;
 }
 
-async function runRounds(t: import('ava').ExecutionContext, label: string, rounds: readonly number[], scenario: Scenario, options: RoundOptions): Promise<void> {
+async function runRounds(
+  t: import('ava').ExecutionContext,
+  label: string,
+  rounds: readonly number[],
+  scenario: Scenario,
+  options: RoundOptions,
+): Promise<void> {
   const walls: number[] = [];
   const winners = new Map<string, number>();
   for (const round of rounds) {
@@ -98,7 +104,11 @@ async function runRounds(t: import('ava').ExecutionContext, label: string, round
       });
       const problems = await releaseProblems(server, 'latest', scenario.versions);
       t.deepEqual(problems, [], where);
-      if (options.releaseExists) t.true(server.assets('latest').some((asset) => asset.name === 'unrelated-notes.txt'), `${where}: the unrelated asset survived`);
+      if (options.releaseExists)
+        t.true(
+          server.assets('latest').some((asset) => asset.name === 'unrelated-notes.txt'),
+          `${where}: the unrelated asset survived`,
+        );
       const record = JSON.parse((await server.assetBytes('latest', 'debian-12.qcow2.json')).toString()) as { image: { sha256: string } };
       winners.set(record.image.sha256, (winners.get(record.image.sha256) ?? 0) + 1);
     } finally {
@@ -106,7 +116,9 @@ async function runRounds(t: import('ava').ExecutionContext, label: string, round
     }
   }
   const sorted = [...walls].sort((x, y) => x - y);
-  t.log(`${label}: rounds ${rounds[0]}-${rounds.at(-1)}, wall per round median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted.at(-1)} ms; debian-12 versions that ended on the release: ${[...winners.values()].join(' / ')}`);
+  t.log(
+    `${label}: rounds ${rounds[0]}-${rounds.at(-1)}, wall per round median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted.at(-1)} ms; debian-12 versions that ended on the release: ${[...winners.values()].join(' / ')}`,
+  );
 }
 
 /** Rounds in batches, one test each: a batch stays well inside ava's timeout on a busy machine. */
@@ -148,4 +160,6 @@ declare('three runners upload three images at once to a release that does not ex
 declare('three runners upload three images at once to a release that exists, at times with a garbage images.json', 'existing', OTHER_ROUNDS, threeImages, {
   releaseExists: true,
 });
-declare('two runners upload the same image (built to different bytes) while a third uploads another', 'same', OTHER_ROUNDS, sameImageTwice, { releaseExists: false });
+declare('two runners upload the same image (built to different bytes) while a third uploads another', 'same', OTHER_ROUNDS, sameImageTwice, {
+  releaseExists: false,
+});

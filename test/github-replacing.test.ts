@@ -18,13 +18,19 @@ import { neverAborted } from './support/signals.ts';
 
 async function setup(t: import('ava').ExecutionContext) {
   const server = await GitHubServer.start();
-  const fixture = await createImageFixture([{ name: 'pve-9', size: 10_000 }, { name: 'debian-12', size: 3000 }], {
-    repo: `${server.owner}/${server.repo}`,
-    apiUrl: server.url,
-    tag: 'latest',
-    maxAssetSize: 4096,
-    partSize: 3500,
-  });
+  const fixture = await createImageFixture(
+    [
+      { name: 'pve-9', size: 10_000 },
+      { name: 'debian-12', size: 3000 },
+    ],
+    {
+      repo: `${server.owner}/${server.repo}`,
+      apiUrl: server.url,
+      tag: 'latest',
+      maxAssetSize: 4096,
+      partSize: 3500,
+    },
+  );
   t.teardown(async () => {
     await server.close();
     await fixture.cleanup();
@@ -32,7 +38,8 @@ async function setup(t: import('ava').ExecutionContext) {
   const options: StoreOptions = { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   const logs: string[] = [];
-  const put = async (name: string) => store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: (line) => logs.push(line) });
+  const put = async (name: string) =>
+    store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: (line) => logs.push(line) });
   return { server, fixture, options, store, put, logs };
 }
 
@@ -77,7 +84,10 @@ test('a download in the middle of a swap reads a complete copy (by id, under the
   const replacing = put('pve-9');
   await pausedAt;
   const names = server.assets('latest').map((asset) => asset.name);
-  t.false(['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac'].every((name) => names.includes(name)), 'mid-swap, the final names miss a part');
+  t.false(
+    ['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac'].every((name) => names.includes(name)),
+    'mid-swap, the final names miss a part',
+  );
 
   const reader = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
   const got = await getImage(reader, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: neverAborted() });
@@ -107,10 +117,19 @@ test('bytes that vanish under a download (replaced meanwhile) are looked up agai
   };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   const logs: string[] = [];
-  const got = await getImage(store, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: neverAborted(), log: (line) => logs.push(line), replacingWaitsMs: [10, 10] });
+  const got = await getImage(store, 'pve-9', {
+    path: join(fixture.root, 'read', 'pve-9.qcow2'),
+    overwrite: true,
+    signal: neverAborted(),
+    log: (line) => logs.push(line),
+    replacingWaitsMs: [10, 10],
+  });
   server.hook = undefined;
   t.true((await readFile(got.path)).equals(fresh));
-  t.true(logs.some((line) => /pve-9: being replaced on release latest/.test(line)), logs.join('\n'));
+  t.true(
+    logs.some((line) => /pve-9: being replaced on release latest/.test(line)),
+    logs.join('\n'),
+  );
 });
 
 test('with no complete copy and an upload underway, images download says "being replaced", not "missing part"', async (t) => {
@@ -132,7 +151,17 @@ test('with no complete copy and an upload underway, images download says "being 
   t.notRegex(last, /^pve-9: .*missing part/);
   t.true(Date.now() - started >= 3000, 'it waited and looked again before giving up');
   t.true(errors.filter((line) => /being replaced .*looking again/.test(line)).length >= 3);
-  await throwsFailure(t, getImage(await openImageStore(fixture.catalog.release, 'latest', options), 'pve-9', { path: join(fixture.root, 'x.qcow2'), overwrite: true, signal: neverAborted(), replacingWaitsMs: [] }), 'network', /being replaced/);
+  await throwsFailure(
+    t,
+    getImage(await openImageStore(fixture.catalog.release, 'latest', options), 'pve-9', {
+      path: join(fixture.root, 'x.qcow2'),
+      overwrite: true,
+      signal: neverAborted(),
+      replacingWaitsMs: [],
+    }),
+    'network',
+    /being replaced/,
+  );
 });
 
 test('a garbage images.json is rebuilt from the records with a note; release check reads the records meanwhile', async (t) => {

@@ -142,7 +142,10 @@ function* put(release: Release, version: Version, run: string, over: (run: strin
 const versionArb = fc.record({ label: fc.constantFrom('a', 'b', 'c', 'd'), pieces: fc.integer({ min: 1, max: 3 }) });
 const scenarioArb = fc.record({
   initial: fc.option(versionArb, { nil: undefined }),
-  writers: fc.array(fc.record({ version: versionArb, killAfter: fc.option(fc.integer({ min: 0, max: 40 }), { nil: undefined }) }), { minLength: 1, maxLength: 3 }),
+  writers: fc.array(fc.record({ version: versionArb, killAfter: fc.option(fc.integer({ min: 0, max: 40 }), { nil: undefined }) }), {
+    minLength: 1,
+    maxLength: 3,
+  }),
   schedule: fc.array(fc.nat(), { maxLength: 300 }),
 });
 
@@ -177,7 +180,12 @@ function check(seed: number, numRuns: number): void {
       const live = writers.map((writer, index) => {
         const run = `w${index}`;
         running.add(run);
-        return { run, steps: put(release, { ...writer.version, label: `${writer.version.label}${index}` }, run, over, commits), left: writer.killAfter, done: false };
+        return {
+          run,
+          steps: put(release, { ...writer.version, label: `${writer.version.label}${index}` }, run, over, commits),
+          left: writer.killAfter,
+          done: false,
+        };
       });
       let turn = 0;
       while (live.some((writer) => !writer.done)) {
@@ -193,7 +201,13 @@ function check(seed: number, numRuns: number): void {
           writer.done = true;
           running.delete(writer.run);
         }
-        if (everReadable && !readable()) throw new Error(`no complete copy readable after request ${release.requests}: ${release.list().map((asset) => asset.name).join(', ')}`);
+        if (everReadable && !readable())
+          throw new Error(
+            `no complete copy readable after request ${release.requests}: ${release
+              .list()
+              .map((asset) => asset.name)
+              .join(', ')}`,
+          );
         everReadable ||= readable();
       }
       // The next upload, from another machine, settles whatever is left.
@@ -215,7 +229,8 @@ function check(seed: number, numRuns: number): void {
       const wanted = [...pieceNames(version), checksumAssetName(IMAGE), recordAssetName(IMAGE)].sort();
       if (JSON.stringify(names) !== JSON.stringify(wanted)) throw new Error(`left ${names.join(', ')}, wanted ${wanted.join(', ')}`);
       for (const asset of assets) {
-        if (asset.name !== recordAssetName(IMAGE) && asset.content !== `${version.label}:${asset.name}`) throw new Error(`${asset.name} holds ${asset.content}, not version ${version.label}`);
+        if (asset.name !== recordAssetName(IMAGE) && asset.content !== `${version.label}:${asset.name}`)
+          throw new Error(`${asset.name} holds ${asset.content}, not version ${version.label}`);
       }
       if (layout.current.asset.id !== newest) throw new Error(`commit ${layout.current.asset.id} is in place, not the newest (${newest})`);
     }),

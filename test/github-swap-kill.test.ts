@@ -44,7 +44,10 @@ function prepare(): Promise<Setup> {
     const oldTree = await trees.copy(built, 'old');
     await trees.rebuildDifferently(oldTree, IMAGE);
     const lanes = await Promise.all(
-      Array.from({ length: LANES }, async (_, lane) => ({ killed: await trees.copy(built, `killed-${lane}`), rerun: await trees.copy(built, `rerun-${lane}`) })),
+      Array.from({ length: LANES }, async (_, lane) => ({
+        killed: await trees.copy(built, `killed-${lane}`),
+        rerun: await trees.copy(built, `rerun-${lane}`),
+      })),
     );
     const path = (tree: Tree) => tree.path(`images/${IMAGE}/${IMAGE}.qcow2`);
     return { lanes, oldTree, before: await imageVersion(IMAGE, path(oldTree)), after: await imageVersion(IMAGE, path(built)) };
@@ -79,7 +82,9 @@ function assetDigests(version: ImageVersion, whole: boolean): Map<string, string
 
 /** Whether the assets under final names form a complete copy of one of the versions. */
 function completeByName(assets: readonly AssetRecord[], versions: ReadonlyArray<Map<string, string>>): boolean {
-  return versions.some((digests) => [...digests].every(([name, digest]) => assets.some((asset) => asset.name === name && asset.state === 'uploaded' && asset.digest === digest)));
+  return versions.some((digests) =>
+    [...digests].every(([name, digest]) => assets.some((asset) => asset.name === name && asset.state === 'uploaded' && asset.digest === digest)),
+  );
 }
 
 function isMutation(method: string): boolean {
@@ -198,7 +203,9 @@ async function killTrials(t: import('ava').ExecutionContext, layout: Layout, swe
   };
   await Promise.all(lanes.map(lane));
   t.is(tried.length, trials.length);
-  t.log(`${layout}: ${tried.length} kills (mutations ${trials.map((trial) => trial.position + 1).join(', ')}), each followed by a re-run from another copy of the tree: all converged`);
+  t.log(
+    `${layout}: ${tried.length} kills (mutations ${trials.map((trial) => trial.position + 1).join(', ')}), each followed by a re-run from another copy of the tree: all converged`,
+  );
 }
 
 type Layout = 'same parts' | 'whole to parts';
@@ -209,14 +216,21 @@ function declareSweep(layout: Layout): void {
   const once = () => (sweep ??= reference(layout));
   test.serial(`${layout}: an uninterrupted replacement leaves the final names without a complete copy for a few requests only`, async (t) => {
     const { window, mutations } = await once();
-    t.log(`${layout}: ${mutations.length} mutating requests; the final names held no complete copy for at most ${window.mutations} mutations (${window.requests} requests), ${window.ms.toFixed(1)} ms`);
+    t.log(
+      `${layout}: ${mutations.length} mutating requests; the final names held no complete copy for at most ${window.mutations} mutations (${window.requests} requests), ${window.ms.toFixed(1)} ms`,
+    );
     t.true(window.mutations <= 8, 'one delete and one rename per piece and checksum, in parallel');
   });
   const chunks = FULL ? 12 : 5;
   for (let chunk = 0; chunk < chunks; chunk++) {
     test.serial(`${layout}: killed at each request of the replacement, then re-run from another tree (part ${chunk + 1} of ${chunks})`, async (t) => {
       const found = await once();
-      await killTrials(t, layout, found, found.trials.filter((_, index) => index % chunks === chunk));
+      await killTrials(
+        t,
+        layout,
+        found,
+        found.trials.filter((_, index) => index % chunks === chunk),
+      );
     });
   }
 }

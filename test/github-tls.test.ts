@@ -47,8 +47,14 @@ test('images download over TLS: parts in parallel, a reset resumed, the bytes ve
   t.true((await readFile(`${dir}/debian-12.qcow2`)).equals(bytes), 'the image, byte for byte');
   t.is(server.pendingFaults, 0, 'the reset happened');
   const storage = server.requests.filter((request) => request.path.startsWith('/storage/'));
-  t.true(storage.some((request) => request.range !== undefined), 'the reset part resumed with a Range request');
-  t.true(storage.every((request) => request.authorization === undefined), 'storage never sees the token');
+  t.true(
+    storage.some((request) => request.range !== undefined),
+    'the reset part resumed with a Range request',
+  );
+  t.true(
+    storage.every((request) => request.authorization === undefined),
+    'storage never sees the token',
+  );
   t.true(proxy.requests >= server.requests.length, 'every request came over TLS');
   t.false(result.stdout.includes(server.token) || result.stderr.includes(server.token));
 });
@@ -76,8 +82,11 @@ test('a TLS body reaches a sink that holds every chunk for a while: every byte, 
     console.log(JSON.stringify({ status: result.status, received: result.received, complete: result.complete, sha256: hash.digest('hex') }));
   `;
   const output = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, URL: `${proxy.url}/body`, NODE_EXTRA_CA_CERTS: proxy.caFile } }, (error, stdout, stderr) =>
-      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout),
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, URL: `${proxy.url}/body`, NODE_EXTRA_CA_CERTS: proxy.caFile } },
+      (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout)),
     ),
   );
   t.deepEqual(JSON.parse(output), { status: 200, received: body.length, complete: true, sha256: createHash('sha256').update(body).digest('hex') });

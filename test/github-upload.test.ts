@@ -64,7 +64,9 @@ function assertNoDowntime(t: import('ava').ExecutionContext, events: readonly Mu
 
 async function sha256Of(catalog: ImageCatalog, name: string): Promise<string> {
   const { readFile } = await import('node:fs/promises');
-  return createHash('sha256').update(await readFile(catalog.imagePath(name))).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(catalog.imagePath(name)))
+    .digest('hex');
 }
 
 test('uploads whole images and parts, creates the release, writes images.json; a second run uploads nothing', async (t) => {
@@ -92,12 +94,12 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   ]);
   t.true(server.assets('latest').every((asset) => asset.state === 'uploaded'));
   const parts = await Promise.all(['partaa', 'partab', 'partac'].map((suffix) => server.assetBytes('latest', `pve-9.qcow2.${suffix}`)));
-  t.deepEqual(parts.map((part) => part.length), [3500, 3500, 3000]);
-  t.is(createHash('sha256').update(Buffer.concat(parts)).digest('hex'), await sha256Of(fixture.catalog, 'pve-9'));
-  t.is(
-    (await server.assetBytes('latest', 'debian-12.qcow2.sha256')).toString(),
-    `${await sha256Of(fixture.catalog, 'debian-12')}  debian-12.qcow2\n`,
+  t.deepEqual(
+    parts.map((part) => part.length),
+    [3500, 3500, 3000],
   );
+  t.is(createHash('sha256').update(Buffer.concat(parts)).digest('hex'), await sha256Of(fixture.catalog, 'pve-9'));
+  t.is((await server.assetBytes('latest', 'debian-12.qcow2.sha256')).toString(), `${await sha256Of(fixture.catalog, 'debian-12')}  debian-12.qcow2\n`);
 
   const manifest = JSON.parse((await server.assetBytes('latest', 'images.json')).toString());
   t.is(manifest.schemaVersion, 1);
@@ -139,9 +141,18 @@ test('a changed image is re-uploaded alone, its stale parts removed, with no dow
   await fixture.writeImage('pve-9', 6000);
   const results = [];
   for (const name of fixture.catalog.names) results.push({ name, ...(await upload(name)) });
-  t.deepEqual(results.filter((result) => result.uploaded).map((result) => result.name), ['pve-9']);
-  const uploads = server.events.slice(firstChange).filter((event) => event.kind === 'upload').map((event) => event.target);
-  t.true(uploads.every((target) => target.startsWith('pve-9.qcow2') || target.startsWith('images.json')), uploads.join(', '));
+  t.deepEqual(
+    results.filter((result) => result.uploaded).map((result) => result.name),
+    ['pve-9'],
+  );
+  const uploads = server.events
+    .slice(firstChange)
+    .filter((event) => event.kind === 'upload')
+    .map((event) => event.target);
+  t.true(
+    uploads.every((target) => target.startsWith('pve-9.qcow2') || target.startsWith('images.json')),
+    uploads.join(', '),
+  );
 
   t.deepEqual(
     names(server.assets('latest')).filter((name) => name.startsWith('pve-9')),
@@ -177,7 +188,14 @@ test('a 502 that leaves a half-made asset is retried after deleting it', async (
   server.arm({ kind: 'status', method: 'POST', path: 'pve-9.qcow2.partab', status: 502, leaveHalfMade: true, body: { message: 'Error uploading asset' } });
   await upload('pve-9');
   t.is(server.pendingFaults, 0);
-  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256']);
+  t.deepEqual(names(server.assets('latest')), [
+    'images.json',
+    'pve-9.qcow2.json',
+    'pve-9.qcow2.partaa',
+    'pve-9.qcow2.partab',
+    'pve-9.qcow2.partac',
+    'pve-9.qcow2.sha256',
+  ]);
   t.true(server.assets('latest').every((asset) => asset.state === 'uploaded'));
 });
 
@@ -204,7 +222,11 @@ test('an interrupted upload leaves the old image in place, and a re-run converge
   }
   await t.throwsAsync(upload('pve-9'), { message: /502/ });
   const afterFailure = server.assets('latest');
-  for (const name of oldParts) t.true(afterFailure.some((asset) => asset.name === name && asset.state === 'uploaded'), `${name} still there`);
+  for (const name of oldParts)
+    t.true(
+      afterFailure.some((asset) => asset.name === name && asset.state === 'uploaded'),
+      `${name} still there`,
+    );
   t.true(complete('pve-9', afterFailure));
 
   await upload('pve-9');
@@ -219,7 +241,9 @@ test('asset lists are paginated', async (t) => {
   t.teardown(() => server.close());
   const release = server.createRelease('latest');
   for (let i = 0; i < 150; i++) await server.putAsset('latest', `file-${i}.bin`, Buffer.from([i]));
-  const api = new ReleaseApi(await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }));
+  const api = new ReleaseApi(
+    await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }),
+  );
   const assets = await api.listAssets(release.id);
   t.is(assets.length, 150);
   t.true(server.requests.filter((request) => request.path.includes('/assets')).every((request) => request.path.includes('per_page=100')));
@@ -235,12 +259,17 @@ test('asset roles tell images apart', (t) => {
   t.is(imageAssetRole('debian-12', 'debian-12.qcow2.json.uploading-0a1b2c3d-1f-00aa11')?.run, '0a1b2c3d-1f-00aa11');
   t.is(imageAssetRole('debian-12', 'debian-12.1.qcow2'), undefined);
   t.is(imageAssetRole('debian', 'debian-12.qcow2'), undefined);
-  t.is(imageAssetRole('images', 'images.json'), undefined, 'the index is nobody\'s record');
+  t.is(imageAssetRole('images', 'images.json'), undefined, "the index is nobody's record");
 });
 
 test('a listing that skips the commit (a page boundary moved under another writer) does not leave the swap unfinished', async (t) => {
   const server = await GitHubServer.start({ maxPerPage: 4 });
-  const fixture = await createImageFixture([{ name: 'debian-12', size: 1000 }], { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest', ...limits });
+  const fixture = await createImageFixture([{ name: 'debian-12', size: 1000 }], {
+    repo: `${server.owner}/${server.repo}`,
+    apiUrl: server.url,
+    tag: 'latest',
+    ...limits,
+  });
   t.teardown(async () => (await server.close(), await fixture.cleanup()));
   server.createRelease('latest');
   await server.putAsset('latest', 'notes-1.txt', Buffer.from('1'));

@@ -45,7 +45,10 @@ test('digests match sha256sum and one-shot xxh64 at sizes around the read slots'
     t.is(digest.xxh, want.xxh, `xxh64 of ${size} bytes`);
     t.is(hasher.bytesHashed, size);
     if (size > 0) t.deepEqual(progress.at(-1), [size, size]);
-    t.true(progress.every(([done], i) => i === 0 || done >= progress[i - 1]![0]), 'progress never goes backwards');
+    t.true(
+      progress.every(([done], i) => i === 0 || done >= progress[i - 1]![0]),
+      'progress never goes backwards',
+    );
     // xxh64 alone (no SHA-256 thread) gives the same xxh64, and so does the bytes hasher
     // (config-cache.ts keys a compilation by either, as the file was found).
     t.is((await (await StatCache.open()).hash(path)).xxh, want.xxh);
@@ -82,7 +85,10 @@ test('files hashed at the same time each get their own digests', async (t) => {
 });
 
 /** A temp dir with a stat-cache path (no file yet) and a 1,000-byte file of random bytes per name. */
-async function cacheDirWith<Names extends string[]>(t: ExecutionContext, ...names: Names): Promise<{ dir: string; cacheFile: string; files: { [K in keyof Names]: string } }> {
+async function cacheDirWith<Names extends string[]>(
+  t: ExecutionContext,
+  ...names: Names
+): Promise<{ dir: string; cacheFile: string; files: { [K in keyof Names]: string } }> {
   const dir = await tempDir(t);
   const files = names.map((name) => join(dir, name)) as { [K in keyof Names]: string };
   for (const file of files) await writeFile(file, randomBytes(1000));
@@ -90,7 +96,11 @@ async function cacheDirWith<Names extends string[]>(t: ExecutionContext, ...name
 }
 
 test('records no run found current for KEEP_UNSEEN_DAYS are dropped at the next save; those found are dated today', async (t) => {
-  const { dir, cacheFile, files: [used, unused] } = await cacheDirWith(t, 'used', 'unused');
+  const {
+    dir,
+    cacheFile,
+    files: [used, unused],
+  } = await cacheDirWith(t, 'used', 'unused');
   const dayBefore = Math.floor(Date.now() / 86_400_000);
   const first = await StatCache.open(cacheFile);
   await first.hash(used);
@@ -135,7 +145,10 @@ test('records no run found current for KEEP_UNSEEN_DAYS are dropped at the next 
 });
 
 test('a save keeps the records another process saved since this one opened the cache', async (t) => {
-  const { cacheFile, files: [mine, theirs] } = await cacheDirWith(t, 'mine', 'theirs');
+  const {
+    cacheFile,
+    files: [mine, theirs],
+  } = await cacheDirWith(t, 'mine', 'theirs');
   // Both open the cache before either saves, as a run that waited for the tree lock did.
   const waited = await StatCache.open(cacheFile);
   const other = await StatCache.open(cacheFile);

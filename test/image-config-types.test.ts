@@ -19,7 +19,10 @@ test('tsc rejects an undeclared base and an undeclared dependency, and accepts a
   t.not(result.code, 0);
   const errors = result.stdout.split('\n').filter((line) => line.includes('error TS'));
   t.is(errors.length, 2, result.stdout);
-  t.true(errors.every((line) => line.includes('bad-refs.ts')), 'the good config compiles');
+  t.true(
+    errors.every((line) => line.includes('bad-refs.ts')),
+    'the good config compiles',
+  );
   t.regex(result.stdout, /"trixe"/);
   t.regex(result.stdout, /"pve-9:publsh".*Did you mean '"pve-9:publish"'/);
 });

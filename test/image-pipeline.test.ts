@@ -24,7 +24,9 @@ test('the full chain builds, checksums and publishes every image; a second run d
   t.is(first.json!.nodes.filter((node) => node.id.endsWith(':download')).length, 2);
 
   for (const image of IMAGES) {
-    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', project.path(`images/${image}/${image}.qcow2`)], { encoding: 'utf8' })) as { format: string };
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', project.path(`images/${image}/${image}.qcow2`)], { encoding: 'utf8' })) as {
+      format: string;
+    };
     t.is(info.format, 'qcow2');
     t.regex(await project.read(`images/${image}/image-version.txt`), /^DEBIAN_VERSION=\d+\.\d+$/m);
     const check = execFileSync('sha256sum', ['-c', `${image}.qcow2.sha256`], { cwd: project.path(`images/${image}`), encoding: 'utf8' });
@@ -81,7 +83,10 @@ test('upstream base changed: the download and the images built on it rebuild, ot
 
   const run = await project.run(['all', '--json']);
   t.is(run.code, 0, run.stderr);
-  t.deepEqual(idsWith(run.json, 'ran').filter((id) => !id.endsWith(':checksum')), ['debian-13:build', 'pve-9:build', 'trixie:download']);
+  t.deepEqual(
+    idsWith(run.json, 'ran').filter((id) => !id.endsWith(':checksum')),
+    ['debian-13:build', 'pve-9:build', 'trixie:download'],
+  );
   t.is(nodeOf(run.json, 'debian-12:build').status, 'fresh');
 });
 
@@ -101,13 +106,19 @@ for (const { file, stale } of specFiles) {
     const dry = await project.run(['all', '--dry-run', '--json']);
     t.is(dry.code, 0, dry.stderr);
     t.deepEqual(
-      dry.json!.nodes.filter((node) => node.id.endsWith(':build') && node.status === 'stale').map((node) => node.id).sort(),
+      dry
+        .json!.nodes.filter((node) => node.id.endsWith(':build') && node.status === 'stale')
+        .map((node) => node.id)
+        .sort(),
       [...stale].sort(),
     );
     for (const id of stale) t.is(nodeOf(dry.json, id).reason, `input ${file} changed`);
     const run = await project.run(['all', '--json']);
     t.is(run.code, 0, run.stderr);
-    t.deepEqual(idsWith(run.json, 'ran').filter((id) => id.endsWith(':build')), [...stale].sort());
+    t.deepEqual(
+      idsWith(run.json, 'ran').filter((id) => id.endsWith(':build')),
+      [...stale].sort(),
+    );
   });
 }
 
@@ -131,7 +142,10 @@ test('a deleted or corrupt .cache-key makes only that image stale', async (t) =>
   t.is(nodeOf(dry.json, 'pve-9:build').reason, 'images/pve-9/.cache-key corrupt');
   t.is(nodeOf(dry.json, 'debian-12:build').status, 'fresh');
   const run = await project.run(['all', '--json']);
-  t.deepEqual(idsWith(run.json, 'ran').filter((id) => id.endsWith(':build')), ['debian-13:build', 'pve-9:build']);
+  t.deepEqual(
+    idsWith(run.json, 'ran').filter((id) => id.endsWith(':build')),
+    ['debian-13:build', 'pve-9:build'],
+  );
 });
 
 test('a failing packer build keeps the previous image and key byte-identical and prints the log tail', async (t) => {
@@ -147,7 +161,10 @@ test('a failing packer build keeps the previous image and key byte-identical and
   t.regex(run.stderr, /logs\/debian-12\.\d{8}-\d{6}\.log/);
   t.deepEqual(await readFile(project.path('images/debian-12/debian-12.qcow2')), image);
   t.deepEqual(await readFile(project.path('images/debian-12/.cache-key')), key);
-  t.deepEqual((await project.files('images/debian-12')).filter((name) => name.includes('staging')), []);
+  t.deepEqual(
+    (await project.files('images/debian-12')).filter((name) => name.includes('staging')),
+    [],
+  );
 });
 
 test('an interrupted build leaves the previous image and key, and exits 130', async (t) => {
@@ -155,7 +172,10 @@ test('an interrupted build leaves the previous image and key, and exits 130', as
   const image = await readFile(project.path('images/pve-9/pve-9.qcow2'));
   const key = await readFile(project.path('images/pve-9/.cache-key'));
   const template = await project.read('templates/pve-9/template.pkr.hcl');
-  await writeFile(project.path('templates/pve-9/template.pkr.hcl'), template.replace('"set -eu",', '"set -eu", "touch \\"$(dirname \\"$OUTPUT_DIRECTORY\\")/started\\"", "sleep 60",'));
+  await writeFile(
+    project.path('templates/pve-9/template.pkr.hcl'),
+    template.replace('"set -eu",', '"set -eu", "touch \\"$(dirname \\"$OUTPUT_DIRECTORY\\")/started\\"", "sleep 60",'),
+  );
   const running = project.start(['pve-9']);
   await project.waitFor('images/pve-9/started', 60_000);
   running.child.kill('SIGINT');
@@ -163,7 +183,10 @@ test('an interrupted build leaves the previous image and key, and exits 130', as
   t.is(result.code, 130, result.stderr);
   t.deepEqual(await readFile(project.path('images/pve-9/pve-9.qcow2')), image);
   t.deepEqual(await readFile(project.path('images/pve-9/.cache-key')), key);
-  t.deepEqual((await project.files('images/pve-9')).filter((name) => name.includes('staging') || name.endsWith('.tmp')), []);
+  t.deepEqual(
+    (await project.files('images/pve-9')).filter((name) => name.includes('staging') || name.endsWith('.tmp')),
+    [],
+  );
 });
 
 test('publish is skipped when unchanged and redone when the image changed', async (t) => {
@@ -173,7 +196,7 @@ test('publish is skipped when unchanged and redone when the image changed', asyn
   await appendFile(project.path('templates/debian-12/template.pkr.hcl'), '\n# new content\n');
   // The demo build is deterministic; make its output differ as a real rebuild's would.
   const template = await project.read('templates/debian-12/template.pkr.hcl');
-  await writeFile(project.path('templates/debian-12/template.pkr.hcl'), template.replace("write -P 0x2a 0 256k", "write -P 0x2b 0 256k"));
+  await writeFile(project.path('templates/debian-12/template.pkr.hcl'), template.replace('write -P 0x2a 0 256k', 'write -P 0x2b 0 256k'));
   const run = await project.run(['publish', '--json']);
   t.is(run.code, 0, run.stderr);
   t.deepEqual(idsWith(run.json, 'ran'), ['debian-12:build', 'debian-12:checksum', 'debian-12:publish']);

@@ -91,7 +91,10 @@ test('a failed node carries its kind and log tail; its dependent is skipped; ok 
   t.like(broken, { status: 'failed', failureKind: 'task' });
   t.regex(String(broken.error), /exited with code 3/);
   t.deepEqual(broken.logTail, ['about to fail']);
-  t.like(output.nodes.find((node) => node.id === 'after'), { status: 'skipped', reason: 'dependency broken failed' });
+  t.like(
+    output.nodes.find((node) => node.id === 'after'),
+    { status: 'skipped', reason: 'dependency broken failed' },
+  );
 });
 
 test('a command that fails as a whole prints the error shape with its kind, under every command', async (t) => {

@@ -152,7 +152,11 @@ test('the live tree says what waiting nodes wait for, does not spin them, and no
   }
   t.deepEqual([...seen.keys()].sort(), ['downloading base.img', 'verifying SHA-512'], 'each phase has its own labelled bar');
   for (const [label, percents] of seen) {
-    t.deepEqual(percents, [...percents].sort((a, b) => a - b), `${label} never goes backwards: ${percents.join(' ')}`);
+    t.deepEqual(
+      percents,
+      [...percents].sort((a, b) => a - b),
+      `${label} never goes backwards: ${percents.join(' ')}`,
+    );
   }
   t.true(seen.get('downloading base.img')!.includes(50));
   t.true(seen.get('verifying SHA-512')!.includes(30));

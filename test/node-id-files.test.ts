@@ -23,7 +23,10 @@ import { defineConfig } from '@engine';
 export default defineConfig({
   steps: {
 ${Object.entries(IDS)
-  .map(([name, id]) => `    ${JSON.stringify(id)}: { outputs: ['out/${name}.txt'], command: ['sh', '-c', 'mkdir -p out && echo ${name} && echo ${name} > out/${name}.txt'] },`)
+  .map(
+    ([name, id]) =>
+      `    ${JSON.stringify(id)}: { outputs: ['out/${name}.txt'], command: ['sh', '-c', 'mkdir -p out && echo ${name} && echo ${name} > out/${name}.txt'] },`,
+  )
   .join('\n')}
   },
   aliases: { all: ${JSON.stringify(Object.values(IDS))} },
@@ -41,9 +44,15 @@ test('any id gets its own stamp and log, inside their directories and short enou
   const logs = await readdir(project.path('logs'), { withFileTypes: true });
   t.is(stamps.length, Object.keys(IDS).length, stamps.join('\n'));
   t.is(logs.length, Object.keys(IDS).length, logs.map((entry) => entry.name).join('\n'));
-  t.true(logs.every((entry) => entry.isFile()), 'one file per node, no directories made of an id');
+  t.true(
+    logs.every((entry) => entry.isFile()),
+    'one file per node, no directories made of an id',
+  );
   for (const name of [...stamps, ...logs.map((entry) => entry.name)]) t.true(Buffer.byteLength(name) <= 200, `${name.length} characters: ${name}`);
-  t.false((await readdir(tmpdir())).some((name) => name.startsWith(outsideName)), 'nothing written outside the project');
+  t.false(
+    (await readdir(tmpdir())).some((name) => name.startsWith(outsideName)),
+    'nothing written outside the project',
+  );
   t.true(stamps.includes('build%2Fdebian-12.json'), 'a short id keeps the name it always had');
 
   const second = await project.run(['--json']);

@@ -100,7 +100,16 @@ test.serial('npm pack ships the compiled CLI, its types, the schema and the READ
   const files = report.files.map((file) => file.path).sort();
   t.is(PACKAGE.name, '@vmpipeline/pipeline');
   t.deepEqual(PACKAGE.bin, { pipeline: 'bin/pipeline.js' });
-  for (const needed of ['bin/pipeline.js', 'dist/index.js', 'dist/index.d.ts', 'dist/src/index.d.ts', 'dist/src/cli.js', 'schema/pipeline-output.v1.schema.json', 'README.md', 'package.json']) {
+  for (const needed of [
+    'bin/pipeline.js',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/src/index.d.ts',
+    'dist/src/cli.js',
+    'schema/pipeline-output.v1.schema.json',
+    'README.md',
+    'package.json',
+  ]) {
     t.true(files.includes(needed), `the tarball lacks ${needed}`);
   }
   for (const [entry, conditions] of Object.entries(PACKAGE.exports)) {
@@ -125,7 +134,16 @@ test.serial('the tarball installs into another repository with no engine warning
   await writeFile(join(repo, 'package.json'), `${JSON.stringify({ name: 'image-repo', private: true, type: 'module' }, null, 2)}\n`);
   const install = await run(
     'npm',
-    ['install', '--no-audit', '--no-fund', '--prefer-offline', '--save-dev', packed(), `typescript@${installedVersion('typescript')}`, `@types/node@${installedVersion('@types/node')}`],
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      '--save-dev',
+      packed(),
+      `typescript@${installedVersion('typescript')}`,
+      `@types/node@${installedVersion('@types/node')}`,
+    ],
     repo,
   );
   t.is(install.code, 0, install.stderr);
@@ -135,20 +153,23 @@ test.serial('the tarball installs into another repository with no engine warning
   t.false(existsSync(join(repo, 'node_modules', ...PACKAGE.name.split('/'), 'src')), 'installed from the tarball, not linked to the repository');
 });
 
-test.serial("the consumer's own tsc checks the demo's config, the README's and the engine's under strict NodeNext with exactOptionalPropertyTypes", async (t) => {
-  await heavySlot(t);
-  const repo = consumer();
-  await writeFile(join(repo, 'tsconfig.json'), `${JSON.stringify(CONSUMER_TSCONFIG, null, 2)}\n`);
-  await cp(join(REPO, 'demo', 'pipeline.config.ts'), join(repo, 'pipeline.config.ts'));
-  await cp(join(REPO, 'test', 'fixtures', 'good-config', 'pipeline.config.ts'), join(repo, 'engine.config.ts'));
-  const examples = readmeConfigExamples(await readFile(join(REPO, 'README.md'), 'utf8'));
-  t.true(examples.length >= 2, 'the README shows a config in its install section and in "Writing a config"');
-  for (const [index, example] of examples.entries()) await writeFile(join(repo, `readme-${index}.config.ts`), example);
-  await writeFile(join(repo, 'typo.config.ts'), TYPO_CONFIG);
-  const tsc = await run(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '--noEmit', '-p', '.'], repo);
-  t.is(tsc.code, 0, tsc.stdout);
-  t.is(tsc.stdout, '', 'no TS5097 from the package, no exactOptionalPropertyTypes error, no unused @ts-expect-error');
-});
+test.serial(
+  "the consumer's own tsc checks the demo's config, the README's and the engine's under strict NodeNext with exactOptionalPropertyTypes",
+  async (t) => {
+    await heavySlot(t);
+    const repo = consumer();
+    await writeFile(join(repo, 'tsconfig.json'), `${JSON.stringify(CONSUMER_TSCONFIG, null, 2)}\n`);
+    await cp(join(REPO, 'demo', 'pipeline.config.ts'), join(repo, 'pipeline.config.ts'));
+    await cp(join(REPO, 'test', 'fixtures', 'good-config', 'pipeline.config.ts'), join(repo, 'engine.config.ts'));
+    const examples = readmeConfigExamples(await readFile(join(REPO, 'README.md'), 'utf8'));
+    t.true(examples.length >= 2, 'the README shows a config in its install section and in "Writing a config"');
+    for (const [index, example] of examples.entries()) await writeFile(join(repo, `readme-${index}.config.ts`), example);
+    await writeFile(join(repo, 'typo.config.ts'), TYPO_CONFIG);
+    const tsc = await run(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '--noEmit', '-p', '.'], repo);
+    t.is(tsc.code, 0, tsc.stdout);
+    t.is(tsc.stdout, '', 'no TS5097 from the package, no exactOptionalPropertyTypes error, no unused @ts-expect-error');
+  },
+);
 
 test.serial('npx pipeline runs the installed CLI: --help, --version, a dry run and a real run of one image', async (t) => {
   await heavySlot(t);
@@ -183,7 +204,9 @@ test.serial('npx pipeline runs the installed CLI: --help, --version, a dry run a
     chain.map((id) => [id, 'ran']),
   );
   const recorded = (await readFile(join(repo, 'images', 'debian-12', 'debian-12.qcow2.sha256'), 'utf8')).split(/\s+/)[0] ?? '';
-  const published = createHash('sha256').update(await readFile(join(repo, 'publish', 'debian-12.img'))).digest('hex');
+  const published = createHash('sha256')
+    .update(await readFile(join(repo, 'publish', 'debian-12.img')))
+    .digest('hex');
   t.is(published, recorded, 'the published image is the one built and checksummed');
 
   const again = await npx('debian-12:publish');
@@ -195,4 +218,3 @@ test.serial('npx pipeline runs the installed CLI: --help, --version, a dry run a
 function readmeConfigExamples(readme: string): string[] {
   return [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1]!).filter((code) => code.includes(`from '${PACKAGE.name}'`));
 }
-

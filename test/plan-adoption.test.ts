@@ -25,7 +25,10 @@ async function shellBuiltOn(t: ExecutionContext, host: Host, server?: GitHubServ
   const project = await makeImageProject(t, '', { templates: 'production' });
   await makeShellBuiltTree(project);
   // `packer version` answers; anything else fails, so a build that slipped through shows.
-  await project.write('stub-bin/packer', `#!/bin/sh\n[ "$1" = version ] && { echo "Packer v${host.packer}"; exit 0; }\necho "stub packer cannot $1" >&2\nexit 1\n`);
+  await project.write(
+    'stub-bin/packer',
+    `#!/bin/sh\n[ "$1" = version ] && { echo "Packer v${host.packer}"; exit 0; }\necho "stub packer cannot $1" >&2\nexit 1\n`,
+  );
   await chmod(project.path('stub-bin/packer'), 0o755);
   const env: Record<string, string> = {
     PATH: `${project.path('stub-bin')}:${process.env.PATH ?? ''}`,
@@ -72,7 +75,11 @@ for (const host of HOSTS) {
 
     const upload = await project.run(['upload:latest', '--offline', '--json'], { env, timeoutMs: 180_000 });
     t.is(upload.code, 0, upload.stderr);
-    t.deepEqual(idsWith(upload.json, 'ran'), IMAGES.map((image) => `${image}:upload`), 'uploads only: no build');
+    t.deepEqual(
+      idsWith(upload.json, 'ran'),
+      IMAGES.map((image) => `${image}:upload`),
+      'uploads only: no build',
+    );
     for (const image of IMAGES) t.deepEqual(await server.assetBytes('latest', `${image}.qcow2.sha256`), checksums[image]);
     t.deepEqual(await checksumFiles(project), checksums, 'adoption rewrote no .sha256');
 
@@ -110,8 +117,14 @@ test('a build pending on a base that comes back identical is adopted, never setu
   t.is(planned.code, 0, planned.stderr);
   const plan = JSON.parse(planned.stdout) as { stale: string[]; nodes: Array<{ id: string; status: string }>; jobs: { include: Array<{ image: string }> } };
   t.deepEqual(plan.stale, ['trixie:download']);
-  t.deepEqual(plan.nodes.map((node) => [node.id, node.status]), dry.json!.nodes.map((node) => [node.id, node.status]));
-  t.deepEqual(plan.jobs.include.map((job) => job.image), ['debian-13', 'pve-9']);
+  t.deepEqual(
+    plan.nodes.map((node) => [node.id, node.status]),
+    dry.json!.nodes.map((node) => [node.id, node.status]),
+  );
+  t.deepEqual(
+    plan.jobs.include.map((job) => job.image),
+    ['debian-13', 'pve-9'],
+  );
 
   const run = await project.run(['all', '--json'], { env });
   t.is(run.code, 0, run.stderr);

@@ -27,7 +27,10 @@ test('upload:latest, release check and images download --publish work end to end
 
   const upload = await run(['upload:latest', '--json']);
   t.is(upload.code, 0, upload.stderr);
-  t.deepEqual(idsWith(upload.json, 'ran').filter((id) => id.endsWith(':upload')), IMAGES.map((image) => `${image}:upload`));
+  t.deepEqual(
+    idsWith(upload.json, 'ran').filter((id) => id.endsWith(':upload')),
+    IMAGES.map((image) => `${image}:upload`),
+  );
   const names = server.assets('latest').map((asset) => asset.name);
   for (const image of IMAGES) {
     t.true(names.includes(`${image}.qcow2.sha256`));
@@ -68,7 +71,10 @@ test('upload:latest, release check and images download --publish work end to end
   });
   outputs.push(download.stdout, download.stderr);
   t.is(download.code, 0, download.stderr);
-  t.deepEqual((await readdir(join(host, 'iso'))).filter((name) => !name.startsWith('.')).sort(), IMAGES.map((image) => `${image}.img`));
+  t.deepEqual(
+    (await readdir(join(host, 'iso'))).filter((name) => !name.startsWith('.')).sort(),
+    IMAGES.map((image) => `${image}.img`),
+  );
 
   for (const text of outputs) t.false(text.includes(server.token), 'the token never appears in output');
 });
@@ -84,5 +90,11 @@ test('upload without a token is a one-line setup error with exit 2', async (t) =
   });
   t.is(result.code, 2, result.stderr);
   t.regex(result.stderr, /GITHUB_TOKEN/);
-  t.is(result.stderr.trim().split('\n').filter((line) => line.startsWith('pipeline:')).length, 1);
+  t.is(
+    result.stderr
+      .trim()
+      .split('\n')
+      .filter((line) => line.startsWith('pipeline:')).length,
+    1,
+  );
 });

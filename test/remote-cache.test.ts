@@ -47,7 +47,10 @@ function setUp(): Promise<World> {
     // The bases come from the mirror, so its byte counter sees every base download.
     const mirror = await serveUpstream(project);
     const github = await GitHubServer.start();
-    cleanups.push(() => mirror.close(), () => github.close());
+    cleanups.push(
+      () => mirror.close(),
+      () => github.close(),
+    );
     const env = {
       GITHUB_TOKEN: github.token,
       GITHUB_API_URL: github.url,
@@ -99,11 +102,17 @@ async function freshHost(w: World, label: string): Promise<Tree> {
 }
 
 /** Bytes of base images the mirror served while `action` ran, and the requests for them. */
-async function baseBytesDuring(mirror: MirrorServer, action: () => Promise<CliResult>): Promise<{ result: CliResult; baseBytes: number; baseRequests: string[] }> {
+async function baseBytesDuring(
+  mirror: MirrorServer,
+  action: () => Promise<CliResult>,
+): Promise<{ result: CliResult; baseBytes: number; baseRequests: string[] }> {
   const before = baseBytesServed(mirror);
   const requestsBefore = mirror.requests.length;
   const result = await action();
-  const baseRequests = mirror.requests.slice(requestsBefore).filter((request) => request.path !== '/SHA512SUMS').map((request) => request.path);
+  const baseRequests = mirror.requests
+    .slice(requestsBefore)
+    .filter((request) => request.path !== '/SHA512SUMS')
+    .map((request) => request.path);
   return { result, baseBytes: baseBytesServed(mirror) - before, baseRequests };
 }
 
@@ -129,7 +138,11 @@ test.serial('a fresh host without packer publishes every image from the release:
     const uploaded = await readFile(w.origin.path(`images/${name}/${name}.qcow2`));
     const published = await readFile(host.path(`publish/${name}.img`));
     t.is(sha256(published), sha256(uploaded), `${name}.img is the uploaded image`);
-    t.is(await readFile(host.path(`images/${name}/.cache-key`), 'utf8'), await readFile(w.origin.path(`images/${name}/.cache-key`), 'utf8'), `${name}: .cache-key restored`);
+    t.is(
+      await readFile(host.path(`images/${name}/.cache-key`), 'utf8'),
+      await readFile(w.origin.path(`images/${name}/.cache-key`), 'utf8'),
+      `${name}: .cache-key restored`,
+    );
     t.is(
       await readFile(host.path(`images/${name}/image-version.txt`), 'utf8'),
       await readFile(w.origin.path(`images/${name}/image-version.txt`), 'utf8'),
@@ -149,7 +162,10 @@ test.serial('a fresh host without packer publishes every image from the release:
   t.is(again.baseBytes, 0);
   const ran = again.result.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id);
   t.deepEqual(ran, [], 'a second run does nothing');
-  t.false(again.result.json?.nodes.some((node) => node.id.endsWith(':download')), 'no base download is part of the run');
+  t.false(
+    again.result.json?.nodes.some((node) => node.id.endsWith(':download')),
+    'no base download is part of the run',
+  );
 
   // An upload from this host (it has no base images) finds every record already right:
   // the release's records and images.json stay byte for byte what the build host wrote.
@@ -158,7 +174,9 @@ test.serial('a fresh host without packer publishes every image from the release:
   const upload = await run(host, ['upload:latest', '--json'], w, { env: { PATH: w.noPackerPath } });
   t.is(upload.code, 0, explainFailure(upload));
   const recordsAfter = await Promise.all(recordNames.map((asset) => w.github.assetBytes('latest', asset)));
-  recordNames.forEach((asset, index) => t.deepEqual(recordsAfter[index]!.toString(), recordsBefore[index]!.toString(), `${asset} was not rewritten by a host that fetched`));
+  recordNames.forEach((asset, index) =>
+    t.deepEqual(recordsAfter[index]!.toString(), recordsBefore[index]!.toString(), `${asset} was not rewritten by a host that fetched`),
+  );
   t.false(existsSync(host.path('cache')), 'the upload downloaded no base image');
 });
 
@@ -172,8 +190,15 @@ test.serial('changing one template file builds exactly that image; the others ar
   const builds = await packer.builds();
   t.is(builds.length, 1, `packer builds: ${builds.join(', ')}`);
   t.regex(builds[0] ?? '', /debian-12/);
-  t.deepEqual(baseRequests.filter((path) => path.includes('debian-13')), [], 'the trixie base is not downloaded');
-  t.true(baseRequests.some((path) => path.includes('debian-12')), 'the bookworm base is downloaded for the build');
+  t.deepEqual(
+    baseRequests.filter((path) => path.includes('debian-13')),
+    [],
+    'the trixie base is not downloaded',
+  );
+  t.true(
+    baseRequests.some((path) => path.includes('debian-12')),
+    'the bookworm base is downloaded for the build',
+  );
   for (const name of ['debian-13', 'pve-9']) {
     t.is(sha256(await readFile(host.path(`publish/${name}.img`))), sha256(await readFile(w.origin.path(`images/${name}/${name}.qcow2`))), `${name} fetched`);
   }
@@ -205,7 +230,10 @@ test.serial('a corrupted asset on the release is refused and that image is built
   // The build that replaced the refused copy is keyed like any local build: the next run is a no-op.
   const again = await run(host, ['publish', '--json'], w, { env });
   t.is(again.code, 0, explainFailure(again));
-  t.deepEqual(again.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id), []);
+  t.deepEqual(
+    again.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id),
+    [],
+  );
 });
 
 test.serial('--no-remote-cache and release.remoteCache: false build; --force builds', async (t) => {
@@ -293,12 +321,17 @@ test.serial('--dry-run, explain and plan --json say "would fetch", or why not; a
   const notes404 = async (extra: Record<string, string>): Promise<string[]> => {
     const result = await run(host, ['publish', '--dry-run'], w, { env: { ...env, ...extra } });
     t.is(result.code, 0, explainFailure(result));
-    return result.stdout.split('\n').filter((line) => line.includes('no remote cache')).map((line) => line.trim());
+    return result.stdout
+      .split('\n')
+      .filter((line) => line.includes('no remote cache'))
+      .map((line) => line.trim());
   };
   const noRepo = await notes404({ GITHUB_REPOSITORY: 'acme/no-such-images' });
   t.is(noRepo.length, 1);
   t.regex(noRepo[0] ?? '', /^note: no remote cache: release latest of acme\/no-such-images cannot be read \(GitHub repository acme\/no-such-images not found/);
   const empty = await GitHubServer.start();
   t.teardown(() => empty.close());
-  t.deepEqual(await notes404({ GITHUB_API_URL: empty.url, GITHUB_TOKEN: empty.token }), ['note: no remote cache: release latest of acme/images does not exist yet']);
+  t.deepEqual(await notes404({ GITHUB_API_URL: empty.url, GITHUB_TOKEN: empty.token }), [
+    'note: no remote cache: release latest of acme/images does not exist yet',
+  ]);
 });

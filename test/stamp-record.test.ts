@@ -25,7 +25,8 @@ const values = fc.record({
 type Values = typeof values extends fc.Arbitrary<infer T> ? T : never;
 
 function stampOf(v: Values, order: (keys: string[]) => string[] = (keys) => keys): Stamp {
-  const reordered = (record: Record<string, string>): Record<string, string> => Object.fromEntries(order(Object.keys(record)).map((key) => [key, record[key]!]));
+  const reordered = (record: Record<string, string>): Record<string, string> =>
+    Object.fromEntries(order(Object.keys(record)).map((key) => [key, record[key]!]));
   const manifest: Manifest = { kind: v.kind, params: v.params, files: reordered(v.files), env: reordered(v.env), deps: reordered(v.deps) };
   if (v.probe !== undefined) manifest.probe = v.probe;
   return { version: 1, fingerprint: 'f'.repeat(16), manifest, outputs: reordered(v.outputs), outputDigest: 'o'.repeat(16), finishedAt: '' };
@@ -34,12 +35,7 @@ function stampOf(v: Values, order: (keys: string[]) => string[] = (keys) => keys
 /** Equal as values: the same entries, in any order. */
 function sameValues(a: Values, b: Values): boolean {
   const sorted = (record: Record<string, string>): string => JSON.stringify(Object.entries(record).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)));
-  return (
-    a.kind === b.kind &&
-    a.params === b.params &&
-    a.probe === b.probe &&
-    LISTS.every((list) => sorted(a[list]) === sorted(b[list]))
-  );
+  return a.kind === b.kind && a.params === b.params && a.probe === b.probe && LISTS.every((list) => sorted(a[list]) === sorted(b[list]));
 }
 
 const LISTS = ['files', 'env', 'deps', 'outputs'] as const;
@@ -128,7 +124,15 @@ test('the quick check settles a node exactly when its record now is the recorded
   // Paths a stat cache can look up: plain names under the root, each its own file.
   const path = fc.stringMatching(/^[a-z0-9]{1,4}$/);
   const files = fc.dictionary(path, fc.stringMatching(/^[0-9a-f]{16}$/), { maxKeys: 3 });
-  const current = fc.record({ kind: text, params: text, probe: fc.option(text, { nil: undefined }), files, env: fc.constant({}), deps: entries, outputs: files });
+  const current = fc.record({
+    kind: text,
+    params: text,
+    probe: fc.option(text, { nil: undefined }),
+    files,
+    env: fc.constant({}),
+    deps: entries,
+    outputs: files,
+  });
   t.notThrows(() =>
     fc.assert(
       fc.property(current, fc.option(current, { nil: undefined }), (now, before) => {

@@ -60,8 +60,10 @@ async function directoryProblems(dir: string, versions: ReadonlyMap<string, read
   if (JSON.stringify(listed) !== JSON.stringify(wanted)) problems.push(`images.json lists ${listed.join(', ') || 'nothing'}, not ${wanted.join(', ')}`);
   for (const [name, candidates] of versions) {
     const record = JSON.parse(await readFile(join(dir, `${name}.json`), 'utf8')) as { image: { sha256: string; size: number }; blob: string };
-    if (!candidates.some((candidate) => candidate.sha256 === record.image.sha256)) problems.push(`${name}: the record's sha256 is none of the uploaded versions`);
-    if (index.images[name]?.sha256 !== record.image.sha256) problems.push(`${name}: images.json says ${index.images[name]?.sha256}, the record ${record.image.sha256}`);
+    if (!candidates.some((candidate) => candidate.sha256 === record.image.sha256))
+      problems.push(`${name}: the record's sha256 is none of the uploaded versions`);
+    if (index.images[name]?.sha256 !== record.image.sha256)
+      problems.push(`${name}: images.json says ${index.images[name]?.sha256}, the record ${record.image.sha256}`);
     const blob = await readFile(join(dir, 'blobs', record.blob));
     if (sha256Of(blob) !== record.image.sha256) problems.push(`${name}: blob ${record.blob} does not hold the record's bytes`);
     const copy = await readFile(join(dir, `${name}.qcow2`));

@@ -33,24 +33,40 @@ test('upload, release check, images list|download and release remove work on a s
     t.deepEqual(await readFile(join(shared, 'latest', `${name}.qcow2`)), bytes);
     t.is(await readFile(join(shared, 'latest', `${name}.qcow2.sha256`), 'utf8'), `${sha256}  ${name}.qcow2\n`);
   }
-  t.deepEqual((await readdir(join(shared, 'latest'))).filter((file) => file.endsWith('.tmp')), [], 'no temporary file left');
+  t.deepEqual(
+    (await readdir(join(shared, 'latest'))).filter((file) => file.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  );
 
   const again = await project.run(['upload:latest', '--json']);
   t.is(again.code, 0, again.stderr);
-  t.deepEqual(again.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id), [], 'nothing is stored twice');
+  t.deepEqual(
+    again.json?.nodes.filter((node) => node.status === 'ran').map((node) => node.id),
+    [],
+    'nothing is stored twice',
+  );
 
   const check = await project.run(['release', 'check']);
   t.is(check.code, 0, check.stderr);
-  t.deepEqual(check.stdout.trim().split('\n'), IMAGES.map((name) => `${name}: current`));
+  t.deepEqual(
+    check.stdout.trim().split('\n'),
+    IMAGES.map((name) => `${name}: current`),
+  );
   const list = await project.run(['images', 'list']);
   t.is(list.code, 0, list.stderr);
   t.is(list.stdout.trim().split('\n').length, 3);
 
   const host = join(project.root, 'fresh-host');
   await mkdir(host);
-  const download = await project.run(['images', 'download', 'all', '--dir', join(host, 'images'), '--publish'], { env: { PIPELINE_PUBLISH_DIR: join(host, 'iso') } });
+  const download = await project.run(['images', 'download', 'all', '--dir', join(host, 'images'), '--publish'], {
+    env: { PIPELINE_PUBLISH_DIR: join(host, 'iso') },
+  });
   t.is(download.code, 0, download.stderr);
-  t.deepEqual((await readdir(join(host, 'iso'))).filter((file) => !file.startsWith('.')).sort(), IMAGES.map((name) => `${name}.img`));
+  t.deepEqual(
+    (await readdir(join(host, 'iso'))).filter((file) => !file.startsWith('.')).sort(),
+    IMAGES.map((name) => `${name}.img`),
+  );
 
   const removed = await project.run(['release', 'remove', 'pve-9']);
   t.is(removed.code, 0, removed.stderr);

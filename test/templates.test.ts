@@ -112,10 +112,7 @@ test('detect-versions.sh reads the point releases of a root', async (t) => {
   t.is((await execFile('sh', [script, '--root', root])).stdout, 'DEBIAN_VERSION=12.13\nPVE_VERSION=\n');
 
   await mkdir(join(root, 'var/lib/dpkg'), { recursive: true });
-  await writeFile(
-    join(root, 'var/lib/dpkg/status'),
-    'Package: pve-manager\nStatus: install ok installed\nVersion: 9.1.4\nArchitecture: amd64\n\n',
-  );
+  await writeFile(join(root, 'var/lib/dpkg/status'), 'Package: pve-manager\nStatus: install ok installed\nVersion: 9.1.4\nArchitecture: amd64\n\n');
   await execFile('sh', [script, '--root', root, join(root, 'image-version.txt')]);
   t.is(await readFile(join(root, 'image-version.txt'), 'utf8'), 'DEBIAN_VERSION=12.13\nPVE_VERSION=9.1\n');
 

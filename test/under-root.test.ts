@@ -16,7 +16,14 @@ test('resolveUnder(root, path) is resolve(root, path) for any root and path', (t
   const seed = Number(process.env.UNDER_ROOT_SEED ?? Date.now() % 1_000_000);
   t.log(`seed ${seed} (replay: UNDER_ROOT_SEED=${seed})`);
   fc.assert(
-    fc.property(rootOf, fc.oneof(pathOf, pathOf.map((path) => `/${path}`)), (root, path) => resolveUnder(root, path) === resolve(root, path)),
+    fc.property(
+      rootOf,
+      fc.oneof(
+        pathOf,
+        pathOf.map((path) => `/${path}`),
+      ),
+      (root, path) => resolveUnder(root, path) === resolve(root, path),
+    ),
     { seed, numRuns: 5_000 },
   );
   t.is(resolveUnder('/tmp/tree', 'out/a.txt'), '/tmp/tree/out/a.txt');

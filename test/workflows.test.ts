@@ -16,7 +16,9 @@ import { heavySlot } from './support/heavy-slots.ts';
 import { IMAGES, makeImageProject } from './support/image-project.ts';
 
 const WORKFLOWS = join(REPO, '.github', 'workflows');
-const FILES = readdirSync(WORKFLOWS).filter((file) => /\.ya?ml$/.test(file)).sort();
+const FILES = readdirSync(WORKFLOWS)
+  .filter((file) => /\.ya?ml$/.test(file))
+  .sort();
 /** The workflows that build and upload images, sharing one release. */
 const IMAGE_WORKFLOWS = ['build-on-change.yml', 'scheduled-rebuild.yml'];
 
@@ -148,7 +150,10 @@ async function runStep(t: ExecutionContext, script: string, cwd: string, env: Re
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-step-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const npx = join(dir, 'npx');
-  await writeFile(npx, `#!/bin/sh\n[ "$1" = pipeline ] || { echo "npx: only pipeline here" >&2; exit 127; }\nshift\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} "$@"\n`);
+  await writeFile(
+    npx,
+    `#!/bin/sh\n[ "$1" = pipeline ] || { echo "npx: only pipeline here" >&2; exit 127; }\nshift\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} "$@"\n`,
+  );
   await chmod(npx, 0o755);
   const outputFile = join(dir, 'github-output');
   await writeFile(outputFile, '');

@@ -226,7 +226,10 @@ export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVer
 }
 
 /** A command that failed as a whole, with the failure's kind (and code, when one classified it). */
-export function errorOutput(command: string, failure: { readonly message: string; readonly kind: FailureKind; readonly code?: string | number | undefined }): ErrorOutput {
+export function errorOutput(
+  command: string,
+  failure: { readonly message: string; readonly kind: FailureKind; readonly code?: string | number | undefined },
+): ErrorOutput {
   return {
     formatVersion: FORMAT_VERSION,
     command,

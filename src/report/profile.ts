@@ -106,7 +106,9 @@ export class ProfileReporter implements Reporter {
     const now = this.now();
     for (const id of [...this.open.keys()]) this.closeTrack(id, now);
     // Track ids in display order (viewers that ignore thread_sort_index order by id).
-    const lanes = [...new Set(this.slices.map((slice) => slice.lane))].sort((a, b) => laneOrder(a) - laneOrder(b) || a.localeCompare(b, 'en', { numeric: true }));
+    const lanes = [...new Set(this.slices.map((slice) => slice.lane))].sort(
+      (a, b) => laneOrder(a) - laneOrder(b) || a.localeCompare(b, 'en', { numeric: true }),
+    );
     const tidOf = new Map(lanes.map((lane, index) => [lane, index + 1] as const));
     const events: TraceEvent[] = [{ name: 'process_name', ph: 'M', pid: PID, tid: 0, args: { name: this.title } }];
     for (const [lane, tid] of tidOf) {
@@ -116,7 +118,16 @@ export class ProfileReporter implements Reporter {
     // Parents before children: a node and its one phase can share both ends (a check).
     const ordered = [...this.slices].sort((a, b) => a.start - b.start || b.end - a.end || (a.cat === b.cat ? 0 : a.cat === 'node' ? -1 : 1));
     for (const slice of ordered) {
-      events.push({ name: slice.name, cat: slice.cat, ph: 'X', pid: PID, tid: tidOf.get(slice.lane)!, ts: slice.start, dur: slice.end - slice.start, args: slice.args });
+      events.push({
+        name: slice.name,
+        cat: slice.cat,
+        ph: 'X',
+        pid: PID,
+        tid: tidOf.get(slice.lane)!,
+        ts: slice.start,
+        dur: slice.end - slice.start,
+        args: slice.args,
+      });
     }
     const trace: TraceFile = { traceEvents: events, displayTimeUnit: 'ms' };
     await writeFileAtomic(this.file, `${JSON.stringify(trace)}\n`);

@@ -237,7 +237,8 @@ export class DownloadFile {
         piece.writeInFlight = false;
         if (piece.generation === generation) {
           // A positional write to a regular file is whole unless it fails part way: the disk is full.
-          if (bytesWritten !== bytes) throw Object.assign(new Error(`ENOSPC: no space left on device, write (${bytesWritten} of ${bytes} bytes)`), { code: 'ENOSPC' });
+          if (bytesWritten !== bytes)
+            throw Object.assign(new Error(`ENOSPC: no space left on device, write (${bytesWritten} of ${bytes} bytes)`), { code: 'ENOSPC' });
           piece.written += bytes;
           piece.writing = undefined;
         }

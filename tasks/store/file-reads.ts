@@ -11,7 +11,10 @@ const READ_BYTES = 1024 * 1024;
  * Hands bytes [from, end of file) to `each` in order, one read at a time, as views of one
  * buffer: `each` may use the chunk until the promise it returns settles, and not after.
  */
-export async function readInOrder(path: string, options: { from?: number; signal?: AbortSignal; each: (chunk: Buffer, offset: number) => Promise<void> | void }): Promise<void> {
+export async function readInOrder(
+  path: string,
+  options: { from?: number; signal?: AbortSignal; each: (chunk: Buffer, offset: number) => Promise<void> | void },
+): Promise<void> {
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafe(READ_BYTES);

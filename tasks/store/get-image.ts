@@ -124,9 +124,16 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     const now = Date.now();
     if (!force && now - reportedAt < PROGRESS_MS) return;
     reportedAt = now;
-    options.onProgress?.(received.reduce((a, b) => a + b, 0), total);
+    options.onProgress?.(
+      received.reduce((a, b) => a + b, 0),
+      total,
+    );
   };
-  const file = await DownloadFile.open(tempPath, layout.map((piece) => piece.size), resumable ? state.done : undefined);
+  const file = await DownloadFile.open(
+    tempPath,
+    layout.map((piece) => piece.size),
+    resumable ? state.done : undefined,
+  );
   let actual: string | undefined;
   let keep = true;
   try {
@@ -177,7 +184,11 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     if (isNoSpace(error)) {
       keep = false;
       const code = (error as NodeJS.ErrnoException).code!;
-      throw new Failure('setup', `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`, { code, cause: error });
+      throw new Failure(
+        'setup',
+        `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`,
+        { code, cause: error },
+      );
     }
     throw error;
   } finally {
@@ -193,7 +204,10 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   if (actual !== image.sha256) {
     await rm(tempPath, { force: true });
     await rm(statePath, { force: true });
-    throw new Failure('integrity', `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`);
+    throw new Failure(
+      'integrity',
+      `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
+    );
   }
   await rename(tempPath, finalPath);
   await rm(statePath, { force: true });

@@ -15,9 +15,11 @@ export async function readLocalImage(catalog: ImageCatalog, name: string): Promi
     throw new Failure('task', `${checksumPath} is missing: run ${name}:checksum first`);
   });
   const sha256 = checksumOf(checksumText, name, checksumPath);
-  const size = (await stat(path).catch(() => {
-    throw new Failure('task', `${path} is missing: build ${name} first`);
-  })).size;
+  const size = (
+    await stat(path).catch(() => {
+      throw new Failure('task', `${path} is missing: build ${name} first`);
+    })
+  ).size;
   const versions = parseVersions(await readFile(catalog.versionsPath(name), 'utf8').catch(() => ''));
   const current = await catalog.currentKey(name);
   // The key the image was built with; the current one if the key file is missing.

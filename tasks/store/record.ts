@@ -57,7 +57,10 @@ export function parseIndex(text: string, source: string): ImageIndex {
   const parsed = indexSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new Failure('integrity', `${source} is not a valid image index (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})`);
+    throw new Failure(
+      'integrity',
+      `${source} is not a valid image index (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})`,
+    );
   }
   return parsed.data;
 }

@@ -55,7 +55,10 @@ async function freshOutputProblems(project: ImageProject, dry: SummaryJson): Pro
     if (fresh.has(`${image}:checksum`)) {
       const line = await readFile(`${file}.sha256`, 'utf8').catch(() => '');
       const actual = await digest(file).catch(() => 'missing');
-      if (line !== `${actual}  ${image}.qcow2\n`) problems.push(`${image}:checksum fresh but ${image}.qcow2.sha256 (${JSON.stringify(line.slice(0, 20))}) does not match the image (${actual.slice(0, 12)})`);
+      if (line !== `${actual}  ${image}.qcow2\n`)
+        problems.push(
+          `${image}:checksum fresh but ${image}.qcow2.sha256 (${JSON.stringify(line.slice(0, 20))}) does not match the image (${actual.slice(0, 12)})`,
+        );
     }
     if (fresh.has(`${image}:publish`)) {
       const published = await digest(join(project.publishDir, `${image}.img`)).catch(() => 'missing');

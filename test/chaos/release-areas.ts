@@ -97,7 +97,8 @@ async function releaseProblemsFor(setup: ReleaseProject, versions: ReadonlyMap<s
 /** The problems of how an interrupted run ended (SIGINT: see sigintProblems; SIGKILL: killed, or done first). */
 function interruptionProblems(killed: Interrupted): string[] {
   const { result } = killed;
-  if (killed.sentAtMs === undefined) return result.code === 0 ? [] : [`the run ended by itself with exit ${result.code}: ${result.stderr.trim().split('\n').at(-1)}`];
+  if (killed.sentAtMs === undefined)
+    return result.code === 0 ? [] : [`the run ended by itself with exit ${result.code}: ${result.stderr.trim().split('\n').at(-1)}`];
   if (killed.signal === 'SIGINT') return sigintProblems(killed);
   return result.signal === 'SIGKILL' || result.code === 0 ? [] : [`SIGKILL: ended with exit ${result.code}`];
 }
@@ -215,7 +216,9 @@ export async function downloadArea(options: AreaOptions): Promise<TrialReport[]>
       }
     }
     problems.push(...(await finalNameProblems('after the re-run')));
-    const leftovers = [...(await readdir(dir)), ...(await readdir(publishDir))].filter((name) => name.startsWith('.') && !/^\.[a-z0-9.-]+\.img\.source$/.test(name));
+    const leftovers = [...(await readdir(dir)), ...(await readdir(publishDir))].filter(
+      (name) => name.startsWith('.') && !/^\.[a-z0-9.-]+\.img\.source$/.test(name),
+    );
     if (leftovers.length > 0) problems.push(`after the re-run: left in the download or publish directory: ${leftovers.join(', ')}`);
     problems.push(...(await debrisProblems(project, [setup.tmp, dir, publishDir], setup.mark, 'after the re-run')));
     problems.push(...(await tokenProblems(setup, [setup.tmp])));

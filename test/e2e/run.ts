@@ -257,7 +257,10 @@ async function startGitHub(): Promise<GitHubSide | string> {
     async save() {
       await rm(stateDir, { recursive: true, force: true });
       await mkdir(stateDir, { recursive: true });
-      const names = server.assets(TAG).filter((asset) => asset.state === 'uploaded').map((asset) => asset.name);
+      const names = server
+        .assets(TAG)
+        .filter((asset) => asset.state === 'uploaded')
+        .map((asset) => asset.name);
       for (const name of names) await writeFile(join(stateDir, name), await server.assetBytes(TAG, name));
       await writeFile(manifest, `${JSON.stringify(names)}\n`);
     },
@@ -294,7 +297,9 @@ async function pipelinePass(label: string, targets: readonly string[], env: Reco
         process.stderr.write(`--- ${node.logFile} (tail)\n${tail(await readFile(node.logFile, 'utf8'), 40)}\n`);
       }
     }
-    fail(`${label}: pipeline exited ${result.code ?? result.signal}: ${failed.map((node) => `${node.id}: ${node.error ?? 'failed'}`).join('; ') || tail(result.stderr, 5)}`);
+    fail(
+      `${label}: pipeline exited ${result.code ?? result.signal}: ${failed.map((node) => `${node.id}: ${node.error ?? 'failed'}`).join('; ') || tail(result.stderr, 5)}`,
+    );
   }
   return summary;
 }
@@ -395,24 +400,53 @@ async function bootCheck(image: string): Promise<void> {
     await writeFile(join(seed, 'user-data'), BOOT_USER_DATA);
     await writeFile(join(seed, 'meta-data'), `instance-id: e2e-boot-${Date.now()}\nlocal-hostname: e2e-clone\n`);
     const iso = join(dir, 'seed.iso');
-    const made = await run('xorriso', ['-as', 'mkisofs', '-quiet', '-volid', 'cidata', '-joliet', '-rock', '-output', iso, join(seed, 'user-data'), join(seed, 'meta-data')], {
-      timeoutMs: 60_000,
-    });
+    const made = await run(
+      'xorriso',
+      ['-as', 'mkisofs', '-quiet', '-volid', 'cidata', '-joliet', '-rock', '-output', iso, join(seed, 'user-data'), join(seed, 'meta-data')],
+      {
+        timeoutMs: 60_000,
+      },
+    );
     if (made.code !== 0) fail(`xorriso: ${tail(made.stderr, 5)}`);
 
     const consoleLog = join(dir, 'console.log');
     const qgaSocket = join(dir, 'qga.sock');
     const args = [
-      '-accel', 'tcg', '-machine', 'pc', '-m', '1024', '-smp', '2',
-      '-display', 'none', '-monitor', 'none', '-no-reboot',
-      '-serial', `file:${consoleLog}`,
-      '-kernel', kernel, '-initrd', initrd, '-append', 'root=/dev/vda rw console=ttyS0',
-      '-drive', `file=${image},if=virtio,format=qcow2,snapshot=on`,
-      '-drive', `file=${iso},media=cdrom,readonly=on`,
-      '-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0',
-      '-device', 'virtio-serial',
-      '-chardev', `socket,path=${qgaSocket},server=on,wait=off,id=qga0`,
-      '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+      '-accel',
+      'tcg',
+      '-machine',
+      'pc',
+      '-m',
+      '1024',
+      '-smp',
+      '2',
+      '-display',
+      'none',
+      '-monitor',
+      'none',
+      '-no-reboot',
+      '-serial',
+      `file:${consoleLog}`,
+      '-kernel',
+      kernel,
+      '-initrd',
+      initrd,
+      '-append',
+      'root=/dev/vda rw console=ttyS0',
+      '-drive',
+      `file=${image},if=virtio,format=qcow2,snapshot=on`,
+      '-drive',
+      `file=${iso},media=cdrom,readonly=on`,
+      '-netdev',
+      'user,id=net0',
+      '-device',
+      'virtio-net-pci,netdev=net0',
+      '-device',
+      'virtio-serial',
+      '-chardev',
+      `socket,path=${qgaSocket},server=on,wait=off,id=qga0`,
+      '-device',
+      'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
     ];
     say(`  qemu-system-x86_64 -accel tcg … (console: ${consoleLog})`);
     const qemu = run('qemu-system-x86_64', args, { timeoutMs: BOOT_TIMEOUT_MS });
@@ -434,11 +468,15 @@ async function bootCheck(image: string): Promise<void> {
     while (!/^E2E-END/m.test(text)) {
       if (exited) {
         const result = await qemuDone;
-        fail(`the VM stopped before the markers (qemu exit ${result.code ?? result.signal}): ${tail(result.stderr, 5)}\n--- console tail\n${tail(await readFile(consoleLog, 'utf8').catch(() => ''), 30)}`);
+        fail(
+          `the VM stopped before the markers (qemu exit ${result.code ?? result.signal}): ${tail(result.stderr, 5)}\n--- console tail\n${tail(await readFile(consoleLog, 'utf8').catch(() => ''), 30)}`,
+        );
       }
       if (Date.now() - bootStart > BOOT_TIMEOUT_MS - 30_000) {
         for (const child of children) killGroup(child, 'SIGKILL');
-        fail(`no E2E-END on the console within ${seconds(BOOT_TIMEOUT_MS - 30_000)}\n--- console tail\n${tail(await readFile(consoleLog, 'utf8').catch(() => ''), 30)}`);
+        fail(
+          `no E2E-END on the console within ${seconds(BOOT_TIMEOUT_MS - 30_000)}\n--- console tail\n${tail(await readFile(consoleLog, 'utf8').catch(() => ''), 30)}`,
+        );
       }
       await new Promise((resolveWait) => setTimeout(resolveWait, 2000));
       text = await readFile(consoleLog, 'utf8').catch(() => '');
@@ -508,7 +546,10 @@ async function guestAgent(socketPath: string): Promise<{ ok: boolean; detail: st
   const answer = await qga(socketPath, [{ execute: 'guest-sync', arguments: { id } }, { execute: 'guest-get-osinfo' }], 30_000);
   const synced = answer.includes(`"return": ${id}`) || answer.includes(`"return":${id}`);
   const pretty = /"pretty-name":\s*"([^"]*)"/.exec(answer)?.[1];
-  return { ok: synced && pretty !== undefined, detail: synced ? `guest-sync ok, os ${pretty ?? '(no osinfo)'}` : `no answer (${answer.slice(0, 120) || 'nothing'})` };
+  return {
+    ok: synced && pretty !== undefined,
+    detail: synced ? `guest-sync ok, os ${pretty ?? '(no osinfo)'}` : `no answer (${answer.slice(0, 120) || 'nothing'})`,
+  };
 }
 
 async function guestAgentShutdown(socketPath: string): Promise<void> {

@@ -185,7 +185,10 @@ function parseJson(text: string): SummaryJson | undefined {
 /** Every file (not directory) under `dir`, as sorted relative paths; none when it does not exist. */
 async function listFiles(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.filter((entry) => !entry.isDirectory()).map((entry) => relative(dir, join(entry.parentPath, entry.name))).sort();
+  return entries
+    .filter((entry) => !entry.isDirectory())
+    .map((entry) => relative(dir, join(entry.parentPath, entry.name)))
+    .sort();
 }
 
 /** The node of a summary by id (throws when absent, so a test fails with a clear message). */
@@ -199,7 +202,10 @@ export function nodeOf(summary: SummaryJson | undefined, id: string): NodeJson {
 /** Ids of the nodes with a status, sorted. */
 export function idsWith(summary: SummaryJson | undefined, status: NodeJson['status']): string[] {
   if (!summary) throw new Error('no JSON summary on stdout');
-  return summary.nodes.filter((node) => node.status === status).map((node) => node.id).sort();
+  return summary.nodes
+    .filter((node) => node.status === status)
+    .map((node) => node.id)
+    .sort();
 }
 
 /** True when two [startedAt, finishedAt] intervals share some time. */

@@ -340,7 +340,13 @@ export class GitHubServer {
     const path = decodeURIComponent(url.pathname);
     const method = request.method ?? 'GET';
     const seq = this.requests.length;
-    this.requests.push({ method, path: `${path}${url.search}`, authorization: request.headers.authorization, range: request.headers.range, at: performance.now() });
+    this.requests.push({
+      method,
+      path: `${path}${url.search}`,
+      authorization: request.headers.authorization,
+      range: request.headers.range,
+      at: performance.now(),
+    });
     if (this.options.delayMs) await sleep(this.random() * this.options.delayMs);
     if (this.hook && (await this.hook({ seq, method, path: `${path}${url.search}` })) === 'drop') {
       request.socket.destroy();
@@ -409,7 +415,11 @@ export class GitHubServer {
     if ((match = /^\/releases\/(\d+)\/assets$/.exec(route)) && method === 'GET') {
       const release = this.storedRelease(Number(match[1]));
       if (!release) return this.json(response, 404, { message: 'Not Found' });
-      return this.page(response, url, release.assets.map((asset) => asset.api));
+      return this.page(
+        response,
+        url,
+        release.assets.map((asset) => asset.api),
+      );
     }
     if ((match = /^\/releases\/assets\/(\d+)$/.exec(route))) {
       const found = this.findAsset(Number(match[1]));
@@ -477,9 +487,7 @@ export class GitHubServer {
   }
 
   private takeFault(method: string, path: string): Fault | undefined {
-    const index = this.faults.findIndex(
-      (fault) => (!fault.method || fault.method === method) && (!fault.path || path.includes(fault.path)),
-    );
+    const index = this.faults.findIndex((fault) => (!fault.method || fault.method === method) && (!fault.path || path.includes(fault.path)));
     if (index < 0) return undefined;
     return this.faults.splice(index, 1)[0];
   }
@@ -660,7 +668,13 @@ export class GitHubServer {
   }
 
   private snapshot(release: StoredRelease | undefined): AssetRecord[] {
-    return (release?.assets ?? []).map((asset) => ({ id: asset.api.id, name: asset.api.name, size: asset.api.size, state: asset.api.state, digest: asset.api.digest ?? null }));
+    return (release?.assets ?? []).map((asset) => ({
+      id: asset.api.id,
+      name: asset.api.name,
+      size: asset.api.size,
+      state: asset.api.state,
+      digest: asset.api.digest ?? null,
+    }));
   }
 
   private begin(kind: MutationEvent['kind'], target: string, release: StoredRelease | undefined): MutationEvent {
@@ -682,7 +696,6 @@ export class GitHubServer {
     response.end(text);
   }
 }
-
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
   let text = '';
@@ -729,7 +742,10 @@ export async function createImageFixture(
     await writeFile(imagePath(name), bytes);
     const digest = createHash('sha256').update(bytes).digest('hex');
     await writeFile(`${imagePath(name)}.sha256`, `${digest}  ${name}.qcow2\n`);
-    await writeFile(join(root, 'images', name, 'image-version.txt'), name.startsWith('pve') ? 'DEBIAN_VERSION=13.2\nPVE_VERSION=9.1\n' : 'DEBIAN_VERSION=12.13\n');
+    await writeFile(
+      join(root, 'images', name, 'image-version.txt'),
+      name.startsWith('pve') ? 'DEBIAN_VERSION=13.2\nPVE_VERSION=9.1\n' : 'DEBIAN_VERSION=12.13\n',
+    );
     await writeFile(join(root, 'images', name, '.cache-key'), `${keyOf(name)}\n`);
     return digest;
   };

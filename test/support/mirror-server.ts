@@ -86,9 +86,7 @@ export class MirrorServer {
   }
 
   checksumList(): string {
-    return [...this.files.entries()]
-      .map(([name, content]) => `${this.listedSha512.get(name) ?? sha512(content)}  ${name}\n`)
-      .join('');
+    return [...this.files.entries()].map(([name, content]) => `${this.listedSha512.get(name) ?? sha512(content)}  ${name}\n`).join('');
   }
 
   async close(): Promise<void> {

@@ -237,7 +237,8 @@ async function compare(root: string, state: TreeState, cli: Cli): Promise<string
   if (ran.size !== dry.json.nodes.length) problems.push(`the plan has ${dry.json.nodes.length} nodes, the run ${ran.size}`);
 
   const second = await run(commandOf(state, false));
-  if (process.env.PLAN_PROPERTY_TIMES) process.stderr.write(`state: dry run ${seconds[0]}s, run ${seconds[1]}s (${real.json.ran} ran), second run ${seconds[2]}s\n`);
+  if (process.env.PLAN_PROPERTY_TIMES)
+    process.stderr.write(`state: dry run ${seconds[0]}s, run ${seconds[1]}s (${real.json.ran} ran), second run ${seconds[2]}s\n`);
   if (second.code !== 0 || !second.json) return [...problems, `the second run exited ${second.code}: ${lastLines(second.stderr)}`];
   const busy = second.json.nodes.filter((node) => node.status !== 'fresh');
   if (busy.length > 0) problems.push(`the second run did work: ${busy.map((node) => `${node.id} ${node.status} (${node.reason})`).join('; ')}`);
@@ -248,7 +249,13 @@ async function compare(root: string, state: TreeState, cli: Cli): Promise<string
   for (const name of state.targets) {
     const file = join(root, `images/${name}/${name}.qcow2`);
     const recorded = (await readFile(`${file}.sha256`, 'utf8')).split(' ')[0];
-    if (recorded !== createHash('sha256').update(await readFile(file)).digest('hex')) problems.push(`${name}.qcow2 does not match its .sha256 after the run`);
+    if (
+      recorded !==
+      createHash('sha256')
+        .update(await readFile(file))
+        .digest('hex')
+    )
+      problems.push(`${name}.qcow2 does not match its .sha256 after the run`);
   }
   return problems;
 }

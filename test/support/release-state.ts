@@ -81,8 +81,10 @@ export async function releaseProblems(
     if (!Buffer.concat(pieces).equals(version.bytes)) problems.push(`${name}: the bytes on the release are not the image its record describes`);
     const data = assets.filter((asset) => asset.name.startsWith(`${name}.qcow2`) && !/\.(json|sha256)$/.test(asset.name)).map((asset) => asset.name);
     const expectedData = record.image.parts.map((part) => part.name);
-    if (JSON.stringify(data.sort()) !== JSON.stringify([...expectedData].sort())) problems.push(`${name}: data assets ${data.join(', ')}, the record names ${expectedData.join(', ')}`);
-    if (index && JSON.stringify((index.images ?? {})[name]) !== JSON.stringify(record.image)) problems.push(`${name}: images.json's entry differs from the record`);
+    if (JSON.stringify(data.sort()) !== JSON.stringify([...expectedData].sort()))
+      problems.push(`${name}: data assets ${data.join(', ')}, the record names ${expectedData.join(', ')}`);
+    if (index && JSON.stringify((index.images ?? {})[name]) !== JSON.stringify(record.image))
+      problems.push(`${name}: images.json's entry differs from the record`);
   }
   return problems;
 }

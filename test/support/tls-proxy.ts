@@ -23,20 +23,43 @@ export async function startTlsProxy(backendUrl: string): Promise<TlsProxy> {
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-tls-'));
   const keyFile = join(dir, 'key.pem');
   const caFile = join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', caFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      caFile,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   const backend = new URL(backendUrl);
   let requests = 0;
   const server = https.createServer({ key: await readFile(keyFile), cert: await readFile(caFile) }, (request, response) => {
     requests++;
-    const upstream = http.request({ host: backend.hostname, port: backend.port, method: request.method, path: request.url, headers: request.headers }, (answer) => {
-      const headers = { ...answer.headers };
-      if (headers.location) headers.location = headers.location.replace(backend.origin, front);
-      response.writeHead(answer.statusCode ?? 502, headers);
-      answer.pipe(response);
-      // The server dropped the connection mid-body (an armed reset): so does the front.
-      answer.on('aborted', () => response.destroy());
-      answer.on('error', () => response.destroy());
-    });
+    const upstream = http.request(
+      { host: backend.hostname, port: backend.port, method: request.method, path: request.url, headers: request.headers },
+      (answer) => {
+        const headers = { ...answer.headers };
+        if (headers.location) headers.location = headers.location.replace(backend.origin, front);
+        response.writeHead(answer.statusCode ?? 502, headers);
+        answer.pipe(response);
+        // The server dropped the connection mid-body (an armed reset): so does the front.
+        answer.on('aborted', () => response.destroy());
+        answer.on('error', () => response.destroy());
+      },
+    );
     upstream.on('error', () => response.destroy());
     request.pipe(upstream);
   });

@@ -89,7 +89,13 @@ interface RawAnswer {
   readonly body: Buffer;
 }
 
-function send(url: URL, method: string, headers: Record<string, string>, body: string | Uint8Array | undefined, signal: AbortSignal | undefined): Promise<RawAnswer> {
+function send(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  body: string | Uint8Array | undefined,
+  signal: AbortSignal | undefined,
+): Promise<RawAnswer> {
   const transport = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
   if (!transport) return Promise.reject(new TypeError(`unsupported URL scheme in ${url.origin}`));
   if (signal?.aborted) return Promise.reject(signal.reason);

@@ -98,8 +98,7 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
   const token = await resolveToken(env, options.readGhToken);
   const retryBaseMs = options.retryBaseMs ?? 1000;
   const maxWait = options.maxRateLimitWaitSeconds ?? 120;
-  const waitOnce = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number): boolean =>
-    retryCount < 2 && retryAfter <= maxWait;
+  const waitOnce = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number): boolean => retryCount < 2 && retryAfter <= maxWait;
   const throttle = {
     onRateLimit: waitOnce,
     onSecondaryRateLimit: waitOnce,

@@ -95,7 +95,10 @@ export class GitHubStore implements ImageStore {
     const listed = index.index?.images[name]?.parts;
     if (listed && listed.length !== found.data.length) {
       const missing = listed.find((part) => !found.data.some((asset) => asset.name === part.name));
-      return { status: 'missing', detail: `${this.location}: ${name} is missing part ${missing?.name ?? `(${listed.length} listed, ${found.data.length} present)`}` };
+      return {
+        status: 'missing',
+        detail: `${this.location}: ${name} is missing part ${missing?.name ?? `(${listed.length} listed, ${found.data.length} present)`}`,
+      };
     }
     const sha256 = checksumOf(await reader.text(found.checksum, signal), name, `${found.checksum.name} on ${this.location}`);
     const record = index.index?.images[name];

@@ -170,7 +170,14 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
           tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
         : net.connect({ host, port, onread });
     socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
-      const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`, ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`), 'Connection: close', '', ''];
+      const lines = [
+        `GET ${url.pathname}${url.search} HTTP/1.1`,
+        `Host: ${url.host}`,
+        ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`),
+        'Connection: close',
+        '',
+        '',
+      ];
       socket.write(lines.join('\r\n'));
     });
     socket.on('error', (error) => finish(new ConnectionError(error.message)));
@@ -288,7 +295,8 @@ class BodyParser {
         this.chunkState = 'size';
       } else if (this.chunkState === 'size') {
         const size = Number.parseInt(line.split(';')[0]!, 16);
-        if (!/^[0-9a-f]+$/i.test(line.split(';')[0]!.trim()) || !Number.isSafeInteger(size)) this.failed = `bad chunk size ${JSON.stringify(line.slice(0, 20))}`;
+        if (!/^[0-9a-f]+$/i.test(line.split(';')[0]!.trim()) || !Number.isSafeInteger(size))
+          this.failed = `bad chunk size ${JSON.stringify(line.slice(0, 20))}`;
         else if (size === 0) this.chunkState = 'trailer';
         else {
           this.left = size;

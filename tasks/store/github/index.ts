@@ -33,7 +33,9 @@ export async function checkGitHubSetup(settings: ReleaseSettings, tag: string, o
   const key = JSON.stringify([resolveApiUrl(settings, env), resolveRepository(settings, env), tag, env.GITHUB_TOKEN ?? env.GH_TOKEN ?? '']);
   let check = reachable.get(key);
   if (!check) {
-    check = createGitHubClient(settings, options).then((client) => new ReleaseApi(client).findRelease(tag)).then(() => undefined);
+    check = createGitHubClient(settings, options)
+      .then((client) => new ReleaseApi(client).findRelease(tag))
+      .then(() => undefined);
     reachable.set(key, check);
   }
   await check;

@@ -7,16 +7,7 @@
 // holding a name is deleted right before its replacement is renamed), then the record
 // itself, then what no record needs any more is deleted. Every step is idempotent and
 // keyed by asset id, so any number of writers may settle one image at once.
-import {
-  checksumAssetName,
-  imageAssetRole,
-  isFinalData,
-  parseAssetName,
-  partSuffix,
-  recordAssetName,
-  tempRun,
-  wholeAssetName,
-} from './asset-names.ts';
+import { checksumAssetName, imageAssetRole, isFinalData, parseAssetName, partSuffix, recordAssetName, tempRun, wholeAssetName } from './asset-names.ts';
 import type { RecordDoc } from './record-asset.ts';
 
 export interface Asset {
@@ -205,10 +196,7 @@ export function settlePlan(layout: ImageLayout, runIsOver: (run: string, created
 }
 
 /** Where an unrecorded image's bytes are, by name alone (releases written before records existed). */
-export function bindByName(
-  name: string,
-  assets: readonly Asset[],
-): { readonly data: Asset[]; readonly checksum: Asset } | { readonly missing: string } {
+export function bindByName(name: string, assets: readonly Asset[]): { readonly data: Asset[]; readonly checksum: Asset } | { readonly missing: string } {
   const uploaded = assets.filter((asset) => asset.state === 'uploaded');
   const checksum = uploaded.find((asset) => asset.name === checksumAssetName(name));
   const whole = uploaded.find((asset) => asset.name === wholeAssetName(name));

@@ -44,7 +44,11 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   const name = image.name;
   const parts = planParts(name, image.size, limits);
   const record = (uploadedAt: string): ImageRecord =>
-    recordOf(image, parts.map((part) => ({ name: part.name, size: part.length })), uploadedAt);
+    recordOf(
+      image,
+      parts.map((part) => ({ name: part.name, size: part.length })),
+      uploadedAt,
+    );
 
   const before = await settleImage(context, name);
   if (!options.force) {

@@ -139,9 +139,7 @@ export class ReleaseApi {
   }
 
   async updateReleaseBody(release: Pick<Release, 'id' | 'tag_name'>, body: string): Promise<void> {
-    await this.call(`update release ${release.tag_name}`, () =>
-      this.client.octokit.rest.repos.updateRelease({ ...this.where, release_id: release.id, body }),
-    );
+    await this.call(`update release ${release.tag_name}`, () => this.client.octokit.rest.repos.updateRelease({ ...this.where, release_id: release.id, body }));
   }
 
   /**
