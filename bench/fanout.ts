@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     const check = must(await pipeline(roots[0]!, ['release', 'check', '--json'], 'check'), 'release check', [0, 1]);
     const matrix = (JSON.parse(check.stdout) as { stale: string[] }).stale;
     const jobs = await Promise.all(matrix.map((image, index) => pipeline(roots[index % roots.length]!, [`${image}:upload`, '--json'], `runner-${index}`)));
-    jobs.forEach((job, index) => must(job, `${matrix[index]}:upload`));
+    for (const [index, job] of jobs.entries()) must(job, `${matrix[index]}:upload`);
     return { fetched: jobs.reduce((sum, job) => sum + fetchedIn(job), 0), note: `matrix: ${matrix.join(', ') || '(empty)'}` };
   };
 
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
     await phase('2b. jobs run anyway, fresh runners', counters, async () => {
       const roots = await Promise.all(['a', 'b', 'c'].map((label) => runner(`runner-${label}`)));
       const jobs = await Promise.all(IMAGES.map((image, index) => pipeline(roots[index]!, [`${image}:upload`, '--json'], `runner-${index}`)));
-      jobs.forEach((job, index) => must(job, `${IMAGES[index]}:upload`));
+      for (const [index, job] of jobs.entries()) must(job, `${IMAGES[index]}:upload`);
       return { fetched: jobs.reduce((sum, job) => sum + fetchedIn(job), 0), note: 'every image uploaded as if stale' };
     }),
   );

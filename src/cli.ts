@@ -202,7 +202,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
   }
   const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);
-  let results;
+  let results: Awaited<ReturnType<typeof session.run>>;
   try {
     results = await session.run(targets, settings, reporter, {
       onWait: (who) => io.err(`pipeline: waiting for another pipeline in this tree to finish (${who})`),

@@ -93,9 +93,9 @@ async function digestOf(hasher: FileHasher, file: string): Promise<string | unde
 async function compile(file: string, source: string): Promise<string | undefined> {
   const { build, stop } = await import('esbuild');
   let needsLoader = false;
-  let result;
+  let output: string;
   try {
-    result = await build({
+    const result = await build({
       stdin: { contents: source, sourcefile: file, resolveDir: dirname(file), loader: file.endsWith('x') ? 'tsx' : 'ts' },
       bundle: true,
       write: false,
@@ -122,14 +122,14 @@ async function compile(file: string, source: string): Promise<string | undefined
         },
       ],
     });
+    output = result.outputFiles[0]!.text;
   } catch (error) {
     throw syntaxFailure(file, error);
   } finally {
     // esbuild compiles in a child process that would otherwise live as long as the run.
     await stop();
   }
-  if (needsLoader) return undefined;
-  return result.outputFiles[0]!.text;
+  return needsLoader ? undefined : output;
 }
 
 /** The file a relative, absolute or file: import names; undefined for a package or builtin. */

@@ -31,6 +31,7 @@ export function boundedStem(stem: string, whole: string): string {
 }
 
 /** A name's characters that may not stand in a file name as they are: the separator, control characters, and "%" (the escape). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this pattern finds
 const UNSAFE = /[/%\u0000-\u001f\u007f]/g;
 
 /**

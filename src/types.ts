@@ -113,9 +113,7 @@ export interface KeyFile {
  * Volatile state outside the tree that the node's output depends on (an upstream
  * checksum list). Evaluated once per run; its value is part of the fingerprint.
  */
-export interface Probe {
-  (context: ProbeContext): Promise<ProbeResult>;
-}
+export type Probe = (context: ProbeContext) => Promise<ProbeResult>;
 
 export interface ProbeContext {
   readonly root: string;

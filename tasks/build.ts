@@ -370,7 +370,7 @@ async function buildKeyPair(ctx: TaskContext, sshKeygen: string, keyDir: string,
 }
 
 async function sha256Checksum(ctx: TaskContext, baseImage: string): Promise<string> {
-  let digest;
+  let digest: Awaited<ReturnType<typeof ctx.hasher.hash>>;
   try {
     digest = await ctx.hasher.hash(baseImage, { sha256: true, onProgress: (done, total) => ctx.progress(done, total) });
   } catch (error) {

@@ -97,7 +97,7 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
             return { hit: false, note: `no remote cache: ${found.unreadable}` };
           }
           const { store, listing } = found;
-          const match = await matchingRecord(catalog, fallback, store, listing, () => catalog.inputsToBuild(fallback.name, signal));
+          const match = await matchingRecord(fallback, listing, () => catalog.inputsToBuild(fallback.name, signal));
           if ('why' in match) return { hit: false, note: `not fetched from ${store.location}: ${match.why}` };
           const { record, key } = match;
           return {
@@ -123,9 +123,7 @@ interface FallbackRunner {
 
 /** The store's record of the image when it is what a build here would make now; else why not. */
 async function matchingRecord(
-  catalog: ImageCatalog,
   fallback: BuildFallback,
-  store: ImageStore,
   listing: StoreListing,
   current: () => Promise<CurrentImageKey>,
 ): Promise<{ readonly record: ImageRecord; readonly key: string } | { readonly why: string }> {

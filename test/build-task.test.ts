@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { StatCache } from '../src/hasher.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { type NodeDef } from '../src/types.ts';
+import type { NodeDef } from '../src/types.ts';
 import { buildNode, type BuildNodeOptions } from '../tasks/build.ts';
 import { MissingKeyInput, templateKeyFiles } from '../tasks/cache-key.ts';
 import { throwsFailure } from './support/failures.ts';

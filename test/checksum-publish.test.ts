@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { StatCache } from '../src/hasher.ts';
 import { formatBytes } from '../src/report/format.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { type CommandIO, type NodeDef, type TaskContext } from '../src/types.ts';
+import type { CommandIO, NodeDef, TaskContext } from '../src/types.ts';
 import { checksumNode, parseSha256Line } from '../tasks/checksum.ts';
 import { publishNode, resolvePublishDir, sourceRecordPath } from '../tasks/publish.ts';
 import { compressedClusters, imageCompression, imageInfo, type Compression } from '../tasks/qemu-img.ts';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { StatCache } from '../src/hasher.ts';
 import { createTaskContext } from '../src/task-context.ts';
-import { type NodeDef } from '../src/types.ts';
+import type { NodeDef } from '../src/types.ts';
 import { downloadNode, NOTE_OFFLINE, NOTE_UNREACHABLE, redownload, UNVERIFIED, type DownloadSpec } from '../tasks/download.ts';
 import { MirrorServer, sha512 } from './support/mirror-server.ts';
 import { throwsFailure } from './support/failures.ts';

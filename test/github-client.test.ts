@@ -1,7 +1,7 @@
 // Token and repository resolution, GitHub's failures as actionable messages, the upload
 // node, and the token never leaking into anything a user or log sees.
 import test from 'ava';
-import { type TaskContext } from '../src/types.ts';
+import type { TaskContext } from '../src/types.ts';
 import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken } from '../tasks/store/github/client.ts';
 import { imagesCommand } from '../tasks/images.ts';
 import { releaseCommand } from '../tasks/release.ts';
@@ -105,7 +105,10 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     maxAssetSize: 4096,
     partSize: 2048,
   });
-  t.teardown(async () => (await server.close(), await fixture.cleanup()));
+  t.teardown(async () => {
+    await server.close();
+    await fixture.cleanup();
+  });
   const node = createUploadNode(fixture.catalog, 'debian-12', 'latest', { store: { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } } });
   t.is(node.id, 'debian-12:upload');
   t.deepEqual(node.deps, ['debian-12:checksum']);
@@ -153,7 +156,10 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
 test('the token never appears in output, errors or JSON', async (t) => {
   const server = await GitHubServer.start();
   const fixture = await createImageFixture([{ name: 'debian-12', size: 100 }], { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' });
-  t.teardown(async () => (await server.close(), await fixture.cleanup()));
+  t.teardown(async () => {
+    await server.close();
+    await fixture.cleanup();
+  });
   const captured: string[] = [];
   const io = (json: boolean) => ({
     root: fixture.root,

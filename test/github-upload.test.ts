@@ -32,7 +32,19 @@ async function setup() {
     for (const name of fixture.catalog.names) results.push(await upload(name));
     return results;
   };
-  return { server, fixture, api, store, upload, uploadAll, logs, cleanup: async () => (await server.close(), await fixture.cleanup()) };
+  return {
+    server,
+    fixture,
+    api,
+    store,
+    upload,
+    uploadAll,
+    logs,
+    cleanup: async () => {
+      await server.close();
+      await fixture.cleanup();
+    },
+  };
 }
 
 function names(records: readonly AssetRecord[]): string[] {
@@ -270,7 +282,10 @@ test('a listing that skips the commit (a page boundary moved under another write
     tag: 'latest',
     ...limits,
   });
-  t.teardown(async () => (await server.close(), await fixture.cleanup()));
+  t.teardown(async () => {
+    await server.close();
+    await fixture.cleanup();
+  });
   server.createRelease('latest');
   await server.putAsset('latest', 'notes-1.txt', Buffer.from('1'));
   await server.putAsset('latest', 'notes-2.txt', Buffer.from('2'));

@@ -174,9 +174,9 @@ test.serial('a fresh host without packer publishes every image from the release:
   const upload = await run(host, ['upload:latest', '--json'], w, { env: { PATH: w.noPackerPath } });
   t.is(upload.code, 0, explainFailure(upload));
   const recordsAfter = await Promise.all(recordNames.map((asset) => w.github.assetBytes('latest', asset)));
-  recordNames.forEach((asset, index) =>
-    t.deepEqual(recordsAfter[index]!.toString(), recordsBefore[index]!.toString(), `${asset} was not rewritten by a host that fetched`),
-  );
+  for (const [index, asset] of recordNames.entries()) {
+    t.deepEqual(recordsAfter[index]!.toString(), recordsBefore[index]!.toString(), `${asset} was not rewritten by a host that fetched`);
+  }
   t.false(existsSync(host.path('cache')), 'the upload downloaded no base image');
 });
 

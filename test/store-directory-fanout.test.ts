@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { startCli, type CliResult } from './support/engine-project.ts';
-import { IMAGES } from './support/image-project.ts';
 import { imageVersion, type ImageVersion } from './support/release-state.ts';
 import { Trees, type Tree } from './support/runner-trees.ts';
 
@@ -102,7 +101,7 @@ async function runRounds(t: import('ava').ExecutionContext, label: string, jobs:
       }),
     );
     const where = `${label} round ${round} of ${ROUNDS} (start offsets ${offsets.join('/')} ms)`;
-    results.forEach((result, index) => t.is(result.code, 0, `${where}: ${jobs[index]!.target} exited ${result.code}\n${result.stderr}`));
+    for (const [index, result] of results.entries()) t.is(result.code, 0, `${where}: ${jobs[index]!.target} exited ${result.code}\n${result.stderr}`);
     t.deepEqual(await directoryProblems(dir, versions), [], where);
     const record = JSON.parse(await readFile(join(dir, 'debian-12.json'), 'utf8')) as { image: { sha256: string } };
     winners.set(record.image.sha256, (winners.get(record.image.sha256) ?? 0) + 1);

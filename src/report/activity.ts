@@ -80,7 +80,7 @@ export class Activities {
   /** Feeds a progress sample; returns the bar it belongs to (new when it does not continue the last). */
   progress(id: NodeId, done: number, total: number | undefined, unit: ProgressUnit = 'bytes'): Bar {
     const node = this.get(id);
-    if (!node.bar || !node.bar.meter.continues(done, total, unit)) {
+    if (!node.bar?.meter.continues(done, total, unit)) {
       node.bar = { label: this.barLabel(node), meter: new ProgressMeter(unit) };
     }
     node.bar.meter.update(done, total);

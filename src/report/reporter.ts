@@ -37,17 +37,20 @@ export function failureLines(result: NodeResult): string[] {
 
 /** Several reporters as one (a view, the --json summary, the --profile trace): each hears every event. */
 export function fanOut(reporters: readonly Reporter[]): Reporter {
+  const each = (call: (reporter: Reporter) => void): void => {
+    for (const reporter of reporters) call(reporter);
+  };
   return {
-    planning: (closure) => reporters.forEach((reporter) => reporter.planning?.(closure)),
-    start: (plan) => reporters.forEach((reporter) => reporter.start(plan)),
-    nodeQueued: (id, reason) => reporters.forEach((reporter) => reporter.nodeQueued?.(id, reason)),
-    nodeWaiting: (id, wait) => reporters.forEach((reporter) => reporter.nodeWaiting?.(id, wait)),
-    nodePhase: (id, phase, edge) => reporters.forEach((reporter) => reporter.nodePhase?.(id, phase, edge)),
-    nodeStarted: (id, reason) => reporters.forEach((reporter) => reporter.nodeStarted?.(id, reason)),
-    nodeStatus: (id, text) => reporters.forEach((reporter) => reporter.nodeStatus?.(id, text)),
-    nodeLog: (id, line) => reporters.forEach((reporter) => reporter.nodeLog?.(id, line)),
-    nodeProgress: (id, done, total, unit) => reporters.forEach((reporter) => reporter.nodeProgress?.(id, done, total, unit)),
-    nodeFinished: (result) => reporters.forEach((reporter) => reporter.nodeFinished?.(result)),
+    planning: (closure) => each((reporter) => reporter.planning?.(closure)),
+    start: (plan) => each((reporter) => reporter.start(plan)),
+    nodeQueued: (id, reason) => each((reporter) => reporter.nodeQueued?.(id, reason)),
+    nodeWaiting: (id, wait) => each((reporter) => reporter.nodeWaiting?.(id, wait)),
+    nodePhase: (id, phase, edge) => each((reporter) => reporter.nodePhase?.(id, phase, edge)),
+    nodeStarted: (id, reason) => each((reporter) => reporter.nodeStarted?.(id, reason)),
+    nodeStatus: (id, text) => each((reporter) => reporter.nodeStatus?.(id, text)),
+    nodeLog: (id, line) => each((reporter) => reporter.nodeLog?.(id, line)),
+    nodeProgress: (id, done, total, unit) => each((reporter) => reporter.nodeProgress?.(id, done, total, unit)),
+    nodeFinished: (result) => each((reporter) => reporter.nodeFinished?.(result)),
     async finish(results, wallMs) {
       for (const reporter of reporters) await reporter.finish(results, wallMs);
     },

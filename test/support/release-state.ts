@@ -83,8 +83,7 @@ export async function releaseProblems(
     const expectedData = record.image.parts.map((part) => part.name);
     if (JSON.stringify(data.sort()) !== JSON.stringify([...expectedData].sort()))
       problems.push(`${name}: data assets ${data.join(', ')}, the record names ${expectedData.join(', ')}`);
-    if (index && JSON.stringify((index.images ?? {})[name]) !== JSON.stringify(record.image))
-      problems.push(`${name}: images.json's entry differs from the record`);
+    if (index && JSON.stringify(index.images?.[name]) !== JSON.stringify(record.image)) problems.push(`${name}: images.json's entry differs from the record`);
   }
   return problems;
 }

@@ -119,9 +119,10 @@ export async function uploadRange(request: UploadRangeRequest): Promise<unknown>
       callback(null, chunk);
     },
   });
+  if (request.length === 0) outgoing.end();
   const body =
     request.length === 0
-      ? (outgoing.end(), Promise.resolve())
+      ? Promise.resolve()
       : pipeline(createReadStream(request.path, { start: request.start, end: request.start + request.length - 1 }), counter, outgoing);
   // When the server answers early (an error status) the body pipe may break; the answer wins.
   const [bodyResult, response] = await Promise.allSettled([body, responded]);
