@@ -107,7 +107,7 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
     notifications: unthrottledGroup as never,
   };
   // Loaded when a release is actually touched: a local build run never pays for octokit.
-  const [{ Octokit }, { apiFetch }] = await Promise.all([import('octokit'), import('./api-fetch.ts')]);
+  const [{ Octokit }, { apiFetch }] = await Promise.all([import('octokit'), import('../http/api-fetch.ts')]);
   const octokit = new Octokit({
     auth: token,
     baseUrl: apiUrl,

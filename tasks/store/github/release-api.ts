@@ -7,7 +7,7 @@ import type { components } from '@octokit/openapi-types';
 import { Failure } from '../../../src/index.ts';
 import { assertSafeFileName } from '../names.ts';
 import { describeFailure, GitHubFailure, toGitHubFailure, type GitHubClient } from './client.ts';
-import { downloadRange, TransferError, uploadRange } from './http-transfer.ts';
+import { downloadRange, TransferError, uploadRange } from '../http/http-transfer.ts';
 
 export type Release = components['schemas']['release'];
 /** GitHub also reports `new` for an asset whose upload never finished. */
