@@ -2,6 +2,7 @@
 // versions, the inputs behind the key), and the index of every image, `images.json`,
 // whose format external consumers rely on. Both come back from the network, so they are
 // read through a schema.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { parseSha256Line } from '../checksum.ts';
 import { Failure } from '../../src/index.ts';
@@ -18,6 +19,20 @@ export const imageSourcesSchema = z.object({
   files: z.record(z.string()),
 });
 
+/** Kinds of small files stored with an image: its chunk index (delta fetches) and its signed provenance. */
+export const ATTACHMENT_KINDS = ['chunk-index', 'provenance'] as const;
+export type AttachmentKind = (typeof ATTACHMENT_KINDS)[number];
+/** Largest attachment a store accepts or a reader takes (attachments are read into memory). */
+export const MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024;
+
+/** Where a store keeps one attachment (a backend's own name for it), and what its bytes must be. */
+const attachmentRefSchema = z.object({
+  name: z.string(),
+  size: z.number().int().nonnegative().max(MAX_ATTACHMENT_BYTES),
+  sha256: sha256Hex,
+});
+export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
+
 export const imageRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: sha256Hex,
@@ -31,6 +46,8 @@ export const imageRecordSchema = z.object({
   compression: z.enum(['zstd', 'zlib', 'none']).optional(),
   versions: z.record(z.string()).default({}),
   sources: imageSourcesSchema.optional(),
+  /** Kinds this version does not know are dropped when read (a newer writer's), not refused. */
+  attachments: z.object({ 'chunk-index': attachmentRefSchema.optional(), provenance: attachmentRefSchema.optional() }).optional(),
   uploadedAt: z.string().optional(),
 });
 
@@ -75,8 +92,14 @@ export function serializeIndex(index: ImageIndex): string {
   return `${JSON.stringify({ schemaVersion: 1, images }, null, 2)}\n`;
 }
 
-/** The record a store keeps for `image` stored as `parts`. */
-export function recordOf(image: ImageToPut, parts: readonly { name: string; size: number }[], uploadedAt: string): ImageRecord {
+/** The record a store keeps for `image` stored as `parts`, with its attachments stored under `attachmentName(kind, sha256)`. */
+export function recordOf(
+  image: ImageToPut,
+  parts: readonly { name: string; size: number }[],
+  uploadedAt: string,
+  attachmentName: (kind: AttachmentKind, sha256: string) => string = (kind) => kind,
+): ImageRecord {
+  const attachments = attachmentRefs(image, attachmentName);
   return {
     size: image.size,
     sha256: image.sha256,
@@ -85,8 +108,38 @@ export function recordOf(image: ImageToPut, parts: readonly { name: string; size
     ...(image.compression ? { compression: image.compression } : {}),
     versions: { ...image.versions },
     sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
+    ...(attachments ? { attachments } : {}),
     uploadedAt,
   };
+}
+
+/** The refs of an image's attachments (size and SHA-256 of each), or undefined when it has none. */
+export function attachmentRefs(
+  image: Pick<ImageToPut, 'attachments'>,
+  nameOf: (kind: AttachmentKind, sha256: string) => string,
+): ImageRecord['attachments'] | undefined {
+  const refs: Partial<Record<AttachmentKind, AttachmentRef>> = {};
+  for (const kind of ATTACHMENT_KINDS) {
+    const bytes = image.attachments?.[kind];
+    if (!bytes) continue;
+    if (bytes.length > MAX_ATTACHMENT_BYTES)
+      throw new Failure('task', `the ${kind} attachment is ${bytes.length} bytes; at most ${MAX_ATTACHMENT_BYTES} are stored`);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    refs[kind] = { name: nameOf(kind, sha256), size: bytes.length, sha256 };
+  }
+  return Object.keys(refs).length ? refs : undefined;
+}
+
+/** `bytes` when they are what `ref` says; an `integrity` Failure naming `where` otherwise. */
+export function verifiedAttachment(bytes: Uint8Array, ref: AttachmentRef, kind: AttachmentKind, where: string): Uint8Array {
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (bytes.length !== ref.size || sha256 !== ref.sha256) {
+    throw new Failure(
+      'integrity',
+      `the ${kind} of ${where} does not match its record (${bytes.length} bytes, sha256 ${sha256}; the record says ${ref.size}, ${ref.sha256})`,
+    );
+  }
+  return bytes;
 }
 
 /** A record with its keys in one order (and nested maps sorted), for comparison and output. */
@@ -109,6 +162,16 @@ export function canonicalRecord(record: ImageRecord): ImageRecord {
             },
             files: sorted(record.sources.files),
           },
+        }
+      : {}),
+    ...(record.attachments && Object.keys(record.attachments).length
+      ? {
+          attachments: Object.fromEntries(
+            ATTACHMENT_KINDS.flatMap((kind) => {
+              const ref = record.attachments?.[kind];
+              return ref ? [[kind, { name: ref.name, size: ref.size, sha256: ref.sha256 }]] : [];
+            }),
+          ),
         }
       : {}),
     ...(record.uploadedAt !== undefined ? { uploadedAt: record.uploadedAt } : {}),

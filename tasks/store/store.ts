@@ -10,9 +10,12 @@
 // - a `put` interrupted at any point (SIGKILL included) leaves the previous image readable
 //   or is finished (or undone) by the next `put` of that image from any machine.
 import type { ImageSources } from './catalog.ts';
-import type { ImageRecord } from './record.ts';
+import type { AttachmentKind, ImageRecord } from './record.ts';
 
-export type { ImageRecord } from './record.ts';
+export type { AttachmentKind, ImageRecord } from './record.ts';
+
+/** Small files kept with an image, by kind (each at most MAX_ATTACHMENT_BYTES, held in memory). */
+export type Attachments = Readonly<Partial<Record<AttachmentKind, Uint8Array>>>;
 
 export interface ImageStore {
   /** Where the images live, for messages: `release latest of acme/images`. */
@@ -72,6 +75,11 @@ export type OpenedImage =
       readonly record?: ImageRecord;
       /** The bytes, in order. */
       readonly pieces: readonly ImagePiece[];
+      /**
+       * An attachment the record names, verified against the record's size and SHA-256
+       * (an `integrity` Failure when it does not match); undefined when it names none.
+       */
+      readAttachment(kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined>;
     }
   /** No complete copy can be read right now because an upload is replacing it: wait and open again. */
   | { readonly status: 'replacing'; readonly detail: string }
@@ -85,15 +93,18 @@ export interface ImagePiece {
   readonly label: string;
   readonly size: number;
   /**
-   * Streams bytes [from, size) into `sink`, resuming after resets itself. Throws a
-   * `not-found` Failure when the piece is gone (replaced meanwhile). Calls `onRestart`
-   * when it could not resume and starts again at byte 0.
+   * Streams bytes [from, to) into `sink`, resuming after resets itself. Throws a
+   * `not-found` Failure when the piece is gone (replaced meanwhile). A read to the end
+   * that cannot resume (the server ignores ranges) calls `onRestart` and starts again at
+   * byte 0; a bounded read (`to` given) fails instead.
    */
   read(request: PieceRead): Promise<void>;
 }
 
 export interface PieceRead {
   readonly from: number;
+  /** Exclusive end of the range; the piece's size when absent. */
+  readonly to?: number;
   readonly signal: AbortSignal;
   /** May keep using `chunk` until the promise it returns settles; returns nothing when done with it. */
   readonly sink: (chunk: Buffer, offset: number) => Promise<void> | void;
@@ -112,6 +123,8 @@ export interface ImageToPut {
   readonly compression?: ImageRecord['compression'];
   readonly versions: Readonly<Record<string, string>>;
   readonly sources: ImageSources;
+  /** Stored before the record that names them, and replaced with the image. */
+  readonly attachments?: Attachments;
 }
 
 export interface PutOptions {

@@ -322,6 +322,15 @@ export class GitHubServer {
     await rm(asset.file, { force: true });
   }
 
+  /** Replaces an asset's bytes in place, keeping its id and name, as a store writer with other intentions might (no request recorded). */
+  async overwriteAsset(tag: string, name: string, bytes: Buffer): Promise<void> {
+    const asset = this.releases.find((candidate) => candidate.api.tag_name === tag)?.assets.find((candidate) => candidate.api.name === name);
+    if (!asset) throw new Error(`no asset ${name} on ${tag}`);
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(asset.file, bytes);
+    asset.api.size = bytes.length;
+  }
+
   /** Adds a finished asset directly (no request recorded). */
   async putAsset(tag: string, name: string, bytes: Buffer, state: ApiAsset['state'] = 'uploaded'): Promise<void> {
     const release = this.releases.find((candidate) => candidate.api.tag_name === tag) ?? this.storedRelease(this.createRelease(tag).id)!;
@@ -558,17 +567,19 @@ export class GitHubServer {
     }
     const { size } = await stat(asset.file);
     let start = 0;
-    const range = /^bytes=(\d+)-$/.exec(String(request.headers.range ?? ''));
+    let end = size; // exclusive
+    const range = /^bytes=(\d+)-(\d*)$/.exec(String(request.headers.range ?? ''));
     if (range) {
       start = Number(range[1]);
-      if (start >= size) {
+      end = range[2] ? Math.min(size, Number(range[2]) + 1) : size;
+      if (start >= size || start >= end) {
         response.writeHead(416, { 'content-range': `bytes */${size}` });
         return void response.end();
       }
       response.writeHead(206, {
         'content-type': 'application/octet-stream',
-        'content-length': String(size - start),
-        'content-range': `bytes ${start}-${size - 1}/${size}`,
+        'content-length': String(end - start),
+        'content-range': `bytes ${start}-${end - 1}/${size}`,
       });
     } else {
       response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size), 'accept-ranges': 'bytes' });
@@ -576,7 +587,7 @@ export class GitHubServer {
     let sent = 0;
     const limit = fault?.kind === 'reset' || fault?.kind === 'truncate' ? fault.afterBytes : Infinity;
     const chunkBytes = fault?.kind === 'slow' ? (fault.chunkBytes ?? 1024) : 64 * 1024;
-    for await (const chunk of createReadStream(asset.file, { start, highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(asset.file, { start, end: Math.max(start, end - 1), highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
       let piece = chunk.subarray(0, Math.max(0, Math.min(chunk.length, limit - sent)));
       if (fault?.kind === 'corrupt' && sent === 0 && piece.length > 0) {
         piece = Buffer.from(piece);

@@ -3,6 +3,7 @@
 //
 //   blobs/{sha256}.qcow2      an image's bytes, named by their SHA-256 (so two writers of
 //                             the same bytes write the same file, and nothing is replaced)
+//   blobs/{sha256}.{kind}     its attachments (chunk index, provenance), named the same way
 //   {name}.json               its record (images.json's entry plus the blob's name)
 //   {name}.qcow2, .sha256     hard links for people and scripts, like a release's assets
 //   images.json               the index, rebuilt from the records
@@ -18,11 +19,28 @@ import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts
 import { formatSha256Line } from '../../checksum.ts';
 import { readInOrder } from '../file-reads.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
-import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, recordOf, sameRecord, serializeIndex, type ImageIndex } from '../record.ts';
+import {
+  ATTACHMENT_KINDS,
+  type AttachmentKind,
+  emptyIndex,
+  imageRecordSchema,
+  INDEX_NAME,
+  MAX_ATTACHMENT_BYTES,
+  parseIndex,
+  recordOf,
+  sameRecord,
+  serializeIndex,
+  verifiedAttachment,
+  type ImageIndex,
+} from '../record.ts';
 import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
 
 /** Blobs no record names are removed when older than this: no upload takes longer. */
 const UNREFERENCED_BLOB_AGE_MS = 6 * 60 * 60 * 1000;
+
+/** The blob names this store makes: an image's bytes, or one of its attachments. */
+const BLOB_NAME = new RegExp(`^[0-9a-f]{64}\\.(?:qcow2|${ATTACHMENT_KINDS.join('|')})$`);
+const attachmentBlob = (kind: AttachmentKind, sha256: string): string => `${sha256}.${kind}`;
 
 const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(/^[0-9a-f]{64}\.qcow2$/) });
 type RecordFile = z.infer<typeof recordFileSchema>;
@@ -63,14 +81,15 @@ export class DirectoryStore implements ImageStore {
       sha256: file.image.sha256,
       size,
       record: file.image,
+      readAttachment: (kind, signal) => this.readAttachment(file, kind, signal),
       pieces: [
         {
           id: file.blob,
           label: imageFileName(name),
           size,
-          async read({ from, signal, sink }) {
+          async read({ from, to, signal, sink }) {
             try {
-              await readInOrder(path, { from, signal, each: sink });
+              await readInOrder(path, { from, ...(to !== undefined ? { to } : {}), signal, each: sink });
             } catch (error) {
               if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `${path} is gone`);
               throw error;
@@ -94,7 +113,9 @@ export class DirectoryStore implements ImageStore {
       image,
       [{ name: imageFileName(image.name), size: image.size }],
       previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
+      attachmentBlob,
     );
+    await this.storeAttachments(image, record);
     if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {
@@ -134,6 +155,32 @@ export class DirectoryStore implements ImageStore {
 
   private blobPath(blob: string): string {
     return join(this.dir, 'blobs', blob);
+  }
+
+  /** Attachment blobs before the record that names them; one already there is made young again, as a held image blob is. */
+  private async storeAttachments(image: ImageToPut, record: ReturnType<typeof recordOf>): Promise<void> {
+    for (const kind of ATTACHMENT_KINDS) {
+      const ref = record.attachments?.[kind];
+      const bytes = image.attachments?.[kind];
+      if (!ref || !bytes) continue;
+      const path = this.blobPath(ref.name);
+      if ((await stat(path).catch(() => undefined))?.size === ref.size) await utimes(path, new Date(), new Date());
+      else await writeFileAtomic(path, bytes);
+    }
+  }
+
+  private async readAttachment(file: RecordFile, kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined> {
+    const ref = file.image.attachments?.[kind];
+    if (!ref) return undefined;
+    const where = `${file.name} in ${this.location}`;
+    if (!BLOB_NAME.test(ref.name))
+      throw new Failure('integrity', `the record of ${where} names ${JSON.stringify(ref.name)} for its ${kind}, not a blob of this store`);
+    signal.throwIfAborted();
+    const path = this.blobPath(ref.name);
+    const size = (await stat(path).catch(() => undefined))?.size;
+    if (size === undefined) throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
+    if (size > MAX_ATTACHMENT_BYTES) throw new Failure('integrity', `the ${kind} of ${where} is ${size} bytes, more than any attachment`);
+    return verifiedAttachment(await readFile(path, { signal }), ref, kind, where);
   }
 
   private async records(): Promise<Map<string, RecordFile>> {
@@ -200,7 +247,9 @@ export class DirectoryStore implements ImageStore {
   }
 
   private async removeUnreferencedBlobs(): Promise<void> {
-    const referenced = new Set([...(await this.records()).values()].map((file) => file.blob));
+    const referenced = new Set(
+      [...(await this.records()).values()].flatMap((file) => [file.blob, ...Object.values(file.image.attachments ?? {}).map((ref) => ref.name)]),
+    );
     for (const blob of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
       if (referenced.has(blob)) continue;
       const info = await stat(this.blobPath(blob)).catch(() => undefined);

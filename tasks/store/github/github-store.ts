@@ -2,7 +2,7 @@
 // Readers prefer the per-image records and fall back to images.json for images nobody
 // recorded (releases written before records existed).
 import { Failure } from '../../../src/index.ts';
-import type { ImageRecord } from '../record.ts';
+import { MAX_ATTACHMENT_BYTES, verifiedAttachment, type ImageRecord } from '../record.ts';
 import type {
   ImagePiece,
   ImageStore,
@@ -84,6 +84,13 @@ export class GitHubStore implements ImageStore {
         size: doc.image.size,
         record: doc.image,
         pieces: doc.image.parts.map((part) => piece(bound.get(part.name)!)),
+        readAttachment: async (kind, signal) => {
+          const ref = doc.image.attachments?.[kind];
+          if (!ref) return undefined;
+          const asset = bound.get(ref.name);
+          if (!asset) throw new Failure('integrity', `the record of ${name} on ${this.location} names ${ref.name} for its ${kind}, which it does not bind`);
+          return verifiedAttachment(await this.api.downloadBytes(asset, signal, MAX_ATTACHMENT_BYTES), ref, kind, `${name} on ${this.location}`);
+        },
       };
     }
     const seen = describe(layout, snapshot, undefined);
@@ -109,6 +116,8 @@ export class GitHubStore implements ImageStore {
       size: found.data.reduce((sum, asset) => sum + asset.size, 0),
       ...(record && record.sha256 === sha256 ? { record } : {}),
       pieces: found.data.map(piece),
+      // Images nobody recorded predate attachments.
+      readAttachment: async () => undefined,
     };
   }
 

@@ -200,37 +200,45 @@ export class ReleaseApi {
   }
 
   /**
-   * Streams an asset's bytes from `from` into `sink`, resuming with a Range request after a
-   * reset or a short body. `onRestart` is called when the server cannot resume (the caller
-   * discards what it wrote and the stream starts over from byte 0).
+   * Streams an asset's bytes [from, to) into `sink` (to: the asset's end by default),
+   * resuming with a Range request after a reset or a short body. When the server cannot
+   * resume, a read to the end calls `onRestart` (the caller discards what it wrote and the
+   * stream starts over from byte 0); a bounded read fails.
    */
   async downloadAsset(options: {
     asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>;
     from?: number;
+    to?: number;
     signal: AbortSignal;
     sink: (chunk: Buffer, offset: number) => Promise<void> | void;
     onRestart?: () => void;
   }): Promise<void> {
     const url = `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${options.asset.id}`;
+    const end = options.to ?? options.asset.size;
+    if (end > options.asset.size || (options.from ?? 0) > end) {
+      throw new GitHubFailure(`bytes ${options.from ?? 0}-${end} asked of ${options.asset.name}, which is ${options.asset.size} bytes`);
+    }
     let offset = options.from ?? 0;
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
-      if (offset >= options.asset.size && options.asset.size > 0) return;
+      if (offset >= end && (end > 0 || options.to !== undefined)) return;
       options.signal.throwIfAborted();
       try {
         await downloadRange({
           url,
           authorization: this.client.authorization(),
           from: offset,
-          expected: options.asset.size - offset,
+          ...(options.to !== undefined ? { to: end } : {}),
+          expected: end - offset,
           signal: options.signal,
           sink: (chunk) => {
             const at = offset;
             offset += chunk.length;
+            if (offset > end) throw new GitHubFailure(`${options.asset.name} sent more than bytes ${options.from ?? 0}-${end}`);
             return options.sink(chunk, at);
           },
         });
-        if (offset !== options.asset.size) {
+        if (offset !== end) {
           throw new GitHubFailure(`download of ${options.asset.name} gave ${offset} bytes, the release lists ${options.asset.size}`);
         }
         return;
@@ -241,6 +249,8 @@ export class ReleaseApi {
         if (!error.retryable && error.status !== 416) throw lastError;
         if (attempt === this.client.transferAttempts) throw lastError;
         if (error.status === 416) {
+          // A bounded read cannot start over from byte 0: it says so and the caller fetches otherwise.
+          if (options.to !== undefined) throw lastError;
           offset = 0;
           options.onRestart?.();
         }
@@ -250,8 +260,8 @@ export class ReleaseApi {
     throw lastError ?? new GitHubFailure(`download of ${options.asset.name} failed`);
   }
 
-  /** A small asset (checksum, manifest) as text. */
-  async downloadText(asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<string> {
+  /** A small asset (checksum, manifest, attachment), whole, into memory. */
+  async downloadBytes(asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<Buffer> {
     if (asset.size > limit) throw new GitHubFailure(`asset ${asset.name} is ${asset.size} bytes, too large to be what it claims`);
     const buffer = Buffer.alloc(asset.size);
     await this.downloadAsset({
@@ -262,13 +272,19 @@ export class ReleaseApi {
         chunk.copy(buffer, offset);
       },
     });
-    return buffer.toString('utf8');
+    return buffer;
   }
 
+  /** A small asset (checksum, manifest) as text. */
+  async downloadText(asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<string> {
+    return (await this.downloadBytes(asset, signal, limit)).toString('utf8');
+  }
+
+  /** A small body (text, or an attachment's bytes) as asset `name`. */
   async uploadText(options: {
     release: Pick<Release, 'id' | 'upload_url'>;
     name: string;
-    text: string;
+    text: string | Uint8Array;
     contentType?: string;
     signal: AbortSignal;
   }): Promise<ReleaseAsset> {
@@ -279,7 +295,7 @@ export class ReleaseApi {
     const dir = await mkdtemp(join(tmpdir(), 'pipeline-asset-'));
     const path = join(dir, 'body');
     try {
-      const bytes = Buffer.from(options.text, 'utf8');
+      const bytes = typeof options.text === 'string' ? Buffer.from(options.text, 'utf8') : options.text;
       await writeFile(path, bytes);
       return await this.uploadAsset({ ...options, path, start: 0, length: bytes.length });
     } finally {

@@ -66,6 +66,11 @@ async function failure(response: IncomingMessage, what: string): Promise<Transfe
   return failureOf(response.statusCode ?? 0, flatHeaders(response), body, what);
 }
 
+function declaredLength(headers: Readonly<Record<string, string>>): number | undefined {
+  const value = headers['content-length'];
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined;
+}
+
 function failureOf(status: number, headers: Readonly<Record<string, string | undefined>>, body: string, what: string): TransferError {
   let detail = '';
   try {
@@ -143,6 +148,8 @@ export interface DownloadRangeRequest {
   readonly authorization: string;
   /** Absolute offset within the asset to start at (HTTP Range); 0 for the whole asset. */
   readonly from: number;
+  /** Exclusive end of the range; the rest of the asset when absent. */
+  readonly to?: number;
   /** Bytes expected from `from` to the end of the asset, when known. */
   readonly expected?: number;
   readonly signal: AbortSignal;
@@ -166,7 +173,8 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
     const headers: Record<string, string> = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
     // Redirect targets are pre-signed storage URLs: the token goes to the API only.
     if (hop === 0) headers.authorization = request.authorization;
-    if (request.from > 0) headers.range = `bytes=${request.from}-`;
+    const ranged = request.from > 0 || request.to !== undefined;
+    if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
     let answer: TransferError | undefined;
     let errorText = '';
     let sinkFailed = false;
@@ -188,7 +196,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
               if (errorText.length < 64 * 1024) errorText += chunk.toString('utf8');
             };
           }
-          if (request.from > 0 && status !== 206) {
+          if (ranged && status !== 206 && !(request.from === 0 && request.to !== undefined && declaredLength(headers) === request.to)) {
             // The server ignored the range; the caller restarts the asset from its first byte.
             answer = new TransferError('server ignored the resume range', 416);
             return undefined;
