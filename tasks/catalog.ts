@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { type FileHasher, readStamp, StatCache } from '../src/index.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
 import { fetchChecksumList, sha512InList } from './download.ts';
-import type { CurrentImageKey, ImageCatalog, ReleaseSettings } from './store/catalog.ts';
+import type { StoreSettings } from './store/backends.ts';
+import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 
 export interface CatalogOptions {
   readonly root: string;
@@ -17,7 +18,7 @@ export interface CatalogOptions {
   /** The base image an image is built from: its download node, cached file and upstream. */
   base(name: string): { readonly node: string; readonly file: string; readonly url: string; readonly checksumsUrl: string };
   extraFiles(name: string): readonly string[];
-  readonly release: ReleaseSettings;
+  readonly release: StoreSettings;
 }
 
 type BaseSpec = ReturnType<CatalogOptions['base']>;

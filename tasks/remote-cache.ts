@@ -14,7 +14,7 @@ import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { fetchedSourcesText } from './store/fetched-sources.ts';
 import { getImage } from './store/get-image.ts';
-import { describeStore, openImageStore, type StoreOptions } from './store/open.ts';
+import { describeStore, openImageStore, storeConfigured, type StoreOptions } from './store/open.ts';
 import type { ImageRecord } from './store/record.ts';
 import { staleReasons } from './store/stale.ts';
 import type { ImageStore, StoreListing } from './store/store.ts';
@@ -45,7 +45,7 @@ type Listing = { readonly store: ImageStore; readonly listing: StoreListing } | 
 export function createRemoteCache(catalog: ImageCatalog, tag: string, options: RemoteCacheOptions = {}): ImageRemoteCache {
   const env = options.store?.env ?? process.env;
   // A repository that names no store has no remote cache: nothing to say about it.
-  const configured = catalog.release.dir !== undefined || Boolean(catalog.release.repo) || Boolean(env.GITHUB_REPOSITORY?.trim());
+  const configured = storeConfigured(catalog.release, env);
   let listed: Promise<Listing> | undefined;
   let unreadableSaid = false;
   // Builds that replace a refused copy run outside the packer pool (a fetch holds a

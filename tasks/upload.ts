@@ -1,12 +1,12 @@
-// The `{name}:upload` task kind: puts a checksummed image into the image store (a GitHub
-// release). The probe reads what the store holds for the image, so the engine re-runs the
+// The `{name}:upload` task kind: puts a checksummed image into the image store the config
+// names. The probe reads what the store holds for the image, so the engine re-runs the
 // node when the remote changed (someone removed or replaced the image) even though no
 // local input did.
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { readLocalImage } from './store/local-image.ts';
-import { checkStoreSetup, describeStore, openImageStore, type StoreOptions } from './store/open.ts';
+import { checkStoreSetup, describeStore, openImageStore, storeFingerprint, type StoreOptions } from './store/open.ts';
 
 export interface UploadNodeOptions {
   /** Store tuning and environment (tests pass their own env). */
@@ -25,6 +25,7 @@ function unusableStore(error: unknown): unknown {
 
 export function createUploadNode(catalog: ImageCatalog, name: string, tag: string, options: UploadNodeOptions = {}): NodeDef {
   const env = options.store?.env ?? process.env;
+  const store = storeFingerprint(catalog.release);
   const relativeToRoot = (path: string) => relative(catalog.root, path);
   return {
     id: uploadNodeId(name),
@@ -32,9 +33,9 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     description: `upload ${name} to release ${tag}`,
     deps: [`${name}:checksum`],
     pool: 'network',
-    params: { tag, repo: catalog.release.repo ?? null, apiUrl: catalog.release.apiUrl ?? null },
+    params: { tag, ...store.params },
     files: [relativeToRoot(catalog.checksumPath(name))],
-    env: ['GITHUB_REPOSITORY', 'GITHUB_API_URL', 'PIPELINE_MAX_ASSET_SIZE', 'PIPELINE_PART_SIZE'],
+    env: [...store.env],
     caveat: "the store is read at plan time through the image's record (or .sha256); other edits to the release are not seen",
     // The release is outside the graph: read it while the image is still being made.
     probeIndependent: true,

@@ -72,7 +72,7 @@ async function setup(t: import('ava').ExecutionContext) {
     await writeFile(`${path}.sha256`, `${digest}  ${name}.qcow2\n`);
   }
   const env = { GITHUB_TOKEN: server.token };
-  const options: StoreOptions = { env, github: { retryBaseMs: 2 } };
+  const options: StoreOptions = { env, tuning: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   for (const name of fixture.catalog.names) {
     await store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: () => {} });
@@ -305,7 +305,7 @@ test('a slow body still completes, reporting progress along the way', async (t) 
 test('missing parts, missing checksums and unsafe asset names are clear errors', async (t) => {
   const { server, fixture, images, release, run } = await setup(t);
   const dir = join(fixture.root, 'downloads');
-  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env: { GITHUB_TOKEN: server.token } }));
+  const api = new ReleaseApi(await createGitHubClient(fixture.decl, { env: { GITHUB_TOKEN: server.token } }));
   const rel = await api.requireRelease('latest');
   const assets = await api.listAssets(rel.id);
   await api.deleteAsset(assets.find((asset) => asset.name === 'pve-9.qcow2.partab')!);

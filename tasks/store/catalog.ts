@@ -1,6 +1,7 @@
 // What the store, the upload node and the release and images commands need to know about
 // the images of a repository. The config implements it; nothing under tasks/store reads
 // the config directly.
+import type { StoreSettings } from './backends.ts';
 
 /** Inputs behind an image's cache key, recorded in the store so `release check` can name a change. */
 export interface ImageSources {
@@ -17,22 +18,6 @@ export interface CurrentImageKey {
   /** The build's cache key; unknown on a machine that has not downloaded the base. */
   readonly cacheKey?: string;
   readonly sources: ImageSources;
-}
-
-/** The config's `release:` settings: where the store is, and how a GitHub release is written. */
-export interface ReleaseSettings {
-  /** A shared directory to keep images in instead of GitHub releases (`{dir}/{tag}/`). */
-  readonly dir?: string;
-  /** `owner/name`; GITHUB_REPOSITORY overrides it. */
-  readonly repo?: string;
-  /** REST API base URL (GitHub Enterprise, loopback in tests); GITHUB_API_URL overrides it. */
-  readonly apiUrl?: string;
-  /** Default release tag (`latest`). */
-  readonly tag: string;
-  /** Largest asset uploaded whole, in bytes (GitHub: 2 GiB). PIPELINE_MAX_ASSET_SIZE overrides it. */
-  readonly maxAssetSize?: number;
-  /** Size of each part of a split image, in bytes. PIPELINE_PART_SIZE overrides it. */
-  readonly partSize?: number;
 }
 
 export interface ImageCatalog {
@@ -63,5 +48,5 @@ export interface ImageCatalog {
   inputsToBuild(name: string, signal: AbortSignal): Promise<CurrentImageKey>;
   /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */
   readonly publishDir: string;
-  readonly release: ReleaseSettings;
+  readonly release: StoreSettings;
 }

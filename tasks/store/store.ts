@@ -1,6 +1,6 @@
 // The image store: where built images are shared between machines. The upload node,
 // `release check|remove|retag`, `images list|download` (and a remote cache) are written
-// against this interface only; a backend (tasks/store/github/ is the first) keeps to
+// against this interface only; a backend (registered in backends.ts) keeps to
 // itself how it lays bytes out, names temporaries and replaces an image in place.
 //
 // Every backend promises:

@@ -19,6 +19,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { storeSettings, type ReleaseDecl } from '../../tasks/store/backends.ts';
 import type { components } from '@octokit/openapi-types';
 import { seededRandom } from './seeded-random.ts';
 
@@ -129,6 +130,8 @@ export interface GitHubServerOptions {
   readonly delayMs?: number;
   /** Seed of those random waits (default random; read it back from `seed`). */
   readonly seed?: number;
+  /** A private repository: without the token, everything answers 404, as GitHub does. Default: public (anyone may read). */
+  readonly private?: boolean;
 }
 
 export class GitHubServer {
@@ -368,7 +371,22 @@ export class GitHubServer {
     const storage = /^\/storage\/(\d+)\/[^/]+$/.exec(path);
     if (storage && method === 'GET') return this.serveBytes(request, response, Number(storage[1]), fault);
 
-    if (!this.authorized(request.headers.authorization)) {
+    const anonymous = request.headers.authorization === undefined;
+    if (anonymous && this.options.private) {
+      request.resume();
+      return this.json(response, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
+    }
+    // The public download URL of an asset, as github.com serves it: a redirect to storage, for anyone.
+    const download = /^\/([^/]+)\/([^/]+)\/releases\/download\/([^/]+)\/([^/]+)$/.exec(path);
+    if (download && method === 'GET' && download[1] === this.owner && download[2] === this.repo) {
+      const release = this.releases.find((candidate) => candidate.api.tag_name === download[3]);
+      const asset = release?.assets.find((candidate) => candidate.api.name === download[4] && candidate.api.state === 'uploaded');
+      if (!asset) return this.json(response, 404, { message: 'Not Found' });
+      response.writeHead(302, { location: `${this.url}/storage/${asset.api.id}/${encodeURIComponent(asset.api.name)}` });
+      return void response.end();
+    }
+    // Anyone may read a public repository; writing needs the token.
+    if (!(anonymous && (method === 'GET' || method === 'HEAD')) && !this.authorized(request.headers.authorization)) {
       request.resume();
       return this.json(response, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
     }
@@ -454,7 +472,10 @@ export class GitHubServer {
           return this.json(response, 422, { message: 'Validation Failed', errors: [{ resource: 'ReleaseAsset', code: 'already_exists', field: 'name' }] });
         }
         const event = this.begin('rename', `${asset.api.name} -> ${name}`, release);
-        if (name) asset.api.name = name;
+        if (name) {
+          asset.api.name = name;
+          asset.api.browser_download_url = `${this.url}/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${encodeURIComponent(name)}`;
+        }
         asset.api.updated_at = new Date().toISOString();
         this.end(event, release);
         return this.json(response, 200, asset.api);
@@ -634,7 +655,7 @@ export class GitHubServer {
       file: join(this.dir, String(id)),
       api: {
         url: `${this.url}/repos/${this.owner}/${this.repo}/releases/assets/${id}`,
-        browser_download_url: `https://github.example/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${name}`,
+        browser_download_url: `${this.url}/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${encodeURIComponent(name)}`,
         id,
         node_id: `RA_${id}`,
         name,
@@ -729,6 +750,8 @@ export interface FixtureImage {
 
 export interface ImageFixture {
   readonly root: string;
+  /** The `release:` settings it was made with, as a config declares them. */
+  readonly decl: ReleaseDecl;
   readonly catalog: import('../../tasks/store/catalog.ts').ImageCatalog;
   /** Inputs behind each image's current key; mutate to simulate a template or base change. */
   readonly sources: Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>;
@@ -737,10 +760,7 @@ export interface ImageFixture {
   cleanup(): Promise<void>;
 }
 
-export async function createImageFixture(
-  images: readonly FixtureImage[],
-  release: import('../../tasks/store/catalog.ts').ReleaseSettings,
-): Promise<ImageFixture> {
+export async function createImageFixture(images: readonly FixtureImage[], release: ReleaseDecl & { readonly tag: string }): Promise<ImageFixture> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const root = await mkdtemp(join(tmpdir(), 'pipeline-images-'));
   const sources = new Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>();
@@ -784,7 +804,7 @@ export async function createImageFixture(
     // No upstream here: the bases are what `sources` says.
     inputsToBuild: currentKey,
     publishDir: join(root, 'publish'),
-    release,
+    release: storeSettings(release, release.tag),
   };
-  return { root, catalog, sources, writeImage, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return { root, decl: release, catalog, sources, writeImage, cleanup: () => rm(root, { recursive: true, force: true }) };
 }

@@ -4,14 +4,14 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ReleaseSettings } from '../../tasks/store/catalog.ts';
+import type { ReleaseDecl } from '../../tasks/store/backends.ts';
 import type { StoreOptions } from '../../tasks/store/open.ts';
 import { GitHubServer } from './github-server.ts';
 
 /** A running store of one backend, empty at first. */
 export interface ContractStore {
   /** The config's `release:` settings that reach it (the tag comes from the tests). */
-  readonly release: Omit<ReleaseSettings, 'tag'>;
+  readonly release: ReleaseDecl;
   /** Environment a process needs to write it (tokens, logins). */
   readonly env: Readonly<Record<string, string>>;
   /** Options for opening it in this process (short retry waits). */
@@ -51,7 +51,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
       return {
         release: { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, maxAssetSize: limits.maxPieceSize, partSize: limits.partSize },
         env,
-        options: { env, github: { retryBaseMs: 2 } },
+        options: { env, tuning: { retryBaseMs: 2 } },
         requestCount: () => server.requests.length,
         async corrupt(tag, storedName) {
           const bytes = await server.assetBytes(tag, storedName);

@@ -145,7 +145,8 @@ export async function uploadRange(request: UploadRangeRequest): Promise<unknown>
 
 export interface DownloadRangeRequest {
   readonly url: string;
-  readonly authorization: string;
+  /** Sent to `url`'s origin only (redirect targets elsewhere are pre-signed); none for an anonymous read. */
+  readonly authorization?: string;
   /** Absolute offset within the asset to start at (HTTP Range); 0 for the whole asset. */
   readonly from: number;
   /** Exclusive end of the range; the rest of the asset when absent. */
@@ -172,7 +173,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   for (let hop = 0; hop <= (request.maxRedirects ?? 5); hop++) {
     const headers: Record<string, string> = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
     // Redirect targets are pre-signed storage URLs: the token goes to the API only.
-    if (hop === 0) headers.authorization = request.authorization;
+    if (hop === 0 && request.authorization) headers.authorization = request.authorization;
     const ranged = request.from > 0 || request.to !== undefined;
     if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
     let answer: TransferError | undefined;
