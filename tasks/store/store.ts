@@ -39,6 +39,18 @@ export interface ImageStore {
   probe(name: string, signal: AbortSignal): Promise<string>;
   /** Only for backends whose locations are tags (GitHub releases): point this location at `version`. */
   readonly retag?: (version: string, options: RetagOptions) => Promise<RetagResult>;
+  /** Only for backends whose locations have descriptions (GitHub releases): read and write them. */
+  readonly descriptions?: LocationDescriptions;
+}
+
+/** The text a location of the store (a release) shows people, by tag: any tag, not only the store's own. */
+export interface LocationDescriptions {
+  /** Where the locations are, for messages (`acme/images`). */
+  readonly where: string;
+  /** The description and web page of the location `tag`; undefined when there is no such location. */
+  read(tag: string, signal: AbortSignal): Promise<{ readonly text: string; readonly url?: string } | undefined>;
+  /** Replaces the description of the existing location `tag`. */
+  write(tag: string, text: string, signal: AbortSignal): Promise<void>;
 }
 
 export interface StoreListing {
