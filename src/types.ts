@@ -97,7 +97,7 @@ export interface TaskContext {
   exec(file: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
 }
 
-export { Failure, isFailure, isCancellation, toFailure, type FailureKind } from './failure.ts';
+export { exitCodeOf, Failure, isFailure, isCancellation, toFailure, type FailureKind } from './failure.ts';
 
 /**
  * A key file in a format another tool reads (the build's `.cache-key`). When a node has

@@ -8,6 +8,8 @@ import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type
 import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
+import type { ImageStore } from './store/store.ts';
+import { notedTag } from './release-note.ts';
 
 async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = tagOf(catalog, args, 'version');
@@ -15,6 +17,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   const listing = await store.list(io.signal);
   if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
+  const elsewhere = listing.images.length ? undefined : await whereImagesAre(catalog, store, tag, io.signal);
   if (io.json) {
     const images = listing.images.map((image) => ({
       name: image.name,
@@ -25,10 +28,10 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
       ...(image.detail ? { detail: image.detail } : {}),
       ...(image.record ? { sha256: image.record.sha256, parts: image.record.parts } : {}),
     }));
-    io.out(JSON.stringify({ tag, images }));
+    io.out(JSON.stringify({ tag, images, ...(elsewhere ? { imagesAt: { tag: elsewhere.tag, from: elsewhere.from } } : {}) }));
     return 0;
   }
-  if (!listing.images.length) io.out(`${store.location} holds no images`);
+  if (!listing.images.length) io.out(holdsNoImages(store.location, elsewhere, 'list'));
   const width = Math.max(0, ...listing.images.map((image) => image.name.length));
   for (const image of listing.images) {
     const notes = [
@@ -64,12 +67,14 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
 
   const store = await openStore(catalog, tag, deps, io);
   let names = [...new Set(requested)];
-  if (requested.includes('all')) {
+  // A versioned release is usually tag-only: say where its images are rather than fail each name.
+  if (requested.includes('all') || stringValue(args, 'version') !== undefined) {
     const listing = await store.list(io.signal);
     if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
-    names = listing.images.map((image) => image.name);
+    if (!listing.images.length)
+      throw new Failure('not-found', holdsNoImages(store.location, await whereImagesAre(catalog, store, tag, io.signal), 'download', requested));
+    if (requested.includes('all')) names = listing.images.map((image) => image.name);
   }
-  if (!names.length) throw new Failure('not-found', `${store.location} holds no images`);
 
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
@@ -128,6 +133,31 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (io.json) io.out(JSON.stringify({ tag, dir, images: results }));
   if (cancelled) throw new Failure('cancelled', 'images download cancelled');
   return failed ? 1 : 0;
+}
+
+/** Where the images of a location that holds none are: what its description notes, else the config's own location. */
+async function whereImagesAre(
+  catalog: ImageCatalog,
+  store: ImageStore,
+  tag: string,
+  signal: AbortSignal,
+): Promise<{ readonly tag: string; readonly from: 'description' | 'config' } | undefined> {
+  const noted = store.descriptions ? notedTag((await store.descriptions.read(tag, signal))?.text ?? '') : undefined;
+  if (noted !== undefined && noted !== tag) return { tag: noted, from: 'description' };
+  return catalog.release.tag !== tag ? { tag: catalog.release.tag, from: 'config' } : undefined;
+}
+
+/** One line: the location holds no images, where they are instead, and the command that gets them there (never run for the user). */
+function holdsNoImages(
+  location: string,
+  elsewhere: { readonly tag: string; readonly from: 'description' | 'config' } | undefined,
+  sub: 'list' | 'download',
+  names: readonly string[] = [],
+): string {
+  if (!elsewhere) return `${location} holds no images`;
+  const command = `pipeline images ${sub}${names.length ? ` ${names.join(' ')}` : ''} --version ${elsewhere.tag}`;
+  const where = elsewhere.from === 'description' ? `its description says they are on release ${elsewhere.tag}` : `this config keeps them on ${elsewhere.tag}`;
+  return `${location} holds no images; ${where}: ${command}`;
 }
 
 export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {

@@ -1,12 +1,14 @@
 // The `{name}:upload` task kind: puts a checksummed image into the image store the config
 // names. The probe reads what the store holds for the image, so the engine re-runs the
 // node when the remote changed (someone removed or replaced the image) even though no
-// local input did.
+// local input did. The record names the commit the tree is at, and the store replaces an
+// image only when its recorded commit is an ancestor of that one (or with --force).
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { readLocalImage } from './store/local-image.ts';
 import { checkStoreSetup, describeStore, openImageStore, storeFingerprint, type StoreOptions } from './store/open.ts';
+import { ancestryGuard, readSourceCommit } from './source-commit.ts';
 
 export interface UploadNodeOptions {
   /** Store tuning and environment (tests pass their own env). */
@@ -58,13 +60,16 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       return `would upload ${name} to ${describeStore(catalog.release, tag, env)}`;
     },
     async run(context) {
-      const image = await readLocalImage(catalog, name);
+      const commit = await readSourceCommit(catalog.root, context.signal);
+      const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
       const store = await openImageStore(catalog.release, tag, { ...options.store, log: (line) => context.log(line) });
+      const log = (line: string): void => context.log(line);
       const result = await store.put(image, {
         force: context.force,
         signal: context.signal,
-        log: (line) => context.log(line),
+        log,
         onProgress: (done, total) => context.progress(done, total),
+        mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
       });
       context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
     },

@@ -180,7 +180,7 @@ test('a garbage images.json is rebuilt from the records with a note; release che
   const release = releaseCommand(fixture.catalog, { store: options });
   const check = io(fixture.root);
   t.is(await release.run({ values: {}, positionals: ['check'] }, check.io), 0);
-  t.deepEqual(check.lines, ['pve-9: current', 'debian-12: current']);
+  t.deepEqual(check.lines, ['pve-9: current', 'debian-12: current', 'No template changes detected: images on `latest` are current']);
   t.deepEqual(check.errors, ['pipeline: images.json on release latest is not JSON; using the per-image records']);
 
   await fixture.writeImage('debian-12', 2000);

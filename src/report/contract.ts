@@ -90,12 +90,27 @@ export interface ReleaseImageVerdict {
   readonly name: string;
   readonly status: 'current' | 'stale';
   readonly reasons: readonly string[];
+  /** The base image it would be built from: its cached path, and upstream's SHA-512 when known. */
+  readonly base?: { readonly path: string; readonly sha512?: string };
+}
+
+/** A versioned release's description pointing at where its images are (`release check --note`). */
+export interface ReleaseNoteJson {
+  readonly version: string;
+  /** The line the description has (or would have, with --dry-run). */
+  readonly line: string;
+  /** True when the description was (or would be) changed; false when it had the line already. */
+  readonly changed: boolean;
+  readonly dryRun: boolean;
 }
 
 export interface ReleaseCheckOutput extends Envelope<'release-check'> {
   readonly tag: string;
   readonly stale: readonly string[];
   readonly images: readonly ReleaseImageVerdict[];
+  /** The decision in words, as the last line of the plain output says it. */
+  readonly decision: string;
+  readonly note?: ReleaseNoteJson;
 }
 
 export interface ErrorOutput extends Envelope<string> {
@@ -220,9 +235,9 @@ export function explainOutput(target: string, targets: readonly NodeId[], entrie
 }
 
 /** `release check --json`: ok (exit 0) when no image is stale. */
-export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[]): ReleaseCheckOutput {
+export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[], decision: string, note?: ReleaseNoteJson): ReleaseCheckOutput {
   const stale = images.filter((image) => image.status === 'stale').map((image) => image.name);
-  return { formatVersion: FORMAT_VERSION, command: 'release-check', ok: stale.length === 0, tag, stale, images };
+  return { formatVersion: FORMAT_VERSION, command: 'release-check', ok: stale.length === 0, tag, stale, images, decision, ...(note ? { note } : {}) };
 }
 
 /** A command that failed as a whole, with the failure's kind (and code, when one classified it). */

@@ -33,6 +33,13 @@ const attachmentRefSchema = z.object({
 });
 export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
 
+/**
+ * The git commit an image was built from (`git rev-parse HEAD` of the uploading tree), and
+ * whether that tree had changes git had not committed. An upload never replaces an image
+ * whose commit is not an ancestor of its own (see tasks/source-commit.ts).
+ */
+export const sourceCommitSchema = z.object({ sha: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/), dirty: z.boolean() });
+
 export const imageRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: sha256Hex,
@@ -48,6 +55,7 @@ export const imageRecordSchema = z.object({
   sources: imageSourcesSchema.optional(),
   /** Kinds this version does not know are dropped when read (a newer writer's), not refused. */
   attachments: z.object({ 'chunk-index': attachmentRefSchema.optional(), provenance: attachmentRefSchema.optional() }).optional(),
+  commit: sourceCommitSchema.optional(),
   uploadedAt: z.string().optional(),
 });
 
@@ -57,6 +65,7 @@ const indexSchema = z.object({
 });
 
 export type ImageRecord = z.infer<typeof imageRecordSchema>;
+export type SourceCommit = z.infer<typeof sourceCommitSchema>;
 export type ImageIndex = z.infer<typeof indexSchema>;
 
 export function emptyIndex(): ImageIndex {
@@ -92,14 +101,21 @@ export function serializeIndex(index: ImageIndex): string {
   return `${JSON.stringify({ schemaVersion: 1, images }, null, 2)}\n`;
 }
 
-/** The record a store keeps for `image` stored as `parts`, with its attachments stored under `attachmentName(kind, sha256)`. */
+/**
+ * The record a store keeps for `image` stored as `parts`, with its attachments stored under
+ * `attachmentName(kind, sha256)`. `held` is the record of the same bytes already in the
+ * store, if any: those bytes were built from its commit, and came in when it says, so both
+ * are kept.
+ */
 export function recordOf(
   image: ImageToPut,
   parts: readonly { name: string; size: number }[],
   uploadedAt: string,
   attachmentName: (kind: AttachmentKind, sha256: string) => string = (kind) => kind,
+  held?: ImageRecord,
 ): ImageRecord {
   const attachments = attachmentRefs(image, attachmentName);
+  const commit = held?.commit ?? image.commit;
   return {
     size: image.size,
     sha256: image.sha256,
@@ -109,7 +125,8 @@ export function recordOf(
     versions: { ...image.versions },
     sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
     ...(attachments ? { attachments } : {}),
-    uploadedAt,
+    ...(commit ? { commit: { sha: commit.sha, dirty: commit.dirty } } : {}),
+    uploadedAt: held?.uploadedAt ?? uploadedAt,
   };
 }
 
@@ -174,6 +191,7 @@ export function canonicalRecord(record: ImageRecord): ImageRecord {
           ),
         }
       : {}),
+    ...(record.commit ? { commit: { sha: record.commit.sha, dirty: record.commit.dirty } } : {}),
     ...(record.uploadedAt !== undefined ? { uploadedAt: record.uploadedAt } : {}),
   };
 }

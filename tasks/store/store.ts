@@ -10,9 +10,9 @@
 // - a `put` interrupted at any point (SIGKILL included) leaves the previous image readable
 //   or is finished (or undone) by the next `put` of that image from any machine.
 import type { ImageSources } from './catalog.ts';
-import type { AttachmentKind, ImageRecord } from './record.ts';
+import type { AttachmentKind, ImageRecord, SourceCommit } from './record.ts';
 
-export type { AttachmentKind, ImageRecord } from './record.ts';
+export type { AttachmentKind, ImageRecord, SourceCommit } from './record.ts';
 
 /** Small files kept with an image, by kind (each at most MAX_ATTACHMENT_BYTES, held in memory). */
 export type Attachments = Readonly<Partial<Record<AttachmentKind, Uint8Array>>>;
@@ -39,6 +39,18 @@ export interface ImageStore {
   probe(name: string, signal: AbortSignal): Promise<string>;
   /** Only for backends whose locations are tags (GitHub releases): point this location at `version`. */
   readonly retag?: (version: string, options: RetagOptions) => Promise<RetagResult>;
+  /** Only for backends whose locations have descriptions (GitHub releases): read and write them. */
+  readonly descriptions?: LocationDescriptions;
+}
+
+/** The text a location of the store (a release) shows people, by tag: any tag, not only the store's own. */
+export interface LocationDescriptions {
+  /** Where the locations are, for messages (`acme/images`). */
+  readonly where: string;
+  /** The description and web page of the location `tag`; undefined when there is no such location. */
+  read(tag: string, signal: AbortSignal): Promise<{ readonly text: string; readonly url?: string } | undefined>;
+  /** Replaces the description of the existing location `tag`. */
+  write(tag: string, text: string, signal: AbortSignal): Promise<void>;
 }
 
 export interface StoreListing {
@@ -125,10 +137,21 @@ export interface ImageToPut {
   readonly sources: ImageSources;
   /** Stored before the record that names them, and replaced with the image. */
   readonly attachments?: Attachments;
+  /** The commit the image was built from; undefined outside a git checkout. */
+  readonly commit?: SourceCommit;
 }
 
 export interface PutOptions {
   readonly force: boolean;
+  /**
+   * Asked before an image the store holds is replaced by other bytes (or by the same bytes
+   * under `force`), with the record of the image to be replaced; throws a Failure to refuse.
+   * A backend asks when it decides to replace: before any bytes move, and again with what
+   * it finds right before it writes the new record (another writer may have replaced the
+   * image meanwhile), so a refusal leaves the store as it was. Not asked when the store
+   * holds no record of the image.
+   */
+  readonly mayReplace?: (current: ImageRecord) => Promise<void>;
   readonly signal: AbortSignal;
   readonly log: (line: string) => void;
   readonly onProgress?: (done: number, total: number) => void;

@@ -1,6 +1,7 @@
 // A loopback stand-in for the GitHub REST subset the release tasks use: releases by tag,
 // create/update, paginated asset lists, uploads to `upload_url`, delete, rename, asset
-// downloads (octet-stream via a redirect, with Range), git refs. Faults are armed per test.
+// downloads (octet-stream via a redirect, with Range), git refs (tags, and branch heads to
+// read). Faults are armed per test.
 // Every mutating request is recorded with the asset list before and after it, so a test
 // can check that no upload ever runs while an image is missing from the release.
 //
@@ -148,6 +149,8 @@ export class GitHubServer {
   private readonly random: () => number;
   private readonly releases: StoredRelease[] = [];
   private readonly refs = new Map<string, { type: 'commit' | 'tag'; sha: string }>();
+  /** Branch heads, by branch name (what a workflow reads to see whether main moved on). */
+  private readonly branches = new Map<string, string>();
   private readonly annotatedTags = new Map<string, string>();
   private faults: Fault[] = [];
   private nextId = 1000;
@@ -223,6 +226,11 @@ export class GitHubServer {
       this.refs.set(tag, { type: 'commit', sha });
     }
     return sha;
+  }
+
+  /** Points branch `name` at `sha` (the repository's main moving on). */
+  setBranch(name: string, sha: string): void {
+    this.branches.set(name, sha);
   }
 
   /** The commit a tag points at, peeled. */
@@ -480,6 +488,17 @@ export class GitHubServer {
         this.end(event, release);
         return this.json(response, 200, asset.api);
       }
+    }
+    if ((match = /^\/git\/refs?\/heads\/(.+)$/.exec(route)) && method === 'GET') {
+      const sha = this.branches.get(match[1]!);
+      if (!sha) return this.json(response, 404, { message: 'Not Found' });
+      const ref = `refs/heads/${match[1]!}`;
+      return this.json(response, 200, {
+        ref,
+        node_id: `REF_${ref}`,
+        url: `${this.url}/repos/${this.owner}/${this.repo}/git/${ref}`,
+        object: { type: 'commit', sha, url: '' },
+      });
     }
     if ((match = /^\/git\/refs?\/tags\/(.+)$/.exec(route))) {
       const tag = match[1]!;

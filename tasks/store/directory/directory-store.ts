@@ -106,19 +106,26 @@ export class DirectoryStore implements ImageStore {
     const previous = await this.record(image.name);
     const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
     const uploaded = options.force || !held;
+    // Replacing another image (or the same bytes, forced) is decided now, before bytes move,
+    // and again with the record found right before the new one is written.
+    const replaces = (file: RecordFile | undefined): file is RecordFile => file !== undefined && (file.blob !== blob || options.force);
+    if (replaces(previous) && options.mayReplace) await options.mayReplace(previous.image);
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
     // A held blob may be an old unreferenced one: made young again, no writer's sweep removes it under this record.
     else await utimes(this.blobPath(blob), new Date(), new Date());
     const record = recordOf(
       image,
       [{ name: imageFileName(image.name), size: image.size }],
-      previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
+      new Date().toISOString(),
       attachmentBlob,
+      previous?.blob === blob ? previous.image : undefined,
     );
     await this.storeAttachments(image, record);
     if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {
+      const now = options.mayReplace ? await this.record(image.name) : undefined;
+      if (replaces(now) && options.mayReplace) await options.mayReplace(now.image);
       const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
       await writeFileAtomic(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
       options.log(`${image.name}: ${uploaded ? 'stored' : 'recorded'} in ${this.location}, sha256 ${image.sha256}`);

@@ -7,6 +7,7 @@ import type {
   ImagePiece,
   ImageStore,
   ImageToPut,
+  LocationDescriptions,
   OpenedImage,
   PutOptions,
   PutResult,
@@ -28,6 +29,8 @@ import { ReleaseReader, type Snapshot } from './snapshot.ts';
 
 export class GitHubStore implements ImageStore {
   readonly location: string;
+  /** Release descriptions: where `release note` writes and `images list --version` reads. */
+  readonly descriptions: LocationDescriptions;
   private reader: ReleaseReader | undefined;
 
   constructor(
@@ -38,6 +41,16 @@ export class GitHubStore implements ImageStore {
     private readonly log: (line: string) => void = () => {},
   ) {
     this.location = `release ${tag} of ${api.client.owner}/${api.client.repo}`;
+    this.descriptions = {
+      where: `${api.client.owner}/${api.client.repo}`,
+      read: async (tag) => {
+        const release = await api.findRelease(tag);
+        return release ? { text: release.body ?? '', url: release.html_url } : undefined;
+      },
+      write: async (tag, text) => {
+        await api.updateReleaseBody(await api.requireRelease(tag), text);
+      },
+    };
   }
 
   private async readerFor(create: boolean): Promise<ReleaseReader | undefined> {

@@ -12,7 +12,7 @@ import { ATTACHMENT_KINDS, INDEX_NAME, recordOf, sameRecord, type ImageRecord } 
 import type { ImageToPut, PutOptions, PutResult } from '../store.ts';
 import { attachmentAssetName, checksumAssetName, imageAssetRole, partAssetName, recordAssetName, tempAssetName, wholeAssetName } from './asset-names.ts';
 import { syncIndex } from './index-sync.ts';
-import { bindByName, type Candidate, type ImageLayout } from './layout.ts';
+import { bindByName, layoutOf, type Candidate, type ImageLayout } from './layout.ts';
 import { recordDoc, serializeRecordDoc, type RecordDoc } from './record-asset.ts';
 import type { ReleaseAsset } from './release-api.ts';
 import { endRun, newRunId } from './runs.ts';
@@ -43,19 +43,20 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   const context = { reader, signal, log };
   const name = image.name;
   const parts = planParts(name, image.size, limits);
-  const record = (uploadedAt: string): ImageRecord =>
+  const record = (uploadedAt: string, held?: ImageRecord): ImageRecord =>
     recordOf(
       image,
       parts.map((part) => ({ name: part.name, size: part.length })),
       uploadedAt,
       (kind) => attachmentAssetName(name, kind),
+      held,
     );
 
   const before = await settleImage(context, name);
   if (!options.force) {
     const held = await alreadyHeld(reader, before, image, parts, signal);
     if (held) {
-      const wanted = record(held.uploadedAt ?? new Date().toISOString());
+      const wanted = record(held.uploadedAt ?? new Date().toISOString(), held.doc?.image);
       if (held.doc && sameRecord(held.doc.image, wanted)) {
         log(`${name}: ${reader.release.tag_name} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
       } else {
@@ -86,6 +87,10 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
     }
   }
 
+  // Deciding to replace what is there: before any bytes move, and again right before the commit.
+  const replaced = before.current?.doc.image;
+  if (replaced && options.mayReplace) await options.mayReplace(replaced);
+  const sameBytes = replaced?.sha256 === image.sha256 ? replaced : undefined;
   const run = newRunId();
   const checksumText = formatSha256Line(image.sha256, wholeAssetName(name));
   const total = image.size + Buffer.byteLength(checksumText);
@@ -118,7 +123,7 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
       }),
     );
     const checksumId = mine.at(-1)!.id;
-    const wanted = record(new Date().toISOString());
+    const wanted = record(new Date().toISOString(), sameBytes);
     const attachments = await attachmentEntries(reader, image, wanted, undefined, run, signal, mine);
     options.onProgress?.(total, total);
     const assets = [
@@ -126,6 +131,11 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
       { name: checksumAssetName(name), id: checksumId },
       ...attachments,
     ];
+    if (options.mayReplace) {
+      const snapshot = await reader.snapshot([name], signal);
+      const now = layoutOf(name, snapshot.assets, snapshot.docs).current?.doc.image;
+      if (now) await options.mayReplace(now);
+    }
     committed = await commit(reader, name, recordDoc(name, wanted, assets), run, signal);
   } finally {
     // Not committed: nobody will ever rename these, so they go now (Ctrl-C included).
