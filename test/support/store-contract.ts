@@ -1,12 +1,14 @@
 // The store contract: what every backend of the image store promises, as one list of
 // backends the contract tests run against. A new backend adds one entry here and passes
 // the same tests (test/store-contract*.test.ts).
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ReleaseDecl } from '../../tasks/store/backends.ts';
 import type { StoreOptions } from '../../tasks/store/open.ts';
 import { GitHubServer } from './github-server.ts';
+import { releaseProblems, type ImageVersion } from './release-state.ts';
 
 /** A running store of one backend, empty at first. */
 export interface ContractStore {
@@ -20,6 +22,19 @@ export interface ContractStore {
   readonly requestCount?: () => number;
   /** Flips one byte of what the store keeps under `storedName` (a record's attachment name), behind the backend's back. */
   corrupt(tag: string, storedName: string): Promise<void>;
+  /**
+   * What is wrong with the store once every writer is done, in words (empty: consistent):
+   * each image of `versions` stored whole as one of its versions, its index entry agreeing,
+   * nothing left of an unfinished put.
+   */
+  problems(tag: string, versions: ReadonlyMap<string, readonly ImageVersion[]>): Promise<string[]>;
+  /**
+   * Where the backend can see each request that changes the store: calls `onMutation` with
+   * the 0-based count of such requests before carrying each out (the test kills the writer
+   * there). Undefined for a backend with no requests to see (a directory: kills fall at
+   * random moments instead).
+   */
+  readonly watchMutations?: (onMutation: (index: number) => void) => { stop(): void };
   close(): Promise<void>;
 }
 
@@ -39,6 +54,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
         env: {},
         options: {},
         corrupt: (tag, storedName) => flipFirstByte(join(dir, tag, 'blobs', storedName)),
+        problems: (tag, versions) => directoryProblems(join(dir, tag), versions),
         close: () => rm(dir, { recursive: true, force: true }),
       };
     },
@@ -58,6 +74,15 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
           bytes[0]! ^= 0xff;
           await server.overwriteAsset(tag, storedName, bytes);
         },
+        problems: (tag, versions) => releaseProblems(server, tag, versions),
+        watchMutations(onMutation) {
+          let seen = 0;
+          server.hook = (request) => {
+            if (request.method === 'POST' || request.method === 'PATCH' || request.method === 'DELETE') onMutation(seen++);
+            return 'handle';
+          };
+          return { stop: () => (server.hook = undefined) };
+        },
         close: () => server.close(),
       };
     },
@@ -68,4 +93,35 @@ async function flipFirstByte(path: string): Promise<void> {
   const bytes = await readFile(path);
   bytes[0]! ^= 0xff;
   await writeFile(path, bytes);
+}
+
+const sha256Of = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** Every temporary-looking name under `dir`, relative to it. */
+async function leftovers(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true });
+  return entries.filter((entry) => /(^|\/)\.[^/]*\.tmp$/.test(entry) || entry.endsWith('.partial'));
+}
+
+/** Problems with a directory store's tag folder, in words (empty: consistent). */
+export async function directoryProblems(dir: string, versions: ReadonlyMap<string, readonly ImageVersion[]>): Promise<string[]> {
+  const problems = (await leftovers(dir)).map((entry) => `${entry} was left behind`);
+  const index = JSON.parse(await readFile(join(dir, 'images.json'), 'utf8')) as { images: Record<string, { sha256: string }> };
+  const listed = Object.keys(index.images).sort();
+  const wanted = [...versions.keys()].sort();
+  if (JSON.stringify(listed) !== JSON.stringify(wanted)) problems.push(`images.json lists ${listed.join(', ') || 'nothing'}, not ${wanted.join(', ')}`);
+  for (const [name, candidates] of versions) {
+    const record = JSON.parse(await readFile(join(dir, `${name}.json`), 'utf8')) as { image: { sha256: string; size: number }; blob: string };
+    if (!candidates.some((candidate) => candidate.sha256 === record.image.sha256))
+      problems.push(`${name}: the record's sha256 is none of the uploaded versions`);
+    if (index.images[name]?.sha256 !== record.image.sha256)
+      problems.push(`${name}: images.json says ${index.images[name]?.sha256}, the record ${record.image.sha256}`);
+    const blob = await readFile(join(dir, 'blobs', record.blob));
+    if (sha256Of(blob) !== record.image.sha256) problems.push(`${name}: blob ${record.blob} does not hold the record's bytes`);
+    const copy = await readFile(join(dir, `${name}.qcow2`));
+    if (sha256Of(copy) !== record.image.sha256) problems.push(`${name}.qcow2 is not the recorded version`);
+    const checksum = await readFile(join(dir, `${name}.qcow2.sha256`), 'utf8');
+    if (checksum !== `${record.image.sha256}  ${name}.qcow2\n`) problems.push(`${name}.qcow2.sha256 says ${checksum.trim()}, not the record's sha256`);
+  }
+  return problems;
 }
