@@ -167,7 +167,8 @@ export class RegistryProxy {
         headers['oci-chunk-min-length'] = String(this.options.requireChunks.minLength);
       }
       const blobGet = method === 'GET' && /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}$/.test(path.split('?')[0]!);
-      if (this.storage && blobGet && answer.statusCode === 200) {
+      if (this.storage && blobGet && (answer.statusCode === 200 || answer.statusCode === 206)) {
+        record.status = 307;
         answer.destroy();
         const [, name, digest] = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})/.exec(path)!;
         response.writeHead(307, { location: `${this.storageUrl}/blobs/${name}/${digest}?signature=test`, 'content-length': 0 });

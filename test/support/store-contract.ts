@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import type { ReleaseDecl } from '../../tasks/store/backends.ts';
 import type { StoreOptions } from '../../tasks/store/open.ts';
 import { GitHubServer } from './github-server.ts';
+import { startRegistry } from './registry.ts';
+import { RegistryProxy } from './registry-proxy.ts';
 
 /** A running store of one backend, empty at first. */
 export interface ContractStore {
@@ -59,6 +61,51 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
           await server.overwriteAsset(tag, storedName, bytes);
         },
         close: () => server.close(),
+      };
+    },
+  },
+  {
+    name: 'oci',
+    async start(limits) {
+      const registry = await startRegistry({ auth: 'htpasswd' });
+      // The proxy only counts requests here.
+      const proxy = await RegistryProxy.start(registry.url);
+      const dir = await mkdtemp(join(tmpdir(), 'pipeline-contract-oci-'));
+      const authFile = join(dir, 'auth.json');
+      await writeFile(authFile, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`${registry.user}:${registry.password}`).toString('base64') } } }));
+      const env = { REGISTRY_AUTH_FILE: authFile, HOME: dir };
+      const namespace = 'acme/images';
+      return {
+        release: { registry: `${proxy.host}/${namespace}`, plainHttp: true, maxBlobSize: limits.maxPieceSize },
+        env,
+        options: { env, tuning: { retryBaseMs: 2 } },
+        requestCount: () => proxy.requests.length,
+        async corrupt(tag, storedName) {
+          // The attachment's layer title names it, in the image's manifest or in a referrer of it.
+          const image = storedName.slice(0, storedName.indexOf('.qcow2'));
+          const read = async (reference: string) => {
+            const answer = await fetch(`${registry.url}/v2/${namespace}/${image}/manifests/${reference}`, {
+              headers: { authorization: registry.basic(), accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
+            });
+            return { digest: answer.headers.get('docker-content-digest') ?? '', json: (await answer.json()) as Record<string, unknown> };
+          };
+          type Layers = { layers?: Array<{ digest: string; annotations?: Record<string, string> }> };
+          const titled = (manifest: Layers) => manifest.layers?.find((layer) => layer.annotations?.['org.opencontainers.image.title'] === storedName)?.digest;
+          const top = await read(tag);
+          let digest = titled(top.json as Layers);
+          if (!digest) {
+            const referrers = (await read(top.digest.replace(':', '-'))).json as { manifests?: Array<{ digest: string }> };
+            for (const entry of referrers.manifests ?? []) digest ??= titled((await read(entry.digest)).json as Layers);
+          }
+          if (!digest) throw new Error(`corrupt: no layer titled ${storedName} in ${image}:${tag}`);
+          const hex = digest.slice('sha256:'.length);
+          await flipFirstByte(join(registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data'));
+        },
+        async close() {
+          await proxy.close();
+          await registry.close();
+          await rm(dir, { recursive: true, force: true });
+        },
       };
     },
   },
