@@ -51,7 +51,9 @@ test('upload, list, check, download and the remote cache through the CLI; no cre
   const cached = await project.run(['debian-12', '--json'], { env, timeoutMs: 120_000 });
   t.is(cached.code, 0, cached.stderr);
   t.true(project.exists('images/debian-12/debian-12.qcow2'));
-  t.false(cached.stdout.includes('"id": "debian-12:build",\n        "status": "ran"'));
+  const build = cached.json?.nodes.find((node) => node.id === 'debian-12:build');
+  t.regex(build?.reason ?? '', /would fetch/, 'the build fetched from the registry instead of running packer');
+  t.false(project.exists('cache/debian-12-generic-amd64.qcow2'), 'no base download');
 
   const written =
     [upload, list, check, download, cached].map((result) => result.stdout + result.stderr).join('\n') + logs + (await everythingWritten(project.root));

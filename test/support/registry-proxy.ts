@@ -66,6 +66,8 @@ export class RegistryProxy {
   host = '';
   readonly requests: ProxiedRequest[] = [];
   readonly storageRequests: StorageRequest[] = [];
+  /** Sees each request before it is forwarded; `drop` closes its connection unanswered (a client killed there). */
+  hook: ((request: ProxiedRequest) => 'forward' | 'drop') | undefined;
   private faults: Array<ProxyFault & { left: number }> = [];
   private readonly target: URL;
   private readonly server: http.Server;
@@ -141,6 +143,10 @@ export class RegistryProxy {
       ...(request.headers.range ? { range: request.headers.range } : {}),
     };
     this.requests.push(record);
+    if (this.hook?.(record) === 'drop') {
+      request.socket.destroy();
+      return;
+    }
     const fault = this.takeFault(method, path);
     if (fault) record.fault = fault.kind;
     if (fault?.kind === 'status') {

@@ -57,7 +57,7 @@ export interface OciStoreTuning extends UploadTuning {
 
 /** GHCR takes layers up to 10 GB, and an upload must finish within 10 minutes: 4 GiB layers keep well within both. */
 export const DEFAULT_MAX_BLOB_SIZE = 4 * 1024 ** 3;
-export const DEFAULT_READ_PIECE_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_READ_PIECE_BYTES = 128 * 1024 * 1024;
 
 export class OciStore implements ImageStore {
   readonly location: string;
