@@ -266,3 +266,35 @@ test('token auth: a push with the user credential, an anonymous pull of a public
   t.regex(refused.message, /needs credentials to read manifest .*none were found: log in with podman login/);
   t.false(refused.message.includes(s.registry.password));
 });
+
+test('where the registry refuses deletes (405, as GHCR and Docker Hub do), remove moves the tags to tombstones: gone for readers, back with the next put', async (t) => {
+  const s = await setup(t);
+  const a = randomBytes(30_000);
+  const store = s.store();
+  await store.put(await s.image('debian-12', a), quiet);
+  await store.put(await s.image('pve-9', randomBytes(20_000)), quiet);
+  s.proxy.arm({
+    kind: 'status',
+    status: 405,
+    method: 'DELETE',
+    times: 100,
+    body: JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message: 'The operation is unsupported.' }] }),
+  });
+  const removed = await store.remove(['debian-12'], { dryRun: false, signal: quiet.signal });
+  t.deepEqual(removed.deleted, [`${NAMESPACE}/debian-12:latest`, `${NAMESPACE}/pipeline_index:_debian-12_latest`]);
+  t.is((await store.open('debian-12', quiet.signal)).status, 'missing');
+  t.deepEqual(
+    (await store.list(quiet.signal)).images.map((image) => image.name),
+    ['pve-9'],
+  );
+  t.deepEqual((await store.remove(['debian-12'], { dryRun: true, signal: quiet.signal })).notInStore, ['debian-12']);
+  await store.put(await s.image('debian-12', a), quiet);
+  t.true((await download(t, s, 'debian-12')).equals(a));
+  t.deepEqual(
+    (await store.list(quiet.signal)).images.map((image) => [image.name, image.state]),
+    [
+      ['debian-12', 'complete'],
+      ['pve-9', 'complete'],
+    ],
+  );
+});

@@ -13,7 +13,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isFailure } from '../../../src/index.ts';
 import { emptyIndex, INDEX_NAME, parseIndex, serializeIndex, type ImageIndex } from '../record.ts';
 import { pushBytes } from './blob-upload.ts';
-import { EMPTY_CONFIG_BYTES, indexManifest, MANIFEST_MEDIA_TYPE, markerManifest, parseManifest, readImageManifest, type ImageArtifact } from './manifest.ts';
+import {
+  EMPTY_CONFIG_BYTES,
+  indexManifest,
+  isRemoved,
+  MANIFEST_MEDIA_TYPE,
+  markerManifest,
+  parseManifest,
+  readImageManifest,
+  type ImageArtifact,
+} from './manifest.ts';
 import { indexRepository, markerName, markerTag, repositoryOf, type RegistryLocation } from './reference.ts';
 import type { RegistryClient } from './registry-client.ts';
 
@@ -44,7 +53,7 @@ export async function markedNames(context: CatalogContext): Promise<{ exists: bo
 export async function seeImage(context: CatalogContext, name: string): Promise<SeenImage | undefined> {
   const repository = repositoryOf(context.location, name);
   const found = await context.client.manifest(repository, context.tag, context.signal);
-  if (!found) return undefined;
+  if (!found || isRemoved(found.bytes)) return undefined;
   try {
     return { name, state: 'complete', artifact: readImageManifest(found.bytes, name, `${repository}:${context.tag}`), digest: found.digest };
   } catch (error) {
@@ -133,4 +142,10 @@ async function writeIndex(context: CatalogContext, text: string): Promise<void> 
   const digest = await pushBytes(context.client, repository, bytes, context.signal);
   const manifest = indexManifest(context.tag, { mediaType: 'application/json', digest, size: bytes.length });
   await context.client.putManifest(repository, context.tag, manifest, MANIFEST_MEDIA_TYPE, context.signal);
+}
+
+/** Whether the marker of `name` is a tombstone (the image was removed where the registry cannot delete). */
+export async function markerRemoved(context: CatalogContext, name: string): Promise<boolean> {
+  const found = await context.client.manifest(indexRepository(context.location), markerTag(name, context.tag), context.signal);
+  return !found || isRemoved(found.bytes);
 }

@@ -19,6 +19,11 @@ export const IMAGE_ARTIFACT_TYPE = 'application/vnd.vmpipeline.image.v1';
 export const IMAGE_LAYER_TYPE = 'application/vnd.vmpipeline.image.layer.v1.qcow2';
 export const INDEX_ARTIFACT_TYPE = 'application/vnd.vmpipeline.index.v1';
 export const MARKER_ARTIFACT_TYPE = 'application/vnd.vmpipeline.marker.v1';
+/**
+ * What a tag points at after `release remove` on a registry that refuses deletes through
+ * its API (GHCR, Docker Hub answer 405): an empty artifact readers take for "no image".
+ */
+export const REMOVED_ARTIFACT_TYPE = 'application/vnd.vmpipeline.removed.v1';
 /** The chunk index travels as a layer of the image's own manifest. */
 export const CHUNK_INDEX_LAYER_TYPE = 'application/vnd.vmpipeline.chunk-index.v1';
 /** The provenance bundle is a referrer of the image's manifest, as cosign and oras attach signatures. */
@@ -214,5 +219,27 @@ export function parseReferrersIndex(bytes: Buffer): ReferrerEntry[] {
     return parsed.success ? parsed.data.manifests.map(({ annotations: _annotations, ...entry }) => entry) : [];
   } catch {
     return [];
+  }
+}
+
+/** The tombstone a removed image's tag (or marker) points at where the registry cannot delete. */
+export function removedManifest(name: string, tag: string, at: string): Buffer {
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MANIFEST_MEDIA_TYPE,
+    artifactType: REMOVED_ARTIFACT_TYPE,
+    config: { ...EMPTY_CONFIG },
+    layers: [],
+    annotations: { [NAME_ANNOTATION]: name, [TAG_ANNOTATION]: tag, [CREATED]: at },
+  };
+  return Buffer.from(JSON.stringify(manifest));
+}
+
+/** True for a tombstone left by `release remove`. */
+export function isRemoved(bytes: Buffer): boolean {
+  try {
+    return (JSON.parse(bytes.toString('utf8')) as { artifactType?: unknown }).artifactType === REMOVED_ARTIFACT_TYPE;
+  } catch {
+    return false;
   }
 }

@@ -31,17 +31,19 @@ import type {
   StoreListing,
 } from '../store.ts';
 import { pushBlob, pushBytes, type UploadTuning } from './blob-upload.ts';
-import { type CatalogContext, ensureEmptyConfig, markedNames, putMarker, readIndex, seeImage, seeImages, syncIndex } from './catalog-sync.ts';
+import { type CatalogContext, ensureEmptyConfig, markedNames, markerRemoved, putMarker, readIndex, seeImage, seeImages, syncIndex } from './catalog-sync.ts';
 import {
   type ImageArtifact,
   type ImageLayer,
   imageManifest,
   INDEX_MEDIA_TYPE,
+  isRemoved,
   MANIFEST_MEDIA_TYPE,
   PROVENANCE_ARTIFACT_TYPE,
   parseReferrersIndex,
   provenanceManifest,
   referrersIndex,
+  removedManifest,
 } from './manifest.ts';
 import { indexRepository, markerTag, repositoryOf, type RegistryLocation } from './reference.ts';
 import { digestOf, type RegistryClient } from './registry-client.ts';
@@ -87,6 +89,8 @@ export class OciStore implements ImageStore {
         const { record } = image.artifact;
         images.push({ name, state: 'complete', record, size: record.size, pieces: record.parts.length });
       } else {
+        // Removed where the registry cannot delete: its marker is a tombstone too.
+        if (!image && (await markerRemoved(context, name))) continue;
         const detail = image?.detail ?? `${name} has no manifest under ${this.tag}: an upload did not finish (the next put of ${name} completes it)`;
         images.push({ name, state: 'incomplete', detail, size: 0, pieces: 0 });
       }
@@ -297,6 +301,16 @@ export class OciStore implements ImageStore {
     return this.client.putManifest(repository, artifact.tag, bytes, MANIFEST_MEDIA_TYPE, context.signal);
   }
 
+  /**
+   * Takes `tag` off `digest`: a DELETE by digest (each tag's manifest is its own), or where
+   * the registry refuses deletes (GHCR, Docker Hub: 405), the tag moved to a tombstone that
+   * readers take for "no image"; the untagged version is then the registry's to clean up.
+   */
+  private async untag(repository: string, tag: string, digest: string, name: string, signal: AbortSignal): Promise<void> {
+    if ((await this.client.deleteManifest(repository, digest, signal)) !== 'unsupported') return;
+    await this.client.putManifest(repository, tag, removedManifest(name, tag, new Date().toISOString()), MANIFEST_MEDIA_TYPE, signal);
+  }
+
   /** Deletes the referrers of a manifest and their fallback tag; returns what it deleted. */
   private async removeReferrers(repository: string, manifest: string, dryRun: boolean, signal: AbortSignal): Promise<string[]> {
     const fallback = fallbackTag(manifest);
@@ -305,10 +319,13 @@ export class OciStore implements ImageStore {
     const deleted: string[] = [];
     for (const entry of parseReferrersIndex(listed.bytes)) {
       deleted.push(`${repository}@${entry.digest}`);
+      // Untagged: where the registry cannot delete, it stays for the registry's own cleanup.
       if (!dryRun) await this.client.deleteManifest(repository, entry.digest, signal);
     }
     deleted.push(`${repository}:${fallback}`);
-    if (!dryRun) await this.client.deleteManifest(repository, listed.digest, signal);
+    if (!dryRun && (await this.client.deleteManifest(repository, listed.digest, signal)) === 'unsupported') {
+      await this.client.putManifest(repository, fallback, referrersIndex([]), INDEX_MEDIA_TYPE, signal);
+    }
     return deleted;
   }
 
@@ -325,23 +342,26 @@ export class OciStore implements ImageStore {
     const { index } = await readIndex(context);
     const deleted: string[] = [];
     const notInStore: string[] = [];
+    const indexRepo = indexRepository(this.registry);
     for (const name of names) {
       const repository = repositoryOf(this.registry, name);
       const marker = markerTag(name, this.tag);
-      const [manifest, markerDigest] = await Promise.all([
-        this.client.manifestDigest(repository, this.tag, options.signal),
-        this.client.manifestDigest(indexRepository(this.registry), marker, options.signal),
+      const [manifest, markerManifest] = await Promise.all([
+        this.client.manifest(repository, this.tag, options.signal),
+        this.client.manifest(indexRepo, marker, options.signal),
       ]);
-      if (!manifest && !markerDigest) notInStore.push(name);
+      const image = manifest && !isRemoved(manifest.bytes) ? manifest : undefined;
+      const registered = markerManifest && !isRemoved(markerManifest.bytes) ? markerManifest : undefined;
+      if (!image && !registered) notInStore.push(name);
       // The manifest first: a reader that finds the marker without it sees an image gone, never half of one.
-      if (manifest) {
+      if (image) {
         deleted.push(`${repository}:${this.tag}`);
-        if (!options.dryRun) await this.client.deleteManifest(repository, manifest, options.signal);
-        deleted.push(...(await this.removeReferrers(repository, manifest, options.dryRun, options.signal)));
+        deleted.push(...(await this.removeReferrers(repository, image.digest, options.dryRun, options.signal)));
+        if (!options.dryRun) await this.untag(repository, this.tag, image.digest, name, options.signal);
       }
-      if (markerDigest) {
-        deleted.push(`${indexRepository(this.registry)}:${marker}`);
-        if (!options.dryRun) await this.client.deleteManifest(indexRepository(this.registry), markerDigest, options.signal);
+      if (registered) {
+        deleted.push(`${indexRepo}:${marker}`);
+        if (!options.dryRun) await this.untag(indexRepo, marker, registered.digest, name, options.signal);
       }
     }
     const unindexed = names.filter((name) => index?.images[name] !== undefined);

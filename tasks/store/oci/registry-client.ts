@@ -336,8 +336,12 @@ export class RegistryClient {
     return digestOf(bytes);
   }
 
-  /** Deletes a manifest by digest (and with it every tag pointing at it); `gone` when it was not there. */
-  async deleteManifest(repository: string, digest: string, signal: AbortSignal): Promise<'deleted' | 'gone'> {
+  /**
+   * Deletes a manifest by digest (and with it every tag pointing at it); `gone` when it was
+   * not there; `unsupported` when the registry refuses deletes through its API (405: GHCR,
+   * Docker Hub, a distribution without storage.delete.enabled).
+   */
+  async deleteManifest(repository: string, digest: string, signal: AbortSignal): Promise<'deleted' | 'gone' | 'unsupported'> {
     const answer = await this.call({
       method: 'DELETE',
       target: `/v2/${repository}/manifests/${digest}`,
@@ -346,13 +350,7 @@ export class RegistryClient {
       what: `delete manifest ${repository}@${digest.slice(0, 19)}`,
       signal,
     });
-    if (answer.status === 405) {
-      throw new Failure(
-        'setup',
-        `${this.location.host} does not allow deleting manifests through the registry API (405)${this.location.host === 'ghcr.io' ? ': on GHCR delete package versions in the GitHub UI or API' : ': enable deletes (distribution: storage.delete.enabled)'}`,
-        { code: 405 },
-      );
-    }
+    if (answer.status === 405) return 'unsupported';
     return answer.status === 404 ? 'gone' : 'deleted';
   }
 
