@@ -7,19 +7,29 @@ import { Failure } from '../../src/index.ts';
 import type { CommonStoreDecl, CommonStoreSettings, StoreBackend } from './backend.ts';
 import { directoryBackend, type DirectoryStoreDecl } from './directory/index.ts';
 import { githubBackend, type GitHubStoreDecl } from './github/index.ts';
+import { ociBackend, type OciStoreDecl } from './oci/index.ts';
 
 /** Every backend, the default (used when settings name none of the others' keys) first. */
-const BACKENDS = [githubBackend, directoryBackend] as const;
+const BACKENDS = [githubBackend, directoryBackend, ociBackend] as const;
 
 /** One backend's keys, with every other backend's own keys forbidden, so a config names one store. */
 type Only<Own, Others> = Own & { readonly [K in Exclude<keyof Others, keyof Own>]?: never };
 
 /** The config's `release:`: the common keys and one backend's. */
-export type ReleaseDecl = CommonStoreDecl & (Only<GitHubStoreDecl, DirectoryStoreDecl> | Only<DirectoryStoreDecl, GitHubStoreDecl>);
+export type ReleaseDecl = CommonStoreDecl &
+  (
+    | Only<GitHubStoreDecl, DirectoryStoreDecl & OciStoreDecl>
+    | Only<DirectoryStoreDecl, GitHubStoreDecl & OciStoreDecl>
+    | Only<OciStoreDecl, GitHubStoreDecl & DirectoryStoreDecl>
+  );
 
 /** Resolved `release:` settings, tagged with their backend. */
 export type StoreSettings = CommonStoreSettings &
-  (({ readonly backend: 'github' } & GitHubStoreDecl) | ({ readonly backend: 'directory' } & DirectoryStoreDecl));
+  (
+    | ({ readonly backend: 'github' } & GitHubStoreDecl)
+    | ({ readonly backend: 'directory' } & DirectoryStoreDecl)
+    | ({ readonly backend: 'oci' } & OciStoreDecl)
+  );
 
 const commonShape = {
   tag: z.string().optional(),

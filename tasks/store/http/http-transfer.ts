@@ -150,6 +150,65 @@ export async function uploadRange(request: UploadRangeRequest): Promise<unknown>
   }
 }
 
+export interface SendRangeRequest {
+  readonly url: string;
+  /** PUT or PATCH (a registry's blob upload), or POST. */
+  readonly method: string;
+  /** Sent as they are: the caller adds Authorization only for the origin it belongs to. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly path: string;
+  readonly start: number;
+  readonly length: number;
+  readonly signal: AbortSignal;
+  /** Bytes of this attempt sent so far. */
+  readonly onProgress?: (sent: number) => void;
+}
+
+export interface SentRange {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | undefined>>;
+  /** The answer's body, at most 64 KiB of it (registries answer uploads with little or nothing). */
+  readonly body: string;
+}
+
+/**
+ * Sends bytes [start, start+length) of a file as a request body with Content-Length,
+ * streamed from the disk (never held in memory), and returns the answer whatever its
+ * status: the caller reads the protocol's meaning into it. Throws a TransferError with
+ * status 0 when the connection fails, or when the body could not be sent whole and the
+ * server gave no answer.
+ */
+export async function sendRange(request: SendRangeRequest): Promise<SentRange> {
+  const url = new URL(request.url);
+  const outgoing = send(url, request.method, { ...request.headers, 'content-length': String(request.length) }, request.signal);
+  const responded = responseOf(outgoing);
+  responded.catch(() => {});
+  let sent = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      sent += chunk.length;
+      request.onProgress?.(sent);
+      callback(null, chunk);
+    },
+  });
+  if (request.length === 0) outgoing.end();
+  const body =
+    request.length === 0
+      ? Promise.resolve()
+      : pipeline(
+          createReadStream(request.path, { start: request.start, end: request.start + request.length - 1, highWaterMark: 256 * 1024 }),
+          counter,
+          outgoing,
+        );
+  const [bodyResult, response] = await Promise.allSettled([body, responded]);
+  if (response.status === 'rejected') throw asTransferError(response.reason);
+  const answer = response.value;
+  const text = await readText(answer).catch(() => '');
+  // An answer that came before the whole body went (an error status) is still the answer.
+  if (bodyResult.status === 'rejected' && (answer.statusCode ?? 0) < 300) throw asTransferError(bodyResult.reason);
+  return { status: answer.statusCode ?? 0, headers: flatHeaders(answer), body: text };
+}
+
 export interface DownloadRangeRequest {
   readonly url: string;
   /** Sent to `url`'s origin only (redirect targets elsewhere are pre-signed); none for an anonymous read. */
@@ -160,6 +219,8 @@ export interface DownloadRangeRequest {
   readonly to?: number;
   /** Bytes expected from `from` to the end of the asset, when known. */
   readonly expected?: number;
+  /** Accept header (default application/octet-stream). */
+  readonly accept?: string;
   readonly signal: AbortSignal;
   /**
    * Receives each chunk in order; while the promise it may return is pending the socket
@@ -176,7 +237,7 @@ export interface DownloadRangeRequest {
  * URLs that reject it). Throws a retryable TransferError when the body ends short.
  */
 export async function downloadRange(request: DownloadRangeRequest): Promise<number> {
-  const headers: Record<string, string> = { accept: 'application/octet-stream', 'user-agent': 'pipeline-images' };
+  const headers: Record<string, string> = { accept: request.accept ?? 'application/octet-stream', 'user-agent': 'pipeline-images' };
   // Redirect targets are pre-signed storage URLs: the token goes to the API only.
   if (request.authorization) headers.authorization = request.authorization;
   const ranged = request.from > 0 || request.to !== undefined;
