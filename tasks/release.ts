@@ -193,8 +193,7 @@ async function retag(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   const dryRun = isDryRun(args);
   const result = await store.retag(version, { dryRun, signal: io.signal });
   if (io.json) io.out(JSON.stringify({ tag, version, sha: result.commit, dryRun }));
-  else if (dryRun) io.out(`would point tag ${tag} at ${version} (${result.commit.slice(0, 12)}) and set the release body to "${result.note}"`);
-  else io.out(`tag ${tag} now points at ${version} (${result.commit.slice(0, 12)}); assets kept`);
+  else io.out(dryRun ? result.said.planned : result.said.done);
   return 0;
 }
 

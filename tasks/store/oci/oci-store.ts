@@ -395,7 +395,16 @@ export class OciStore implements ImageStore {
     }
     if (!options.dryRun) await syncIndex(target);
     const digest = options.dryRun ? '' : ((await this.client.manifestDigest(indexRepository(this.registry), version, options.signal)) ?? '');
-    return { version, commit: digest.replace(/^sha256:/, ''), note: `Copied ${copied.length} image${copied.length === 1 ? '' : 's'} from ${this.tag}` };
+    const images = `${copied.length} image${copied.length === 1 ? '' : 's'}`;
+    return {
+      version,
+      commit: digest.replace(/^sha256:/, ''),
+      note: `Copied ${images} from ${this.tag}`,
+      said: {
+        done: `copied ${images} of ${this.tag} to ${version}${copied.length ? ` (${copied.join(', ')})` : ''}`,
+        planned: `would copy ${images} of ${this.tag} to ${version}`,
+      },
+    };
   };
 }
 
