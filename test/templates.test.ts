@@ -311,6 +311,8 @@ test("pve-9's cleanup.sh resets the Proxmox identity, iSCSI and postfix names of
     'etc/postfix/main.cf':
       'myorigin = /etc/mailname\nmyhostname = pipeline-build.localdomain\nmydestination = $myhostname, pipeline-build.localdomain, pipeline-build, localhost.localdomain, localhost\nrelayhost =\n',
     'etc/mailname': 'pipeline-build.localdomain\n',
+    'etc/aliases': 'postmaster: root\n',
+    'etc/aliases.db': 'YP_MASTER_NAME pipeline-build',
     'etc/ssl/private/ssl-cert-snakeoil.key': 'snakeoil key',
     'etc/ssl/certs/ssl-cert-snakeoil.pem': 'snakeoil cert',
   });
@@ -332,6 +334,7 @@ test("pve-9's cleanup.sh resets the Proxmox identity, iSCSI and postfix names of
     'etc/ssh/ssh_known_hosts',
     'var/lib/rrdcached/db/pve-node-9.0',
     'etc/mailname',
+    'etc/aliases.db',
     'etc/ssl/private/ssl-cert-snakeoil.key',
     'etc/ssl/certs/ssl-cert-snakeoil.pem',
   ]) {

@@ -87,10 +87,11 @@ if [ -f "$root/etc/iscsi/initiatorname.iscsi" ]; then
 fi
 
 # --- postfix ----------------------------------------------------------------------------
-# The build's install wrote the build VM's name into myhostname, mydestination and
-# /etc/mailname. Without myhostname postfix takes the running hostname; mydestination
-# keeps only names that follow it; /etc/mailname is written by pipeline-pve-identity on
-# a clone's first boot. The snakeoil key (postfix's TLS key, made by ssl-cert at install)
+# The build's install wrote the build VM's name into myhostname, mydestination,
+# /etc/mailname and the aliases database (postalias records the host as YP_MASTER_NAME).
+# Without myhostname postfix takes the running hostname; mydestination keeps only names
+# that follow it; /etc/mailname and /etc/aliases.db are made by pipeline-pve-identity on a
+# clone's first boot. The snakeoil key (postfix's TLS key, made by ssl-cert at install)
 # would be one private key for every clone: made again on first boot too.
 main_cf=$root/etc/postfix/main.cf
 if [ -f "$main_cf" ] && [ -n "$build_host" ]; then
@@ -109,7 +110,7 @@ if [ -f "$main_cf" ] && [ -n "$build_host" ]; then
   cat "$main_cf.cleanup" > "$main_cf"
   rm -f "$main_cf.cleanup"
 fi
-rm -f "$root/etc/mailname" \
+rm -f "$root/etc/mailname" "$root/etc/aliases.db" \
   "$root/etc/ssl/private/ssl-cert-snakeoil.key" "$root/etc/ssl/certs/ssl-cert-snakeoil.pem"
 
 # --- The boot unit ----------------------------------------------------------------------
@@ -117,7 +118,7 @@ rm -f "$root/etc/mailname" \
 # manage_etc_hosts (set by the user-data Proxmox generates) maps the hostname to
 # 127.0.1.1 on every boot. pipeline-pve-identity runs on every boot, after cloud-init and
 # the network and before pve-cluster and postfix: it maps the host's names to its primary
-# address, and writes a missing /etc/mailname and snakeoil certificate.
+# address, and makes a missing /etc/mailname, aliases database and snakeoil certificate.
 mkdir -p "$root/usr/local/sbin" "$root/etc/systemd/system/multi-user.target.wants"
 cat > "$root/usr/local/sbin/pipeline-pve-identity" <<'SCRIPT'
 #!/bin/sh
@@ -128,6 +129,7 @@ cat > "$root/usr/local/sbin/pipeline-pve-identity" <<'SCRIPT'
 #                  address: pmxcfs refuses to start otherwise, and cloud-init's
 #                  manage_etc_hosts writes 127.0.1.1 for the hostname on every boot.
 #   /etc/mailname  postfix's origin, written from the FQDN when missing (first boot).
+#   aliases.db     postfix's aliases database, built when missing (first boot).
 #   snakeoil       ssl-cert's key and certificate (postfix TLS), made when missing.
 set -eu
 marker='# pipeline-pve-identity'
@@ -180,6 +182,10 @@ if [ -d /etc/postfix ] && [ ! -e /etc/mailname ]; then
   echo "${fqdn:-$short}" > /etc/mailname
   echo "pipeline-pve-identity: /etc/mailname is ${fqdn:-$short}"
 fi
+if [ -e /etc/aliases ] && [ ! -e /etc/aliases.db ] && command -v newaliases >/dev/null; then
+  newaliases
+  echo "pipeline-pve-identity: built /etc/aliases.db"
+fi
 if [ ! -e /etc/ssl/private/ssl-cert-snakeoil.key ] && command -v make-ssl-cert >/dev/null; then
   make-ssl-cert generate-default-snakeoil
   echo "pipeline-pve-identity: made this machine's snakeoil key and certificate"
@@ -189,7 +195,7 @@ chmod 755 "$root/usr/local/sbin/pipeline-pve-identity"
 cat > "$root/etc/systemd/system/pipeline-pve-identity.service" <<'UNIT'
 # Installed by the pipeline's templates/pve-9/cleanup.sh.
 [Unit]
-Description=Map this node's name to its address, make its mailname and snakeoil key
+Description=Map this node's name to its address, make its mailname, aliases and snakeoil key
 Documentation=file:/usr/local/sbin/pipeline-pve-identity
 Wants=network-online.target
 After=network-online.target cloud-init-network.service cloud-init.service
