@@ -19,8 +19,8 @@
 //
 // Environment: E2E_WORK (default $TMPDIR/pipeline-e2e: publish dirs, downloads, the loopback
 // release kept between invocations), E2E_GITHUB_PORT (default 47181), E2E_TIMEOUT_S (whole
-// run, default 1500), E2E_SKIP_GITHUB=1 (publish only), E2E_BOOT_IMAGE=FILE (only the boot
-// check, on FILE).
+// run, default 1500), E2E_BOOT_TIMEOUT_S (each clone's boot, default 480), E2E_SKIP_GITHUB=1
+// (publish only), E2E_BOOT_IMAGE=FILE (only the boot check, on FILE).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
@@ -43,7 +43,7 @@ const GITHUB_PORT = Number(process.env.E2E_GITHUB_PORT || 47181);
 const DEADLINE = Date.now() + Number(process.env.E2E_TIMEOUT_S || 1500) * 1000;
 /** Parts small enough that the image is split into several (it is a few hundred MiB). */
 const PART_SIZE = '64M';
-const BOOT_TIMEOUT_MS = 480_000;
+const BOOT_TIMEOUT_MS = Number(process.env.E2E_BOOT_TIMEOUT_S || 480) * 1000;
 /** The boot check's clones: two VMs from the one image, booted side by side. */
 const CLONES = ['e2e-clone-a', 'e2e-clone-b'] as const;
 
