@@ -84,6 +84,19 @@ for home in "$root/home/"*; do
   if [ -d "$home" ]; then rm -f "$home/.ssh/authorized_keys"; fi
 done
 
+# The build's journal. journald holds its live files open in the booted VM, and truncating
+# them under it corrupts the journal: the live files are rotated (closed cleanly) and the
+# archives vacuumed, before the machine-id goes (journalctl finds this machine's journal
+# by it). Offline nothing holds them, so they go.
+if $booted; then
+  journalctl --rotate
+  # --vacuum-time keeps archives holding entries newer than the limit: let a second pass.
+  sleep 2
+  journalctl --vacuum-time=1s
+elif [ -d "$root/var/log/journal" ]; then
+  find "$root/var/log/journal" -type f \( -name '*.journal' -o -name '*.journal~' \) -delete
+fi
+
 # An empty machine-id makes systemd generate a new one on first boot; a missing file
 # would make it treat the boot as "first boot" with presets, which cloud images avoid.
 if [ -e "$root/etc/machine-id" ]; then
@@ -137,19 +150,8 @@ done
 # Temp files of the build.
 rm -rf "$root/tmp/"* "$root/var/tmp/"*
 
-# Logs. journald holds its live files open in the booted VM, and truncating them under it
-# corrupts the journal: the live files are rotated (closed cleanly) and every archived
-# file is vacuumed. Offline nothing holds them, so they go. Other log files are emptied
-# (their writers expect them to exist) and rotated copies removed.
+# Other log files are emptied (their writers expect them to exist), rotated copies removed.
 if [ -d "$root/var/log" ]; then
-  if $booted; then
-    journalctl --rotate
-    # --vacuum-time keeps archives holding entries newer than the limit: let a second pass.
-    sleep 2
-    journalctl --vacuum-time=1s
-  else
-    find "$root/var/log" -type f \( -name '*.journal' -o -name '*.journal~' \) -delete
-  fi
   find "$root/var/log" -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
   find "$root/var/log" -type f ! -name '*.journal' ! -name '*.journal~' -exec truncate -s 0 {} +
 fi

@@ -139,6 +139,9 @@ async function bootstrap(root: string): Promise<void> {
     '--dpkgopt=path-exclude=/usr/share/man/*',
     '--dpkgopt=path-exclude=/usr/share/doc/*',
     '--dpkgopt=path-exclude=/usr/share/locale/*',
+    // The cache keeps what this run used: versions the mirror no longer has go first.
+    '--customize-hook=chroot "$1" apt-get autoclean',
+    `--customize-hook=find ${DEB_CACHE} -name '*.deb' -delete`,
     `--customize-hook=sync-out /var/cache/apt/archives ${DEB_CACHE}`,
     SUITE,
     root,
