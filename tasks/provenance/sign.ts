@@ -10,7 +10,7 @@
 import { createPrivateKey, createPublicKey, type KeyObject, sign as signBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Failure } from '../../src/index.ts';
-import { apiFetch } from '../store/github/api-fetch.ts';
+import { apiFetch } from '../store/http/api-fetch.ts';
 import { keyIdOf } from './key-id.ts';
 import { IN_TOTO_PAYLOAD_TYPE, type Statement, statementBytes } from './statement.ts';
 
