@@ -21,6 +21,7 @@ import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
+import { provenanceCommand } from './provenance/command.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -123,6 +124,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
     },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
+    accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
     release: storeSettings(config.release, tag),
   });
 
@@ -209,6 +211,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       verify: verifyCommand(catalog),
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
+      provenance: provenanceCommand(catalog),
     },
   };
 }

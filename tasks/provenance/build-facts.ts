@@ -131,3 +131,36 @@ export function toolIdentity(): { name: string; version: string } {
     dir = parent;
   }
 }
+
+export interface GatherOptions {
+  readonly root: string;
+  readonly packer: string;
+  readonly packerVersion: { readonly major: number; readonly minor: number; readonly text: string };
+  readonly templateText: string;
+  readonly accelerator: string;
+  readonly startedOn: Date;
+  readonly env: NodeJS.ProcessEnv;
+  readonly signal: AbortSignal;
+}
+
+/** The facts of a build that just succeeded (the plugins only where packer can list them: 1.8 and later). */
+export async function gatherBuildFacts(options: GatherOptions): Promise<BuildFacts> {
+  const { packerVersion } = options;
+  let plugins: { source: string; version: string }[] = [];
+  const sources = requiredPluginSources(options.templateText);
+  if (sources.length && (packerVersion.major > 1 || packerVersion.minor >= 8)) {
+    const listing = await execFile(options.packer, ['plugins', 'installed'], options.signal, {
+      cwd: options.root,
+      nothrow: true,
+      onLine: () => undefined,
+    }).catch(() => undefined);
+    if (listing?.exitCode === 0) plugins = installedPlugins(listing.stdout, sources);
+  }
+  const source = await sourceFacts(options.root, options.env, options.signal);
+  return {
+    packer: { version: packerVersion.text, plugins },
+    ...(source ? { source } : {}),
+    run: runFacts(options.env, { startedOn: options.startedOn, finishedOn: new Date() }),
+    accelerator: options.accelerator,
+  };
+}

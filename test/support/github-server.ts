@@ -822,6 +822,7 @@ export async function createImageFixture(images: readonly FixtureImage[], releas
     currentKey,
     // No upstream here: the bases are what `sources` says.
     inputsToBuild: currentKey,
+    buildSettings: (name) => ({ baseUrl: `https://images.example/${name}-base.qcow2`, template: `templates/${name}/template.pkr.hcl`, accelerator: 'kvm' }),
     publishDir: join(root, 'publish'),
     release: storeSettings(release, release.tag),
   };
