@@ -22,6 +22,7 @@ import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
 import { provenanceCommand } from './provenance/command.ts';
+import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -208,7 +209,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     },
     planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
-      verify: verifyCommand(catalog),
+      verify: verifyCommand(catalog, { provenance: localProvenanceCheck(catalog) }),
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
       provenance: provenanceCommand(catalog),

@@ -26,7 +26,12 @@ export interface LocalProvenance {
 }
 
 export async function localProvenance(catalog: ImageCatalog, name: string, env: NodeJS.ProcessEnv): Promise<LocalProvenance> {
-  const image = await readLocalImage(catalog, name);
+  return localProvenanceOf(catalog, await readLocalImage(catalog, name), env);
+}
+
+/** The same, for an image already read (readLocalImage). */
+export async function localProvenanceOf(catalog: ImageCatalog, image: ImageToPut, env: NodeJS.ProcessEnv): Promise<LocalProvenance> {
+  const { name } = image;
   const record = recordOf(image, [], '');
   const bundleBytes = await readLocalBundle(bundlePathBeside(catalog.imagePath(name), name));
   let signed: LocalProvenance['signed'];

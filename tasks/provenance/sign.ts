@@ -88,6 +88,12 @@ export async function signStatement(statement: Statement, mode: Exclude<SigningM
   };
 }
 
+/** A signing key named but unusable is a setup Failure now, not after a build. */
+export async function checkSigningSetup(env: NodeJS.ProcessEnv): Promise<void> {
+  const mode = signingMode(env);
+  if (mode.kind === 'key') await readSigningKey(mode.keyPath);
+}
+
 /** The PEM at `path` as an ECDSA P-256 private key; anything else is a setup Failure naming the variable. */
 export async function readSigningKey(path: string): Promise<KeyObject> {
   const where = `PIPELINE_SIGNING_KEY=${path}`;
