@@ -82,6 +82,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       );
       await provenance.stored();
       context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
+      return { note: provenance.note };
     },
   };
 }

@@ -17,6 +17,8 @@ import { createPublicKey } from 'node:crypto';
 export interface UploadProvenance {
   /** The bundle to store as the image's `provenance` attachment; undefined: unsigned. */
   readonly bundle?: Uint8Array;
+  /** What the upload says of it, in one line (also logged). */
+  readonly note: string;
   /** After the store took it: keep the bundle beside the image, and in Actions write it to GitHub's attestations. */
   stored(): Promise<void>;
 }
@@ -34,19 +36,21 @@ export async function provenanceForUpload(catalog: ImageCatalog, image: ImageToP
   const mode = signingMode(env);
   const nothingToDo = async () => {};
   if (local.signed && !options.force && (await sameSigner(local.signed.parsed.signer, mode))) {
-    log(`provenance: stores the signed statement kept with ${image.name} (${describeSigner(local.signed.parsed.signer)})`);
-    return { bundle: local.signed.bytes, stored: nothingToDo };
+    const note = `provenance: stores the signed statement kept with ${image.name} (${describeSigner(local.signed.parsed.signer)})`;
+    log(note);
+    return { bundle: local.signed.bytes, note, stored: nothingToDo };
   }
   if (mode.kind === 'none') {
-    log(
-      `provenance: ${image.name} goes up unsigned: set PIPELINE_SIGNING_KEY to an ECDSA P-256 key, or run in GitHub Actions with permissions id-token: write`,
-    );
-    return { stored: nothingToDo };
+    const note = `provenance: ${image.name} goes up unsigned: set PIPELINE_SIGNING_KEY to an ECDSA P-256 key, or run in GitHub Actions with permissions id-token: write`;
+    log(note);
+    return { note, stored: nothingToDo };
   }
   const signed = await signStatement(local.statement, mode, env);
-  log(`provenance: signed ${image.name}'s statement ${signed.keyless ? 'keyless as' : 'with'} ${signed.signer}`);
+  const note = `provenance: signed ${image.name}'s statement ${signed.keyless ? 'keyless as' : 'with'} ${signed.signer}`;
+  log(note);
   return {
     bundle: signed.bundle,
+    note,
     async stored() {
       await writeFileAtomic(bundlePathBeside(image.path, image.name), signed.bundle);
       if (signed.keyless && env.GITHUB_ACTIONS === 'true') await recordAttestation(signed.bundle, env, log);
