@@ -192,6 +192,7 @@ export interface NodeDef {
   /** What `--dry-run` prints for the node besides its stale reason, starting "would …". */
   describeRun?(context: PreflightContext): Promise<string | undefined>;
   /** Returns what the user should hear of the run, if anything (printed after the node, carried in --json). */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a run with nothing to say returns nothing (most kinds)
   run(context: TaskContext): Promise<void | RunOutcome>;
 }
 
