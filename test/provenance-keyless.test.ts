@@ -23,7 +23,8 @@ import {
   statementOf,
   withRelease,
 } from './support/provenance-world.ts';
-import { Trees } from './support/runner-trees.ts';
+import type { CliResult } from './support/engine-project.ts';
+import { Trees, type Tree } from './support/runner-trees.ts';
 import { seededRandom } from './support/seeded-random.ts';
 import { type JobIdentity, SigstoreServices } from './support/sigstore-services.ts';
 
@@ -38,9 +39,20 @@ const WORKFLOW = '.github/workflows/build.yml';
 const TRUSTED: JobIdentity = { repository: 'acme/images', workflow: WORKFLOW, ref: 'refs/heads/main' };
 const SIGNER = `https://github.com/acme/images/${WORKFLOW}@refs/heads/main`;
 
-test.serial(
-  'keyless, no network: signed in a GitHub Actions job on upload, verified on download, --publish and the remote cache; other identities refused',
-  async (t) => {
+interface World {
+  readonly services: SigstoreServices;
+  readonly github: GitHubServer;
+  readonly release: object;
+  readonly origin: Tree;
+  readonly env: Record<string, string | undefined>;
+  readonly upload: CliResult;
+}
+
+let world: Promise<World> | undefined;
+
+/** The origin built and uploaded by a GitHub Actions job of the trusted workflow, signing keyless; shared by the file's tests. */
+function setUp(): Promise<World> {
+  return (world ??= (async () => {
     const services = await SigstoreServices.start();
     const github = await GitHubServer.start();
     cleanups.push(
@@ -61,37 +73,50 @@ test.serial(
     const env = { ...NEUTRAL_ENV, GITHUB_TOKEN: github.token };
     const job = { ...env, ...services.actionsEnv(TRUSTED), GITHUB_API_URL: github.url };
     const upload = await origin.run(['upload:latest'], { env: job, timeoutMs: 240_000 });
+    return { services, github, release, origin, env, upload };
+  })());
+}
+
+test.serial(
+  'keyless, no network: a GitHub Actions job signs each image on upload (Fulcio, Rekor, a timestamp) and writes it to the attestations API',
+  async (t) => {
+    const { services, github, origin, env, upload } = await setUp();
     t.is(upload.code, 0, explain(upload));
     for (const name of ['debian-12', 'debian-13', 'pve-9']) {
-      t.regex(
-        upload.stdout + upload.stderr,
-        new RegExp(`${name}:upload: provenance: signed ${name}'s statement keyless as ${SIGNER.replaceAll('.', '\\.')} \\(Rekor entry \\d+\\)`),
-      );
+      const signed = `${name}:upload: provenance: signed ${name}'s statement keyless as ${SIGNER.replaceAll('.', '\\.')} \\(Rekor entry \\d+\\)`;
+      t.regex(upload.stdout + upload.stderr, new RegExp(signed));
     }
     t.is(github.attestations.length, 3, 'each bundle is written to the attestations API');
     t.like(github.attestations[0], { mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json' });
     for (const request of ['POST /api/v2/signingCert', 'POST /api/v1/log/entries', 'POST /api/v1/timestamp'])
       t.true(services.requests.includes(request), request);
-
     const check = await origin.run(['release', 'check', '--json'], { env });
     for (const verdict of JSON.parse(check.stdout).images as Array<{ name: string; signer: unknown }>) {
       t.deepEqual(verdict.signer, { kind: 'keyless', id: SIGNER, verified: true }, verdict.name);
     }
+  },
+);
 
-    const host = await freshHost(trees, origin, 'keyless-host');
-    const download = await host.run(['images', 'download', 'debian-12', '--publish', '--dir', host.path('downloads')], { env });
-    t.is(download.code, 0, explain(download));
-    t.regex(download.stderr, new RegExp(`^debian-12: provenance verified: signed by ${SIGNER.replaceAll('.', '\\.')}$`, 'm'));
-    t.is(sha256(await readFile(host.path('publish/debian-12.img'))), sha256(await readFile(origin.path('images/debian-12/debian-12.qcow2'))));
-    t.true(existsSync(host.path('downloads/debian-12.qcow2.sigstore.json')));
-    const cache = await host.run(['pve-9:publish'], { env });
-    t.is(cache.code, 0, explain(cache));
-    t.regex(cache.stdout + cache.stderr, /▶ pve-9:build \(would fetch from/);
-    t.notRegex(cache.stdout + cache.stderr, /refused|here instead/);
-    const verify = await host.run(['verify', 'pve-9'], { env });
-    t.is(verify.code, 0, explain(verify));
+test.serial('keyless: a host trusting the workflow under the pinned root verifies on download, --publish and the remote cache', async (t) => {
+  const { origin, env } = await setUp();
+  const host = await freshHost(trees, origin, 'keyless-host');
+  const download = await host.run(['images', 'download', 'debian-12', '--publish', '--dir', host.path('downloads')], { env });
+  t.is(download.code, 0, explain(download));
+  t.regex(download.stderr, new RegExp(`^debian-12: provenance verified: signed by ${SIGNER.replaceAll('.', '\\.')}$`, 'm'));
+  t.is(sha256(await readFile(host.path('publish/debian-12.img'))), sha256(await readFile(origin.path('images/debian-12/debian-12.qcow2'))));
+  t.true(existsSync(host.path('downloads/debian-12.qcow2.sigstore.json')));
+  const cache = await host.run(['pve-9:publish'], { env });
+  t.is(cache.code, 0, explain(cache));
+  t.regex(cache.stdout + cache.stderr, /▶ pve-9:build \(would fetch from/);
+  t.notRegex(cache.stdout + cache.stderr, /refused|here instead/);
+  const verify = await host.run(['verify', 'pve-9'], { env });
+  t.is(verify.code, 0, explain(verify));
+});
 
-    // The same Sigstore vouches for other identities: none of them is the trusted workflow.
+test.serial(
+  'keyless: bundles from the same Sigstore for another workflow, repository or a pull request ref are refused by download and the remote cache',
+  async (t) => {
+    const { services, release, origin, env } = await setUp();
     const hand = new StoreHand(release as ReleaseSettings, { env, github: { retryBaseMs: 2 } });
     const original = await imageFrom(origin, 'debian-12', await hand.record('debian-12'));
     const originalBundle = await hand.bundle('debian-12');
