@@ -2,7 +2,17 @@
 // why, ending with the decision the release issue records; the note a tag-only versioned
 // release gets (the seed's option A); and the destructive operations, each with --dry-run.
 // Written against the image store interface.
-import { exitCodeOf, Failure, formatOutput, isCancellation, isFailure, type ReleaseImageSigner, releaseCheckOutput, type Command, type CommandIO } from '../src/index.ts';
+import {
+  exitCodeOf,
+  Failure,
+  formatOutput,
+  isCancellation,
+  isFailure,
+  type ReleaseImageSigner,
+  releaseCheckOutput,
+  type Command,
+  type CommandIO,
+} from '../src/index.ts';
 import { type NoteResult, writeNote } from './release-note.ts';
 import { signerSuffix, withSigner } from './provenance/stored-signer.ts';
 import { loadTrust } from './provenance/trust.ts';

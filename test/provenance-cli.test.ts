@@ -9,7 +9,6 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ReleaseSettings } from '../tasks/store/catalog.ts';
 import type { ImageToPut } from '../tasks/store/store.ts';
 import type { CliResult } from './support/engine-project.ts';
 import {
@@ -86,7 +85,7 @@ function world(backend: string): Promise<World> {
       const env = { ...NEUTRAL_ENV, ...store.env };
       const upload = await origin.run(['upload:latest'], { env: { ...env, PIPELINE_SIGNING_KEY: keys.good.privatePath }, timeoutMs: 240_000 });
       if (upload.code !== 0) throw new Error(`the signed upload failed: ${explain(upload)}`);
-      return { store, origin, keys, hand: new StoreHand(release as ReleaseSettings, store.options), env, upload };
+      return { store, origin, keys, hand: new StoreHand(release, store.options), env, upload };
     })();
     worlds.set(backend, found);
   }

@@ -9,7 +9,6 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { signingMode, signStatement } from '../tasks/provenance/sign.ts';
-import type { ReleaseSettings } from '../tasks/store/catalog.ts';
 import { GitHubServer } from './support/github-server.ts';
 import {
   explain,
@@ -117,7 +116,7 @@ test.serial(
   'keyless: bundles from the same Sigstore for another workflow, repository or a pull request ref are refused by download and the remote cache',
   async (t) => {
     const { services, release, origin, env } = await setUp();
-    const hand = new StoreHand(release as ReleaseSettings, { env, github: { retryBaseMs: 2 } });
+    const hand = new StoreHand(release, { env, tuning: { retryBaseMs: 2 } });
     const original = await imageFrom(origin, 'debian-12', await hand.record('debian-12'));
     const originalBundle = await hand.bundle('debian-12');
     const cases: Array<{ label: string; identity: JobIdentity; reason: RegExp }> = [

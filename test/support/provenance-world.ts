@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { imageStatement } from '../../tasks/provenance/image-statement.ts';
 import { signStatement } from '../../tasks/provenance/sign.ts';
 import type { Statement } from '../../tasks/provenance/statement.ts';
-import type { ReleaseSettings } from '../../tasks/store/catalog.ts';
+import { type ReleaseDecl, type StoreSettings, storeSettings } from '../../tasks/store/backends.ts';
 import { openImageStore, type StoreOptions } from '../../tasks/store/open.ts';
 import type { ImageRecord } from '../../tasks/store/record.ts';
 import type { ImageToPut } from '../../tasks/store/store.ts';
@@ -88,10 +88,16 @@ export function explain(result: CliResult): string {
 
 /** Writes to a store as anyone who can write it: through the backend, in this process. */
 export class StoreHand {
+  private readonly release: StoreSettings;
+
+  /** `release` as a config declares it (its `tag` is the one written). */
   constructor(
-    private readonly release: ReleaseSettings,
+    release: object,
     private readonly options: StoreOptions,
-  ) {}
+  ) {
+    const decl = release as ReleaseDecl;
+    this.release = storeSettings(decl, decl.tag ?? 'latest');
+  }
 
   async record(name: string): Promise<ImageRecord> {
     const store = await openImageStore(this.release, this.release.tag, this.options);
