@@ -11,7 +11,7 @@ export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type Rel
 // the report's wording.
 export { execFile, processAlive } from './exec.ts';
 export { StatCache } from './hasher.ts';
-export { readStamp } from './fingerprint.ts';
+export { readStamp } from './stamp.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';
 export { nearest } from './suggest.ts';
