@@ -1,10 +1,10 @@
 // The hand check that lets an ordinary steps config skip zod, and how a config error shows
 // a value. Kept apart from config-validate.ts so that a run whose config passes the check
-// never loads zod (about a tenth of a no-op run's start-up on a 1,000-step tree).
+// never loads zod, a sizeable part of a no-op run's start-up (BENCHMARKS.md).
 
 /**
  * Whether `value` is certainly a steps config `stepsConfigSchema` (config-validate.ts)
- * accepts, checked by hand: zod takes about 0.1 ms a step, and loading it costs more.
+ * accepts, checked by hand: zod's check costs time per step, and loading zod more.
  * Only plain objects and arrays pass, so anything unusual is left to zod, which also
  * words the error.
  */
