@@ -1,5 +1,6 @@
-// Configs: `defineConfig` for generic steps with typed references, and loading a config
-// file (TypeScript compiled once and cached, or plain JS) into a validated EngineConfig.
+// Configs: `defineStepsConfig` (the engine entry's `defineConfig`) for generic steps with
+// typed references, and loading a config file (TypeScript compiled once and cached, or
+// plain JS) into a validated EngineConfig.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -79,7 +80,7 @@ export type EngineConfigFactory = (context: ConfigContext) => EngineConfig | Pro
  * (`loadConfig`), which is asynchronous, so that zod is loaded only for such a config: the
  * config returned carries the declaration for that check, under a key spreads keep.
  */
-export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
+export function defineStepsConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
   if (isPlainStepsConfig(config)) return stepsEngineConfig(config);
   try {
     return Object.assign(stepsEngineConfig(config), { [UNCHECKED_DECLARATION]: { declaration: config } });
@@ -116,12 +117,12 @@ interface UncheckedDeclaration {
   readonly buildError?: unknown;
 }
 
-/** Checks with zod a declaration `defineConfig` left unchecked; throws its one-line `config` Failure. */
+/** Checks with zod a declaration `defineStepsConfig` left unchecked; throws its one-line `config` Failure. */
 async function checkDeferredDeclaration(config: unknown): Promise<void> {
   if (config === null || typeof config !== 'object' || !(UNCHECKED_DECLARATION in config)) return;
   const { declaration, buildError } = (config as Record<symbol, UncheckedDeclaration>)[UNCHECKED_DECLARATION]!;
-  const { checkConfigShape, stepsConfigSchema } = await import('./config-validate.ts');
-  checkConfigShape(stepsConfigSchema, declaration);
+  const [{ z }, { checkConfigShape, configSchemas }] = await Promise.all([import('zod'), import('./config-validate.ts')]);
+  checkConfigShape(configSchemas(z).stepsConfig, declaration);
   if (buildError !== undefined) throw buildError;
 }
 
