@@ -271,7 +271,7 @@ class Execution {
       // Phases a failure interrupts end with the node (observers close them at its end).
       observer?.nodePhase?.(node.id, 'run', 'begin');
       const fetched = fetch ? await fetch.fetch(context) : undefined;
-      if (!fetch) await node.run(context);
+      const outcome = fetch ? undefined : await node.run(context);
       signal.throwIfAborted();
       observer?.nodePhase?.(node.id, 'run', 'end');
       const outputs = await this.hashMadeOutputs(node, account);
@@ -285,7 +285,8 @@ class Execution {
       await context.close();
       const finishedAt = Date.now();
       const logged = existsSync(logFile) ? { logFile } : {};
-      const note = fetched?.fetched === false ? { note: fetched.note } : {};
+      const said = fetched?.fetched === false ? fetched.note : outcome ? outcome.note : undefined;
+      const note = said !== undefined ? { note: said } : {};
       return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, ...logged, ...note };
     } catch (error) {
       await context.removeTemps();

@@ -18,7 +18,15 @@ export { fsyncPath, siblingTempPath, writeFileAtomic } from './atomic.ts';
 // the caller's `z`, so this index never loads zod.
 export { checkConfigShape, configSchemas, type Holds, type SameShape } from './config-validate.ts';
 // The JSON contract, for commands that print their own result under --json.
-export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type ReleaseCheckOutput, type ReleaseImageVerdict } from './report/contract.ts';
+export {
+  errorOutput,
+  formatOutput,
+  releaseCheckOutput,
+  FORMAT_VERSION,
+  type ReleaseCheckOutput,
+  type ReleaseImageSigner,
+  type ReleaseImageVerdict,
+} from './report/contract.ts';
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
 // programs, the stat cache, a task context for work done outside a run, and the report's
 // wording.

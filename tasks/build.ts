@@ -4,7 +4,7 @@
 // everything succeeded. The engine writes .cache-key (tasks/cache-key.ts) after `run`
 // returns; the task never does. The variables every template declares and the task
 // passes (TEMPLATE_VARIABLES): docs/template-variables.md.
-import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, posix, relative, resolve } from 'node:path';
 import { Failure, fsyncPath, makeScratchDir, type NodeDef, type NodeId, type TaskContext, toolTempDir } from '../src/index.ts';
 import { checkBuildSetup } from './build-setup.ts';
@@ -16,11 +16,14 @@ import {
   isChecksumMismatch,
   lastMeaningfulLine,
   needsPackerInit,
+  type PackerVersion,
   parsePackerVersion,
   runPackerBuild,
   supportsPlugins,
   templateTraits,
 } from './packer.ts';
+import { buildFactsPath, buildFactsText, gatherBuildFacts } from './provenance/build-facts.ts';
+import { bundlePathBeside } from './provenance/local-files.ts';
 import { compressArgs, convertCompressed, DEFAULT_COMPRESSION, type Compression } from './qemu-img.ts';
 import type { ImageRemoteCache } from './remote-cache.ts';
 import { isValidImageName } from './store/names.ts';
@@ -191,6 +194,7 @@ interface BuildRun {
 
 async function runBuild(layout: BuildLayout, ctx: TaskContext): Promise<void> {
   const { root } = ctx;
+  const startedOn = new Date();
   const imageDir = resolve(root, layout.imageDir);
   await mkdir(imageDir, { recursive: true });
   // The build key and packer's own temp files (its log, shell-local scripts) live in a
@@ -213,9 +217,19 @@ async function runBuild(layout: BuildLayout, ctx: TaskContext): Promise<void> {
   };
   const temps: string[] = [];
   try {
-    await runPacker(layout, run);
+    const packer = await runPacker(layout, run);
     const versionText = await stagedVersionText(layout.name, run.staging);
-    await installOutputs(layout, run, temps);
+    const facts = await gatherBuildFacts({
+      root,
+      packer: layout.packer,
+      packerVersion: packer.version,
+      templateText: packer.templateText,
+      accelerator: layout.accelerator,
+      startedOn,
+      env: process.env,
+      signal: ctx.signal,
+    });
+    await installOutputs(layout, run, buildFactsText(facts), temps);
     ctx.log(`built ${layout.outputImage} (${versionText.trim().split('\n').join(', ')})`);
   } finally {
     await Promise.all([
@@ -227,12 +241,18 @@ async function runBuild(layout: BuildLayout, ctx: TaskContext): Promise<void> {
   }
 }
 
+/** The template and the packer version a build ran with (what its provenance records). */
+interface PackerRun {
+  readonly templateText: string;
+  readonly version: PackerVersion;
+}
+
 /**
  * `packer build` into the staging directory, after `packer init` when the template needs
  * it. A checksum mismatch (upstream replaced the base under it) re-downloads the base and
  * retries once.
  */
-async function runPacker(layout: BuildLayout, run: BuildRun): Promise<void> {
+async function runPacker(layout: BuildLayout, run: BuildRun): Promise<PackerRun> {
   const { ctx } = run;
   const { options, name, packer } = layout;
   const templateText = await readFile(run.templateFile, 'utf8');
@@ -265,7 +285,7 @@ async function runPacker(layout: BuildLayout, run: BuildRun): Promise<void> {
       cwd: resolve(ctx.root, layout.templateDir),
       tmpDir: run.toolTemp,
     });
-    if (result.exitCode === 0) return;
+    if (result.exitCode === 0) return { templateText, version };
     if (isChecksumMismatch(result) && !redownloaded && options.redownloadBase) {
       redownloaded = true;
       ctx.log(`base image ${options.baseImage} does not match its checksum: downloading it again and retrying once`);
@@ -293,21 +313,31 @@ async function stagedVersionText(name: string, staging: string): Promise<string>
   return versionText;
 }
 
-/** Compresses the staged image beside the old one, then replaces the old outputs (`temps` collects what to remove on failure). */
-async function installOutputs(layout: BuildLayout, run: BuildRun, temps: string[]): Promise<void> {
+/**
+ * Compresses the staged image beside the old one, then replaces the old outputs and the
+ * build facts (`temps` collects what to remove on failure).
+ */
+async function installOutputs(layout: BuildLayout, run: BuildRun, factsText: string, temps: string[]): Promise<void> {
   const { ctx } = run;
   const tempImage = ctx.tempPath(run.image);
   const tempVersion = ctx.tempPath(run.version);
-  temps.push(tempImage, tempVersion);
+  // What built these bytes, for the provenance an upload signs (tasks/provenance/).
+  const factsPath = buildFactsPath(run.imageDir);
+  const tempFacts = ctx.tempPath(factsPath);
+  temps.push(tempImage, tempVersion, tempFacts);
   ctx.status(`compressing (${layout.compression})`);
   await convertCompressed(ctx, join(run.staging, `${layout.name}.qcow2`), tempImage, { compression: layout.compression });
   await copyFile(join(run.staging, 'image-version.txt'), tempVersion);
-  await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion)]);
+  await writeFile(tempFacts, factsText);
+  await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion), fsyncPath(tempFacts)]);
   // From here on the old outputs go: the engine drops the stamp and .cache-key first,
   // so an interruption between the renames leaves a stale node, never a wrong key.
   await ctx.beginCommit();
   await rename(tempImage, run.image);
   await rename(tempVersion, run.version);
+  await rename(tempFacts, factsPath);
+  // A bundle of the bytes this build replaced says nothing of these.
+  await rm(bundlePathBeside(run.image, layout.name), { force: true });
   await fsyncPath(run.imageDir);
 }
 

@@ -32,6 +32,8 @@ import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache, type ImageRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
+import { provenanceCommand } from './provenance/command.ts';
+import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -158,9 +160,10 @@ function expand(config: PipelineConfig<string, string, string>, project: ConfigC
     families: { upload: uploadFamily(pipeline) },
     planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
-      verify: verifyCommand(pipeline.catalog),
+      verify: verifyCommand(pipeline.catalog, { provenance: localProvenanceCheck(pipeline.catalog) }),
       release: releaseCommand(pipeline.catalog),
       images: imagesCommand(pipeline.catalog),
+      provenance: provenanceCommand(pipeline.catalog),
     },
   };
 }
@@ -185,6 +188,7 @@ function resolvePipeline(config: PipelineConfig<string, string, string>, project
       return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
     },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
+    accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
     release: storeSettings(config.release, tag),
   });
   const remoteCache = config.release?.remoteCache === false ? undefined : createRemoteCache(catalog, tag);

@@ -61,6 +61,7 @@ test("the catalog takes the base's SHA-512 from what its download node recorded,
     sharedDir: 'shared',
     base: () => ({ node: 'trixie:download', file: 'cache/base.qcow2', ...base }),
     extraFiles: () => [],
+    accelerator: () => 'kvm',
     release: { backend: 'github', tag: 'latest' },
   });
   const current = await catalog.currentKey('debian-13');
