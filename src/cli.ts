@@ -184,9 +184,8 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     targets.push(fallback);
   }
   if (command === 'plan') {
-    if (!json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
     const { printPlan } = await import('./inspect.ts');
-    return printPlan(session, targets, settings, io.out);
+    return printPlan(session, targets, settings, json, io.out);
   }
   if (values['dry-run']) {
     const { printDryRun } = await import('./inspect.ts');
@@ -195,12 +194,14 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
 
   const graph = session.graphFor(targets);
   const reporters = [await chooseView({ json, ...view }, io)];
-  if (json) reporters.push(new JsonReporter(io.out));
+  // The trace before the JSON summary: a trace that cannot be written is then the one
+  // JSON object's error, never an "ok" followed by a failure.
   if (profile !== undefined) {
     const poolOf = (id: NodeId): string | undefined => graph.nodes.get(id)?.pool;
     const { ProfileReporter } = await import('./report/profile.ts');
-    reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
+    reporters.push(await ProfileReporter.open(profile, resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
   }
+  if (json) reporters.push(new JsonReporter(io.out));
   const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);
   let results: Awaited<ReturnType<typeof session.run>>;
   try {
@@ -325,7 +326,7 @@ function helpText(session: Session | undefined): string {
     'usage: pipeline [targets…] [options]',
     '       pipeline explain <target> [--json]',
     '       pipeline graph [--format mermaid|dot] [targets…]',
-    '       pipeline plan --json [targets…]',
+    '       pipeline plan [--json] [targets…]',
   ];
   for (const command of Object.values(session?.config.commands ?? {})) lines.push(`       pipeline ${command.usage}`);
   lines.push(
