@@ -12,6 +12,7 @@ import { fanOut, type Reporter } from './report/reporter.ts';
 // inspect.ts (explain, graph, plan, --dry-run) and the --profile trace load when asked for:
 // a no-op run's time is mostly start-up.
 import { Session, type RunSettings } from './session.ts';
+import { runStarter, type StarterCommands, starterUsages } from './starter-command.ts';
 import { cancelledBy, exitCodeOf, isFailure, toFailure } from './failure.ts';
 import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
 
@@ -61,7 +62,8 @@ function ignoreClosedReader(): void {
   }
 }
 
-export async function main(argv: readonly string[], io: Output = stdio): Promise<number> {
+/** `starters`: commands that need no config (`init`), from the package's bin. */
+export async function main(argv: readonly string[], io: Output = stdio, starters: StarterCommands = {}): Promise<number> {
   if (io === stdio) ignoreClosedReader();
   const interrupt = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -80,7 +82,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     err: io.err,
   };
   try {
-    const code = await dispatch(argv, tracked, interrupt.signal, context);
+    const code = await dispatch(argv, tracked, interrupt.signal, context, starters);
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
     // --json readers get the failure as the one JSON object on stdout, with its kind
@@ -109,7 +111,7 @@ interface DispatchContext {
   wroteOut: boolean;
 }
 
-async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext): Promise<number> {
+async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext, starters: StarterCommands): Promise<number> {
   // The config decides which extra flags and commands exist, so find it first.
   const configArg = findConfigArgument(argv);
   // --version is the tool's only before the first word; after it a command may own it
@@ -120,12 +122,20 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     io.out(packageVersion());
     return EXIT_OK;
   }
+  const starter = word === undefined ? undefined : starters[word];
+  if (starter) return runStarter(starter, argv.slice(argv.indexOf(word!) + 1), { cwd: process.cwd(), ...io });
   let session: Session;
   try {
-    session = await Session.open(await findConfig(process.cwd(), configArg));
+    const configFile = await findConfig(process.cwd(), configArg).catch((error: unknown) => {
+      // No config here: say how to make one too.
+      const names = Object.keys(starters);
+      if (configArg !== undefined || names.length === 0 || !isFailure(error, 'usage')) throw error;
+      throw new Failure('usage', `${error.message}, or start one here: ${names.map((name) => `pipeline ${name}`).join(', ')}`);
+    });
+    session = await Session.open(configFile);
   } catch (error) {
     if (argv.includes('--help') || argv.includes('-h')) {
-      io.out(helpText(undefined));
+      io.out(helpText(undefined, await starterUsages(starters)));
       io.err(`pipeline: ${(error as Error).message}`);
       return EXIT_OK;
     }
@@ -143,7 +153,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
   const parsed = parseCommandLine(argv, options);
   const values = parsed.values as Record<string, string | boolean | undefined>;
   if (values.help) {
-    io.out(helpText(session));
+    io.out(helpText(session, await starterUsages(starters)));
     return EXIT_OK;
   }
   const settings: RunSettings = {
@@ -321,13 +331,14 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-function helpText(session: Session | undefined): string {
+function helpText(session: Session | undefined, starterUsageLines: readonly string[]): string {
   const lines = [
     'usage: pipeline [targets…] [options]',
     '       pipeline explain <target> [--json]',
     '       pipeline graph [--format mermaid|dot] [targets…]',
     '       pipeline plan [--json] [targets…]',
   ];
+  for (const usage of starterUsageLines) lines.push(`       pipeline ${usage}`);
   for (const command of Object.values(session?.config.commands ?? {})) lines.push(`       pipeline ${command.usage}`);
   lines.push(
     '',

@@ -1,5 +1,5 @@
 // The engine's public surface, for configs made of generic steps and for task kinds.
-export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
+export { defineConfig, stepNode, stepNodes, DEFAULT_CONFIG_FILES, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
 export * from './types.ts';
 // Debris a killed run leaves: scratch dirs and temp files recognised by their writer's pid.
 export { makeScratchDir, removeAbandonedTemps, toolTempDir } from './debris.ts';
@@ -15,3 +15,5 @@ export { readStamp } from './fingerprint.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';
 export { nearest } from './suggest.ts';
+// Commands that run before there is a config (`pipeline init`).
+export type { StarterCommand, StarterIO } from './starter-command.ts';
