@@ -14,7 +14,10 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
     process.exit(2);
   }
   const { main } = await import(cli.href);
-  const code = await main(args);
+  // Commands that need no config (the engine's CLI knows none by name): `init` lays out a
+  // new image repository from this package's templates.
+  const starters = { init: async () => (await import(new URL('../dist/tasks/init.js', import.meta.url).href)).initCommand };
+  const code = await main(args, undefined, starters);
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   // With its output written and nothing else in flight, the process leaves at once rather
   // than tearing down a heap no one will use again: about 10 ms of a 1,000-node no-op.

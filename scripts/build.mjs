@@ -25,7 +25,7 @@ import { builtHash, sourceHash, STAMP_FILE } from './source-hash.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** What bin/pipeline.js and the package's exports load (package.json "exports"). */
-const ENTRY_POINTS = ['src/cli', 'src/index', 'index'];
+const ENTRY_POINTS = ['src/cli', 'src/index', 'index', 'tasks/init'];
 const hash = sourceHash(root); // before compiling: an edit during the build leaves it stale
 if (process.argv.includes('--if-stale') && builtHash(root) === hash) process.exit(0);
 
