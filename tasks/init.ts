@@ -90,7 +90,7 @@ export async function init(requested: readonly string[], io: StarterIO): Promise
   if (!manifest.depends(pkg.name)) next.push([`npm install -D ${pkg.name}`, 'the config imports it']);
   next.push(['npx pipeline --dry-run', 'what would run, and why']);
   next.push([`${manifest.depends('typescript') ? '' : 'npm install -D typescript && '}npx tsc`, `type-checks ${existingConfig ?? configName}`]);
-  next.push([`npx pipeline ${names[0]}:publish`, 'builds it (packer >= 1.7, qemu-img, /dev/kvm) and installs it into publishDir']);
+  next.push([`npx pipeline ${names[0]}:publish`, 'builds it (packer >= 1.7, qemu-img, xorriso, /dev/kvm) and installs it into publishDir']);
   const width = Math.max(...next.map(([command]) => command.length));
   io.out('next:');
   for (const [command, what] of next) io.out(`  ${command.padEnd(width)}   ${what}`);
@@ -120,7 +120,7 @@ class Report {
   }
 
   changed(path: string, what: string): void {
-    this.io.out(`${what} in ${path}`);
+    this.io.out(`${what} to ${path}`);
   }
 
   createdAny(prefixes: readonly string[]): boolean {

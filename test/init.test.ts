@@ -91,7 +91,7 @@ test('init keeps what is there, adds only the missing .gitignore entries and "ty
     await readFile(join(REPO, 'templates', 'pve-9', 'template.pkr.hcl'), 'utf8'),
   );
   t.is(await readFile(join(dir, '.gitignore'), 'utf8'), 'node_modules\n/cache\nlogs/\nimages/\n.pipeline/\n', 'only what was missing, on a line of its own');
-  t.regex(run.stdout, /^added images\/, \.pipeline\/ in \.gitignore$/m);
+  t.regex(run.stdout, /^added images\/, \.pipeline\/ to \.gitignore$/m);
   t.is(
     await readFile(join(dir, 'package.json'), 'utf8'),
     '{\n    "name": "images",\n    "version": "1.0.0",\n    "type": "module",\n    "devDependencies": {\n        "typescript": "5.9.3"\n    }\n}\n',
