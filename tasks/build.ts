@@ -3,21 +3,10 @@
 // and image-version.txt only once everything succeeded. The engine writes .cache-key
 // (tasks/cache-key.ts) after `run` returns; the task never does.
 //
-// Variable contract: every template (templates/*, demo/templates/*) declares exactly these
-// variables, and the task passes all of them with `-var` (packer refuses a -var it does not
-// declare, and one without a default that is not passed):
-//
-//   base_image            absolute path of the base cloud image in cache/ (packer only verifies it)
-//   base_checksum         "sha256:<hex>" or "sha512:<hex>" of base_image
-//   output_directory      absolute staging directory (a temp dir in images/{name}/); the template
-//                         writes {image_name}.qcow2 and image-version.txt into it
-//   image_name            the image name ({name})
-//   ssh_public_key        public key of the ephemeral build key pair (cloud-init seed)
-//   ssh_private_key_file  its private key file
-//   shared_dir            absolute path of the repository's shared/ directory
-//   accelerator           QEMU accelerator; default "kvm" in the templates, always passed
-//
-// Templates may declare more variables, with defaults (disk_size, memory, cpus).
+// Variable contract: every template (templates/*, demo/templates/*) declares exactly the
+// variables of TEMPLATE_VARIABLES below, and the task passes all of them with `-var`. What
+// each holds, and what a template must leave in output_directory:
+// docs/template-variables.md.
 import { constants as fsConstants } from 'node:fs';
 import { access, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
