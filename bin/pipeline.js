@@ -30,7 +30,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
 /**
  * V8 settings for a short run, set before the CLI loads. Page faults are dear in a VM (one
  * cost 20-30 µs here), and a 1,000-node no-op touched 3.6 times the pages `node -e 0`
- * does; two V8 defaults made most of the difference. Measured in BENCHMARKS.md ("The
+ * does; two V8 defaults made most of the difference. Measured in docs/benchmarks/notebook.md ("The
  * optimising compiler in a short run", "The young generation in a short run"). A setting
  * the user gave (`node --interrupt-budget=N bin/pipeline.js`, or --max-semi-space-size in
  * NODE_OPTIONS, the one of these Node accepts there) is left alone.
