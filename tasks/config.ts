@@ -15,7 +15,9 @@ import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { imagesCommand } from './images.ts';
 import { releaseCommand } from './release.ts';
-import { storeSettings, type ReleaseDecl } from './store/backends.ts';
+import { storeSettings } from './store/backends.ts';
+// The type alone, from where no backend's code is: a config's tsc may run without @types/node.
+import type { ReleaseDecl } from './store/release-decl.ts';
 import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
