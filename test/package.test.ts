@@ -40,6 +40,12 @@ const STEP_TIMEOUT_MS = 10 * 60_000;
 /** The consumer's own checks, on top of the tsconfig.json init lays out. */
 const STRICTER_TSCONFIG = { extends: './tsconfig.json', compilerOptions: { noUncheckedIndexedAccess: true }, include: ['*.ts'] };
 
+/** The same, in a repository with @types/node. */
+const WITH_NODE_TSCONFIG = { extends: './tsconfig.stricter.json', compilerOptions: { types: ['node'] } };
+/** The version of a package this repository is checked with. */
+const installedVersion = (name: string): string =>
+  (JSON.parse(readFileSync(join(REPO, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+
 /** A config the types must reject: `@ts-expect-error` fails tsc if they do not. */
 const TYPO_CONFIG = `import { defineConfig } from '${PACKAGE.name}';
 export default defineConfig({
@@ -231,9 +237,10 @@ test.serial('npx pipeline init lays out a repository that npx pipeline --dry-run
 });
 
 test.serial(
-  "the consumer's tsc checks the config init wrote and the documents' configs, under TypeScript 5.4.5, 5.9 and the newest, without @types/node",
+  "the consumer's tsc checks the config init wrote and the documents' configs, under TypeScript 5.4.5, 5.9 and the newest, without @types/node and with it",
   async (t) => {
     await heavySlot(t);
+    t.timeout(STEP_TIMEOUT_MS);
     const repo = consumer();
     const install = await run(
       'npm',
@@ -261,6 +268,19 @@ test.serial(
         t.is(check.stdout, '', `${version}: no error from the package, no unused @ts-expect-error`);
       }
       t.log(`${version}: the configs check`);
+    }
+
+    // And in a repository that has Node's types too (the stricter settings, with them).
+    const nodeTypes = await run(
+      'npm',
+      ['install', '--no-audit', '--no-fund', '--prefer-offline', '--save-dev', `@types/node@${installedVersion('@types/node')}`],
+      repo,
+    );
+    t.is(nodeTypes.code, 0, nodeTypes.stderr);
+    await writeFile(join(repo, 'tsconfig.node.json'), `${JSON.stringify(WITH_NODE_TSCONFIG, null, 2)}\n`);
+    for (const alias of Object.keys(TYPESCRIPTS)) {
+      const check = await run(process.execPath, [join(repo, 'node_modules', alias, 'bin', 'tsc'), '-p', 'tsconfig.node.json'], repo);
+      t.is(check.code, 0, `${alias} with @types/node:\n${check.stdout}${check.stderr}`);
     }
   },
 );
