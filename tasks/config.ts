@@ -23,6 +23,8 @@ import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
+import { provenanceCommand } from './provenance/command.ts';
+import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -125,6 +127,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
     },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
+    accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
     release: storeSettings(config.release, tag),
   });
 
@@ -208,9 +211,10 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     },
     planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
-      verify: verifyCommand(catalog),
+      verify: verifyCommand(catalog, { provenance: localProvenanceCheck(catalog) }),
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
+      provenance: provenanceCommand(catalog),
     },
   };
 }

@@ -4,19 +4,25 @@
 // tagged union here, so everything else dispatches on `settings.backend`.
 import { z } from 'zod';
 import { Failure } from '../../src/index.ts';
+import { trustSettingsSchema } from '../provenance/trust.ts';
 import type { CommonStoreSettings, StoreBackend } from './backend.ts';
 import { directoryBackend, type DirectoryStoreDecl } from './directory/index.ts';
 import { githubBackend, type GitHubStoreDecl } from './github/index.ts';
+import { ociBackend, type OciStoreDecl } from './oci/index.ts';
 import type { ReleaseDecl } from './release-decl.ts';
 
 export type { ReleaseDecl };
 
 /** Every backend, the default (used when settings name none of the others' keys) first. */
-const BACKENDS = [githubBackend, directoryBackend] as const;
+const BACKENDS = [githubBackend, directoryBackend, ociBackend] as const;
 
 /** Resolved `release:` settings, tagged with their backend. */
 export type StoreSettings = CommonStoreSettings &
-  (({ readonly backend: 'github' } & GitHubStoreDecl) | ({ readonly backend: 'directory' } & DirectoryStoreDecl));
+  (
+    | ({ readonly backend: 'github' } & GitHubStoreDecl)
+    | ({ readonly backend: 'directory' } & DirectoryStoreDecl)
+    | ({ readonly backend: 'oci' } & OciStoreDecl)
+  );
 
 const commonShape = {
   tag: z.string().optional(),
@@ -25,6 +31,7 @@ const commonShape = {
       ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a boolean; use true (fetch matching images from the store) or false` });
     }
   }),
+  trust: trustSettingsSchema,
 };
 
 /**

@@ -23,6 +23,11 @@ export interface GetImageOptions {
   readonly log?: (line: string) => void;
   /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
   readonly replacingWaitsMs?: readonly number[];
+  /**
+   * Looks at the opened image before any byte moves (and before a file already in place is
+   * taken); a throw refuses it (the provenance check, tasks/provenance/).
+   */
+  readonly accept?: (image: Extract<OpenedImage, { status: 'ready' }>, signal: AbortSignal) => Promise<void>;
 }
 
 export interface GotImage {
@@ -47,6 +52,7 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
     let busy: string;
     if (opened.status === 'ready') {
       try {
+        await options.accept?.(opened, options.signal);
         return await fetchInto(store, opened, options);
       } catch (error) {
         // A piece that vanished mid-way was replaced by a newer upload: look again.

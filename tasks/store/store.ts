@@ -183,8 +183,10 @@ export interface RetagOptions {
 
 export interface RetagResult {
   readonly version: string;
-  /** The commit the location's tag points at now (or would). */
+  /** What the location's tag points at now (or would): a commit, a manifest digest. */
   readonly commit: string;
   /** What the location says about it ("Points to v2025.01"). */
   readonly note: string;
+  /** What was done, in the backend's own words, one line: as done, and as a dry run would say it. */
+  readonly said: { readonly done: string; readonly planned: string };
 }

@@ -15,7 +15,7 @@
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
+import { Failure, removeAbandonedTemps, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
 import { formatSha256Line } from '../../checksum.ts';
 import { readInOrder } from '../file-reads.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
@@ -102,6 +102,8 @@ export class DirectoryStore implements ImageStore {
 
   async put(image: ImageToPut, options: PutOptions): Promise<PutResult> {
     await mkdir(join(this.dir, 'blobs'), { recursive: true });
+    // What a writer of this host killed mid-put left (its temp names carry its pid): gone before this one writes.
+    await removeAbandonedTemps([this.dir, join(this.dir, 'blobs')]);
     const blob = `${image.sha256}.qcow2`;
     const previous = await this.record(image.name);
     const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;

@@ -180,7 +180,15 @@ export class GitHubStore implements ImageStore {
       await this.api.moveTag(this.tag, commit);
       await this.api.updateReleaseBody(release, note);
     }
-    return { version, commit, note };
+    return {
+      version,
+      commit,
+      note,
+      said: {
+        done: `tag ${this.tag} now points at ${version} (${commit.slice(0, 12)}); assets kept`,
+        planned: `would point tag ${this.tag} at ${version} (${commit.slice(0, 12)}) and set the release body to "${note}"`,
+      },
+    };
   };
 }
 
