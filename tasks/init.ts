@@ -1,11 +1,12 @@
 // `pipeline init [images…]`: lays out a new image repository in the working directory from
 // the package's own working examples. pipeline.config.ts is written for the images asked
 // for; templates/{name}/ and shared/ are copied from the package as it is installed (so
-// they are the templates this repository builds its images with); a tsconfig.json,
+// they are the templates this repository builds its images with; a template shared by
+// several images is linked as in this repository, since npm packs no links); a tsconfig.json,
 // .gitignore entries and `"type": "module"` make `tsc` and git see the repository as the
 // config expects. It never overwrites a file: one already there is named and kept.
 import { constants, existsSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_CONFIG_FILES, Failure, nearest, type StarterCommand, type StarterIO, writeFileAtomic } from '../src/index.ts';
@@ -20,12 +21,17 @@ interface Example {
   readonly base: keyof typeof BASES;
   readonly description: string;
   readonly caveat?: string;
+  /**
+   * The shared/ template its templates/{name}/template.pkr.hcl links to, as this
+   * repository's does. npm leaves links out of a package, so init makes the link itself.
+   */
+  readonly sharedTemplate?: string;
 }
 
 /** The images the package's templates/ holds a working template for. */
 export const EXAMPLES: Readonly<Record<string, Example>> = {
-  'debian-12': { base: 'bookworm', description: 'Debian 12 (bookworm) cloud template' },
-  'debian-13': { base: 'trixie', description: 'Debian 13 (trixie) cloud template' },
+  'debian-12': { base: 'bookworm', description: 'Debian 12 (bookworm) cloud template', sharedTemplate: 'shared/templates/debian.pkr.hcl' },
+  'debian-13': { base: 'trixie', description: 'Debian 13 (trixie) cloud template', sharedTemplate: 'shared/templates/debian.pkr.hcl' },
   'pve-9': {
     base: 'trixie',
     description: 'Proxmox VE 9 on Debian 13',
@@ -77,7 +83,11 @@ export async function init(requested: readonly string[], io: StarterIO): Promise
   if (existingConfig) report.kept(existingConfig);
   else await report.create(configName, configText(names, pkg));
 
-  for (const name of names) await copyTree(join(pkg.root, 'templates', name), join('templates', name), report);
+  for (const name of names) {
+    await copyTree(join(pkg.root, 'templates', name), join('templates', name), report);
+    const shared = EXAMPLES[name]!.sharedTemplate;
+    if (shared !== undefined) await report.link(join('..', '..', shared), join('templates', name, 'template.pkr.hcl'));
+  }
   await copyTree(join(pkg.root, 'shared'), 'shared', report);
   await report.create('tsconfig.json', tsconfigText(existingConfig ?? configName));
   await gitignore(io.cwd, report);
@@ -112,6 +122,11 @@ class Report {
   /** Copies `from` to `path`, with its mode (scripts stay executable), unless something is there already. */
   async copy(from: string, path: string): Promise<void> {
     await this.write(path, () => copyFile(from, join(this.io.cwd, path), constants.COPYFILE_EXCL));
+  }
+
+  /** Makes `path` a symbolic link to `target` (relative to the link's directory) unless something is there already. */
+  async link(target: string, path: string): Promise<void> {
+    await this.write(path, () => symlink(target, join(this.io.cwd, path)));
   }
 
   kept(path: string, why = 'already there'): void {
@@ -151,6 +166,7 @@ function cannotWrite(path: string, error: unknown): Failure {
 /** Every file under `from` (the package's), copied to the same place under `to`. */
 async function copyTree(from: string, to: string, report: Report): Promise<void> {
   const entries = await readdir(from, { recursive: true, withFileTypes: true });
+  // Regular files only: a link (which the packed package would not hold anyway) is made by link().
   const files = entries.filter((entry) => entry.isFile()).map((entry) => relative(from, join(entry.parentPath, entry.name)));
   for (const file of files.sort()) await report.copy(join(from, file), join(to, file));
 }

@@ -3,7 +3,7 @@
 // kept, and its examples are this repository's own templates and config. The packed
 // package's init (with the consumer's tsc) is test/package.test.ts.
 import test, { type ExecutionContext } from 'ava';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { REPO, startCli, type CliResult } from './support/engine-project.ts';
@@ -22,15 +22,16 @@ async function emptyRepository(t: ExecutionContext): Promise<string> {
 
 const pipeline = (dir: string, ...args: string[]): Promise<CliResult> => startCli(dir, args).done;
 
-/** Every file but node_modules/, with its bytes, mode and modification time. */
+/** Every file (a link as where it leads) but node_modules/, with its bytes, mode and modification time. */
 async function snapshot(dir: string): Promise<Record<string, string>> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   const files: Record<string, string> = {};
   for (const entry of entries) {
     const path = relative(dir, join(entry.parentPath, entry.name));
-    if (!entry.isFile() || path.startsWith('node_modules') || path.startsWith('.pipeline')) continue;
+    if (!(entry.isFile() || entry.isSymbolicLink()) || path.startsWith('node_modules') || path.startsWith('.pipeline')) continue;
     const info = await stat(join(dir, path));
-    files[path] = `${info.mode.toString(8)} ${info.mtimeMs} ${await readFile(join(dir, path), 'utf8')}`;
+    const link = entry.isSymbolicLink() ? `-> ${await readlink(join(dir, path))} ` : '';
+    files[path] = `${link}${info.mode.toString(8)} ${info.mtimeMs} ${await readFile(join(dir, path), 'utf8')}`;
   }
   return files;
 }
@@ -49,6 +50,7 @@ test('init in an empty directory lays out a repository the CLI plans, and a seco
     'shared/cloud-init/user-data.pkrtpl',
     'shared/scripts/cleanup-common.sh',
     'shared/scripts/detect-versions.sh',
+    'shared/templates/debian.pkr.hcl',
     ...templates,
     'tsconfig.json',
   ]);
@@ -158,6 +160,11 @@ test("init's examples are this repository's templates and its own config's image
     (await readdir(join(REPO, 'templates'))).sort(),
     'every template directory has an example, and each example a template',
   );
+  for (const [name, example] of Object.entries(EXAMPLES)) {
+    const template = join('templates', name, 'template.pkr.hcl');
+    const link = await readlink(join(REPO, template)).catch(() => undefined);
+    t.is(link, example.sharedTemplate && join('..', '..', example.sharedTemplate), `${template} links where init links it`);
+  }
   const dir = await emptyRepository(t);
   t.is((await pipeline(dir, 'init', ...Object.keys(EXAMPLES))).code, 0);
   // The same targets, with the same descriptions, as the repository's pipeline.config.ts.

@@ -145,7 +145,10 @@ test.serial('npm pack ships the CLI, its types, the schema, the example template
     'dist/src/cli.js',
     'dist/tasks/init.js',
     'schema/pipeline-output.v1.schema.json',
-    'templates/debian-12/template.pkr.hcl',
+    'templates/pve-9/template.pkr.hcl',
+    'templates/debian-12/cleanup.sh',
+    // debian-12's and debian-13's template.pkr.hcl link here, and npm packs no link: init makes them.
+    'shared/templates/debian.pkr.hcl',
     'shared/scripts/cleanup-common.sh',
     'README.md',
     'package.json',
