@@ -108,12 +108,12 @@ async function installedSize(dir: string): Promise<{ bytes: number; packages: nu
   return { bytes, packages };
 }
 
-/** Every file of the consumer but node_modules/, with its bytes, mode and modification time. */
+/** Every file (and link) of the consumer but node_modules/, with its bytes, mode and modification time. */
 async function snapshot(dir: string): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
     const path = join(entry.parentPath, entry.name);
-    if (!entry.isFile() || path.includes('/node_modules/')) continue;
+    if (!(entry.isFile() || entry.isSymbolicLink()) || path.includes('/node_modules/')) continue;
     const info = await lstat(path);
     files.set(
       path,
