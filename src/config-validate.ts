@@ -67,7 +67,12 @@ type Writable<T> = T extends (...args: never[]) => unknown ? T : T extends objec
 /** Compiles only when its argument is `true`. */
 export type Holds<Check extends true> = Check;
 
-/** The step and steps-config schemas accept what StepDecl and StepsConfig declare, no more, no less. */
+/**
+ * The step and steps-config schemas accept what StepDecl and StepsConfig declare, no more, no less.
+ * Checked when this repository compiles; @internal keeps it out of the shipped declarations,
+ * where a consumer's TypeScript (another release, another zod) would re-check our check.
+ * @internal
+ */
 export type ConfigSchemasMatchTheTypes = [Holds<SameShape<Schemas['step'], StepDecl<string>>>, Holds<SameShape<Schemas['stepsConfig'], StepsConfig<string>>>];
 
 /**

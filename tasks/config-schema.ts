@@ -52,6 +52,7 @@ export const pipelineConfigSchema = z
 /**
  * The schema accepts what PipelineConfig declares, no more, no less (checked when this
  * compiles). `release:` is each store backend's (tasks/store/backends.ts composes it).
+ * @internal (not shipped: see ConfigSchemasMatchTheTypes)
  */
 export type PipelineSchemaMatchesTheType = Holds<
   SameShape<ReturnType<typeof pipelineConfigSchema.omit<{ release: true }>>, Omit<PipelineConfig<string, string, string>, 'release'>>
