@@ -2,6 +2,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
+import { assertSelfContainedImage } from './image-check.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
@@ -89,6 +90,8 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         signal: io.signal,
         onProgress: (done, total) => io.progress(name, done, total),
         log: (line) => io.err(line),
+        // Before the rename: an image that names another file is never put where a VM or a publish would read it.
+        accept: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
       });
       const entry: Record<string, unknown> = {
         name,

@@ -4,6 +4,7 @@
 // local input did.
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
+import { assertSelfContainedImage } from './image-check.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { readLocalImage } from './store/local-image.ts';
 import { checkStoreSetup, describeStore, openImageStore, type StoreOptions } from './store/open.ts';
@@ -58,6 +59,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     },
     async run(context) {
       const image = await readLocalImage(catalog, name);
+      await assertSelfContainedImage(image.path, context.signal, { refused: 'not uploaded' });
       const store = await openImageStore(catalog.release, tag, { ...options.store, log: (line) => context.log(line) });
       const result = await store.put(image, {
         force: context.force,

@@ -23,6 +23,11 @@ export interface GetImageOptions {
   readonly log?: (line: string) => void;
   /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
   readonly replacingWaitsMs?: readonly number[];
+  /**
+   * Judges the verified bytes (at `path`, not yet renamed) before they are put in place;
+   * throws to refuse them (nothing is renamed, the partial download is removed).
+   */
+  readonly accept?: (path: string, signal: AbortSignal) => Promise<void>;
 }
 
 export interface GotImage {
@@ -208,6 +213,15 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
       'integrity',
       `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
     );
+  }
+  if (options.accept) {
+    try {
+      await options.accept(tempPath, signal);
+    } catch (error) {
+      // Refused bytes are not worth resuming; interrupted, the check runs again next time.
+      if (!signal.aborted) await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
+      throw error;
+    }
   }
   await rename(tempPath, finalPath);
   await rm(statePath, { force: true });

@@ -12,7 +12,8 @@
 // test can kill the client there, and say whether the server still carries it out).
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -726,6 +727,31 @@ export interface ImageFixture {
   cleanup(): Promise<void>;
 }
 
+/**
+ * `size` bytes that upload and download like an image: a self-contained qcow2 (512-byte
+ * clusters, made by qemu-img) followed by random bytes, which QEMU ignores. Below the
+ * smallest such qcow2, plain random bytes.
+ */
+function qcow2OfSize(size: number): Buffer {
+  const header = smallQcow2();
+  if (size < header.length) return randomBytes(size);
+  return Buffer.concat([header, randomBytes(size - header.length)]);
+}
+
+let smallQcow2Bytes: Buffer | undefined;
+function smallQcow2(): Buffer {
+  if (!smallQcow2Bytes) {
+    const dir = mkdtempSync(join(tmpdir(), 'pipeline-qcow2-'));
+    try {
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', join(dir, 'small.qcow2'), '1M']);
+      smallQcow2Bytes = readFileSync(join(dir, 'small.qcow2'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return smallQcow2Bytes;
+}
+
 export async function createImageFixture(
   images: readonly FixtureImage[],
   release: import('../../tasks/store/catalog.ts').ReleaseSettings,
@@ -738,7 +764,7 @@ export async function createImageFixture(
   const imagePath = (name: string): string => join(root, 'images', name, `${name}.qcow2`);
   const writeImage = async (name: string, size: number): Promise<string> => {
     await mkdir(join(root, 'images', name), { recursive: true });
-    const bytes = randomBytes(size);
+    const bytes = qcow2OfSize(size);
     await writeFile(imagePath(name), bytes);
     const digest = createHash('sha256').update(bytes).digest('hex');
     await writeFile(`${imagePath(name)}.sha256`, `${digest}  ${name}.qcow2\n`);
