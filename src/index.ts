@@ -10,6 +10,8 @@ export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type Rel
 // programs, the stat cache and stamps, a task context for work done outside a run, and
 // the report's wording.
 export { execFile, processAlive } from './exec.ts';
+// A lock file naming its holder, taken over when the holder is gone (the tree's lock; a download's partial file).
+export { acquireLock, type Lock } from './lock.ts';
 export { StatCache } from './hasher.ts';
 export { readStamp } from './fingerprint.ts';
 export { createTaskContext } from './task-context.ts';

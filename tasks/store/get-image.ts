@@ -1,13 +1,25 @@
 // Fetches one image from any store into a file: pieces in parallel, each written at its
 // offset into one temp file next to the target (no reassembly pass), resumable across
-// resets and runs, verified against the SHA-256 before it is renamed into place. An image
-// that is being replaced is waited for briefly, then reported as such.
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+// resets, runs and kills, verified against the SHA-256 (and by the caller's `accept`)
+// before it is renamed into place. One process at a time downloads into a given target
+// (partial-file.ts). An image that is being replaced is waited for briefly, then reported
+// as such.
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Failure, isFailure, writeFileAtomic } from '../../src/index.ts';
+import { Failure, isFailure } from '../../src/index.ts';
 import { DownloadFile } from './download-file.ts';
 import { sha256OfFile } from './file-reads.ts';
+import {
+  lockPartial,
+  type PartialPaths,
+  partialPathsFor,
+  readResumeState,
+  removeResumeState,
+  ResumeCheckpoints,
+  type ResumeState,
+  writeResumeState,
+} from './partial-file.ts';
 import type { ImageRecord } from './record.ts';
 import type { ImageStore, OpenedImage } from './store.ts';
 
@@ -28,6 +40,8 @@ export interface GetImageOptions {
    * throws to refuse them (nothing is renamed, the partial download is removed).
    */
   readonly accept?: (path: string, signal: AbortSignal) => Promise<void>;
+  /** How often the resume state is saved while bytes arrive (default partial-file.ts's). */
+  readonly checkpointMs?: number;
 }
 
 export interface GotImage {
@@ -68,29 +82,33 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
   }
 }
 
-interface ResumeState {
-  sha256: string;
-  pieces: Array<{ id: string; size: number }>;
-  done: number[];
-}
-
 /** Errors that mean the disk (or the user's quota) is full: retrying will not help, and what arrived only takes space. */
 function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
-async function readResumeState(path: string): Promise<ResumeState | undefined> {
+async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status: 'ready' }>, options: GetImageOptions): Promise<GotImage> {
+  const log = options.log ?? (() => {});
+  await mkdir(dirname(options.path), { recursive: true });
+  const partial = partialPathsFor(options.path);
+  const lock = await lockPartial(partial, options.path, { signal: options.signal, log });
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as ResumeState;
-  } catch {
-    return undefined;
+    return await fetchLocked(store, image, options, partial, log);
+  } finally {
+    await lock.release();
   }
 }
 
-async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status: 'ready' }>, options: GetImageOptions): Promise<GotImage> {
+/** fetchInto, once this process holds the target's partial files. */
+async function fetchLocked(
+  store: ImageStore,
+  image: Extract<OpenedImage, { status: 'ready' }>,
+  options: GetImageOptions,
+  partial: PartialPaths,
+  log: (line: string) => void,
+): Promise<GotImage> {
   const { signal } = options;
-  const log = options.log ?? (() => {});
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
   const got = (alreadyPresent: boolean): GotImage => ({
@@ -101,16 +119,16 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     ...(image.record ? { record: image.record } : {}),
     alreadyPresent,
   });
-  await mkdir(dirname(finalPath), { recursive: true });
 
+  // Looked at under the lock: a download that held it before may have just put the image there.
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
     if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) return got(true);
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
 
-  const tempPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
-  const statePath = `${tempPath}.json`;
+  const tempPath = partial.data;
+  const statePath = partial.state;
   const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
   const previous = await readResumeState(statePath);
   const resumable =
@@ -141,8 +159,11 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   );
   let actual: string | undefined;
   let keep = true;
+  // Saved while bytes arrive, so that even a kill -9 leaves a download to resume.
+  const checkpoints = new ResumeCheckpoints(statePath, { sha256: state.sha256, pieces: state.pieces }, () => file.checkpoint(), options.checkpointMs);
   try {
     report(true);
+    checkpoints.start();
     let next = 0;
     // The first piece to fail stops the others: nothing may still be writing when the file closes.
     const stop = new AbortController();
@@ -197,18 +218,18 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     }
     throw error;
   } finally {
+    await checkpoints.stop();
     if (actual === undefined && keep) await file.flush().catch(() => {});
     await file.close();
     if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
-      if (keep) await writeFileAtomic(statePath, JSON.stringify({ ...state, done: file.written })).catch(() => {});
-      else await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
+      if (keep) await writeResumeState(statePath, { ...state, done: file.written }).catch(() => {});
+      else await removeResumeState(partial);
     }
   }
 
   if (actual !== image.sha256) {
-    await rm(tempPath, { force: true });
-    await rm(statePath, { force: true });
+    await removeResumeState(partial);
     throw new Failure(
       'integrity',
       `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
@@ -219,7 +240,7 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
       await options.accept(tempPath, signal);
     } catch (error) {
       // Refused bytes are not worth resuming; interrupted, the check runs again next time.
-      if (!signal.aborted) await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
+      if (!signal.aborted) await removeResumeState(partial);
       throw error;
     }
   }

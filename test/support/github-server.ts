@@ -130,6 +130,8 @@ export interface GitHubServerOptions {
   readonly delayMs?: number;
   /** Seed of those random waits (default random; read it back from `seed`). */
   readonly seed?: number;
+  /** Paces every asset download to this many bytes a second (default: as fast as it goes). */
+  readonly bytesPerSecond?: number;
 }
 
 export class GitHubServer {
@@ -587,6 +589,7 @@ export class GitHubServer {
       if (piece.length && !response.write(piece)) await once(response, 'drain');
       if (sent >= limit) break;
       if (fault?.kind === 'slow') await sleep(fault.delayMs);
+      if (this.options.bytesPerSecond) await sleep((piece.length / this.options.bytesPerSecond) * 1000);
     }
     if (fault?.kind === 'reset') {
       response.socket?.resetAndDestroy();
