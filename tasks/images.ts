@@ -9,6 +9,7 @@ import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type
 import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
+import type { StoredImage } from './store/store.ts';
 
 async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = tagOf(catalog, args, 'version');
@@ -34,7 +35,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   for (const image of listing.images) {
     const notes = [
       image.pieces > 1 ? `(multipart: ${image.pieces} parts)` : '',
-      image.state === 'replacing' ? '[being replaced]' : image.state === 'incomplete' ? `[incomplete: ${image.detail ?? '?'}]` : '',
+      image.state === 'replacing' ? '[being replaced]' : image.state === 'complete' ? '' : `[${image.state}: ${image.detail ?? '?'}]`,
     ].filter(Boolean);
     io.out(`${image.name.padEnd(width)}  ${formatBytes(image.size).padStart(10)}${notes.length ? `  ${notes.join(' ')}` : ''}`);
   }
@@ -68,9 +69,15 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (requested.includes('all')) {
     const listing = await store.list(io.signal);
     if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
-    names = listing.images.map((image) => image.name);
+    for (const note of listing.notes) io.err(`pipeline: ${note}`);
+    names = [
+      ...new Set([
+        ...imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`)),
+        ...requested.filter((name) => name !== 'all'),
+      ]),
+    ];
   }
-  if (!names.length) throw new Failure('not-found', `${store.location} holds no images`);
+  if (!names.length) throw new Failure('not-found', `${store.location} holds no images${requested.includes('all') ? ' the config declares' : ''}`);
 
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
@@ -131,6 +138,20 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (io.json) io.out(JSON.stringify({ tag, dir, images: results }));
   if (cancelled) throw new Failure('cancelled', 'images download cancelled');
   return failed ? 1 : 0;
+}
+
+/**
+ * What `all` downloads: the images the config declares that the store holds. Others in
+ * the store (anyone who can write it can add one) are named in a note and downloaded only
+ * when asked for by name; declared ones it lacks are noted too.
+ */
+function imagesMeantByAll(catalog: ImageCatalog, stored: readonly StoredImage[], location: string, note: (line: string) => void): string[] {
+  const held = new Set(stored.map((image) => image.name));
+  const undeclared = stored.map((image) => image.name).filter((name) => !catalog.names.includes(name));
+  if (undeclared.length) note(`${location} also holds ${undeclared.join(', ')}, which the config does not declare: not downloaded (name one to download it)`);
+  const absent = catalog.names.filter((name) => !held.has(name));
+  if (absent.length && absent.length < catalog.names.length) note(`${location} holds no ${absent.join(', ')}`);
+  return catalog.names.filter((name) => held.has(name));
 }
 
 export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {

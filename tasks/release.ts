@@ -13,6 +13,8 @@ export interface ImageVerdict {
   readonly name: string;
   readonly status: 'current' | 'stale';
   readonly reasons: readonly string[];
+  /** Stale because its record in the store is damaged: the reason says how. */
+  readonly damaged?: true;
 }
 
 async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
@@ -27,7 +29,9 @@ async function check(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
     io.out(formatOutput(releaseCheckOutput(tag, verdicts)));
   } else {
     for (const verdict of verdicts) {
-      io.out(verdict.status === 'current' ? `${verdict.name}: current` : `${verdict.name}: stale: ${verdict.reasons.join('; ')}`);
+      io.out(
+        verdict.status === 'current' ? `${verdict.name}: current` : `${verdict.name}: ${verdict.damaged ? 'damaged' : 'stale'}: ${verdict.reasons.join('; ')}`,
+      );
     }
   }
   return stale.length ? 1 : 0;
@@ -40,6 +44,8 @@ async function verdictFor(catalog: ImageCatalog, name: string, location: string,
   if (!stored) return stale(`not on the release`);
   // Being replaced means someone is uploading it right now: judge the record it will have.
   if (stored.state === 'incomplete') return stale(`not on the release (${stored.detail ?? 'incomplete'})`);
+  // Counted as stale: an upload of it replaces the damaged record.
+  if (stored.state === 'damaged') return { ...stale(stored.detail ?? 'its record is damaged'), damaged: true };
   const recorded = stored.record;
   if (!recorded?.cacheKey) return stale(`no cache key recorded (neither ${name}'s record nor ${INDEX_NAME} has one)`);
   let current: CurrentImageKey;
@@ -67,6 +73,7 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
     io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }));
     return 0;
   }
+  for (const note of result.notes ?? []) io.err(`pipeline: ${note}`);
   for (const name of result.deleted) io.out(`${dryRun ? 'would delete' : 'deleted'} ${name}`);
   if (!all) for (const name of result.notInStore) io.out(`${name}: not on ${store.location}`);
   if (result.unindexed.length) io.out(`${dryRun ? 'would remove' : 'removed'} ${result.unindexed.join(', ')} from ${INDEX_NAME}`);

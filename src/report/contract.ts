@@ -90,6 +90,8 @@ export interface ReleaseImageVerdict {
   readonly name: string;
   readonly status: 'current' | 'stale';
   readonly reasons: readonly string[];
+  /** Present (true) when it is stale because its record in the store is damaged. */
+  readonly damaged?: true;
 }
 
 export interface ReleaseCheckOutput extends Envelope<'release-check'> {
