@@ -125,6 +125,7 @@ const directoryStore: StoreFactory = async (host) => {
       return undefined;
     }
   };
+  const copies: string[] = [];
   const writeRecord = async (name: string, file: Record<string, unknown>) => {
     await rm(join(dir, `${name}.json`), { recursive: true, force: true });
     await writeFile(join(dir, `${name}.json`), `${JSON.stringify(file, null, 2)}\n`);
@@ -214,6 +215,7 @@ const directoryStore: StoreFactory = async (host) => {
     },
     async snapshot() {
       const copy = await mkdtemp(join(tmpdir(), 'pipeline-store-copy-'));
+      copies.push(copy);
       await cp(root, copy, { recursive: true, verbatimSymlinks: true });
       return copy;
     },
@@ -222,7 +224,7 @@ const directoryStore: StoreFactory = async (host) => {
       await cp(snapshot as string, root, { recursive: true, verbatimSymlinks: true });
     },
     async close() {
-      await rm(root, { recursive: true, force: true });
+      for (const path of [root, ...copies]) await rm(path, { recursive: true, force: true });
     },
   };
 };
