@@ -18,7 +18,7 @@
 // under names it makes, and reports anything else. A damaged record is a damaged image,
 // not a broken store. `dir` itself must exist: an unmounted share is an error, never a
 // fresh empty store.
-import { link, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { link, lutimes, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
@@ -143,7 +143,7 @@ export class DirectoryStore implements ImageStore {
     const uploaded = options.force || !(held?.isFile() && held.size === image.size);
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
     // A held blob may be an old unreferenced one: made young again, no writer's sweep removes it under this record.
-    else await utimes(this.blobPath(blob), new Date(), new Date());
+    else await lutimes(this.blobPath(blob), new Date(), new Date());
     const record = recordOf(
       image,
       [{ name: imageFileName(image.name), size: image.size }],
@@ -233,6 +233,8 @@ export class DirectoryStore implements ImageStore {
 
   /** Why the record's blob cannot be read as its bytes, or undefined when it can. */
   private async blobProblem(file: RecordFile): Promise<string | undefined> {
+    const blobs = await lstatOrUndefined(join(this.dir, 'blobs'));
+    if (blobs && !blobs.isDirectory()) return `are in blobs/, which is ${oddKind(blobs)}`;
     const info = await lstatOrUndefined(this.blobPath(file.blob));
     if (!info) return 'are missing';
     const odd = oddKind(info);
