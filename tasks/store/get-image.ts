@@ -152,6 +152,8 @@ async function fetchLocked(
       total,
     );
   };
+  // A state left by another download of these partial files no longer describes them once they start over.
+  if (!resumable) await rm(statePath, { force: true });
   const file = await DownloadFile.open(
     tempPath,
     layout.map((piece) => piece.size),
