@@ -35,7 +35,11 @@ for (const [index, [backend, open]] of Object.entries(STORE_BACKENDS).entries())
       fc.asyncProperty(caseArb(store), async (plants) => {
         count++;
         const started = Date.now();
-        const outcome = await runCase(world, plants, random);
+        const outcome = await runCase(world, plants, random).catch((error: unknown) => {
+          // fast-check reports the case, not the error: say what the harness itself met.
+          t.log(`case ${count}: ${describeCase(plants)} threw ${error instanceof Error ? error.stack : String(error)}`);
+          throw error;
+        });
         t.log(`case ${count}: ${describeCase(plants)} -> ${JSON.stringify(outcome.exits)} in ${Math.round((Date.now() - started) / 1000)} s`);
         if (outcome.problems.length) t.log(outcome.problems.join('\n'));
         if (outcome.problems.length) throw new Error(`case ${count}: ${describeCase(plants)}\n${outcome.problems.join('\n')}`);

@@ -174,7 +174,9 @@ export async function runCase(world: PropertyWorld, plants: readonly Plant[], ra
   try {
     const hostBefore = await host.fingerprint();
     const hostile = new Set<string>();
-    for (const plant of plants) {
+    // Links that turn the store's folders into the host's go last: planted before, the other plants would be written through them.
+    const stage = (plant: Plant) => (plant.kind !== 'odd' ? 0 : plant.entry.kind === 'blobs-link-out' ? 1 : plant.entry.kind === 'tag-link-out' ? 2 : 0);
+    for (const plant of [...plants].sort((a, b) => stage(a) - stage(b))) {
       if (plant.kind === 'odd') {
         await store.plantOdd(plant.entry);
         continue;

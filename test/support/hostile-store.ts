@@ -198,9 +198,11 @@ const directoryStore: StoreFactory = async (host) => {
         case 'tag-link-out':
           await rm(dir, { recursive: true, force: true });
           return symlink(host.outside, dir);
-        case 'odd-name':
-          // A file name cannot hold '/': the nearest a writer gets is a name the store never makes.
-          return writeFile(at(entry.name.replaceAll('/', '_')), entry.bytes);
+        case 'odd-name': {
+          // A file name cannot hold '/' nor be '.' or '..': the nearest a writer gets is a name the store never makes.
+          const file = entry.name.replaceAll('/', '_');
+          return file === '.' || file === '..' ? writeFile(at(`${file}_`), entry.bytes) : writeFile(at(file), entry.bytes);
+        }
       }
     },
     async contents() {
