@@ -1,4 +1,5 @@
 // The package's entry: what a pipeline.config.ts imports.
-export { defineConfig, type PipelineConfig, type BaseDecl, type ImageDecl, type ReleaseDecl } from './tasks/config.ts';
+export { defineConfig, type PipelineConfig, type BaseDecl, type ImageDecl } from './tasks/config.ts';
+export type { ReleaseDecl } from './tasks/store/backends.ts';
 export type { StepDecl } from './src/config.ts';
 export type { TaskContext } from './src/types.ts';

@@ -11,10 +11,13 @@
 //      and another runs it with `--no-remote-cache`, as it ran before (the comparison).
 //
 // Prints builds per image (expected 1, then 0, then 0), wall times and bytes moved: base
-// image bytes from the mirror, and bytes to and from the GitHub server (counted by a TCP
+// image bytes from the mirror, and bytes to and from the store's server (counted by a TCP
 // proxy in front of it).
 //
-// Usage: npx tsx bench/fanout.ts [buildSeconds=5]
+// The store is the loopback GitHub, or with `oci` a real registry (distribution 2.8,
+// htpasswd auth, test/support/registry.ts) reached as `release: { registry }`.
+//
+// Usage: npx tsx bench/fanout.ts [buildSeconds=5] [github|oci]
 import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -25,10 +28,13 @@ import { formatBytes } from '../src/report/format.ts';
 import { startCli, type CliResult } from '../test/support/engine-project.ts';
 import { GitHubServer } from '../test/support/github-server.ts';
 import { IMAGES, makeImageProject } from '../test/support/image-project.ts';
+import { startRegistry } from '../test/support/registry.ts';
 import { baseBytesServed, serveUpstream } from '../test/support/mirror-upstream.ts';
 import { fmt } from './support.ts';
 
 const buildSeconds = Number(process.argv[2] ?? 5);
+const storeKind = process.argv[3] ?? 'github';
+if (storeKind !== 'github' && storeKind !== 'oci') throw new Error(`store must be github or oci, not ${storeKind}`);
 const cleanups: Array<() => Promise<unknown>> = [];
 
 /** Counts the bytes that pass between clients and `target` in each direction. */
@@ -103,20 +109,40 @@ function fetchedIn(result: CliResult): number {
 
 async function main(): Promise<void> {
   const shim = { teardown: (fn: () => Promise<unknown>) => void cleanups.push(fn) } as unknown as ExecutionContext;
-  const project = await makeImageProject(shim);
-  const mirror = await serveUpstream(project);
-  const github = await GitHubServer.start();
-  const proxy = await countingProxy(Number(new URL(github.url).port));
-  // Every URL the server hands out (upload_url, asset downloads) goes through the proxy.
-  github.url = proxy.url;
-  cleanups.push(
-    () => mirror.close(),
-    () => github.close(),
-    () => new Promise((done) => proxy.server.close(done)),
-  );
-
   const work = await mkdtemp(join(tmpdir(), 'pipeline-fanout-'));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
+  let storeEnv: Record<string, string>;
+  let extraConfig = '';
+  let proxy: Awaited<ReturnType<typeof countingProxy>>;
+  if (storeKind === 'oci') {
+    const registry = await startRegistry({ auth: 'htpasswd' });
+    cleanups.push(() => registry.close());
+    proxy = await countingProxy(Number(new URL(registry.url).port));
+    const host = new URL(proxy.url).host;
+    const authFile = join(work, 'auth.json');
+    await writeFile(authFile, JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${registry.user}:${registry.password}`).toString('base64') } } }));
+    storeEnv = { REGISTRY_AUTH_FILE: authFile };
+    extraConfig = `release: { registry: '${host}/acme/images', plainHttp: true, maxBlobSize: 200 * 1024 },`;
+  } else {
+    const github = await GitHubServer.start();
+    proxy = await countingProxy(Number(new URL(github.url).port));
+    // Every URL the server hands out (upload_url, asset downloads) goes through the proxy.
+    github.url = proxy.url;
+    cleanups.push(() => github.close());
+    storeEnv = {
+      GITHUB_TOKEN: github.token,
+      GITHUB_API_URL: proxy.url,
+      GITHUB_REPOSITORY: `${github.owner}/${github.repo}`,
+      PIPELINE_MAX_ASSET_SIZE: '200K',
+      PIPELINE_PART_SIZE: '150KiB',
+    };
+  }
+  const project = await makeImageProject(shim, extraConfig);
+  const mirror = await serveUpstream(project);
+  cleanups.push(
+    () => mirror.close(),
+    () => new Promise((done) => proxy.server.close(done)),
+  );
   const buildLog = join(work, 'packer-builds.log');
   const fakeBin = join(work, 'bin');
   await mkdir(fakeBin);
@@ -126,14 +152,7 @@ async function main(): Promise<void> {
     `#!/bin/sh\nif [ "$1" = build ]; then for last; do :; done; echo "$PIPELINE_RUNNER $last" >> ${JSON.stringify(buildLog)}; sleep ${buildSeconds}; fi\nexec /usr/bin/packer "$@"\n`,
   );
   await chmod(join(fakeBin, 'packer'), 0o755);
-  const env = {
-    GITHUB_TOKEN: github.token,
-    GITHUB_API_URL: proxy.url,
-    GITHUB_REPOSITORY: `${github.owner}/${github.repo}`,
-    PATH: `${fakeBin}:${process.env.PATH ?? ''}`,
-    PIPELINE_MAX_ASSET_SIZE: '200K',
-    PIPELINE_PART_SIZE: '150KiB',
-  };
+  const env = { ...storeEnv, PATH: `${fakeBin}:${process.env.PATH ?? ''}` };
   const counters: Counters = {
     builds: async () => (await readFile(buildLog, 'utf8').catch(() => '')).split('\n').filter(Boolean),
     base: () => baseBytesServed(mirror),
@@ -194,9 +213,10 @@ async function main(): Promise<void> {
     }),
   );
 
-  console.log(`fan-out with the remote cache: 3 images, fake packer sleeping ${buildSeconds} s per build, loopback mirror and GitHub`);
+  const storeName = storeKind === 'oci' ? 'registry' : 'GitHub';
+  console.log(`fan-out with the remote cache: 3 images, fake packer sleeping ${buildSeconds} s per build, loopback mirror and ${storeName}`);
   console.log('');
-  console.log(`| phase | builds (${IMAGES.join(' / ')}) | fetched | wall | base bytes | GitHub up | GitHub down | |`);
+  console.log(`| phase | builds (${IMAGES.join(' / ')}) | fetched | wall | base bytes | ${storeName} up | ${storeName} down | |`);
   console.log('|---|---|---|---|---|---|---|---|');
   for (const p of phases) {
     console.log(

@@ -12,7 +12,7 @@ import { fanOut, type Reporter } from './report/reporter.ts';
 // inspect.ts (explain, graph, plan, --dry-run) and the --profile trace load when asked for:
 // a no-op run's time is mostly start-up.
 import { Session, type RunSettings } from './session.ts';
-import { cancelledBy, exitCodeFor, isFailure, toFailure } from './failure.ts';
+import { cancelledBy, exitCodeOf, isFailure, toFailure } from './failure.ts';
 import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
 
 export const EXIT_OK = 0;
@@ -92,7 +92,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
     if (isFailure(error)) {
       io.err(`pipeline: ${error.message}`);
-      return exitCodeFor(error.kind);
+      return exitCodeOf(error);
     }
     // Not a Failure: a bug in pipeline or a task kind, so the stack is worth showing.
     io.err(`pipeline: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

@@ -19,11 +19,17 @@ export type FailureKind = (typeof FAILURE_KINDS)[number];
 export interface FailureOptions extends ErrorOptions {
   /** An HTTP status or errno code that classified it, for `--json` readers. */
   readonly code?: string | number;
+  /**
+   * The exit code when it stops a command, instead of its kind's: a command whose exit 1 is
+   * an answer (`release check`: stale) gives every failure 2, so none is taken for that answer.
+   */
+  readonly exitCode?: number;
 }
 
 export class Failure extends Error {
   override readonly name = 'Failure';
   readonly code: string | number | undefined;
+  readonly exitCode: number | undefined;
 
   constructor(
     readonly kind: FailureKind,
@@ -32,11 +38,16 @@ export class Failure extends Error {
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = options.code;
+    this.exitCode = options.exitCode;
   }
 
-  /** The same failure with context in front (`debian-12:build: …`), kind and code kept. */
+  /** The same failure with context in front (`debian-12:build: …`), kind, code and exit code kept. */
   prefixed(prefix: string): Failure {
-    return new Failure(this.kind, `${prefix}: ${this.message}`, { cause: this, ...(this.code !== undefined ? { code: this.code } : {}) });
+    return new Failure(this.kind, `${prefix}: ${this.message}`, {
+      cause: this,
+      ...(this.code !== undefined ? { code: this.code } : {}),
+      ...(this.exitCode !== undefined ? { exitCode: this.exitCode } : {}),
+    });
   }
 }
 
@@ -79,4 +90,11 @@ const SETUP_LIKE: ReadonlySet<FailureKind> = new Set(['usage', 'config', 'setup'
 export function exitCodeFor(kind: FailureKind): number {
   if (kind === 'cancelled') return 130;
   return SETUP_LIKE.has(kind) ? 2 : 1;
+}
+
+/** Exit code for this failure stopping a command: its own, else its kind's. */
+export function exitCodeOf(failure: Failure): number {
+  if (failure.kind === 'cancelled') return 130;
+  const own = (failure as { exitCode?: unknown }).exitCode;
+  return typeof own === 'number' ? own : exitCodeFor(failure.kind);
 }

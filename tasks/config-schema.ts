@@ -5,6 +5,7 @@ import { z } from 'zod';
 // Not through src/index.ts: the engine's index stays free of zod, which a steps config never loads.
 import { poolsSchema, stepSchema } from '../src/config-validate.ts';
 import { COMPRESSIONS, isCompression } from './qemu-img.ts';
+import { releaseDeclSchema } from './store/backends.ts';
 
 const stringList = z.array(z.string());
 
@@ -14,12 +15,6 @@ const compression = z.string().superRefine((value, ctx) => {
       code: 'custom',
       message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`,
     });
-  }
-});
-
-const remoteCache = z.unknown().superRefine((value, ctx) => {
-  if (typeof value !== 'boolean') {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a boolean; use true (fetch matching images from the release) or false` });
   }
 });
 
@@ -43,19 +38,6 @@ const imageSchema = z
   })
   .strict();
 
-const releaseSchema = z
-  .object({
-    dir: z.string(),
-    repo: z.string(),
-    apiUrl: z.string(),
-    tag: z.string(),
-    maxAssetSize: z.number().int().positive(),
-    partSize: z.number().int().positive(),
-    remoteCache,
-  })
-  .partial()
-  .strict();
-
 export const pipelineConfigSchema = z
   .object({
     bases: z.record(z.string(), baseSchema),
@@ -66,7 +48,7 @@ export const pipelineConfigSchema = z
     sharedDir: z.string().optional(),
     accelerator: z.string().optional(),
     compression: compression.optional(),
-    release: releaseSchema.optional(),
+    release: releaseDeclSchema.optional(),
     pools: poolsSchema.optional(),
   })
   .strict();

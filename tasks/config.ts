@@ -15,12 +15,14 @@ import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { imagesCommand } from './images.ts';
 import { releaseCommand } from './release.ts';
-import { resolveRepository } from './store/github/client.ts';
+import { storeSettings, type ReleaseDecl } from './store/backends.ts';
 import { checkTag } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
+import { provenanceCommand } from './provenance/command.ts';
+import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -50,24 +52,6 @@ export interface ImageDecl<B extends string> {
   readonly accelerator?: string;
   /** qcow2 compression of this image (default from the config, else zstd). */
   readonly compression?: Compression;
-}
-
-export interface ReleaseDecl {
-  /** Keep images in this shared directory (`{dir}/{tag}/`) instead of GitHub releases. */
-  readonly dir?: string;
-  /** `owner/name`; GITHUB_REPOSITORY overrides it. */
-  readonly repo?: string;
-  /** REST API base URL; GITHUB_API_URL overrides it. */
-  readonly apiUrl?: string;
-  /** Release the `{image}:upload` nodes and `upload:latest` use (default `latest`). */
-  readonly tag?: string;
-  readonly maxAssetSize?: number;
-  readonly partSize?: number;
-  /**
-   * Fetch an image from the release instead of building it when the release holds one
-   * built from the same inputs (default true; `--no-remote-cache` turns it off for a run).
-   */
-  readonly remoteCache?: boolean;
 }
 
 /** Every name a step may depend on: steps, image targets, base downloads. */
@@ -117,7 +101,7 @@ function validateNames(config: PipelineConfig<string, string, string>): void {
   }
   // The rules the CLI and the stores apply to these names, applied when the config loads.
   if (config.release?.tag !== undefined) checkTag(config.release.tag, 'release.tag', 'config');
-  if (config.release?.repo !== undefined) resolveRepository({ repo: config.release.repo, tag: 'latest' }, {});
+  storeSettings(config.release, config.release?.tag ?? 'latest');
 }
 
 function expand(config: PipelineConfig<string, string, string>, root: string): EngineConfig {
@@ -141,7 +125,8 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
     },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
-    release: { ...(config.release ?? {}), tag },
+    accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
+    release: storeSettings(config.release, tag),
   });
 
   const remoteCache = config.release?.remoteCache === false ? undefined : createRemoteCache(catalog, tag);
@@ -224,9 +209,10 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     },
     planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
-      verify: verifyCommand(catalog),
+      verify: verifyCommand(catalog, { provenance: localProvenanceCheck(catalog) }),
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
+      provenance: provenanceCommand(catalog),
     },
   };
 }

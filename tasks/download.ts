@@ -3,12 +3,15 @@
 // and only then rename it into place. A probe reads the (small) checksum list on every
 // run so the engine re-downloads exactly when upstream moved on.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Failure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
+import { STATUS_CODES } from 'node:http';
+import { Failure, isFailure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
+import { readInOrder } from './store/file-reads.ts';
+import { getFollowingRedirects, type GetResponse, type GetResult } from './store/http/http-get.ts';
+import { isUnreachable } from './store/http/reach.ts';
 
 export interface DownloadSpec {
   /** Node id, e.g. `trixie:download`. */
@@ -43,6 +46,8 @@ const PROGRESS_STEP = 1024 * 1024;
 const PROGRESS_INTERVAL_MS = 200;
 /** A checksum list is a few KiB; anything far bigger is not one. */
 const MAX_CHECKSUM_LIST_BYTES = 4 * 1024 * 1024;
+/** Bytes as the server has them: a compressed transfer would not hash to the upstream SHA-512. */
+const REQUEST_HEADERS: Readonly<Record<string, string>> = { 'accept-encoding': 'identity', 'user-agent': 'pipeline-images' };
 /** Marks a probe value recorded by a `--refresh-base` run (see `probe`). */
 const REFRESH_MARK = ' refresh@';
 
@@ -225,32 +230,39 @@ async function fetchTextOnce(url: string, signal: AbortSignal): Promise<string> 
       throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
     }
   }
-  let response: Response;
+  let status = 0;
+  let tooLarge = false;
+  const chunks: Buffer[] = [];
+  let received = 0;
   try {
-    response = await fetch(url, { signal, headers: { 'accept-encoding': 'identity' } });
+    const result = await getFollowingRedirects({
+      url: new URL(url),
+      headers: REQUEST_HEADERS,
+      signal,
+      onResponse: (response) => {
+        status = response.status;
+        if (status < 200 || status >= 300) return undefined;
+        if (Number(response.headers['content-length'] ?? 0) > MAX_CHECKSUM_LIST_BYTES) {
+          tooLarge = true;
+          return undefined;
+        }
+        return (chunk) => {
+          received += chunk.length;
+          if (received > MAX_CHECKSUM_LIST_BYTES) throw new Failure('task', `${url} is over ${MAX_CHECKSUM_LIST_BYTES} bytes; that is not a checksum list`);
+          chunks.push(Buffer.from(chunk));
+        };
+      },
+    });
+    if (status >= 200 && status < 300 && !tooLarge && !result.complete) throw new Error(`the answer from ${url} was cut short`);
   } catch (error) {
+    if (isFailure(error)) throw error;
     if (isAbortOf(signal, error)) throw signal.reason ?? error;
     throw new Unreachable(errorText(error));
   }
-  if (response.status >= 500) {
-    await response.body?.cancel();
-    throw new Unreachable(`HTTP ${response.status} ${response.statusText} from ${url}`);
-  }
-  if (!response.ok) {
-    await response.body?.cancel();
-    throw new Failure('task', `HTTP ${response.status} ${response.statusText} from ${url}`);
-  }
-  const length = Number(response.headers.get('content-length') ?? 0);
-  if (length > MAX_CHECKSUM_LIST_BYTES) {
-    await response.body?.cancel();
-    throw new Failure('task', `${url} is ${length} bytes; that is not a checksum list`);
-  }
-  try {
-    return await response.text();
-  } catch (error) {
-    if (isAbortOf(signal, error)) throw signal.reason ?? error;
-    throw new Unreachable(errorText(error));
-  }
+  if (status >= 500) throw new Unreachable(`HTTP ${statusLine(status)} from ${url}`);
+  if (status < 200 || status >= 300) throw new Failure('task', `HTTP ${statusLine(status)} from ${url}`);
+  if (tooLarge) throw new Failure('task', `${url} is over ${MAX_CHECKSUM_LIST_BYTES} bytes; that is not a checksum list`);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -360,123 +372,165 @@ interface TransferOutcome {
   readonly resumed: boolean;
 }
 
-interface Body {
-  /** Offset the body starts at: the partial's size when the source honoured the range, else 0. */
-  readonly start: number;
-  /** Size of the whole file, when known. */
-  readonly total: number | undefined;
-  readonly chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
-  /** The partial is already complete (a range past its end was refused with the same size). */
-  readonly complete?: boolean;
-  /**
-   * undici cancels the body of a Response that is garbage collected, which would end the
-   * stream early without an error; holding the Response here keeps it alive while reading.
-   */
-  readonly response?: Response;
-}
-
 /** Brings `partial` to the full file, resuming from its current size; returns its SHA-512. */
 async function transfer(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
+  if (url.startsWith('file:')) return copyFile(ctx, url, partial);
   const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
-  const body = await openBody(ctx, url, have);
-  if (body.start === 0 && have > 0 && !body.complete) ctx.log(`${url} does not resume (no Range support); starting over`);
-  const resumed = body.start > 0 || body.complete === true;
   const sha = createHash('sha512');
-  if (body.start > 0 || body.complete) {
-    const prefixEnd = body.complete ? have : body.start;
-    for await (const chunk of createReadStream(partial, { end: prefixEnd - 1, signal: ctx.signal })) sha.update(chunk as Buffer);
-    if (body.complete) return { sha512: sha.digest('hex'), resumed };
-    ctx.log(`resuming ${url} at byte ${body.start}`);
-  }
-  const handle = await open(partial, body.start > 0 ? 'a' : 'w');
-  let done = body.start;
-  try {
-    // Reported per MiB, or at least every PROGRESS_INTERVAL_MS on a slow link.
-    let reported = done;
-    let reportedAt = Date.now();
-    ctx.progress(done, body.total);
-    try {
-      for await (const chunk of body.chunks) {
-        await writeAll(handle, chunk);
-        sha.update(chunk);
-        done += chunk.byteLength;
-        if (done - reported >= PROGRESS_STEP || Date.now() - reportedAt >= PROGRESS_INTERVAL_MS) {
-          reported = done;
-          reportedAt = Date.now();
-          ctx.progress(done, body.total);
-        }
-      }
-    } catch (error) {
-      if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
-      throw new Interrupted(`connection to ${url} lost at byte ${done}: ${errorText(error)}`);
+  /** What the answer's head decided: write from `start`, or one of the outcomes without a body. */
+  let plan: { start: number; total: number | undefined } | 'complete' | 'restart' | { interrupted: string } | { failure: string } | undefined;
+  let handle: FileHandle | undefined;
+  let done = 0;
+  let reported = 0;
+  let reportedAt = Date.now();
+  const headers = have > 0 ? { ...REQUEST_HEADERS, range: `bytes=${have}-` } : REQUEST_HEADERS;
+  const opened = async (start: number): Promise<FileHandle> => {
+    if (start > 0) {
+      await hashPrefix(partial, start, sha, ctx.signal);
+      ctx.log(`resuming ${url} at byte ${start}`);
+    } else if (have > 0) {
+      ctx.log(`${url} does not resume (no Range support); starting over`);
     }
+    return open(partial, start > 0 ? 'r+' : 'w');
+  };
+  try {
+    let result: GetResult;
+    try {
+      result = await getFollowingRedirects({
+        url: new URL(url),
+        headers,
+        signal: ctx.signal,
+        onResponse: (response) => {
+          plan = decide(response, have, url);
+          if (typeof plan !== 'object' || !('start' in plan)) return undefined;
+          const { start, total } = plan;
+          done = start;
+          reported = start;
+          ctx.progress(done, total);
+          return async (chunk) => {
+            handle ??= await opened(start);
+            await writeAt(handle, chunk, done);
+            sha.update(chunk);
+            done += chunk.length;
+            // Reported per MiB, or at least every PROGRESS_INTERVAL_MS on a slow link.
+            if (done - reported >= PROGRESS_STEP || Date.now() - reportedAt >= PROGRESS_INTERVAL_MS) {
+              reported = done;
+              reportedAt = Date.now();
+              ctx.progress(done, total);
+            }
+          };
+        },
+      });
+    } catch (error) {
+      if (isFailure(error) || isNoSpace(error)) throw error;
+      if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
+      if (isUnreachable(error)) throw new Failure('network', `cannot reach ${url}: ${errorText(error)} (the partial file is kept; the next run resumes it)`);
+      throw new Interrupted(
+        plan === undefined ? `cannot connect to ${url}: ${errorText(error)}` : `connection to ${url} lost at byte ${done}: ${errorText(error)}`,
+      );
+    }
+    if (plan === 'complete') {
+      await hashPrefix(partial, have, sha, ctx.signal);
+      return { sha512: sha.digest('hex'), resumed: true };
+    }
+    if (plan === 'restart') {
+      await rm(partial, { force: true });
+      return transfer(ctx, url, partial);
+    }
+    if (plan === undefined) throw new Interrupted(`no answer from ${url}`);
+    if ('interrupted' in plan) throw new Interrupted(plan.interrupted);
+    if ('failure' in plan) throw new Failure('task', plan.failure);
+    // An empty body still makes the (empty) file.
+    handle ??= await opened(plan.start);
+    await handle.sync();
+    ctx.progress(done, plan.total ?? done);
+    const total = plan.total ?? result.declared;
+    if (!result.complete || (total !== undefined && done !== total)) throw new Interrupted(`${url} ended at byte ${done} of ${total ?? 'more'}`);
+    return { sha512: sha.digest('hex'), resumed: plan.start > 0 };
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** What to do with an answer to a request for `url` from byte `have`. */
+function decide(
+  response: GetResponse,
+  have: number,
+  url: string,
+): { start: number; total: number | undefined } | 'complete' | 'restart' | { interrupted: string } | { failure: string } {
+  const { status, headers } = response;
+  if (have > 0 && status === 416) {
+    // Refused range: the partial is whole if the server's size equals it, else start over.
+    return parseContentRange(headers['content-range'])?.total === have ? 'complete' : 'restart';
+  }
+  if (status >= 500) return { interrupted: `HTTP ${statusLine(status)} from ${url}` };
+  if (status < 200 || status >= 300) return { failure: `HTTP ${statusLine(status)} from ${url}` };
+  const length = headers['content-length'];
+  if (status === 206) {
+    const range = parseContentRange(headers['content-range']);
+    // A range we did not ask for cannot be appended; fetch the whole file instead.
+    if (!range || range.start !== have) return 'restart';
+    return { start: have, total: range.total };
+  }
+  // 200: the whole file, whatever was asked.
+  return { start: 0, total: length === undefined ? undefined : Number(length) };
+}
+
+/** A file: URL, as a mirror on disk: the rest of the file after what `partial` holds. */
+async function copyFile(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
+  const path = fileURLToPath(url);
+  const size = (
+    await stat(path).catch((error: unknown) => {
+      throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
+    })
+  ).size;
+  const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
+  const start = have <= size ? have : 0;
+  const sha = createHash('sha512');
+  if (start > 0) await hashPrefix(partial, start, sha, ctx.signal);
+  const handle = await open(partial, start > 0 ? 'r+' : 'w');
+  let done = start;
+  try {
+    await readInOrder(path, {
+      from: start,
+      signal: ctx.signal,
+      each: async (chunk) => {
+        await writeAt(handle, chunk, done);
+        sha.update(chunk);
+        done += chunk.length;
+        ctx.progress(done, size);
+      },
+    });
     await handle.sync();
   } finally {
     await handle.close();
   }
-  ctx.progress(done, body.total ?? done);
-  if (body.total !== undefined && done !== body.total) {
-    throw new Interrupted(`${url} ended at byte ${done} of ${body.total}`);
-  }
-  return { sha512: sha.digest('hex'), resumed };
+  return { sha512: sha.digest('hex'), resumed: start > 0 };
 }
 
-async function openBody(ctx: TaskContext, url: string, have: number): Promise<Body> {
-  if (url.startsWith('file:')) {
-    const path = fileURLToPath(url);
-    const size = (
-      await stat(path).catch((error: unknown) => {
-        throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
-      })
-    ).size;
-    if (have === size) return { start: have, total: size, chunks: [], complete: true };
-    const start = have < size ? have : 0;
-    return { start, total: size, chunks: createReadStream(path, { start, signal: ctx.signal }) };
-  }
-  const response = await request(ctx, url, have);
-  if (have > 0 && response.status === 416) {
-    // Refused range: the partial is whole if the server's size equals it, else start over.
-    await response.body?.cancel();
-    const total = parseContentRange(response.headers.get('content-range'))?.total;
-    if (total === have) return { start: have, total, chunks: [], complete: true };
-    return openBody(ctx, url, 0);
-  }
-  if (response.status >= 500) {
-    await response.body?.cancel();
-    throw new Interrupted(`HTTP ${response.status} ${response.statusText} from ${url}`);
-  }
-  if (!response.ok || !response.body) {
-    await response.body?.cancel();
-    throw new Failure('task', `HTTP ${response.status} ${response.statusText} from ${url}`);
-  }
-  const length = response.headers.get('content-length');
-  if (response.status === 206) {
-    const range = parseContentRange(response.headers.get('content-range'));
-    if (!range || range.start !== have) {
-      // A range we did not ask for cannot be appended; fetch the whole file instead.
-      await response.body.cancel();
-      ctx.log(`${url} answered Range ${have}- with Content-Range ${response.headers.get('content-range') ?? '(none)'}; starting over`);
-      return openBody(ctx, url, 0);
-    }
-    return { start: have, total: range.total, chunks: readChunks(response.body), response };
-  }
-  // 200: the whole file, whatever was asked.
-  return { start: 0, total: length === null ? undefined : Number(length), chunks: readChunks(response.body), response };
+async function hashPrefix(path: string, end: number, sha: ReturnType<typeof createHash>, signal: AbortSignal): Promise<void> {
+  await readInOrder(path, { to: end, signal, each: (chunk) => void sha.update(chunk) });
 }
 
-async function request(ctx: TaskContext, url: string, from: number): Promise<Response> {
-  const headers: Record<string, string> = { 'accept-encoding': 'identity' };
-  if (from > 0) headers.range = `bytes=${from}-`;
-  try {
-    // fetch follows redirects (mirrors redirect to their closest host) and keeps the Range header.
-    return await fetch(url, { headers, signal: ctx.signal, redirect: 'follow' });
-  } catch (error) {
-    if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
-    throw new Interrupted(`cannot connect to ${url}: ${errorText(error)}`);
+/** Writes all of `chunk` at `position` (a positioned write may take less than all). */
+async function writeAt(handle: FileHandle, chunk: Uint8Array, position: number): Promise<void> {
+  for (let offset = 0; offset < chunk.byteLength; ) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset, position + offset);
+    offset += bytesWritten;
   }
 }
 
-function parseContentRange(header: string | null): { start: number; total: number | undefined } | undefined {
+function statusLine(status: number): string {
+  const text = STATUS_CODES[status];
+  return text ? `${status} ${text}` : String(status);
+}
+
+function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+function parseContentRange(header: string | undefined): { start: number; total: number | undefined } | undefined {
   if (!header) return undefined;
   const match = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(header.trim());
   if (!match) return undefined;
@@ -496,33 +550,6 @@ async function removeOtherPartials(dest: string, keep: string): Promise<void> {
   );
 }
 
-/** A web stream as an async iterable; cancels it when the reader stops early (a write failed). */
-async function* readChunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const reader = stream.getReader();
-  let finished = false;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) {
-        finished = true;
-        return;
-      }
-      yield value;
-    }
-  } finally {
-    if (!finished) await reader.cancel().catch(() => undefined);
-    reader.releaseLock();
-  }
-}
-
-async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < chunk.byteLength) {
-    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
-    offset += bytesWritten;
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // Small helpers
 
@@ -530,12 +557,13 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
 export async function sha512File(path: string, signal?: AbortSignal, onProgress?: (done: number, total: number) => void): Promise<string> {
   const total = (await stat(path)).size;
   const sha = createHash('sha512');
-  let done = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024, ...(signal ? { signal } : {}) })) {
-    sha.update(chunk as Buffer);
-    done += (chunk as Buffer).length;
-    onProgress?.(done, total);
-  }
+  await readInOrder(path, {
+    ...(signal ? { signal } : {}),
+    each: (chunk, offset) => {
+      sha.update(chunk);
+      onProgress?.(offset + chunk.length, total);
+    },
+  });
   return sha.digest('hex');
 }
 
@@ -550,10 +578,11 @@ function withTimeout(signal: AbortSignal, ms: number): AbortSignal {
 /** True when `error` is the caller cancelling (Ctrl-C), not a timeout or a network failure. */
 function isAbortOf(signal: AbortSignal, error: unknown): boolean {
   if (error instanceof Error && error.name === 'TimeoutError') return false;
+  if (signal.reason instanceof Error && signal.reason.name === 'TimeoutError') return false;
   return signal.aborted && error instanceof Error && (error.name === 'AbortError' || error === signal.reason);
 }
 
-/** undici hides the useful part (ECONNREFUSED, "other side closed") in `cause`. */
+/** The useful part of a connection failure (ECONNREFUSED, …) is in its `cause`. */
 function errorText(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = (error as { cause?: unknown }).cause;

@@ -3,6 +3,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
 import { assertSelfContainedImage } from './image-check.ts';
+import { provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
@@ -10,6 +11,8 @@ import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
 import type { StoredImage } from './store/store.ts';
+import type { ImageStore } from './store/store.ts';
+import { notedTag } from './release-note.ts';
 
 async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs, io: CommandIO): Promise<number> {
   const tag = tagOf(catalog, args, 'version');
@@ -17,6 +20,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   const listing = await store.list(io.signal);
   if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
+  const elsewhere = listing.images.length ? undefined : await whereImagesAre(catalog, store, tag, io.signal);
   if (io.json) {
     const images = listing.images.map((image) => ({
       name: image.name,
@@ -27,10 +31,10 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
       ...(image.detail ? { detail: image.detail } : {}),
       ...(image.record ? { sha256: image.record.sha256, parts: image.record.parts } : {}),
     }));
-    io.out(JSON.stringify({ tag, images }));
+    io.out(JSON.stringify({ tag, images, ...(elsewhere ? { imagesAt: { tag: elsewhere.tag, from: elsewhere.from } } : {}) }));
     return 0;
   }
-  if (!listing.images.length) io.out(`${store.location} holds no images`);
+  if (!listing.images.length) io.out(holdsNoImages(store.location, elsewhere, 'list'));
   const width = Math.max(0, ...listing.images.map((image) => image.name.length));
   for (const image of listing.images) {
     const notes = [
@@ -65,19 +69,26 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (publish) await preparePublishDir(publishDir);
 
   const store = await openStore(catalog, tag, deps, io);
+  // With release.trust, an image whose provenance does not hold is refused before its bytes move.
+  const gate = await provenanceGate({ trust: catalog.release.trust, root: catalog.root, env: deps.store?.env ?? process.env });
   let names = [...new Set(requested)];
-  if (requested.includes('all')) {
+  // A versioned release is usually tag-only: say where its images are rather than fail each name.
+  if (requested.includes('all') || stringValue(args, 'version') !== undefined) {
     const listing = await store.list(io.signal);
     if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
     for (const note of listing.notes) io.err(`pipeline: ${note}`);
-    names = [
-      ...new Set([
-        ...imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`)),
-        ...requested.filter((name) => name !== 'all'),
-      ]),
-    ];
+    if (!listing.images.length)
+      throw new Failure('not-found', holdsNoImages(store.location, await whereImagesAre(catalog, store, tag, io.signal), 'download', requested));
+    if (requested.includes('all')) {
+      names = [
+        ...new Set([
+          ...imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`)),
+          ...requested.filter((name) => name !== 'all'),
+        ]),
+      ];
+    }
   }
-  if (!names.length) throw new Failure('not-found', `${store.location} holds no images${requested.includes('all') ? ' the config declares' : ''}`);
+  if (!names.length) throw new Failure('not-found', `${store.location} holds no images the config declares`);
 
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
@@ -97,9 +108,11 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         signal: io.signal,
         onProgress: (done, total) => io.progress(name, done, total),
         log: (line) => io.err(line),
+        accept: (image, signal) => gate.accept(image, signal, (line) => io.err(line)),
         // Before the rename: an image that names another file is never put where a VM or a publish would read it.
-        accept: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
+        acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
       });
+      await gate.keepBeside(name, result.path);
       const entry: Record<string, unknown> = {
         name,
         path: result.path,
@@ -152,6 +165,31 @@ function imagesMeantByAll(catalog: ImageCatalog, stored: readonly StoredImage[],
   const absent = catalog.names.filter((name) => !held.has(name));
   if (absent.length && absent.length < catalog.names.length) note(`${location} holds no ${absent.join(', ')}`);
   return catalog.names.filter((name) => held.has(name));
+}
+
+/** Where the images of a location that holds none are: what its description notes, else the config's own location. */
+async function whereImagesAre(
+  catalog: ImageCatalog,
+  store: ImageStore,
+  tag: string,
+  signal: AbortSignal,
+): Promise<{ readonly tag: string; readonly from: 'description' | 'config' } | undefined> {
+  const noted = store.descriptions ? notedTag((await store.descriptions.read(tag, signal))?.text ?? '') : undefined;
+  if (noted !== undefined && noted !== tag) return { tag: noted, from: 'description' };
+  return catalog.release.tag !== tag ? { tag: catalog.release.tag, from: 'config' } : undefined;
+}
+
+/** One line: the location holds no images, where they are instead, and the command that gets them there (never run for the user). */
+function holdsNoImages(
+  location: string,
+  elsewhere: { readonly tag: string; readonly from: 'description' | 'config' } | undefined,
+  sub: 'list' | 'download',
+  names: readonly string[] = [],
+): string {
+  if (!elsewhere) return `${location} holds no images`;
+  const command = `pipeline images ${sub}${names.length ? ` ${names.join(' ')}` : ''} --version ${elsewhere.tag}`;
+  const where = elsewhere.from === 'description' ? `its description says they are on release ${elsewhere.tag}` : `this config keeps them on ${elsewhere.tag}`;
+  return `${location} holds no images; ${where}: ${command}`;
 }
 
 export function imagesCommand(catalog: ImageCatalog, deps: CommandDeps = {}): Command {

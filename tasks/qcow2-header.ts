@@ -40,6 +40,10 @@ export type HeaderVerdict =
  */
 export function inspectQcow2Header(head: Buffer, fileSize: number): HeaderVerdict {
   const refuse = (problem: string): HeaderVerdict => ({ ok: false, problem });
+  const magic = Buffer.alloc(4);
+  magic.writeUInt32BE(QCOW2_MAGIC);
+  // A few bytes that begin the magic are what a qcow2 cut short leaves.
+  if (head.length > 0 && head.length < 4 && magic.subarray(0, head.length).equals(head)) return refuse(`its qcow2 header is truncated (${head.length} bytes)`);
   if (head.length < 4 || head.readUInt32BE(0) !== QCOW2_MAGIC) return refuse(describeOtherFormat(head));
   if (head.length < VERSION_2_HEADER) return refuse(`its qcow2 header is truncated (${head.length} bytes)`);
   const version = head.readUInt32BE(4);

@@ -1,13 +1,17 @@
-// The `{name}:upload` task kind: puts a checksummed image into the image store (a GitHub
-// release). The probe reads what the store holds for the image, so the engine re-runs the
+// The `{name}:upload` task kind: puts a checksummed image into the image store the config
+// names. The probe reads what the store holds for the image, so the engine re-runs the
 // node when the remote changed (someone removed or replaced the image) even though no
-// local input did.
+// local input did. The record names the commit the tree is at, and the store replaces an
+// image only when its recorded commit is an ancestor of that one (or with --force).
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
 import { assertSelfContainedImage } from './image-check.ts';
 import type { ImageCatalog } from './store/catalog.ts';
+import { provenanceForUpload } from './provenance/for-upload.ts';
+import { checkSigningSetup } from './provenance/sign.ts';
 import { readLocalImage } from './store/local-image.ts';
-import { checkStoreSetup, describeStore, openImageStore, type StoreOptions } from './store/open.ts';
+import { checkStoreSetup, describeStore, openImageStore, storeFingerprint, type StoreOptions } from './store/open.ts';
+import { ancestryGuard, readSourceCommit } from './source-commit.ts';
 
 export interface UploadNodeOptions {
   /** Store tuning and environment (tests pass their own env). */
@@ -26,6 +30,7 @@ function unusableStore(error: unknown): unknown {
 
 export function createUploadNode(catalog: ImageCatalog, name: string, tag: string, options: UploadNodeOptions = {}): NodeDef {
   const env = options.store?.env ?? process.env;
+  const store = storeFingerprint(catalog.release);
   const relativeToRoot = (path: string) => relative(catalog.root, path);
   return {
     id: uploadNodeId(name),
@@ -33,9 +38,9 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     description: `upload ${name} to release ${tag}`,
     deps: [`${name}:checksum`],
     pool: 'network',
-    params: { tag, repo: catalog.release.repo ?? null, apiUrl: catalog.release.apiUrl ?? null },
+    params: { tag, ...store.params },
     files: [relativeToRoot(catalog.checksumPath(name))],
-    env: ['GITHUB_REPOSITORY', 'GITHUB_API_URL', 'PIPELINE_MAX_ASSET_SIZE', 'PIPELINE_PART_SIZE'],
+    env: [...store.env, 'PIPELINE_SIGNING_KEY'],
     caveat: "the store is read at plan time through the image's record (or .sha256); other edits to the release are not seen",
     // The release is outside the graph: read it while the image is still being made.
     probeIndependent: true,
@@ -48,6 +53,8 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       }
     },
     async preflight() {
+      // A signing key that cannot sign fails the run before it builds, like an unusable store.
+      await checkSigningSetup(env);
       try {
         await checkStoreSetup(catalog.release, tag, options.store, true);
       } catch (error) {
@@ -58,16 +65,26 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       return `would upload ${name} to ${describeStore(catalog.release, tag, env)}`;
     },
     async run(context) {
-      const image = await readLocalImage(catalog, name);
+      const commit = await readSourceCommit(catalog.root, context.signal);
+      const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
       await assertSelfContainedImage(image.path, context.signal, { refused: 'not uploaded' });
-      const store = await openImageStore(catalog.release, tag, { ...options.store, log: (line) => context.log(line) });
-      const result = await store.put(image, {
-        force: context.force,
-        signal: context.signal,
-        log: (line) => context.log(line),
-        onProgress: (done, total) => context.progress(done, total),
-      });
+      const log = (line: string): void => context.log(line);
+      const provenance = await provenanceForUpload(catalog, image, { env, force: context.force, log });
+      const store = await openImageStore(catalog.release, tag, { ...options.store, log });
+      const signed = provenance.bundle ? { attachments: { ...image.attachments, provenance: provenance.bundle } } : {};
+      const result = await store.put(
+        { ...image, ...signed },
+        {
+          force: context.force,
+          signal: context.signal,
+          log,
+          onProgress: (done, total) => context.progress(done, total),
+          mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
+        },
+      );
+      await provenance.stored();
       context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
+      return { note: provenance.note };
     },
   };
 }

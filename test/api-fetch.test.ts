@@ -5,7 +5,7 @@
 import test from 'ava';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { apiFetch } from '../tasks/store/github/api-fetch.ts';
+import { apiFetch } from '../tasks/store/http/api-fetch.ts';
 import { createGitHubClient } from '../tasks/store/github/client.ts';
 import { ReleaseApi } from '../tasks/store/github/release-api.ts';
 import { GitHubServer } from './support/github-server.ts';

@@ -59,6 +59,13 @@ test("a release repository that is not owner/name is refused with the CLI's rule
   t.regex(await configError(t, IMAGE_CONFIG("release: { repo: '../x' },")), /release\.repo.*"\.\.\/x" is not a GitHub repository/);
 });
 
+test('release settings that name two stores are refused in one line naming both keys', async (t) => {
+  t.regex(
+    await configError(t, IMAGE_CONFIG("release: { dir: '/srv/images', repo: 'acme/images' },")),
+    /: release: repo and dir name different stores \(github, directory\); keep one$/,
+  );
+});
+
 test('a generic-steps config is checked the same way', async (t) => {
   const config = `import { defineConfig } from '@engine';
 export default defineConfig({ steps: { a: { command: ['true'], outptus: ['a.txt'] } } });

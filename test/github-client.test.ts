@@ -28,14 +28,14 @@ test('token comes from GITHUB_TOKEN, then GH_TOKEN, then gh auth token', async (
 });
 
 test('repository and API URL: config, overridden by the environment', (t) => {
-  const settings = { repo: 'acme/images', apiUrl: 'https://ghe.example/api/v3/', tag: 'latest' };
+  const settings = { repo: 'acme/images', apiUrl: 'https://ghe.example/api/v3/' };
   t.deepEqual(resolveRepository(settings, {}), { owner: 'acme', repo: 'images' });
   t.deepEqual(resolveRepository(settings, { GITHUB_REPOSITORY: 'other/repo' }), { owner: 'other', repo: 'repo' });
-  t.throws(() => resolveRepository({ tag: 'latest' }, {}), { message: /GITHUB_REPOSITORY/ });
-  t.throws(() => resolveRepository({ repo: 'nope', tag: 'latest' }, {}), { message: /owner\/name/ });
+  t.throws(() => resolveRepository({}, {}), { message: /GITHUB_REPOSITORY/ });
+  t.throws(() => resolveRepository({ repo: 'nope' }, {}), { message: /owner\/name/ });
   t.is(resolveApiUrl(settings, {}), 'https://ghe.example/api/v3');
   t.is(resolveApiUrl(settings, { GITHUB_API_URL: 'http://127.0.0.1:1' }), 'http://127.0.0.1:1');
-  t.is(resolveApiUrl({ tag: 'latest' }, {}), 'https://api.github.com');
+  t.is(resolveApiUrl({}, {}), 'https://api.github.com');
 });
 
 test('sizes: bytes and units, env overrides config', (t) => {
@@ -44,10 +44,10 @@ test('sizes: bytes and units, env overrides config', (t) => {
   t.is(parseByteSize('4KiB'), 4096);
   t.is(parseByteSize('1.9G'), 2040109465);
   t.throws(() => parseByteSize('lots'));
-  t.deepEqual(resolveTransferLimits({ tag: 'latest' }, {}), { maxAssetSize: 2147483648, partSize: 2040109465 });
-  t.deepEqual(resolveTransferLimits({ tag: 'latest', maxAssetSize: 8192 }, { PIPELINE_PART_SIZE: '4K' }), { maxAssetSize: 8192, partSize: 4096 });
-  t.deepEqual(resolveTransferLimits({ tag: 'latest' }, { PIPELINE_MAX_ASSET_SIZE: '8K', PIPELINE_PART_SIZE: '3K' }), { maxAssetSize: 8192, partSize: 3072 });
-  t.throws(() => resolveTransferLimits({ tag: 'latest' }, { PIPELINE_MAX_ASSET_SIZE: '1K', PIPELINE_PART_SIZE: '2K' }));
+  t.deepEqual(resolveTransferLimits({}, {}), { maxAssetSize: 2147483648, partSize: 2040109465 });
+  t.deepEqual(resolveTransferLimits({ maxAssetSize: 8192 }, { PIPELINE_PART_SIZE: '4K' }), { maxAssetSize: 8192, partSize: 4096 });
+  t.deepEqual(resolveTransferLimits({}, { PIPELINE_MAX_ASSET_SIZE: '8K', PIPELINE_PART_SIZE: '3K' }), { maxAssetSize: 8192, partSize: 3072 });
+  t.throws(() => resolveTransferLimits({}, { PIPELINE_MAX_ASSET_SIZE: '1K', PIPELINE_PART_SIZE: '2K' }));
   t.deepEqual([0, 1, 25, 26, 649, 650, 651].map(partSuffix), ['aa', 'ab', 'az', 'ba', 'yz', 'zaaa', 'zaab']);
   t.deepEqual(parseVersions('DEBIAN_VERSION=12.13\nPVE_VERSION=9.1\n\n'), { DEBIAN_VERSION: '12.13', PVE_VERSION: '9.1' });
 });
@@ -74,7 +74,7 @@ test('401, 403 and 404 (repository vs release) are told apart', async (t) => {
   t.is(await store.findRelease('v1'), undefined);
   await t.throwsAsync(store.requireRelease('v1'), { message: /release v1 not found in acme\/images/ });
 
-  const elsewhere = new ReleaseApi(await createGitHubClient({ repo: 'acme/nope', apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }));
+  const elsewhere = new ReleaseApi(await createGitHubClient({ repo: 'acme/nope', apiUrl: server.url }, { env: { GITHUB_TOKEN: server.token } }));
   await throwsFailure(t, elsewhere.findRelease('latest'), 'setup', /repository acme\/nope not found, or the token cannot see it/);
 });
 
@@ -109,7 +109,7 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     await server.close();
     await fixture.cleanup();
   });
-  const node = createUploadNode(fixture.catalog, 'debian-12', 'latest', { store: { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } } });
+  const node = createUploadNode(fixture.catalog, 'debian-12', 'latest', { store: { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } } });
   t.is(node.id, 'debian-12:upload');
   t.deepEqual(node.deps, ['debian-12:checksum']);
   t.is(node.kind, 'upload');
@@ -171,7 +171,7 @@ test('the token never appears in output, errors or JSON', async (t) => {
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
   });
   // The server echoes the Authorization header in its error message: the client must redact it.
-  const client = { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } };
+  const client = { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } };
   server.arm({ kind: 'status', status: 403, body: { message: `forbidden for token ${server.token}` } });
   const release = releaseCommand(fixture.catalog, { store: client });
   const images = imagesCommand(fixture.catalog, { store: client });

@@ -72,7 +72,7 @@ async function setup(t: import('ava').ExecutionContext) {
     await writeFile(`${path}.sha256`, `${digest}  ${name}.qcow2\n`);
   }
   const env = { GITHUB_TOKEN: server.token };
-  const options: StoreOptions = { env, github: { retryBaseMs: 2 } };
+  const options: StoreOptions = { env, tuning: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   for (const name of fixture.catalog.names) {
     await store.put(await readLocalImage(fixture.catalog, name), { force: false, signal: neverAborted(), log: () => {} });
@@ -97,7 +97,7 @@ test('release check says current, then names the changed template file and the c
   const { fixture, release, run } = await setup(t);
   let result = await run(release, ['check']);
   t.is(result.code, 0);
-  t.deepEqual(result.out, ['debian-12: current', 'debian-13: current', 'pve-9: current']);
+  t.deepEqual(result.out, ['debian-12: current', 'debian-13: current', 'pve-9: current', 'No template changes detected: images on `latest` are current']);
 
   const pve = fixture.sources.get('pve-9')!;
   pve.files['templates/pve-9/template.pkr.hcl'] = 'f'.repeat(64);
@@ -108,13 +108,21 @@ test('release check says current, then names the changed template file and the c
     'debian-12: current',
     'debian-13: stale: upstream base image changed (cache/debian-13-base.qcow2)',
     'pve-9: stale: template file templates/pve-9/template.pkr.hcl changed',
+    'Rebuild needed: debian-13 (upstream base image changed (cache/debian-13-base.qcow2)), pve-9 (template file templates/pve-9/template.pkr.hcl changed)',
   ]);
 
   result = await run(release, ['check'], {}, true);
   t.is(result.out.length, 1);
   const parsed = JSON.parse(result.out[0]!);
   t.true(validateOutput(parsed), schemaErrors(parsed));
-  t.like(parsed, { command: 'release-check', ok: false, tag: 'latest', stale: ['debian-13', 'pve-9'] });
+  t.like(parsed, {
+    command: 'release-check',
+    ok: false,
+    tag: 'latest',
+    stale: ['debian-13', 'pve-9'],
+    decision:
+      'Rebuild needed: debian-13 (upstream base image changed (cache/debian-13-base.qcow2)), pve-9 (template file templates/pve-9/template.pkr.hcl changed)',
+  });
 });
 
 test('release check reports images missing from the release', async (t) => {
@@ -305,7 +313,7 @@ test('a slow body still completes, reporting progress along the way', async (t) 
 test('missing parts, missing checksums and unsafe asset names are clear errors', async (t) => {
   const { server, fixture, images, release, run } = await setup(t);
   const dir = join(fixture.root, 'downloads');
-  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env: { GITHUB_TOKEN: server.token } }));
+  const api = new ReleaseApi(await createGitHubClient(fixture.decl, { env: { GITHUB_TOKEN: server.token } }));
   const rel = await api.requireRelease('latest');
   const assets = await api.listAssets(rel.id);
   await api.deleteAsset(assets.find((asset) => asset.name === 'pve-9.qcow2.partab')!);

@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getImage } from '../tasks/store/get-image.ts';
+import { storeSettings } from '../tasks/store/backends.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import { GitHubServer } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
@@ -27,9 +28,9 @@ async function serve(t: ExecutionContext) {
   for (const [index, suffix] of PARTS.entries()) await server.putAsset('latest', `img.qcow2.part${suffix}`, image.subarray(index * PART, (index + 1) * PART));
   const sha256 = createHash('sha256').update(image).digest('hex');
   await server.putAsset('latest', 'img.qcow2.sha256', Buffer.from(`${sha256}  img.qcow2\n`));
-  const store = await openImageStore({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, 'latest', {
+  const store = await openImageStore(storeSettings({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url }, 'latest'), 'latest', {
     env: { GITHUB_TOKEN: server.token },
-    github: { retryBaseMs: 1, transferAttempts: 2 },
+    tuning: { retryBaseMs: 1, transferAttempts: 2 },
   });
   return { server, store, image, sha256 };
 }

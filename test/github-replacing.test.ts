@@ -35,7 +35,7 @@ async function setup(t: import('ava').ExecutionContext) {
     await server.close();
     await fixture.cleanup();
   });
-  const options: StoreOptions = { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } };
+  const options: StoreOptions = { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } };
   const store = await openImageStore(fixture.catalog.release, 'latest', options);
   const logs: string[] = [];
   const put = async (name: string) =>
@@ -89,7 +89,7 @@ test('a download in the middle of a swap reads a complete copy (by id, under the
     'mid-swap, the final names miss a part',
   );
 
-  const reader = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
+  const reader = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } });
   const got = await getImage(reader, 'pve-9', { path: join(fixture.root, 'read', 'pve-9.qcow2'), overwrite: true, signal: neverAborted() });
   const bytes = await readFile(got.path);
   t.true(bytes.equals(fresh), 'the committed new image is read by id');
@@ -173,14 +173,14 @@ test('a garbage images.json is rebuilt from the records with a note; release che
   // Replace images.json with garbage, as a broken external tool might.
   const { ReleaseApi } = await import('../tasks/store/github/release-api.ts');
   const { createGitHubClient } = await import('../tasks/store/github/client.ts');
-  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env: { GITHUB_TOKEN: server.token } }));
+  const api = new ReleaseApi(await createGitHubClient(fixture.decl, { env: { GITHUB_TOKEN: server.token } }));
   await api.deleteAsset({ id: index.id, name: 'images.json' });
   await server.putAsset('latest', 'images.json', Buffer.from('<html>502 Bad Gateway</html>'));
 
   const release = releaseCommand(fixture.catalog, { store: options });
   const check = io(fixture.root);
   t.is(await release.run({ values: {}, positionals: ['check'] }, check.io), 0);
-  t.deepEqual(check.lines, ['pve-9: current', 'debian-12: current']);
+  t.deepEqual(check.lines, ['pve-9: current', 'debian-12: current', 'No template changes detected: images on `latest` are current']);
   t.deepEqual(check.errors, ['pipeline: images.json on release latest is not JSON; using the per-image records']);
 
   await fixture.writeImage('debian-12', 2000);

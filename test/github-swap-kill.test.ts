@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { getImage } from '../tasks/store/get-image.ts';
+import { storeSettings } from '../tasks/store/backends.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import { startCli } from './support/engine-project.ts';
 import { GitHubServer, type AssetRecord, type MutationEvent, type ServerState } from './support/github-server.ts';
@@ -238,9 +239,9 @@ function declareSweep(layout: Layout): void {
 async function readsComplete(server: GitHubServer, versions: readonly ImageVersion[]): Promise<boolean> {
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-read-'));
   try {
-    const store = await openImageStore({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, 'latest', {
+    const store = await openImageStore(storeSettings({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url }, 'latest'), 'latest', {
       env: { GITHUB_TOKEN: server.token },
-      github: { retryBaseMs: 2 },
+      tuning: { retryBaseMs: 2 },
     });
     const got = await getImage(store, IMAGE, { path: join(dir, `${IMAGE}.qcow2`), overwrite: true, signal: neverAborted(), replacingWaitsMs: [] });
     const bytes = await readFile(got.path);

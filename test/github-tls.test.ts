@@ -73,7 +73,7 @@ test('a TLS body reaches a sink that holds every chunk for a while: every byte, 
   // its hold ends, as the download file does when it waits for a write.
   const script = `
     import { createHash } from 'node:crypto';
-    import { httpGet } from ${JSON.stringify(fileURLToPath(new URL('../tasks/store/github/http-get.ts', import.meta.url)))};
+    import { httpGet } from ${JSON.stringify(fileURLToPath(new URL('../tasks/store/http/http-get.ts', import.meta.url)))};
     const hash = createHash('sha256');
     const result = await httpGet({
       url: new URL(process.env.URL), headers: {}, signal: AbortSignal.timeout(60_000),

@@ -22,8 +22,8 @@ async function setup() {
   const server = await GitHubServer.start();
   const fixture = await createImageFixture(images, { repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest', ...limits });
   const env = { GITHUB_TOKEN: server.token };
-  const api = new ReleaseApi(await createGitHubClient(fixture.catalog.release, { env, retryBaseMs: 2 }));
-  const store = await openImageStore(fixture.catalog.release, 'latest', { env, github: { retryBaseMs: 2 } });
+  const api = new ReleaseApi(await createGitHubClient(fixture.decl, { env, retryBaseMs: 2 }));
+  const store = await openImageStore(fixture.catalog.release, 'latest', { env, tuning: { retryBaseMs: 2 } });
   const logs: string[] = [];
   const upload = async (name: string, force = false) =>
     store.put(await readLocalImage(fixture.catalog, name), { force, signal: neverAborted(), log: (line) => logs.push(line) });
@@ -253,9 +253,7 @@ test('asset lists are paginated', async (t) => {
   t.teardown(() => server.close());
   const release = server.createRelease('latest');
   for (let i = 0; i < 150; i++) await server.putAsset('latest', `file-${i}.bin`, Buffer.from([i]));
-  const api = new ReleaseApi(
-    await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, { env: { GITHUB_TOKEN: server.token } }),
-  );
+  const api = new ReleaseApi(await createGitHubClient({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url }, { env: { GITHUB_TOKEN: server.token } }));
   const assets = await api.listAssets(release.id);
   t.is(assets.length, 150);
   t.true(server.requests.filter((request) => request.path.includes('/assets')).every((request) => request.path.includes('per_page=100')));
@@ -301,7 +299,7 @@ test('a listing that skips the commit (a page boundary moved under another write
     }
     return 'handle';
   };
-  const store = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, github: { retryBaseMs: 2 } });
+  const store = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } });
   await store.put(await readLocalImage(fixture.catalog, 'debian-12'), { force: false, signal: neverAborted(), log: () => {} });
   t.true(shifted, 'the listing was shifted under the settle');
   t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json', 'notes-2.txt']);

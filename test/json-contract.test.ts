@@ -131,15 +131,34 @@ test('plan --json of the image config carries its CI job matrix', async (t) => {
 });
 
 test('release check --json: the builder the command calls fits the schema, current or stale, and so does its error', (t) => {
-  const current = releaseCheckOutput('latest', [{ name: 'debian-12', status: 'current', reasons: [] }]);
+  const base = { path: 'cache/debian-12-generic-amd64.qcow2', sha512: 'a'.repeat(128) };
+  const current = releaseCheckOutput(
+    'latest',
+    [{ name: 'debian-12', status: 'current', reasons: [], base }],
+    'No template changes detected: images on `latest` are current',
+    {
+      version: 'v0.50',
+      line: 'Images: See `latest` release',
+      changed: true,
+      dryRun: false,
+    },
+  );
   t.true(validateOutput(current), JSON.stringify(validateOutput.errors));
-  t.like(current, { command: 'release-check', ok: true, stale: [] });
-  const stale = releaseCheckOutput('latest', [
-    { name: 'debian-12', status: 'current', reasons: [] },
-    { name: 'pve-9', status: 'stale', reasons: ['template file templates/pve-9/template.pkr.hcl changed'] },
-  ]);
+  t.like(current, { command: 'release-check', ok: true, stale: [], decision: 'No template changes detected: images on `latest` are current' });
+  const stale = releaseCheckOutput(
+    'latest',
+    [
+      { name: 'debian-12', status: 'current', reasons: [] },
+      { name: 'pve-9', status: 'stale', reasons: ['template file templates/pve-9/template.pkr.hcl changed'] },
+    ],
+    'Rebuild needed: pve-9 (template file templates/pve-9/template.pkr.hcl changed)',
+  );
   t.true(validateOutput(stale), JSON.stringify(validateOutput.errors));
   t.like(stale, { ok: false, stale: ['pve-9'] });
+  t.false(
+    validateOutput({ ...stale, images: [{ name: 'pve-9', status: 'stale', reasons: [], base: { path: 'x', sha512: 'not hex' } }] }),
+    'a base SHA-512 is hex',
+  );
   const unauthorized = errorOutput('release-check', { kind: 'auth', message: 'GitHub rejected the token (401)', code: 401 });
   t.true(validateOutput(unauthorized), JSON.stringify(validateOutput.errors));
 });

@@ -180,6 +180,39 @@ test.serial('a fresh host without packer publishes every image from the release:
   t.false(existsSync(host.path('cache')), 'the upload downloaded no base image');
 });
 
+test.serial(
+  'a fresh host with no token at all reads a public release: publish, images download, release check, the plan of an upload; an upload is refused',
+  async (t) => {
+    const w = await setUp();
+    const host = await freshHost(w, 'anonymous-host');
+    // No token in the environment, and no `gh` on the PATH to ask for one.
+    const anonymous = { GITHUB_TOKEN: '', GH_TOKEN: '', PATH: w.noPackerPath };
+    const from = w.github.requests.length;
+    const published = await run(host, ['publish'], w, { env: anonymous });
+    t.is(published.code, 0, explainFailure(published));
+    for (const name of IMAGES) {
+      t.is(sha256(await readFile(host.path(`publish/${name}.img`))), sha256(await readFile(w.origin.path(`images/${name}/${name}.qcow2`))));
+    }
+    const dir = join(host.root, 'downloads');
+    const downloaded = await run(host, ['images', 'download', 'all', '--dir', dir], w, { env: anonymous });
+    t.is(downloaded.code, 0, explainFailure(downloaded));
+    t.deepEqual((await readdir(dir)).sort(), IMAGES.map((name) => `${name}.qcow2`).sort());
+    const check = await run(host, ['release', 'check'], w, { env: anonymous });
+    t.is(check.code, 0, explainFailure(check));
+    t.false(
+      w.github.requests.slice(from).some((request) => request.authorization !== undefined),
+      'no credential was ever sent',
+    );
+
+    const plan = await run(host, ['upload:latest', '--dry-run'], w, { env: anonymous });
+    t.is(plan.code, 0, explainFailure(plan));
+    await writeFile(host.path('templates/pve-9/cleanup.sh'), `${await readFile(host.path('templates/pve-9/cleanup.sh'), 'utf8')}\n# changed here\n`);
+    const upload = await run(host, ['pve-9:upload'], w, { env: { ...anonymous, PATH: process.env.PATH ?? '' } });
+    t.is(upload.code, 2, explainFailure(upload));
+    t.regex(upload.stderr, /no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`/);
+  },
+);
+
 test.serial('changing one template file builds exactly that image; the others are fetched', async (t) => {
   const w = await setUp();
   const host = await freshHost(w, 'changed');
@@ -310,12 +343,12 @@ test.serial('--dry-run, explain and plan --json say "would fetch", or why not; a
   t.regex(changed.stdout, /note: not fetched from release latest of acme\/images: template file templates\/pve-9\/template\.pkr\.hcl changed/);
 
   // A release that cannot be read is no remote cache, said once, not once per image.
-  const noToken = await run(host, ['publish', '--dry-run'], w, { env: { ...env, GITHUB_TOKEN: undefined, GH_TOKEN: undefined } });
-  t.is(noToken.code, 0, explainFailure(noToken));
-  const notes = noToken.stdout.split('\n').filter((line) => line.includes('no remote cache'));
-  t.is(notes.length, 1, noToken.stdout);
-  t.regex(notes[0] ?? '', /release latest of acme\/images cannot be read \(no GitHub token/);
-  t.notRegex(noToken.stdout, /ghp_/);
+  const unreachable = await run(host, ['publish', '--dry-run'], w, { env: { ...env, GITHUB_API_URL: 'http://127.0.0.1:1' } });
+  t.is(unreachable.code, 0, explainFailure(unreachable));
+  const notes = unreachable.stdout.split('\n').filter((line) => line.includes('no remote cache'));
+  t.is(notes.length, 1, unreachable.stdout);
+  t.regex(notes[0] ?? '', /release latest of acme\/images cannot be read \(cannot reach the GitHub API at http:\/\/127\.0\.0\.1:1/);
+  t.notRegex(unreachable.stdout, /ghp_/);
 
   // So are a repository the token cannot see (404) and a release that does not exist yet.
   const notes404 = async (extra: Record<string, string>): Promise<string[]> => {

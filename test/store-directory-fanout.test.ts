@@ -6,14 +6,14 @@
 // images.json lists exactly the records, and no temporary file is left anywhere.
 //
 // DIR_FANOUT_ROUNDS sets the rounds of each scenario (default 6; `npm run test:release-long` runs 60).
-import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { startCli, type CliResult } from './support/engine-project.ts';
 import { imageVersion, type ImageVersion } from './support/release-state.ts';
+import { directoryProblems } from './support/store-contract.ts';
 import { Trees, type Tree } from './support/runner-trees.ts';
 
 const ROUNDS = process.env.DIR_FANOUT_ROUNDS ? Number(process.env.DIR_FANOUT_ROUNDS) : 6;
@@ -40,37 +40,6 @@ test.after.always(async () => {
 interface Job {
   readonly tree: Tree;
   readonly target: string;
-}
-
-const sha256Of = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-
-/** Every temporary-looking name under `dir`, relative to it. */
-async function leftovers(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true });
-  return entries.filter((entry) => /(^|\/)\.[^/]*\.tmp$/.test(entry) || entry.endsWith('.partial'));
-}
-
-/** Problems with the store directory, in words (empty: consistent). */
-async function directoryProblems(dir: string, versions: ReadonlyMap<string, readonly ImageVersion[]>): Promise<string[]> {
-  const problems = (await leftovers(dir)).map((entry) => `${entry} was left behind`);
-  const index = JSON.parse(await readFile(join(dir, 'images.json'), 'utf8')) as { images: Record<string, { sha256: string }> };
-  const listed = Object.keys(index.images).sort();
-  const wanted = [...versions.keys()].sort();
-  if (JSON.stringify(listed) !== JSON.stringify(wanted)) problems.push(`images.json lists ${listed.join(', ') || 'nothing'}, not ${wanted.join(', ')}`);
-  for (const [name, candidates] of versions) {
-    const record = JSON.parse(await readFile(join(dir, `${name}.json`), 'utf8')) as { image: { sha256: string; size: number }; blob: string };
-    if (!candidates.some((candidate) => candidate.sha256 === record.image.sha256))
-      problems.push(`${name}: the record's sha256 is none of the uploaded versions`);
-    if (index.images[name]?.sha256 !== record.image.sha256)
-      problems.push(`${name}: images.json says ${index.images[name]?.sha256}, the record ${record.image.sha256}`);
-    const blob = await readFile(join(dir, 'blobs', record.blob));
-    if (sha256Of(blob) !== record.image.sha256) problems.push(`${name}: blob ${record.blob} does not hold the record's bytes`);
-    const copy = await readFile(join(dir, `${name}.qcow2`));
-    if (sha256Of(copy) !== record.image.sha256) problems.push(`${name}.qcow2 is not the recorded version`);
-    const checksum = await readFile(join(dir, `${name}.qcow2.sha256`), 'utf8');
-    if (checksum !== `${record.image.sha256}  ${name}.qcow2\n`) problems.push(`${name}.qcow2.sha256 says ${checksum.trim()}, not the record's sha256`);
-  }
-  return problems;
 }
 
 async function versionsOf(jobs: readonly Job[]): Promise<Map<string, ImageVersion[]>> {

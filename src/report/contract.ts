@@ -92,12 +92,39 @@ export interface ReleaseImageVerdict {
   readonly reasons: readonly string[];
   /** Present (true) when it is stale because its record in the store is damaged. */
   readonly damaged?: true;
+  /** The base image it would be built from: its cached path, and upstream's SHA-512 when known. */
+  readonly base?: { readonly path: string; readonly sha512?: string };
+  /** Who signed the image's provenance (null: unsigned); absent for an image the store does not hold. */
+  readonly signer?: ReleaseImageSigner | null;
+}
+
+export interface ReleaseImageSigner {
+  /** `key`: a public key, by its id (SHA-256 of its DER SubjectPublicKeyInfo); `keyless`: a Sigstore certificate's identity. */
+  readonly kind: 'key' | 'keyless';
+  readonly id: string;
+  /** Verified against the config's release.trust (false when no trust is configured, or it failed). */
+  readonly verified: boolean;
+  /** Why it is not trusted, when a trust is configured and refuses it. */
+  readonly detail?: string;
+}
+
+/** A versioned release's description pointing at where its images are (`release check --note`). */
+export interface ReleaseNoteJson {
+  readonly version: string;
+  /** The line the description has (or would have, with --dry-run). */
+  readonly line: string;
+  /** True when the description was (or would be) changed; false when it had the line already. */
+  readonly changed: boolean;
+  readonly dryRun: boolean;
 }
 
 export interface ReleaseCheckOutput extends Envelope<'release-check'> {
   readonly tag: string;
   readonly stale: readonly string[];
   readonly images: readonly ReleaseImageVerdict[];
+  /** The decision in words, as the last line of the plain output says it. */
+  readonly decision: string;
+  readonly note?: ReleaseNoteJson;
 }
 
 export interface ErrorOutput extends Envelope<string> {
@@ -222,9 +249,9 @@ export function explainOutput(target: string, targets: readonly NodeId[], entrie
 }
 
 /** `release check --json`: ok (exit 0) when no image is stale. */
-export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[]): ReleaseCheckOutput {
+export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[], decision: string, note?: ReleaseNoteJson): ReleaseCheckOutput {
   const stale = images.filter((image) => image.status === 'stale').map((image) => image.name);
-  return { formatVersion: FORMAT_VERSION, command: 'release-check', ok: stale.length === 0, tag, stale, images };
+  return { formatVersion: FORMAT_VERSION, command: 'release-check', ok: stale.length === 0, tag, stale, images, decision, ...(note ? { note } : {}) };
 }
 
 /** A command that failed as a whole, with the failure's kind (and code, when one classified it). */

@@ -1,6 +1,7 @@
 // What the store, the upload node and the release and images commands need to know about
 // the images of a repository. The config implements it; nothing under tasks/store reads
 // the config directly.
+import type { StoreSettings } from './backends.ts';
 
 /** Inputs behind an image's cache key, recorded in the store so `release check` can name a change. */
 export interface ImageSources {
@@ -19,22 +20,7 @@ export interface CurrentImageKey {
   readonly sources: ImageSources;
 }
 
-/** The config's `release:` settings: where the store is, and how a GitHub release is written. */
-export interface ReleaseSettings {
-  /** A shared directory to keep images in instead of GitHub releases (`{dir}/{tag}/`). */
-  readonly dir?: string;
-  /** `owner/name`; GITHUB_REPOSITORY overrides it. */
-  readonly repo?: string;
-  /** REST API base URL (GitHub Enterprise, loopback in tests); GITHUB_API_URL overrides it. */
-  readonly apiUrl?: string;
-  /** Default release tag (`latest`). */
-  readonly tag: string;
-  /** Largest asset uploaded whole, in bytes (GitHub: 2 GiB). PIPELINE_MAX_ASSET_SIZE overrides it. */
-  readonly maxAssetSize?: number;
-  /** Size of each part of a split image, in bytes. PIPELINE_PART_SIZE overrides it. */
-  readonly partSize?: number;
-}
-
+import type { ImageBuildSettings } from '../provenance/image-statement.ts';
 export interface ImageCatalog {
   readonly names: readonly string[];
   /** Absolute project root. */
@@ -61,7 +47,9 @@ export interface ImageCatalog {
    * `release check` and the remote cache both judge the store by this.
    */
   inputsToBuild(name: string, signal: AbortSignal): Promise<CurrentImageKey>;
+  /** What the config says the image is built from and with, for its provenance statement. */
+  buildSettings(name: string): ImageBuildSettings;
   /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */
   readonly publishDir: string;
-  readonly release: ReleaseSettings;
+  readonly release: StoreSettings;
 }

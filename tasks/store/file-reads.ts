@@ -10,22 +10,23 @@ import { Failure } from '../../src/index.ts';
 const READ_BYTES = 1024 * 1024;
 
 /**
- * Hands bytes [from, end of file) to `each` in order, one read at a time, as views of one
- * buffer: `each` may use the chunk until the promise it returns settles, and not after.
- * With `regularOnly`, the file must be a regular file under that very name: a symbolic
- * link, a FIFO or a device is refused (an `integrity` Failure) without being opened
- * through or waited on.
+ * Hands bytes [from, to) (to: the end of the file by default) to `each` in order, one read
+ * at a time, as views of one buffer: `each` may use the chunk until the promise it returns
+ * settles, and not after. With `regularOnly`, the file must be a regular file under that
+ * very name: a symbolic link, a FIFO or a device is refused (an `integrity` Failure)
+ * without being opened through or waited on.
  */
 export async function readInOrder(
   path: string,
-  options: { from?: number; signal?: AbortSignal; regularOnly?: boolean; each: (chunk: Buffer, offset: number) => Promise<void> | void },
+  options: { from?: number; to?: number; signal?: AbortSignal; regularOnly?: boolean; each: (chunk: Buffer, offset: number) => Promise<void> | void },
 ): Promise<void> {
   const handle = options.regularOnly ? await openRegularFile(path) : await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafe(READ_BYTES);
-    for (let offset = options.from ?? 0; ; ) {
+    const end = options.to ?? Number.POSITIVE_INFINITY;
+    for (let offset = options.from ?? 0; offset < end; ) {
       options.signal?.throwIfAborted();
-      const { bytesRead } = await handle.read(buffer, 0, READ_BYTES, offset);
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(READ_BYTES, end - offset), offset);
       if (bytesRead === 0) return;
       await options.each(buffer.subarray(0, bytesRead), offset);
       offset += bytesRead;

@@ -1,6 +1,6 @@
 // Fetches one image from any store into a file: pieces in parallel, each written at its
 // offset into one temp file next to the target (no reassembly pass), resumable across
-// resets, runs and kills, verified against the SHA-256 (and by the caller's `accept`)
+// resets, runs and kills, verified against the SHA-256 (and by the caller's `acceptBytes`)
 // before it is renamed into place. One process at a time downloads into a given target
 // (partial-file.ts). An image that is being replaced is waited for briefly, then reported
 // as such.
@@ -36,10 +36,16 @@ export interface GetImageOptions {
   /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
   readonly replacingWaitsMs?: readonly number[];
   /**
-   * Judges the verified bytes (at `path`, not yet renamed) before they are put in place;
-   * throws to refuse them (nothing is renamed, the partial download is removed).
+   * Looks at the opened image before any byte moves (and before a file already in place is
+   * taken); a throw refuses it (the provenance check, tasks/provenance/).
    */
-  readonly accept?: (path: string, signal: AbortSignal) => Promise<void>;
+  readonly accept?: (image: Extract<OpenedImage, { status: 'ready' }>, signal: AbortSignal) => Promise<void>;
+  /**
+   * Judges the verified bytes (at `path`: the partial file, not yet renamed, or a file
+   * already in place that matches) before they are handed out; a throw refuses them
+   * (nothing is renamed, the partial download is removed).
+   */
+  readonly acceptBytes?: (path: string, signal: AbortSignal) => Promise<void>;
   /** How often the resume state is saved while bytes arrive (default partial-file.ts's). */
   readonly checkpointMs?: number;
 }
@@ -66,6 +72,7 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
     let busy: string;
     if (opened.status === 'ready') {
       try {
+        await options.accept?.(opened, options.signal);
         return await fetchInto(store, opened, options);
       } catch (error) {
         // A piece that vanished mid-way was replaced by a newer upload: look again.
@@ -123,7 +130,10 @@ async function fetchLocked(
   // Looked at under the lock: a download that held it before may have just put the image there.
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
-    if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) return got(true);
+    if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) {
+      await options.acceptBytes?.(finalPath, signal);
+      return got(true);
+    }
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
 
@@ -237,9 +247,9 @@ async function fetchLocked(
       `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
     );
   }
-  if (options.accept) {
+  if (options.acceptBytes) {
     try {
-      await options.accept(tempPath, signal);
+      await options.acceptBytes(tempPath, signal);
     } catch (error) {
       // Refused bytes are not worth resuming; interrupted, the check runs again next time.
       if (!signal.aborted) await removeResumeState(partial);

@@ -2,6 +2,7 @@
 // versions, the inputs behind the key), and the index of every image, `images.json`,
 // whose format external consumers rely on. Both come back from the network, so they are
 // read through a schema.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { parseSha256Line } from '../checksum.ts';
 import { Failure } from '../../src/index.ts';
@@ -38,6 +39,27 @@ export const imageSourcesSchema = z.object({
   files: z.record(plainText, plainText),
 });
 
+/** Kinds of small files stored with an image: its chunk index (delta fetches) and its signed provenance. */
+export const ATTACHMENT_KINDS = ['chunk-index', 'provenance'] as const;
+export type AttachmentKind = (typeof ATTACHMENT_KINDS)[number];
+/** Largest attachment a store accepts or a reader takes (attachments are read into memory). */
+export const MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024;
+
+/** Where a store keeps one attachment (a backend's own name for it), and what its bytes must be. */
+const attachmentRefSchema = z.object({
+  name: plainText,
+  size: z.number().int().nonnegative().max(MAX_ATTACHMENT_BYTES),
+  sha256: sha256Hex,
+});
+export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
+
+/**
+ * The git commit an image was built from (`git rev-parse HEAD` of the uploading tree), and
+ * whether that tree had changes git had not committed. An upload never replaces an image
+ * whose commit is not an ancestor of its own (see tasks/source-commit.ts).
+ */
+export const sourceCommitSchema = z.object({ sha: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/), dirty: z.boolean() });
+
 export const imageRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: sha256Hex,
@@ -51,6 +73,9 @@ export const imageRecordSchema = z.object({
   compression: z.enum(['zstd', 'zlib', 'none']).optional(),
   versions: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), plainText).default({}),
   sources: imageSourcesSchema.optional(),
+  /** Kinds this version does not know are dropped when read (a newer writer's), not refused. */
+  attachments: z.object({ 'chunk-index': attachmentRefSchema.optional(), provenance: attachmentRefSchema.optional() }).optional(),
+  commit: sourceCommitSchema.optional(),
   uploadedAt: plainText.optional(),
 });
 
@@ -60,6 +85,7 @@ const indexSchema = z.object({
 });
 
 export type ImageRecord = z.infer<typeof imageRecordSchema>;
+export type SourceCommit = z.infer<typeof sourceCommitSchema>;
 export type ImageIndex = z.infer<typeof indexSchema>;
 
 export function emptyIndex(): ImageIndex {
@@ -95,8 +121,21 @@ export function serializeIndex(index: ImageIndex): string {
   return `${JSON.stringify({ schemaVersion: 1, images }, null, 2)}\n`;
 }
 
-/** The record a store keeps for `image` stored as `parts`. */
-export function recordOf(image: ImageToPut, parts: readonly { name: string; size: number }[], uploadedAt: string): ImageRecord {
+/**
+ * The record a store keeps for `image` stored as `parts`, with its attachments stored under
+ * `attachmentName(kind, sha256)`. `held` is the record of the same bytes already in the
+ * store, if any: those bytes were built from its commit, and came in when it says, so both
+ * are kept.
+ */
+export function recordOf(
+  image: ImageToPut,
+  parts: readonly { name: string; size: number }[],
+  uploadedAt: string,
+  attachmentName: (kind: AttachmentKind, sha256: string) => string = (kind) => kind,
+  held?: ImageRecord,
+): ImageRecord {
+  const attachments = attachmentRefs(image, attachmentName);
+  const commit = held?.commit ?? image.commit;
   return {
     size: image.size,
     sha256: image.sha256,
@@ -105,8 +144,39 @@ export function recordOf(image: ImageToPut, parts: readonly { name: string; size
     ...(image.compression ? { compression: image.compression } : {}),
     versions: { ...image.versions },
     sources: { base: { ...image.sources.base }, files: { ...image.sources.files } },
-    uploadedAt,
+    ...(attachments ? { attachments } : {}),
+    ...(commit ? { commit: { sha: commit.sha, dirty: commit.dirty } } : {}),
+    uploadedAt: held?.uploadedAt ?? uploadedAt,
   };
+}
+
+/** The refs of an image's attachments (size and SHA-256 of each), or undefined when it has none. */
+export function attachmentRefs(
+  image: Pick<ImageToPut, 'attachments'>,
+  nameOf: (kind: AttachmentKind, sha256: string) => string,
+): ImageRecord['attachments'] | undefined {
+  const refs: Partial<Record<AttachmentKind, AttachmentRef>> = {};
+  for (const kind of ATTACHMENT_KINDS) {
+    const bytes = image.attachments?.[kind];
+    if (!bytes) continue;
+    if (bytes.length > MAX_ATTACHMENT_BYTES)
+      throw new Failure('task', `the ${kind} attachment is ${bytes.length} bytes; at most ${MAX_ATTACHMENT_BYTES} are stored`);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    refs[kind] = { name: nameOf(kind, sha256), size: bytes.length, sha256 };
+  }
+  return Object.keys(refs).length ? refs : undefined;
+}
+
+/** `bytes` when they are what `ref` says; an `integrity` Failure naming `where` otherwise. */
+export function verifiedAttachment(bytes: Uint8Array, ref: AttachmentRef, kind: AttachmentKind, where: string): Uint8Array {
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (bytes.length !== ref.size || sha256 !== ref.sha256) {
+    throw new Failure(
+      'integrity',
+      `the ${kind} of ${where} does not match its record (${bytes.length} bytes, sha256 ${sha256}; the record says ${ref.size}, ${ref.sha256})`,
+    );
+  }
+  return bytes;
 }
 
 /** A record with its keys in one order (and nested maps sorted), for comparison and output. */
@@ -131,6 +201,17 @@ export function canonicalRecord(record: ImageRecord): ImageRecord {
           },
         }
       : {}),
+    ...(record.attachments && Object.keys(record.attachments).length
+      ? {
+          attachments: Object.fromEntries(
+            ATTACHMENT_KINDS.flatMap((kind) => {
+              const ref = record.attachments?.[kind];
+              return ref ? [[kind, { name: ref.name, size: ref.size, sha256: ref.sha256 }]] : [];
+            }),
+          ),
+        }
+      : {}),
+    ...(record.commit ? { commit: { sha: record.commit.sha, dirty: record.commit.dirty } } : {}),
     ...(record.uploadedAt !== undefined ? { uploadedAt: record.uploadedAt } : {}),
   };
 }

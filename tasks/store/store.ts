@@ -1,6 +1,6 @@
 // The image store: where built images are shared between machines. The upload node,
 // `release check|remove|retag`, `images list|download` (and a remote cache) are written
-// against this interface only; a backend (tasks/store/github/ is the first) keeps to
+// against this interface only; a backend (registered in backends.ts) keeps to
 // itself how it lays bytes out, names temporaries and replaces an image in place.
 //
 // Every backend promises:
@@ -10,9 +10,12 @@
 // - a `put` interrupted at any point (SIGKILL included) leaves the previous image readable
 //   or is finished (or undone) by the next `put` of that image from any machine.
 import type { ImageSources } from './catalog.ts';
-import type { ImageRecord } from './record.ts';
+import type { AttachmentKind, ImageRecord, SourceCommit } from './record.ts';
 
-export type { ImageRecord } from './record.ts';
+export type { AttachmentKind, ImageRecord, SourceCommit } from './record.ts';
+
+/** Small files kept with an image, by kind (each at most MAX_ATTACHMENT_BYTES, held in memory). */
+export type Attachments = Readonly<Partial<Record<AttachmentKind, Uint8Array>>>;
 
 export interface ImageStore {
   /** Where the images live, for messages: `release latest of acme/images`. */
@@ -36,6 +39,18 @@ export interface ImageStore {
   probe(name: string, signal: AbortSignal): Promise<string>;
   /** Only for backends whose locations are tags (GitHub releases): point this location at `version`. */
   readonly retag?: (version: string, options: RetagOptions) => Promise<RetagResult>;
+  /** Only for backends whose locations have descriptions (GitHub releases): read and write them. */
+  readonly descriptions?: LocationDescriptions;
+}
+
+/** The text a location of the store (a release) shows people, by tag: any tag, not only the store's own. */
+export interface LocationDescriptions {
+  /** Where the locations are, for messages (`acme/images`). */
+  readonly where: string;
+  /** The description and web page of the location `tag`; undefined when there is no such location. */
+  read(tag: string, signal: AbortSignal): Promise<{ readonly text: string; readonly url?: string } | undefined>;
+  /** Replaces the description of the existing location `tag`. */
+  write(tag: string, text: string, signal: AbortSignal): Promise<void>;
 }
 
 export interface StoreListing {
@@ -74,6 +89,11 @@ export type OpenedImage =
       readonly record?: ImageRecord;
       /** The bytes, in order. */
       readonly pieces: readonly ImagePiece[];
+      /**
+       * An attachment the record names, verified against the record's size and SHA-256
+       * (an `integrity` Failure when it does not match); undefined when it names none.
+       */
+      readAttachment(kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined>;
     }
   /** No complete copy can be read right now because an upload is replacing it: wait and open again. */
   | { readonly status: 'replacing'; readonly detail: string }
@@ -87,15 +107,18 @@ export interface ImagePiece {
   readonly label: string;
   readonly size: number;
   /**
-   * Streams bytes [from, size) into `sink`, resuming after resets itself. Throws a
-   * `not-found` Failure when the piece is gone (replaced meanwhile). Calls `onRestart`
-   * when it could not resume and starts again at byte 0.
+   * Streams bytes [from, to) into `sink`, resuming after resets itself. Throws a
+   * `not-found` Failure when the piece is gone (replaced meanwhile). A read to the end
+   * that cannot resume (the server ignores ranges) calls `onRestart` and starts again at
+   * byte 0; a bounded read (`to` given) fails instead.
    */
   read(request: PieceRead): Promise<void>;
 }
 
 export interface PieceRead {
   readonly from: number;
+  /** Exclusive end of the range; the piece's size when absent. */
+  readonly to?: number;
   readonly signal: AbortSignal;
   /** May keep using `chunk` until the promise it returns settles; returns nothing when done with it. */
   readonly sink: (chunk: Buffer, offset: number) => Promise<void> | void;
@@ -114,10 +137,23 @@ export interface ImageToPut {
   readonly compression?: ImageRecord['compression'];
   readonly versions: Readonly<Record<string, string>>;
   readonly sources: ImageSources;
+  /** Stored before the record that names them, and replaced with the image. */
+  readonly attachments?: Attachments;
+  /** The commit the image was built from; undefined outside a git checkout. */
+  readonly commit?: SourceCommit;
 }
 
 export interface PutOptions {
   readonly force: boolean;
+  /**
+   * Asked before an image the store holds is replaced by other bytes (or by the same bytes
+   * under `force`), with the record of the image to be replaced; throws a Failure to refuse.
+   * A backend asks when it decides to replace: before any bytes move, and again with what
+   * it finds right before it writes the new record (another writer may have replaced the
+   * image meanwhile), so a refusal leaves the store as it was. Not asked when the store
+   * holds no record of the image.
+   */
+  readonly mayReplace?: (current: ImageRecord) => Promise<void>;
   readonly signal: AbortSignal;
   readonly log: (line: string) => void;
   readonly onProgress?: (done: number, total: number) => void;
@@ -151,8 +187,10 @@ export interface RetagOptions {
 
 export interface RetagResult {
   readonly version: string;
-  /** The commit the location's tag points at now (or would). */
+  /** What the location's tag points at now (or would): a commit, a manifest digest. */
   readonly commit: string;
   /** What the location says about it ("Points to v2025.01"). */
   readonly note: string;
+  /** What was done, in the backend's own words, one line: as done, and as a dry run would say it. */
+  readonly said: { readonly done: string; readonly planned: string };
 }

@@ -1,6 +1,7 @@
 // A loopback stand-in for the GitHub REST subset the release tasks use: releases by tag,
 // create/update, paginated asset lists, uploads to `upload_url`, delete, rename, asset
-// downloads (octet-stream via a redirect, with Range), git refs. Faults are armed per test.
+// downloads (octet-stream via a redirect, with Range), git refs (tags, and branch heads to
+// read), artifact attestations. Faults are armed per test.
 // Every mutating request is recorded with the asset list before and after it, so a test
 // can check that no upload ever runs while an image is missing from the release.
 //
@@ -20,6 +21,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { storeSettings, type ReleaseDecl } from '../../tasks/store/backends.ts';
 import type { components } from '@octokit/openapi-types';
 import { seededRandom } from './seeded-random.ts';
 
@@ -132,6 +134,8 @@ export interface GitHubServerOptions {
   readonly seed?: number;
   /** Paces every asset download to this many bytes a second (default: as fast as it goes). */
   readonly bytesPerSecond?: number;
+  /** A private repository: without the token, everything answers 404, as GitHub does. Default: public (anyone may read). */
+  readonly private?: boolean;
 }
 
 export class GitHubServer {
@@ -142,12 +146,16 @@ export class GitHubServer {
   readonly events: MutationEvent[] = [];
   /** Every request's method and path, in order. */
   readonly requests: Array<{ method: string; path: string; authorization: string | undefined; range: string | undefined; at: number }> = [];
+  /** Sigstore bundles written to the attestations API (`POST /repos/{owner}/{repo}/attestations`), in order. */
+  readonly attestations: unknown[] = [];
   readonly seed: number;
   /** Sees every request before it is handled. */
   hook: RequestHook | undefined;
   private readonly random: () => number;
   private readonly releases: StoredRelease[] = [];
   private readonly refs = new Map<string, { type: 'commit' | 'tag'; sha: string }>();
+  /** Branch heads, by branch name (what a workflow reads to see whether main moved on). */
+  private readonly branches = new Map<string, string>();
   private readonly annotatedTags = new Map<string, string>();
   private faults: Fault[] = [];
   private nextId = 1000;
@@ -223,6 +231,11 @@ export class GitHubServer {
       this.refs.set(tag, { type: 'commit', sha });
     }
     return sha;
+  }
+
+  /** Points branch `name` at `sha` (the repository's main moving on). */
+  setBranch(name: string, sha: string): void {
+    this.branches.set(name, sha);
   }
 
   /** The commit a tag points at, peeled. */
@@ -325,6 +338,15 @@ export class GitHubServer {
     await rm(asset.file, { force: true });
   }
 
+  /** Replaces an asset's bytes in place, keeping its id and name, as a store writer with other intentions might (no request recorded). */
+  async overwriteAsset(tag: string, name: string, bytes: Buffer): Promise<void> {
+    const asset = this.releases.find((candidate) => candidate.api.tag_name === tag)?.assets.find((candidate) => candidate.api.name === name);
+    if (!asset) throw new Error(`no asset ${name} on ${tag}`);
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(asset.file, bytes);
+    asset.api.size = bytes.length;
+  }
+
   /** Adds a finished asset directly (no request recorded). */
   async putAsset(tag: string, name: string, bytes: Buffer, state: ApiAsset['state'] = 'uploaded'): Promise<void> {
     const release = this.releases.find((candidate) => candidate.api.tag_name === tag) ?? this.storedRelease(this.createRelease(tag).id)!;
@@ -362,7 +384,22 @@ export class GitHubServer {
     const storage = /^\/storage\/(\d+)\/[^/]+$/.exec(path);
     if (storage && method === 'GET') return this.serveBytes(request, response, Number(storage[1]), fault);
 
-    if (!this.authorized(request.headers.authorization)) {
+    const anonymous = request.headers.authorization === undefined;
+    if (anonymous && this.options.private) {
+      request.resume();
+      return this.json(response, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
+    }
+    // The public download URL of an asset, as github.com serves it: a redirect to storage, for anyone.
+    const download = /^\/([^/]+)\/([^/]+)\/releases\/download\/([^/]+)\/([^/]+)$/.exec(path);
+    if (download && method === 'GET' && download[1] === this.owner && download[2] === this.repo) {
+      const release = this.releases.find((candidate) => candidate.api.tag_name === download[3]);
+      const asset = release?.assets.find((candidate) => candidate.api.name === download[4] && candidate.api.state === 'uploaded');
+      if (!asset) return this.json(response, 404, { message: 'Not Found' });
+      response.writeHead(302, { location: `${this.url}/storage/${asset.api.id}/${encodeURIComponent(asset.api.name)}` });
+      return void response.end();
+    }
+    // Anyone may read a public repository; writing needs the token.
+    if (!(anonymous && (method === 'GET' || method === 'HEAD')) && !this.authorized(request.headers.authorization)) {
       request.resume();
       return this.json(response, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
     }
@@ -387,6 +424,12 @@ export class GitHubServer {
     const body = method === 'GET' || method === 'DELETE' ? undefined : await readJson(request);
     let match: RegExpExecArray | null;
 
+    if (route === '/attestations' && method === 'POST') {
+      const bundle = (body as { bundle?: unknown } | undefined)?.bundle;
+      if (!bundle || typeof bundle !== 'object') return this.json(response, 422, { message: 'Invalid request: bundle is required' });
+      this.attestations.push(bundle);
+      return this.json(response, 201, { id: this.attestations.length });
+    }
     if (route === '' && method === 'GET') {
       return this.json(response, 200, { id: 1, name: this.repo, full_name: `${this.owner}/${this.repo}`, private: false });
     }
@@ -448,11 +491,25 @@ export class GitHubServer {
           return this.json(response, 422, { message: 'Validation Failed', errors: [{ resource: 'ReleaseAsset', code: 'already_exists', field: 'name' }] });
         }
         const event = this.begin('rename', `${asset.api.name} -> ${name}`, release);
-        if (name) asset.api.name = name;
+        if (name) {
+          asset.api.name = name;
+          asset.api.browser_download_url = `${this.url}/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${encodeURIComponent(name)}`;
+        }
         asset.api.updated_at = new Date().toISOString();
         this.end(event, release);
         return this.json(response, 200, asset.api);
       }
+    }
+    if ((match = /^\/git\/refs?\/heads\/(.+)$/.exec(route)) && method === 'GET') {
+      const sha = this.branches.get(match[1]!);
+      if (!sha) return this.json(response, 404, { message: 'Not Found' });
+      const ref = `refs/heads/${match[1]!}`;
+      return this.json(response, 200, {
+        ref,
+        node_id: `REF_${ref}`,
+        url: `${this.url}/repos/${this.owner}/${this.repo}/git/${ref}`,
+        object: { type: 'commit', sha, url: '' },
+      });
     }
     if ((match = /^\/git\/refs?\/tags\/(.+)$/.exec(route))) {
       const tag = match[1]!;
@@ -561,17 +618,19 @@ export class GitHubServer {
     }
     const { size } = await stat(asset.file);
     let start = 0;
-    const range = /^bytes=(\d+)-$/.exec(String(request.headers.range ?? ''));
+    let end = size; // exclusive
+    const range = /^bytes=(\d+)-(\d*)$/.exec(String(request.headers.range ?? ''));
     if (range) {
       start = Number(range[1]);
-      if (start >= size) {
+      end = range[2] ? Math.min(size, Number(range[2]) + 1) : size;
+      if (start >= size || start >= end) {
         response.writeHead(416, { 'content-range': `bytes */${size}` });
         return void response.end();
       }
       response.writeHead(206, {
         'content-type': 'application/octet-stream',
-        'content-length': String(size - start),
-        'content-range': `bytes ${start}-${size - 1}/${size}`,
+        'content-length': String(end - start),
+        'content-range': `bytes ${start}-${end - 1}/${size}`,
       });
     } else {
       response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size), 'accept-ranges': 'bytes' });
@@ -579,7 +638,7 @@ export class GitHubServer {
     let sent = 0;
     const limit = fault?.kind === 'reset' || fault?.kind === 'truncate' ? fault.afterBytes : Infinity;
     const chunkBytes = fault?.kind === 'slow' ? (fault.chunkBytes ?? 1024) : 64 * 1024;
-    for await (const chunk of createReadStream(asset.file, { start, highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(asset.file, { start, end: Math.max(start, end - 1), highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
       let piece = chunk.subarray(0, Math.max(0, Math.min(chunk.length, limit - sent)));
       if (fault?.kind === 'corrupt' && sent === 0 && piece.length > 0) {
         piece = Buffer.from(piece);
@@ -627,7 +686,7 @@ export class GitHubServer {
       file: join(this.dir, String(id)),
       api: {
         url: `${this.url}/repos/${this.owner}/${this.repo}/releases/assets/${id}`,
-        browser_download_url: `https://github.example/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${name}`,
+        browser_download_url: `${this.url}/${this.owner}/${this.repo}/releases/download/${release.api.tag_name}/${encodeURIComponent(name)}`,
         id,
         node_id: `RA_${id}`,
         name,
@@ -722,6 +781,8 @@ export interface FixtureImage {
 
 export interface ImageFixture {
   readonly root: string;
+  /** The `release:` settings it was made with, as a config declares them. */
+  readonly decl: ReleaseDecl;
   readonly catalog: import('../../tasks/store/catalog.ts').ImageCatalog;
   /** Inputs behind each image's current key; mutate to simulate a template or base change. */
   readonly sources: Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>;
@@ -755,10 +816,7 @@ function smallQcow2(): Buffer {
   return smallQcow2Bytes;
 }
 
-export async function createImageFixture(
-  images: readonly FixtureImage[],
-  release: import('../../tasks/store/catalog.ts').ReleaseSettings,
-): Promise<ImageFixture> {
+export async function createImageFixture(images: readonly FixtureImage[], release: ReleaseDecl & { readonly tag: string }): Promise<ImageFixture> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const root = await mkdtemp(join(tmpdir(), 'pipeline-images-'));
   const sources = new Map<string, { base: { path: string; sha256: string }; files: Record<string, string> }>();
@@ -801,8 +859,9 @@ export async function createImageFixture(
     currentKey,
     // No upstream here: the bases are what `sources` says.
     inputsToBuild: currentKey,
+    buildSettings: (name) => ({ baseUrl: `https://images.example/${name}-base.qcow2`, template: `templates/${name}/template.pkr.hcl`, accelerator: 'kvm' }),
     publishDir: join(root, 'publish'),
-    release,
+    release: storeSettings(release, release.tag),
   };
-  return { root, catalog, sources, writeImage, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return { root, decl: release, catalog, sources, writeImage, cleanup: () => rm(root, { recursive: true, force: true }) };
 }

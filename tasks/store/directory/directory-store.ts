@@ -3,6 +3,7 @@
 //
 //   blobs/{sha256}.qcow2      an image's bytes, named by their SHA-256 (so two writers of
 //                             the same bytes write the same file, and nothing is replaced)
+//   blobs/{sha256}.{kind}     its attachments (chunk index, provenance), named the same way
 //   {name}.json               its record (images.json's entry plus the blob's name)
 //   {name}.qcow2, .sha256     hard links for people and scripts, like a release's assets
 //   images.json               the index, rebuilt from the records
@@ -21,23 +22,40 @@
 import { link, lutimes, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { Failure, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
+import { Failure, removeAbandonedTemps, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
 import { formatSha256Line } from '../../checksum.ts';
 import { quoteUntrusted } from '../../untrusted-text.ts';
 import { readInOrder } from '../file-reads.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
-import { emptyIndex, imageRecordSchema, INDEX_NAME, parseIndex, recordOf, sameRecord, serializeIndex, type ImageIndex } from '../record.ts';
+import {
+  ATTACHMENT_KINDS,
+  type AttachmentKind,
+  emptyIndex,
+  imageRecordSchema,
+  INDEX_NAME,
+  MAX_ATTACHMENT_BYTES,
+  parseIndex,
+  recordOf,
+  sameRecord,
+  serializeIndex,
+  verifiedAttachment,
+  type ImageIndex,
+} from '../record.ts';
 import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
-import { lstatOrUndefined, oddKind, readSmallFile } from './entries.ts';
+import { lstatOrUndefined, oddKind, readSmallBytes, readSmallFile } from './entries.ts';
 
 /** Blobs no record names are removed when older than this: no upload takes longer. */
 const UNREFERENCED_BLOB_AGE_MS = 6 * 60 * 60 * 1000;
 /** A record is a few KiB; the index a few per image. Anything larger is not one. */
 const RECORD_LIMIT = 1024 * 1024;
 const INDEX_LIMIT = 16 * 1024 * 1024;
-const BLOB_NAME = /^[0-9a-f]{64}\.qcow2$/;
+const IMAGE_BLOB_NAME = /^[0-9a-f]{64}\.qcow2$/;
 
-const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(BLOB_NAME) });
+/** The blob names this store makes: an image's bytes, or one of its attachments. */
+const BLOB_NAME = new RegExp(`^[0-9a-f]{64}\\.(?:qcow2|${ATTACHMENT_KINDS.join('|')})$`);
+const attachmentBlob = (kind: AttachmentKind, sha256: string): string => `${sha256}.${kind}`;
+
+const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(IMAGE_BLOB_NAME) });
 type RecordFile = z.infer<typeof recordFileSchema>;
 
 type RecordRead = { readonly kind: 'ok'; readonly file: RecordFile } | { readonly kind: 'missing' } | { readonly kind: 'damaged'; readonly problem: string };
@@ -96,14 +114,15 @@ export class DirectoryStore implements ImageStore {
       sha256: file.image.sha256,
       size,
       record: file.image,
+      readAttachment: (kind, signal) => this.readAttachment(file, kind, signal),
       pieces: [
         {
           id: file.blob,
           label: imageFileName(name),
           size,
-          async read({ from, signal, sink }) {
+          async read({ from, to, signal, sink }) {
             try {
-              await readInOrder(path, { from, signal, regularOnly: true, each: sink });
+              await readInOrder(path, { from, ...(to !== undefined ? { to } : {}), signal, regularOnly: true, each: sink });
             } catch (error) {
               if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `${path} is gone`);
               throw error;
@@ -134,6 +153,8 @@ export class DirectoryStore implements ImageStore {
     const blobsInfo = await lstatOrUndefined(blobs);
     if (!blobsInfo) await mkdir(blobs).catch(ignoreExists);
     else if (!blobsInfo.isDirectory()) throw this.notOurs(blobs, blobsInfo);
+    // What a writer of this host killed mid-put left (its temp names carry its pid): gone before this one writes.
+    await removeAbandonedTemps([this.dir, blobs]);
     const blob = `${image.sha256}.qcow2`;
     const found = await this.record(image.name);
     const previous = found.kind === 'ok' ? found.file : undefined;
@@ -141,17 +162,27 @@ export class DirectoryStore implements ImageStore {
     const held = await lstatOrUndefined(this.blobPath(blob));
     // Only a regular file of the right size counts; anything else under that name is replaced.
     const uploaded = options.force || !(held?.isFile() && held.size === image.size);
+    // Replacing another image (or the same bytes, forced) is decided now, before bytes move,
+    // and again with the record found right before the new one is written.
+    const replaces = (file: RecordFile | undefined): file is RecordFile => file !== undefined && (file.blob !== blob || options.force);
+    if (replaces(previous) && options.mayReplace) await options.mayReplace(previous.image);
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
     // A held blob may be an old unreferenced one: made young again, no writer's sweep removes it under this record.
     else await lutimes(this.blobPath(blob), new Date(), new Date());
     const record = recordOf(
       image,
       [{ name: imageFileName(image.name), size: image.size }],
-      previous?.blob === blob && previous.image.uploadedAt ? previous.image.uploadedAt : new Date().toISOString(),
+      new Date().toISOString(),
+      attachmentBlob,
+      previous?.blob === blob ? previous.image : undefined,
     );
+    await this.storeAttachments(image, record);
     if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {
+      const again = options.mayReplace ? await this.record(image.name) : undefined;
+      const now = again?.kind === 'ok' ? again.file : undefined;
+      if (replaces(now) && options.mayReplace) await options.mayReplace(now.image);
       const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
       const recordPath = join(this.dir, `${image.name}.json`);
       const there = await lstatOrUndefined(recordPath);
@@ -218,6 +249,35 @@ export class DirectoryStore implements ImageStore {
     if (!info) return false;
     if (!info.isDirectory()) throw this.notOurs(this.dir, info);
     return true;
+  }
+
+  /** Attachment blobs before the record that names them; one already there is made young again, as a held image blob is. */
+  private async storeAttachments(image: ImageToPut, record: ReturnType<typeof recordOf>): Promise<void> {
+    for (const kind of ATTACHMENT_KINDS) {
+      const ref = record.attachments?.[kind];
+      const bytes = image.attachments?.[kind];
+      if (!ref || !bytes) continue;
+      const path = this.blobPath(ref.name);
+      const there = await lstatOrUndefined(path);
+      if (there?.isFile() && there.size === ref.size) await lutimes(path, new Date(), new Date());
+      else if (there?.isDirectory()) throw this.notOurs(path, there);
+      else await writeFileAtomic(path, bytes);
+    }
+  }
+
+  private async readAttachment(file: RecordFile, kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined> {
+    const ref = file.image.attachments?.[kind];
+    if (!ref) return undefined;
+    const where = `${file.name} in ${this.location}`;
+    if (!BLOB_NAME.test(ref.name))
+      throw new Failure('integrity', `the record of ${where} names ${JSON.stringify(ref.name)} for its ${kind}, not a blob of this store`);
+    signal.throwIfAborted();
+    const blobs = await lstatOrUndefined(join(this.dir, 'blobs'));
+    if (blobs && !blobs.isDirectory()) throw new Failure('integrity', `the ${kind} of ${where} is in blobs/, which is ${oddKind(blobs)}`);
+    const read = await readSmallBytes(this.blobPath(ref.name), MAX_ATTACHMENT_BYTES);
+    if (read.kind === 'missing') throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
+    if (read.kind === 'odd') throw new Failure('integrity', `the ${kind} of ${where} (${ref.name}) ${read.problem}`);
+    return verifiedAttachment(read.bytes, ref, kind, where);
   }
 
   private notOurs(path: string, info: Parameters<typeof oddKind>[0]): Failure {
@@ -356,7 +416,9 @@ export class DirectoryStore implements ImageStore {
     const blobs = join(this.dir, 'blobs');
     const before = await lstatOrUndefined(blobs);
     if (!before?.isDirectory()) return [];
-    const referenced = new Set([...(await this.scan()).records.values()].map((file) => file.blob));
+    const referenced = new Set(
+      [...(await this.scan()).records.values()].flatMap((file) => [file.blob, ...Object.values(file.image.attachments ?? {}).map((ref) => ref.name)]),
+    );
     const notes: string[] = [];
     const entries = await readdir(blobs, { withFileTypes: true }).catch(() => []);
     for (const entry of entries) {

@@ -31,17 +31,29 @@ export async function lstatOrUndefined(path: string): Promise<Stats | undefined>
 }
 
 export type SmallFile = { readonly kind: 'text'; readonly text: string } | { readonly kind: 'missing' } | { readonly kind: 'odd'; readonly problem: string };
+export type SmallBytes = { readonly kind: 'bytes'; readonly bytes: Buffer } | { readonly kind: 'missing' } | { readonly kind: 'odd'; readonly problem: string };
 
 /**
- * The text of a small regular file, read only when it is one (no link followed, no FIFO
- * waited on) and at most `limit` bytes long; otherwise what it is instead.
+ * The text of a small regular file (a record, an index), read only when it is one (no
+ * link followed, no FIFO waited on) and at most `limit` bytes long; otherwise what it is
+ * instead.
  */
 export async function readSmallFile(path: string, limit: number): Promise<SmallFile> {
+  const read = await readSmallBytes(path, limit, 'a record ever is');
+  return read.kind === 'bytes' ? { kind: 'text', text: read.bytes.toString('utf8') } : read;
+}
+
+/**
+ * The bytes of a small regular file, read only when it is one (no link followed, no FIFO
+ * waited on) and at most `limit` bytes long; otherwise what it is instead. `largest` ends
+ * the sentence "more than …" for a file over the limit.
+ */
+export async function readSmallBytes(path: string, limit: number, largest = `it may be (${limit})`): Promise<SmallBytes> {
   const info = await lstatOrUndefined(path);
   if (!info) return { kind: 'missing' };
   const odd = oddKind(info);
   if (odd) return { kind: 'odd', problem: `is ${odd}` };
-  if (info.size > limit) return { kind: 'odd', problem: `is ${info.size} bytes, more than a record ever is (${limit})` };
+  if (info.size > limit) return { kind: 'odd', problem: `is ${info.size} bytes, more than ${largest}` };
   let handle: Awaited<ReturnType<typeof openRegularFile>>;
   try {
     handle = await openRegularFile(path);
@@ -51,16 +63,16 @@ export async function readSmallFile(path: string, limit: number): Promise<SmallF
     throw error;
   }
   try {
-    // Read to `limit` + 1 whatever the size said: the file may have grown since.
-    const buffer = Buffer.alloc(limit + 1);
+    // One byte past the size lstat saw: a file that grew since (someone writing it) is refused, not read unbounded.
+    const buffer = Buffer.alloc(info.size + 1);
     let filled = 0;
     while (filled < buffer.length) {
       const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
-    if (filled > limit) return { kind: 'odd', problem: `is more than ${limit} bytes, more than a record ever is` };
-    return { kind: 'text', text: buffer.toString('utf8', 0, filled) };
+    if (filled > info.size) return { kind: 'odd', problem: `grew while it was read (past ${info.size} bytes)` };
+    return { kind: 'bytes', bytes: buffer.subarray(0, filled) };
   } finally {
     await handle.close();
   }

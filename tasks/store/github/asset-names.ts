@@ -6,17 +6,21 @@
 //   {image}.qcow2.sha256           its sha256sum line (the contract external consumers use)
 //   {image}.qcow2.json             its record: what the index entry says, plus the asset ids
 //                                  of the bytes it describes (written only by its uploaders)
+//   {image}.qcow2.chunks           its attachments, when it has them: the chunk index, and
+//   {image}.qcow2.sigstore.json    the signed provenance bundle
 //   {final}.uploading-{run}        a new asset on its way to {final}; a record under such a
 //                                  name, fully uploaded, is the commit of that run's swap
 //   images.json                    the index of every image, rebuilt from the records
 import { Failure } from '../../../src/index.ts';
-import { INDEX_NAME } from '../record.ts';
+import { type AttachmentKind, INDEX_NAME } from '../record.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
 
 export const INDEX_ASSET = INDEX_NAME;
 const TEMP_MARKER = '.uploading-';
 
-export type AssetRole = 'whole' | 'part' | 'checksum' | 'record';
+export type AssetRole = 'whole' | 'part' | 'checksum' | 'record' | 'attachment';
+
+const ATTACHMENT_SUFFIX: Readonly<Record<AttachmentKind, string>> = { 'chunk-index': '.chunks', provenance: '.sigstore.json' };
 
 export interface ImageAsset {
   readonly role: AssetRole;
@@ -34,6 +38,10 @@ export function checksumAssetName(image: string): string {
 
 export function recordAssetName(image: string): string {
   return `${image}.qcow2.json`;
+}
+
+export function attachmentAssetName(image: string, kind: AttachmentKind): string {
+  return `${image}.qcow2${ATTACHMENT_SUFFIX[kind]}`;
 }
 
 /**
@@ -73,12 +81,13 @@ function withoutTemp(assetName: string): string {
   return run === undefined ? assetName : assetName.slice(0, -(TEMP_MARKER.length + run.length));
 }
 
-const ROLE_SUFFIX = /^(.+)\.qcow2(\.sha256|\.json|\.part[a-z]{2,4})?$/;
+const ROLE_SUFFIX = /^(.+)\.qcow2(\.sha256|\.json|\.part[a-z]{2,4}|\.chunks|\.sigstore\.json)?$/;
 
 function roleOf(suffix: string | undefined): AssetRole {
   if (suffix === undefined) return 'whole';
   if (suffix === '.sha256') return 'checksum';
   if (suffix === '.json') return 'record';
+  if (Object.values(ATTACHMENT_SUFFIX).includes(suffix)) return 'attachment';
   return 'part';
 }
 

@@ -1,10 +1,11 @@
-// The one place that turns environment and config into an authenticated GitHub client,
-// and GitHub's failures into messages a user can act on. The token lives only in the
+// The one place that turns environment and config into a GitHub client, and GitHub's
+// failures into messages a user can act on. A token is used whenever one is present, and
+// needed only to write: a public release is read anonymously. The token lives only in the
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
 import type { Octokit, RequestError } from 'octokit';
 import { Failure, type FailureKind, isFailure } from '../../../src/index.ts';
-import type { ReleaseSettings } from '../catalog.ts';
+import type { GitHubSettings } from './settings.ts';
 
 export const DEFAULT_API_URL = 'https://api.github.com';
 
@@ -18,11 +19,17 @@ export const readGhToken: GhTokenReader = () =>
     });
   });
 
+/** GITHUB_TOKEN, else GH_TOKEN, else `gh auth token`; undefined when there is none (reads then go anonymously). */
+export async function findToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader = readGhToken): Promise<string | undefined> {
+  return env.GITHUB_TOKEN?.trim() || env.GH_TOKEN?.trim() || (await readGh());
+}
+
+const NO_TOKEN = 'no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`';
+
+/** The token a write needs; a `setup` Failure saying how to provide one when there is none. */
 export async function resolveToken(env: NodeJS.ProcessEnv, readGh: GhTokenReader = readGhToken): Promise<string> {
-  const token = env.GITHUB_TOKEN?.trim() || env.GH_TOKEN?.trim() || (await readGh());
-  if (!token) {
-    throw new Failure('setup', 'no GitHub token: set GITHUB_TOKEN or GH_TOKEN, or log in with `gh auth login`');
-  }
+  const token = await findToken(env, readGh);
+  if (!token) throw new Failure('setup', NO_TOKEN);
   return token;
 }
 
@@ -35,7 +42,7 @@ const REPO = /^[A-Za-z0-9._-]{1,100}$/;
  * `owner/name` from GITHUB_REPOSITORY, else the config's release.repo, checked before any
  * request so that `../x` or `acme/../images` never reaches a URL.
  */
-export function resolveRepository(settings: ReleaseSettings, env: NodeJS.ProcessEnv): { owner: string; repo: string } {
+export function resolveRepository(settings: GitHubSettings, env: NodeJS.ProcessEnv): { owner: string; repo: string } {
   const fromEnv = env.GITHUB_REPOSITORY?.trim();
   const full = fromEnv || settings.repo;
   // A bad release.repo is caught when the config loads, where the error names the file.
@@ -51,7 +58,7 @@ export function resolveRepository(settings: ReleaseSettings, env: NodeJS.Process
   return { owner, repo };
 }
 
-export function resolveApiUrl(settings: ReleaseSettings, env: NodeJS.ProcessEnv): string {
+export function resolveApiUrl(settings: GitHubSettings, env: NodeJS.ProcessEnv): string {
   return (env.GITHUB_API_URL?.trim() || settings.apiUrl || DEFAULT_API_URL).replace(/\/+$/, '');
 }
 
@@ -72,8 +79,12 @@ export interface GitHubClient {
   readonly owner: string;
   readonly repo: string;
   readonly apiUrl: string;
-  /** `Authorization` header value for requests made outside octokit (streamed bodies). */
-  authorization(): string;
+  /** True when no token was found: reads only, asset bytes through the public download URLs. */
+  readonly anonymous: boolean;
+  /** `Authorization` header value for requests made outside octokit (streamed bodies); undefined when anonymous. */
+  authorization(): string | undefined;
+  /** Throws the one-line `setup` Failure of a missing token when the client is anonymous; `what` names the write. */
+  requireToken(what: string): void;
   /** Removes the token from text that may have passed through a server or library. */
   redact(text: string): string;
   readonly retryBaseMs: number;
@@ -91,11 +102,11 @@ const unthrottledGroup = {
   key: () => ({ schedule: (_options: unknown, task: (...args: unknown[]) => unknown, ...args: unknown[]) => task(...args) }),
 };
 
-export async function createGitHubClient(settings: ReleaseSettings, options: ClientOptions = {}): Promise<GitHubClient> {
+export async function createGitHubClient(settings: GitHubSettings, options: ClientOptions = {}): Promise<GitHubClient> {
   const env = options.env ?? process.env;
   const { owner, repo } = resolveRepository(settings, env);
   const apiUrl = resolveApiUrl(settings, env);
-  const token = await resolveToken(env, options.readGhToken);
+  const token = await findToken(env, options.readGhToken);
   const retryBaseMs = options.retryBaseMs ?? 1000;
   const maxWait = options.maxRateLimitWaitSeconds ?? 120;
   const waitOnce = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number): boolean => retryCount < 2 && retryAfter <= maxWait;
@@ -107,25 +118,30 @@ export async function createGitHubClient(settings: ReleaseSettings, options: Cli
     notifications: unthrottledGroup as never,
   };
   // Loaded when a release is actually touched: a local build run never pays for octokit.
-  const [{ Octokit }, { apiFetch }] = await Promise.all([import('octokit'), import('./api-fetch.ts')]);
+  const [{ Octokit }, { retryingApiFetch }] = await Promise.all([import('octokit'), import('../http/api-fetch.ts')]);
   const octokit = new Octokit({
-    auth: token,
+    ...(token ? { auth: token } : {}),
     baseUrl: apiUrl,
     userAgent: 'pipeline-images',
-    retry: { retryAfterBaseValue: retryBaseMs },
+    // Retries are the fetch's (the one HTTP layer's): it fails at once on a host out of reach.
+    retry: { enabled: false },
     throttle,
     // node:http rather than Node's fetch, whose loading alone costs more memory than a download.
-    request: { fetch: apiFetch as unknown as typeof fetch },
+    request: { fetch: retryingApiFetch({ retryBaseMs }) as unknown as typeof fetch },
     // Octokit's default logger prints warnings to the console; the caller reports instead.
     log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
   });
-  const redact = (text: string): string => text.split(token).join('***');
+  const redact = (text: string): string => (token ? text.split(token).join('***') : text);
   return {
     octokit,
     owner,
     repo,
     apiUrl,
-    authorization: () => `Bearer ${token}`,
+    anonymous: !token,
+    authorization: () => (token ? `Bearer ${token}` : undefined),
+    requireToken: (what) => {
+      if (!token) throw new Failure('setup', `${NO_TOKEN} (needed to ${what})`);
+    },
     redact,
     retryBaseMs,
     transferAttempts: options.transferAttempts ?? 5,

@@ -2,11 +2,12 @@
 // Readers prefer the per-image records and fall back to images.json for images nobody
 // recorded (releases written before records existed).
 import { Failure } from '../../../src/index.ts';
-import type { ImageRecord } from '../record.ts';
+import { MAX_ATTACHMENT_BYTES, verifiedAttachment, type ImageRecord } from '../record.ts';
 import type {
   ImagePiece,
   ImageStore,
   ImageToPut,
+  LocationDescriptions,
   OpenedImage,
   PutOptions,
   PutResult,
@@ -28,6 +29,8 @@ import { ReleaseReader, type Snapshot } from './snapshot.ts';
 
 export class GitHubStore implements ImageStore {
   readonly location: string;
+  /** Release descriptions: where `release note` writes and `images list --version` reads. */
+  readonly descriptions: LocationDescriptions;
   private reader: ReleaseReader | undefined;
 
   constructor(
@@ -38,6 +41,16 @@ export class GitHubStore implements ImageStore {
     private readonly log: (line: string) => void = () => {},
   ) {
     this.location = `release ${tag} of ${api.client.owner}/${api.client.repo}`;
+    this.descriptions = {
+      where: `${api.client.owner}/${api.client.repo}`,
+      read: async (tag) => {
+        const release = await api.findRelease(tag);
+        return release ? { text: release.body ?? '', url: release.html_url } : undefined;
+      },
+      write: async (tag, text) => {
+        await api.updateReleaseBody(await api.requireRelease(tag), text);
+      },
+    };
   }
 
   private async readerFor(create: boolean): Promise<ReleaseReader | undefined> {
@@ -88,6 +101,13 @@ export class GitHubStore implements ImageStore {
         size: doc.image.size,
         record: doc.image,
         pieces: doc.image.parts.map((part) => piece(bound.get(part.name)!)),
+        readAttachment: async (kind, signal) => {
+          const ref = doc.image.attachments?.[kind];
+          if (!ref) return undefined;
+          const asset = bound.get(ref.name);
+          if (!asset) throw new Failure('integrity', `the record of ${name} on ${this.location} names ${ref.name} for its ${kind}, which it does not bind`);
+          return verifiedAttachment(await this.api.downloadBytes(asset, signal, MAX_ATTACHMENT_BYTES), ref, kind, `${name} on ${this.location}`);
+        },
       };
     }
     const seen = describe(layout, snapshot, undefined, reader);
@@ -113,6 +133,8 @@ export class GitHubStore implements ImageStore {
       size: found.data.reduce((sum, asset) => sum + asset.size, 0),
       ...(record && record.sha256 === sha256 ? { record } : {}),
       pieces: found.data.map(piece),
+      // Images nobody recorded predate attachments.
+      readAttachment: async () => undefined,
     };
   }
 
@@ -162,7 +184,15 @@ export class GitHubStore implements ImageStore {
       await this.api.moveTag(this.tag, commit);
       await this.api.updateReleaseBody(release, note);
     }
-    return { version, commit, note };
+    return {
+      version,
+      commit,
+      note,
+      said: {
+        done: `tag ${this.tag} now points at ${version} (${commit.slice(0, 12)}); assets kept`,
+        planned: `would point tag ${this.tag} at ${version} (${commit.slice(0, 12)}) and set the release body to "${note}"`,
+      },
+    };
   };
 }
 

@@ -16,6 +16,8 @@ export interface Asset {
   readonly size: number;
   readonly state: string;
   readonly created_at?: string;
+  /** Where anyone can download it (a public release needs no token there). */
+  readonly browser_download_url?: string;
 }
 
 /** Record docs read so far, by asset id; undefined: the asset holds no valid doc for its image. */

@@ -8,11 +8,11 @@
 // 4. settle: rename into place (free names first, then delete-and-rename back to back),
 //    the record last, then delete what the old image left;
 // 5. bring images.json up to date with every image's record.
-import { INDEX_NAME, recordOf, sameRecord, type ImageRecord } from '../record.ts';
+import { ATTACHMENT_KINDS, INDEX_NAME, recordOf, sameRecord, type ImageRecord } from '../record.ts';
 import type { ImageToPut, PutOptions, PutResult } from '../store.ts';
-import { checksumAssetName, partAssetName, recordAssetName, tempAssetName, wholeAssetName } from './asset-names.ts';
+import { attachmentAssetName, checksumAssetName, imageAssetRole, partAssetName, recordAssetName, tempAssetName, wholeAssetName } from './asset-names.ts';
 import { syncIndex } from './index-sync.ts';
-import { bindByName, type Candidate, type ImageLayout } from './layout.ts';
+import { bindByName, layoutOf, type Candidate, type ImageLayout } from './layout.ts';
 import { recordDoc, serializeRecordDoc, type RecordDoc } from './record-asset.ts';
 import type { ReleaseAsset } from './release-api.ts';
 import { endRun, newRunId } from './runs.ts';
@@ -43,25 +43,40 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   const context = { reader, signal, log };
   const name = image.name;
   const parts = planParts(name, image.size, limits);
-  const record = (uploadedAt: string): ImageRecord =>
+  const record = (uploadedAt: string, held?: ImageRecord): ImageRecord =>
     recordOf(
       image,
       parts.map((part) => ({ name: part.name, size: part.length })),
       uploadedAt,
+      (kind) => attachmentAssetName(name, kind),
+      held,
     );
 
   const before = await settleImage(context, name);
   if (!options.force) {
     const held = await alreadyHeld(reader, before, image, parts, signal);
     if (held) {
-      const wanted = record(held.uploadedAt ?? new Date().toISOString());
+      const wanted = record(held.uploadedAt ?? new Date().toISOString(), held.doc?.image);
       if (held.doc && sameRecord(held.doc.image, wanted)) {
         log(`${name}: ${reader.release.tag_name} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
       } else {
-        // Same bytes, new facts about them (or bytes nobody recorded): a commit that renames nothing.
+        // Same bytes, new facts about them (or bytes nobody recorded): a commit that renames
+        // nothing but attachments that changed.
         const run = newRunId();
+        const mine: ReleaseAsset[] = [];
+        let committed: number | undefined;
         try {
-          await settleImage(context, name, await commit(reader, name, recordDoc(name, wanted, held.assets), run, signal));
+          const bytes = held.assets.filter((entry) => imageAssetRole(name, entry.name)?.role !== 'attachment');
+          const attachments = await attachmentEntries(reader, image, wanted, held.doc, run, signal, mine);
+          committed = await commit(reader, name, recordDoc(name, wanted, [...bytes, ...attachments]), run, signal);
+        } finally {
+          if (committed === undefined) {
+            await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
+            endRun(run);
+          }
+        }
+        try {
+          await settleImage(context, name, committed);
         } finally {
           endRun(run);
         }
@@ -72,6 +87,10 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
     }
   }
 
+  // Deciding to replace what is there: before any bytes move, and again right before the commit.
+  const replaced = before.current?.doc.image;
+  if (replaced && options.mayReplace) await options.mayReplace(replaced);
+  const sameBytes = replaced?.sha256 === image.sha256 ? replaced : undefined;
   const run = newRunId();
   const checksumText = formatSha256Line(image.sha256, wholeAssetName(name));
   const total = image.size + Buffer.byteLength(checksumText);
@@ -103,9 +122,21 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
         signal,
       }),
     );
+    const checksumId = mine.at(-1)!.id;
+    const wanted = record(new Date().toISOString(), sameBytes);
+    const attachments = await attachmentEntries(reader, image, wanted, undefined, run, signal, mine);
     options.onProgress?.(total, total);
-    const assets = [...parts.map((part, index) => ({ name: part.name, id: mine[index]!.id })), { name: checksumAssetName(name), id: mine.at(-1)!.id }];
-    committed = await commit(reader, name, recordDoc(name, record(new Date().toISOString()), assets), run, signal);
+    const assets = [
+      ...parts.map((part, index) => ({ name: part.name, id: mine[index]!.id })),
+      { name: checksumAssetName(name), id: checksumId },
+      ...attachments,
+    ];
+    if (options.mayReplace) {
+      const snapshot = await reader.snapshot([name], signal);
+      const now = layoutOf(name, snapshot.assets, snapshot.docs).current?.doc.image;
+      if (now) await options.mayReplace(now);
+    }
+    committed = await commit(reader, name, recordDoc(name, wanted, assets), run, signal);
   } finally {
     // Not committed: nobody will ever rename these, so they go now (Ctrl-C included).
     if (committed === undefined) await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
@@ -120,6 +151,44 @@ export async function putImage(reader: ReleaseReader, image: ImageToPut, limits:
   await syncIndex(context);
   log(`recorded ${name} in ${recordAssetName(name)} and ${INDEX_NAME}`);
   return { uploaded: true };
+}
+
+/**
+ * The record doc's entries for the attachments `wanted` names: an asset `held` already
+ * binds to the same bytes is kept, any other is uploaded under the run's temporary name
+ * (and pushed onto `mine`, for the caller to delete if the commit never comes).
+ */
+async function attachmentEntries(
+  reader: ReleaseReader,
+  image: ImageToPut,
+  wanted: ImageRecord,
+  held: RecordDoc | undefined,
+  run: string,
+  signal: AbortSignal,
+  mine: ReleaseAsset[],
+): Promise<RecordDoc['assets']> {
+  const entries: Array<RecordDoc['assets'][number]> = [];
+  for (const kind of ATTACHMENT_KINDS) {
+    const ref = wanted.attachments?.[kind];
+    const bytes = image.attachments?.[kind];
+    if (!ref || !bytes) continue;
+    const heldRef = held?.image.attachments?.[kind];
+    const heldEntry = heldRef?.sha256 === ref.sha256 && heldRef.name === ref.name ? held?.assets.find((entry) => entry.name === ref.name) : undefined;
+    if (heldEntry) {
+      entries.push(heldEntry);
+      continue;
+    }
+    const asset = await reader.api.uploadText({
+      release: reader.release,
+      name: tempAssetName(ref.name, run),
+      text: bytes,
+      contentType: 'application/octet-stream',
+      signal,
+    });
+    mine.push(asset);
+    entries.push({ name: ref.name, id: asset.id });
+  }
+  return entries;
 }
 
 /** Uploads the record under the run's temporary name: the moment the replacement is decided. Returns its id. */

@@ -7,11 +7,13 @@ import type { components } from '@octokit/openapi-types';
 import { Failure } from '../../../src/index.ts';
 import { assertSafeFileName } from '../names.ts';
 import { describeFailure, GitHubFailure, toGitHubFailure, type GitHubClient } from './client.ts';
-import { downloadRange, TransferError, uploadRange } from './http-transfer.ts';
+import { downloadRange, TransferError, uploadRange } from '../http/http-transfer.ts';
 
 export type Release = components['schemas']['release'];
 /** GitHub also reports `new` for an asset whose upload never finished. */
 export type ReleaseAsset = Omit<components['schemas']['release-asset'], 'state'> & { state: string };
+/** What a download needs of an asset: its id (with a token) or its public URL (without one). */
+export type DownloadableAsset = Pick<ReleaseAsset, 'id' | 'name' | 'size'> & { readonly browser_download_url?: string };
 
 export const LATEST_RELEASE_TITLE = 'Latest Images';
 
@@ -45,9 +47,12 @@ export class ReleaseApi {
     } catch (error) {
       const failure = toGitHubFailure(error, `find repository ${this.client.owner}/${this.client.repo}`, this.client);
       if (failure instanceof GitHubFailure && failure.status === 404) {
+        const repo = `${this.client.owner}/${this.client.repo}`;
         throw new Failure(
           'setup',
-          `GitHub repository ${this.client.owner}/${this.client.repo} not found, or the token cannot see it: check GITHUB_REPOSITORY (or release.repo) and the token's access`,
+          this.client.anonymous
+            ? `GitHub repository ${repo} not found, or it is private: check GITHUB_REPOSITORY (or release.repo); a private repository needs a token (GITHUB_TOKEN, GH_TOKEN or \`gh auth login\`)`
+            : `GitHub repository ${repo} not found, or the token cannot see it: check GITHUB_REPOSITORY (or release.repo) and the token's access`,
           { code: 404 },
         );
       }
@@ -70,6 +75,7 @@ export class ReleaseApi {
     for (let attempt = 1; ; attempt++) {
       const existing = await this.findRelease(tag);
       if (existing) return existing;
+      this.client.requireToken(`create release ${tag}`);
       try {
         const { data } = await this.client.octokit.rest.repos.createRelease({
           ...this.where,
@@ -112,6 +118,7 @@ export class ReleaseApi {
 
   /** Deletes an asset; `gone` when another writer deleted it first (which is what we wanted). */
   async deleteAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>): Promise<'deleted' | 'gone'> {
+    this.client.requireToken(`delete asset ${asset.name}`);
     try {
       await this.client.octokit.rest.repos.deleteReleaseAsset({ ...this.where, asset_id: asset.id });
       return 'deleted';
@@ -127,6 +134,7 @@ export class ReleaseApi {
    * already_exists: `taken`); `gone` when the asset itself was deleted meanwhile.
    */
   async renameAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>, name: string): Promise<'renamed' | 'taken' | 'gone'> {
+    this.client.requireToken(`rename asset ${asset.name}`);
     try {
       await this.client.octokit.rest.repos.updateReleaseAsset({ ...this.where, asset_id: asset.id, name });
       return 'renamed';
@@ -139,6 +147,7 @@ export class ReleaseApi {
   }
 
   async updateReleaseBody(release: Pick<Release, 'id' | 'tag_name'>, body: string): Promise<void> {
+    this.client.requireToken(`update release ${release.tag_name}`);
     await this.call(`update release ${release.tag_name}`, () => this.client.octokit.rest.repos.updateRelease({ ...this.where, release_id: release.id, body }));
   }
 
@@ -159,6 +168,7 @@ export class ReleaseApi {
     onProgress?: (sent: number) => void;
   }): Promise<ReleaseAsset> {
     assertSafeFileName(options.name);
+    this.client.requireToken(`upload ${options.name}`);
     const url = new URL(options.release.upload_url.replace(/\{[^}]*\}$/, ''));
     url.searchParams.set('name', options.name);
     let lastError: Error | undefined;
@@ -169,7 +179,7 @@ export class ReleaseApi {
       try {
         const asset = (await uploadRange({
           url: url.href,
-          authorization: this.client.authorization(),
+          authorization: this.client.authorization()!,
           path: options.path,
           start: options.start,
           length: options.length,
@@ -200,37 +210,45 @@ export class ReleaseApi {
   }
 
   /**
-   * Streams an asset's bytes from `from` into `sink`, resuming with a Range request after a
-   * reset or a short body. `onRestart` is called when the server cannot resume (the caller
-   * discards what it wrote and the stream starts over from byte 0).
+   * Streams an asset's bytes [from, to) into `sink` (to: the asset's end by default),
+   * resuming with a Range request after a reset or a short body. When the server cannot
+   * resume, a read to the end calls `onRestart` (the caller discards what it wrote and the
+   * stream starts over from byte 0); a bounded read fails.
    */
   async downloadAsset(options: {
-    asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>;
+    asset: DownloadableAsset;
     from?: number;
+    to?: number;
     signal: AbortSignal;
     sink: (chunk: Buffer, offset: number) => Promise<void> | void;
     onRestart?: () => void;
   }): Promise<void> {
-    const url = `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${options.asset.id}`;
+    const url = this.downloadUrl(options.asset);
+    const end = options.to ?? options.asset.size;
+    if (end > options.asset.size || (options.from ?? 0) > end) {
+      throw new GitHubFailure(`bytes ${options.from ?? 0}-${end} asked of ${options.asset.name}, which is ${options.asset.size} bytes`);
+    }
     let offset = options.from ?? 0;
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
-      if (offset >= options.asset.size && options.asset.size > 0) return;
+      if (offset >= end && (end > 0 || options.to !== undefined)) return;
       options.signal.throwIfAborted();
       try {
         await downloadRange({
           url,
-          authorization: this.client.authorization(),
+          ...(this.client.anonymous ? {} : { authorization: this.client.authorization()! }),
           from: offset,
-          expected: options.asset.size - offset,
+          ...(options.to !== undefined ? { to: end } : {}),
+          expected: end - offset,
           signal: options.signal,
           sink: (chunk) => {
             const at = offset;
             offset += chunk.length;
+            if (offset > end) throw new GitHubFailure(`${options.asset.name} sent more than bytes ${options.from ?? 0}-${end}`);
             return options.sink(chunk, at);
           },
         });
-        if (offset !== options.asset.size) {
+        if (offset !== end) {
           throw new GitHubFailure(`download of ${options.asset.name} gave ${offset} bytes, the release lists ${options.asset.size}`);
         }
         return;
@@ -241,6 +259,8 @@ export class ReleaseApi {
         if (!error.retryable && error.status !== 416) throw lastError;
         if (attempt === this.client.transferAttempts) throw lastError;
         if (error.status === 416) {
+          // A bounded read cannot start over from byte 0: it says so and the caller fetches otherwise.
+          if (options.to !== undefined) throw lastError;
           offset = 0;
           options.onRestart?.();
         }
@@ -250,8 +270,19 @@ export class ReleaseApi {
     throw lastError ?? new GitHubFailure(`download of ${options.asset.name} failed`);
   }
 
-  /** A small asset (checksum, manifest) as text. */
-  async downloadText(asset: Pick<ReleaseAsset, 'id' | 'name' | 'size'>, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<string> {
+  /**
+   * With a token, the API's asset URL (by id, so a rename mid-read changes nothing); without
+   * one, the release's public download URL, which GitHub serves to anyone and does not count
+   * against the 60 API requests an hour it allows an anonymous client.
+   */
+  private downloadUrl(asset: DownloadableAsset): string {
+    if (!this.client.anonymous) return `${this.client.apiUrl}/repos/${this.client.owner}/${this.client.repo}/releases/assets/${asset.id}`;
+    if (!asset.browser_download_url) throw new GitHubFailure(`asset ${asset.name} has no public download URL; reading it needs a token`);
+    return asset.browser_download_url;
+  }
+
+  /** A small asset (checksum, manifest, attachment), whole, into memory. */
+  async downloadBytes(asset: DownloadableAsset, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<Buffer> {
     if (asset.size > limit) throw new GitHubFailure(`asset ${asset.name} is ${asset.size} bytes, too large to be what it claims`);
     const buffer = Buffer.alloc(asset.size);
     await this.downloadAsset({
@@ -262,13 +293,19 @@ export class ReleaseApi {
         chunk.copy(buffer, offset);
       },
     });
-    return buffer.toString('utf8');
+    return buffer;
   }
 
+  /** A small asset (checksum, manifest) as text. */
+  async downloadText(asset: DownloadableAsset, signal: AbortSignal, limit = 16 * 1024 * 1024): Promise<string> {
+    return (await this.downloadBytes(asset, signal, limit)).toString('utf8');
+  }
+
+  /** A small body (text, or an attachment's bytes) as asset `name`. */
   async uploadText(options: {
     release: Pick<Release, 'id' | 'upload_url'>;
     name: string;
-    text: string;
+    text: string | Uint8Array;
     contentType?: string;
     signal: AbortSignal;
   }): Promise<ReleaseAsset> {
@@ -279,7 +316,7 @@ export class ReleaseApi {
     const dir = await mkdtemp(join(tmpdir(), 'pipeline-asset-'));
     const path = join(dir, 'body');
     try {
-      const bytes = Buffer.from(options.text, 'utf8');
+      const bytes = typeof options.text === 'string' ? Buffer.from(options.text, 'utf8') : options.text;
       await writeFile(path, bytes);
       return await this.uploadAsset({ ...options, path, start: 0, length: bytes.length });
     } finally {
@@ -309,6 +346,7 @@ export class ReleaseApi {
 
   /** Moves (or creates) `tags/{tag}` to point at `sha`. */
   async moveTag(tag: string, sha: string): Promise<void> {
+    this.client.requireToken(`move tag ${tag}`);
     try {
       await this.client.octokit.rest.git.updateRef({ ...this.where, ref: `tags/${tag}`, sha, force: true });
     } catch (error) {

@@ -1,6 +1,6 @@
 // Byte sizes from config and environment, and the asset limits an upload splits at.
 import { Failure } from '../../../src/index.ts';
-import type { ReleaseSettings } from '../catalog.ts';
+import type { GitHubSettings } from './settings.ts';
 
 /** GitHub rejects release assets above 2 GiB. */
 export const GITHUB_MAX_ASSET_SIZE = 2_147_483_648;
@@ -38,7 +38,7 @@ export interface TransferLimits {
   readonly partSize: number;
 }
 
-export function resolveTransferLimits(release: ReleaseSettings, env: NodeJS.ProcessEnv = process.env): TransferLimits {
+export function resolveTransferLimits(release: GitHubSettings, env: NodeJS.ProcessEnv = process.env): TransferLimits {
   const maxAssetSize = env.PIPELINE_MAX_ASSET_SIZE
     ? parseByteSize(env.PIPELINE_MAX_ASSET_SIZE, 'PIPELINE_MAX_ASSET_SIZE')
     : (release.maxAssetSize ?? GITHUB_MAX_ASSET_SIZE);

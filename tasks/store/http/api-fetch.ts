@@ -4,8 +4,15 @@
 // answers, more than a multi-gigabyte download needs for itself. Only what octokit's
 // request uses is here: method, headers, a string or byte body, a signal, redirects;
 // the answer's status, headers and whole body.
+//
+// Retries live here too (octokit's own retry plugin stays off): a reset or a 5xx is tried
+// again with backoff, but a host that refuses the connection, a name that does not
+// resolve, or a connection not made within CONNECT_TIMEOUT_MS fails at once, so a store
+// out of reach is said in seconds rather than after a minute of backoff.
 import http from 'node:http';
 import https from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectDeadline, isUnreachable } from './reach.ts';
 
 export interface ApiFetchInit {
   readonly method?: string;
@@ -49,6 +56,34 @@ export class ApiHeaders {
   [Symbol.iterator](): IterableIterator<[string, string]> {
     return this.map.entries();
   }
+}
+
+export interface RetryPolicy {
+  /** Milliseconds per unit of backoff: attempt n+1 waits n^2 units (as octokit's retry plugin did). */
+  readonly retryBaseMs?: number;
+  /** Attempts after the first (default 3). */
+  readonly retries?: number;
+}
+
+/** Statuses worth another attempt: the server's trouble, not an answer about the request. */
+const RETRIED_STATUSES = new Set([500, 502, 503, 504]);
+
+/** A fetch for octokit that retries resets and 5xx answers (rate limits are the throttling plugin's). */
+export function retryingApiFetch(policy: RetryPolicy = {}): (input: string | URL, init?: ApiFetchInit) => Promise<ApiResponse> {
+  const base = policy.retryBaseMs ?? 1000;
+  const retries = policy.retries ?? 3;
+  return async (input, init = {}) => {
+    for (let attempt = 0; ; attempt++) {
+      const last = attempt >= retries;
+      try {
+        const answer = await apiFetch(input, init);
+        if (last || !RETRIED_STATUSES.has(answer.status)) return answer;
+      } catch (error) {
+        if (last || isUnreachable(error) || init.signal?.aborted) throw error;
+      }
+      await sleep((attempt + 1) ** 2 * base, undefined, init.signal ? { signal: init.signal } : {});
+    }
+  };
 }
 
 const MAX_REDIRECTS = 20;
@@ -103,10 +138,12 @@ function send(
     // As fetch does, an abort rejects with the signal's reason (an AbortError, or a TimeoutError).
     const onAbort = () => outgoing.destroy(signal!.reason);
     const fail = (error: unknown) => {
+      stopDeadline();
       signal?.removeEventListener('abort', onAbort);
       reject(signal?.aborted ? signal.reason : error);
     };
     const outgoing = transport.request(url, { method, headers }, (incoming) => {
+      stopDeadline();
       const chunks: Buffer[] = [];
       incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
       const cutShort = (cause?: Error) => fail(new Error(`the answer from ${url.origin} was cut short${cause ? ` (${cause.message})` : ''}`));
@@ -127,6 +164,7 @@ function send(
       });
     });
     signal?.addEventListener('abort', onAbort, { once: true });
+    const stopDeadline = connectDeadline(outgoing, url);
     outgoing.setTimeout(IDLE_MS, () => outgoing.destroy(new Error(`no answer from ${url.origin} in ${IDLE_MS / 1000} s`)));
     outgoing.on('error', fail);
     outgoing.end(body);

@@ -8,6 +8,7 @@
 // using a chunk until its promise settles.
 import net from 'node:net';
 import tls from 'node:tls';
+import { CONNECT_TIMEOUT_MS, UnreachableError } from './reach.ts';
 
 /** The socket's read buffer (TLS fills at most a record's 16 KiB of it at a time). */
 const READ_BYTES = 128 * 1024;
@@ -78,6 +79,7 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
     const finish = (error: unknown, complete = false) => {
       if (settled) return;
       settled = true;
+      clearTimeout(connectTimer);
       signal.removeEventListener('abort', onAbort);
       socket.destroy();
       const settle = () => {
@@ -90,6 +92,11 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
     };
     const onAbort = () => finish(abortError(signal));
     signal.addEventListener('abort', onAbort, { once: true });
+    // DNS and the TCP handshake within CONNECT_TIMEOUT_MS, or the host counts as out of reach.
+    const connectTimer = setTimeout(
+      () => finish(new UnreachableError(`no connection to ${url.host} within ${CONNECT_TIMEOUT_MS / 1000} s`, 'ECONNECT_TIMEOUT')),
+      CONNECT_TIMEOUT_MS,
+    );
 
     /** Takes bytes off the wire; false pauses the socket until the sink is ready again. */
     const take = (bytes: Buffer): boolean => {
@@ -169,6 +176,7 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
         ? // tls.connect documents `onread` (as net.connect's) but @types/node leaves it out.
           tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
         : net.connect({ host, port, onread });
+    socket.once('connect', () => clearTimeout(connectTimer));
     socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
       const lines = [
         `GET ${url.pathname}${url.search} HTTP/1.1`,
@@ -180,7 +188,7 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
       ];
       socket.write(lines.join('\r\n'));
     });
-    socket.on('error', (error) => finish(new ConnectionError(error.message)));
+    socket.on('error', (error) => finish(new ConnectionError(error.message, { cause: error })));
     socket.on('close', () => {
       if (!response) finish(new ConnectionError('connection closed before a response'));
       // What arrived before the close goes to the sink first; `deliver` finishes after it.
@@ -188,6 +196,52 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
       else finish(undefined, body.endedByClose());
     });
   });
+}
+
+/** Headers that carry credentials: never sent to another origin than the one they were given for. */
+const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie']);
+
+export interface FollowingGetRequest extends GetRequest {
+  /** Redirects followed before giving up (default 10). */
+  readonly maxRedirects?: number;
+  /**
+   * Where credential headers may follow a redirect: to the same origin (the default, as
+   * fetch does), or nowhere (an API whose redirects always lead to pre-signed storage).
+   */
+  readonly credentialsFollow?: 'same-origin' | 'never';
+}
+
+/**
+ * `httpGet`, following redirects (3xx with a Location): the request's credential headers
+ * go only to the origin of the first URL, so a redirect to another host (a CDN, signed
+ * storage) never carries them. `onResponse` sees the final answer; the result says where
+ * it came from.
+ */
+export async function getFollowingRedirects(request: FollowingGetRequest): Promise<GetResult & { readonly url: URL }> {
+  const origin = request.url.origin;
+  let url = request.url;
+  for (let hop = 0; hop <= (request.maxRedirects ?? 10); hop++) {
+    const keep = hop === 0 || (url.origin === origin && request.credentialsFollow !== 'never');
+    const headers = keep
+      ? request.headers
+      : Object.fromEntries(Object.entries(request.headers).filter(([name]) => !CREDENTIAL_HEADERS.has(name.toLowerCase())));
+    let location: string | undefined;
+    const result = await httpGet({
+      url,
+      headers,
+      signal: request.signal,
+      onResponse: (response) => {
+        if (response.status >= 300 && response.status < 400 && response.status !== 304 && response.headers.location) {
+          location = response.headers.location;
+          return undefined;
+        }
+        return request.onResponse(response);
+      },
+    });
+    if (location === undefined) return { ...result, url };
+    url = new URL(location, url);
+  }
+  throw new ConnectionError(`too many redirects from ${request.url.origin}`);
 }
 
 /** What node:http rejects with on abort: an AbortError whose cause is the signal's reason. */
