@@ -9,7 +9,7 @@
 // Two steps. tsc (tsconfig.build.json) type-checks, emits the declarations (.d.ts) and the
 // JavaScript; esbuild then bundles that JavaScript into the three entry points (the CLI,
 // the engine's index, the package's index) and the chunks they share, so a run loads a
-// handful of files rather than forty: module resolution and reads were about a tenth of
+// handful of files rather than forty: module resolution and reads were a sizeable part of
 // a no-op run's start-up. The entries share their chunks, so a config importing the
 // package gets the same module instances as the CLI (instanceof Failure holds).
 // Packages stay external: the consumer's node_modules provides them.

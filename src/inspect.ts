@@ -1,14 +1,15 @@
 // Read-only views of a project: `explain`, `graph`, `--dry-run` and `plan --json`. They
 // read the same verdicts the runner acts on.
+import { verdictStatus, type VerdictStatus } from './assess.ts';
 import type { Graph } from './graph.ts';
-import { verdictStatus, type VerdictStatus } from './fingerprint.ts';
+import type { PlanEntry } from './plan.ts';
 import { dryRunOutput, explainOutput, formatOutput, planOutput } from './report/contract.ts';
-import type { PlanEntry } from './runner.ts';
+import { reasonText } from './report/reason-text.ts';
 import type { RunSettings, Session } from './session.ts';
 import type { NodeDef, NodeId } from './types.ts';
 
 function verdictText(entry: PlanEntry): string {
-  const { reason } = entry.verdict;
+  const reason = reasonText(entry.verdict.reason);
   switch (verdictStatus(entry.verdict)) {
     case 'fresh':
       return `fresh (${reason})`;

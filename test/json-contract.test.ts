@@ -93,7 +93,7 @@ test('a failed node carries its kind and log tail; its dependent is skipped; ok 
   t.deepEqual(broken.logTail, ['about to fail']);
   t.like(
     output.nodes.find((node) => node.id === 'after'),
-    { status: 'skipped', reason: 'dependency broken failed' },
+    { status: 'skipped', why: { code: 'dependency-failed', id: 'broken' } },
   );
 });
 
@@ -165,8 +165,11 @@ test('release check --json: the builder the command calls fits the schema, curre
 
 test('the schema rejects what the contract forbids, and its enums are the code’s', (t) => {
   const run = { formatVersion: 1, command: 'run', ok: true, wallMs: 1, ran: 0, fresh: 0, adopted: 0, failed: 0, skipped: 0, cancelled: 0, bytesHashed: 0 };
-  const node = { id: 'a', status: 'ran', reason: 'never built', durationMs: 1, bytesHashed: 0 };
+  const node = { id: 'a', status: 'ran', reason: 'never built', why: { code: 'never-built' }, durationMs: 1, bytesHashed: 0 };
   t.true(validateOutput({ ...run, nodes: [node] }));
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: undefined }] }), 'every node says why as a value');
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: { code: 'input-changed' } }] }), 'a reason carries the data its code names');
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: { code: 'never built' } }] }), 'codes are the known ones');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'stale' }] }), 'a run has no stale nodes');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'failed' }] }), 'a failed node needs its error and kind');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'failed', error: 'x', failureKind: 'oops' }] }), 'kinds are the known ones');

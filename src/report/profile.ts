@@ -5,8 +5,10 @@
 // hash, preflight) goes on `checking` tracks.
 import { writeFileAtomic } from '../atomic.ts';
 import type { NodePhase } from '../observer.ts';
-import type { NodeResult } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
+import type { Reason } from '../reason.ts';
 import type { NodeId } from '../types.ts';
+import { reasonText } from './reason-text.ts';
 import type { Reporter } from './reporter.ts';
 
 /** A Chrome trace event; `ts` and `dur` are microseconds. */
@@ -80,10 +82,10 @@ export class ProfileReporter implements Reporter {
     if (track.lane.group === CHECKING) this.closeTrack(id, now);
   }
 
-  nodeStarted(id: NodeId, reason: string): void {
+  nodeStarted(id: NodeId, reason: Reason): void {
     const now = this.now();
     if (this.open.get(id)?.lane.group === CHECKING) this.closeTrack(id, now);
-    this.openTrack(id, this.poolOf(id) ?? 'job', now, { reason });
+    this.openTrack(id, this.poolOf(id) ?? 'job', now, { reason: reasonText(reason) });
   }
 
   nodeFinished(result: NodeResult): void {

@@ -95,26 +95,19 @@ function isNoSpace(error: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
-async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status: 'ready' }>, options: GetImageOptions): Promise<GotImage> {
-  const log = options.log ?? (() => {});
+async function fetchInto(store: ImageStore, image: ReadyImage, options: GetImageOptions): Promise<GotImage> {
   await mkdir(dirname(options.path), { recursive: true });
   const partial = partialPathsFor(options.path);
-  const lock = await lockPartial(partial, options.path, { signal: options.signal, log });
+  const lock = await lockPartial(partial, options.path, { signal: options.signal, log: options.log ?? (() => {}) });
   try {
-    return await fetchLocked(store, image, options, partial, log);
+    return await fetchLocked(store, image, options, partial);
   } finally {
     await lock.release();
   }
 }
 
 /** fetchInto, once this process holds the target's partial files. */
-async function fetchLocked(
-  store: ImageStore,
-  image: Extract<OpenedImage, { status: 'ready' }>,
-  options: GetImageOptions,
-  partial: PartialPaths,
-  log: (line: string) => void,
-): Promise<GotImage> {
+async function fetchLocked(store: ImageStore, image: ReadyImage, options: GetImageOptions, partial: PartialPaths): Promise<GotImage> {
   const { signal } = options;
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
@@ -126,7 +119,6 @@ async function fetchLocked(
     ...(image.record ? { record: image.record } : {}),
     alreadyPresent,
   });
-
   // Looked at under the lock: a download that held it before may have just put the image there.
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
@@ -136,86 +128,63 @@ async function fetchLocked(
     }
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
+  const actual = await downloadPieces(image, total, partial, options);
+  if (actual !== image.sha256) {
+    await removeResumeState(partial);
+    throw new Failure(
+      'integrity',
+      `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
+    );
+  }
+  if (options.acceptBytes) {
+    try {
+      await options.acceptBytes(partial.data, signal);
+    } catch (error) {
+      // Refused bytes are not worth resuming; interrupted, the check runs again next time.
+      if (!signal.aborted) await removeResumeState(partial);
+      throw error;
+    }
+  }
+  await rename(partial.data, finalPath);
+  await rm(partial.state, { force: true });
+  return got(false);
+}
 
-  const tempPath = partial.data;
-  const statePath = partial.state;
+type ReadyImage = Extract<OpenedImage, { status: 'ready' }>;
+
+/**
+ * Every piece into the partial file, resuming what an earlier run of the same image left;
+ * the SHA-256 of what arrived. A failure keeps what arrived for the next run, unless it is
+ * not worth resuming (a full disk, bytes of a replaced image).
+ */
+async function downloadPieces(image: ReadyImage, total: number, partial: PartialPaths, options: GetImageOptions): Promise<string> {
   const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
-  const previous = await readResumeState(statePath);
+  const previous = await readResumeState(partial.state);
   const resumable =
     previous !== undefined &&
     previous.sha256 === image.sha256 &&
     JSON.stringify(previous.pieces) === JSON.stringify(layout) &&
-    (await stat(tempPath).catch(() => undefined))?.size === total;
+    (await stat(partial.data).catch(() => undefined))?.size === total;
   const state: ResumeState = resumable ? previous : { sha256: image.sha256, pieces: layout, done: layout.map(() => 0) };
-  if (resumable) log(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
-
-  const received = [...state.done];
-  let reportedAt = 0;
-  // At most every PROGRESS_MS, and when a piece ends: a report for each chunk (a TLS
-  // record is 16 KiB) kept tens of thousands of progress samples alive for nothing.
-  const report = (force = false) => {
-    const now = Date.now();
-    if (!force && now - reportedAt < PROGRESS_MS) return;
-    reportedAt = now;
-    options.onProgress?.(
-      received.reduce((a, b) => a + b, 0),
-      total,
-    );
-  };
+  if (resumable) options.log?.(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
   // A state left by another download of these partial files no longer describes them once they start over.
-  if (!resumable) await rm(statePath, { force: true });
+  if (!resumable) await rm(partial.state, { force: true });
   const file = await DownloadFile.open(
-    tempPath,
+    partial.data,
     layout.map((piece) => piece.size),
     resumable ? state.done : undefined,
   );
   let actual: string | undefined;
   let keep = true;
   // Saved while bytes arrive, so that even a kill -9 leaves a download to resume.
-  const checkpoints = new ResumeCheckpoints(statePath, { sha256: state.sha256, pieces: state.pieces }, () => file.checkpoint(), options.checkpointMs);
+  const checkpoints = new ResumeCheckpoints(partial.state, { sha256: state.sha256, pieces: state.pieces }, () => file.checkpoint(), options.checkpointMs);
   try {
-    report(true);
     checkpoints.start();
-    let next = 0;
-    // The first piece to fail stops the others: nothing may still be writing when the file closes.
-    const stop = new AbortController();
-    const pieceSignal = AbortSignal.any([signal, stop.signal]);
-    const worker = async () => {
-      while (next < image.pieces.length && !stop.signal.aborted) {
-        const index = next++;
-        const piece = image.pieces[index]!;
-        const from = file.written[index]!;
-        if (from >= piece.size) continue;
-        await piece.read({
-          from,
-          signal: pieceSignal,
-          onRestart: () => {
-            received[index] = 0;
-            file.restart(index);
-          },
-          sink: (chunk, offset) => {
-            if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
-            received[index] = offset + chunk.length;
-            report(received[index] === piece.size);
-            return file.accept(index, chunk, offset);
-          },
-        });
-        await file.finish(index);
-      }
-    };
-    let first: { error: unknown } | undefined;
-    const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
-      worker().catch((error: unknown) => {
-        first ??= { error };
-        stop.abort();
-      }),
-    );
-    await Promise.all(workers);
-    // The failure that stopped the others, not the aborts it caused.
-    if (first) throw first.error;
+    await readPieces(image, file, [...state.done], total, options);
     actual = await file.digest();
     // Bytes that do not hash right are not worth keeping, nor flushing to the disk.
     if (actual === image.sha256) await file.sync();
+    return actual;
   } catch (error) {
     // A full disk or bytes from a replaced image are not worth resuming: free the space.
     if (isFailure(error, 'not-found', 'integrity')) keep = false;
@@ -224,7 +193,7 @@ async function fetchLocked(
       const code = (error as NodeJS.ErrnoException).code!;
       throw new Failure(
         'setup',
-        `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`,
+        `no space left for ${options.path} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`,
         { code, cause: error },
       );
     }
@@ -235,28 +204,70 @@ async function fetchLocked(
     await file.close();
     if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
-      if (keep) await writeResumeState(statePath, { ...state, done: file.written }).catch(() => {});
+      if (keep) await writeResumeState(partial.state, { ...state, done: file.written }).catch(() => {});
       else await removeResumeState(partial);
     }
   }
+}
 
-  if (actual !== image.sha256) {
-    await removeResumeState(partial);
-    throw new Failure(
-      'integrity',
-      `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
-    );
-  }
-  if (options.acceptBytes) {
-    try {
-      await options.acceptBytes(tempPath, signal);
-    } catch (error) {
-      // Refused bytes are not worth resuming; interrupted, the check runs again next time.
-      if (!signal.aborted) await removeResumeState(partial);
-      throw error;
+/**
+ * Reads the pieces not yet written, `concurrency` at a time, each into its place in the
+ * file. The first piece to fail stops the others (nothing may still be writing when the
+ * file closes), and its failure is the one thrown, not the aborts it caused.
+ */
+async function readPieces(image: ReadyImage, file: DownloadFile, received: number[], total: number, options: GetImageOptions): Promise<void> {
+  const report = progressReporter(received, total, options.onProgress);
+  report(true);
+  let next = 0;
+  const stop = new AbortController();
+  const pieceSignal = AbortSignal.any([options.signal, stop.signal]);
+  const worker = async (): Promise<void> => {
+    while (next < image.pieces.length && !stop.signal.aborted) {
+      const index = next++;
+      const piece = image.pieces[index]!;
+      const from = file.written[index]!;
+      if (from >= piece.size) continue;
+      await piece.read({
+        from,
+        signal: pieceSignal,
+        onRestart: () => {
+          received[index] = 0;
+          file.restart(index);
+        },
+        sink: (chunk, offset) => {
+          if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
+          received[index] = offset + chunk.length;
+          report(received[index] === piece.size);
+          return file.accept(index, chunk, offset);
+        },
+      });
+      await file.finish(index);
     }
-  }
-  await rename(tempPath, finalPath);
-  await rm(statePath, { force: true });
-  return got(false);
+  };
+  let first: { error: unknown } | undefined;
+  const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
+    worker().catch((error: unknown) => {
+      first ??= { error };
+      stop.abort();
+    }),
+  );
+  await Promise.all(workers);
+  if (first) throw first.error;
+}
+
+/**
+ * Progress of the pieces' bytes together, at most every PROGRESS_MS and when a piece ends
+ * (`force`): a report per chunk would keep a sample per TLS record alive for nothing.
+ */
+function progressReporter(received: readonly number[], total: number, onProgress: GetImageOptions['onProgress']): (force?: boolean) => void {
+  let reportedAt = 0;
+  return (force = false) => {
+    const now = Date.now();
+    if (!force && now - reportedAt < PROGRESS_MS) return;
+    reportedAt = now;
+    onProgress?.(
+      received.reduce((a, b) => a + b, 0),
+      total,
+    );
+  };
 }
