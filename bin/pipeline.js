@@ -14,7 +14,10 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
     process.exit(2);
   }
   const { main } = await import(cli.href);
-  const code = await main(args);
+  // Commands that need no config (the engine's CLI knows none by name): `init` lays out a
+  // new image repository from this package's templates.
+  const starters = { init: async () => (await import(new URL('../dist/tasks/init.js', import.meta.url).href)).initCommand };
+  const code = await main(args, undefined, starters);
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   // With its output written and nothing else in flight, the process leaves at once rather
   // than tearing down a heap no one will use again, a noticeable part of a no-op run.
@@ -27,7 +30,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
 /**
  * V8 settings for a short run, set before the CLI loads. Page faults are dear in a VM, and
  * a no-op run touched several times the pages `node -e 0` does; two V8 defaults made most
- * of the difference (figures in BENCHMARKS.md, "The optimising compiler in a short run"
+ * of the difference (figures in docs/benchmarks/notebook.md, "The optimising compiler in a short run"
  * and "The young generation in a short run"). A setting the user gave (`node
  * --interrupt-budget=N bin/pipeline.js`, or --max-semi-space-size in NODE_OPTIONS, the one
  * of these Node accepts there) is left alone.

@@ -10,6 +10,7 @@ import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
 import { fanOut, type Reporter } from './report/reporter.ts';
 import { Session, type RunSettings } from './session.ts';
+import { runStarter, type StarterCommands, starterUsages } from './starter-command.ts';
 import { cancelledBy, exitCodeOf, isFailure, toFailure } from './failure.ts';
 import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
 
@@ -57,7 +58,8 @@ function ignoreClosedReader(): void {
   }
 }
 
-export async function main(argv: readonly string[], io: Output = stdio): Promise<number> {
+/** `starters`: commands that need no config (`init`), from the package's bin. */
+export async function main(argv: readonly string[], io: Output = stdio, starters: StarterCommands = {}): Promise<number> {
   if (io === stdio) ignoreClosedReader();
   const interrupt = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -76,7 +78,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     err: io.err,
   };
   try {
-    const code = await dispatch(argv, tracked, interrupt.signal, context);
+    const code = await dispatch(argv, tracked, interrupt.signal, context, starters);
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
     // --json readers get the failure as the one JSON object on stdout, with its kind
@@ -105,7 +107,7 @@ interface DispatchContext {
   wroteOut: boolean;
 }
 
-async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext): Promise<number> {
+async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext, starters: StarterCommands): Promise<number> {
   // The config decides which extra flags and commands exist, so find it first.
   const configArg = findConfigArgument(argv);
   // --version is the tool's only before the first word; after it a command may own it
@@ -116,12 +118,20 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     io.out(packageVersion());
     return EXIT_OK;
   }
+  const starter = word === undefined ? undefined : starters[word];
+  if (starter) return runStarter(starter, argv.slice(argv.indexOf(word!) + 1), { cwd: process.cwd(), ...io });
   let session: Session;
   try {
-    session = await Session.open(await findConfig(process.cwd(), configArg));
+    const configFile = await findConfig(process.cwd(), configArg).catch((error: unknown) => {
+      // No config here: say how to make one too.
+      const names = Object.keys(starters);
+      if (configArg !== undefined || names.length === 0 || !isFailure(error, 'usage')) throw error;
+      throw new Failure('usage', `${error.message}, or start one here: ${names.map((name) => `pipeline ${name}`).join(', ')}`);
+    });
+    session = await Session.open(configFile);
   } catch (error) {
     if (argv.includes('--help') || argv.includes('-h')) {
-      io.out(helpText(undefined));
+      io.out(helpText(undefined, await starterUsages(starters)));
       io.err(`pipeline: ${(error as Error).message}`);
       return EXIT_OK;
     }
@@ -133,7 +143,7 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
 
   const request = parseRequest(session, argv, io, signal);
   if (request.values.help) {
-    io.out(helpText(session));
+    io.out(helpText(session, await starterUsages(starters)));
     return EXIT_OK;
   }
   if (request.values.verbose === true && request.values.quiet === true) throw new Failure('usage', '--verbose and --quiet contradict each other: give one');
@@ -197,9 +207,8 @@ const BUILTINS = {
     return EXIT_OK;
   },
   async plan({ session, words, settings, json, io }: Request): Promise<number> {
-    if (!json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
     const { printPlan } = await import('./inspect.ts');
-    return printPlan(session, targetsOrDefault(session, words), settings, io.out);
+    return printPlan(session, targetsOrDefault(session, words), settings, json, io.out);
   },
 } satisfies Record<string, (request: Request) => Promise<number>>;
 
@@ -217,13 +226,15 @@ async function runCommand({ session, words, values, settings, json, io }: Reques
   const targets = targetsOrDefault(session, words);
   const graph = session.graphFor(targets);
   const reporters = [await chooseView({ json, verbose: values.verbose === true, quiet: values.quiet === true }, io)];
-  if (json) reporters.push(new JsonReporter(io.out));
   const profile = values.profile as string | undefined;
+  // The trace before the JSON summary: a trace that cannot be written is then the one
+  // JSON object's error, never an "ok" followed by a failure.
   if (profile !== undefined) {
     const poolOf = (id: NodeId): string | undefined => graph.nodes.get(id)?.pool;
     const { ProfileReporter } = await import('./report/profile.ts');
-    reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
+    reporters.push(await ProfileReporter.open(profile, resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
   }
+  if (json) reporters.push(new JsonReporter(io.out));
   const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);
   let results: Awaited<ReturnType<typeof session.run>>;
   try {
@@ -357,13 +368,14 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-function helpText(session: Session | undefined): string {
+function helpText(session: Session | undefined, starterUsageLines: readonly string[]): string {
   const lines = [
     'usage: pipeline [targets…] [options]',
     '       pipeline explain <target> [--json]',
     '       pipeline graph [--format mermaid|dot] [targets…]',
-    '       pipeline plan --json [targets…]',
+    '       pipeline plan [--json] [targets…]',
   ];
+  for (const usage of starterUsageLines) lines.push(`       pipeline ${usage}`);
   for (const command of Object.values(session?.config.commands ?? {})) lines.push(`       pipeline ${command.usage}`);
   lines.push(
     '',

@@ -78,8 +78,19 @@ export type ConfigSchemasMatchTheTypes = [Holds<SameShape<Schemas['step'], StepD
 export function checkConfigShape(schema: z.ZodTypeAny, value: unknown): void {
   const result = schema.safeParse(value);
   if (result.success) return;
-  const issue = result.error.issues[0]!;
-  throw new Failure('config', describeIssue(issue, schema, value));
+  throw new Failure('config', describeIssue(firstIssue(result.error.issues, value), schema, value));
+}
+
+/**
+ * The issue to report. zod lists an object's missing keys before its unknown ones, but a
+ * required key that is missing beside an unknown key is most likely misspelt there
+ * (`imagse:` for `images:`): the unknown key, with its "did you mean", says what to fix.
+ */
+function firstIssue(issues: readonly z.ZodIssue[], value: unknown): z.ZodIssue {
+  const first = issues[0]!;
+  if (first.code !== 'invalid_type' || valueAt(value, first.path) !== undefined) return first;
+  const parent = first.path.slice(0, -1).join('\0');
+  return issues.find((issue) => issue.code === 'unrecognized_keys' && issue.path.join('\0') === parent) ?? first;
 }
 
 function describeIssue(issue: z.ZodIssue, schema: z.ZodTypeAny, value: unknown): string {

@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 // Static: every run with a TypeScript config asks it for the compiled file, and a dynamic
 // import is a chain of thread-pool round trips (esbuild itself loads only to compile).
-import { compiledConfig, locateSyntaxError } from './config-cache.ts';
+import { compiledConfig, locateSyntaxError, optionalDependency } from './config-cache.ts';
 import type { Mutable } from './mutable.ts';
 import { type ConfigContext, Failure, isFailure, type EngineConfig, type FileHasher, type NodeDef, type TaskContext } from './types.ts';
 
@@ -202,7 +202,11 @@ async function importConfig(file: string, hasher: FileHasher): Promise<{ default
   if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
   const compiled = await compiledConfig(file, hasher);
   if (compiled !== undefined) return (await import(pathToFileURL(compiled).href)) as { default?: unknown };
-  const { tsImport } = await import('tsx/esm/api');
+  const { tsImport } = await optionalDependency(
+    () => import('tsx/esm/api'),
+    'tsx',
+    'a TypeScript config that imports other TypeScript files loads through tsx',
+  );
   return (await tsImport(url, import.meta.url)) as { default?: unknown };
 }
 

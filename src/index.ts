@@ -6,6 +6,7 @@ export {
   defineStepsConfig,
   stepNode,
   stepNodes,
+  DEFAULT_CONFIG_FILES,
   type StepDecl,
   type StepsConfig,
   type EngineConfigFactory,
@@ -37,3 +38,5 @@ export { StatCache } from './hasher.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';
 export { nearest } from './suggest.ts';
+// Commands that run before there is a config (`pipeline init`).
+export type { StarterCommand, StarterIO } from './starter-command.ts';

@@ -25,7 +25,9 @@ import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { imagesCommand } from './images.ts';
 import { releaseCommand } from './release.ts';
-import { storeSettings, type ReleaseDecl } from './store/backends.ts';
+import { storeSettings } from './store/backends.ts';
+// The type alone, from where no backend's code is: a config's tsc may run without @types/node.
+import type { ReleaseDecl } from './store/release-decl.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { checkTag, isValidImageName } from './store/names.ts';
 import { createUploadNode } from './upload.ts';

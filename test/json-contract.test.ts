@@ -130,6 +130,26 @@ test('plan --json of the image config carries its CI job matrix', async (t) => {
   );
 });
 
+test('plan without --json prints the verdicts as --dry-run does, then the jobs, and changes nothing', async (t) => {
+  const project = await makeImageProject(t);
+  const [plan, dry] = [await project.run(['plan', 'publish']), await project.run(['publish', '--dry-run'])];
+  t.is(plan.code, 0, plan.stderr);
+  const lines = plan.stdout.trimEnd().split('\n');
+  const jobsAt = lines.indexOf('jobs (pipeline plan --json gives them as a CI matrix):');
+  t.true(jobsAt > 0, plan.stdout);
+  t.deepEqual(
+    lines.slice(0, jobsAt),
+    dry.stdout.trimEnd().replace('(dry run: nothing was changed)', '(plan: nothing was changed)').split('\n'),
+    'the same verdicts and details as --dry-run',
+  );
+  t.deepEqual(lines.slice(jobsAt + 1), [
+    '  image=debian-12 target=debian-12:upload',
+    '  image=debian-13 target=debian-13:upload',
+    '  image=pve-9 target=pve-9:upload',
+  ]);
+  t.false(project.exists('images'), 'a plan builds nothing');
+});
+
 test('release check --json: the builder the command calls fits the schema, current or stale, and so does its error', (t) => {
   const base = { path: 'cache/debian-12-generic-amd64.qcow2', sha512: 'a'.repeat(128) };
   const current = releaseCheckOutput(
