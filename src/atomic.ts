@@ -28,7 +28,8 @@ export async function fsyncPath(path: string): Promise<void> {
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const temp = siblingTempPath(path);
   try {
-    const handle = await open(temp, 'w');
+    // wx: the name is new; anything already under it (a link someone placed) is never written through.
+    const handle = await open(temp, 'wx');
     try {
       await handle.writeFile(data);
       await handle.sync();

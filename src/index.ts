@@ -32,6 +32,8 @@ export {
 // programs, the stat cache, a task context for work done outside a run, and the report's
 // wording.
 export { execFile, processAlive } from './exec.ts';
+// A lock file naming its holder, taken over when the holder is gone (the tree's lock; a download's partial file).
+export { acquireLock, type Lock } from './lock.ts';
 export { StatCache } from './hasher.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';

@@ -10,6 +10,7 @@ import { Failure, fsyncPath, makeScratchDir, type NodeDef, type NodeId, type Tas
 import { checkBuildSetup } from './build-setup.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
+import { selfContainedProblem } from './image-check.ts';
 import {
   ensurePackerInit,
   forgetPackerInit,
@@ -113,9 +114,13 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     preflight: (context) => checkBuildSetup(layout, context),
     // An image whose .cache-key matches but that we have no stamp for (built before this
     // tree's .pipeline/ existed) is taken only when its bytes match the .sha256 beside it.
-    async adopt({ root, hasher }) {
+    async adopt({ root, hasher, signal }) {
       const problem = await checksumFileProblem(root, hasher, outputImage);
-      return problem ? { adopt: false, reason: problem } : { adopt: true, reason: `${name}.qcow2 matches its .sha256` };
+      if (problem) return { adopt: false, reason: problem };
+      // Whoever made it, an image that reads another file is never taken as a build's output.
+      const foreign = await selfContainedProblem(resolve(root, outputImage), signal);
+      if (foreign) return { adopt: false, reason: `${outputImage} is not a self-contained qcow2 image: ${foreign}` };
+      return { adopt: true, reason: `${name}.qcow2 matches its .sha256` };
     },
     async describeRun() {
       return `would packer build ${templateFile} on ${options.baseImage}, then qemu-img convert ${compressArgs(compression).join(' ')} into ${outputImage}`;

@@ -2,6 +2,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
+import { assertSelfContainedImage } from './image-check.ts';
 import { provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
@@ -9,6 +10,7 @@ import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type
 import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
+import type { StoredImage } from './store/store.ts';
 import type { ImageStore } from './store/store.ts';
 import { notedTag } from './release-note.ts';
 
@@ -37,7 +39,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   for (const image of listing.images) {
     const notes = [
       image.pieces > 1 ? `(multipart: ${image.pieces} parts)` : '',
-      image.state === 'replacing' ? '[being replaced]' : image.state === 'incomplete' ? `[incomplete: ${image.detail ?? '?'}]` : '',
+      image.state === 'replacing' ? '[being replaced]' : image.state === 'complete' ? '' : `[${image.state}: ${image.detail ?? '?'}]`,
     ].filter(Boolean);
     io.out(`${image.name.padEnd(width)}  ${formatBytes(image.size).padStart(10)}${notes.length ? `  ${notes.join(' ')}` : ''}`);
   }
@@ -74,10 +76,19 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (requested.includes('all') || stringValue(args, 'version') !== undefined) {
     const listing = await store.list(io.signal);
     if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
+    for (const note of listing.notes) io.err(`pipeline: ${note}`);
     if (!listing.images.length)
       throw new Failure('not-found', holdsNoImages(store.location, await whereImagesAre(catalog, store, tag, io.signal), 'download', requested));
-    if (requested.includes('all')) names = listing.images.map((image) => image.name);
+    if (requested.includes('all')) {
+      names = [
+        ...new Set([
+          ...imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`)),
+          ...requested.filter((name) => name !== 'all'),
+        ]),
+      ];
+    }
   }
+  if (!names.length) throw new Failure('not-found', `${store.location} holds no images the config declares`);
 
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
@@ -98,6 +109,8 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         onProgress: (done, total) => io.progress(name, done, total),
         log: (line) => io.err(line),
         accept: (image, signal) => gate.accept(image, signal, (line) => io.err(line)),
+        // Before the rename: an image that names another file is never put where a VM or a publish would read it.
+        acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
       });
       await gate.keepBeside(name, result.path);
       const entry: Record<string, unknown> = {
@@ -138,6 +151,20 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (io.json) io.out(JSON.stringify({ tag, dir, images: results }));
   if (cancelled) throw new Failure('cancelled', 'images download cancelled');
   return failed ? 1 : 0;
+}
+
+/**
+ * What `all` downloads: the images the config declares that the store holds. Others in
+ * the store (anyone who can write it can add one) are named in a note and downloaded only
+ * when asked for by name; declared ones it lacks are noted too.
+ */
+function imagesMeantByAll(catalog: ImageCatalog, stored: readonly StoredImage[], location: string, note: (line: string) => void): string[] {
+  const held = new Set(stored.map((image) => image.name));
+  const undeclared = stored.map((image) => image.name).filter((name) => !catalog.names.includes(name));
+  if (undeclared.length) note(`${location} also holds ${undeclared.join(', ')}, which the config does not declare: not downloaded (name one to download it)`);
+  const absent = catalog.names.filter((name) => !held.has(name));
+  if (absent.length && absent.length < catalog.names.length) note(`${location} holds no ${absent.join(', ')}`);
+  return catalog.names.filter((name) => held.has(name));
 }
 
 /** Where the images of a location that holds none are: what its description notes, else the config's own location. */

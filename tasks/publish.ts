@@ -21,6 +21,7 @@ import {
   writeFileAtomic,
 } from '../src/index.ts';
 import { defaultImageFile } from './checksum.ts';
+import { assertSelfContainedImage, selfContainedProblem } from './image-check.ts';
 import { checkQemuImg, convertCompressed, DEFAULT_COMPRESSION, needsCompressing, type Compression } from './qemu-img.ts';
 
 export const DEFAULT_PUBLISH_DIR = '/var/lib/vz/template/iso';
@@ -85,7 +86,9 @@ export function publishNode(spec: PublishSpec): NodeDef {
       const size = (await stat(source).catch(() => undefined))?.size;
       // Not built yet: the build that runs first compresses it, so it will be copied.
       if (size === undefined) return `would copy ${imageFile} -> ${dest} (not built yet)`;
-      const reason = await needsCompressing(source).catch((error: unknown) => `qemu-img cannot read it: ${(error as Error).message}`);
+      const problem = await selfContainedProblem(source, context.signal);
+      if (problem !== undefined) return `would refuse ${imageFile}: it is not a self-contained qcow2 image: ${problem}`;
+      const reason = await needsCompressing(source, context.signal).catch((error: unknown) => `qemu-img cannot read it: ${(error as Error).message}`);
       if (reason === undefined) return `would copy ${imageFile} -> ${dest} (${formatBytes(size)}, compressed)`;
       return `would convert ${imageFile} -> ${dest} with qemu-img convert -c (${compression}): ${reason} (${formatBytes(size)})`;
     },
@@ -124,6 +127,8 @@ export async function publishImage(ctx: TaskContext, request: PublishRequest): P
     ctx.log(`${dest} is already published from this image (sha256 ${request.sourceSha256.slice(0, 12)}…); skipping`);
     return 'unchanged';
   }
+  // Before qemu-img or a copy reads it: an image that names another file would publish that file's bytes.
+  await assertSelfContainedImage(request.source, ctx.signal, { refused: `nothing was published to ${dest}` });
   const reason = await needsCompressing(request.source, ctx.signal);
   // A publish killed half-way (kill -9, power loss) left its temp here: PVE storage is
   // no place for gigabytes of debris.

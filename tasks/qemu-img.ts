@@ -1,9 +1,14 @@
 // Thin helpers around the real `qemu-img` binary (Debian qemu-utils): compressing
 // conversion with progress, image metadata, whether an image is compressed, and the
 // checks preflights run before any work.
+//
+// Every call names the format (`-f qcow2`): probing would let a file decide what it is (a
+// VMDK descriptor, a raw file that looks like something else). And every file is passed
+// as an absolute path, which QEMU never reads as a `json:` description or a protocol
+// (`nbd:`, `http:`), whatever the file is called.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { execFile, Failure, type TaskContext } from '../src/index.ts';
 
 export const QEMU_IMG = 'qemu-img';
@@ -28,6 +33,14 @@ const CONVERT_COROUTINES = 16;
 const PROGRESS_LINE = /\((\d+(?:\.\d+)?)\/100%\)/;
 
 const quiet = { nothrow: true, onLine: () => {} } as const;
+
+/** The only format any image is opened as. */
+const IMAGE_FORMAT = ['-f', 'qcow2'] as const;
+
+/** A file name as qemu-img must get it: absolute, so it is a plain file and nothing else. */
+export function imageFileArgument(path: string): string {
+  return resolve(path);
+}
 
 export function isCompression(value: unknown): value is Compression {
   return typeof value === 'string' && (COMPRESSIONS as readonly string[]).includes(value);
@@ -113,14 +126,18 @@ export async function convertCompressed(ctx: TaskContext, src: string, dest: str
       ctx.progress(Math.round(fraction * 1000) / 10, 100, 'percent');
     });
   report(0);
-  const result = await ctx.exec(QEMU_IMG, ['convert', '-p', ...compressArgs(options.compression), src, dest], {
-    nothrow: true,
-    onLine: (line) => {
-      const match = PROGRESS_LINE.exec(line);
-      if (match) report(Math.min(1, Number(match[1]) / 100));
-      else ctx.log(line);
+  const result = await ctx.exec(
+    QEMU_IMG,
+    ['convert', '-p', ...IMAGE_FORMAT, ...compressArgs(options.compression), imageFileArgument(src), imageFileArgument(dest)],
+    {
+      nothrow: true,
+      onLine: (line) => {
+        const match = PROGRESS_LINE.exec(line);
+        if (match) report(Math.min(1, Number(match[1]) / 100));
+        else ctx.log(line);
+      },
     },
-  });
+  );
   if (result.exitCode !== 0) {
     const detail = lastLine(result.stderr) ?? lastLine(result.stdout) ?? `exit code ${result.exitCode}`;
     throw new Failure('task', `qemu-img convert ${src} -> ${dest} failed: ${detail}`);
@@ -135,19 +152,22 @@ export interface ImageInfo {
   readonly filename: string;
   /** The image reads through this one (qcow2 overlays); undefined for a standalone image. */
   readonly backingFile: string | undefined;
+  /** The qcow2 keeps its data in this other file; undefined when it holds its own. */
+  readonly dataFile: string | undefined;
   /** The qcow2 header's compression type (`zlib`, `zstd`), set even when no cluster is compressed. */
   readonly compressionType: string | undefined;
 }
 
-/** `qemu-img info --output=json`, validated. Throws when the file is not a readable image. */
+/** `qemu-img info --output=json` of a qcow2, validated. Throws when the file is not a readable qcow2. */
 export async function imageInfo(path: string, signal: AbortSignal = new AbortController().signal): Promise<ImageInfo> {
   // --force-share: reading metadata must not fail because a VM or a build holds the image open.
-  const info = await qemuImgJson(['info', '--force-share', '--output=json', path], path, signal);
+  const info = await qemuImgJson(['info', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, signal);
   const format = info.format;
   const virtualSize = info['virtual-size'];
   if (typeof format !== 'string' || typeof virtualSize !== 'number') throw new Failure('task', `qemu-img info ${path}: unexpected output`);
   const specific = info['format-specific'] as { data?: Record<string, unknown> } | undefined;
   const compression = specific?.data?.['compression-type'];
+  const dataFile = specific?.data?.['data-file'];
   const backing = info['backing-filename'];
   const actual = info['actual-size'];
   return {
@@ -156,6 +176,7 @@ export async function imageInfo(path: string, signal: AbortSignal = new AbortCon
     actualSize: typeof actual === 'number' ? actual : undefined,
     filename: typeof info.filename === 'string' ? info.filename : path,
     backingFile: typeof backing === 'string' ? backing : undefined,
+    dataFile: typeof dataFile === 'string' ? dataFile : undefined,
     compressionType: typeof compression === 'string' ? compression : undefined,
   };
 }
@@ -166,7 +187,7 @@ export async function imageInfo(path: string, signal: AbortSignal = new AbortCon
  */
 export async function compressedClusters(path: string, signal: AbortSignal = new AbortController().signal): Promise<number> {
   // Exit 3 means leaked clusters: harmless, and the counts are still right.
-  const report = await qemuImgJson(['check', '--force-share', '--output=json', path], path, signal, [0, 3]);
+  const report = await qemuImgJson(['check', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, signal, [0, 3]);
   const count = report['compressed-clusters'];
   return typeof count === 'number' ? count : 0;
 }
@@ -190,7 +211,6 @@ export async function needsCompressing(path: string, signal?: AbortSignal): Prom
   // Both at once: the answer usually needs both, and each is a process start.
   const [info, clusters] = await Promise.allSettled([imageInfo(path, signal), compressedClusters(path, signal)]);
   if (info.status === 'rejected') throw info.reason;
-  if (info.value.format !== 'qcow2') return `it is ${info.value.format}, not qcow2`;
   if (info.value.backingFile !== undefined) return `it reads through a backing file (${info.value.backingFile})`;
   if (clusters.status === 'rejected') throw clusters.reason;
   if (clusters.value === 0) return 'it is not compressed';

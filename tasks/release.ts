@@ -27,6 +27,8 @@ export interface ImageVerdict {
   readonly name: string;
   readonly status: 'current' | 'stale';
   readonly reasons: readonly string[];
+  /** Stale because its record in the store is damaged: the reason says how. */
+  readonly damaged?: true;
   /** The base it would be built from, when known (a CI job keys its base-image cache by it). */
   readonly base?: { readonly path: string; readonly sha512?: string };
   readonly signer?: ReleaseImageSigner | null;
@@ -91,7 +93,11 @@ async function checkImages(catalog: ImageCatalog, deps: CommandDeps, args: Comma
   } else {
     for (const verdict of verdicts) {
       const signed = signerSuffix(verdict.signer);
-      io.out(verdict.status === 'current' ? `${verdict.name}: current${signed}` : `${verdict.name}: stale: ${verdict.reasons.join('; ')}${signed}`);
+      io.out(
+        verdict.status === 'current'
+          ? `${verdict.name}: current${signed}`
+          : `${verdict.name}: ${verdict.damaged ? 'damaged' : 'stale'}: ${verdict.reasons.join('; ')}${signed}`,
+      );
     }
     io.out(decision);
     if (noted) io.out(describeNote(noted));
@@ -141,6 +147,8 @@ async function verdictFor(
   if (!stored) return stale(`not on the release`);
   // Being replaced means someone is uploading it right now: judge the record it will have.
   if (stored.state === 'incomplete') return stale(`not on the release (${stored.detail ?? 'incomplete'})`);
+  // Counted as stale: an upload of it replaces the damaged record.
+  if (stored.state === 'damaged') return { ...stale(stored.detail ?? 'its record is damaged'), damaged: true };
   const recorded = stored.record;
   if (!recorded?.cacheKey) return stale(`no cache key recorded (neither ${name}'s record nor ${INDEX_NAME} has one)`);
   if (!current) return stale(`cannot compute the current cache key: ${keyError instanceof Error ? keyError.message : keyError}`);
@@ -195,6 +203,7 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
     io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }));
     return 0;
   }
+  for (const note of result.notes ?? []) io.err(`pipeline: ${note}`);
   for (const name of result.deleted) io.out(`${dryRun ? 'would delete' : 'deleted'} ${name}`);
   if (!all) for (const name of result.notInStore) io.out(`${name}: not on ${store.location}`);
   if (result.unindexed.length) io.out(`${dryRun ? 'would remove' : 'removed'} ${result.unindexed.join(', ')} from ${INDEX_NAME}`);

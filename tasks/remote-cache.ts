@@ -10,6 +10,7 @@
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Failure, fsyncPath, isFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext, toFailure } from '../src/index.ts';
+import { assertSelfContainedImage } from './image-check.ts';
 import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
@@ -195,6 +196,7 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
     onProgress: (done, total) => ctx.progress(done, total),
     log: (line) => ctx.log(line),
     accept: (image, signal) => gate.accept(image, signal, (line) => ctx.log(line)),
+    acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'not fetched' }),
   });
   try {
     // Replaced on the store since the plan: these are bytes of other inputs.

@@ -5,6 +5,7 @@
 // image only when its recorded commit is an ancestor of that one (or with --force).
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
+import { assertSelfContainedImage } from './image-check.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { provenanceForUpload } from './provenance/for-upload.ts';
 import { checkSigningSetup } from './provenance/sign.ts';
@@ -66,6 +67,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     async run(context) {
       const commit = await readSourceCommit(catalog.root, context.signal);
       const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
+      await assertSelfContainedImage(image.path, context.signal, { refused: 'not uploaded' });
       const log = (line: string): void => context.log(line);
       const provenance = await provenanceForUpload(catalog, image, { env, force: context.force, log });
       const store = await openImageStore(catalog.release, tag, { ...options.store, log });

@@ -205,7 +205,7 @@ test('publish converts an uncompressed image (as the shell scripts built them) w
 
   const { execs, progress, lines } = await runNode(node, root);
   t.is(execs.length, 1);
-  t.regex(execs[0] ?? '', /^qemu-img convert -p -c -m \d+ -O qcow2 -o compression_type=zstd \S+debian-13\.qcow2 \S+\/\.debian-13\.img\.\S+\.tmp$/);
+  t.regex(execs[0] ?? '', /^qemu-img convert -p -f qcow2 -c -m \d+ -O qcow2 -o compression_type=zstd \/\S+debian-13\.qcow2 \/\S+\/\.debian-13\.img\.\S+\.tmp$/);
   t.true(lines.some((line) => line.includes('it is not compressed')));
   const info = await imageInfo(dest);
   t.is(info.format, 'qcow2');
@@ -225,7 +225,7 @@ test('the conversion of an uncompressed image uses the configured compression', 
   await mkdir(publishDir);
   const node = publishNode({ name: 'pve-9', publishDir, compression: 'zlib' });
   const { execs } = await runNode(node, root);
-  t.regex(execs[0] ?? '', /^qemu-img convert -p -c -m \d+ -O qcow2 \S+pve-9\.qcow2 /, 'zlib is qcow2 default: no -o');
+  t.regex(execs[0] ?? '', /^qemu-img convert -p -f qcow2 -c -m \d+ -O qcow2 \S+pve-9\.qcow2 /, 'zlib is qcow2 default: no -o');
   t.is(await imageCompression(join(publishDir, 'pve-9.img')), 'zlib');
 });
 
@@ -336,13 +336,13 @@ test('a failed publish leaves no temp file and the previous published image inta
   await runNode(node, root);
   const good = await readFile(dest);
 
-  // A qcow2 header qemu-img refuses: reading it fails.
+  // A qcow2 header no QEMU reads: refused before anything is written.
   const image = join(root, 'images', 'debian-12', 'debian-12.qcow2');
   const handle = await open(image, 'r+');
   await handle.write(Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 99]), 0, 8, 0);
   await handle.close();
-  const error = await throwsFailure(t, runNode(node, root), 'task');
-  t.regex(error?.message ?? '', /qemu-img info .*debian-12\.qcow2 failed: /);
+  const error = await throwsFailure(t, runNode(node, root), 'integrity');
+  t.regex(error?.message ?? '', /debian-12\.qcow2 is not a self-contained qcow2 image: its qcow2 header has version 99/);
   t.deepEqual(await listing(publishDir), ['.debian-12.img.source', 'debian-12.img']);
   t.deepEqual(await readFile(dest), good);
 });

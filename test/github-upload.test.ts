@@ -126,7 +126,7 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   ]);
   t.deepEqual(pve.versions, { DEBIAN_VERSION: '13.2', PVE_VERSION: '9.1' });
   t.is(pve.cacheKey, (await fixture.catalog.currentKey('pve-9')).cacheKey);
-  t.false('compression' in pve, 'the fixture is not a qcow2: no compression type is claimed');
+  t.is(pve.compression, 'none', 'the fixture is a qcow2 with no compressed cluster');
   t.truthy(pve.sources.files['templates/pve-9/template.pkr.hcl']);
   // The image's own record says the same, and names the assets that hold its bytes.
   const record = JSON.parse((await server.assetBytes('latest', 'pve-9.qcow2.json')).toString());

@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { getImage } from '../tasks/store/get-image.ts';
 import { openOciStore, type OciOptions, type OciSettings } from '../tasks/store/oci/index.ts';
+import { RECORD_ANNOTATION } from '../tasks/store/oci/manifest.ts';
 import type { ImageToPut } from '../tasks/store/store.ts';
 import { type RegistryServer, startRegistry } from './support/registry.ts';
 import { RegistryProxy, type RegistryProxyOptions } from './support/registry-proxy.ts';
@@ -380,5 +381,42 @@ test('where the registry refuses deletes (405, as GHCR and Docker Hub do), remov
       ['debian-12', 'complete'],
       ['pve-9', 'complete'],
     ],
+  );
+});
+
+test('a manifest whose record is not valid is a damaged image with a note: the rest of the tag lists and downloads, and remove takes it', async (t) => {
+  const s = await setup(t);
+  const good = randomBytes(20_000);
+  await s.store().put(await s.image('debian-12', good), quiet);
+  await s.store().put(await s.image('pve-9', randomBytes(10_000)), quiet);
+  // A writer of the registry replaces pve-9's manifest with one whose record annotation is not JSON.
+  const url = `${s.registry.url}/v2/${NAMESPACE}/pve-9/manifests/latest`;
+  const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+  const manifest = (await (await fetch(url, { headers: { authorization: s.registry.basic(), accept: mediaType } })).json()) as {
+    annotations: Record<string, string>;
+  };
+  t.truthy(manifest.annotations[RECORD_ANNOTATION], 'the record annotation');
+  manifest.annotations[RECORD_ANNOTATION] = '{';
+  const put = await fetch(url, { method: 'PUT', headers: { authorization: s.registry.basic(), 'content-type': mediaType }, body: JSON.stringify(manifest) });
+  t.is(put.status, 201);
+
+  const listing = await s.store().list(quiet.signal);
+  t.deepEqual(
+    listing.images.map((image) => [image.name, image.state]),
+    [
+      ['debian-12', 'complete'],
+      ['pve-9', 'damaged'],
+    ],
+  );
+  t.is(listing.notes.length, 1);
+  t.regex(listing.notes[0]!, /pve-9.*carries no valid record.*pve-9 is damaged \(upload it again, or release remove pve-9\)/);
+  const opened = await s.store().open('pve-9', quiet.signal);
+  t.is(opened.status, 'missing');
+  t.true((await download(t, s, 'debian-12')).equals(good));
+  const removed = await s.store().remove(['pve-9'], { dryRun: false, signal: quiet.signal });
+  t.deepEqual(removed.notInStore, []);
+  t.deepEqual(
+    (await s.store().list(quiet.signal)).images.map((image) => image.name),
+    ['debian-12'],
   );
 });

@@ -96,6 +96,8 @@ export interface ReleaseImageVerdict {
   readonly name: string;
   readonly status: 'current' | 'stale';
   readonly reasons: readonly string[];
+  /** Present (true) when it is stale because its record in the store is damaged. */
+  readonly damaged?: true;
   /** The base image it would be built from: its cached path, and upstream's SHA-512 when known. */
   readonly base?: { readonly path: string; readonly sha512?: string };
   /** Who signed the image's provenance (null: unsigned); absent for an image the store does not hold. */

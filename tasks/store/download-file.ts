@@ -198,6 +198,17 @@ export class DownloadFile {
     return hash.digest('hex');
   }
 
+  /**
+   * Flushes what is written so far to the disk and returns how far each piece was written
+   * before the flush began: bytes a resume may start from even after a kill or a crash.
+   */
+  async checkpoint(): Promise<number[]> {
+    const written = this.written;
+    this.throwIfFailed();
+    await this.handle.datasync();
+    return written;
+  }
+
   /** Flushes the file to the disk. */
   async sync(): Promise<void> {
     await this.writeback;

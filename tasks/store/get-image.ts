@@ -1,13 +1,25 @@
 // Fetches one image from any store into a file: pieces in parallel, each written at its
 // offset into one temp file next to the target (no reassembly pass), resumable across
-// resets and runs, verified against the SHA-256 before it is renamed into place. An image
-// that is being replaced is waited for briefly, then reported as such.
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+// resets, runs and kills, verified against the SHA-256 (and by the caller's `acceptBytes`)
+// before it is renamed into place. One process at a time downloads into a given target
+// (partial-file.ts). An image that is being replaced is waited for briefly, then reported
+// as such.
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Failure, isFailure, writeFileAtomic } from '../../src/index.ts';
+import { Failure, isFailure } from '../../src/index.ts';
 import { DownloadFile } from './download-file.ts';
 import { sha256OfFile } from './file-reads.ts';
+import {
+  lockPartial,
+  type PartialPaths,
+  partialPathsFor,
+  readResumeState,
+  removeResumeState,
+  ResumeCheckpoints,
+  type ResumeState,
+  writeResumeState,
+} from './partial-file.ts';
 import type { ImageRecord } from './record.ts';
 import type { ImageStore, OpenedImage } from './store.ts';
 
@@ -28,6 +40,14 @@ export interface GetImageOptions {
    * taken); a throw refuses it (the provenance check, tasks/provenance/).
    */
   readonly accept?: (image: Extract<OpenedImage, { status: 'ready' }>, signal: AbortSignal) => Promise<void>;
+  /**
+   * Judges the verified bytes (at `path`: the partial file, not yet renamed, or a file
+   * already in place that matches) before they are handed out; a throw refuses them
+   * (nothing is renamed, the partial download is removed).
+   */
+  readonly acceptBytes?: (path: string, signal: AbortSignal) => Promise<void>;
+  /** How often the resume state is saved while bytes arrive (default partial-file.ts's). */
+  readonly checkpointMs?: number;
 }
 
 export interface GotImage {
@@ -69,27 +89,26 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
   }
 }
 
-interface ResumeState {
-  sha256: string;
-  pieces: Array<{ id: string; size: number }>;
-  done: number[];
-}
-
 /** Errors that mean the disk (or the user's quota) is full: retrying will not help, and what arrived only takes space. */
 function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
-async function readResumeState(path: string): Promise<ResumeState | undefined> {
+async function fetchInto(store: ImageStore, image: ReadyImage, options: GetImageOptions): Promise<GotImage> {
+  await mkdir(dirname(options.path), { recursive: true });
+  const partial = partialPathsFor(options.path);
+  const lock = await lockPartial(partial, options.path, { signal: options.signal, log: options.log ?? (() => {}) });
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as ResumeState;
-  } catch {
-    return undefined;
+    return await fetchLocked(store, image, options, partial);
+  } finally {
+    await lock.release();
   }
 }
 
-async function fetchInto(store: ImageStore, image: ReadyImage, options: GetImageOptions): Promise<GotImage> {
+/** fetchInto, once this process holds the target's partial files. */
+async function fetchLocked(store: ImageStore, image: ReadyImage, options: GetImageOptions, partial: PartialPaths): Promise<GotImage> {
+  const { signal } = options;
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
   const got = (alreadyPresent: boolean): GotImage => ({
@@ -100,59 +119,67 @@ async function fetchInto(store: ImageStore, image: ReadyImage, options: GetImage
     ...(image.record ? { record: image.record } : {}),
     alreadyPresent,
   });
-  await mkdir(dirname(finalPath), { recursive: true });
+  // Looked at under the lock: a download that held it before may have just put the image there.
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
-    if (existing.size === total && (await sha256OfFile(finalPath, options.signal)) === image.sha256) return got(true);
+    if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) {
+      await options.acceptBytes?.(finalPath, signal);
+      return got(true);
+    }
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
-  const partialPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
-  const partial: PartialDownload = { path: partialPath, statePath: `${partialPath}.json` };
   const actual = await downloadPieces(image, total, partial, options);
   if (actual !== image.sha256) {
-    await rm(partial.path, { force: true });
-    await rm(partial.statePath, { force: true });
+    await removeResumeState(partial);
     throw new Failure(
       'integrity',
       `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
     );
   }
-  await rename(partial.path, finalPath);
-  await rm(partial.statePath, { force: true });
+  if (options.acceptBytes) {
+    try {
+      await options.acceptBytes(partial.data, signal);
+    } catch (error) {
+      // Refused bytes are not worth resuming; interrupted, the check runs again next time.
+      if (!signal.aborted) await removeResumeState(partial);
+      throw error;
+    }
+  }
+  await rename(partial.data, finalPath);
+  await rm(partial.state, { force: true });
   return got(false);
 }
 
 type ReadyImage = Extract<OpenedImage, { status: 'ready' }>;
-
-/** The temp file pieces are written into at their offsets, and the state that lets a later run resume it. */
-interface PartialDownload {
-  readonly path: string;
-  readonly statePath: string;
-}
 
 /**
  * Every piece into the partial file, resuming what an earlier run of the same image left;
  * the SHA-256 of what arrived. A failure keeps what arrived for the next run, unless it is
  * not worth resuming (a full disk, bytes of a replaced image).
  */
-async function downloadPieces(image: ReadyImage, total: number, partial: PartialDownload, options: GetImageOptions): Promise<string> {
+async function downloadPieces(image: ReadyImage, total: number, partial: PartialPaths, options: GetImageOptions): Promise<string> {
   const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
-  const previous = await readResumeState(partial.statePath);
+  const previous = await readResumeState(partial.state);
   const resumable =
     previous !== undefined &&
     previous.sha256 === image.sha256 &&
     JSON.stringify(previous.pieces) === JSON.stringify(layout) &&
-    (await stat(partial.path).catch(() => undefined))?.size === total;
+    (await stat(partial.data).catch(() => undefined))?.size === total;
   const state: ResumeState = resumable ? previous : { sha256: image.sha256, pieces: layout, done: layout.map(() => 0) };
   if (resumable) options.log?.(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
+  // A state left by another download of these partial files no longer describes them once they start over.
+  if (!resumable) await rm(partial.state, { force: true });
   const file = await DownloadFile.open(
-    partial.path,
+    partial.data,
     layout.map((piece) => piece.size),
     resumable ? state.done : undefined,
   );
   let actual: string | undefined;
   let keep = true;
+  // Saved while bytes arrive, so that even a kill -9 leaves a download to resume.
+  const checkpoints = new ResumeCheckpoints(partial.state, { sha256: state.sha256, pieces: state.pieces }, () => file.checkpoint(), options.checkpointMs);
   try {
+    checkpoints.start();
     await readPieces(image, file, [...state.done], total, options);
     actual = await file.digest();
     // Bytes that do not hash right are not worth keeping, nor flushing to the disk.
@@ -172,12 +199,13 @@ async function downloadPieces(image: ReadyImage, total: number, partial: Partial
     }
     throw error;
   } finally {
+    await checkpoints.stop();
     if (actual === undefined && keep) await file.flush().catch(() => {});
     await file.close();
     if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
-      if (keep) await writeFileAtomic(partial.statePath, JSON.stringify({ ...state, done: file.written })).catch(() => {});
-      else await Promise.all([rm(partial.path, { force: true }), rm(partial.statePath, { force: true })]);
+      if (keep) await writeResumeState(partial.state, { ...state, done: file.written }).catch(() => {});
+      else await removeResumeState(partial);
     }
   }
 }

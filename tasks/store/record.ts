@@ -13,10 +13,30 @@ export const INDEX_NAME = 'images.json';
 
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
+/**
+ * A string a store hands us that ends up in messages, `--json` and files on this host
+ * (`image-version.txt`, `.cache-key`): bounded, and without control characters, so a
+ * record can neither break a line nor add one to a file.
+ */
+const plainText = z
+  .string()
+  .max(4096)
+  .refine((text) => !/\p{Cc}/u.test(text), 'holds control characters');
+
 /** The inputs behind an image's cache key (ImageSources). */
 export const imageSourcesSchema = z.object({
-  base: z.object({ path: z.string(), sha256: z.string().optional(), sha512: z.string().optional() }),
-  files: z.record(z.string()),
+  base: z.object({
+    path: plainText,
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .optional(),
+    sha512: z
+      .string()
+      .regex(/^[0-9a-f]{128}$/)
+      .optional(),
+  }),
+  files: z.record(plainText, plainText),
 });
 
 /** Kinds of small files stored with an image: its chunk index (delta fetches) and its signed provenance. */
@@ -27,7 +47,7 @@ export const MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024;
 
 /** Where a store keeps one attachment (a backend's own name for it), and what its bytes must be. */
 const attachmentRefSchema = z.object({
-  name: z.string(),
+  name: plainText,
   size: z.number().int().nonnegative().max(MAX_ATTACHMENT_BYTES),
   sha256: sha256Hex,
 });
@@ -44,19 +64,19 @@ export const imageRecordSchema = z.object({
   size: z.number().int().nonnegative(),
   sha256: sha256Hex,
   /** The pieces the bytes are stored as, in order (a GitHub release: the whole file or its split parts). */
-  parts: z.array(z.object({ name: z.string(), size: z.number().int().nonnegative() })),
-  cacheKey: z.string().optional(),
+  parts: z.array(z.object({ name: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/), size: z.number().int().nonnegative() })).max(100_000),
+  cacheKey: plainText.optional(),
   /**
    * What a consumer's QEMU must read: `zstd` needs QEMU >= 5.1; `zlib` and `none` (no
    * compressed cluster) any. Absent for an image that is not qcow2, or recorded before.
    */
   compression: z.enum(['zstd', 'zlib', 'none']).optional(),
-  versions: z.record(z.string()).default({}),
+  versions: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), plainText).default({}),
   sources: imageSourcesSchema.optional(),
   /** Kinds this version does not know are dropped when read (a newer writer's), not refused. */
   attachments: z.object({ 'chunk-index': attachmentRefSchema.optional(), provenance: attachmentRefSchema.optional() }).optional(),
   commit: sourceCommitSchema.optional(),
-  uploadedAt: z.string().optional(),
+  uploadedAt: plainText.optional(),
 });
 
 const indexSchema = z.object({

@@ -67,8 +67,10 @@ export interface StoredImage {
    * - `complete`: every piece is there; `getImage` can fetch it now
    * - `replacing`: an upload is swapping it and no complete copy can be read this moment
    * - `incomplete`: pieces are missing and no upload is underway (`detail` names them)
+   * - `damaged`: its record cannot be read or is not a valid one (`detail` says which); an
+   *   upload of the image replaces it, `remove` removes it
    */
-  readonly state: 'complete' | 'replacing' | 'incomplete';
+  readonly state: 'complete' | 'replacing' | 'incomplete' | 'damaged';
   readonly detail?: string;
   /** From the image's own record, else from the index; undefined for bytes nobody recorded. */
   readonly record?: ImageRecord;
@@ -174,6 +176,8 @@ export interface RemoveResult {
   readonly notInStore: readonly string[];
   /** Names whose index entry was (or would be) dropped. */
   readonly unindexed: readonly string[];
+  /** What was left alone and why (an entry the store did not make), one line each. */
+  readonly notes?: readonly string[];
 }
 
 export interface RetagOptions {

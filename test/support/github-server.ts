@@ -13,7 +13,8 @@
 // test can kill the client there, and say whether the server still carries it out).
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -131,6 +132,8 @@ export interface GitHubServerOptions {
   readonly delayMs?: number;
   /** Seed of those random waits (default random; read it back from `seed`). */
   readonly seed?: number;
+  /** Paces every asset download to this many bytes a second (default: as fast as it goes). */
+  readonly bytesPerSecond?: number;
   /** A private repository: without the token, everything answers 404, as GitHub does. Default: public (anyone may read). */
   readonly private?: boolean;
 }
@@ -645,6 +648,7 @@ export class GitHubServer {
       if (piece.length && !response.write(piece)) await once(response, 'drain');
       if (sent >= limit) break;
       if (fault?.kind === 'slow') await sleep(fault.delayMs);
+      if (this.options.bytesPerSecond) await sleep((piece.length / this.options.bytesPerSecond) * 1000);
     }
     if (fault?.kind === 'reset') {
       response.socket?.resetAndDestroy();
@@ -787,6 +791,31 @@ export interface ImageFixture {
   cleanup(): Promise<void>;
 }
 
+/**
+ * `size` bytes that upload and download like an image: a self-contained qcow2 (512-byte
+ * clusters, made by qemu-img) followed by random bytes, which QEMU ignores. Below the
+ * smallest such qcow2, plain random bytes.
+ */
+function qcow2OfSize(size: number): Buffer {
+  const header = smallQcow2();
+  if (size < header.length) return randomBytes(size);
+  return Buffer.concat([header, randomBytes(size - header.length)]);
+}
+
+let smallQcow2Bytes: Buffer | undefined;
+function smallQcow2(): Buffer {
+  if (!smallQcow2Bytes) {
+    const dir = mkdtempSync(join(tmpdir(), 'pipeline-qcow2-'));
+    try {
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', join(dir, 'small.qcow2'), '1M']);
+      smallQcow2Bytes = readFileSync(join(dir, 'small.qcow2'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return smallQcow2Bytes;
+}
+
 export async function createImageFixture(images: readonly FixtureImage[], release: ReleaseDecl & { readonly tag: string }): Promise<ImageFixture> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const root = await mkdtemp(join(tmpdir(), 'pipeline-images-'));
@@ -796,7 +825,7 @@ export async function createImageFixture(images: readonly FixtureImage[], releas
   const imagePath = (name: string): string => join(root, 'images', name, `${name}.qcow2`);
   const writeImage = async (name: string, size: number): Promise<string> => {
     await mkdir(join(root, 'images', name), { recursive: true });
-    const bytes = randomBytes(size);
+    const bytes = qcow2OfSize(size);
     await writeFile(imagePath(name), bytes);
     const digest = createHash('sha256').update(bytes).digest('hex');
     await writeFile(`${imagePath(name)}.sha256`, `${digest}  ${name}.qcow2\n`);

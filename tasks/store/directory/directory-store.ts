@@ -11,12 +11,20 @@
 // Every file is written under a temporary name in its directory, fsynced and renamed, and
 // rename replaces atomically: a record always names a complete blob, so there is no swap
 // to be caught in. The record is written first; the readable copies and the index follow
-// it, each writer rechecking after its own writes, so concurrent writers converge. Unreferenced blobs are removed once they are older than any upload.
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+// it, each writer rechecking after its own writes, so concurrent writers converge.
+// Unreferenced blobs are removed once they are older than any upload.
+//
+// Whoever can write the share can put anything there, so nothing in the store is
+// followed or waited on (entries.ts): the store reads and removes only regular files
+// under names it makes, and reports anything else. A damaged record is a damaged image,
+// not a broken store. `dir` itself must exist: an unmounted share is an error, never a
+// fresh empty store.
+import { link, lutimes, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Failure, removeAbandonedTemps, siblingTempPath, writeFileAtomic } from '../../../src/index.ts';
 import { formatSha256Line } from '../../checksum.ts';
+import { quoteUntrusted } from '../../untrusted-text.ts';
 import { readInOrder } from '../file-reads.ts';
 import { imageFileName, isValidImageName } from '../names.ts';
 import {
@@ -34,47 +42,72 @@ import {
   type ImageIndex,
 } from '../record.ts';
 import type { ImageStore, ImageToPut, OpenedImage, PutOptions, PutResult, RemoveOptions, RemoveResult, StoredImage, StoreListing } from '../store.ts';
+import { lstatOrUndefined, oddKind, readSmallBytes, readSmallFile } from './entries.ts';
 
 /** Blobs no record names are removed when older than this: no upload takes longer. */
 const UNREFERENCED_BLOB_AGE_MS = 6 * 60 * 60 * 1000;
+/** A record is a few KiB; the index a few per image. Anything larger is not one. */
+const RECORD_LIMIT = 1024 * 1024;
+const INDEX_LIMIT = 16 * 1024 * 1024;
+const IMAGE_BLOB_NAME = /^[0-9a-f]{64}\.qcow2$/;
 
 /** The blob names this store makes: an image's bytes, or one of its attachments. */
 const BLOB_NAME = new RegExp(`^[0-9a-f]{64}\\.(?:qcow2|${ATTACHMENT_KINDS.join('|')})$`);
 const attachmentBlob = (kind: AttachmentKind, sha256: string): string => `${sha256}.${kind}`;
 
-const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(/^[0-9a-f]{64}\.qcow2$/) });
+const recordFileSchema = z.object({ schemaVersion: z.literal(1), name: z.string(), image: imageRecordSchema, blob: z.string().regex(IMAGE_BLOB_NAME) });
 type RecordFile = z.infer<typeof recordFileSchema>;
+
+type RecordRead = { readonly kind: 'ok'; readonly file: RecordFile } | { readonly kind: 'missing' } | { readonly kind: 'damaged'; readonly problem: string };
+
+/** What a look at the store's top folder found: the records, and what is wrong with the rest. */
+interface Scan {
+  readonly records: Map<string, RecordFile>;
+  /** Image name -> why its record cannot be used. */
+  readonly damaged: Map<string, string>;
+  /** Entries that are not the store's, one line each. */
+  readonly skipped: string[];
+}
 
 export class DirectoryStore implements ImageStore {
   readonly location: string;
   private readonly dir: string;
 
-  constructor(root: string, tag: string) {
+  constructor(
+    private readonly root: string,
+    tag: string,
+  ) {
     this.dir = join(root, tag);
     this.location = `store ${this.dir}`;
   }
 
   async list(): Promise<StoreListing> {
-    if (!(await stat(this.dir).catch(() => undefined))) return { exists: false, images: [], notes: [] };
-    const records = await this.records();
+    if (!(await this.tagDirExists())) return { exists: false, images: [], notes: [] };
+    const scan = await this.scan();
     const images: StoredImage[] = [];
-    for (const [name, file] of [...records].sort(([a], [b]) => a.localeCompare(b))) {
-      const blob = await stat(this.blobPath(file.blob)).catch(() => undefined);
+    for (const [name, file] of scan.records) {
+      const blob = await this.blobProblem(file);
       images.push(
-        blob?.size === file.image.size
+        blob === undefined
           ? { name, state: 'complete', record: file.image, size: file.image.size, pieces: 1 }
-          : { name, state: 'incomplete', detail: `${name}'s bytes (${file.blob}) are missing`, record: file.image, size: file.image.size, pieces: 0 },
+          : { name, state: 'incomplete', detail: `${name}'s bytes (${file.blob}) ${blob}`, record: file.image, size: file.image.size, pieces: 0 },
       );
     }
-    return { exists: true, images, notes: [] };
+    for (const [name, problem] of scan.damaged) images.push({ name, state: 'damaged', detail: `${name}.json ${problem}`, size: 0, pieces: 0 });
+    images.sort((a, b) => a.name.localeCompare(b.name));
+    return { exists: true, images, notes: [...scan.skipped, ...[...scan.damaged].map(([name, problem]) => this.damagedNote(name, problem))] };
   }
 
   async open(name: string): Promise<OpenedImage> {
-    const file = await this.record(name);
-    if (!file) return { status: 'missing', detail: `${this.location} has no ${name}` };
+    if (!(await this.tagDirExists())) return { status: 'missing', detail: `${this.location} does not exist` };
+    const found = await this.record(name);
+    if (found.kind === 'missing') return { status: 'missing', detail: `${this.location} has no ${name}` };
+    if (found.kind === 'damaged') return { status: 'missing', detail: this.damagedNote(name, found.problem) };
+    const { file } = found;
     const path = this.blobPath(file.blob);
-    const size = (await stat(path).catch(() => undefined))?.size;
-    if (size !== file.image.size) return { status: 'missing', detail: `${this.location}: ${name}'s bytes (${file.blob}) are missing` };
+    const problem = await this.blobProblem(file);
+    if (problem !== undefined) return { status: 'missing', detail: `${this.location}: ${name}'s bytes (${file.blob}) ${problem}` };
+    const size = file.image.size;
     return {
       status: 'ready',
       name,
@@ -89,7 +122,7 @@ export class DirectoryStore implements ImageStore {
           size,
           async read({ from, to, signal, sink }) {
             try {
-              await readInOrder(path, { from, ...(to !== undefined ? { to } : {}), signal, each: sink });
+              await readInOrder(path, { from, ...(to !== undefined ? { to } : {}), signal, regularOnly: true, each: sink });
             } catch (error) {
               if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `${path} is gone`);
               throw error;
@@ -101,20 +134,41 @@ export class DirectoryStore implements ImageStore {
   }
 
   async put(image: ImageToPut, options: PutOptions): Promise<PutResult> {
-    await mkdir(join(this.dir, 'blobs'), { recursive: true });
+    try {
+      return await this.putInto(image, options);
+    } catch (error) {
+      // The share went away under the upload (unmounted, removed): say so, never recreate it.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !(await stat(this.root).catch(() => undefined))?.isDirectory()) {
+        throw new Failure('setup', `release.dir ${this.root} went away during the upload of ${image.name} (an unmounted share?); mount it and upload again`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  private async putInto(image: ImageToPut, options: PutOptions): Promise<PutResult> {
+    if (!(await this.tagDirExists())) await mkdir(this.dir).catch(ignoreExists);
+    const blobs = join(this.dir, 'blobs');
+    const blobsInfo = await lstatOrUndefined(blobs);
+    if (!blobsInfo) await mkdir(blobs).catch(ignoreExists);
+    else if (!blobsInfo.isDirectory()) throw this.notOurs(blobs, blobsInfo);
     // What a writer of this host killed mid-put left (its temp names carry its pid): gone before this one writes.
-    await removeAbandonedTemps([this.dir, join(this.dir, 'blobs')]);
+    await removeAbandonedTemps([this.dir, blobs]);
     const blob = `${image.sha256}.qcow2`;
-    const previous = await this.record(image.name);
-    const held = (await stat(this.blobPath(blob)).catch(() => undefined))?.size === image.size;
-    const uploaded = options.force || !held;
+    const found = await this.record(image.name);
+    const previous = found.kind === 'ok' ? found.file : undefined;
+    if (found.kind === 'damaged') options.log(`${image.name}: replacing its damaged record (${this.damagedNote(image.name, found.problem)})`);
+    const held = await lstatOrUndefined(this.blobPath(blob));
+    // Only a regular file of the right size counts; anything else under that name is replaced.
+    const uploaded = options.force || !(held?.isFile() && held.size === image.size);
     // Replacing another image (or the same bytes, forced) is decided now, before bytes move,
     // and again with the record found right before the new one is written.
     const replaces = (file: RecordFile | undefined): file is RecordFile => file !== undefined && (file.blob !== blob || options.force);
     if (replaces(previous) && options.mayReplace) await options.mayReplace(previous.image);
     if (uploaded) await this.copyIn(image, this.blobPath(blob), options);
     // A held blob may be an old unreferenced one: made young again, no writer's sweep removes it under this record.
-    else await utimes(this.blobPath(blob), new Date(), new Date());
+    else await lutimes(this.blobPath(blob), new Date(), new Date());
     const record = recordOf(
       image,
       [{ name: imageFileName(image.name), size: image.size }],
@@ -126,44 +180,75 @@ export class DirectoryStore implements ImageStore {
     if (!uploaded && previous?.blob === blob && sameRecord(previous.image, record)) {
       options.log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
     } else {
-      const now = options.mayReplace ? await this.record(image.name) : undefined;
+      const again = options.mayReplace ? await this.record(image.name) : undefined;
+      const now = again?.kind === 'ok' ? again.file : undefined;
       if (replaces(now) && options.mayReplace) await options.mayReplace(now.image);
       const file: RecordFile = { schemaVersion: 1, name: image.name, image: record, blob };
-      await writeFileAtomic(join(this.dir, `${image.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
+      const recordPath = join(this.dir, `${image.name}.json`);
+      const there = await lstatOrUndefined(recordPath);
+      if (there?.isDirectory()) throw this.notOurs(recordPath, there);
+      await writeFileAtomic(recordPath, `${JSON.stringify(file, null, 2)}\n`);
       options.log(`${image.name}: ${uploaded ? 'stored' : 'recorded'} in ${this.location}, sha256 ${image.sha256}`);
     }
-    await this.syncReadableCopy(image.name);
-    await this.syncIndex();
-    await this.removeUnreferencedBlobs();
+    // The image is in the store now; what follows only derives from the records, and
+    // nothing someone else left in the store makes it fail.
+    const notes = [...(await this.syncReadableCopy(image.name)), ...(await this.syncIndex()), ...(await this.removeUnreferencedBlobs())];
+    for (const note of new Set(notes)) options.log(note);
     return { uploaded };
   }
 
   async remove(names: readonly string[], options: RemoveOptions): Promise<RemoveResult> {
-    const records = await this.records();
+    if (!(await this.tagDirExists())) return { deleted: [], notInStore: [...names], unindexed: [] };
+    const scan = await this.scan();
     const index = await this.readIndex();
     const deleted: string[] = [];
     const notInStore: string[] = [];
+    const notes: string[] = [];
     for (const name of names) {
-      const files = [`${name}.json`, `${imageFileName(name)}.sha256`, imageFileName(name)];
-      const present = (await Promise.all(files.map(async (file) => ((await stat(join(this.dir, file)).catch(() => undefined)) ? file : undefined)))).filter(
-        (file): file is string => file !== undefined,
-      );
+      if (!isValidImageName(name)) {
+        notInStore.push(name);
+        continue;
+      }
+      // Damaged records too (a FIFO, a link, bad JSON): unlinking an entry never touches what it points at.
+      const present: string[] = [];
+      for (const file of [`${name}.json`, `${imageFileName(name)}.sha256`, imageFileName(name)]) {
+        const info = await lstatOrUndefined(join(this.dir, file));
+        if (!info) continue;
+        if (info.isDirectory()) notes.push(this.notOurs(join(this.dir, file), info).message);
+        else present.push(file);
+      }
       if (!present.length) notInStore.push(name);
       deleted.push(...present);
       if (!options.dryRun) for (const file of present) await rm(join(this.dir, file), { force: true });
     }
-    const unindexed = names.filter((name) => records.has(name) || index?.images[name] !== undefined);
-    if (!options.dryRun) await this.syncIndex();
-    return { deleted, notInStore, unindexed };
+    const unindexed = names.filter((name) => scan.records.has(name) || scan.damaged.has(name) || index?.images[name] !== undefined);
+    if (!options.dryRun) notes.push(...(await this.syncIndex()));
+    return { deleted, notInStore, unindexed, ...(notes.length ? { notes: [...new Set(notes)] } : {}) };
   }
 
   async probe(name: string): Promise<string> {
-    const file = await this.record(name);
-    return file ? `sha256 ${file.image.sha256}` : 'image missing';
+    if (!(await this.tagDirExists())) return 'image missing';
+    const found = await this.record(name);
+    if (found.kind === 'damaged') return `record damaged: ${found.problem}`;
+    return found.kind === 'ok' ? `sha256 ${found.file.image.sha256}` : 'image missing';
   }
 
   private blobPath(blob: string): string {
     return join(this.dir, 'blobs', blob);
+  }
+
+  /**
+   * Whether `{dir}/{tag}` is there. `dir` must be (an unmounted share is a setup error,
+   * never an empty store), and the tag's folder must be a directory itself, not a link.
+   */
+  private async tagDirExists(): Promise<boolean> {
+    if (!(await stat(this.root).catch(() => undefined))?.isDirectory()) {
+      throw new Failure('setup', `release.dir ${this.root} is not a directory: create it (or mount the shared storage there)`);
+    }
+    const info = await lstatOrUndefined(this.dir);
+    if (!info) return false;
+    if (!info.isDirectory()) throw this.notOurs(this.dir, info);
+    return true;
   }
 
   /** Attachment blobs before the record that names them; one already there is made young again, as a held image blob is. */
@@ -173,7 +258,9 @@ export class DirectoryStore implements ImageStore {
       const bytes = image.attachments?.[kind];
       if (!ref || !bytes) continue;
       const path = this.blobPath(ref.name);
-      if ((await stat(path).catch(() => undefined))?.size === ref.size) await utimes(path, new Date(), new Date());
+      const there = await lstatOrUndefined(path);
+      if (there?.isFile() && there.size === ref.size) await lutimes(path, new Date(), new Date());
+      else if (there?.isDirectory()) throw this.notOurs(path, there);
       else await writeFileAtomic(path, bytes);
     }
   }
@@ -185,37 +272,86 @@ export class DirectoryStore implements ImageStore {
     if (!BLOB_NAME.test(ref.name))
       throw new Failure('integrity', `the record of ${where} names ${JSON.stringify(ref.name)} for its ${kind}, not a blob of this store`);
     signal.throwIfAborted();
-    const path = this.blobPath(ref.name);
-    const size = (await stat(path).catch(() => undefined))?.size;
-    if (size === undefined) throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
-    if (size > MAX_ATTACHMENT_BYTES) throw new Failure('integrity', `the ${kind} of ${where} is ${size} bytes, more than any attachment`);
-    return verifiedAttachment(await readFile(path, { signal }), ref, kind, where);
+    const blobs = await lstatOrUndefined(join(this.dir, 'blobs'));
+    if (blobs && !blobs.isDirectory()) throw new Failure('integrity', `the ${kind} of ${where} is in blobs/, which is ${oddKind(blobs)}`);
+    const read = await readSmallBytes(this.blobPath(ref.name), MAX_ATTACHMENT_BYTES);
+    if (read.kind === 'missing') throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
+    if (read.kind === 'odd') throw new Failure('integrity', `the ${kind} of ${where} (${ref.name}) ${read.problem}`);
+    return verifiedAttachment(read.bytes, ref, kind, where);
   }
 
-  private async records(): Promise<Map<string, RecordFile>> {
+  private notOurs(path: string, info: Parameters<typeof oddKind>[0]): Failure {
+    return new Failure(
+      'setup',
+      `${path} is ${oddKind(info) ?? 'a file'}, which this store never makes there; it follows no link and writes through none: move it aside`,
+    );
+  }
+
+  private damagedNote(name: string, problem: string): string {
+    return `${this.location}: ${name}.json ${problem}; ${name} is damaged (upload it again, or release remove ${name})`;
+  }
+
+  /** Why the record's blob cannot be read as its bytes, or undefined when it can. */
+  private async blobProblem(file: RecordFile): Promise<string | undefined> {
+    const blobs = await lstatOrUndefined(join(this.dir, 'blobs'));
+    if (blobs && !blobs.isDirectory()) return `are in blobs/, which is ${oddKind(blobs)}`;
+    const info = await lstatOrUndefined(this.blobPath(file.blob));
+    if (!info) return 'are missing';
+    const odd = oddKind(info);
+    if (odd) return `are ${odd}`;
+    if (info.size !== file.image.size) return `are ${info.size} bytes, not the ${file.image.size} its record says`;
+    return undefined;
+  }
+
+  /** Every record, and every entry that should be one and is not, read from the top folder without following anything. */
+  private async scan(): Promise<Scan> {
     const records = new Map<string, RecordFile>();
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    for (const entry of names) {
-      const name = entry.endsWith('.json') ? entry.slice(0, -'.json'.length) : '';
-      if (!isValidImageName(name) || entry === INDEX_NAME) continue;
-      const file = await this.record(name);
-      if (file) records.set(name, file);
+    const damaged = new Map<string, string>();
+    const skipped: string[] = [];
+    const entries = await readdir(this.dir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [];
+      throw error;
+    });
+    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      if (!entry.name.endsWith('.json') || entry.name === INDEX_NAME || entry.name.startsWith('.')) continue;
+      const name = entry.name.slice(0, -'.json'.length);
+      if (!isValidImageName(name)) {
+        skipped.push(`${this.location}: skipped ${quoteUntrusted(entry.name)}, which is not an image's record`);
+        continue;
+      }
+      const found = await this.record(name);
+      if (found.kind === 'ok') records.set(name, found.file);
+      else if (found.kind === 'damaged') damaged.set(name, found.problem);
     }
-    return records;
+    return { records, damaged, skipped };
   }
 
   /** One image's record, without reading the others. */
-  private async record(name: string): Promise<RecordFile | undefined> {
-    if (!isValidImageName(name)) return undefined; // never a path outside the store
-    const parsed = recordFileSchema.safeParse(JSON.parse(await readFile(join(this.dir, `${name}.json`), 'utf8').catch(() => 'null')));
-    return parsed.success && parsed.data.name === name ? parsed.data : undefined;
+  private async record(name: string): Promise<RecordRead> {
+    if (!isValidImageName(name)) return { kind: 'missing' }; // never a path outside the store
+    const read = await readSmallFile(join(this.dir, `${name}.json`), RECORD_LIMIT);
+    if (read.kind === 'missing') return read;
+    if (read.kind === 'odd') return { kind: 'damaged', problem: read.problem };
+    let json: unknown;
+    try {
+      json = JSON.parse(read.text);
+    } catch {
+      return { kind: 'damaged', problem: 'is not valid JSON' };
+    }
+    const parsed = recordFileSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return { kind: 'damaged', problem: `is not a valid record (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})` };
+    }
+    if (parsed.data.name !== name) return { kind: 'damaged', problem: `is the record of ${quoteUntrusted(parsed.data.name)}, not of ${name}` };
+    return { kind: 'ok', file: parsed.data };
   }
 
   private async readIndex(): Promise<ImageIndex | undefined> {
-    const text = await readFile(join(this.dir, INDEX_NAME), 'utf8').catch(() => undefined);
-    if (text === undefined) return undefined;
+    const read = await readSmallFile(join(this.dir, INDEX_NAME), INDEX_LIMIT);
+    if (read.kind !== 'text') return undefined;
     try {
-      return parseIndex(text, `${INDEX_NAME} in ${this.location}`);
+      return parseIndex(read.text, `${INDEX_NAME} in ${this.location}`);
     } catch {
       return undefined;
     }
@@ -225,51 +361,88 @@ export class DirectoryStore implements ImageStore {
    * Points `{name}.qcow2` and `{name}.qcow2.sha256` at what the record names now. Two
    * writers of different bytes may interleave their record and link writes; each one, after
    * its own writes, brings both files back to the record, so the last to look leaves them
-   * agreeing with it (as syncIndex does for the index).
+   * agreeing with it (as syncIndex does for the index). Returns notes on what it left alone.
    */
-  private async syncReadableCopy(name: string): Promise<void> {
+  private async syncReadableCopy(name: string): Promise<string[]> {
     const copy = join(this.dir, imageFileName(name));
     const checksum = `${copy}.sha256`;
     for (let round = 0; round < 20; round++) {
-      const file = await this.record(name);
-      if (!file) return; // removed meanwhile: `release remove` took the copies too
-      const [blobInfo, copyInfo] = await Promise.all([stat(this.blobPath(file.blob)).catch(() => undefined), stat(copy).catch(() => undefined)]);
-      if (!blobInfo) return; // the record names missing bytes: list() says so, a new put mends it
+      const found = await this.record(name);
+      if (found.kind !== 'ok') return []; // removed meanwhile: `release remove` took the copies too
+      const file = found.file;
+      const [blobInfo, copyInfo, checksumInfo] = await Promise.all([
+        lstatOrUndefined(this.blobPath(file.blob)),
+        lstatOrUndefined(copy),
+        lstatOrUndefined(checksum),
+      ]);
+      if (!blobInfo?.isFile()) return []; // the record names missing bytes: list() says so, a new put mends it
+      // A directory cannot be renamed over: someone else's, left alone.
+      const blocked = [copyInfo, checksumInfo].map((info, at) => (info?.isDirectory() ? this.notOurs(at === 0 ? copy : checksum, info).message : undefined));
       const wantedChecksum = formatSha256Line(file.image.sha256, imageFileName(name));
-      const linked = copyInfo?.ino === blobInfo.ino && copyInfo.dev === blobInfo.dev;
-      const checksumRight = (await readFile(checksum, 'utf8').catch(() => undefined)) === wantedChecksum;
-      if (linked && checksumRight) return;
-      if (!linked) await this.linkIn(this.blobPath(file.blob), copy);
-      if (!checksumRight) await writeFileAtomic(checksum, wantedChecksum);
+      const linked = copyInfo?.isFile() === true && copyInfo.ino === blobInfo.ino && copyInfo.dev === blobInfo.dev;
+      const checksumRight = (await readSmallText(checksum)) === wantedChecksum;
+      const linkDone = linked || blocked[0] !== undefined;
+      const checksumDone = checksumRight || blocked[1] !== undefined;
+      if (linkDone && checksumDone) return blocked.filter((note): note is string => note !== undefined);
+      if (!linkDone) await this.linkIn(this.blobPath(file.blob), copy);
+      if (!checksumDone) await writeFileAtomic(checksum, wantedChecksum);
     }
+    return [];
   }
 
-  /** Rewrites the index from the records until what is there is what they say (other writers may rewrite it meanwhile). */
-  private async syncIndex(): Promise<void> {
+  /**
+   * Rewrites the index from the records until what is there is what they say (other
+   * writers may rewrite it meanwhile). Returns notes on damaged records it left out, or on
+   * an index it could not replace.
+   */
+  private async syncIndex(): Promise<string[]> {
+    const path = join(this.dir, INDEX_NAME);
     for (let round = 0; round < 20; round++) {
+      const scan = await this.scan();
+      const notes = [...scan.skipped, ...[...scan.damaged].map(([name, problem]) => this.damagedNote(name, problem))];
+      const there = await lstatOrUndefined(path);
+      if (there?.isDirectory()) return [...notes, this.notOurs(path, there).message];
       const index = emptyIndex();
-      for (const [name, file] of await this.records()) index.images[name] = file.image;
+      for (const [name, file] of scan.records) index.images[name] = file.image;
       const wanted = serializeIndex(index);
-      if ((await readFile(join(this.dir, INDEX_NAME), 'utf8').catch(() => undefined)) === wanted) return;
-      await writeFileAtomic(join(this.dir, INDEX_NAME), wanted);
+      if ((await readSmallText(path)) === wanted) return notes;
+      await writeFileAtomic(path, wanted);
     }
+    return [];
   }
 
-  private async removeUnreferencedBlobs(): Promise<void> {
+  /** Removes old blobs no record names: regular files under blob names only, never through a link. Returns notes on what it left alone. */
+  private async removeUnreferencedBlobs(): Promise<string[]> {
+    const blobs = join(this.dir, 'blobs');
+    const before = await lstatOrUndefined(blobs);
+    if (!before?.isDirectory()) return [];
     const referenced = new Set(
-      [...(await this.records()).values()].flatMap((file) => [file.blob, ...Object.values(file.image.attachments ?? {}).map((ref) => ref.name)]),
+      [...(await this.scan()).records.values()].flatMap((file) => [file.blob, ...Object.values(file.image.attachments ?? {}).map((ref) => ref.name)]),
     );
-    for (const blob of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
-      if (referenced.has(blob)) continue;
-      const info = await stat(this.blobPath(blob)).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > UNREFERENCED_BLOB_AGE_MS) await rm(this.blobPath(blob), { force: true });
+    const notes: string[] = [];
+    const entries = await readdir(blobs, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      if (referenced.has(entry.name) || entry.name.startsWith('.')) continue;
+      const odd = oddKind(entry);
+      if (!BLOB_NAME.test(entry.name) || odd) {
+        notes.push(`${this.location}: left blobs/${quoteUntrusted(entry.name)} alone (${odd ?? 'not a blob name'}; the store removes only blobs it made)`);
+        continue;
+      }
+      const info = await lstatOrUndefined(join(blobs, entry.name));
+      if (!info?.isFile() || Date.now() - info.mtimeMs <= UNREFERENCED_BLOB_AGE_MS) continue;
+      // blobs/ must still be the directory looked at (not swapped for a link meanwhile).
+      const now = await lstatOrUndefined(blobs);
+      if (!now?.isDirectory() || now.ino !== before.ino || now.dev !== before.dev) break;
+      await rm(join(blobs, entry.name), { force: true });
     }
+    return notes;
   }
 
   private async copyIn(image: ImageToPut, target: string, options: PutOptions): Promise<void> {
     const temp = siblingTempPath(target);
     try {
-      const handle = await open(temp, 'w');
+      // wx: a name someone placed there (a link, a FIFO) is never opened through.
+      const handle = await open(temp, 'wx');
       try {
         await readInOrder(image.path, {
           signal: options.signal,
@@ -282,6 +455,8 @@ export class DirectoryStore implements ImageStore {
       } finally {
         await handle.close();
       }
+      const there = await lstatOrUndefined(target);
+      if (there?.isDirectory()) throw this.notOurs(target, there);
       await rename(temp, target);
     } catch (error) {
       await rm(temp, { force: true });
@@ -300,4 +475,14 @@ export class DirectoryStore implements ImageStore {
       await rm(temp, { force: true });
     }
   }
+}
+
+function ignoreExists(error: NodeJS.ErrnoException): void {
+  if (error.code !== 'EEXIST') throw error;
+}
+
+/** A small file's text when it is a regular file, else undefined. */
+async function readSmallText(path: string): Promise<string | undefined> {
+  const read = await readSmallFile(path, INDEX_LIMIT);
+  return read.kind === 'text' ? read.text : undefined;
 }

@@ -72,7 +72,11 @@ export class GitHubStore implements ImageStore {
       const image = parseAssetName(asset.name)?.image;
       if (image) names.add(image);
     }
-    const images = [...names].sort().map((name) => describe(layoutOf(name, snapshot.assets, snapshot.docs), snapshot, recorded.images[name]));
+    const images = [...names].sort().map((name) => describe(layoutOf(name, snapshot.assets, snapshot.docs), snapshot, recorded.images[name], reader));
+    for (const image of images) {
+      if (image.state === 'damaged')
+        notes.push(`${this.location}: ${image.detail}; ${image.name} is damaged (upload it again, or release remove ${image.name})`);
+    }
     return { exists: true, images, notes };
   }
 
@@ -106,7 +110,7 @@ export class GitHubStore implements ImageStore {
         },
       };
     }
-    const seen = describe(layout, snapshot, undefined);
+    const seen = describe(layout, snapshot, undefined, reader);
     if (seen.state === 'replacing') return { status: 'replacing', detail: seen.detail ?? 'an upload is underway' };
     if (layout.finalRecord || layout.commits.length) return { status: 'missing', detail: `${this.location}: ${seen.detail}` };
     const found = bindByName(name, layout.assets);
@@ -205,7 +209,7 @@ function removalOrder(name: string, asset: Asset): number {
 }
 
 /** What a reader sees of one image. */
-function describe(layout: ImageLayout, snapshot: Snapshot, indexed: ImageRecord | undefined): StoredImage {
+function describe(layout: ImageLayout, snapshot: Snapshot, indexed: ImageRecord | undefined, reader: Pick<ReleaseReader, 'problemOf'>): StoredImage {
   const { name } = layout;
   const uploading = layout.assets.some((asset) => imageAssetRole(name, asset.name)?.run !== undefined);
   if (layout.current) {
@@ -223,8 +227,10 @@ function describe(layout: ImageLayout, snapshot: Snapshot, indexed: ImageRecord 
       ? `${name} is missing ${missing.join(', ')}`
       : finalDoc
         ? `${name}'s pieces do not match its record`
-        : `${recordAssetName(name)} is not a valid record`;
+        : `${recordAssetName(name)} ${(layout.finalRecord && reader.problemOf(layout.finalRecord.id)) ?? 'is not a valid record'}`;
     const record = finalDoc?.image ?? indexed;
+    // A record that cannot be read, with no upload to replace it: damaged, whatever else is there.
+    if (layout.finalRecord && !finalDoc && !uploading) return { name, state: 'damaged', detail, size: 0, pieces: 0 };
     return {
       name,
       state: uploading ? 'replacing' : 'incomplete',

@@ -10,7 +10,7 @@ import { emptyIndex, INDEX_NAME, parseIndex, serializeIndex, type ImageIndex } f
 import { INDEX_ASSET, parseAssetName, tempAssetName, tempRun } from './asset-names.ts';
 import { bindByName, decisive, layoutOf, type Asset, type Docs } from './layout.ts';
 import { endRun, newRunId, runIsOver } from './runs.ts';
-import type { ReleaseReader } from './snapshot.ts';
+import { type ReleaseReader, SMALL_ASSET_LIMIT } from './snapshot.ts';
 
 const MAX_ROUNDS = 25;
 
@@ -47,6 +47,8 @@ export async function readIndex(
 ): Promise<{ asset?: Asset; text?: string; index?: ImageIndex; problem?: string }> {
   const asset = assets.find((candidate) => candidate.name === INDEX_ASSET && candidate.state === 'uploaded');
   if (!asset) return {};
+  if (asset.size > SMALL_ASSET_LIMIT)
+    return { asset, problem: `${INDEX_NAME} on release ${context.reader.release.tag_name} is ${asset.size} bytes, too large to be an index` };
   let text: string;
   try {
     text = await context.reader.text(asset, context.signal);

@@ -4,7 +4,9 @@
 // replacement: everything the swap needs is on the release and named in it, so any
 // later writer can finish the swap (or undo it) exactly as its uploader would have.
 import { z } from 'zod';
+import { quoteUntrusted } from '../../untrusted-text.ts';
 import { canonicalRecord, imageRecordSchema, type ImageRecord } from '../record.ts';
+import { parseAssetName } from './asset-names.ts';
 
 const recordDocSchema = z.object({
   schemaVersion: z.literal(1),
@@ -22,12 +24,31 @@ export function serializeRecordDoc(doc: RecordDoc): string {
 
 /** The doc in `text` when it is one for `image`; undefined for anything else (never trusted further). */
 export function parseRecordDoc(text: string, image: string): RecordDoc | undefined {
+  const read = readRecordDoc(text, image);
+  return 'doc' in read ? read.doc : undefined;
+}
+
+/** The doc in `text`, or what is wrong with it (completing "{image}.qcow2.json …"). */
+export function readRecordDoc(text: string, image: string): { readonly doc: RecordDoc } | { readonly problem: string } {
+  let json: unknown;
   try {
-    const parsed = recordDocSchema.safeParse(JSON.parse(text));
-    return parsed.success && parsed.data.name === image ? parsed.data : undefined;
+    json = JSON.parse(text);
   } catch {
-    return undefined;
+    return { problem: 'is not valid JSON' };
   }
+  const parsed = recordDocSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { problem: `is not a valid record (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})` };
+  }
+  if (parsed.data.name !== image) return { problem: `is the record of ${quoteUntrusted(parsed.data.name)}, not of ${image}` };
+  // The names it binds become asset names in a swap: only this image's own final names.
+  const foreign = parsed.data.assets.find((entry) => {
+    const role = parseAssetName(entry.name);
+    return role?.image !== image || role.run !== undefined || role.role === 'record';
+  });
+  if (foreign) return { problem: `names ${quoteUntrusted(foreign.name)}, which is not one of ${image}'s assets` };
+  return { doc: parsed.data };
 }
 
 export function recordDoc(name: string, image: ImageRecord, assets: RecordDoc['assets']): RecordDoc {

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isFailure } from '../../../src/index.ts';
 import { parseAssetName } from './asset-names.ts';
 import { decisive, recordAssetsOf, type Asset, type Docs } from './layout.ts';
-import { parseRecordDoc, type RecordDoc } from './record-asset.ts';
+import { readRecordDoc, type RecordDoc } from './record-asset.ts';
 import type { Release, ReleaseApi } from './release-api.ts';
 
 export interface Snapshot {
@@ -14,10 +14,12 @@ export interface Snapshot {
 }
 
 /** Records and indexes are small; anything larger under such a name is not one. */
-const SMALL_ASSET_LIMIT = 4 * 1024 * 1024;
+export const SMALL_ASSET_LIMIT = 4 * 1024 * 1024;
 
 export class ReleaseReader {
   private readonly docs = new Map<number, RecordDoc | undefined>();
+  /** Why a record asset holds no doc, by asset id. */
+  private readonly problems = new Map<number, string>();
   private readonly texts = new Map<number, string>();
 
   constructor(
@@ -43,16 +45,31 @@ export class ReleaseReader {
         6,
         async (asset) => {
           const image = parseAssetName(asset.name)!.image;
+          if (asset.size > SMALL_ASSET_LIMIT) {
+            this.docs.set(asset.id, undefined);
+            this.problems.set(asset.id, `is ${asset.size} bytes, more than a record ever is`);
+            return;
+          }
           const text = await this.text(asset, signal).catch((error: unknown) => {
             if (isFailure(error, 'not-found') && attempt < 10) return undefined;
             throw error;
           });
-          if (text === undefined) stale = true;
-          else this.docs.set(asset.id, parseRecordDoc(text, image));
+          if (text === undefined) {
+            stale = true;
+            return;
+          }
+          const read = readRecordDoc(text, image);
+          this.docs.set(asset.id, 'doc' in read ? read.doc : undefined);
+          if ('problem' in read) this.problems.set(asset.id, read.problem);
         },
       );
       if (!stale) return { assets, docs: this.docs };
     }
+  }
+
+  /** Why the record asset `id` holds no valid doc, when it does not. */
+  problemOf(id: number): string | undefined {
+    return this.problems.get(id);
   }
 
   /**

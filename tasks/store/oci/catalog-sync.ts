@@ -41,7 +41,9 @@ export interface CatalogContext {
 
 export type SeenImage =
   | { readonly name: string; readonly state: 'complete'; readonly artifact: ImageArtifact; readonly digest: string }
-  | { readonly name: string; readonly state: 'incomplete'; readonly detail: string };
+  | { readonly name: string; readonly state: 'incomplete'; readonly detail: string }
+  /** Its manifest is there but is not one this tool writes (not JSON, no valid record, layers that disagree with it). */
+  | { readonly name: string; readonly state: 'damaged'; readonly detail: string };
 
 /** The tag's markers: the names of the images put under it (sorted), and whether the tag exists at all. */
 export async function markedNames(context: CatalogContext): Promise<{ exists: boolean; names: string[] }> {
@@ -59,7 +61,8 @@ export async function seeImage(context: CatalogContext, name: string): Promise<S
     return { name, state: 'complete', artifact: readImageManifest(found.bytes, name, `${repository}:${context.tag}`), digest: found.digest };
   } catch (error) {
     if (!isFailure(error, 'integrity')) throw error;
-    return { name, state: 'incomplete', detail: error.message };
+    // A manifest PUT replaces whole: one that does not parse is not an upload in flight but damage.
+    return { name, state: 'damaged', detail: error.message };
   }
 }
 

@@ -84,11 +84,15 @@ export class OciStore implements ImageStore {
     const { exists, names } = await markedNames(context);
     const seen = await seeImages(context, names);
     const images: StoredImage[] = [];
+    const notes: string[] = [];
     for (const name of names) {
       const image = seen.get(name);
       if (image?.state === 'complete') {
         const { record } = image.artifact;
         images.push({ name, state: 'complete', record, size: record.size, pieces: record.parts.length });
+      } else if (image?.state === 'damaged') {
+        images.push({ name, state: 'damaged', detail: image.detail, size: 0, pieces: 0 });
+        notes.push(`${this.location}: ${image.detail}; ${name} is damaged (upload it again, or release remove ${name})`);
       } else {
         // Removed where the registry cannot delete: its marker is a tombstone too.
         if (!image && (await markerRemoved(context, name))) continue;
@@ -96,13 +100,13 @@ export class OciStore implements ImageStore {
         images.push({ name, state: 'incomplete', detail, size: 0, pieces: 0 });
       }
     }
-    return { exists, images, notes: [] };
+    return { exists, images, notes };
   }
 
   async open(name: string, signal: AbortSignal): Promise<OpenedImage> {
     const seen = await seeImage(this.context(signal), name);
     if (!seen) return { status: 'missing', detail: `${this.location} has no ${name}` };
-    if (seen.state === 'incomplete') return { status: 'missing', detail: `${this.location}: ${seen.detail}` };
+    if (seen.state !== 'complete') return { status: 'missing', detail: `${this.location}: ${seen.detail}` };
     const { record, layers } = seen.artifact;
     const repository = repositoryOf(this.registry, name);
     return {
