@@ -1,0 +1,176 @@
+// The chunk index's parts: the gear chunker cuts a stream the same way whatever pieces
+// its bytes arrive in, within its size bounds, and hashes each chunk as xxhash-wasm does;
+// an index reads back as written and one that lies about its shape is refused in one
+// line; the planner's range arithmetic. Seeded: a failure prints the seed (DELTA_CHUNKS_SEED replays it).
+import test from 'ava';
+import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import xxhash from 'xxhash-wasm';
+import { ChunkIndexBuilder, decodeChunkIndex } from '../tasks/store/delta/chunk-index.ts';
+import { GearChunker, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
+import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
+
+const seed = Number(process.env.DELTA_CHUNKS_SEED ?? Date.now() % 2 ** 31);
+const SMALL: ChunkingParams = { minSize: 64, avgSize: 256, maxSize: 1024, normalization: 2, gearSeed: 7 };
+
+interface Chunk {
+  offset: number;
+  length: number;
+  hash: bigint;
+}
+
+function chunksOf(bytes: Uint8Array, splits: readonly number[], params = SMALL): Chunk[] {
+  const chunker = new GearChunker(params);
+  const chunks: Chunk[] = [];
+  const each = (offset: number, length: number, high: number, low: number) => {
+    chunks.push({ offset, length, hash: (BigInt(high) << 32n) | BigInt(low) });
+  };
+  let at = 0;
+  for (const split of [...splits].sort((a, b) => a - b)) {
+    const to = Math.min(bytes.length, split);
+    if (to > at) chunker.push(bytes.subarray(at, to), each);
+    at = Math.max(at, to);
+  }
+  chunker.push(bytes.subarray(at), each);
+  chunker.end(each);
+  return chunks;
+}
+
+test('chunks are the same however the bytes arrive, within the size bounds, each hashed with XXH64', async (t) => {
+  t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);
+  const { h64Raw } = await xxhash();
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 0, maxLength: 20_000 }),
+      fc.array(fc.nat({ max: 20_000 }), { maxLength: 12 }),
+      fc.boolean(),
+      (random, splits, repetitive) => {
+        // Repetitive content (no cut point for long stretches) exercises the maximum size.
+        const bytes = repetitive ? random.map((byte, index) => (index % 3 === 0 ? byte : 0)) : random;
+        const whole = chunksOf(bytes, []);
+        const split = chunksOf(bytes, splits);
+        if (
+          JSON.stringify(whole, (_, value) => (typeof value === 'bigint' ? value.toString() : value)) !==
+          JSON.stringify(split, (_, value) => (typeof value === 'bigint' ? value.toString() : value))
+        )
+          return false;
+        let at = 0;
+        for (const [index, chunk] of whole.entries()) {
+          if (chunk.offset !== at) return false;
+          if (chunk.length > SMALL.maxSize) return false;
+          if (chunk.length < SMALL.minSize && index !== whole.length - 1) return false;
+          if (chunk.hash !== h64Raw(bytes.subarray(chunk.offset, chunk.offset + chunk.length))) return false;
+          at += chunk.length;
+        }
+        return at === bytes.length;
+      },
+    ),
+    { seed, numRuns: 150 },
+  );
+  t.pass();
+});
+
+test('an edit moves only the chunks around it', (t) => {
+  const params: ChunkingParams = { minSize: 256, avgSize: 1024, maxSize: 8192, normalization: 2, gearSeed: 1 };
+  const before = randomBytes(256 * 1024);
+  const after = Buffer.concat([before.subarray(0, 100_000), randomBytes(333), before.subarray(100_000)]);
+  const key = (bytes: Uint8Array, chunk: Chunk) => `${chunk.hash}:${chunk.length}:${bytes[chunk.offset]}`;
+  const old = new Set(chunksOf(before, [], params).map((chunk) => key(before, chunk)));
+  const fresh = chunksOf(after, [], params).filter((chunk) => !old.has(key(after, chunk)));
+  const freshBytes = fresh.reduce((sum, chunk) => sum + chunk.length, 0);
+  t.true(fresh.length <= 4, `${fresh.length} chunks differ after one insert`);
+  t.true(freshBytes < 333 + 4 * 8192);
+});
+
+test('an index reads back as it was written', (t) => {
+  const bytes = randomBytes(300_000);
+  const builder = new ChunkIndexBuilder(SMALL);
+  builder.update(bytes.subarray(0, 12_345));
+  builder.update(bytes.subarray(12_345));
+  const encoded = builder.finish('ab'.repeat(32));
+  const index = decodeChunkIndex(encoded, 'test.chunks');
+  const expected = chunksOf(bytes, []);
+  t.is(index.count, expected.length);
+  t.is(index.size, bytes.length);
+  t.is(index.sha256, 'ab'.repeat(32));
+  t.deepEqual(index.params, SMALL);
+  for (const [chunk, { offset, length, hash }] of expected.entries()) {
+    t.is(index.offsets[chunk], offset);
+    t.is(index.lengths[chunk], length);
+    t.is((BigInt(index.hashHigh[chunk]!) << 32n) | BigInt(index.hashLow[chunk]!), hash);
+  }
+  // About ten bytes a chunk.
+  t.true(encoded.length < 200 + index.count * 11, `${encoded.length} bytes for ${index.count} chunks`);
+});
+
+test('an index that lies about its shape is refused, naming its source', (t) => {
+  const builder = new ChunkIndexBuilder(SMALL);
+  builder.update(randomBytes(20_000));
+  const good = Buffer.from(builder.finish('cd'.repeat(32)));
+  const headerLength = good.readUInt32LE(8);
+  const header = JSON.parse(good.subarray(12, 12 + headerLength).toString());
+  const withHeader = (change: (header: Record<string, unknown>) => void): Buffer => {
+    const copy = structuredClone(header);
+    change(copy);
+    const text = Buffer.from(JSON.stringify(copy));
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(text.length);
+    return Buffer.concat([good.subarray(0, 8), length, text, good.subarray(12 + headerLength)]);
+  };
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['not an index', Buffer.from('hello world, not an index'), /no PLCHUNKS header/],
+    ['cut short', good.subarray(0, good.length - 3), /bytes of hashes|cut short/],
+    ['wrong size', withHeader((h) => (h.size = 20_001)), /add up to 20000 bytes, not 20001/],
+    ['more chunks than bytes', withHeader((h) => (h.chunks = 1e9)), /do not fit/],
+    ['bad parameters', withHeader((h) => ((h.params as Record<string, number>).avgSize = 1000)), /power of two/],
+    ['unknown method', withHeader((h) => (h.method = 'rabin')), /method/],
+    ['header not JSON', Buffer.concat([good.subarray(0, 12), Buffer.from('{'.repeat(headerLength)), good.subarray(12 + headerLength)]), /not JSON/],
+  ];
+  for (const [what, bytes, message] of cases) {
+    const error = t.throws(() => decodeChunkIndex(bytes, 'e2e.qcow2.chunks'), undefined, what);
+    t.regex(error?.message ?? '', /^e2e\.qcow2\.chunks is not a usable chunk index \(/, what);
+    t.regex(error?.message ?? '', message, what);
+  }
+});
+
+test('range arithmetic: subtract, add, split at pieces and at the request size', (t) => {
+  t.deepEqual(
+    subtract(
+      [
+        { start: 0, end: 100 },
+        { start: 200, end: 300 },
+      ],
+      [
+        { start: 10, end: 20 },
+        { start: 90, end: 210 },
+        { start: 250, end: 260 },
+      ],
+    ),
+    [
+      { start: 0, end: 10 },
+      { start: 20, end: 90 },
+      { start: 210, end: 250 },
+      { start: 260, end: 300 },
+    ],
+  );
+  const ranges: ByteRange[] = [];
+  addRange(ranges, 10, 20);
+  addRange(ranges, 30, 40);
+  addRange(ranges, 20, 30);
+  addRange(ranges, 0, 5);
+  t.deepEqual(ranges, [
+    { start: 0, end: 5 },
+    { start: 10, end: 40 },
+  ]);
+  // Pieces of 100, 100, 50; a range across both boundaries becomes one request per piece.
+  t.deepEqual(splitIntoRequests([{ start: 90, end: 230 }], [100, 100, 50], 1000), [
+    { piece: 0, from: 90, to: 100, target: 90 },
+    { piece: 1, from: 0, to: 100, target: 100 },
+    { piece: 2, from: 0, to: 30, target: 200 },
+  ]);
+  t.deepEqual(splitIntoRequests([{ start: 0, end: 25 }], [100], 10), [
+    { piece: 0, from: 0, to: 10, target: 0 },
+    { piece: 0, from: 10, to: 20, target: 10 },
+    { piece: 0, from: 20, to: 25, target: 20 },
+  ]);
+});
