@@ -1,7 +1,7 @@
 // The chunks of an image by hash, and where local seed files hold each of them. Typed
 // arrays only, no Map of objects: a 3 GiB image has about 700,000 chunks, and the fetch
 // must stay within its memory bound (about 30 bytes a chunk here).
-import type { ChunkIndex } from './chunk-index.ts';
+import { type ChunkIndex, lowHashMask } from './chunk-index.ts';
 
 /** No seed holds the chunk. */
 const NOWHERE = -1;
@@ -21,14 +21,15 @@ export class ChunkTable {
   /** Per distinct chunk (indexed by its first occurrence): which seed holds it, and where. */
   private readonly seedOf: Int16Array;
   private readonly seedOffset: Float64Array;
-  /** Bytes of the image that some seed holds, counting every occurrence, per seed. */
-  readonly foundBytes: number[] = [];
+  /** The bits of a chunk hash's low half the index keeps. */
+  private readonly lowMask: number;
 
   constructor(readonly index: ChunkIndex) {
     let capacity = 1024;
     while (capacity < index.count * 2) capacity *= 2;
     this.slots = new Uint32Array(capacity).fill(EMPTY);
     this.mask = capacity - 1;
+    this.lowMask = lowHashMask(index.hashBytes);
     this.firstOfHash = new Uint32Array(index.count);
     this.seedOf = new Int16Array(index.count).fill(NOWHERE);
     this.seedOffset = new Float64Array(index.count);
@@ -49,15 +50,28 @@ export class ChunkTable {
   }
 
   /**
-   * A seed chunk was found at `offset` of seed `seed`: when the image has a chunk of that
-   * hash and length that no seed holds yet, this seed holds it now. Returns whether it did.
+   * A seed chunk was found at `offset` of seed `seed`, with that length and XXH64: when the
+   * image has a chunk of that length and (kept) hash that no seed holds yet, this seed holds
+   * it now. Returns whether it did.
    */
   offer(seed: number, offset: number, length: number, hashHigh: number, hashLow: number): boolean {
-    const chunk = this.slots[this.slotOf(hashHigh, hashLow, length)]!;
+    const chunk = this.slots[this.slotOf(hashHigh, (hashLow & this.lowMask) >>> 0, length)]!;
     if (chunk === EMPTY || this.seedOf[chunk] !== NOWHERE) return false;
     this.seedOf[chunk] = seed;
     this.seedOffset[chunk] = offset;
     return true;
+  }
+
+  /** Whether this XXH64 is, as far as the index keeps it, the hash of chunk `chunk`. */
+  matches(chunk: number, hashHigh: number, hashLow: number): boolean {
+    return this.index.hashHigh[chunk] === hashHigh && this.index.hashLow[chunk] === (hashLow & this.lowMask) >>> 0;
+  }
+
+  /** Seed `seed` holds chunk `chunk` at `offset` (found by looking next to its neighbours' copies). */
+  place(chunk: number, seed: number, offset: number): void {
+    const first = this.firstOfHash[chunk]!;
+    this.seedOf[first] = seed;
+    this.seedOffset[first] = offset;
   }
 
   /** Where a seed holds chunk `chunk` of the image, if one does. */

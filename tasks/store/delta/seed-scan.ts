@@ -2,7 +2,13 @@
 // them the way the image's index says it was cut, and notes in the chunk table where each
 // of the image's chunks can be copied from. A seed that cannot be read is skipped: a seed
 // only ever saves bytes, and every copied chunk is checked again when it is copied.
-import { stat } from 'node:fs/promises';
+//
+// Then the chunks no seed chunk matched are looked for right after a seed's copy of the
+// chunk before them, and right before its copy of the chunk after them: where old and new
+// hold the same bytes but the cut points differ (a run with no cut point is cut at the
+// maximum size, counted from a cut the edit moved), the chunk is there, just not cut out.
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import xxhash from 'xxhash-wasm';
 import { readInOrder } from '../file-reads.ts';
 import type { ChunkTable } from './chunk-table.ts';
 import { GearChunker } from './gear-chunker.ts';
@@ -54,4 +60,46 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], optio
     scanned.push({ ...seed, size: sizes[number]!, found });
   }
   return scanned;
+}
+
+/**
+ * Looks for the chunks no seed holds next to their neighbours' copies (forward, then
+ * backward, so runs extend chunk by chunk); returns the bytes found. Reads only those chunks.
+ */
+export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSeed[], signal: AbortSignal): Promise<number> {
+  const { index } = table;
+  const { h64Raw } = await xxhash();
+  const handles = new Map<number, FileHandle | undefined>();
+  const buffer = Buffer.allocUnsafe(index.params.maxSize);
+  let found = 0;
+  const probe = async (chunk: number, seed: number, offset: number): Promise<void> => {
+    const length = index.lengths[chunk]!;
+    if (offset < 0 || offset + length > seeds[seed]!.size) return;
+    if (!handles.has(seed)) handles.set(seed, await open(seeds[seed]!.path, 'r').catch(() => undefined));
+    const handle = handles.get(seed);
+    if (!handle) return;
+    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    if (bytesRead !== length) return;
+    const hash = h64Raw(buffer.subarray(0, length));
+    if (!table.matches(chunk, Number(hash >> 32n), Number(hash & 0xffffffffn))) return;
+    table.place(chunk, seed, offset);
+    found += length;
+  };
+  try {
+    for (let chunk = 1; chunk < index.count; chunk++) {
+      if (table.locate(chunk)) continue;
+      const before = table.locate(chunk - 1);
+      if (before) await probe(chunk, before.seed, before.offset + index.lengths[chunk - 1]!);
+      signal.throwIfAborted();
+    }
+    for (let chunk = index.count - 2; chunk >= 0; chunk--) {
+      if (table.locate(chunk)) continue;
+      const after = table.locate(chunk + 1);
+      if (after) await probe(chunk, after.seed, after.offset - index.lengths[chunk]!);
+      signal.throwIfAborted();
+    }
+  } finally {
+    await Promise.all([...handles.values()].map((handle) => handle?.close()));
+  }
+  return found;
 }
