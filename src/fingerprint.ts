@@ -412,7 +412,8 @@ export function fingerprintOf(manifest: Manifest): Promise<string> {
 /** Hashes declared outputs; returns a reason string when one is missing. */
 export async function hashOutputs(
   node: NodeDef,
-  context: Pick<AssessContext, 'root' | 'hasher' | 'account'>,
+  /** `observe`: after the node ran, so its `observeOutput` sees the outputs' bytes. */
+  context: Pick<AssessContext, 'root' | 'hasher' | 'account'> & { readonly observe?: boolean },
   onProgress?: (path: string, done: number, total: number) => void,
 ): Promise<Record<string, string> | string> {
   const result: Record<string, string> = {};
@@ -420,13 +421,16 @@ export async function hashOutputs(
     const absolute = resolveUnder(context.root, path);
     const sha256 = node.sha256Outputs?.includes(path) === true;
     try {
+      const observer = context.observe ? node.observeOutput?.(path, absolute) : undefined;
       const digest =
-        context.hasher.known?.(absolute, { sha256 }) ??
+        (observer ? undefined : context.hasher.known?.(absolute, { sha256 })) ??
         (await context.hasher.hash(absolute, {
           sha256,
           account: context.account,
+          ...(observer ? { observe: observer } : {}),
           ...(onProgress ? { onProgress: (done: number, total: number) => onProgress(path, done, total) } : {}),
         }));
+      await observer?.finish(digest);
       result[path] = digest.xxh;
     } catch (error) {
       if (isMissing(error)) return `output ${path} missing`;

@@ -481,7 +481,7 @@ async function runStale(
     // A multi-GB output takes seconds to hash: show it like any other byte progress.
     options.observer?.nodePhase?.(node.id, 'hash', 'begin');
     let hashing: string | undefined;
-    const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account }, (path, done, total) => {
+    const hashed = await hashOutputs(node, { root: options.root, hasher: options.hasher, account, observe: true }, (path, done, total) => {
       if (hashing !== path) options.observer?.nodeStatus?.(node.id, `hashing ${(hashing = path)}`);
       options.observer?.nodeProgress?.(node.id, done, total);
     });

@@ -18,6 +18,7 @@
 //   accelerator           QEMU accelerator; default "kvm" in the templates, always passed
 //
 // Templates may declare more variables, with defaults (disk_size, memory, cpus).
+import { chunkIndexObserver } from './store/delta/index-file.ts';
 import { constants as fsConstants } from 'node:fs';
 import { access, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
@@ -136,6 +137,8 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     files: templateKeyFiles(keyOptions),
     outputs: [outputImage, outputVersion],
     sha256Outputs: [outputImage],
+    // The image's chunk index (for seeded fetches of it) from the read that hashes it.
+    observeOutput: (path, absolutePath) => (path === outputImage ? chunkIndexObserver(absolutePath) : undefined),
     pool: 'packer',
     logName: name,
     key: cacheKeyFile(keyOptions),

@@ -6,6 +6,8 @@ import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Failure, isFailure, writeFileAtomic } from '../../src/index.ts';
+import { deltaStatePath } from './delta/delta-fetch.ts';
+import { type DeltaOutcome, type Seed, trySeededFetch } from './delta/seeded-get.ts';
 import { DownloadFile } from './download-file.ts';
 import { sha256OfFile } from './file-reads.ts';
 import type { ImageRecord } from './record.ts';
@@ -23,6 +25,8 @@ export interface GetImageOptions {
   readonly log?: (line: string) => void;
   /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
   readonly replacingWaitsMs?: readonly number[];
+  /** Local files that may hold some of the image: with the store's chunk index, only the rest is fetched. */
+  readonly seeds?: readonly Seed[];
 }
 
 export interface GotImage {
@@ -34,6 +38,13 @@ export interface GotImage {
   readonly record?: ImageRecord;
   /** True when the file was already there with the right checksum. */
   readonly alreadyPresent: boolean;
+  /** What moved: bytes fetched from the store, and bytes copied from local seeds (none when already present). */
+  readonly transfer: Transfer;
+}
+
+export interface Transfer {
+  readonly fetched: number;
+  readonly reused: DeltaOutcome['reused'];
 }
 
 const REPLACING_WAITS_MS = [500, 1000, 2000, 4000];
@@ -88,13 +99,14 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   const log = options.log ?? (() => {});
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
-  const got = (alreadyPresent: boolean): GotImage => ({
+  const got = (alreadyPresent: boolean, transfer: Transfer = { fetched: alreadyPresent ? 0 : total, reused: [] }): GotImage => ({
     name: image.name,
     path: finalPath,
     sha256: image.sha256,
     size: total,
     ...(image.record ? { record: image.record } : {}),
     alreadyPresent,
+    transfer,
   });
   await mkdir(dirname(finalPath), { recursive: true });
 
@@ -106,6 +118,15 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
 
   const tempPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
   const statePath = `${tempPath}.json`;
+  if (options.seeds?.length) {
+    const seeded = await seededFetch(image, tempPath, statePath, options);
+    if (seeded) {
+      await rename(tempPath, finalPath);
+      return got(false, { fetched: seeded.fetched, reused: seeded.reused });
+    }
+  }
+  // A seeded fetch's record of finished ranges does not survive a whole download's writes.
+  await rm(deltaStatePath(tempPath), { force: true });
   const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
   const previous = await readResumeState(statePath);
   const resumable =
@@ -212,4 +233,31 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
   await rename(tempPath, finalPath);
   await rm(statePath, { force: true });
   return got(false);
+}
+
+/** The seeded fetch, when it applies; a result that did not verify is dropped for a whole download. */
+async function seededFetch(
+  image: Extract<OpenedImage, { status: 'ready' }>,
+  tempPath: string,
+  statePath: string,
+  options: GetImageOptions,
+): Promise<DeltaOutcome | undefined> {
+  const log = options.log ?? (() => {});
+  try {
+    const outcome = await trySeededFetch(image, {
+      tempPath,
+      seeds: options.seeds ?? [],
+      signal: options.signal,
+      concurrency: options.concurrency ?? 4,
+      log,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    // The whole download's resume record describes a file the seeded fetch rewrote.
+    if (outcome) await rm(statePath, { force: true });
+    return outcome;
+  } catch (error) {
+    if (!isFailure(error, 'integrity')) throw error;
+    log(`${image.name}: ${error.message}; downloading it whole`);
+    return undefined;
+  }
 }

@@ -197,6 +197,19 @@ function varintLength(value: number): number {
   return bytes;
 }
 
+/** The header of an encoded index, or undefined when the bytes do not start as one. */
+export function readChunkIndexHeader(bytes: Uint8Array): ChunkIndexHeader | undefined {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buffer.length < MAGIC.length + 4 || !buffer.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  const length = buffer.readUInt32LE(MAGIC.length);
+  try {
+    const parsed = headerSchema.safeParse(JSON.parse(buffer.subarray(MAGIC.length + 4, MAGIC.length + 4 + length).toString('utf8')));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads an index; a Failure of kind `integrity` names `source` and what is wrong, in one line. */
 export function decodeChunkIndex(bytes: Uint8Array, source: string): ChunkIndex {
   const bad = (why: string): never => {

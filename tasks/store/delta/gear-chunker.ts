@@ -149,3 +149,21 @@ export class GearChunker {
     this.tail -= start;
   }
 }
+
+/**
+ * XXH64 of whole chunks (up to `maxSize` bytes each) as two halves, high first: what the
+ * scan reports for a chunk, for checking bytes against an index.
+ */
+export async function chunkHasher(maxSize: number): Promise<(bytes: Uint8Array) => [number, number]> {
+  compiled ??= new WebAssembly.Module(Buffer.from(WASM_BASE64, 'base64'));
+  const wasm = new WebAssembly.Instance(compiled).exports as unknown as Exports;
+  const at = GEAR_BYTES;
+  if (wasm.memory.buffer.byteLength < at + maxSize) wasm.memory.grow(Math.ceil((at + maxSize - wasm.memory.buffer.byteLength) / WASM_PAGE));
+  return (bytes) => {
+    if (bytes.length > maxSize) throw new Error(`a chunk of ${bytes.length} bytes is longer than ${maxSize}`);
+    new Uint8Array(wasm.memory.buffer, at, bytes.length).set(bytes);
+    // An i64 reaches JavaScript as a signed bigint.
+    const value = BigInt.asUintN(64, wasm.xxh64(at, bytes.length));
+    return [Number(value >> 32n), Number(value & 0xffffffffn)];
+  };
+}

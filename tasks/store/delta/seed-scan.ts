@@ -8,10 +8,9 @@
 // hold the same bytes but the cut points differ (a run with no cut point is cut at the
 // maximum size, counted from a cut the edit moved), the chunk is there, just not cut out.
 import { type FileHandle, open, stat } from 'node:fs/promises';
-import xxhash from 'xxhash-wasm';
 import { readInOrder } from '../file-reads.ts';
 import type { ChunkTable } from './chunk-table.ts';
-import { GearChunker } from './gear-chunker.ts';
+import { chunkHasher, GearChunker } from './gear-chunker.ts';
 
 export interface Seed {
   readonly path: string;
@@ -68,7 +67,7 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], optio
  */
 export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSeed[], signal: AbortSignal): Promise<number> {
   const { index } = table;
-  const { h64Raw } = await xxhash();
+  const hash = await chunkHasher(index.params.maxSize);
   const handles = new Map<number, FileHandle | undefined>();
   const buffer = Buffer.allocUnsafe(index.params.maxSize);
   let found = 0;
@@ -80,8 +79,8 @@ export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSe
     if (!handle) return;
     const { bytesRead } = await handle.read(buffer, 0, length, offset);
     if (bytesRead !== length) return;
-    const hash = h64Raw(buffer.subarray(0, length));
-    if (!table.matches(chunk, Number(hash >> 32n), Number(hash & 0xffffffffn))) return;
+    const [high, low] = hash(buffer.subarray(0, length));
+    if (!table.matches(chunk, high, low)) return;
     table.place(chunk, seed, offset);
     found += length;
   };
