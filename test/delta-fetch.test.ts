@@ -4,6 +4,7 @@
 // still end with the store's bytes. Seeded: DELTA_FETCH_SEED replays a failure.
 import test from 'ava';
 import fc from 'fast-check';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
@@ -156,4 +157,55 @@ test('with no seed holding any of it, the image downloads whole with no ranged r
   t.deepEqual(await readFile(path), image);
   t.is(got.transfer.fetched, image.length);
   t.is(rangedRequests(release.server), 0);
+});
+
+test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what landed, and leaves no debris', async (t) => {
+  const dir = await tempDir(t);
+  const before = randomBytes(1_500_000);
+  // Changes spread over the file: many ranges to fetch, some done before the kill.
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < before.length; at += 100_000) pieces.push(before.subarray(at, at + 90_000), randomBytes(12_000));
+  const after = Buffer.concat(pieces);
+  const release = await releaseWithIndex(t, dir, after, { partSize: 512 * 1024 });
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, before);
+  const path = join(dir, 'img.qcow2');
+  // Every ranged read trickles, so the child is killed with ranges done and ranges not.
+  for (let index = 0; index < 100; index++) release.server.arm({ kind: 'slow', path: '/storage/', delayMs: 15, chunkBytes: 1024 });
+  const child = spawn(
+    process.execPath,
+    ['--import=tsx', join(import.meta.dirname, 'support', 'delta-fetch-child.ts'), JSON.stringify({ env: release.env, path, seed: seedPath })],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const statePath = join(dir, '.img.qcow2.partial.delta.json');
+  const deadline = Date.now() + 60_000;
+  // Killed once the saved state names most of the file (the copies land at once, the fetched ranges trickle): some fetched ranges landed, not all.
+  for (;;) {
+    if (Date.now() > deadline) throw new Error(`no fetched range landed within 60 s; child output:\n${output}`);
+    const state = await readFile(statePath, 'utf8')
+      .then((text) => JSON.parse(text) as { done: Array<{ start: number; end: number }> })
+      .catch(() => undefined);
+    const done = state?.done.reduce((sum, range) => sum + range.end - range.start, 0) ?? 0;
+    if (done >= after.length - 150_000) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.false(output.includes('done'), 'the child was killed before it finished');
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+  });
+  t.deepEqual(await readFile(path), after);
+  t.regex(logs.join('\n'), /resuming a seeded fetch, \d+ of \d+ bytes already in place/);
+  t.true(got.transfer.fetched < 12_000 * (pieces.length / 2), `the second run fetched ${got.transfer.fetched} bytes, less than all that changed`);
+  t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
 });

@@ -6,6 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkIndexBuilder } from '../../tasks/store/delta/chunk-index.ts';
+import { storeSettings } from '../../tasks/store/backends.ts';
 import { openImageStore } from '../../tasks/store/open.ts';
 import type { ImageStore } from '../../tasks/store/store.ts';
 import { GitHubServer } from './github-server.ts';
@@ -50,9 +51,9 @@ export async function releaseWithIndex(
     PIPELINE_PART_SIZE: partSize,
     PIPELINE_MAX_ASSET_SIZE: partSize,
   };
-  const store = await openImageStore({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url, tag: 'latest' }, 'latest', {
+  const store = await openImageStore(storeSettings({ repo: `${server.owner}/${server.repo}`, apiUrl: server.url }, 'latest'), 'latest', {
     env,
-    github: { retryBaseMs: 1, transferAttempts: 2 },
+    tuning: { retryBaseMs: 1, transferAttempts: 2 },
   });
   const sha256 = createHash('sha256').update(image).digest('hex');
   const path = join(dir, `upload-${name}.qcow2`);

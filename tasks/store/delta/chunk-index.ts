@@ -1,7 +1,7 @@
 // The chunk index stored with every image (attachment kind `chunk-index`): how the image
 // was cut (method and parameters), and each chunk's length and hash, in order, so a host
 // holding an earlier copy can tell which byte ranges it already has. Binary and compact
-// (under 7 bytes a chunk: 0.14 % of the image at 4 KiB chunks):
+// (under 7 bytes a chunk: 0.27 % of the image at 2 KiB chunks):
 //
 //   "PLCHUNKS"                    8 bytes, magic
 //   header length                 u32 little-endian
@@ -34,7 +34,7 @@ const HASH_BYTES = 5;
 const SEGMENT_CHUNKS = 256;
 
 /** The chunking of every index this version writes (chosen by bench/delta.ts; see BENCHMARKS.md). */
-export const DEFAULT_CHUNKING: ChunkingParams = { minSize: 2048, avgSize: 4096, maxSize: 8192, normalization: 2, gearSeed: 0x5eed };
+export const DEFAULT_CHUNKING: ChunkingParams = { minSize: 1024, avgSize: 2048, maxSize: 4096, normalization: 2, gearSeed: 0x5eed };
 
 const headerSchema = z.object({
   format: z.literal(CHUNK_INDEX_FORMAT),

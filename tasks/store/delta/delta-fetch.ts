@@ -7,6 +7,7 @@
 // download. A run that is killed leaves the temp file and a state file naming the ranges
 // it finished; the next run skips them.
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { type FileHandle, open, readFile, rm, stat } from 'node:fs/promises';
 import { Failure, writeFileAtomic } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
@@ -28,7 +29,7 @@ export interface DeltaFetchOptions {
   readonly tempPath: string;
   readonly seeds: readonly Seed[];
   readonly signal: AbortSignal;
-  /** Requests in flight at once. */
+  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run four times as many. */
   readonly concurrency: number;
   readonly onProgress?: (done: number, total: number) => void;
   readonly onStatus?: (text: string) => void;
@@ -56,6 +57,8 @@ interface DeltaState {
 /** How often the finished ranges are saved while bytes arrive. */
 const SAVE_MS = 1000;
 const VERIFY_READ_BYTES = 1024 * 1024;
+/** Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip, not the bytes, sets their pace. */
+const RANGES_PER_TRANSFER = 4;
 
 /** The state file beside a temp file. */
 export function deltaStatePath(tempPath: string): string {
@@ -123,7 +126,7 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
     await saveState(true);
     options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
     const fetchRanges = async (ranges: readonly PieceRange[]): Promise<void> => {
-      fetched += await fetchInto(handle, image.pieces, ranges, options.concurrency, signal, (range) => {
+      fetched += await fetchInto(handle, image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, signal, (range) => {
         addRange(done, range.start, range.end);
         progress(range.end - range.start);
         return saveState();
@@ -200,6 +203,8 @@ async function fetchInto(
   let bytes = 0;
   const stop = new AbortController();
   const rangeSignal = AbortSignal.any([signal, stop.signal]);
+  // Each request in flight listens for the abort.
+  setMaxListeners(concurrency + 16, rangeSignal);
   const worker = async (): Promise<void> => {
     while (next < ranges.length && !stop.signal.aborted) {
       const range = ranges[next++]!;

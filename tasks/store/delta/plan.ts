@@ -51,6 +51,11 @@ export interface PlanOptions {
   readonly maxRequest?: number;
   /** Longest copy run (its bytes pass through one buffer). */
   readonly maxCopy?: number;
+  /**
+   * Missing ranges this close are fetched as one request, the bytes between them included
+   * (fewer requests for a little more data; 0: only adjacent ranges are merged).
+   */
+  readonly mergeGap?: number;
   /** How many seeds there are (reusedBytes has an entry for each). */
   readonly seedCount: number;
 }
@@ -101,10 +106,42 @@ export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
     if (last && last.end === start) missing[missing.length - 1] = { start: last.start, end };
     else missing.push({ start, end });
   }
-  const fetches = splitIntoRequests(subtract(missing, done), options.pieceSizes, options.maxRequest ?? MAX_REQUEST);
+  const merged = mergeClose(missing, options.mergeGap ?? 0);
+  // Copies inside a merged gap are fetched with it instead.
+  const kept = merged.length === missing.length ? copies : copies.filter((run) => !covers(merged, run.target, run.target + run.length));
+  if (kept !== copies) {
+    reusedBytes.fill(0);
+    for (const run of kept) reusedBytes[run.seed]! += run.length;
+  }
+  const fetches = splitIntoRequests(subtract(merged, done), options.pieceSizes, options.maxRequest ?? MAX_REQUEST);
   const fetchBytes = fetches.reduce((sum, range) => sum + range.to - range.from, 0);
   const doneBytes = done.reduce((sum, range) => sum + range.end - range.start, 0);
-  return { copies, selfCopies, fetches, fetchBytes, reusedBytes, doneBytes };
+  return { copies: kept, selfCopies, fetches, fetchBytes, reusedBytes, doneBytes };
+}
+
+/** Sorted disjoint ranges with the gaps of at most `gap` bytes closed. */
+function mergeClose(ranges: readonly ByteRange[], gap: number): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const range of ranges) {
+    const last = out.at(-1);
+    if (last && range.start - last.end <= gap) out[out.length - 1] = { start: last.start, end: range.end };
+    else out.push(range);
+  }
+  return out;
+}
+
+/** Whether [start, end) lies within one of the sorted disjoint ranges (binary search). */
+function covers(ranges: readonly ByteRange[], start: number, end: number): boolean {
+  let low = 0;
+  let high = ranges.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const range = ranges[middle]!;
+    if (range.end <= start) low = middle + 1;
+    else if (range.start > start) high = middle - 1;
+    else return range.end >= end;
+  }
+  return false;
 }
 
 /** `ranges` less the parts inside `holes` (both sorted and disjoint). */

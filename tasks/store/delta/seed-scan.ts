@@ -24,11 +24,19 @@ export interface ScannedSeed extends Seed {
   readonly found: number;
 }
 
+/**
+ * A seed that holds none of the image's chunks in this many bytes is not read further: an
+ * unrelated file would otherwise cost its whole read before a download that gains nothing.
+ */
+const GIVE_UP_BYTES = 32 * 1024 * 1024;
+
 export interface ScanOptions {
   readonly signal: AbortSignal;
   readonly onProgress?: (done: number, total: number) => void;
   readonly log?: (line: string) => void;
 }
+
+class UnrelatedSeed extends Error {}
 
 /** Scans `seeds` in order (earlier seeds win a chunk both hold); returns what each one holds, indexed as given. */
 export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], options: ScanOptions): Promise<ScannedSeed[]> {
@@ -46,6 +54,7 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], optio
       await readInOrder(seed.path, {
         signal: options.signal,
         each: (bytes, offset) => {
+          if (found === 0 && offset >= GIVE_UP_BYTES) throw new UnrelatedSeed();
           chunker.push(bytes, offer);
           options.onProgress?.(before + offset + bytes.length, total);
         },
@@ -53,7 +62,9 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], optio
       chunker.end(offer);
     } catch (error) {
       if (options.signal.aborted) throw error;
-      options.log?.(`seed ${seed.path} could not be read (${(error as Error).message}); not used`);
+      if (error instanceof UnrelatedSeed)
+        options.log?.(`seed ${seed.path} holds none of the image in its first ${GIVE_UP_BYTES / 1024 / 1024} MiB; not read further`);
+      else options.log?.(`seed ${seed.path} could not be read (${(error as Error).message}); not used`);
     }
     before += sizes[number]!;
     scanned.push({ ...seed, size: sizes[number]!, found });
