@@ -26,7 +26,8 @@ export class ChunkTable {
 
   constructor(readonly index: ChunkIndex) {
     let capacity = 1024;
-    while (capacity < index.count * 2) capacity *= 2;
+    // At most three quarters full: short probe runs, and 4 bytes a slot.
+    while (capacity * 3 < index.count * 4) capacity *= 2;
     this.slots = new Uint32Array(capacity).fill(EMPTY);
     this.mask = capacity - 1;
     this.lowMask = lowHashMask(index.hashBytes);
