@@ -146,7 +146,7 @@ export class ChunkIndexBuilder {
       }
     }
     const lengths = brotliCompressSync(varints, {
-      params: { [zlib.BROTLI_PARAM_QUALITY]: 11, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: varints.length },
+      params: { [zlib.BROTLI_PARAM_QUALITY]: 6, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: varints.length },
     });
     header.lengthsBytes = lengths.length;
     const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
