@@ -5,7 +5,15 @@ export * from './types.ts';
 export { makeScratchDir, removeAbandonedTemps, toolTempDir } from './debris.ts';
 export { fsyncPath, siblingTempPath, writeFileAtomic } from './atomic.ts';
 // The JSON contract, for commands that print their own result under --json.
-export { errorOutput, formatOutput, releaseCheckOutput, FORMAT_VERSION, type ReleaseCheckOutput, type ReleaseImageVerdict } from './report/contract.ts';
+export {
+  errorOutput,
+  formatOutput,
+  releaseCheckOutput,
+  FORMAT_VERSION,
+  type ReleaseCheckOutput,
+  type ReleaseImageSigner,
+  type ReleaseImageVerdict,
+} from './report/contract.ts';
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
 // programs, the stat cache and stamps, a task context for work done outside a run, and
 // the report's wording.

@@ -475,7 +475,7 @@ async function runStale(
     // Phases a failure interrupts end with the node (observers close them at its end).
     options.observer?.nodePhase?.(node.id, 'run', 'begin');
     const fetched = fetch ? await fetch.fetch(context) : undefined;
-    if (!fetch) await node.run(context);
+    const outcome = fetch ? undefined : await node.run(context);
     signal.throwIfAborted();
     options.observer?.nodePhase?.(node.id, 'run', 'end');
     // A multi-GB output takes seconds to hash: show it like any other byte progress.
@@ -521,7 +521,8 @@ async function runStale(
     await context.close();
     const finishedAt = Date.now();
     const logged = await fileExists(logFile);
-    const note = fetched?.fetched === false ? { note: fetched.note } : {};
+    const said = fetched?.fetched === false ? fetched.note : outcome ? outcome.note : undefined;
+    const note = said !== undefined ? { note: said } : {};
     return { ...base, status: 'ran', durationMs: finishedAt - startedAt, finishedAt, bytesHashed: account.bytes, ...(logged ? { logFile } : {}), ...note };
   } catch (error) {
     await context.removeTemps();

@@ -216,7 +216,14 @@ export interface NodeDef {
   preflight?(context: PreflightContext): Promise<void>;
   /** What `--dry-run` prints for the node besides its stale reason, starting "would …". */
   describeRun?(context: PreflightContext): Promise<string | undefined>;
-  run(context: TaskContext): Promise<void>;
+  /** Returns what the user should hear of the run, if anything (printed after the node, carried in --json). */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a run with nothing to say returns nothing (most kinds)
+  run(context: TaskContext): Promise<void | RunOutcome>;
+}
+
+/** What a run found worth saying: one line, shown with the node's result. */
+export interface RunOutcome {
+  readonly note?: string;
 }
 
 export interface RemoteCache {

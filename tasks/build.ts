@@ -20,7 +20,7 @@
 // Templates may declare more variables, with defaults (disk_size, memory, cpus).
 import { chunkIndexObserver } from './store/delta/index-file.ts';
 import { constants as fsConstants } from 'node:fs';
-import { access, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { access, copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { delimiter, join, posix, relative, resolve } from 'node:path';
 import { Failure, fsyncPath, makeScratchDir, type NodeDef, type NodeId, type PreflightContext, type TaskContext, toolTempDir } from '../src/index.ts';
@@ -38,6 +38,8 @@ import {
   supportsPlugins,
   templateTraits,
 } from './packer.ts';
+import { buildFactsPath, buildFactsText, gatherBuildFacts } from './provenance/build-facts.ts';
+import { bundlePathBeside } from './provenance/local-files.ts';
 import { checkQemuImg, compressArgs, convertCompressed, DEFAULT_COMPRESSION, type Compression } from './qemu-img.ts';
 import type { ImageRemoteCache } from './remote-cache.ts';
 
@@ -184,6 +186,7 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
 
     async run(ctx: TaskContext) {
       const root = ctx.root;
+      const startedOn = new Date();
       const paths = {
         templateFile: resolve(root, templateFile),
         sharedDir: resolve(root, sharedDir),
@@ -261,17 +264,34 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
 
         const tempImage = ctx.tempPath(paths.image);
         const tempVersion = ctx.tempPath(paths.version);
-        temps.push(tempImage, tempVersion);
+        // What built these bytes, for the provenance an upload signs (tasks/provenance/).
+        const factsPath = buildFactsPath(paths.imageDir);
+        const tempFacts = ctx.tempPath(factsPath);
+        temps.push(tempImage, tempVersion, tempFacts);
         ctx.status(`compressing (${compression})`);
         await convertCompressed(ctx, stagedImage, tempImage, { compression });
         await copyFile(stagedVersion, tempVersion);
-        await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion)]);
+        const facts = await gatherBuildFacts({
+          root,
+          packer: tools.packer,
+          packerVersion: version,
+          templateText,
+          accelerator,
+          startedOn,
+          env: process.env,
+          signal: ctx.signal,
+        });
+        await writeFile(tempFacts, buildFactsText(facts));
+        await Promise.all([fsyncPath(tempImage), fsyncPath(tempVersion), fsyncPath(tempFacts)]);
 
         // From here on the old outputs go: the engine drops the stamp and .cache-key first,
         // so an interruption between the renames leaves a stale node, never a wrong key.
         await ctx.beginCommit();
         await rename(tempImage, paths.image);
         await rename(tempVersion, paths.version);
+        await rename(tempFacts, factsPath);
+        // A bundle of the bytes this build replaced says nothing of these.
+        await rm(bundlePathBeside(paths.image, name), { force: true });
         await fsyncPath(paths.imageDir);
         ctx.log(`built ${outputImage} (${versionText.trim().split('\n').join(', ')})`);
       } finally {

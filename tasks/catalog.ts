@@ -2,7 +2,7 @@
 // are, and the cache key it would have if built now (with the inputs behind it, so
 // `release check` can say which one changed).
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { type FileHasher, readStamp, StatCache } from '../src/index.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
 import { fetchChecksumList, sha512InList } from './download.ts';
@@ -18,6 +18,8 @@ export interface CatalogOptions {
   /** The base image an image is built from: its download node, cached file and upstream. */
   base(name: string): { readonly node: string; readonly file: string; readonly url: string; readonly checksumsUrl: string };
   extraFiles(name: string): readonly string[];
+  /** The QEMU accelerator the image is built with. */
+  accelerator(name: string): string;
   readonly release: StoreSettings;
 }
 
@@ -100,6 +102,11 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     cacheKeyPath: (name) => join(imageDir(name), '.cache-key'),
     sourcesPath: (name) => join(imageDir(name), '.sources.json'),
     currentKey,
+    buildSettings: (name) => ({
+      baseUrl: options.base(name).url,
+      template: posix.join(options.templatesDir, name, 'template.pkr.hcl'),
+      accelerator: options.accelerator(name),
+    }),
     async inputsToBuild(name, signal) {
       const current = await currentKey(name);
       // Not cached: currentKey already compared by what SHA512SUMS says now.

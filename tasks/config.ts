@@ -21,6 +21,8 @@ import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
 import { createRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
+import { provenanceCommand } from './provenance/command.ts';
+import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
@@ -123,6 +125,7 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
       return { node: `${base}:download`, file: baseFile(base), url: bases[base]!.url, checksumsUrl: bases[base]!.checksumsUrl };
     },
     extraFiles: (name) => images[name]!.extraFiles ?? [],
+    accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
     release: storeSettings(config.release, tag),
   });
 
@@ -206,9 +209,10 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     },
     planJobs: (mayRun) => imageMatrix(names, mayRun),
     commands: {
-      verify: verifyCommand(catalog),
+      verify: verifyCommand(catalog, { provenance: localProvenanceCheck(catalog) }),
       release: releaseCommand(catalog),
       images: imagesCommand(catalog),
+      provenance: provenanceCommand(catalog),
     },
   };
 }

@@ -2,6 +2,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
+import { provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
@@ -68,6 +69,8 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   if (publish) await preparePublishDir(publishDir);
 
   const store = await openStore(catalog, tag, deps, io);
+  // With release.trust, an image whose provenance does not hold is refused before its bytes move.
+  const gate = await provenanceGate({ trust: catalog.release.trust, root: catalog.root, env: deps.store?.env ?? process.env });
   let names = [...new Set(requested)];
   // A versioned release is usually tag-only: say where its images are rather than fail each name.
   if (requested.includes('all') || stringValue(args, 'version') !== undefined) {
@@ -107,7 +110,9 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         signal: io.signal,
         onProgress: (done, total) => io.progress(name, done, total),
         log: (line) => io.err(line),
+        accept: (image, signal) => gate.accept(image, signal, (line) => io.err(line)),
       });
+      await gate.keepBeside(name, result.path);
       const entry: Record<string, unknown> = {
         name,
         path: result.path,

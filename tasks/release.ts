@@ -2,8 +2,20 @@
 // why, ending with the decision the release issue records; the note a tag-only versioned
 // release gets (the seed's option A); and the destructive operations, each with --dry-run.
 // Written against the image store interface.
-import { exitCodeOf, Failure, formatOutput, isCancellation, isFailure, releaseCheckOutput, type Command, type CommandIO } from '../src/index.ts';
+import {
+  exitCodeOf,
+  Failure,
+  formatOutput,
+  isCancellation,
+  isFailure,
+  type ReleaseImageSigner,
+  releaseCheckOutput,
+  type Command,
+  type CommandIO,
+} from '../src/index.ts';
 import { type NoteResult, writeNote } from './release-note.ts';
+import { signerSuffix, withSigner } from './provenance/stored-signer.ts';
+import { loadTrust } from './provenance/trust.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { flag, isDryRun, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
 import { checkTag, isValidImageName } from './store/names.ts';
@@ -17,6 +29,7 @@ export interface ImageVerdict {
   readonly reasons: readonly string[];
   /** The base it would be built from, when known (a CI job keys its base-image cache by it). */
   readonly base?: { readonly path: string; readonly sha512?: string };
+  readonly signer?: ReleaseImageSigner | null;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -60,8 +73,13 @@ async function checkImages(catalog: ImageCatalog, deps: CommandDeps, args: Comma
   if (noteVersion !== undefined && !store.descriptions) throw new Failure('usage', noDescriptions('release check --note', store.location));
   const listing = await store.list(io.signal);
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
+  const trust = catalog.release.trust ? await loadTrust(catalog.release.trust, { root: catalog.root, env: deps.store?.env ?? process.env }) : undefined;
   const verdicts: ImageVerdict[] = [];
-  for (const name of names) verdicts.push(await verdictFor(catalog, name, store.location, listing, maxAgeDays, io.signal));
+  for (const name of names) {
+    const verdict = await verdictFor(catalog, name, store.location, listing, maxAgeDays, io.signal);
+    const record = listing.images.find((image) => image.name === name && image.state !== 'incomplete')?.record;
+    verdicts.push(await withSigner(verdict, store, record, trust, io.signal));
+  }
   const stale = verdicts.filter((verdict) => verdict.status === 'stale');
   const decision = decisionLine(tag, verdicts, requested.length > 0);
   let noted: NoteResult | undefined;
@@ -72,7 +90,8 @@ async function checkImages(catalog: ImageCatalog, deps: CommandDeps, args: Comma
     io.out(formatOutput(releaseCheckOutput(tag, verdicts, decision, noted)));
   } else {
     for (const verdict of verdicts) {
-      io.out(verdict.status === 'current' ? `${verdict.name}: current` : `${verdict.name}: stale: ${verdict.reasons.join('; ')}`);
+      const signed = signerSuffix(verdict.signer);
+      io.out(verdict.status === 'current' ? `${verdict.name}: current${signed}` : `${verdict.name}: stale: ${verdict.reasons.join('; ')}${signed}`);
     }
     io.out(decision);
     if (noted) io.out(describeNote(noted));

@@ -10,6 +10,7 @@
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Failure, fsyncPath, isFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext, toFailure } from '../src/index.ts';
+import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { fetchedSourcesText } from './store/fetched-sources.ts';
@@ -50,6 +51,9 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
   const configured = storeConfigured(catalog.release, env);
   let listed: Promise<Listing> | undefined;
   let unreadableSaid = false;
+  // One trust per run (its trusted root is fetched once), loaded at the first fetch.
+  let gate: Promise<ProvenanceGate> | undefined;
+  const provenance = (): Promise<ProvenanceGate> => (gate ??= provenanceGate({ trust: catalog.release.trust, root: catalog.root, env }));
   // Builds that replace a refused copy run outside the packer pool (a fetch holds a
   // network slot): one at a time, and one download of each base they share.
   let fallbackBuilds: Promise<unknown> = Promise.resolve();
@@ -108,7 +112,7 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
             reason: `would fetch from ${store.location} (cache key matches)`,
             key,
             pool: 'network',
-            fetch: (ctx) => fetchOrBuild(catalog, fallback, fallbackRunner, store, record, ctx),
+            fetch: async (ctx) => fetchOrBuild(catalog, fallback, fallbackRunner, store, record, await provenance(), ctx),
           };
         },
       };
@@ -158,10 +162,11 @@ async function fetchOrBuild(
   runner: FallbackRunner,
   store: ImageStore,
   planned: ImageRecord,
+  gate: ProvenanceGate,
   ctx: TaskContext,
 ): Promise<{ fetched: true } | { fetched: false; note: string }> {
   try {
-    await fetchImage(catalog, fallback.name, store, planned, ctx);
+    await fetchImage(catalog, fallback.name, store, planned, gate, ctx);
     return { fetched: true };
   } catch (error) {
     if (ctx.signal.aborted || !isFailure(error, 'integrity', 'not-found', 'network')) throw error;
@@ -177,7 +182,7 @@ async function fetchOrBuild(
   }
 }
 
-async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore, planned: ImageRecord, ctx: TaskContext): Promise<void> {
+async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore, planned: ImageRecord, gate: ProvenanceGate, ctx: TaskContext): Promise<void> {
   const imagePath = catalog.imagePath(name);
   const versionsPath = catalog.versionsPath(name);
   await mkdir(dirname(imagePath), { recursive: true });
@@ -193,6 +198,7 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
     signal: ctx.signal,
     onProgress: (done, total) => ctx.progress(done, total),
     log: (line) => ctx.log(line),
+    accept: (image, signal) => gate.accept(image, signal, (line) => ctx.log(line)),
   });
   try {
     // Replaced on the store since the plan: these are bytes of other inputs.
@@ -209,11 +215,13 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
       await writeFile(tempSources, fetchedSourcesText(record.cacheKey, record.sources));
       await fsyncPath(tempSources);
     }
+    const provenance = await gate.stageBeside(name, imagePath, (path) => ctx.tempPath(path));
     await ctx.beginCommit();
     await rename(landing, imagePath);
     await rename(tempVersions, versionsPath);
     if (tempSources) await rename(tempSources, sourcesPath);
     else await rm(sourcesPath, { force: true });
+    await provenance.commit();
     await fsyncPath(dirname(imagePath));
   } finally {
     await rm(landing, { force: true });

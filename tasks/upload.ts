@@ -6,6 +6,8 @@
 import { relative } from 'node:path';
 import { Failure, isFailure, type NodeDef } from '../src/index.ts';
 import type { ImageCatalog } from './store/catalog.ts';
+import { provenanceForUpload } from './provenance/for-upload.ts';
+import { checkSigningSetup } from './provenance/sign.ts';
 import { readLocalImage } from './store/local-image.ts';
 import { checkStoreSetup, describeStore, openImageStore, storeFingerprint, type StoreOptions } from './store/open.ts';
 import { ancestryGuard, readSourceCommit } from './source-commit.ts';
@@ -37,7 +39,7 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     pool: 'network',
     params: { tag, ...store.params },
     files: [relativeToRoot(catalog.checksumPath(name))],
-    env: [...store.env],
+    env: [...store.env, 'PIPELINE_SIGNING_KEY'],
     caveat: "the store is read at plan time through the image's record (or .sha256); other edits to the release are not seen",
     // The release is outside the graph: read it while the image is still being made.
     probeIndependent: true,
@@ -50,6 +52,8 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
       }
     },
     async preflight() {
+      // A signing key that cannot sign fails the run before it builds, like an unusable store.
+      await checkSigningSetup(env);
       try {
         await checkStoreSetup(catalog.release, tag, options.store, true);
       } catch (error) {
@@ -62,16 +66,23 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     async run(context) {
       const commit = await readSourceCommit(catalog.root, context.signal);
       const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
-      const store = await openImageStore(catalog.release, tag, { ...options.store, log: (line) => context.log(line) });
       const log = (line: string): void => context.log(line);
-      const result = await store.put(image, {
-        force: context.force,
-        signal: context.signal,
-        log,
-        onProgress: (done, total) => context.progress(done, total),
-        mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
-      });
+      const provenance = await provenanceForUpload(catalog, image, { env, force: context.force, log });
+      const store = await openImageStore(catalog.release, tag, { ...options.store, log });
+      const signed = provenance.bundle ? { attachments: { ...image.attachments, provenance: provenance.bundle } } : {};
+      const result = await store.put(
+        { ...image, ...signed },
+        {
+          force: context.force,
+          signal: context.signal,
+          log,
+          onProgress: (done, total) => context.progress(done, total),
+          mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
+        },
+      );
+      await provenance.stored();
       context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
+      return { note: provenance.note };
     },
   };
 }

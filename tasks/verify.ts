@@ -28,7 +28,12 @@ export interface VerifyResult {
   readonly actual?: string;
 }
 
-export function verifyCommand(catalog: VerifyCatalog): Command {
+export interface VerifyOptions {
+  /** With release.trust: why an image's provenance is not trusted (tasks/provenance/local-check.ts). */
+  readonly provenance?: (name: string) => Promise<string | undefined>;
+}
+
+export function verifyCommand(catalog: VerifyCatalog, options: VerifyOptions = {}): Command {
   return {
     usage: 'verify [names…]',
     description: 'Re-hash images and compare them with their .sha256 files (exit 1 when any fails or is missing)',
@@ -37,7 +42,7 @@ export function verifyCommand(catalog: VerifyCatalog): Command {
       const results: VerifyResult[] = [];
       for (const name of names) {
         io.signal.throwIfAborted();
-        const result = await verifyImage(catalog, name, io);
+        const result = await verifyImage(catalog, name, io, options.provenance);
         results.push(result);
         if (!io.json) io.out(formatResult(result));
       }
@@ -59,7 +64,12 @@ function selectNames(known: readonly string[], requested: readonly string[]): re
   return [...new Set(requested)];
 }
 
-export async function verifyImage(catalog: VerifyCatalog, name: string, io: Pick<CommandIO, 'progress' | 'signal'>): Promise<VerifyResult> {
+export async function verifyImage(
+  catalog: VerifyCatalog,
+  name: string,
+  io: Pick<CommandIO, 'progress' | 'signal'>,
+  provenance?: VerifyOptions['provenance'],
+): Promise<VerifyResult> {
   const image = catalog.imagePath(name);
   const checksumFile = catalog.checksumPath(name);
   const shown = (path: string) => relative(catalog.root, path) || path;
@@ -77,8 +87,10 @@ export async function verifyImage(catalog: VerifyCatalog, name: string, io: Pick
     return { name, status: 'failed', detail: `${shown(checksumFile)} is for ${recorded.fileName}, not ${basename(image)}` };
   }
   const actual = await sha256Full(image, imageStat.size, io, `verify ${name}`);
-  if (actual === recorded.sha256) return { name, status: 'ok' };
-  return { name, status: 'failed', expected: recorded.sha256, actual };
+  if (actual !== recorded.sha256) return { name, status: 'failed', expected: recorded.sha256, actual };
+  const untrusted = await provenance?.(name);
+  if (untrusted !== undefined) return { name, status: 'failed', detail: `not trusted (release.trust): ${untrusted}` };
+  return { name, status: 'ok' };
 }
 
 function formatResult(result: VerifyResult): string {

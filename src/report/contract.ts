@@ -92,6 +92,18 @@ export interface ReleaseImageVerdict {
   readonly reasons: readonly string[];
   /** The base image it would be built from: its cached path, and upstream's SHA-512 when known. */
   readonly base?: { readonly path: string; readonly sha512?: string };
+  /** Who signed the image's provenance (null: unsigned); absent for an image the store does not hold. */
+  readonly signer?: ReleaseImageSigner | null;
+}
+
+export interface ReleaseImageSigner {
+  /** `key`: a public key, by its id (SHA-256 of its DER SubjectPublicKeyInfo); `keyless`: a Sigstore certificate's identity. */
+  readonly kind: 'key' | 'keyless';
+  readonly id: string;
+  /** Verified against the config's release.trust (false when no trust is configured, or it failed). */
+  readonly verified: boolean;
+  /** Why it is not trusted, when a trust is configured and refuses it. */
+  readonly detail?: string;
 }
 
 /** A versioned release's description pointing at where its images are (`release check --note`). */

@@ -4,6 +4,7 @@
 import type { z } from 'zod';
 import type { Json } from '../../src/index.ts';
 import type { ImageStore } from './store.ts';
+import type { TrustSettings } from '../provenance/trust.ts';
 
 /** The `release:` keys every store has, whichever backend holds the images. */
 export interface CommonStoreDecl {
@@ -14,6 +15,13 @@ export interface CommonStoreDecl {
    * from the same inputs (default true; `--no-remote-cache` turns it off for a run).
    */
   readonly remoteCache?: boolean;
+  /**
+   * Whose signed provenance this host trusts (docs/provenance.md; paths relative to the
+   * root): with it, downloads, `--publish`, `verify` and the remote cache refuse an image
+   * whose bundle is missing, does not verify, comes from another signer, or is about other
+   * bytes or inputs.
+   */
+  readonly trust?: TrustSettings;
 }
 
 /** Resolved common settings: the tag is always known. */

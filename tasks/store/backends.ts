@@ -4,6 +4,7 @@
 // tagged union here, so everything else dispatches on `settings.backend`.
 import { z } from 'zod';
 import { Failure } from '../../src/index.ts';
+import { trustSettingsSchema } from '../provenance/trust.ts';
 import type { CommonStoreDecl, CommonStoreSettings, StoreBackend } from './backend.ts';
 import { directoryBackend, type DirectoryStoreDecl } from './directory/index.ts';
 import { githubBackend, type GitHubStoreDecl } from './github/index.ts';
@@ -38,6 +39,7 @@ const commonShape = {
       ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a boolean; use true (fetch matching images from the store) or false` });
     }
   }),
+  trust: trustSettingsSchema,
 };
 
 /**

@@ -20,6 +20,7 @@ export interface CurrentImageKey {
   readonly sources: ImageSources;
 }
 
+import type { ImageBuildSettings } from '../provenance/image-statement.ts';
 export interface ImageCatalog {
   readonly names: readonly string[];
   /** Absolute project root. */
@@ -46,6 +47,8 @@ export interface ImageCatalog {
    * `release check` and the remote cache both judge the store by this.
    */
   inputsToBuild(name: string, signal: AbortSignal): Promise<CurrentImageKey>;
+  /** What the config says the image is built from and with, for its provenance statement. */
+  buildSettings(name: string): ImageBuildSettings;
   /** Where `--publish` installs `{name}.img`; PIPELINE_PUBLISH_DIR overrides it. */
   readonly publishDir: string;
   readonly release: StoreSettings;

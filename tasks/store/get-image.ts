@@ -27,6 +27,11 @@ export interface GetImageOptions {
   readonly replacingWaitsMs?: readonly number[];
   /** Local files that may hold some of the image: with the store's chunk index, only the rest is fetched. */
   readonly seeds?: readonly Seed[];
+  /**
+   * Looks at the opened image before any byte moves (and before a file already in place is
+   * taken); a throw refuses it (the provenance check, tasks/provenance/).
+   */
+  readonly accept?: (image: Extract<OpenedImage, { status: 'ready' }>, signal: AbortSignal) => Promise<void>;
 }
 
 export interface GotImage {
@@ -58,6 +63,7 @@ export async function getImage(store: ImageStore, name: string, options: GetImag
     let busy: string;
     if (opened.status === 'ready') {
       try {
+        await options.accept?.(opened, options.signal);
         return await fetchInto(store, opened, options);
       } catch (error) {
         // A piece that vanished mid-way was replaced by a newer upload: look again.

@@ -1,6 +1,9 @@
 # pve-9: Proxmox VE 9 installed on the Debian 13 (trixie) generic cloud image from the
 # no-subscription repository, with qemu-guest-agent, generalised into a VM template.
 # /etc/pve-packages-preinstalled tells ansible to skip the PVE installation on clones.
+# cleanup.sh resets the Proxmox identity the build made, so every clone makes its own on
+# first boot, and installs the boot unit that keeps pmxcfs able to start on clones
+# (docs/templates.md).
 #
 # The cache key cannot see the PVE repository's state: rebuild with --force to pick up
 # new PVE packages (scheduled rebuilds do).
@@ -13,9 +16,10 @@
 packer {
   required_version = ">= 1.7.0"
   required_plugins {
+    # Any 1.x from 1.1 on; a 2.x may change the builder's options.
     qemu = {
       source  = "github.com/hashicorp/qemu"
-      version = ">= 1.0.0"
+      version = "~> 1.1"
     }
   }
 }
@@ -77,13 +81,34 @@ variable "cpus" {
 }
 
 locals {
+  # apt-get waits for dpkg's lock instead of failing while the cloud image's apt timers
+  # (apt-daily, unattended-upgrades) hold it.
+  apt_get = "apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+  # `apt-get update` does not honour that timeout for the lists lock, so the timers are
+  # stopped for the build and a run already in progress is waited for.
+  wait_for_apt = [
+    "systemctl stop apt-daily.timer apt-daily-upgrade.timer",
+    "while systemctl is-active --quiet apt-daily.service apt-daily-upgrade.service; do echo 'waiting for apt-daily'; sleep 5; done",
+  ]
+
   # proxmox-ve's pve-cluster refuses a hostname that resolves to a loopback address,
   # which cloud-init's /etc/hosts gives it; pin it to the VM's address for the install.
-  # pve-9's cleanup.sh removes the line again (the build network is not the clone's).
+  # pve-9's cleanup.sh removes the line again (the build network is not the clone's) and
+  # installs the boot unit that does the same on every clone.
   pin_hostname = [
     "sed -i '/# pipeline-build$/d' /etc/hosts",
     "echo \"$(hostname -I | cut -d' ' -f1) $(hostname).localdomain $(hostname) # pipeline-build\" >> /etc/hosts",
   ]
+
+  # The Proxmox archive key for trixie, as the Proxmox VE documentation publishes it
+  # (pve-docs, pve-package-repos.adoc, "SecureApt"): SHA-256 of proxmox-archive-keyring-trixie.gpg.
+  # A download that does not match stops the build before apt trusts it.
+  proxmox_keyring_url    = "https://enterprise.proxmox.com/debian/proxmox-archive-keyring-trixie.gpg"
+  proxmox_keyring_sha256 = "136673be77aba35dcce385b28737689ad64fd785a797e57897589aed08db6e45"
+
+  # Under TCG (no /dev/kvm) the VM runs many times slower: rebooting into the Proxmox
+  # kernel and powering off take far longer than packer's 5-minute defaults.
+  slow_timeout = var.accelerator == "tcg" ? "60m" : "15m"
 }
 
 source "qemu" "debian" {
@@ -97,13 +122,16 @@ source "qemu" "debian" {
   # Blocks freed in the guest (apt clean, fstrim) become holes in the qcow2.
   disk_discard       = "unmap"
   disk_detect_zeroes = "unmap"
-  net_device         = "virtio-net"
-  accelerator        = var.accelerator
-  memory             = var.memory
-  cpus               = var.cpus
-  headless           = true
-  output_directory   = var.output_directory
-  vm_name            = "${var.image_name}.qcow2"
+  # The build task converts (and compresses) the disk itself; compacting it here first
+  # would be a second full copy.
+  skip_compaction  = true
+  net_device       = "virtio-net"
+  accelerator      = var.accelerator
+  memory           = var.memory
+  cpus             = var.cpus
+  headless         = true
+  output_directory = var.output_directory
+  vm_name          = "${var.image_name}.qcow2"
 
   # cloud-init NoCloud seed on a CD labelled cidata: the image accepts the build's key.
   cd_label = "cidata"
@@ -117,6 +145,7 @@ source "qemu" "debian" {
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = "20m"
   shutdown_command     = "sudo shutdown -P now"
+  shutdown_timeout     = local.slow_timeout
 }
 
 build {
@@ -130,12 +159,13 @@ build {
   provisioner "shell" {
     execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     environment_vars = ["DEBIAN_FRONTEND=noninteractive"]
-    inline = [
+    # --with-new-pkgs: a kernel update is a new package, which a plain upgrade never installs.
+    inline = concat(local.wait_for_apt, [
       "apt-get update",
-      "apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade",
-      "apt-get -y install qemu-guest-agent",
+      "${local.apt_get} -y --with-new-pkgs upgrade",
+      "${local.apt_get} -y install qemu-guest-agent",
       "systemctl enable qemu-guest-agent",
-    ]
+    ])
   }
 
   # PVE no-subscription repository for trixie, then the Proxmox kernel first, as the
@@ -144,12 +174,14 @@ build {
     execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     environment_vars = ["DEBIAN_FRONTEND=noninteractive"]
     inline = concat(local.pin_hostname, [
-      "apt-get -y install ca-certificates curl",
-      "curl -fsSL -o /usr/share/keyrings/proxmox-archive-keyring.gpg https://enterprise.proxmox.com/debian/proxmox-archive-keyring-trixie.gpg",
+      "${local.apt_get} -y install ca-certificates curl",
+      "curl -fsSL -o /tmp/proxmox-archive-keyring.gpg ${local.proxmox_keyring_url}",
+      "echo '${local.proxmox_keyring_sha256}  /tmp/proxmox-archive-keyring.gpg' | sha256sum --check --strict",
+      "install -m 0644 /tmp/proxmox-archive-keyring.gpg /usr/share/keyrings/proxmox-archive-keyring.gpg",
       "printf '%s\\n' 'Types: deb' 'URIs: http://download.proxmox.com/debian/pve' 'Suites: trixie' 'Components: pve-no-subscription' 'Signed-By: /usr/share/keyrings/proxmox-archive-keyring.gpg' > /etc/apt/sources.list.d/pve-install-repo.sources",
       "apt-get update",
-      "apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold full-upgrade",
-      "apt-get -y install proxmox-default-kernel",
+      "${local.apt_get} -y full-upgrade",
+      "${local.apt_get} -y install proxmox-default-kernel",
     ])
   }
 
@@ -158,18 +190,20 @@ build {
     expect_disconnect = true
   }
 
-  # Non-interactive: postfix asks its mailer type, so it is pre-seeded ("Local only",
-  # what the PVE installer configures).
+  # After the reboot (packer retries connecting until start_retry_timeout). Non-interactive:
+  # postfix asks its mailer type, so it is pre-seeded ("Local only", what the PVE
+  # installer configures).
   provisioner "shell" {
-    pause_before     = "20s"
-    execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
-    environment_vars = ["DEBIAN_FRONTEND=noninteractive"]
-    inline = concat(local.pin_hostname, [
+    pause_before        = "20s"
+    start_retry_timeout = local.slow_timeout
+    execute_command     = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
+    environment_vars    = ["DEBIAN_FRONTEND=noninteractive"]
+    inline = concat(local.pin_hostname, local.wait_for_apt, [
       "echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections",
       "echo \"postfix postfix/mailname string $(hostname).localdomain\" | debconf-set-selections",
-      "apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install proxmox-ve postfix open-iscsi chrony",
+      "${local.apt_get} -y install proxmox-ve postfix open-iscsi chrony",
       # The Debian kernel and os-prober are not wanted next to the Proxmox kernel.
-      "apt-get -y remove linux-image-amd64 'linux-image-6.12*' os-prober",
+      "${local.apt_get} -y remove linux-image-amd64 'linux-image-6.12*' os-prober",
       "update-grub",
       "echo 'proxmox-ve postfix open-iscsi chrony installed by templates/pve-9' > /etc/pve-packages-preinstalled",
     ])

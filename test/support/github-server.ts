@@ -1,7 +1,7 @@
 // A loopback stand-in for the GitHub REST subset the release tasks use: releases by tag,
 // create/update, paginated asset lists, uploads to `upload_url`, delete, rename, asset
 // downloads (octet-stream via a redirect, with Range), git refs (tags, and branch heads to
-// read). Faults are armed per test.
+// read), artifact attestations. Faults are armed per test.
 // Every mutating request is recorded with the asset list before and after it, so a test
 // can check that no upload ever runs while an image is missing from the release.
 //
@@ -159,6 +159,8 @@ export class GitHubServer {
   readonly events: MutationEvent[] = [];
   /** Every request's method and path, in order. */
   readonly requests: Array<{ method: string; path: string; authorization: string | undefined; range: string | undefined; at: number }> = [];
+  /** Sigstore bundles written to the attestations API (`POST /repos/{owner}/{repo}/attestations`), in order. */
+  readonly attestations: unknown[] = [];
   readonly seed: number;
   /** Sees every request before it is handled. */
   hook: RequestHook | undefined;
@@ -440,6 +442,12 @@ export class GitHubServer {
     const body = method === 'GET' || method === 'DELETE' ? undefined : await readJson(request);
     let match: RegExpExecArray | null;
 
+    if (route === '/attestations' && method === 'POST') {
+      const bundle = (body as { bundle?: unknown } | undefined)?.bundle;
+      if (!bundle || typeof bundle !== 'object') return this.json(response, 422, { message: 'Invalid request: bundle is required' });
+      this.attestations.push(bundle);
+      return this.json(response, 201, { id: this.attestations.length });
+    }
     if (route === '' && method === 'GET') {
       return this.json(response, 200, { id: 1, name: this.repo, full_name: `${this.owner}/${this.repo}`, private: false });
     }
@@ -881,6 +889,7 @@ export async function createImageFixture(images: readonly FixtureImage[], releas
     currentKey,
     // No upstream here: the bases are what `sources` says.
     inputsToBuild: currentKey,
+    buildSettings: (name) => ({ baseUrl: `https://images.example/${name}-base.qcow2`, template: `templates/${name}/template.pkr.hcl`, accelerator: 'kvm' }),
     publishDir: join(root, 'publish'),
     release: storeSettings(release, release.tag),
   };

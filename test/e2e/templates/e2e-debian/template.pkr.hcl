@@ -136,10 +136,14 @@ build {
   provisioner "shell" {
     execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     environment_vars = ["DEBIAN_FRONTEND=noninteractive"]
+    # As the production templates: apt waits for the apt timers (their runs hold the lists
+    # lock, which `apt-get update` does not wait for), and new packages (kernels) come in.
     inline = [
+      "systemctl stop apt-daily.timer apt-daily-upgrade.timer",
+      "while systemctl is-active --quiet apt-daily.service apt-daily-upgrade.service; do echo 'waiting for apt-daily'; sleep 5; done",
       "apt-get update",
-      "apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade",
-      "apt-get -y install --no-install-recommends qemu-guest-agent",
+      "apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -y --with-new-pkgs upgrade",
+      "apt-get -o DPkg::Lock::Timeout=900 -y install --no-install-recommends qemu-guest-agent",
       "systemctl enable qemu-guest-agent || true",
       "dpkg-query -W qemu-guest-agent",
     ]
