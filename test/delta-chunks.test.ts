@@ -9,6 +9,7 @@ import xxhash from 'xxhash-wasm';
 import { ChunkIndexBuilder, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
 import { GearChunker, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
+import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
 
 const seed = Number(process.env.DELTA_CHUNKS_SEED ?? Date.now() % 2 ** 31);
 const SMALL: ChunkingParams = { minSize: 64, avgSize: 256, maxSize: 1024, normalization: 2, gearSeed: 7 };
@@ -65,21 +66,36 @@ test('chunks are the same however the bytes arrive, within the size bounds, each
         return at === bytes.length;
       },
     ),
-    { seed, numRuns: 150 },
+    { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
   );
   t.pass();
 });
 
 test('an edit moves only the chunks around it', (t) => {
+  t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);
   const params: ChunkingParams = { minSize: 256, avgSize: 1024, maxSize: 8192, normalization: 2, gearSeed: 1 };
-  const before = randomBytes(256 * 1024);
-  const after = Buffer.concat([before.subarray(0, 100_000), randomBytes(333), before.subarray(100_000)]);
   const key = (bytes: Uint8Array, chunk: Chunk) => `${chunk.hash}:${chunk.length}:${bytes[chunk.offset]}`;
-  const old = new Set(chunksOf(before, [], params).map((chunk) => key(before, chunk)));
-  const fresh = chunksOf(after, [], params).filter((chunk) => !old.has(key(after, chunk)));
-  const freshBytes = fresh.reduce((sum, chunk) => sum + chunk.length, 0);
-  t.true(fresh.length <= 4, `${fresh.length} chunks differ after one insert`);
-  t.true(freshBytes < 333 + 4 * 8192);
+  fc.assert(
+    fc.property(fc.integer(), fc.nat({ max: 256 * 1024 }), fc.integer({ min: 1, max: 2000 }), (salt, at, size) => {
+      const random = seededRandom(salt);
+      const before = seededBytes(256 * 1024, random);
+      const after = Buffer.concat([before.subarray(0, at), seededBytes(size, random), before.subarray(at)]);
+      const oldChunks = chunksOf(before, [], params);
+      const newChunks = chunksOf(after, [], params);
+      // Cuts depend only on the bytes before them: every chunk that ends by the insert is the same
+      // (but the old last one, which the end of the file cut).
+      const prefix = oldChunks.slice(0, -1).filter((chunk) => chunk.offset + chunk.length <= at);
+      const text = (chunks: Chunk[]) => JSON.stringify(chunks, (_, value) => (typeof value === 'bigint' ? value.toString() : value));
+      if (text(newChunks.slice(0, prefix.length)) !== text(prefix)) return false;
+      // After it the cuts fall back into step within a few chunks (how many varies: a chunk's minimum
+      // size can skip over the old cut; up to 18 chunks, 21 KB, in 3,000 random inserts of 333 bytes).
+      const old = new Set(oldChunks.map((chunk) => key(before, chunk)));
+      const fresh = newChunks.filter((chunk) => !old.has(key(after, chunk)));
+      return fresh.reduce((sum, chunk) => sum + chunk.length, 0) < size + 5 * params.maxSize;
+    }),
+    { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) / 5 },
+  );
+  t.pass();
 });
 
 test('an index reads back as it was written', async (t) => {
