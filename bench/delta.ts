@@ -4,6 +4,9 @@
 //
 //   node --import=tsx bench/delta.ts --pair builds:OLD.qcow2:NEW.qcow2 --pair edited:OLD:NEW [--rate 20] [--runs 1]
 //
+// The seeded fetch also runs once in a process of its own under /usr/bin/time (Debian's
+// `time` package) for its peak RSS.
+//
 // Pairs: two builds of the e2e image from the same inputs (`e2e-debian:build --force`
 // twice), and a real image with an edited next version (bench/delta-edit-pair.sh).
 // Per pair:
@@ -15,17 +18,17 @@
 //   from an HTTP chunk store behind the same throttle;
 // - the lower bound: bytes of the new image's 4 KiB content-defined chunks not in the old.
 // Bytes are body bytes the servers sent (index or control file included); times are wall.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { DEFAULT_CHUNKING } from '../tasks/store/delta/chunk-index.ts';
 import { chunkIndexOf } from '../tasks/store/delta/index-file.ts';
-import { GearChunker } from '../tasks/store/delta/gear-chunker.ts';
+import { type ChunkingParams, GearChunker } from '../tasks/store/delta/gear-chunker.ts';
 import { getImage } from '../tasks/store/get-image.ts';
 import { readInOrder } from '../tasks/store/file-reads.ts';
 import { storeSettings } from '../tasks/store/backends.ts';
@@ -55,10 +58,13 @@ async function sha256Of(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Bytes of `after`'s distinct chunks (the index's chunking) that `before` does not have. */
-async function lowerBound(before: string, after: string): Promise<number> {
+/** The issue's lower bound: content-defined chunks of 4 KiB on average (the index itself cuts smaller). */
+const BOUND_CHUNKING: ChunkingParams = { ...DEFAULT_CHUNKING, minSize: 1024, avgSize: 4096, maxSize: 16384 };
+
+/** Bytes of `after`'s distinct chunks (cut by `params`) that `before` does not have. */
+async function lowerBound(before: string, after: string, params: ChunkingParams): Promise<number> {
   const keys = async (path: string): Promise<Map<string, number>> => {
-    const chunker = new GearChunker(DEFAULT_CHUNKING);
+    const chunker = new GearChunker(params);
     const found = new Map<string, number>();
     const each = (_offset: number, length: number, high: number, low: number) => found.set(`${high}:${low}:${length}`, length);
     await readInOrder(path, { each: (bytes) => chunker.push(bytes, each) });
@@ -166,6 +172,30 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
       });
     }, served);
     await check(join(seededDir, 'img.qcow2'), 'the seeded fetch');
+    // The same seeded fetch in a process of its own, for its peak RSS (tsx's loader included).
+    const rssDir = join(work, 'rss');
+    await mkdir(rssDir);
+    const timeFile = join(rssDir, 'time');
+    const child = JSON.stringify({
+      env: { ...env, GITHUB_API_URL: server.url, GITHUB_REPOSITORY: `${server.owner}/${server.repo}` },
+      path: join(rssDir, 'img.qcow2'),
+      seed: oldPath,
+      concurrency: 4,
+    });
+    // Not execFileSync: the server answering the child runs in this process.
+    await promisify(execFile)('/usr/bin/time', [
+      '-o',
+      timeFile,
+      '-f',
+      '%M',
+      process.execPath,
+      '--import=tsx',
+      join(import.meta.dirname, '..', 'test', 'support', 'delta-fetch-child.ts'),
+      child,
+    ]);
+    await check(join(rssDir, 'img.qcow2'), 'the seeded fetch in its own process');
+    const seededRssMiB = Number((await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)) / 1024;
+    await rm(rssDir, { recursive: true });
     // pipeline, whole download.
     const full = await measure(async () => {
       await rm(join(work, 'full'), { recursive: true, force: true });
@@ -209,7 +239,8 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     await statics.close();
     await check(join(work, 'casync.out'), 'casync');
 
-    const bound = await lowerBound(oldPath, newPath);
+    const bound = await lowerBound(oldPath, newPath, BOUND_CHUNKING);
+    const indexBound = await lowerBound(oldPath, newPath, DEFAULT_CHUNKING);
     const row = (name: string, figures: Figures) =>
       `  ${name.padEnd(30)} ${mb(figures.bytes).padStart(11)} ${`${((figures.bytes / zsync.bytes) * 100).toFixed(1)} %`.padStart(9)}  ${fmt(figures.ms).padStart(9)} ${`${((figures.ms / zsync.ms) * 100).toFixed(0)} %`.padStart(7)} ${`${((figures.ms / full.ms) * 100).toFixed(0)} %`.padStart(9)}`;
     console.log(
@@ -220,8 +251,10 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     console.log(row('pipeline, seed that matches none', stranger));
     console.log(row('zsync -i old', zsync));
     console.log(row('casync extract --seed=old', casync));
+    console.log(`  peak RSS of the seeded fetch in its own process: ${seededRssMiB.toFixed(0)} MiB`);
     console.log(`  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image); zsync control file ${mb(control.size)}`);
     console.log(`  lower bound (4 KiB CDC chunks not in the old): ${mb(bound)}; pipeline moved ${((seeded.bytes / bound) * 100).toFixed(1)} % of it`);
+    console.log(`  the index's own chunks (${DEFAULT_CHUNKING.avgSize / 1024} KiB) not in the old: ${mb(indexBound)}`);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
