@@ -32,5 +32,4 @@ export default defineConfig({
   templatesDir: 'templates',
   sharedDir: '../shared',
   publishDir: new URL('./publish', import.meta.url).pathname,
-  release: { repo: 'example/pipeline-demo', tag: 'latest' },
 });

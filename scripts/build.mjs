@@ -9,7 +9,7 @@
 // Two steps. tsc (tsconfig.build.json) type-checks, emits the declarations (.d.ts) and the
 // JavaScript; esbuild then bundles that JavaScript into the three entry points (the CLI,
 // the engine's index, the package's index) and the chunks they share, so a run loads a
-// handful of files rather than forty: module resolution and reads were about a tenth of
+// handful of files rather than forty: module resolution and reads were a sizeable part of
 // a no-op run's start-up. The entries share their chunks, so a config importing the
 // package gets the same module instances as the CLI (instanceof Failure holds).
 // Packages stay external: the consumer's node_modules provides them.
@@ -18,14 +18,14 @@
 // so a failed build leaves the previous one whole, and dist/ never holds files of sources
 // since removed. dist/.source-hash records what it was built from.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { builtHash, sourceHash, STAMP_FILE } from './source-hash.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** What bin/pipeline.js and the package's exports load (package.json "exports"). */
-const ENTRY_POINTS = ['src/cli', 'src/index', 'index'];
+const ENTRY_POINTS = ['src/cli', 'src/index', 'index', 'tasks/init'];
 const hash = sourceHash(root); // before compiling: an edit during the build leaves it stale
 if (process.argv.includes('--if-stale') && builtHash(root) === hash) process.exit(0);
 
@@ -90,4 +90,25 @@ async function bundle(dir) {
     renameSync(from, to);
   }
   rmSync(out, { recursive: true, force: true });
+  dropEmptyChunks(dir);
+}
+
+/**
+ * esbuild gives src/index.js, an entry that other entries also import, a shared chunk of
+ * its own, which is empty (the module only re-exports). An empty module does nothing when
+ * imported, so the chunk and the bare imports of it go: the package ships no empty file.
+ */
+function dropEmptyChunks(dir) {
+  const chunks = join(dir, 'chunks');
+  const empty = readdirSync(chunks).filter((name) => name.endsWith('.js') && statSync(join(chunks, name)).size === 0);
+  if (empty.length === 0) return;
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath ?? entry.path, entry.name);
+    if (!entry.isFile() || !entry.name.endsWith('.js')) continue;
+    const text = readFileSync(path, 'utf8');
+    let kept = text;
+    for (const name of empty) kept = kept.replace(new RegExp(`^import "(?:\\./|\\.\\./)+chunks/${name.replace(/[.]/g, '\\.')}";\\n`, 'gm'), '');
+    if (kept !== text) writeFileSync(path, kept);
+  }
+  for (const name of empty) rmSync(join(chunks, name));
 }

@@ -9,9 +9,8 @@ import { ProgressMeter } from './report/format.ts';
 import { JsonReporter } from './report/json.ts';
 import { PlainReporter } from './report/plain.ts';
 import { fanOut, type Reporter } from './report/reporter.ts';
-// inspect.ts (explain, graph, plan, --dry-run) and the --profile trace load when asked for:
-// a no-op run's time is mostly start-up.
 import { Session, type RunSettings } from './session.ts';
+import { runStarter, type StarterCommands, starterUsages } from './starter-command.ts';
 import { cancelledBy, exitCodeOf, isFailure, toFailure } from './failure.ts';
 import { Failure, type Command, type CommandIO, type NodeId } from './types.ts';
 
@@ -34,8 +33,6 @@ const RUN_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
 } as const satisfies OptionSpecs;
-
-const BUILTIN_COMMANDS = ['explain', 'graph', 'plan'];
 
 interface Output {
   out(line: string): void;
@@ -61,7 +58,8 @@ function ignoreClosedReader(): void {
   }
 }
 
-export async function main(argv: readonly string[], io: Output = stdio): Promise<number> {
+/** `starters`: commands that need no config (`init`), from the package's bin. */
+export async function main(argv: readonly string[], io: Output = stdio, starters: StarterCommands = {}): Promise<number> {
   if (io === stdio) ignoreClosedReader();
   const interrupt = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -80,7 +78,7 @@ export async function main(argv: readonly string[], io: Output = stdio): Promise
     err: io.err,
   };
   try {
-    const code = await dispatch(argv, tracked, interrupt.signal, context);
+    const code = await dispatch(argv, tracked, interrupt.signal, context, starters);
     return interrupt.signal.aborted ? EXIT_INTERRUPTED : code;
   } catch (error) {
     // --json readers get the failure as the one JSON object on stdout, with its kind
@@ -109,7 +107,7 @@ interface DispatchContext {
   wroteOut: boolean;
 }
 
-async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext): Promise<number> {
+async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal, context: DispatchContext, starters: StarterCommands): Promise<number> {
   // The config decides which extra flags and commands exist, so find it first.
   const configArg = findConfigArgument(argv);
   // --version is the tool's only before the first word; after it a command may own it
@@ -120,32 +118,62 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     io.out(packageVersion());
     return EXIT_OK;
   }
+  const starter = word === undefined ? undefined : starters[word];
+  if (starter) return runStarter(starter, argv.slice(argv.indexOf(word!) + 1), { cwd: process.cwd(), ...io });
   let session: Session;
   try {
-    session = await Session.open(await findConfig(process.cwd(), configArg));
+    const configFile = await findConfig(process.cwd(), configArg).catch((error: unknown) => {
+      // No config here: say how to make one too.
+      const names = Object.keys(starters);
+      if (configArg !== undefined || names.length === 0 || !isFailure(error, 'usage')) throw error;
+      throw new Failure('usage', `${error.message}, or start one here: ${names.map((name) => `pipeline ${name}`).join(', ')}`);
+    });
+    session = await Session.open(configFile);
   } catch (error) {
     if (argv.includes('--help') || argv.includes('-h')) {
-      io.out(helpText(undefined));
+      io.out(helpText(undefined, await starterUsages(starters)));
       io.err(`pipeline: ${(error as Error).message}`);
       return EXIT_OK;
     }
     throw error;
   }
   context.session = session;
-  const commands = session.config.commands ?? {};
-  if (word !== undefined && commands[word] && !BUILTIN_COMMANDS.includes(word)) {
-    return runConfigCommand(session, commands[word], argv.slice(argv.indexOf(word) + 1), io, signal);
-  }
+  const configCommand = word === undefined || isBuiltin(word) ? undefined : configCommandNamed(session, word);
+  if (configCommand) return runConfigCommand(session, configCommand, argv.slice(argv.indexOf(word!) + 1), io, signal);
 
+  const request = parseRequest(session, argv, io, signal);
+  if (request.values.help) {
+    io.out(helpText(session, await starterUsages(starters)));
+    return EXIT_OK;
+  }
+  if (request.values.verbose === true && request.values.quiet === true) throw new Failure('usage', '--verbose and --quiet contradict each other: give one');
+  const [name, ...rest] = request.words;
+  const builtin = name !== undefined && isBuiltin(name) ? BUILTINS[name] : undefined;
+  const dryRun = request.values['dry-run'] === true;
+  if (request.values.profile !== undefined && (builtin || dryRun)) {
+    throw new Failure('usage', `--profile records a run; ${builtin ? name : '--dry-run'} runs nothing`);
+  }
+  if (builtin) return builtin({ ...request, words: rest });
+  return dryRun ? dryRunCommand(request) : runCommand(request);
+}
+
+/** The command line of a built-in command or a run, parsed against the config's flags. */
+interface Request {
+  readonly session: Session;
+  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** The words after the options: a run's targets, or a built-in command and its arguments. */
+  readonly words: readonly string[];
+  readonly settings: RunSettings;
+  readonly json: boolean;
+  readonly io: Output;
+}
+
+function parseRequest(session: Session, argv: readonly string[], io: Output, signal: AbortSignal): Request {
   const flagNames = Object.keys(session.config.flags ?? {});
   const options: OptionSpecs = { ...RUN_OPTIONS };
   for (const name of flagNames) options[name] = { type: 'boolean' };
   const parsed = parseCommandLine(argv, options);
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values.help) {
-    io.out(helpText(session));
-    return EXIT_OK;
-  }
   const settings: RunSettings = {
     force: values.force === true,
     keepGoing: values['keep-going'] === true,
@@ -154,53 +182,59 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     flags: Object.fromEntries(flagNames.map((name) => [camelCase(name), values[name] === true])),
     signal,
   };
-  const json = values.json === true;
-  const view = { verbose: values.verbose === true, quiet: values.quiet === true };
-  if (view.verbose && view.quiet) throw new Failure('usage', '--verbose and --quiet contradict each other: give one');
-  const [command, ...rest] = parsed.positionals;
-  const profile = values.profile as string | undefined;
-  if (profile !== undefined && (command === 'explain' || command === 'graph' || command === 'plan' || values['dry-run'])) {
-    throw new Failure('usage', `--profile records a run; ${values['dry-run'] ? '--dry-run' : command} runs nothing`);
-  }
-  if (command === 'explain') {
-    if (rest.length !== 1) throw new Failure('usage', 'explain takes one target: pipeline explain <target>');
+  return { session, values, words: parsed.positionals, settings, json: values.json === true, io };
+}
+
+/**
+ * The commands the engine itself has, by the first word. Any other first word is a target
+ * (or a config's command, looked up before these). inspect.ts (these and --dry-run) and
+ * the --profile trace load only when asked for: a no-op run's time is mostly start-up.
+ */
+const BUILTINS = {
+  async explain({ session, words, settings, json, io }: Request): Promise<number> {
+    if (words.length !== 1) throw new Failure('usage', 'explain takes one target: pipeline explain <target>');
     const { explainTarget } = await import('./inspect.ts');
-    return explainTarget(session, rest[0]!, settings, json, io.out);
-  }
-  if (command === 'graph') {
+    return explainTarget(session, words[0]!, settings, json, io.out);
+  },
+  async graph({ session, words, values, io }: Request): Promise<number> {
     const format = (values.format as string | undefined) ?? 'mermaid';
     if (format !== 'mermaid' && format !== 'dot') throw new Failure('usage', `--format must be mermaid or dot, not "${format}"`);
-    const graph = session.graphFor(rest);
+    const graph = session.graphFor(words);
     // No targets: the whole graph; targets: what they select and everything they need.
-    const ids = rest.length === 0 ? [...graph.nodes.keys()] : graph.closure(graph.resolveTargets(rest, session.familyUsages()));
+    const ids = words.length === 0 ? [...graph.nodes.keys()] : graph.closure(graph.resolveTargets(words, session.familyUsages()));
     const { describeGraph } = await import('./inspect.ts');
     io.out(describeGraph(graph, ids, format));
     return EXIT_OK;
-  }
-  const targets = command === 'plan' ? rest : parsed.positionals;
-  if (targets.length === 0) {
-    const fallback = session.config.defaultTarget;
-    if (!fallback) throw new Failure('usage', `no target given; try one of: ${session.graphFor([]).targetNames().join(', ')}`);
-    targets.push(fallback);
-  }
-  if (command === 'plan') {
-    if (!json) throw new Failure('usage', 'plan prints JSON: pipeline plan --json [targets…]');
+  },
+  async plan({ session, words, settings, json, io }: Request): Promise<number> {
     const { printPlan } = await import('./inspect.ts');
-    return printPlan(session, targets, settings, io.out);
-  }
-  if (values['dry-run']) {
-    const { printDryRun } = await import('./inspect.ts');
-    return printDryRun(session, targets, settings, json, io.out);
-  }
+    return printPlan(session, targetsOrDefault(session, words), settings, json, io.out);
+  },
+} satisfies Record<string, (request: Request) => Promise<number>>;
 
+function isBuiltin(word: string): word is keyof typeof BUILTINS {
+  return Object.hasOwn(BUILTINS, word);
+}
+
+async function dryRunCommand({ session, words, settings, json, io }: Request): Promise<number> {
+  const { printDryRun } = await import('./inspect.ts');
+  return printDryRun(session, targetsOrDefault(session, words), settings, json, io.out);
+}
+
+/** Runs the targets (the config's default when none is given) with the chosen views. */
+async function runCommand({ session, words, values, settings, json, io }: Request): Promise<number> {
+  const targets = targetsOrDefault(session, words);
   const graph = session.graphFor(targets);
-  const reporters = [await chooseView({ json, ...view }, io)];
-  if (json) reporters.push(new JsonReporter(io.out));
+  const reporters = [await chooseView({ json, verbose: values.verbose === true, quiet: values.quiet === true }, io)];
+  const profile = values.profile as string | undefined;
+  // The trace before the JSON summary: a trace that cannot be written is then the one
+  // JSON object's error, never an "ok" followed by a failure.
   if (profile !== undefined) {
     const poolOf = (id: NodeId): string | undefined => graph.nodes.get(id)?.pool;
     const { ProfileReporter } = await import('./report/profile.ts');
-    reporters.push(new ProfileReporter(resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
+    reporters.push(await ProfileReporter.open(profile, resolve(profile), `pipeline ${targets.join(' ')}`, poolOf));
   }
+  if (json) reporters.push(new JsonReporter(io.out));
   const reporter = reporters.length === 1 ? reporters[0]! : fanOut(reporters);
   let results: Awaited<ReturnType<typeof session.run>>;
   try {
@@ -212,8 +246,22 @@ async function dispatch(argv: readonly string[], io: Output, signal: AbortSignal
     await reporter.abandon?.();
     throw error;
   }
-  if (results.some((result) => result.status === 'cancelled') || signal.aborted) return EXIT_INTERRUPTED;
+  if (results.some((result) => result.status === 'cancelled') || settings.signal.aborted) return EXIT_INTERRUPTED;
   return results.some((result) => result.status === 'failed' || result.status === 'skipped') ? EXIT_FAILED : EXIT_OK;
+}
+
+/** The targets given, or the config's default target when none is. */
+function targetsOrDefault(session: Session, words: readonly string[]): readonly string[] {
+  if (words.length > 0) return words;
+  const fallback = session.config.defaultTarget;
+  if (!fallback) throw new Failure('usage', `no target given; try one of: ${session.graphFor([]).targetNames().join(', ')}`);
+  return [fallback];
+}
+
+/** The config's command of that name (`release`, `images`), if it has one. */
+function configCommandNamed(session: Session, word: string): Command | undefined {
+  const commands = session.config.commands;
+  return commands && Object.hasOwn(commands, word) ? commands[word] : undefined;
 }
 
 async function runConfigCommand(session: Session, command: Command, args: string[], io: Output, signal: AbortSignal): Promise<number> {
@@ -273,8 +321,8 @@ async function chooseView(options: { json?: boolean; verbose?: boolean; quiet?: 
 /** The command an error under --json belongs to: `run`, `dry-run`, `plan`, `release-check`… */
 function commandName(argv: readonly string[], session: Session | undefined): string {
   const word = firstWord(argv);
-  if (word !== undefined && BUILTIN_COMMANDS.includes(word)) return word;
-  const command = word === undefined ? undefined : session?.config.commands?.[word];
+  if (word !== undefined && isBuiltin(word)) return word;
+  const command = word === undefined || session === undefined ? undefined : configCommandNamed(session, word);
   if (command) {
     const sub = firstWord(argv.slice(argv.indexOf(word!) + 1));
     return sub !== undefined && command.subcommands?.includes(sub) ? `${word}-${sub}` : word!;
@@ -320,13 +368,14 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-function helpText(session: Session | undefined): string {
+function helpText(session: Session | undefined, starterUsageLines: readonly string[]): string {
   const lines = [
     'usage: pipeline [targets…] [options]',
     '       pipeline explain <target> [--json]',
     '       pipeline graph [--format mermaid|dot] [targets…]',
-    '       pipeline plan --json [targets…]',
+    '       pipeline plan [--json] [targets…]',
   ];
+  for (const usage of starterUsageLines) lines.push(`       pipeline ${usage}`);
   for (const command of Object.values(session?.config.commands ?? {})) lines.push(`       pipeline ${command.usage}`);
   lines.push(
     '',

@@ -91,7 +91,7 @@ async function digestOf(hasher: FileHasher, file: string): Promise<string | unde
 }
 
 async function compile(file: string, source: string): Promise<string | undefined> {
-  const { build, stop } = await import('esbuild');
+  const { build, stop } = await optionalDependency(() => import('esbuild'), 'esbuild', 'a TypeScript config compiles with esbuild');
   let needsLoader = false;
   let output: string;
   try {
@@ -165,7 +165,9 @@ function syntaxFailure(file: string, error: unknown): unknown {
  * Node's own loader (a JavaScript config) or tsx reports without a usable location.
  */
 export async function locateSyntaxError(file: string): Promise<Failure | undefined> {
-  const { build, stop } = await import('esbuild');
+  const esbuild = await import('esbuild').catch(() => undefined);
+  if (esbuild === undefined) return undefined; // left out of the install: Node's own message it is
+  const { build, stop } = esbuild;
   try {
     await build({
       entryPoints: [file],
@@ -203,5 +205,22 @@ async function removeOlderCompilations(dir: string, name: string, keep: string):
     if (!entry.startsWith(prefix) || path === keep) continue;
     const info = await stat(path).catch(() => undefined);
     if (info && Date.now() - info.mtimeMs > STALE_AFTER_MS) await rm(path, { force: true });
+  }
+}
+
+/**
+ * esbuild and tsx are optional dependencies: a plain-JavaScript config needs neither, so an
+ * install may leave them out (`npm install --omit=optional`). A config that needs one then
+ * says which, in one line.
+ */
+export async function optionalDependency<T>(load: () => Promise<T>, name: string, why: string): Promise<T> {
+  try {
+    return await load();
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND' || !String((error as Error).message).includes(`'${name}'`)) throw error;
+    throw new Failure(
+      'config',
+      `${why}, an optional dependency this install left out: npm install ${name} (or write the config as plain JavaScript, pipeline.config.mjs)`,
+    );
   }
 }

@@ -1,16 +1,19 @@
 // The hand check that lets an ordinary steps config skip zod, and how a config error shows
 // a value. Kept apart from config-validate.ts so that a run whose config passes the check
-// never loads zod (about a tenth of a no-op run's start-up on a 1,000-step tree).
+// never loads zod, a sizeable part of a no-op run's start-up (BENCHMARKS.md). What it
+// accepts is held to the types in config.ts at compile time (its key tables) and to the
+// zod schema by a property test (test/unit/config-plain-check.test.ts).
+import type { StepDecl, StepsConfig } from './config.ts';
 
 /**
- * Whether `value` is certainly a steps config `stepsConfigSchema` (config-validate.ts)
- * accepts, checked by hand: zod takes about 0.1 ms a step, and loading it costs more.
+ * Whether `value` is certainly a steps config `configSchemas(z).stepsConfig` (config-validate.ts)
+ * accepts, checked by hand: zod's check costs time per step, and loading zod more.
  * Only plain objects and arrays pass, so anything unusual is left to zod, which also
  * words the error.
  */
 export function isPlainStepsConfig(value: unknown): boolean {
   if (!isPlainObject(value) || !isPlainObject(value.steps)) return false;
-  for (const key of Object.keys(value)) if (!STEPS_CONFIG_KEYS.has(key)) return false;
+  for (const key of Object.keys(value)) if (!Object.hasOwn(STEPS_CONFIG_KEYS, key)) return false;
   for (const key of Object.keys(value.steps)) if (!isPlainStep(value.steps[key])) return false;
   const { aliases, pools, defaultTarget } = value;
   if (aliases !== undefined && !(isPlainObject(aliases) && Object.values(aliases).every(isStringList))) return false;
@@ -18,24 +21,41 @@ export function isPlainStepsConfig(value: unknown): boolean {
   return defaultTarget === undefined || typeof defaultTarget === 'string';
 }
 
-const STEPS_CONFIG_KEYS = new Set(['steps', 'aliases', 'pools', 'defaultTarget']);
-const STEP_LISTS = new Set(['deps', 'inputs', 'files', 'outputs', 'env']);
-const STEP_KEYS = new Set([...STEP_LISTS, 'command', 'description', 'pool', 'run']);
+/** The keys of a steps config (StepsConfig in config.ts: the compiler holds this to it). */
+const STEPS_CONFIG_KEYS: { readonly [Key in keyof StepsConfig<string>]-?: true } = { steps: true, aliases: true, pools: true, defaultTarget: true };
+
+/** What each key of a step holds (StepDecl in config.ts: the compiler holds this to it). */
+const STEP_FIELDS: { readonly [Key in keyof StepDecl<string>]-?: 'strings' | 'command' | 'string' | 'function' } = {
+  description: 'string',
+  deps: 'strings',
+  inputs: 'strings',
+  files: 'strings',
+  outputs: 'strings',
+  env: 'strings',
+  pool: 'string',
+  command: 'command',
+  run: 'function',
+};
 
 function isPlainStep(step: unknown): boolean {
   if (!isPlainObject(step)) return false;
   for (const key of Object.keys(step)) {
     const field = step[key];
-    if (!STEP_KEYS.has(key)) return false;
+    if (!Object.hasOwn(STEP_FIELDS, key)) return false;
     if (field === undefined) continue;
-    if (STEP_LISTS.has(key)) {
-      if (!isStringList(field)) return false;
-    } else if (key === 'command') {
-      if (!isStringList(field) || field.length === 0) return false;
-    } else if (key === 'description' || key === 'pool') {
-      if (typeof field !== 'string') return false;
-    } else if (typeof field !== 'function') {
-      return false; // run
+    switch (STEP_FIELDS[key as keyof typeof STEP_FIELDS]) {
+      case 'strings':
+        if (!isStringList(field)) return false;
+        break;
+      case 'command':
+        if (!isStringList(field) || field.length === 0) return false;
+        break;
+      case 'string':
+        if (typeof field !== 'string') return false;
+        break;
+      case 'function':
+        if (typeof field !== 'function') return false;
+        break;
     }
   }
   return true;

@@ -3,46 +3,72 @@
 // the type expected. A plain-JS config has no compiler to catch these, and a TypeScript
 // one may be compiled without type checking, so the check runs when the config is made
 // (for a steps config the hand check in config-plain-check.ts cannot vouch for, when it
-// is loaded: see `defineConfig`). Only the first problem is reported: one line, as every
+// is loaded: see `defineStepsConfig`). Only the first problem is reported: one line, as every
 // config error.
-import { z } from 'zod';
+//
+// This module never loads zod itself: the schemas are made from the `z` a caller passes
+// (`configSchemas(z)`), so the engine's index can export them and a steps config that the
+// hand check passes still never loads zod. The types in config.ts are the source of
+// truth; the schemas are held to them at compile time (`SameShape` below).
+import type { z } from 'zod';
+import type { StepDecl, StepsConfig } from './config.ts';
 import { describe } from './config-plain-check.ts';
 import { Failure } from './failure.ts';
 import { nearest } from './suggest.ts';
 
-/** A function value, kept as it is (zod's own `z.function()` would wrap it). */
-export const functionValue = z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', { message: 'expected a function' });
+type Zod = typeof z;
 
-const stringList = z.array(z.string());
+/** The engine's config schemas, made with the caller's zod. */
+export function configSchemas(z: Zod) {
+  const stringList = z.array(z.string());
+  /** A function value, kept as it is (zod's own `z.function()` would wrap it). */
+  const functionValue = <Fn extends (...args: never[]) => unknown>() =>
+    z.custom<Fn>((value) => typeof value === 'function', { message: 'expected a function' });
+  /** One step a user declares (StepDecl in config.ts). */
+  const step = z
+    .object({
+      description: z.string(),
+      deps: stringList,
+      inputs: stringList,
+      files: stringList,
+      outputs: stringList,
+      env: stringList,
+      pool: z.string(),
+      command: z.array(z.string()).nonempty(),
+      run: functionValue<NonNullable<StepDecl<string>['run']>>(),
+    })
+    .partial()
+    .strict();
+  const pools = z.record(z.string(), z.number().int().positive());
+  const aliases = z.record(z.string(), stringList);
+  /** What `defineStepsConfig` takes (StepsConfig in config.ts). */
+  const stepsConfig = z
+    .object({
+      steps: z.record(z.string(), step),
+      aliases: aliases.optional(),
+      pools: pools.optional(),
+      defaultTarget: z.string().optional(),
+    })
+    .strict();
+  return { step, pools, aliases, stepsConfig };
+}
 
-/** One step a user declares (StepDecl in config.ts). */
-export const stepSchema = z
-  .object({
-    description: z.string(),
-    deps: stringList,
-    inputs: stringList,
-    files: stringList,
-    outputs: stringList,
-    env: stringList,
-    pool: z.string(),
-    command: z.array(z.string()).nonempty(),
-    run: functionValue,
-  })
-  .partial()
-  .strict();
+type Schemas = ReturnType<typeof configSchemas>;
 
-export const poolsSchema = z.record(z.string(), z.number().int().positive());
-export const aliasesSchema = z.record(z.string(), stringList);
+/**
+ * True when a schema accepts exactly the values of a type: what it outputs is the type,
+ * key for key (read-only modifiers aside: a schema's output is a copy).
+ */
+export type SameShape<Schema extends z.ZodTypeAny, Type> =
+  (<T>() => T extends Writable<z.output<Schema>> ? 1 : 2) extends <T>() => T extends Writable<Type> ? 1 : 2 ? true : false;
 
-/** What `defineConfig` of generic steps takes (StepsConfig in config.ts). */
-export const stepsConfigSchema = z
-  .object({
-    steps: z.record(z.string(), stepSchema),
-    aliases: aliasesSchema.optional(),
-    pools: poolsSchema.optional(),
-    defaultTarget: z.string().optional(),
-  })
-  .strict();
+type Writable<T> = T extends (...args: never[]) => unknown ? T : T extends object ? { -readonly [K in keyof T]: Writable<T[K]> } : T;
+
+/** Compiles only when its argument is `true`. */
+export type Holds<Check extends true> = Check;
+
+/** The step and steps-config schemas accept what StepDecl and StepsConfig declare, no more, no less. */
+export type ConfigSchemasMatchTheTypes = [Holds<SameShape<Schemas['step'], StepDecl<string>>>, Holds<SameShape<Schemas['stepsConfig'], StepsConfig<string>>>];
 
 /**
  * Throws a one-line `config` Failure for the first thing in `value` that `schema` refuses:
@@ -52,8 +78,19 @@ export const stepsConfigSchema = z
 export function checkConfigShape(schema: z.ZodTypeAny, value: unknown): void {
   const result = schema.safeParse(value);
   if (result.success) return;
-  const issue = result.error.issues[0]!;
-  throw new Failure('config', describeIssue(issue, schema, value));
+  throw new Failure('config', describeIssue(firstIssue(result.error.issues, value), schema, value));
+}
+
+/**
+ * The issue to report. zod lists an object's missing keys before its unknown ones, but a
+ * required key that is missing beside an unknown key is most likely misspelt there
+ * (`imagse:` for `images:`): the unknown key, with its "did you mean", says what to fix.
+ */
+function firstIssue(issues: readonly z.ZodIssue[], value: unknown): z.ZodIssue {
+  const first = issues[0]!;
+  if (first.code !== 'invalid_type' || valueAt(value, first.path) !== undefined) return first;
+  const parent = first.path.slice(0, -1).join('\0');
+  return issues.find((issue) => issue.code === 'unrecognized_keys' && issue.path.join('\0') === parent) ?? first;
 }
 
 function describeIssue(issue: z.ZodIssue, schema: z.ZodTypeAny, value: unknown): string {
@@ -87,22 +124,32 @@ function keysAt(schema: z.ZodTypeAny, path: readonly (string | number)[]): strin
   let current: z.ZodTypeAny | undefined = schema;
   for (const segment of path) {
     current = unwrap(current);
-    if (current instanceof z.ZodObject) current = (current.shape as Record<string, z.ZodTypeAny>)[String(segment)];
-    else if (current instanceof z.ZodRecord) current = current.valueSchema as z.ZodTypeAny;
-    else if (current instanceof z.ZodArray) current = current.element as z.ZodTypeAny;
+    const def = current._def as ZodDef;
+    if (def.typeName === 'ZodObject') current = (current as z.AnyZodObject).shape[String(segment)] as z.ZodTypeAny | undefined;
+    else if (def.typeName === 'ZodRecord') current = def.valueType;
+    else if (def.typeName === 'ZodArray') current = def.type;
     else return [];
     if (current === undefined) return [];
   }
   current = unwrap(current);
-  return current instanceof z.ZodObject ? Object.keys(current.shape as object) : [];
+  return (current._def as ZodDef).typeName === 'ZodObject' ? Object.keys((current as z.AnyZodObject).shape) : [];
+}
+
+/** What this module reads of a schema's definition, by zod's type names (so that it never loads zod). */
+interface ZodDef {
+  readonly typeName?: string;
+  readonly innerType?: z.ZodTypeAny;
+  readonly schema?: z.ZodTypeAny;
+  readonly valueType?: z.ZodTypeAny;
+  readonly type?: z.ZodTypeAny;
 }
 
 function unwrap(schema: z.ZodTypeAny): z.ZodTypeAny {
   let current = schema;
   for (;;) {
-    if (current instanceof z.ZodOptional || current instanceof z.ZodNullable) current = current.unwrap() as z.ZodTypeAny;
-    else if (current instanceof z.ZodDefault) current = current.removeDefault() as z.ZodTypeAny;
-    else if (current instanceof z.ZodEffects) current = current.innerType() as z.ZodTypeAny;
+    const def = current._def as ZodDef;
+    if ((def.typeName === 'ZodOptional' || def.typeName === 'ZodNullable' || def.typeName === 'ZodDefault') && def.innerType) current = def.innerType;
+    else if (def.typeName === 'ZodEffects' && def.schema) current = def.schema;
     else return current;
   }
 }

@@ -1,14 +1,15 @@
-// Configs: `defineConfig` for generic steps with typed references, and loading a config
-// file (TypeScript compiled once and cached, or plain JS) into a validated EngineConfig.
+// Configs: `defineStepsConfig` (the engine entry's `defineConfig`) for generic steps with
+// typed references, and loading a config file (TypeScript compiled once and cached, or
+// plain JS) into a validated EngineConfig.
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, isPlainStepsConfig } from './config-plain-check.ts';
 // Static: every run with a TypeScript config asks it for the compiled file, and a dynamic
 // import is a chain of thread-pool round trips (esbuild itself loads only to compile).
-import { compiledConfig, locateSyntaxError } from './config-cache.ts';
+import { compiledConfig, locateSyntaxError, optionalDependency } from './config-cache.ts';
 import type { Mutable } from './mutable.ts';
-import { Failure, isFailure, type EngineConfig, type FileHasher, type NodeDef, type TaskContext } from './types.ts';
+import { type ConfigContext, Failure, isFailure, type EngineConfig, type FileHasher, type NodeDef, type TaskContext } from './types.ts';
 
 /**
  * A step the user declares. `Ref` is the union of every declared name, so a dependency
@@ -71,7 +72,7 @@ export function stepNode(id: string, step: StepDecl<string>): NodeDef {
 }
 
 /** A config computed from where it lives: `export default (({ root }) => config)`. */
-export type EngineConfigFactory = (context: { readonly root: string }) => EngineConfig | Promise<EngineConfig>;
+export type EngineConfigFactory = (context: ConfigContext) => EngineConfig | Promise<EngineConfig>;
 
 /**
  * A config of generic steps only. An ordinary declaration (plain objects and arrays) is
@@ -79,7 +80,7 @@ export type EngineConfigFactory = (context: { readonly root: string }) => Engine
  * (`loadConfig`), which is asynchronous, so that zod is loaded only for such a config: the
  * config returned carries the declaration for that check, under a key spreads keep.
  */
-export function defineConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
+export function defineStepsConfig<const N extends string>(config: StepsConfig<N>): EngineConfig {
   if (isPlainStepsConfig(config)) return stepsEngineConfig(config);
   try {
     return Object.assign(stepsEngineConfig(config), { [UNCHECKED_DECLARATION]: { declaration: config } });
@@ -116,12 +117,12 @@ interface UncheckedDeclaration {
   readonly buildError?: unknown;
 }
 
-/** Checks with zod a declaration `defineConfig` left unchecked; throws its one-line `config` Failure. */
+/** Checks with zod a declaration `defineStepsConfig` left unchecked; throws its one-line `config` Failure. */
 async function checkDeferredDeclaration(config: unknown): Promise<void> {
   if (config === null || typeof config !== 'object' || !(UNCHECKED_DECLARATION in config)) return;
   const { declaration, buildError } = (config as Record<symbol, UncheckedDeclaration>)[UNCHECKED_DECLARATION]!;
-  const { checkConfigShape, stepsConfigSchema } = await import('./config-validate.ts');
-  checkConfigShape(stepsConfigSchema, declaration);
+  const [{ z }, { checkConfigShape, configSchemas }] = await Promise.all([import('zod'), import('./config-validate.ts')]);
+  checkConfigShape(configSchemas(z).stepsConfig, declaration);
   if (buildError !== undefined) throw buildError;
 }
 
@@ -141,11 +142,15 @@ export async function findConfig(cwd: string, given: string | undefined): Promis
   throw new Failure('usage', `no ${DEFAULT_CONFIG_FILES[0]} in ${cwd}; run from the project root or pass --config FILE`);
 }
 
-/** Imports a config file (finding its compilation through `hasher`, the run's stat cache) and checks its shape; every error names the file. */
-export async function loadConfig(file: string, hasher: FileHasher): Promise<EngineConfig> {
+/**
+ * Imports a config file (finding its compilation through the context's stat cache) and
+ * checks its shape; every error names the file. A config that is a factory is given the
+ * context (`context.root` is the file's directory).
+ */
+export async function loadConfig(file: string, context: ConfigContext): Promise<EngineConfig> {
   let loaded: unknown;
   try {
-    const module = await importConfig(file, hasher);
+    const module = await importConfig(file, context.hasher);
     loaded = module.default;
     // A config compiled as CommonJS arrives wrapped once more.
     if (loaded !== null && typeof loaded === 'object' && 'default' in loaded && !('nodes' in loaded)) loaded = (loaded as { default: unknown }).default;
@@ -162,7 +167,7 @@ export async function loadConfig(file: string, hasher: FileHasher): Promise<Engi
   if (typeof loaded === 'function') {
     // A config that needs its root (absolute paths for commands) is a factory.
     try {
-      loaded = await (loaded as EngineConfigFactory)({ root: dirname(file) });
+      loaded = await (loaded as EngineConfigFactory)(context);
     } catch (error) {
       throw inConfigFile(file, error);
     }
@@ -197,7 +202,11 @@ async function importConfig(file: string, hasher: FileHasher): Promise<{ default
   if (!TYPESCRIPT.test(file)) return (await import(url)) as { default?: unknown };
   const compiled = await compiledConfig(file, hasher);
   if (compiled !== undefined) return (await import(pathToFileURL(compiled).href)) as { default?: unknown };
-  const { tsImport } = await import('tsx/esm/api');
+  const { tsImport } = await optionalDependency(
+    () => import('tsx/esm/api'),
+    'tsx',
+    'a TypeScript config that imports other TypeScript files loads through tsx',
+  );
   return (await tsImport(url, import.meta.url)) as { default?: unknown };
 }
 

@@ -1,7 +1,7 @@
 // The task graph: nodes and edges, validation (unknown dependencies, cycles), target
 // selection and closure, and topological order. Pure: no I/O.
 import { nearest } from './suggest.ts';
-import { Failure, type NodeDef, type NodeId } from './types.ts';
+import { type EngineConfig, Failure, type NodeDef, type NodeId } from './types.ts';
 
 export class Graph {
   readonly nodes: ReadonlyMap<NodeId, NodeDef>;
@@ -51,7 +51,7 @@ export class Graph {
     const selected: NodeId[] = [];
     for (const target of targets) {
       if (this.nodes.has(target)) selected.push(target);
-      else if (this.aliases[target]) selected.push(...this.aliases[target]);
+      else if (Object.hasOwn(this.aliases, target)) selected.push(...this.aliases[target]!);
       else {
         const known = [...this.targetNames(), ...extraNames];
         const hint = nearest(target, known);
@@ -80,6 +80,29 @@ export class Graph {
     if (!node) throw new Error(`internal: no node ${id}`);
     return node;
   }
+}
+
+/**
+ * The config's graph (`base`) with the nodes of the family targets among `targets`
+ * (`upload:v1.2` expands to new nodes, and becomes an alias of those it selects); `base`
+ * itself when none is named, as in most runs.
+ */
+export function withFamilyTargets(base: Graph, config: Pick<EngineConfig, 'nodes' | 'aliases' | 'families'>, targets: readonly string[]): Graph {
+  const extra: NodeDef[] = [];
+  let aliases: Record<string, readonly NodeId[]> | undefined;
+  for (const target of targets) {
+    if (base.nodes.has(target) || Object.hasOwn(aliases ?? base.aliases, target)) continue;
+    const split = target.indexOf(':');
+    const name = target.slice(0, split);
+    const family = split > 0 && config.families && Object.hasOwn(config.families, name) ? config.families[name] : undefined;
+    if (!family) continue;
+    const expanded = family.expand(target.slice(split + 1));
+    for (const node of expanded.nodes) if (!base.nodes.has(node.id)) extra.push(node);
+    aliases ??= { ...base.aliases };
+    aliases[target] = expanded.targets;
+  }
+  if (!aliases) return base;
+  return new Graph([...config.nodes, ...extra], aliases);
 }
 
 /** Returns one cycle as a path that starts and ends at the same node, or undefined. */

@@ -1,9 +1,23 @@
-// The engine's public surface, for configs made of generic steps and for task kinds.
-export { defineConfig, stepNode, stepNodes, type StepDecl, type StepsConfig, type EngineConfigFactory } from './config.ts';
+// The engine's public surface, for configs made of generic steps and for task kinds. A
+// config imports `defineConfig` from its package entry, as with most tools: from this one
+// it is `defineStepsConfig` (the package's own entry gives the image pipeline's).
+export {
+  defineStepsConfig as defineConfig,
+  defineStepsConfig,
+  stepNode,
+  stepNodes,
+  DEFAULT_CONFIG_FILES,
+  type StepDecl,
+  type StepsConfig,
+  type EngineConfigFactory,
+} from './config.ts';
 export * from './types.ts';
 // Debris a killed run leaves: scratch dirs and temp files recognised by their writer's pid.
 export { makeScratchDir, removeAbandonedTemps, toolTempDir } from './debris.ts';
 export { fsyncPath, siblingTempPath, writeFileAtomic } from './atomic.ts';
+// Strict config checks with zod for task kinds' own config shapes: schemas are made from
+// the caller's `z`, so this index never loads zod.
+export { checkConfigShape, configSchemas, type Holds, type SameShape } from './config-validate.ts';
 // The JSON contract, for commands that print their own result under --json.
 export {
   errorOutput,
@@ -15,11 +29,12 @@ export {
   type ReleaseImageVerdict,
 } from './report/contract.ts';
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
-// programs, the stat cache and stamps, a task context for work done outside a run, and
-// the report's wording.
+// programs, the stat cache, a task context for work done outside a run, and the report's
+// wording.
 export { execFile, processAlive } from './exec.ts';
 export { StatCache } from './hasher.ts';
-export { readStamp } from './fingerprint.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';
 export { nearest } from './suggest.ts';
+// Commands that run before there is a config (`pipeline init`).
+export type { StarterCommand, StarterIO } from './starter-command.ts';

@@ -1,14 +1,15 @@
 // Read-only views of a project: `explain`, `graph`, `--dry-run` and `plan --json`. They
 // read the same verdicts the runner acts on.
+import { verdictStatus, type VerdictStatus } from './assess.ts';
 import type { Graph } from './graph.ts';
-import { verdictStatus, type VerdictStatus } from './fingerprint.ts';
+import type { PlanEntry } from './plan.ts';
 import { dryRunOutput, explainOutput, formatOutput, planOutput } from './report/contract.ts';
-import type { PlanEntry } from './runner.ts';
+import { reasonText } from './report/reason-text.ts';
 import type { RunSettings, Session } from './session.ts';
-import type { NodeDef, NodeId } from './types.ts';
+import type { Json, NodeDef, NodeId } from './types.ts';
 
 function verdictText(entry: PlanEntry): string {
-  const { reason } = entry.verdict;
+  const reason = reasonText(entry.verdict.reason);
   switch (verdictStatus(entry.verdict)) {
     case 'fresh':
       return `fresh (${reason})`;
@@ -68,17 +69,50 @@ export async function printDryRun(
   out: (line: string) => void,
 ): Promise<number> {
   const { graph, entries } = await session.plan(targets, settings);
-  const details = new Map<string, string | undefined>();
-  for (const entry of entries) {
-    // Stale or pending: it may run. A fetch's reason already says what it would do.
-    if (entry.verdict.fresh || entry.fetch) continue;
-    const describe = graph.node(entry.id).describeRun;
-    details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags, signal: settings.signal }) : undefined);
-  }
+  const details = await wouldRun(session, graph, entries, settings);
   if (json) {
     out(formatOutput(dryRunOutput(entries, details)));
     return 0;
   }
+  printVerdicts(entries, details, 'dry run', out);
+  return 0;
+}
+
+/** `plan`: the verdicts as `--dry-run` prints them, then the jobs the config makes of them (a CI matrix); `--json` is the contract's `plan`. */
+export async function printPlan(
+  session: Session,
+  targets: readonly string[],
+  settings: RunSettings,
+  json: boolean,
+  out: (line: string) => void,
+): Promise<number> {
+  const { graph, entries } = await session.plan(targets, settings);
+  const output = planOutput(entries, session.config.planJobs?.bind(session.config));
+  if (json) {
+    out(formatOutput(output));
+    return 0;
+  }
+  printVerdicts(entries, await wouldRun(session, graph, entries, settings), 'plan', out);
+  if (output.jobs !== undefined) {
+    const rows = jobRows(output.jobs);
+    out(rows.length === 0 ? 'jobs: none' : 'jobs (pipeline plan --json gives them as a CI matrix):');
+    for (const row of rows) out(`  ${row}`);
+  }
+  return 0;
+}
+
+/** What each node that may run would do, as its kind describes it (a fetch's reason already says). */
+async function wouldRun(session: Session, graph: Graph, entries: readonly PlanEntry[], settings: RunSettings): Promise<Map<NodeId, string | undefined>> {
+  const details = new Map<NodeId, string | undefined>();
+  for (const entry of entries) {
+    if (entry.verdict.fresh || entry.fetch) continue;
+    const describe = graph.node(entry.id).describeRun;
+    details.set(entry.id, describe ? await describe({ root: session.root, flags: settings.flags, signal: settings.signal }) : undefined);
+  }
+  return details;
+}
+
+function printVerdicts(entries: readonly PlanEntry[], details: ReadonlyMap<NodeId, string | undefined>, what: string, out: (line: string) => void): void {
   for (const entry of entries) {
     out(`${DRY_RUN_MARK[verdictStatus(entry.verdict)]} ${entry.id}: ${verdictText(entry)}`);
     const detail = details.get(entry.id);
@@ -89,14 +123,20 @@ export async function printDryRun(
   const parts = [`${count('stale')} of ${entries.length} would run`];
   if (count('pending') > 0) parts.push(`${count('pending')} more depending on what their dependencies produce`);
   if (count('adopted') > 0) parts.push(`${count('adopted')} would be adopted`);
-  out(`${parts.join(', ')} (dry run: nothing was changed)`);
-  return 0;
+  out(`${parts.join(', ')} (${what}: nothing was changed)`);
 }
 
-export async function printPlan(session: Session, targets: readonly string[], settings: RunSettings, out: (line: string) => void): Promise<number> {
-  const { entries } = await session.plan(targets, settings);
-  out(formatOutput(planOutput(entries, session.config.planJobs?.bind(session.config))));
-  return 0;
+/** A config's jobs as lines: one per matrix entry (`image=pve-9 target=pve-9:upload`), else the JSON. */
+function jobRows(jobs: Json): string[] {
+  const include = jobs !== null && typeof jobs === 'object' && !Array.isArray(jobs) ? jobs.include : undefined;
+  if (!Array.isArray(include)) return [JSON.stringify(jobs)];
+  return include.map((job) =>
+    job !== null && typeof job === 'object' && !Array.isArray(job)
+      ? Object.entries(job)
+          .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+          .join(' ')
+      : JSON.stringify(job),
+  );
 }
 
 /** The graph of the `selected` nodes (a closure: every dependency is among them), in mermaid or dot. */

@@ -1,6 +1,7 @@
 // What a run tells its observers (the live view, plain lines, --json, --profile): the
 // runner and the task context call these; none of them changes what runs.
-import type { NodeResult } from './runner.ts';
+import type { NodeResult } from './execute.ts';
+import type { Reason } from './reason.ts';
 import type { NodeId, ProgressUnit } from './types.ts';
 
 /**
@@ -17,14 +18,14 @@ export type Wait =
   | { readonly slot: string };
 
 export interface RunObserver {
-  nodeQueued?(id: NodeId, reason: string): void;
+  nodeQueued?(id: NodeId, reason: Reason): void;
   nodeWaiting?(id: NodeId, wait: Wait): void;
   /**
    * A phase begins or ends; phases of one node do not overlap. A phase a failure
    * interrupts gets no end: the node's end (or the run's) ends it.
    */
   nodePhase?(id: NodeId, phase: NodePhase, edge: 'begin' | 'end'): void;
-  nodeStarted?(id: NodeId, reason: string): void;
+  nodeStarted?(id: NodeId, reason: Reason): void;
   /** The short status a task set, or the last line it logged. */
   nodeStatus?(id: NodeId, text: string): void;
   /** A line of the task's log (also in its log file). */

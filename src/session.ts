@@ -5,14 +5,20 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { loadConfig } from './config.ts';
 import { ownRunDir, removeAbandonedRunDirs, removeAbandonedTemps } from './debris.ts';
-import { Graph } from './graph.ts';
+import { Graph, withFamilyTargets } from './graph.ts';
 import { StatCache } from './hasher.ts';
 import { acquireLock, type LockOptions } from './lock.ts';
 import type { Reporter } from './report/reporter.ts';
-import { execute, plan, preflight, setupFailureOf, type NodeResult, type PlanEntry, type RunOptions } from './runner.ts';
+import { execute, type NodeResult, type RunOptions } from './execute.ts';
+import { plan, type PlanEntry } from './plan.ts';
+import { preflight, setupFailureOf } from './preflight.ts';
+import { recordOf } from './stamp.ts';
 import { readStampIndex, refreshStampIndex, type StampSnapshot } from './stamp-index.ts';
-import { isFailure, type EngineConfig, type NodeDef, type NodeId } from './types.ts';
+import { isFailure, type EngineConfig, type NodeId } from './types.ts';
 import { resolveUnder } from './under-root.ts';
+
+/** The engine's own files in a project: stamps, the stat cache, the lock. */
+const STATE_DIR = '.pipeline';
 
 export interface RunSettings {
   readonly force: boolean;
@@ -33,8 +39,9 @@ export class Session {
 
   static async open(configFile: string): Promise<Session> {
     const root = dirname(configFile);
-    const hasher = await StatCache.open(join(root, '.pipeline', 'stat-cache.json'));
-    const config = await loadConfig(configFile, hasher);
+    const stateDir = join(root, STATE_DIR);
+    const hasher = await StatCache.open(join(stateDir, 'stat-cache.json'));
+    const config = await loadConfig(configFile, { root, hasher, recordOf: (id) => recordOf(stateDir, id) });
     const session = new Session(configFile, root, config, hasher);
     try {
       session.graphFor([]); // validates references and cycles now, before any work
@@ -46,7 +53,7 @@ export class Session {
   }
 
   get stateDir(): string {
-    return join(this.root, '.pipeline');
+    return join(this.root, STATE_DIR);
   }
 
   /** The config's own graph, built once: a 1,000-node graph takes milliseconds to check. */
@@ -54,22 +61,8 @@ export class Session {
 
   /** The graph, extended by the nodes of any family targets (`upload:v1.2`) named. */
   graphFor(targets: readonly string[]): Graph {
-    const base = (this.baseGraph ??= new Graph(this.config.nodes, { ...(this.config.aliases ?? {}) }));
-    const extra: NodeDef[] = [];
-    // Made only once a family target is named: most runs name none and take the base graph.
-    let aliases: Record<string, readonly NodeId[]> | undefined;
-    for (const target of targets) {
-      if (base.nodes.has(target) || (aliases ?? this.config.aliases)?.[target]) continue;
-      const split = target.indexOf(':');
-      const family = split > 0 ? this.config.families?.[target.slice(0, split)] : undefined;
-      if (!family) continue;
-      const expanded = family.expand(target.slice(split + 1));
-      for (const node of expanded.nodes) if (!base.nodes.has(node.id)) extra.push(node);
-      aliases ??= { ...(this.config.aliases ?? {}) };
-      aliases[target] = expanded.targets;
-    }
-    if (!aliases) return base;
-    return new Graph([...this.config.nodes, ...extra], aliases);
+    this.baseGraph ??= new Graph(this.config.nodes, { ...(this.config.aliases ?? {}) });
+    return withFamilyTargets(this.baseGraph, this.config, targets);
   }
 
   /** The graph for these targets, the nodes they name, and their closure in topological order. */

@@ -10,11 +10,12 @@
 // changes the directory's modification time. The index is made only once that time is
 // older than the filesystem clock's granularity (git's "racy clean" rule), so a later
 // change cannot leave the directory with the time the index recorded.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { readStampFile, recordOfStamp, STAMP_SUFFIX, stampFileName, type RecordedLookup, type RecordedStamp, type Stamp } from './fingerprint.ts';
 import { nowNs, RACY_WINDOW_NS } from './hasher.ts';
+import { type RecordedLookup, type RecordedStamp, recordOfStamp } from './quick-check.ts';
+import { readAllStamps, stampsDir } from './stamp.ts';
 import type { NodeId } from './types.ts';
 
 const INDEX_VERSION = 2;
@@ -31,15 +32,12 @@ interface IndexFile {
   readonly madeNs: string;
   /** The directory held stamps only: no temp files (which are dot-named). */
   readonly clean: boolean;
+  /** Each stamp's fingerprint, output digest and record (`RecordedStamp`), as an array of three. */
   readonly records: Record<NodeId, unknown>;
 }
 
 export function stampIndexPath(stateDir: string): string {
   return join(stateDir, 'stamp-index.json');
-}
-
-function stampsDir(stateDir: string): string {
-  return join(stateDir, 'stamps');
 }
 
 /** The stamps directory's identity now, or undefined when it does not exist. */
@@ -91,24 +89,9 @@ export function readStampIndex(stateDir: string): StampSnapshot | undefined {
 
 function asRecorded(value: unknown): RecordedStamp | undefined {
   if (!Array.isArray(value) || value.length !== 3) return undefined;
-  return value.every((part) => typeof part === 'string') ? (value as unknown as RecordedStamp) : undefined;
-}
-
-/**
- * The node a stamp file is for: the id it records (a long one's file name holds only a
- * digest of it), else the one its name encodes (stamps of older versions); undefined when
- * the file is not where `stampFileName` puts that node's stamp (copied, or renamed).
- */
-function nodeIdOf(fileName: string, stamp: Stamp): NodeId | undefined {
-  let id = stamp.id;
-  if (typeof id !== 'string') {
-    try {
-      id = decodeURIComponent(fileName.slice(0, -STAMP_SUFFIX.length));
-    } catch {
-      return undefined;
-    }
-  }
-  return stampFileName(id) === fileName ? id : undefined;
+  const [fingerprint, outputDigest, record] = value as unknown[];
+  if (typeof fingerprint !== 'string' || typeof outputDigest !== 'string' || typeof record !== 'string') return undefined;
+  return { fingerprint, outputDigest, record };
 }
 
 /**
@@ -127,17 +110,13 @@ export async function refreshStampIndex(stateDir: string, read: StampSnapshot | 
     if (signal?.aborted) return;
     await new Promise((resolve) => setTimeout(resolve, 1 + Number((settledAt - nowNs()) / 1_000_000n)));
   }
-  const records: Record<NodeId, RecordedStamp> = {};
-  let clean = true;
-  for (const name of readdirSync(stampsDir(stateDir))) {
-    if (name.startsWith('.')) clean = false; // a temp file of a write in flight, or abandoned
-    if (!name.endsWith(STAMP_SUFFIX) || name.startsWith('.')) continue;
-    const stamp = readStampFile(join(stampsDir(stateDir), name));
-    const id = stamp ? nodeIdOf(name, stamp) : undefined;
+  const { stamps, clean } = readAllStamps(stateDir);
+  const records: Record<NodeId, readonly [string, string, string]> = {};
+  for (const [id, stamp] of stamps) {
     // A stamp without a record (one this version would not write) is left out: its node
     // is assessed in full, from its file.
-    const record = stamp ? recordOfStamp(stamp) : undefined;
-    if (id !== undefined && stamp && record !== undefined) records[id] = [stamp.fingerprint, stamp.outputDigest, record];
+    const record = recordOfStamp(stamp);
+    if (record !== undefined) records[id] = [stamp.fingerprint, stamp.outputDigest, record];
   }
   const madeNs = nowNs();
   const after = dirIdentity(stateDir);

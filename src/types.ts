@@ -280,6 +280,26 @@ export interface PreflightContext {
   readonly signal: AbortSignal;
 }
 
+/** What a node's last successful run recorded, as a task kind may read it of another node. */
+export interface NodeRecord {
+  /** The node's probe value then: the state outside the tree its outputs were made from. */
+  readonly probe?: string;
+  /** xxh64 of each output, by path relative to the root. */
+  readonly outputs: Readonly<Record<string, string>>;
+  /** When that run finished (ISO 8601). */
+  readonly finishedAt: string;
+}
+
+/** What a config computed from where it lives is given (`export default (context) => config`). */
+export interface ConfigContext {
+  /** Absolute path of the project root: the config file's directory. */
+  readonly root: string;
+  /** The project's stat cache, the one runs and commands hash through (and save). */
+  readonly hasher: FileHasher;
+  /** What the node's last successful run in this tree recorded; undefined when it has none. */
+  recordOf(id: NodeId): NodeRecord | undefined;
+}
+
 /** Everything the engine needs from a loaded config. */
 export interface EngineConfig {
   readonly nodes: readonly NodeDef[];

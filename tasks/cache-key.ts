@@ -1,5 +1,6 @@
-// The build's `.cache-key`, composed exactly as the shell build script did so that images
-// it built are adopted without a rebuild:
+// The build's `.cache-key`, in the format README "How staleness is decided" documents (the
+// one image trees built before pipeline carry, so such images are adopted without a
+// rebuild):
 //
 //   template = sha256(cat templates/{name}/template.pkr.hcl templates/{name}/cleanup.sh \
 //                         shared/scripts/cleanup-common.sh shared/scripts/detect-versions.sh \
@@ -7,8 +8,8 @@
 //   source   = sha256(cache/<base image>)
 //   key      = sha256("<source>:<template>\n")        (echo "$src:$tpl" | sha256sum)
 //
-// `compute()` returns the 64 hex digits; the engine writes them with a newline, as
-// `echo "$key" > .cache-key` did, and compares a recorded key with whitespace trimmed.
+// `compute()` returns the 64 hex digits; the engine writes them with a newline (as
+// `echo "$key" > .cache-key` would), and compares a recorded key with whitespace trimmed.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { posix, resolve } from 'node:path';
@@ -21,7 +22,7 @@ export interface TemplateFilesOptions {
   readonly templatesDir?: string;
   /** The repository's shared/ directory, relative to the project root (default `shared`). */
   readonly sharedDir?: string;
-  /** Further inputs the image declares, relative to the root; hashed after the seed's six. */
+  /** Further inputs the image declares, relative to the root; hashed after the six of `templateKeyFiles`. */
   readonly extraFiles?: readonly string[];
 }
 
@@ -38,7 +39,7 @@ export class MissingKeyInput extends Error {
   }
 }
 
-/** The template specification's files in the order the shell script concatenated them. */
+/** The template specification's files, in the order the key format concatenates them. */
 export function templateKeyFiles(options: TemplateFilesOptions): string[] {
   const templateDir = posix.join(options.templatesDir ?? 'templates', options.name);
   const sharedDir = options.sharedDir ?? 'shared';

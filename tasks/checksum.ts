@@ -33,7 +33,7 @@ export function checksumNode(spec: ChecksumSpec): NodeDef {
     // No `files: [imageFile]`: the image is the build's output, whose hash already reaches
     // this fingerprint through the dependency, and it does not exist before the first build.
     outputs: [checksumFile],
-    // A .sha256 with no stamp (the shell script wrote it, or .pipeline/ was lost) is kept
+    // A .sha256 with no stamp (another tool wrote it, or .pipeline/ was lost) is kept
     // when it is the image's: rewriting it would only be right if it were not.
     async adopt({ root, hasher, waitingOn }) {
       if (waitingOn.length > 0) return undefined; // the image may still be rebuilt

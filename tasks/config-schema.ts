@@ -1,22 +1,18 @@
 // The shape of an image pipeline's config (PipelineConfig in config.ts) for the strict
-// check `defineConfig` runs: every object refuses keys it does not know, so a typo such as
-// `publishdir` is an error instead of a silently ignored setting.
+// check `defineImagePipeline` runs: every object refuses keys it does not know, so a typo
+// such as `publishdir` is an error instead of a silently ignored setting.
 import { z } from 'zod';
-// Not through src/index.ts: the engine's index stays free of zod, which a steps config never loads.
-import { poolsSchema, stepSchema } from '../src/config-validate.ts';
-import { COMPRESSIONS, isCompression } from './qemu-img.ts';
+import { configSchemas, type Holds, type SameShape } from '../src/index.ts';
+import type { PipelineConfig } from './config.ts';
+import { type Compression, COMPRESSIONS, isCompression } from './qemu-img.ts';
 import { releaseDeclSchema } from './store/backends.ts';
 
+const { step: stepSchema, pools: poolsSchema } = configSchemas(z);
 const stringList = z.array(z.string());
 
-const compression = z.string().superRefine((value, ctx) => {
-  if (!isCompression(value)) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`,
-    });
-  }
-});
+const compression = z.custom<Compression>(isCompression, (value) => ({
+  message: `${JSON.stringify(value)} is not a compression type; use one of ${COMPRESSIONS.map((type) => `'${type}'`).join(', ')}`,
+}));
 
 const baseSchema = z
   .object({
@@ -52,3 +48,11 @@ export const pipelineConfigSchema = z
     pools: poolsSchema.optional(),
   })
   .strict();
+
+/**
+ * The schema accepts what PipelineConfig declares, no more, no less (checked when this
+ * compiles). `release:` is each store backend's (tasks/store/backends.ts composes it).
+ */
+export type PipelineSchemaMatchesTheType = Holds<
+  SameShape<ReturnType<typeof pipelineConfigSchema.omit<{ release: true }>>, Omit<PipelineConfig<string, string, string>, 'release'>>
+>;

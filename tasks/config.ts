@@ -1,32 +1,44 @@
-// `defineConfig` for image pipelines: bases, images and extra steps become engine nodes
+// `defineImagePipeline` (the package's `defineConfig`): an image pipeline's bases, images
+// and extra steps become engine nodes
 //
 //   {base}:download -> {image}:build -> {image}:checksum -> {image}:publish
 //                                                        -> {image}:upload
 //
-// with the targets of SPEC "Targets" as aliases and `upload:{tag}` as a target family.
+// with the targets README's "Targets" names as aliases and `upload:{tag}` as a target family.
 // References are typed: an image's base, and a step's dependency, must be declared.
 import { basename, posix } from 'node:path';
-import { type EngineConfig, Failure, type Json, type NodeDef, type NodeId, type StepDecl, stepNodes } from '../src/index.ts';
-// Not through src/index.ts: the engine's index stays free of zod, which a steps config never loads.
-import { checkConfigShape } from '../src/config-validate.ts';
+import {
+  checkConfigShape,
+  type ConfigContext,
+  type EngineConfig,
+  Failure,
+  type Json,
+  type NodeDef,
+  type NodeId,
+  type StepDecl,
+  stepNodes,
+  type TargetFamily,
+} from '../src/index.ts';
 import { buildNode } from './build.ts';
-import { createCatalog } from './catalog.ts';
+import { createImageCatalog } from './image-catalog.ts';
 import { checksumNode } from './checksum.ts';
 import { downloadNode, fetchUpstreamSha512, redownload } from './download.ts';
 import { imagesCommand } from './images.ts';
 import { releaseCommand } from './release.ts';
-import { storeSettings, type ReleaseDecl } from './store/backends.ts';
-import { checkTag } from './store/names.ts';
+import { storeSettings } from './store/backends.ts';
+// The type alone, from where no backend's code is: a config's tsc may run without @types/node.
+import type { ReleaseDecl } from './store/release-decl.ts';
+import type { ImageCatalog } from './store/catalog.ts';
+import { checkTag, isValidImageName } from './store/names.ts';
 import { createUploadNode } from './upload.ts';
 import { publishNode } from './publish.ts';
-import { createRemoteCache } from './remote-cache.ts';
+import { createRemoteCache, type ImageRemoteCache } from './remote-cache.ts';
 import { pipelineConfigSchema } from './config-schema.ts';
 import { provenanceCommand } from './provenance/command.ts';
 import { localProvenanceCheck } from './provenance/local-check.ts';
 import type { Compression } from './qemu-img.ts';
 import { verifyCommand } from './verify.ts';
 
-export const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;
 export const STEPS = ['download', 'build', 'checksum', 'publish', 'upload'] as const;
 export type Step = (typeof STEPS)[number];
 
@@ -44,7 +56,7 @@ export interface BaseDecl<Ref extends string> {
 export interface ImageDecl<B extends string> {
   readonly base: B;
   readonly description?: string;
-  /** More files the image's cache key covers, after the seed's six. */
+  /** More files the image's cache key covers, after the template's and shared/'s six. */
   readonly extraFiles?: readonly string[];
   /** What the key cannot see, said by `explain` (pve-* images get the PVE caveat). */
   readonly caveat?: string;
@@ -81,30 +93,84 @@ export interface PipelineConfig<B extends string, I extends string, S extends st
 export const DEFAULT_PUBLISH_DIR = '/var/lib/vz/template/iso';
 const DEFAULT_POOLS = { packer: 1, network: 3 };
 
-export type ImagePipeline = (context: { readonly root: string }) => EngineConfig;
+export type ImagePipeline = (context: ConfigContext) => EngineConfig;
 
-export function defineConfig<const B extends string, const I extends string, const S extends string = never>(config: PipelineConfig<B, I, S>): ImagePipeline {
+export function defineImagePipeline<const B extends string, const I extends string, const S extends string = never>(
+  config: PipelineConfig<B, I, S>,
+): ImagePipeline {
   checkConfigShape(pipelineConfigSchema, config);
   validateNames(config);
-  return ({ root }) => expand(config as PipelineConfig<string, string, string>, root);
+  return (context) => expand(config as PipelineConfig<string, string, string>, context);
 }
 
 function validateNames(config: PipelineConfig<string, string, string>): void {
+  const rule = 'use lower-case letters, digits, dots and dashes, starting with a letter or digit';
   for (const name of Object.keys(config.images)) {
-    if (!IMAGE_NAME.test(name))
-      throw new Failure('config', `image name "${name}" is invalid: use lower-case letters, digits, dots and dashes, starting with a letter or digit`);
+    if (!isValidImageName(name)) throw new Failure('config', `image name "${name}" is invalid: ${rule}`);
     const base = (config.images as Record<string, ImageDecl<string>>)[name]!.base;
     if (!(base in config.bases)) throw new Failure('config', `image "${name}" uses base "${base}", which is not declared in bases`);
   }
   for (const name of Object.keys(config.bases)) {
-    if (!IMAGE_NAME.test(name)) throw new Failure('config', `base name "${name}" is invalid: use ${IMAGE_NAME.source}`);
+    if (!isValidImageName(name)) throw new Failure('config', `base name "${name}" is invalid: ${rule}`);
   }
   // The rules the CLI and the stores apply to these names, applied when the config loads.
   if (config.release?.tag !== undefined) checkTag(config.release.tag, 'release.tag', 'config');
   storeSettings(config.release, config.release?.tag ?? 'latest');
 }
 
-function expand(config: PipelineConfig<string, string, string>, root: string): EngineConfig {
+/** A config's declarations with every default applied, as the nodes are made from them. */
+interface Pipeline {
+  readonly config: PipelineConfig<string, string, string>;
+  readonly images: Readonly<Record<string, ImageDecl<string>>>;
+  readonly bases: Readonly<Record<string, BaseDecl<string>>>;
+  readonly names: readonly string[];
+  readonly publishDir: string;
+  /** The release uploads and the remote cache use. */
+  readonly tag: string;
+  readonly templatesDir: string;
+  readonly sharedDir: string;
+  readonly catalog: ImageCatalog;
+  readonly remoteCache: ImageRemoteCache | undefined;
+  /** A base's cached file, relative to the root. */
+  baseFile(base: string): string;
+}
+
+function expand(config: PipelineConfig<string, string, string>, project: ConfigContext): EngineConfig {
+  const pipeline = resolvePipeline(config, project);
+  const { names, images, tag } = pipeline;
+  const nodes: NodeDef[] = [];
+  const aliases: Record<string, NodeId[]> = {};
+  for (const base of new Set(names.map((name) => images[name]!.base))) nodes.push(baseDownloadNode(pipeline, base));
+  for (const name of names) {
+    nodes.push(...imageNodes(pipeline, name));
+    aliases[name] = [`${name}:checksum`];
+    aliases[`${name}:download`] = [`${images[name]!.base}:download`];
+  }
+  nodes.push(...stepNodes((config.steps ?? {}) as Record<string, StepDecl<string>>));
+  aliases.all = names.map((name) => `${name}:checksum`);
+  aliases.publish = names.map((name) => `${name}:publish`);
+  return {
+    nodes,
+    aliases,
+    defaultTarget: 'all',
+    pools: { ...DEFAULT_POOLS, ...(config.pools ?? {}) },
+    flags: {
+      offline: { description: 'do not check upstream base images; use the cached ones' },
+      'refresh-base': { description: 're-download base images even when upstream is unchanged' },
+      'no-remote-cache': { description: `build images even when release ${tag} holds them built from the same inputs` },
+    },
+    families: { upload: uploadFamily(pipeline) },
+    planJobs: (mayRun) => imageMatrix(names, mayRun),
+    commands: {
+      verify: verifyCommand(pipeline.catalog, { provenance: localProvenanceCheck(pipeline.catalog) }),
+      release: releaseCommand(pipeline.catalog),
+      images: imagesCommand(pipeline.catalog),
+      provenance: provenanceCommand(pipeline.catalog),
+    },
+  };
+}
+
+function resolvePipeline(config: PipelineConfig<string, string, string>, project: ConfigContext): Pipeline {
   const images = config.images as Record<string, ImageDecl<string>>;
   const bases = config.bases as Record<string, BaseDecl<string>>;
   const names = Object.keys(images);
@@ -113,9 +179,8 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
   const templatesDir = config.templatesDir ?? 'templates';
   const sharedDir = config.sharedDir ?? 'shared';
   const baseFile = (base: string): string => bases[base]!.file ?? posix.join('cache', basename(new URL(bases[base]!.url).pathname));
-
-  const catalog = createCatalog({
-    root,
+  const catalog = createImageCatalog({
+    project,
     names,
     publishDir,
     templatesDir,
@@ -128,91 +193,78 @@ function expand(config: PipelineConfig<string, string, string>, root: string): E
     accelerator: (name) => images[name]!.accelerator ?? config.accelerator ?? 'kvm',
     release: storeSettings(config.release, tag),
   });
-
   const remoteCache = config.release?.remoteCache === false ? undefined : createRemoteCache(catalog, tag);
-  const nodes: NodeDef[] = [];
-  const aliases: Record<string, NodeId[]> = {};
-  const usedBases = new Set(names.map((name) => images[name]!.base));
-  for (const base of usedBases) {
-    const decl = bases[base]!;
-    nodes.push(downloadNode({ id: `${base}:download`, url: decl.url, checksumsUrl: decl.checksumsUrl, file: baseFile(base), deps: decl.deps ?? [] }));
-  }
-  for (const name of names) {
-    const image = images[name]!;
-    const base = bases[image.base]!;
-    const file = baseFile(image.base);
-    const imageFile = posix.join('images', name, `${name}.qcow2`);
-    const compression = image.compression ?? config.compression;
-    nodes.push(
-      buildNode({
-        name,
-        baseNode: `${image.base}:download`,
-        baseImage: file,
-        templatesDir,
-        sharedDir,
-        accelerator: image.accelerator ?? config.accelerator ?? 'kvm',
-        ...(compression ? { compression } : {}),
-        ...(image.extraFiles ? { extraFiles: image.extraFiles } : {}),
-        ...(image.caveat ? { caveat: image.caveat } : {}),
-        ...(image.description ? { description: image.description } : {}),
-        ...(remoteCache ? { remoteCache } : {}),
-        // Packer checks the base against upstream's current SHA-512, so an upstream that
-        // moved on since the download is caught (and re-downloaded once) as the shell
-        // script's --auto-update did; offline, the build task checks the cached file's own
-        // SHA-256 instead.
-        baseChecksum: async (ctx) => {
-          if (ctx.flags.offline === true) return undefined;
-          try {
-            return `sha512:${await fetchUpstreamSha512({ url: base.url, checksumsUrl: base.checksumsUrl, file }, ctx.signal)}`;
-          } catch (error) {
-            ctx.signal.throwIfAborted();
-            ctx.log(`upstream checksum list unreachable (${error instanceof Error ? error.message : String(error)}); checking the cached base by its SHA-256`);
-            return undefined;
-          }
-        },
-        redownloadBase: async (ctx) => {
-          await redownload(ctx, { url: base.url, checksumsUrl: base.checksumsUrl, file });
-        },
-      }),
-      checksumNode({ name, imageFile }),
-      publishNode({ name, imageFile, publishDir, ...(compression ? { compression } : {}) }),
-      createUploadNode(catalog, name, tag),
-    );
-    aliases[name] = [`${name}:checksum`];
-    aliases[`${name}:download`] = [`${image.base}:download`];
-  }
-  nodes.push(...stepNodes((config.steps ?? {}) as Record<string, StepDecl<string>>));
-  aliases.all = names.map((name) => `${name}:checksum`);
-  aliases.publish = names.map((name) => `${name}:publish`);
+  return { config, images, bases, names, publishDir, tag, templatesDir, sharedDir, catalog, remoteCache, baseFile };
+}
 
+function baseDownloadNode(pipeline: Pipeline, base: string): NodeDef {
+  const decl = pipeline.bases[base]!;
+  return downloadNode({ id: `${base}:download`, url: decl.url, checksumsUrl: decl.checksumsUrl, file: pipeline.baseFile(base), deps: decl.deps ?? [] });
+}
+
+/** An image's build, checksum, publish and upload nodes. */
+function imageNodes(pipeline: Pipeline, name: string): NodeDef[] {
+  const { config, publishDir } = pipeline;
+  const image = pipeline.images[name]!;
+  const imageFile = posix.join('images', name, `${name}.qcow2`);
+  const compression = image.compression ?? config.compression;
+  return [
+    imageBuildNode(pipeline, name),
+    checksumNode({ name, imageFile }),
+    publishNode({ name, imageFile, publishDir, ...(compression ? { compression } : {}) }),
+    createUploadNode(pipeline.catalog, name, pipeline.tag),
+  ];
+}
+
+function imageBuildNode(pipeline: Pipeline, name: string): NodeDef {
+  const { config } = pipeline;
+  const image = pipeline.images[name]!;
+  const base = pipeline.bases[image.base]!;
+  const file = pipeline.baseFile(image.base);
+  const upstream = { url: base.url, checksumsUrl: base.checksumsUrl, file };
+  const compression = image.compression ?? config.compression;
+  return buildNode({
+    name,
+    baseNode: `${image.base}:download`,
+    baseImage: file,
+    templatesDir: pipeline.templatesDir,
+    sharedDir: pipeline.sharedDir,
+    accelerator: image.accelerator ?? config.accelerator ?? 'kvm',
+    ...(compression ? { compression } : {}),
+    ...(image.extraFiles ? { extraFiles: image.extraFiles } : {}),
+    ...(image.caveat ? { caveat: image.caveat } : {}),
+    ...(image.description ? { description: image.description } : {}),
+    ...(pipeline.remoteCache ? { remoteCache: pipeline.remoteCache } : {}),
+    // Packer checks the base against upstream's current SHA-512, so an upstream that moved
+    // on since the download is caught (and re-downloaded once); offline, the build task
+    // checks the cached file's own SHA-256 instead.
+    baseChecksum: async (ctx) => {
+      if (ctx.flags.offline === true) return undefined;
+      try {
+        return `sha512:${await fetchUpstreamSha512(upstream, ctx.signal)}`;
+      } catch (error) {
+        ctx.signal.throwIfAborted();
+        ctx.log(`upstream checksum list unreachable (${error instanceof Error ? error.message : String(error)}); checking the cached base by its SHA-256`);
+        return undefined;
+      }
+    },
+    redownloadBase: async (ctx) => {
+      await redownload(ctx, upstream);
+    },
+  });
+}
+
+/** `upload:{tag}`: every image's upload to that release (the config's own tag names the `{image}:upload` nodes). */
+function uploadFamily(pipeline: Pipeline): TargetFamily {
+  const { names, tag, catalog } = pipeline;
   return {
-    nodes,
-    aliases,
-    defaultTarget: 'all',
-    pools: { ...DEFAULT_POOLS, ...(config.pools ?? {}) },
-    flags: {
-      offline: { description: 'do not check upstream base images; use the cached ones' },
-      'refresh-base': { description: 're-download base images even when upstream is unchanged' },
-      'no-remote-cache': { description: `build images even when release ${tag} holds them built from the same inputs` },
-    },
-    families: {
-      upload: {
-        usage: 'upload:{tag}',
-        description: `every image's upload to release {tag} (upload:${tag})`,
-        expand(argument) {
-          checkTag(argument, `target upload:${argument}`);
-          if (argument === tag) return { nodes: [], targets: names.map((name) => `${name}:upload`) };
-          const extra = names.map((name) => ({ ...createUploadNode(catalog, name, argument), id: `${name}:upload@${argument}` }));
-          return { nodes: extra, targets: extra.map((node) => node.id) };
-        },
-      },
-    },
-    planJobs: (mayRun) => imageMatrix(names, mayRun),
-    commands: {
-      verify: verifyCommand(catalog, { provenance: localProvenanceCheck(catalog) }),
-      release: releaseCommand(catalog),
-      images: imagesCommand(catalog),
-      provenance: provenanceCommand(catalog),
+    usage: 'upload:{tag}',
+    description: `every image's upload to release {tag} (upload:${tag})`,
+    expand(argument) {
+      checkTag(argument, `target upload:${argument}`);
+      if (argument === tag) return { nodes: [], targets: names.map((name) => `${name}:upload`) };
+      const extra = names.map((name) => ({ ...createUploadNode(catalog, name, argument), id: `${name}:upload@${argument}` }));
+      return { nodes: extra, targets: extra.map((node) => node.id) };
     },
   };
 }

@@ -8,7 +8,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { STATUS_CODES } from 'node:http';
-import { Failure, isFailure, type NodeDef, type NodeId, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
+import { Failure, isFailure, type NodeDef, type NodeId, type NodeRecord, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
 import { readInOrder } from './store/file-reads.ts';
 import { getFollowingRedirects, type GetResponse, type GetResult } from './store/http/http-get.ts';
 import { isUnreachable } from './store/http/reach.ts';
@@ -51,6 +51,15 @@ const REQUEST_HEADERS: Readonly<Record<string, string>> = { 'accept-encoding': '
 /** Marks a probe value recorded by a `--refresh-base` run (see `probe`). */
 const REFRESH_MARK = ' refresh@';
 
+/**
+ * Upstream's SHA-512 that a download node's last run verified its file against, from what
+ * it recorded; undefined when it used the file unverified (offline, upstream unreachable).
+ */
+export function verifiedSha512(record: NodeRecord | undefined): string | undefined {
+  const sha512 = record?.probe?.split(REFRESH_MARK)[0];
+  return sha512 !== undefined && /^[0-9a-f]{128}$/.test(sha512) ? sha512 : undefined;
+}
+
 export function downloadNode(spec: DownloadSpec): NodeDef {
   return {
     id: spec.id,
@@ -65,7 +74,7 @@ export function downloadNode(spec: DownloadSpec): NodeDef {
     // --force rebuilds images, it does not re-fetch an unchanged upstream image (--refresh-base does).
     honorsForce: false,
     probe: (context) => probeUpstream(spec, context),
-    // A cached file with no stamp (the shell script filled cache/, or .pipeline/ was lost)
+    // A cached file with no stamp (another tool filled cache/, or .pipeline/ was lost)
     // is taken as the download when it is upstream's image: one local read, no transfer.
     async adopt({ root, flags, probe, signal }) {
       if (probe === undefined) return undefined; // its upstream is made by a dependency still to run

@@ -12,6 +12,7 @@ import { createTaskContext } from '../src/task-context.ts';
 import type { NodeDef } from '../src/types.ts';
 import { buildNode, type BuildNodeOptions } from '../tasks/build.ts';
 import { MissingKeyInput, templateKeyFiles } from '../tasks/cache-key.ts';
+import { readBuildFacts } from '../tasks/provenance/build-facts.ts';
 import { throwsFailure } from './support/failures.ts';
 import { heavySlot } from './support/heavy-slots.ts';
 import { isFailure } from '../src/failure.ts';
@@ -110,7 +111,11 @@ test('builds the image into images/{name}/ and leaves .cache-key to the engine',
   t.is(info.format, 'qcow2');
   t.is(info['backing-filename'], undefined, 'the converted image must stand alone');
   t.is(await readFile(join(root, 'images/debian-12/image-version.txt'), 'utf8'), 'DEBIAN_VERSION=12.13\nPVE_VERSION=\n');
-  t.deepEqual(await readdir(join(root, 'images/debian-12')), ['debian-12.qcow2', 'image-version.txt'].sort());
+  // Beside the image: what built it, for the provenance an upload signs (tasks/provenance/build-facts.ts).
+  t.deepEqual(await readdir(join(root, 'images/debian-12')), ['.provenance-facts.json', 'debian-12.qcow2', 'image-version.txt'].sort());
+  const facts = await readBuildFacts(join(root, 'images/debian-12'));
+  t.regex(facts?.packer?.version ?? '', /^\d+\.\d+\.\d+/, 'the packer that ran');
+  t.truthy(facts?.run.builder, 'the host or workflow that ran it');
 
   // Packer's lines reach the log and the live status.
   const log = await readFile(outcome.logFile, 'utf8');

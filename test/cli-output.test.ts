@@ -1,7 +1,8 @@
 // Commands mean what they say, and print what they are asked to: `graph` draws its
 // targets' closure and rejects unknown ones, a bad flag is one clean line, --verbose
 // streams the tasks' logs, --quiet prints only failures and the summary, and --profile
-// writes a Chrome trace whose slices nest, one track per pool slot.
+// checks its path before the run, then writes a Chrome trace whose slices nest, one track
+// per pool slot.
 import test from 'ava';
 import { makeProject } from './support/engine-project.ts';
 import type { TraceEvent, TraceFile } from '../src/report/profile.ts';
@@ -110,6 +111,28 @@ test('--quiet prints only the failures and the summary', async (t) => {
   t.regex(lines[1]!, /^✖ --- last 1 lines of .*logs\/broken\.\S+\.log ---$/);
   t.regex(lines.at(-1)!, /^1 ran, 0 fresh, 1 failed in /);
   t.is(lines.length, 4, failed.stderr);
+});
+
+test('--profile to a path that cannot take the trace is one line, exit 2, before anything runs', async (t) => {
+  const project = await makeProject(t, { config: CONFIG });
+  await project.write('taken/.keep', '');
+  await project.write('a-file', '');
+  const cases: Array<[string, RegExp]> = [
+    ['missing/trace.json', /^pipeline: --profile missing\/trace\.json: its directory does not exist; give a file in a writable directory$/],
+    ['a-file/trace.json', /^pipeline: --profile a-file\/trace\.json: a part of its path is not a directory; give a file in a writable directory$/],
+    ['taken', /^pipeline: --profile taken: is a directory; give a file in a writable directory$/],
+  ];
+  for (const [path, expected] of cases) {
+    const run = await project.run(['all', '--profile', path]);
+    t.is(run.code, 2, path);
+    t.regex(run.stderr.trimEnd(), expected);
+    t.is(run.stderr.trimEnd().split('\n').length, 1, 'one line');
+  }
+  // Under --json, stdout is the contract's error object, never "ok": true.
+  const json = await project.run(['all', '--profile', 'missing/trace.json', '--json']);
+  t.is(json.code, 2);
+  t.like(JSON.parse(json.stdout), { ok: false, failureKind: 'usage' });
+  t.false(project.exists('out'), 'nothing ran');
 });
 
 test('--profile writes Chrome trace events: a track per pool slot, node slices holding their phases', async (t) => {

@@ -39,7 +39,7 @@ test("compression: 'zlib' builds zlib images, and changing the compression rebui
   const dry = await project.run(['debian-12', '--dry-run', '--json']);
   t.is(dry.code, 0, dry.stderr);
   t.is(nodeOf(dry.json, 'debian-12:build').status, 'stale');
-  t.is(nodeOf(dry.json, 'debian-12:build').reason, 'parameters changed');
+  t.deepEqual(nodeOf(dry.json, 'debian-12:build').why, { code: 'params-changed' });
   const again = await project.run(['debian-12', '--json']);
   t.is(again.code, 0, again.stderr);
   t.is(nodeOf(again.json, 'debian-12:build').status, 'ran');

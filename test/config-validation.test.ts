@@ -28,6 +28,18 @@ test('an unknown top-level key is an error with the nearest known key', async (t
   t.regex(line, /pipeline\.config\.ts: publishdir: unknown key \(did you mean publishDir\?\)$/);
 });
 
+test('a misspelt required key is named as unknown, with the key it misses, not reported missing', async (t) => {
+  const imagse = IMAGE_CONFIG('').replace('images:', 'imagse:');
+  t.regex(await configError(t, imagse), /pipeline\.config\.ts: imagse: unknown key \(did you mean images\?\)$/);
+  const stpes = `import { defineConfig } from '@engine';
+export default defineConfig({ stpes: { a: { command: ['true'] } } });
+`;
+  t.regex(await configError(t, stpes), /pipeline\.config\.ts: stpes: unknown key \(did you mean steps\?\)$/);
+  // Missing with no misspelling beside it: still "missing".
+  const missing = IMAGE_CONFIG('').replace("images: { 'debian-12': { base: 'bookworm' } },", '');
+  t.regex(await configError(t, missing), /pipeline\.config\.ts: images: missing \(expected an object\)$/);
+});
+
 test('unknown keys are errors at every level, with their path', async (t) => {
   t.regex(await configError(t, IMAGE_CONFIG("release: { tga: 'v1' },")), /: release\.tga: unknown key \(did you mean tag\?\)$/);
   t.regex(await configError(t, IMAGE_CONFIG("steps: { notes: { comand: ['true'] } },")), /: steps\.notes\.comand: unknown key \(did you mean command\?\)$/);

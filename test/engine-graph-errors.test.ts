@@ -133,10 +133,6 @@ test('a bad flag or a bad --jobs is exit 2 with a one-line reason', async (t) =>
   t.is(format.code, 2);
   t.regex(format.stderr, /--format must be mermaid or dot/);
 
-  const plan = await project.run(['plan']);
-  t.is(plan.code, 2);
-  t.regex(plan.stderr, /plan --json/);
-
   const missingConfig = await project.run(['--config', 'nope.config.ts']);
   t.is(missingConfig.code, 2);
   t.regex(missingConfig.stderr, /nope\.config\.ts not found/);

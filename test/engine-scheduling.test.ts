@@ -107,8 +107,8 @@ test('fail-fast: after a failure no new node starts, exit 1', async (t) => {
   // The node running beside it was let finish; the queued ones never started.
   t.is(nodeOf(run.json, 'long').status, 'ran');
   t.deepEqual(idsWith(run.json, 'skipped'), ['after', 'later1', 'later2']);
-  t.is(nodeOf(run.json, 'later1').reason, 'an earlier node failed');
-  t.is(nodeOf(run.json, 'after').reason, 'dependency bad failed');
+  t.deepEqual(nodeOf(run.json, 'later1').why, { code: 'earlier-failure' });
+  t.deepEqual(nodeOf(run.json, 'after').why, { code: 'dependency-failed', id: 'bad' });
   t.false(project.exists('after-ran'));
   t.false(project.exists('out/later1.txt'));
 });
@@ -146,7 +146,7 @@ test('--keep-going runs the independent branch and skips the dependents of the f
   t.deepEqual(idsWith(run.json, 'failed'), ['bad']);
   t.deepEqual(idsWith(run.json, 'ran'), ['good', 'goodChild']);
   t.deepEqual(idsWith(run.json, 'skipped'), ['badChild', 'badGrandchild']);
-  t.is(nodeOf(run.json, 'badChild').reason, 'dependency bad failed');
+  t.deepEqual(nodeOf(run.json, 'badChild').why, { code: 'dependency-failed', id: 'bad' });
   t.is(await project.read('out/goodChild.txt'), 'good\n');
   t.false(project.exists('out/badChild.txt'));
   t.false(project.exists('grandchild-ran'));

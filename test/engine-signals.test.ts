@@ -78,7 +78,7 @@ test('SIGINT kills the running step and its children, records nothing for it, ex
   const next = await project.run(['--json']);
   t.is(next.code, 0, next.stderr);
   t.is(nodeOf(next.json, 'first').status, 'fresh');
-  t.is(nodeOf(next.json, 'slow').reason, 'never built');
+  t.deepEqual(nodeOf(next.json, 'slow').why, { code: 'never-built' });
   t.is(await project.read('out/after.txt'), 'partial quick');
 });
 
@@ -99,5 +99,5 @@ test('SIGINT during a rebuild leaves the previous outputs and stamp intact', asy
 
   // The interrupted change is still pending.
   const dry = await project.run(['--dry-run', '--json']);
-  t.is(nodeOf(dry.json, 'slow').reason, 'input mode.txt changed');
+  t.deepEqual(nodeOf(dry.json, 'slow').why, { code: 'input-changed', path: 'mode.txt' });
 });

@@ -56,9 +56,9 @@ test('editing one input makes that node stale and its dependents pending on it, 
   // Whether count and report run depends on what upper produces: pending, naming it.
   t.deepEqual(idsWith(dry.json, 'pending'), ['count', 'report']);
   t.deepEqual(idsWith(dry.json, 'fresh'), ['other']);
-  t.is(nodeOf(dry.json, 'upper').reason, 'input a.txt changed');
-  t.is(nodeOf(dry.json, 'count').reason, 'depends on what upper produces');
-  t.is(nodeOf(dry.json, 'report').reason, 'depends on what count produces');
+  t.deepEqual(nodeOf(dry.json, 'upper').why, { code: 'input-changed', path: 'a.txt' });
+  t.deepEqual(nodeOf(dry.json, 'count').why, { code: 'waiting-on', deps: ['upper'] });
+  t.deepEqual(nodeOf(dry.json, 'report').why, { code: 'waiting-on', deps: ['count'] });
   // A dry run changes nothing.
   t.is(await project.read('out/upper.txt'), 'HELLO\n');
 
@@ -67,8 +67,8 @@ test('editing one input makes that node stale and its dependents pending on it, 
   // upper's output changed, so both pending nodes turned out to run.
   t.deepEqual(idsWith(run.json, 'ran'), ['count', 'report', 'upper']);
   t.deepEqual(idsWith(run.json, 'fresh'), idsWith(dry.json, 'fresh'));
-  t.is(nodeOf(run.json, 'upper').reason, nodeOf(dry.json, 'upper').reason);
-  t.regex(nodeOf(run.json, 'count').reason, /dependency upper/);
+  t.deepEqual(nodeOf(run.json, 'upper').why, nodeOf(dry.json, 'upper').why);
+  t.deepEqual(nodeOf(run.json, 'count').why, { code: 'dependency-changed', id: 'upper' });
   t.is(await project.read('out/upper.txt'), 'HELLO WORLD\n');
   t.is((await project.read('out/count.txt')).trim(), '12');
 
@@ -76,7 +76,7 @@ test('editing one input makes that node stale and its dependents pending on it, 
   await project.write('b/three.txt', 'three\n');
   const added = await project.run(['--dry-run', '--json']);
   t.deepEqual(idsWith(added.json, 'stale'), ['other']);
-  t.is(nodeOf(added.json, 'other').reason, 'input b/three.txt added');
+  t.deepEqual(nodeOf(added.json, 'other').why, { code: 'input-added', path: 'b/three.txt' });
   const explained = await project.run(['explain', 'other']);
   t.is(explained.code, 0, explained.stderr);
   t.regex(explained.stdout, /stale: input b\/three\.txt added/);
@@ -90,13 +90,13 @@ test('a deleted output makes its node stale, naming the output', async (t) => {
   const dry = await project.run(['--dry-run', '--json']);
   t.deepEqual(idsWith(dry.json, 'stale'), ['count']);
   t.deepEqual(idsWith(dry.json, 'pending'), ['report']);
-  t.is(nodeOf(dry.json, 'count').reason, 'output out/count.txt missing');
-  t.is(nodeOf(dry.json, 'report').reason, 'depends on what count produces');
+  t.deepEqual(nodeOf(dry.json, 'count').why, { code: 'output-missing', path: 'out/count.txt' });
+  t.deepEqual(nodeOf(dry.json, 'report').why, { code: 'waiting-on', deps: ['count'] });
 
   const run = await project.run(['--json']);
   t.is(run.code, 0, run.stderr);
   t.is(nodeOf(run.json, 'count').status, 'ran');
-  t.is(nodeOf(run.json, 'count').reason, 'output out/count.txt missing');
+  t.deepEqual(nodeOf(run.json, 'count').why, { code: 'output-missing', path: 'out/count.txt' });
   t.is((await project.read('out/count.txt')).trim(), '6');
   // count rebuilt the same bytes: report is left alone (early cutoff).
   t.is(nodeOf(run.json, 'report').status, 'fresh');
@@ -110,12 +110,12 @@ test('an altered output makes its node stale, naming the output, and is rebuilt'
   const dry = await project.run(['--dry-run', '--json']);
   t.deepEqual(idsWith(dry.json, 'stale'), ['upper']);
   t.deepEqual(idsWith(dry.json, 'pending'), ['count', 'report']);
-  t.is(nodeOf(dry.json, 'upper').reason, 'output out/upper.txt was modified');
+  t.deepEqual(nodeOf(dry.json, 'upper').why, { code: 'output-modified', path: 'out/upper.txt' });
 
   const run = await project.run(['--json']);
   t.is(run.code, 0, run.stderr);
   t.is(nodeOf(run.json, 'upper').status, 'ran');
-  t.is(nodeOf(run.json, 'upper').reason, 'output out/upper.txt was modified');
+  t.deepEqual(nodeOf(run.json, 'upper').why, { code: 'output-modified', path: 'out/upper.txt' });
   t.is(await project.read('out/upper.txt'), 'HELLO\n');
   // Restored to the bytes count last saw: count stays fresh.
   t.is(nodeOf(run.json, 'count').status, 'fresh');
@@ -140,20 +140,20 @@ export default defineConfig({
 
   await project.write('name.txt', 'WORLD\n'); // different input, same lowercased output
   const dry = await project.run(['--dry-run', '--json']);
-  t.is(nodeOf(dry.json, 'lower').reason, 'input name.txt changed');
+  t.deepEqual(nodeOf(dry.json, 'lower').why, { code: 'input-changed', path: 'name.txt' });
 
   const run = await project.run(['--json']);
   t.is(run.code, 0, run.stderr);
   t.is(nodeOf(run.json, 'lower').status, 'ran');
   t.is(nodeOf(run.json, 'greet').status, 'fresh');
-  t.is(nodeOf(run.json, 'greet').reason, 'dependencies rebuilt with identical output');
+  t.deepEqual(nodeOf(run.json, 'greet').why, { code: 'dependencies-unchanged' });
   t.is(await project.read('runs.log'), 'greet\n');
 
   // And a real change of the output does reach the dependent.
   await project.write('name.txt', 'Moon\n');
   const changed = await project.run(['--json']);
   t.deepEqual(idsWith(changed.json, 'ran'), ['greet', 'lower']);
-  t.is(nodeOf(changed.json, 'greet').reason, 'dependency lower changed its output');
+  t.deepEqual(nodeOf(changed.json, 'greet').why, { code: 'dependency-changed', id: 'lower' });
   t.is(await project.read('greet.txt'), 'hello moon\n');
 });
 
@@ -167,7 +167,7 @@ test('--force re-runs the selected targets and their closure, and nothing else',
     ['upper', 'count', 'report'],
     'other is outside the closure of report',
   );
-  for (const node of forced.json!.nodes) t.is(node.reason, 'forced (--force)');
+  for (const node of forced.json!.nodes) t.deepEqual(node.why, { code: 'forced' });
   // Forcing does not leave anything stale behind.
   const after = await project.run(['--json']);
   t.is(after.json?.ran, 0);
@@ -197,16 +197,16 @@ export default defineConfig({
 
   const dry = await project.run(['--dry-run', '--json'], { env: { DEPLOY_TOKEN: rotated } });
   t.is(nodeOf(dry.json, 'deploy').status, 'stale');
-  t.is(nodeOf(dry.json, 'deploy').reason, 'environment DEPLOY_TOKEN changed');
+  t.deepEqual(nodeOf(dry.json, 'deploy').why, { code: 'env-changed', name: 'DEPLOY_TOKEN' });
 
   const changed = await project.run(['--json'], { env: { DEPLOY_TOKEN: rotated } });
   t.is(changed.code, 0, changed.stderr);
   t.is(nodeOf(changed.json, 'deploy').status, 'ran');
-  t.is(nodeOf(changed.json, 'deploy').reason, 'environment DEPLOY_TOKEN changed');
+  t.deepEqual(nodeOf(changed.json, 'deploy').why, { code: 'env-changed', name: 'DEPLOY_TOKEN' });
   t.is(nodeOf(changed.json, 'after').status, 'fresh', 'same output: early cutoff');
 
   const unset = await project.run(['--dry-run', '--json'], { env: { DEPLOY_TOKEN: undefined } });
-  t.is(nodeOf(unset.json, 'deploy').reason, 'environment DEPLOY_TOKEN changed');
+  t.deepEqual(nodeOf(unset.json, 'deploy').why, { code: 'env-changed', name: 'DEPLOY_TOKEN' });
 
   const stateFiles = await project.files('.pipeline');
   t.true(

@@ -59,9 +59,13 @@ test('.cache-key equals the shell script composition, so its images are adopted'
   t.deepEqual(idsWith(adopted.json, 'ran'), [], 'no image rebuilds');
   t.deepEqual(idsWith(adopted.json, 'adopted'), idsWith(dry.json, 'adopted'));
   for (const image of IMAGES) {
-    t.is(nodeOf(adopted.json, `${image}:build`).reason, `adopted: images/${image}/.cache-key matches, ${image}.qcow2 matches its .sha256`);
+    t.deepEqual(nodeOf(adopted.json, `${image}:build`).why, {
+      code: 'adopted',
+      keyFile: `images/${image}/.cache-key`,
+      says: `${image}.qcow2 matches its .sha256`,
+    });
   }
-  t.is(nodeOf(adopted.json, 'trixie:download').reason, `adopted: cache/${UPSTREAM_FILE.trixie} matches upstream's SHA-512`);
+  t.deepEqual(nodeOf(adopted.json, 'trixie:download').why, { code: 'adopted', says: `cache/${UPSTREAM_FILE.trixie} matches upstream's SHA-512` });
   t.deepEqual(await Promise.all(IMAGES.map((image) => project.read(`images/${image}/${image}.qcow2.sha256`))), checksums);
   // Adoption is recorded: the next run is a no-op that reads no file content.
   const again = await project.run(['all', '--json']);
@@ -75,11 +79,11 @@ test('upstream base changed: the download and the images built on it rebuild, ot
   const dry = await project.run(['all', '--dry-run', '--json']);
   t.is(dry.code, 0, dry.stderr);
   t.is(nodeOf(dry.json, 'trixie:download').status, 'stale');
-  t.is(nodeOf(dry.json, 'trixie:download').reason, 'upstream changed');
+  t.deepEqual(nodeOf(dry.json, 'trixie:download').why, { code: 'upstream-changed' });
   t.is(nodeOf(dry.json, 'debian-12:build').status, 'fresh');
   // Whether they rebuild is up to the new base's bytes.
   t.is(nodeOf(dry.json, 'debian-13:build').status, 'pending');
-  t.is(nodeOf(dry.json, 'pve-9:build').reason, 'depends on what trixie:download produces');
+  t.deepEqual(nodeOf(dry.json, 'pve-9:build').why, { code: 'waiting-on', deps: ['trixie:download'] });
 
   const run = await project.run(['all', '--json']);
   t.is(run.code, 0, run.stderr);
@@ -112,7 +116,7 @@ for (const { file, stale } of specFiles) {
         .sort(),
       [...stale].sort(),
     );
-    for (const id of stale) t.is(nodeOf(dry.json, id).reason, `input ${file} changed`);
+    for (const id of stale) t.deepEqual(nodeOf(dry.json, id).why, { code: 'input-changed', path: file });
     const run = await project.run(['all', '--json']);
     t.is(run.code, 0, run.stderr);
     t.deepEqual(
@@ -138,8 +142,8 @@ test('a deleted or corrupt .cache-key makes only that image stale', async (t) =>
   await rm(project.path('images/debian-13/.cache-key'));
   await writeFile(project.path('images/pve-9/.cache-key'), 'not a key\n');
   const dry = await project.run(['all', '--dry-run', '--json']);
-  t.is(nodeOf(dry.json, 'debian-13:build').reason, 'images/debian-13/.cache-key missing');
-  t.is(nodeOf(dry.json, 'pve-9:build').reason, 'images/pve-9/.cache-key corrupt');
+  t.deepEqual(nodeOf(dry.json, 'debian-13:build').why, { code: 'key-file-missing', path: 'images/debian-13/.cache-key' });
+  t.deepEqual(nodeOf(dry.json, 'pve-9:build').why, { code: 'key-file-corrupt', path: 'images/pve-9/.cache-key' });
   t.is(nodeOf(dry.json, 'debian-12:build').status, 'fresh');
   const run = await project.run(['all', '--json']);
   t.deepEqual(

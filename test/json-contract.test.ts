@@ -93,7 +93,7 @@ test('a failed node carries its kind and log tail; its dependent is skipped; ok 
   t.deepEqual(broken.logTail, ['about to fail']);
   t.like(
     output.nodes.find((node) => node.id === 'after'),
-    { status: 'skipped', reason: 'dependency broken failed' },
+    { status: 'skipped', why: { code: 'dependency-failed', id: 'broken' } },
   );
 });
 
@@ -128,6 +128,26 @@ test('plan --json of the image config carries its CI job matrix', async (t) => {
     output.jobs.include.map((job) => job.target),
     ['debian-12:upload', 'debian-13:upload', 'pve-9:upload'],
   );
+});
+
+test('plan without --json prints the verdicts as --dry-run does, then the jobs, and changes nothing', async (t) => {
+  const project = await makeImageProject(t);
+  const [plan, dry] = [await project.run(['plan', 'publish']), await project.run(['publish', '--dry-run'])];
+  t.is(plan.code, 0, plan.stderr);
+  const lines = plan.stdout.trimEnd().split('\n');
+  const jobsAt = lines.indexOf('jobs (pipeline plan --json gives them as a CI matrix):');
+  t.true(jobsAt > 0, plan.stdout);
+  t.deepEqual(
+    lines.slice(0, jobsAt),
+    dry.stdout.trimEnd().replace('(dry run: nothing was changed)', '(plan: nothing was changed)').split('\n'),
+    'the same verdicts and details as --dry-run',
+  );
+  t.deepEqual(lines.slice(jobsAt + 1), [
+    '  image=debian-12 target=debian-12:upload',
+    '  image=debian-13 target=debian-13:upload',
+    '  image=pve-9 target=pve-9:upload',
+  ]);
+  t.false(project.exists('images'), 'a plan builds nothing');
 });
 
 test('release check --json: the builder the command calls fits the schema, current or stale, and so does its error', (t) => {
@@ -165,8 +185,11 @@ test('release check --json: the builder the command calls fits the schema, curre
 
 test('the schema rejects what the contract forbids, and its enums are the code’s', (t) => {
   const run = { formatVersion: 1, command: 'run', ok: true, wallMs: 1, ran: 0, fresh: 0, adopted: 0, failed: 0, skipped: 0, cancelled: 0, bytesHashed: 0 };
-  const node = { id: 'a', status: 'ran', reason: 'never built', durationMs: 1, bytesHashed: 0 };
+  const node = { id: 'a', status: 'ran', reason: 'never built', why: { code: 'never-built' }, durationMs: 1, bytesHashed: 0 };
   t.true(validateOutput({ ...run, nodes: [node] }));
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: undefined }] }), 'every node says why as a value');
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: { code: 'input-changed' } }] }), 'a reason carries the data its code names');
+  t.false(validateOutput({ ...run, nodes: [{ ...node, why: { code: 'never built' } }] }), 'codes are the known ones');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'stale' }] }), 'a run has no stale nodes');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'failed' }] }), 'a failed node needs its error and kind');
   t.false(validateOutput({ ...run, nodes: [{ ...node, status: 'failed', error: 'x', failureKind: 'oops' }] }), 'kinds are the known ones');

@@ -4,6 +4,7 @@
 // blob storage without credentials, and are verified; a remove touches only its tag.
 import { execFile } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,6 +164,89 @@ test('same bytes under another name are mounted, not sent; an image past maxBlob
   t.is(blobUploads(s.proxy), uploadsBefore);
   t.is(s.proxy.requests.filter((request) => request.method === 'POST' && request.path.includes('mount=') && request.status === 201).length, 3);
   t.true((await download(t, s, 'debian-12-lts', store)).equals(bytes));
+});
+
+/** Manifest PUTs the proxy saw, as `status path`, in order. */
+function manifestPuts(proxy: RegistryProxy): string[] {
+  return proxy.requests
+    .filter((request) => request.method === 'PUT' && request.path.includes('/manifests/'))
+    .map((request) => `${request.status} ${request.path}`);
+}
+
+test('a manifest checked while another writer commits one of its blobs (distribution 2.8 empties the link meanwhile) is refused, and the put restores and writes it again', async (t) => {
+  const s = await setup(t);
+  const bytes = randomBytes(60_000);
+  const image = { ...(await s.image('debian-12', bytes)), attachments: { provenance: Buffer.from('statement') } };
+  const repositories = join(s.registry.storageDir, 'docker/registry/v2/repositories');
+  // What a concurrent upload or mount of a blob the repository holds does on distribution 2.8:
+  // its link file is truncated, then written again. Here every blob link of the repository a
+  // manifest goes to is empty while the registry checks that manifest (once per manifest),
+  // and written back before the next request.
+  let emptied: Array<[file: string, content: string]> = [];
+  const raced = new Set<string>();
+  s.proxy.hook = (request) => {
+    for (const [file, content] of emptied) writeFileSync(file, content);
+    emptied = [];
+    const manifest = /^\/v2\/(.+)\/manifests\/[^/]+$/.exec(request.path);
+    if (request.method === 'PUT' && manifest && !raced.has(request.path)) {
+      raced.add(request.path);
+      const links = join(repositories, manifest[1]!, '_layers/sha256');
+      for (const hex of readdirSync(links)) {
+        const file = join(links, hex, 'link');
+        emptied.push([file, readFileSync(file, 'utf8')]);
+        writeFileSync(file, '');
+      }
+    }
+    return 'forward';
+  };
+  const store = s.store();
+  t.deepEqual(await store.put(image, quiet), { uploaded: true });
+  s.proxy.hook = undefined;
+
+  const puts = manifestPuts(s.proxy);
+  const refused = puts.filter((put) => put.startsWith('400 ')).map((put) => put.slice(4));
+  // The marker, the provenance referrer, the image and the index (the referrers tag names manifests, not blobs).
+  t.deepEqual(
+    refused.map((path) => path.replace(/sha256:[0-9a-f]{64}/, 'sha256:…')),
+    [
+      `/v2/${NAMESPACE}/pipeline_index/manifests/_debian-12_latest`,
+      `/v2/${NAMESPACE}/debian-12/manifests/sha256:…`,
+      `/v2/${NAMESPACE}/debian-12/manifests/latest`,
+      `/v2/${NAMESPACE}/pipeline_index/manifests/latest`,
+    ],
+  );
+  for (const path of refused) t.true(puts.indexOf(`201 ${path}`) > puts.indexOf(`400 ${path}`), `${path} written after its refusal`);
+  t.true((await download(t, s, 'debian-12', store)).equals(bytes));
+  const opened = await store.open('debian-12', quiet.signal);
+  t.is(opened.status === 'ready' && Buffer.from((await opened.readAttachment('provenance', quiet.signal)) ?? []).toString(), 'statement');
+  t.deepEqual(
+    (await store.list(quiet.signal)).images.map((entry) => [entry.name, entry.state]),
+    [['debian-12', 'complete']],
+  );
+});
+
+test('a layer that is gone by the time its manifest goes up (the registry collected it) is sent again, and the put completes', async (t) => {
+  const s = await setup(t);
+  const bytes = randomBytes(60_000);
+  const image = await s.image('debian-12', bytes);
+  const hex = image.sha256;
+  let collected = false;
+  s.proxy.hook = (request) => {
+    if (!collected && request.method === 'PUT' && request.path === `/v2/${NAMESPACE}/debian-12/manifests/latest`) {
+      collected = true;
+      rmSync(join(s.registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true });
+    }
+    return 'forward';
+  };
+  const store = s.store();
+  t.deepEqual(await store.put(image, quiet), { uploaded: true });
+  t.true(collected);
+  t.deepEqual(
+    manifestPuts(s.proxy).filter((put) => put.endsWith('/debian-12/manifests/latest')),
+    [`400 /v2/${NAMESPACE}/debian-12/manifests/latest`, `201 /v2/${NAMESPACE}/debian-12/manifests/latest`],
+  );
+  t.is(blobUploads(s.proxy), 2);
+  t.true((await download(t, s, 'debian-12', store)).equals(bytes));
 });
 
 test('a registry that wants chunks gets PATCH chunks of at least OCI-Chunk-Min-Length, resent from its Range after a reset', async (t) => {

@@ -66,7 +66,10 @@ for (const host of HOSTS) {
     t.is(dry.code, 0, dry.stderr);
     const closure = dry.json!.nodes.map((node) => node.id).sort();
     t.deepEqual(idsWith(dry.json, 'adopted'), closure, 'the plan predicts adoption, so the builds are assessed for real');
-    t.is(nodeOf(dry.json, 'trixie:download').reason, `adopted: cache/${UPSTREAM_FILE.trixie} as cached, not verified against upstream (offline)`);
+    t.deepEqual(nodeOf(dry.json, 'trixie:download').why, {
+      code: 'adopted',
+      says: `cache/${UPSTREAM_FILE.trixie} as cached, not verified against upstream (offline)`,
+    });
 
     const all = await project.run(['all', '--offline', '--json'], { env });
     t.is(all.code, 0, all.stderr);
@@ -104,9 +107,9 @@ test('a build pending on a base that comes back identical is adopted, never setu
   t.is(dry.code, 0, dry.stderr);
   t.deepEqual(idsWith(dry.json, 'stale'), ['trixie:download']);
   t.deepEqual(idsWith(dry.json, 'pending'), ['debian-13:build', 'debian-13:checksum', 'pve-9:build', 'pve-9:checksum']);
-  t.is(nodeOf(dry.json, 'pve-9:build').reason, 'depends on what trixie:download produces');
+  t.deepEqual(nodeOf(dry.json, 'pve-9:build').why, { code: 'waiting-on', deps: ['trixie:download'] });
   t.deepEqual(idsWith(dry.json, 'adopted'), ['bookworm:download', 'debian-12:build', 'debian-12:checksum']);
-  t.is(nodeOf(dry.json, 'bookworm:download').reason, `adopted: cache/${UPSTREAM_FILE.bookworm} matches upstream's SHA-512`);
+  t.deepEqual(nodeOf(dry.json, 'bookworm:download').why, { code: 'adopted', says: `cache/${UPSTREAM_FILE.bookworm} matches upstream's SHA-512` });
   const text = await project.run(['all', '--dry-run'], { env });
   t.regex(text.stdout, /^\? pve-9:build: pending: depends on what trixie:download produces$/m);
   t.regex(text.stdout, /^\+ debian-12:build: would be adopted: images\/debian-12\/\.cache-key matches, debian-12\.qcow2 matches its \.sha256$/m);
@@ -138,7 +141,7 @@ test('a build pending on a base that changes is setup-checked before it starts: 
 
   const dry = await project.run(['all', '--dry-run', '--json'], { env });
   t.is(dry.code, 0, dry.stderr);
-  t.is(nodeOf(dry.json, 'trixie:download').reason, `cache/${UPSTREAM_FILE.trixie} differs from upstream's SHA-512`);
+  t.deepEqual(nodeOf(dry.json, 'trixie:download').why, { code: 'not-adopted', says: `cache/${UPSTREAM_FILE.trixie} differs from upstream's SHA-512` });
   t.is(nodeOf(dry.json, 'debian-13:build').status, 'pending');
 
   const run = await project.run(['all', '--json'], { env });
@@ -170,9 +173,9 @@ test('an image whose byte was flipped is not adopted, not uploaded, its .sha256 
   const dry = await project.run(['upload:latest', '--offline', '--dry-run', '--json'], { env });
   t.is(dry.code, 0, dry.stderr);
   t.is(nodeOf(dry.json, 'debian-12:build').status, 'stale');
-  t.is(nodeOf(dry.json, 'debian-12:build').reason, reason);
-  t.is(nodeOf(dry.json, 'debian-12:checksum').reason, 'depends on what debian-12:build produces');
-  t.is(nodeOf(dry.json, 'debian-12:upload').reason, 'never built');
+  t.deepEqual(nodeOf(dry.json, 'debian-12:build').why, { code: 'not-adopted', says: reason });
+  t.deepEqual(nodeOf(dry.json, 'debian-12:checksum').why, { code: 'waiting-on', deps: ['debian-12:build'] });
+  t.deepEqual(nodeOf(dry.json, 'debian-12:upload').why, { code: 'never-built' });
   t.is(nodeOf(dry.json, 'debian-13:build').status, 'adopted');
   const explain = await project.run(['explain', 'debian-12:build', '--offline'], { env });
   t.regex(explain.stdout, new RegExp(`status: stale: ${reason.replaceAll('.', '\\.')}`));

@@ -334,8 +334,9 @@ test.serial('--dry-run, explain and plan --json say "would fetch", or why not; a
 
   const plan = await run(host, ['plan', '--json', 'publish'], w, { env });
   t.is(plan.code, 0, explainFailure(plan));
-  const nodes = (JSON.parse(plan.stdout) as { nodes: Array<{ id: string; reason: string }> }).nodes;
-  t.regex(nodes.find((node) => node.id === 'debian-12:build')?.reason ?? '', /^would fetch from release latest/);
+  const nodes = (JSON.parse(plan.stdout) as { nodes: Array<{ id: string; why: { code: string; source?: string } }> }).nodes;
+  t.like(nodes.find((node) => node.id === 'debian-12:build')?.why, { code: 'remote-hit' });
+  t.regex(nodes.find((node) => node.id === 'debian-12:build')?.why.source ?? '', /^release latest/);
 
   // Why not: a changed template is named.
   await writeFile(host.path('templates/pve-9/template.pkr.hcl'), `${await readFile(host.path('templates/pve-9/template.pkr.hcl'), 'utf8')}\n# local change\n`);

@@ -5,7 +5,8 @@
 import test from 'ava';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readStamp, recordOfStamp } from '../src/fingerprint.ts';
+import { recordOfStamp } from '../src/quick-check.ts';
+import { readStamp } from '../src/stamp.ts';
 import { readStampIndex, refreshStampIndex, stampIndexPath } from '../src/stamp-index.ts';
 import { idsWith, makeProject, type Project } from './support/engine-project.ts';
 
@@ -47,9 +48,9 @@ test('a run leaves an index holding exactly the stamp files, made after the racy
   const index = await indexOf(stateDir(project));
   t.deepEqual(Object.keys(index.records).sort(), ['first', 'second', 'third']);
   for (const id of ['first', 'second', 'third']) {
-    const stamp = await readStamp(stateDir(project), id);
+    const stamp = readStamp(stateDir(project), id);
     if (!stamp) return t.fail(`no stamp for ${id}`);
-    t.deepEqual(snapshot.recorded.get(id), [stamp.fingerprint, stamp.outputDigest, recordOfStamp(stamp)], id);
+    t.deepEqual(snapshot.recorded.get(id), { fingerprint: stamp.fingerprint, outputDigest: stamp.outputDigest, record: recordOfStamp(stamp) }, id);
   }
   t.true(BigInt(index.madeNs) - BigInt(index.dir.mtimeNs) >= 50_000_000n, 'made at least 50 ms after the last stamp was written');
 
@@ -137,7 +138,7 @@ test('refreshing waits out the racy window after a stamp write, and does nothing
   const project = await built(t);
   const dir = stateDir(project);
   await rm(stampIndexPath(dir));
-  const first = await readStamp(dir, 'first');
+  const first = readStamp(dir, 'first');
   await writeFile(join(dir, 'stamps', 'extra.json'), JSON.stringify({ ...first, id: 'extra' }));
   // A stamp copied under another node's name records the node it was written for: it is not that node's.
   await writeFile(join(dir, 'stamps', 'copied.json'), JSON.stringify(first));

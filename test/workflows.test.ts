@@ -164,7 +164,11 @@ test('image workflows: main only, superseded once main moves on, read-only plans
     const writer = jobs[WRITER[file]!]!;
     t.is(plan['runs-on'], 'ubuntu-latest', `${file}: the plan job needs no KVM runner`);
     t.deepEqual(plan.permissions, { contents: 'read' }, `${file}: the plan job cannot write the release`);
-    t.deepEqual(writer.permissions, { contents: 'write' }, `${file}: only the build jobs write`);
+    t.deepEqual(
+      writer.permissions,
+      { contents: 'write', 'id-token': 'write', attestations: 'write' },
+      `${file}: only the build jobs write: the release, and a keyless signature with its attestation`,
+    );
     for (const job of [plan, writer]) {
       t.true(job.if?.startsWith("github.ref == 'refs/heads/main'"), `${file}: runs only for main`);
       // The superseded check comes before anything is installed, checked or built, and every later step waits for its answer.

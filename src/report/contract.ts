@@ -3,10 +3,13 @@
 // test validates every kind of output against it); change both together, and bump
 // FORMAT_VERSION when a field is removed or changes meaning.
 import type { FailureKind } from '../failure.ts';
-import { verdictStatus } from '../fingerprint.ts';
+import { verdictStatus } from '../assess.ts';
+import type { NodeResult } from '../execute.ts';
 import type { Graph } from '../graph.ts';
-import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { PlanEntry } from '../plan.ts';
+import type { Reason } from '../reason.ts';
 import type { Json, NodeId } from '../types.ts';
+import { reasonText } from './reason-text.ts';
 
 export const FORMAT_VERSION = 1;
 
@@ -23,7 +26,10 @@ interface Envelope<Command extends string> {
 
 interface NodeJsonBase {
   readonly id: NodeId;
+  /** Why, in words (`reasonText`). */
   readonly reason: string;
+  /** Why, as a value: `{ code: 'input-changed', path }` (src/reason.ts). */
+  readonly why: Reason;
   readonly bytesHashed: number;
   readonly note?: string;
 }
@@ -156,7 +162,8 @@ export function runNodeJson(result: NodeResult): RunNodeJson {
   return {
     id: result.id,
     status: result.status,
-    reason: result.reason,
+    reason: reasonText(result.reason),
+    why: result.reason,
     durationMs: result.durationMs,
     bytesHashed: result.bytesHashed,
     ...(result.startedAt !== undefined ? { startedAt: result.startedAt, finishedAt: result.finishedAt ?? result.startedAt } : {}),
@@ -188,7 +195,8 @@ function planNodeJson(entry: PlanEntry, wouldRun: string | undefined): PlanNodeJ
   return {
     id: entry.id,
     status: verdictStatus(entry.verdict),
-    reason: entry.verdict.reason,
+    reason: reasonText(entry.verdict.reason),
+    why: entry.verdict.reason,
     bytesHashed: entry.bytesHashed,
     ...(wouldRun ? { wouldRun } : {}),
     ...(entry.note ? { note: entry.note } : {}),

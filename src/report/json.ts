@@ -1,7 +1,7 @@
 // `--json`: one summary object on stdout for machines, in the shape of contract.ts;
 // nothing else is printed there. The CLI pairs it with plain lines on stderr, so a long
 // CI job is not silent.
-import type { NodeResult } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
 import { formatOutput, runOutput } from './contract.ts';
 import type { Reporter } from './reporter.ts';
 

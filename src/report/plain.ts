@@ -2,10 +2,13 @@
 // multi-GB transfer prints a handful of lines, not thousands. `quiet` keeps only failures
 // and the summary; `verbose` adds every line the tasks log.
 import type { NodePhase, Wait } from '../observer.ts';
-import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
+import type { PlanEntry } from '../plan.ts';
+import type { Reason } from '../reason.ts';
 import type { NodeId, ProgressUnit } from '../types.ts';
 import { Activities } from './activity.ts';
 import { formatDuration } from './format.ts';
+import { reasonText } from './reason-text.ts';
 import { failureLines, summaryLine, type Reporter } from './reporter.ts';
 
 const PROGRESS_EVERY_MS = 5_000;
@@ -58,10 +61,10 @@ export class PlainReporter implements Reporter {
     this.activities.phase(id, phase, edge);
   }
 
-  nodeStarted(id: NodeId, reason: string): void {
+  nodeStarted(id: NodeId, reason: Reason): void {
     this.activities.started(id);
     this.printedAt.set(id, Date.now());
-    this.note(`▶ ${id} (${reason})`);
+    this.note(`▶ ${id} (${reasonText(reason)})`);
   }
 
   nodeStatus(id: NodeId, text: string): void {
@@ -91,16 +94,16 @@ export class PlainReporter implements Reporter {
         if (result.note && result.note !== this.plannedNotes.get(result.id)) this.line(`  ${result.id}: ${result.note}`);
         break;
       case 'fresh':
-        if (this.listFresh) this.note(`= ${result.id} fresh${result.reason === 'up to date' ? '' : ` (${result.reason})`}`);
+        if (this.listFresh) this.note(`= ${result.id} fresh${result.reason.code === 'up-to-date' ? '' : ` (${reasonText(result.reason)})`}`);
         break;
       case 'adopted':
-        this.line(`= ${result.id} ${result.reason}`);
+        this.line(`= ${result.id} ${reasonText(result.reason)}`);
         break;
       case 'failed':
         for (const line of failureLines(result)) this.line(`✖ ${line}`);
         break;
       case 'skipped':
-        this.note(`- ${result.id} skipped (${result.reason})`);
+        this.note(`- ${result.id} skipped (${reasonText(result.reason)})`);
         break;
       case 'cancelled':
         this.note(`✖ ${result.id} cancelled`);

@@ -3,10 +3,14 @@
 // slot (`packer #1`, `job #2`): a slice per node that ran, holding a slice per phase (run,
 // hash, record). What happens outside a slot (checking a node before it runs: probe,
 // hash, preflight) goes on `checking` tracks.
-import { writeFileAtomic } from '../atomic.ts';
+import { rm, stat, writeFile } from 'node:fs/promises';
+import { siblingTempPath, writeFileAtomic } from '../atomic.ts';
+import { Failure } from '../failure.ts';
 import type { NodePhase } from '../observer.ts';
-import type { NodeResult } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
+import type { Reason } from '../reason.ts';
 import type { NodeId } from '../types.ts';
+import { reasonText } from './reason-text.ts';
 import type { Reporter } from './reporter.ts';
 
 /** A Chrome trace event; `ts` and `dur` are microseconds. */
@@ -63,6 +67,17 @@ export class ProfileReporter implements Reporter {
     private readonly poolOf: (id: NodeId) => string | undefined,
   ) {}
 
+  /**
+   * A reporter for `--profile given`, once a trace could be written there: the check runs
+   * before the run starts, so a path that cannot take the trace costs no work. A usage
+   * Failure (one line, exit 2) names the flag, the path and what is wrong.
+   */
+  static async open(given: string, file: string, title: string, poolOf: (id: NodeId) => string | undefined): Promise<ProfileReporter> {
+    const problem = await unwritable(file);
+    if (problem !== undefined) throw new Failure('usage', `--profile ${given}: ${problem}; give a file in a writable directory`);
+    return new ProfileReporter(file, title, poolOf);
+  }
+
   start(): void {}
 
   nodePhase(id: NodeId, phase: NodePhase, edge: 'begin' | 'end'): void {
@@ -80,10 +95,10 @@ export class ProfileReporter implements Reporter {
     if (track.lane.group === CHECKING) this.closeTrack(id, now);
   }
 
-  nodeStarted(id: NodeId, reason: string): void {
+  nodeStarted(id: NodeId, reason: Reason): void {
     const now = this.now();
     if (this.open.get(id)?.lane.group === CHECKING) this.closeTrack(id, now);
-    this.openTrack(id, this.poolOf(id) ?? 'job', now, { reason });
+    this.openTrack(id, this.poolOf(id) ?? 'job', now, { reason: reasonText(reason) });
   }
 
   nodeFinished(result: NodeResult): void {
@@ -130,7 +145,12 @@ export class ProfileReporter implements Reporter {
       });
     }
     const trace: TraceFile = { traceEvents: events, displayTimeUnit: 'ms' };
-    await writeFileAtomic(this.file, `${JSON.stringify(trace)}\n`);
+    try {
+      await writeFileAtomic(this.file, `${JSON.stringify(trace)}\n`);
+    } catch (error) {
+      // Possible still when the directory changed during the run: one line, not a stack.
+      throw new Failure('setup', `--profile: cannot write ${this.file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
   }
 
   private openTrack(id: NodeId, group: string, now: number, args: Record<string, unknown> = {}): NodeTrack {
@@ -169,4 +189,20 @@ function laneOrder(name: string): number {
   if (name.startsWith(`${CHECKING} `)) return 2;
   if (name.startsWith('job ')) return 1;
   return 0;
+}
+
+/** Why a trace cannot be written to `file` (as writeFileAtomic writes it: a sibling temp file renamed), or undefined. */
+async function unwritable(file: string): Promise<string | undefined> {
+  if ((await stat(file).catch(() => undefined))?.isDirectory()) return 'is a directory';
+  const probe = siblingTempPath(file);
+  try {
+    await writeFile(probe, '', { flag: 'wx' });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'its directory does not exist';
+    if (code === 'ENOTDIR') return 'a part of its path is not a directory';
+    return `cannot write in its directory (${code ?? (error as Error).message})`;
+  }
+  await rm(probe, { force: true });
+  return undefined;
 }

@@ -1,10 +1,12 @@
 // What every renderer implements: the runner's observer, plus the start (the plan is
 // known) and end (the results) of a run.
 import type { RunObserver } from '../observer.ts';
-import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
+import type { PlanEntry } from '../plan.ts';
 import type { NodeId } from '../types.ts';
 import { runCounts } from './contract.ts';
 import { formatDuration } from './format.ts';
+import { reasonText } from './reason-text.ts';
 
 export interface Reporter extends RunObserver {
   /** The run has its closure and starts checking it (before the plan, which can take seconds). */
@@ -27,7 +29,7 @@ export function summaryLine(results: readonly NodeResult[], wallMs: number): str
 
 /** The lines printed for a failed node: its error, its log's tail and where the log is. */
 export function failureLines(result: NodeResult): string[] {
-  const lines = [`${result.id} failed: ${result.error ?? result.reason}`];
+  const lines = [`${result.id} failed: ${result.error ?? reasonText(result.reason)}`];
   if (result.logTail && result.logTail.length > 0) {
     lines.push(`--- last ${result.logTail.length} lines of ${result.logFile} ---`);
     lines.push(...result.logTail.map((line) => `  ${line}`));

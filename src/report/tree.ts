@@ -7,10 +7,12 @@
 // once, while listr2 loads beside the plan.
 import type { ListrDefaultRenderer, ListrSimpleRenderer, ListrTaskWrapper } from 'listr2';
 import type { NodePhase, Wait } from '../observer.ts';
-import type { NodeResult, PlanEntry } from '../runner.ts';
+import type { NodeResult } from '../execute.ts';
+import type { PlanEntry } from '../plan.ts';
 import type { NodeId, ProgressUnit } from '../types.ts';
 import { Activities } from './activity.ts';
 import { formatDuration } from './format.ts';
+import { reasonText } from './reason-text.ts';
 import { failureLines, summaryLine, type Reporter } from './reporter.ts';
 
 type Task = ListrTaskWrapper<unknown, ListrDefaultRenderer, ListrSimpleRenderer>;
@@ -113,19 +115,19 @@ export class TreeReporter implements Reporter {
             resolve();
             break;
           case 'fresh':
-            task.skip(`${id}: fresh (${result.reason})`);
+            task.skip(`${id}: fresh (${reasonText(result.reason)})`);
             resolve();
             break;
           case 'adopted':
-            task.skip(`${id}: ${result.reason}`);
+            task.skip(`${id}: ${reasonText(result.reason)}`);
             resolve();
             break;
           case 'skipped':
-            task.skip(`${id}: skipped (${result.reason})`);
+            task.skip(`${id}: skipped (${reasonText(result.reason)})`);
             resolve();
             break;
           default:
-            reject(new Error(result.status === 'cancelled' ? `${id}: cancelled` : `${id}: ${result.error ?? result.reason}`));
+            reject(new Error(result.status === 'cancelled' ? `${id}: cancelled` : `${id}: ${result.error ?? reasonText(result.reason)}`));
         }
       };
       if (node.result) settle(node.result);
@@ -200,7 +202,7 @@ export class TreeReporter implements Reporter {
   async abandon(): Promise<void> {
     this.checked('stopped');
     for (const [id, node] of this.live) {
-      if (!node.result) this.nodeFinished({ id, status: 'cancelled', reason: 'stopped', durationMs: 0, bytesHashed: 0 });
+      if (!node.result) this.nodeFinished({ id, status: 'cancelled', reason: { code: 'interrupted' }, durationMs: 0, bytesHashed: 0 });
     }
     await this.rendering;
     clearInterval(this.frame);

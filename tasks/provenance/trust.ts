@@ -9,16 +9,9 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { Failure } from '../../src/index.ts';
 import { keyIdOf } from './key-id.ts';
+import type { TrustSettings } from './trust-settings.ts';
 
-/** The config's `release.trust`; paths are relative to the project root. */
-export interface TrustSettings {
-  /** PEM public keys (ECDSA P-256) whose signatures are trusted. */
-  readonly keys?: readonly string[];
-  /** The GitHub Actions workflow whose keyless signatures are trusted. */
-  readonly github?: { readonly repo: string; readonly workflow: string; readonly ref: string };
-  /** A pinned Sigstore trusted root (`gh attestation trusted-root > trusted_root.json`) instead of TUF. */
-  readonly trustedRoot?: string;
-}
+export type { TrustSettings } from './trust-settings.ts';
 
 export const trustSettingsSchema = z
   .object({

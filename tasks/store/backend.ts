@@ -3,26 +3,10 @@
 // a backend only through this interface, so a new store is one folder and one entry.
 import type { z } from 'zod';
 import type { Json } from '../../src/index.ts';
+import type { CommonStoreDecl } from './release-decl.ts';
 import type { ImageStore } from './store.ts';
-import type { TrustSettings } from '../provenance/trust.ts';
 
-/** The `release:` keys every store has, whichever backend holds the images. */
-export interface CommonStoreDecl {
-  /** Release (or tag) the `{image}:upload` nodes and `upload:latest` use (default `latest`). */
-  readonly tag?: string;
-  /**
-   * Fetch an image from the store instead of building it when the store holds one built
-   * from the same inputs (default true; `--no-remote-cache` turns it off for a run).
-   */
-  readonly remoteCache?: boolean;
-  /**
-   * Whose signed provenance this host trusts (docs/provenance.md; paths relative to the
-   * root): with it, downloads, `--publish`, `verify` and the remote cache refuse an image
-   * whose bundle is missing, does not verify, comes from another signer, or is about other
-   * bytes or inputs.
-   */
-  readonly trust?: TrustSettings;
-}
+export type { CommonStoreDecl } from './release-decl.ts';
 
 /** Resolved common settings: the tag is always known. */
 export interface CommonStoreSettings extends Omit<CommonStoreDecl, 'tag'> {

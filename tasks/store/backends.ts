@@ -5,24 +5,16 @@
 import { z } from 'zod';
 import { Failure } from '../../src/index.ts';
 import { trustSettingsSchema } from '../provenance/trust.ts';
-import type { CommonStoreDecl, CommonStoreSettings, StoreBackend } from './backend.ts';
+import type { CommonStoreSettings, StoreBackend } from './backend.ts';
 import { directoryBackend, type DirectoryStoreDecl } from './directory/index.ts';
 import { githubBackend, type GitHubStoreDecl } from './github/index.ts';
 import { ociBackend, type OciStoreDecl } from './oci/index.ts';
+import type { ReleaseDecl } from './release-decl.ts';
+
+export type { ReleaseDecl };
 
 /** Every backend, the default (used when settings name none of the others' keys) first. */
 const BACKENDS = [githubBackend, directoryBackend, ociBackend] as const;
-
-/** One backend's keys, with every other backend's own keys forbidden, so a config names one store. */
-type Only<Own, Others> = Own & { readonly [K in Exclude<keyof Others, keyof Own>]?: never };
-
-/** The config's `release:`: the common keys and one backend's. */
-export type ReleaseDecl = CommonStoreDecl &
-  (
-    | Only<GitHubStoreDecl, DirectoryStoreDecl & OciStoreDecl>
-    | Only<DirectoryStoreDecl, GitHubStoreDecl & OciStoreDecl>
-    | Only<OciStoreDecl, GitHubStoreDecl & DirectoryStoreDecl>
-  );
 
 /** Resolved `release:` settings, tagged with their backend. */
 export type StoreSettings = CommonStoreSettings &

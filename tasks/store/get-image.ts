@@ -100,9 +100,7 @@ async function readResumeState(path: string): Promise<ResumeState | undefined> {
   }
 }
 
-async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status: 'ready' }>, options: GetImageOptions): Promise<GotImage> {
-  const { signal } = options;
-  const log = options.log ?? (() => {});
+async function fetchInto(store: ImageStore, image: ReadyImage, options: GetImageOptions): Promise<GotImage> {
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
   const got = (alreadyPresent: boolean, transfer: Transfer = { fetched: alreadyPresent ? 0 : total, reused: [] }): GotImage => ({
@@ -115,96 +113,72 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     transfer,
   });
   await mkdir(dirname(finalPath), { recursive: true });
-
   const existing = await stat(finalPath).catch(() => undefined);
   if (existing && !options.overwrite) {
-    if (existing.size === total && (await sha256OfFile(finalPath, signal)) === image.sha256) return got(true);
+    if (existing.size === total && (await sha256OfFile(finalPath, options.signal)) === image.sha256) return got(true);
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
-
-  const tempPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
-  const statePath = `${tempPath}.json`;
+  const partialPath = join(dirname(finalPath), `.${basename(finalPath)}.partial`);
+  const partial: PartialDownload = { path: partialPath, statePath: `${partialPath}.json` };
   if (options.seeds?.length) {
-    const seeded = await seededFetch(image, tempPath, statePath, options);
+    const seeded = await seededFetch(image, partial.path, partial.statePath, options);
     if (seeded) {
-      await rename(tempPath, finalPath);
+      await rename(partial.path, finalPath);
       return got(false, { fetched: seeded.fetched, reused: seeded.reused });
     }
   }
   // A seeded fetch's record of finished ranges does not survive a whole download's writes.
-  await rm(deltaStatePath(tempPath), { force: true });
+  await rm(deltaStatePath(partial.path), { force: true });
+  const actual = await downloadPieces(image, total, partial, options);
+  if (actual !== image.sha256) {
+    await rm(partial.path, { force: true });
+    await rm(partial.statePath, { force: true });
+    throw new Failure(
+      'integrity',
+      `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
+    );
+  }
+  await rename(partial.path, finalPath);
+  await rm(partial.statePath, { force: true });
+  return got(false);
+}
+
+type ReadyImage = Extract<OpenedImage, { status: 'ready' }>;
+
+/** The temp file pieces are written into at their offsets, and the state that lets a later run resume it. */
+interface PartialDownload {
+  readonly path: string;
+  readonly statePath: string;
+}
+
+/**
+ * Every piece into the partial file, resuming what an earlier run of the same image left;
+ * the SHA-256 of what arrived. A failure keeps what arrived for the next run, unless it is
+ * not worth resuming (a full disk, bytes of a replaced image).
+ */
+async function downloadPieces(image: ReadyImage, total: number, partial: PartialDownload, options: GetImageOptions): Promise<string> {
   const layout = image.pieces.map((piece) => ({ id: piece.id, size: piece.size }));
-  const previous = await readResumeState(statePath);
+  const previous = await readResumeState(partial.statePath);
   const resumable =
     previous !== undefined &&
     previous.sha256 === image.sha256 &&
     JSON.stringify(previous.pieces) === JSON.stringify(layout) &&
-    (await stat(tempPath).catch(() => undefined))?.size === total;
+    (await stat(partial.path).catch(() => undefined))?.size === total;
   const state: ResumeState = resumable ? previous : { sha256: image.sha256, pieces: layout, done: layout.map(() => 0) };
-  if (resumable) log(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
-
-  const received = [...state.done];
-  let reportedAt = 0;
-  // At most every PROGRESS_MS, and when a piece ends: a report for each chunk (a TLS
-  // record is 16 KiB) kept tens of thousands of progress samples alive for nothing.
-  const report = (force = false) => {
-    const now = Date.now();
-    if (!force && now - reportedAt < PROGRESS_MS) return;
-    reportedAt = now;
-    options.onProgress?.(
-      received.reduce((a, b) => a + b, 0),
-      total,
-    );
-  };
+  if (resumable) options.log?.(`${image.name}: resuming at ${state.done.reduce((a, b) => a + b, 0)} of ${total} bytes`);
   const file = await DownloadFile.open(
-    tempPath,
+    partial.path,
     layout.map((piece) => piece.size),
     resumable ? state.done : undefined,
   );
   let actual: string | undefined;
   let keep = true;
   try {
-    report(true);
-    let next = 0;
-    // The first piece to fail stops the others: nothing may still be writing when the file closes.
-    const stop = new AbortController();
-    const pieceSignal = AbortSignal.any([signal, stop.signal]);
-    const worker = async () => {
-      while (next < image.pieces.length && !stop.signal.aborted) {
-        const index = next++;
-        const piece = image.pieces[index]!;
-        const from = file.written[index]!;
-        if (from >= piece.size) continue;
-        await piece.read({
-          from,
-          signal: pieceSignal,
-          onRestart: () => {
-            received[index] = 0;
-            file.restart(index);
-          },
-          sink: (chunk, offset) => {
-            if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
-            received[index] = offset + chunk.length;
-            report(received[index] === piece.size);
-            return file.accept(index, chunk, offset);
-          },
-        });
-        await file.finish(index);
-      }
-    };
-    let first: { error: unknown } | undefined;
-    const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
-      worker().catch((error: unknown) => {
-        first ??= { error };
-        stop.abort();
-      }),
-    );
-    await Promise.all(workers);
-    // The failure that stopped the others, not the aborts it caused.
-    if (first) throw first.error;
+    await readPieces(image, file, [...state.done], total, options);
     actual = await file.digest();
     // Bytes that do not hash right are not worth keeping, nor flushing to the disk.
     if (actual === image.sha256) await file.sync();
+    return actual;
   } catch (error) {
     // A full disk or bytes from a replaced image are not worth resuming: free the space.
     if (isFailure(error, 'not-found', 'integrity')) keep = false;
@@ -213,7 +187,7 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
       const code = (error as NodeJS.ErrnoException).code!;
       throw new Failure(
         'setup',
-        `no space left for ${finalPath} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`,
+        `no space left for ${options.path} (${image.name} needs ${total} bytes): free some space and download again; the partial download was removed`,
         { code, cause: error },
       );
     }
@@ -223,22 +197,72 @@ async function fetchInto(store: ImageStore, image: Extract<OpenedImage, { status
     await file.close();
     if (actual === undefined) {
       // Keep what arrived for the next run; positional writes make any finished prefix reusable.
-      if (keep) await writeFileAtomic(statePath, JSON.stringify({ ...state, done: file.written })).catch(() => {});
-      else await Promise.all([rm(tempPath, { force: true }), rm(statePath, { force: true })]);
+      if (keep) await writeFileAtomic(partial.statePath, JSON.stringify({ ...state, done: file.written })).catch(() => {});
+      else await Promise.all([rm(partial.path, { force: true }), rm(partial.statePath, { force: true })]);
     }
   }
+}
 
-  if (actual !== image.sha256) {
-    await rm(tempPath, { force: true });
-    await rm(statePath, { force: true });
-    throw new Failure(
-      'integrity',
-      `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
+/**
+ * Reads the pieces not yet written, `concurrency` at a time, each into its place in the
+ * file. The first piece to fail stops the others (nothing may still be writing when the
+ * file closes), and its failure is the one thrown, not the aborts it caused.
+ */
+async function readPieces(image: ReadyImage, file: DownloadFile, received: number[], total: number, options: GetImageOptions): Promise<void> {
+  const report = progressReporter(received, total, options.onProgress);
+  report(true);
+  let next = 0;
+  const stop = new AbortController();
+  const pieceSignal = AbortSignal.any([options.signal, stop.signal]);
+  const worker = async (): Promise<void> => {
+    while (next < image.pieces.length && !stop.signal.aborted) {
+      const index = next++;
+      const piece = image.pieces[index]!;
+      const from = file.written[index]!;
+      if (from >= piece.size) continue;
+      await piece.read({
+        from,
+        signal: pieceSignal,
+        onRestart: () => {
+          received[index] = 0;
+          file.restart(index);
+        },
+        sink: (chunk, offset) => {
+          if (offset + chunk.length > piece.size) throw new Failure('integrity', `${piece.label} is longer than the store lists`);
+          received[index] = offset + chunk.length;
+          report(received[index] === piece.size);
+          return file.accept(index, chunk, offset);
+        },
+      });
+      await file.finish(index);
+    }
+  };
+  let first: { error: unknown } | undefined;
+  const workers = Array.from({ length: Math.min(options.concurrency ?? 4, image.pieces.length) }, () =>
+    worker().catch((error: unknown) => {
+      first ??= { error };
+      stop.abort();
+    }),
+  );
+  await Promise.all(workers);
+  if (first) throw first.error;
+}
+
+/**
+ * Progress of the pieces' bytes together, at most every PROGRESS_MS and when a piece ends
+ * (`force`): a report per chunk would keep a sample per TLS record alive for nothing.
+ */
+function progressReporter(received: readonly number[], total: number, onProgress: GetImageOptions['onProgress']): (force?: boolean) => void {
+  let reportedAt = 0;
+  return (force = false) => {
+    const now = Date.now();
+    if (!force && now - reportedAt < PROGRESS_MS) return;
+    reportedAt = now;
+    onProgress?.(
+      received.reduce((a, b) => a + b, 0),
+      total,
     );
-  }
-  await rename(tempPath, finalPath);
-  await rm(statePath, { force: true });
-  return got(false);
+  };
 }
 
 /** The seeded fetch, when it applies; a result that did not verify is dropped for a whole download. */

@@ -2,7 +2,7 @@
 // network, checked the same way everywhere and before any request is made.
 import { Failure, type FailureKind } from '../../src/index.ts';
 
-/** SPEC "Naming": lower-case letters, digits, dots and dashes, starting with a letter or digit. */
+/** Image names: lower-case letters, digits, dots and dashes, starting with a letter or digit. */
 const IMAGE_NAME = /^[a-z0-9][a-z0-9.-]*$/;
 /** A tag (`latest`, `v2025.01`): what git and GitHub accept, minus what a URL path or a shell would trip on. */
 const TAG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;

@@ -28,6 +28,8 @@ export interface NodeJson {
   /** A run's statuses, and a dry run's (`stale`, `pending`, `adopted` when it would be). */
   status: 'ran' | 'fresh' | 'adopted' | 'stale' | 'pending' | 'failed' | 'skipped' | 'cancelled';
   reason: string;
+  /** The reason as a value (src/reason.ts): what tests compare. */
+  why: { code: string } & Record<string, unknown>;
   durationMs: number;
   bytesHashed: number;
   startedAt?: number;

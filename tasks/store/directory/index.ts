@@ -5,11 +5,9 @@ import { z } from 'zod';
 import { Failure } from '../../../src/index.ts';
 import type { StoreBackend } from '../backend.ts';
 import { DirectoryStore } from './directory-store.ts';
+import type { DirectoryStoreDecl } from './settings.ts';
 
-export interface DirectoryStoreDecl {
-  /** Keep images in this shared directory (`{dir}/{tag}/`) instead of GitHub releases. */
-  readonly dir: string;
-}
+export type { DirectoryStoreDecl } from './settings.ts';
 
 export const directoryBackend: StoreBackend<DirectoryStoreDecl> = {
   name: 'directory',

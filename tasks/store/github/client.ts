@@ -3,7 +3,9 @@
 // needed only to write: a public release is read anonymously. The token lives only in the
 // client's closures: it is never part of a message, a log line or JSON output.
 import { execFile } from 'node:child_process';
-import type { Octokit, RequestError } from 'octokit';
+import type { Octokit } from '@octokit/core';
+import type { PaginateInterface } from '@octokit/plugin-paginate-rest';
+import type { RequestError } from '@octokit/request-error';
 import { Failure, type FailureKind, isFailure } from '../../../src/index.ts';
 import type { GitHubSettings } from './settings.ts';
 
@@ -75,7 +77,8 @@ export interface ClientOptions {
 }
 
 export interface GitHubClient {
-  readonly octokit: InstanceType<typeof Octokit>;
+  /** @octokit/core with pagination, retries and rate-limit handling (REST calls by route). */
+  readonly octokit: Octokit & { paginate: PaginateInterface };
   readonly owner: string;
   readonly repo: string;
   readonly apiUrl: string;
@@ -118,13 +121,18 @@ export async function createGitHubClient(settings: GitHubSettings, options: Clie
     notifications: unthrottledGroup as never,
   };
   // Loaded when a release is actually touched: a local build run never pays for octokit.
-  const [{ Octokit }, { retryingApiFetch }] = await Promise.all([import('octokit'), import('../http/api-fetch.ts')]);
-  const octokit = new Octokit({
+  const [{ Octokit }, { paginateRest }, { throttling }, { retryingApiFetch }] = await Promise.all([
+    import('@octokit/core'),
+    import('@octokit/plugin-paginate-rest'),
+    import('@octokit/plugin-throttling'),
+    import('../http/api-fetch.ts'),
+  ]);
+  const octokit = new (Octokit.plugin(paginateRest, throttling))({
     ...(token ? { auth: token } : {}),
     baseUrl: apiUrl,
     userAgent: 'pipeline-images',
-    // Retries are the fetch's (the one HTTP layer's): it fails at once on a host out of reach.
-    retry: { enabled: false },
+    // Retries are the fetch's (the one HTTP layer's, so no retry plugin): it fails at once
+    // on a host out of reach. Rate limits are the throttling plugin's.
     throttle,
     // node:http rather than Node's fetch, whose loading alone costs more memory than a download.
     request: { fetch: retryingApiFetch({ retryBaseMs }) as unknown as typeof fetch },

@@ -35,7 +35,7 @@ export class ReleaseApi {
   /** The release with this tag (never GitHub's "latest release"), or undefined when there is none. */
   async findRelease(tag: string): Promise<Release | undefined> {
     try {
-      const { data } = await this.client.octokit.rest.repos.getReleaseByTag({ ...this.where, tag });
+      const { data } = await this.client.octokit.request('GET /repos/{owner}/{repo}/releases/tags/{tag}', { ...this.where, tag });
       return data;
     } catch (error) {
       const failure = toGitHubFailure(error, `read release ${tag}`, this.client);
@@ -43,7 +43,7 @@ export class ReleaseApi {
     }
     // Tell a missing release from a repository that does not exist (or the token cannot see).
     try {
-      await this.client.octokit.rest.repos.get(this.where);
+      await this.client.octokit.request('GET /repos/{owner}/{repo}', this.where);
     } catch (error) {
       const failure = toGitHubFailure(error, `find repository ${this.client.owner}/${this.client.repo}`, this.client);
       if (failure instanceof GitHubFailure && failure.status === 404) {
@@ -77,7 +77,7 @@ export class ReleaseApi {
       if (existing) return existing;
       this.client.requireToken(`create release ${tag}`);
       try {
-        const { data } = await this.client.octokit.rest.repos.createRelease({
+        const { data } = await this.client.octokit.request('POST /repos/{owner}/{repo}/releases', {
           ...this.where,
           tag_name: tag,
           name: LATEST_RELEASE_TITLE,
@@ -96,7 +96,7 @@ export class ReleaseApi {
 
   async listAssets(releaseId: number): Promise<ReleaseAsset[]> {
     return this.call('list release assets', () =>
-      this.client.octokit.paginate(this.client.octokit.rest.repos.listReleaseAssets, {
+      this.client.octokit.paginate('GET /repos/{owner}/{repo}/releases/{release_id}/assets', {
         ...this.where,
         release_id: releaseId,
         per_page: 100,
@@ -107,7 +107,7 @@ export class ReleaseApi {
   /** One asset by id, or undefined when it no longer exists (a listing can miss changes made while it paged). */
   async getAsset(id: number): Promise<ReleaseAsset | undefined> {
     try {
-      const { data } = await this.client.octokit.rest.repos.getReleaseAsset({ ...this.where, asset_id: id });
+      const { data } = await this.client.octokit.request('GET /repos/{owner}/{repo}/releases/assets/{asset_id}', { ...this.where, asset_id: id });
       return data;
     } catch (error) {
       const failure = toGitHubFailure(error, `read asset ${id}`, this.client);
@@ -120,7 +120,7 @@ export class ReleaseApi {
   async deleteAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>): Promise<'deleted' | 'gone'> {
     this.client.requireToken(`delete asset ${asset.name}`);
     try {
-      await this.client.octokit.rest.repos.deleteReleaseAsset({ ...this.where, asset_id: asset.id });
+      await this.client.octokit.request('DELETE /repos/{owner}/{repo}/releases/assets/{asset_id}', { ...this.where, asset_id: asset.id });
       return 'deleted';
     } catch (error) {
       const failure = toGitHubFailure(error, `delete asset ${asset.name}`, this.client);
@@ -136,7 +136,7 @@ export class ReleaseApi {
   async renameAsset(asset: Pick<ReleaseAsset, 'id' | 'name'>, name: string): Promise<'renamed' | 'taken' | 'gone'> {
     this.client.requireToken(`rename asset ${asset.name}`);
     try {
-      await this.client.octokit.rest.repos.updateReleaseAsset({ ...this.where, asset_id: asset.id, name });
+      await this.client.octokit.request('PATCH /repos/{owner}/{repo}/releases/assets/{asset_id}', { ...this.where, asset_id: asset.id, name });
       return 'renamed';
     } catch (error) {
       const failure = toGitHubFailure(error, `rename asset ${asset.name} to ${name}`, this.client);
@@ -148,7 +148,9 @@ export class ReleaseApi {
 
   async updateReleaseBody(release: Pick<Release, 'id' | 'tag_name'>, body: string): Promise<void> {
     this.client.requireToken(`update release ${release.tag_name}`);
-    await this.call(`update release ${release.tag_name}`, () => this.client.octokit.rest.repos.updateRelease({ ...this.where, release_id: release.id, body }));
+    await this.call(`update release ${release.tag_name}`, () =>
+      this.client.octokit.request('PATCH /repos/{owner}/{repo}/releases/{release_id}', { ...this.where, release_id: release.id, body }),
+    );
   }
 
   /**
@@ -336,10 +338,12 @@ export class ReleaseApi {
 
   /** The commit a tag points at (peeling an annotated tag). */
   async tagCommit(tag: string): Promise<string> {
-    const { data: ref } = await this.call(`find tag ${tag}`, () => this.client.octokit.rest.git.getRef({ ...this.where, ref: `tags/${tag}` }));
+    const { data: ref } = await this.call(`find tag ${tag}`, () =>
+      this.client.octokit.request('GET /repos/{owner}/{repo}/git/ref/{ref}', { ...this.where, ref: `tags/${tag}` }),
+    );
     if (ref.object.type === 'commit') return ref.object.sha;
     const { data: annotated } = await this.call(`read annotated tag ${tag}`, () =>
-      this.client.octokit.rest.git.getTag({ ...this.where, tag_sha: ref.object.sha }),
+      this.client.octokit.request('GET /repos/{owner}/{repo}/git/tags/{tag_sha}', { ...this.where, tag_sha: ref.object.sha }),
     );
     return annotated.object.sha;
   }
@@ -348,11 +352,13 @@ export class ReleaseApi {
   async moveTag(tag: string, sha: string): Promise<void> {
     this.client.requireToken(`move tag ${tag}`);
     try {
-      await this.client.octokit.rest.git.updateRef({ ...this.where, ref: `tags/${tag}`, sha, force: true });
+      await this.client.octokit.request('PATCH /repos/{owner}/{repo}/git/refs/{ref}', { ...this.where, ref: `tags/${tag}`, sha, force: true });
     } catch (error) {
       const failure = toGitHubFailure(error, `move tag ${tag}`, this.client);
       if (!(failure instanceof GitHubFailure) || (failure.status !== 404 && failure.status !== 422)) throw failure;
-      await this.call(`create tag ${tag}`, () => this.client.octokit.rest.git.createRef({ ...this.where, ref: `refs/tags/${tag}`, sha }));
+      await this.call(`create tag ${tag}`, () =>
+        this.client.octokit.request('POST /repos/{owner}/{repo}/git/refs', { ...this.where, ref: `refs/tags/${tag}`, sha }),
+      );
     }
   }
 }

@@ -1,25 +1,19 @@
 // One HTTP/1.1 GET on its own connection, with the response body handed to a sink as the
 // socket delivers it. Not node:http: its parser copies every body chunk into a new Buffer
-// (two allocations and a copy per 64 KiB, and garbage that lifts the peak RSS); here the
-// socket reads into one reused buffer (`onread`): plain http straight from the kernel,
-// TLS as each record is decrypted (16 KiB at most), where a 'data' event would allocate a
-// Buffer per record (over TLS, about 35 MiB more peak RSS for a 512 MiB download). The
-// socket pauses while the sink's promise is pending (backpressure), so the sink may keep
-// using a chunk until its promise settles.
+// (allocations, a copy, and garbage that lifts the peak RSS); here the socket reads into
+// reused buffers (`onread`): plain http straight from the kernel, TLS as each record is
+// decrypted, where a 'data' event would allocate a Buffer per record (BENCHMARKS.md has
+// the peak RSS either way). The socket pauses while the sink's promise is pending
+// (backpressure), so the sink may keep using a chunk until its promise settles.
 import net from 'node:net';
 import tls from 'node:tls';
 import { CONNECT_TIMEOUT_MS, UnreachableError } from './reach.ts';
+import { ConnectionError, type GetResponse, ResponseParser } from './response-parser.ts';
+
+export { ConnectionError, type GetResponse } from './response-parser.ts';
 
 /** The socket's read buffer (TLS fills at most a record's 16 KiB of it at a time). */
 const READ_BYTES = 128 * 1024;
-/** Largest response head accepted. */
-const HEAD_LIMIT = 64 * 1024;
-
-export interface GetResponse {
-  readonly status: number;
-  /** Lower-case names; repeated headers joined with ", ". */
-  readonly headers: Readonly<Record<string, string>>;
-}
 
 export interface GetRequest {
   readonly url: URL;
@@ -47,155 +41,180 @@ export interface GetResult extends GetResponse {
   readonly complete: boolean;
 }
 
-/** The connection failed before or during the response (refused, reset, TLS, a malformed head). */
-export class ConnectionError extends Error {
-  override readonly name = 'ConnectionError';
-}
-
 export function httpGet(request: GetRequest): Promise<GetResult> {
   const { url, signal } = request;
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return Promise.reject(new ConnectionError(`unsupported URL scheme in ${url.origin}`));
   if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise((resolve, reject) => {
-    const host = url.hostname.replace(/^\[|\]$/g, '');
-    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
-    const body = new BodyParser();
-    let response: GetResponse | undefined;
-    let sink: BodySink | undefined;
-    let settled = false;
-    /** The sink's promise for the chunk it holds; the socket is paused meanwhile. */
-    let pending: Promise<void> | undefined;
-    /**
-     * Body chunks waiting for the sink, copied out of the read buffer. A paused TLS socket
-     * still hands over the rest of the records it had decrypted; they wait here, in order.
-     */
-    const waiting: Buffer[] = [];
-    /** The connection closed while chunks were still waiting for the sink. */
-    let closedEarly = false;
-    /** The read buffer under the chunk the sink holds (none when it holds a copy). */
-    let heldBuffer: Buffer | undefined;
-    let socket: net.Socket;
+  return new Promise((resolve, reject) => new GetExchange(request, resolve, reject).start());
+}
 
-    const finish = (error: unknown, complete = false) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(connectTimer);
-      signal.removeEventListener('abort', onAbort);
-      socket.destroy();
-      const settle = () => {
-        if (error !== undefined) reject(error);
-        else resolve({ ...response!, received: body.received, ...(body.declared !== undefined ? { declared: body.declared } : {}), complete });
-      };
-      // Never answer while the sink still holds a chunk: a retry must not overtake it.
-      if (pending) pending.then(settle, settle);
-      else settle();
-    };
-    const onAbort = () => finish(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+/** One request and its response on one connection: the socket, the parser, and the sink's backpressure. */
+class GetExchange {
+  private readonly body = new ResponseParser();
+  private response: GetResponse | undefined;
+  private sink: BodySink | undefined;
+  private settled = false;
+  /** The sink's promise for the chunk it holds; the socket is paused meanwhile. */
+  private pending: Promise<void> | undefined;
+  /**
+   * Body chunks waiting for the sink, copied out of the read buffer. A paused TLS socket
+   * still hands over the rest of the records it had decrypted; they wait here, in order.
+   */
+  private readonly waiting: Buffer[] = [];
+  /** The connection closed while chunks were still waiting for the sink. */
+  private closedEarly = false;
+  /**
+   * Two read buffers: a TLS socket goes on handing over the records it had decrypted after
+   * it is paused, so they go into the buffer whose bytes the sink is not holding.
+   */
+  private readonly readBuffers = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
+  /** The read buffer under the chunk the sink holds (none when it holds a copy). */
+  private heldBuffer: Buffer | undefined;
+  private socket: net.Socket | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private readonly onAbort = (): void => this.finish(abortError(this.request.signal));
+
+  constructor(
+    private readonly request: GetRequest,
+    private readonly resolve: (result: GetResult) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  start(): void {
+    const { url, signal } = this.request;
+    signal.addEventListener('abort', this.onAbort, { once: true });
     // DNS and the TCP handshake within CONNECT_TIMEOUT_MS, or the host counts as out of reach.
-    const connectTimer = setTimeout(
-      () => finish(new UnreachableError(`no connection to ${url.host} within ${CONNECT_TIMEOUT_MS / 1000} s`, 'ECONNECT_TIMEOUT')),
+    this.connectTimer = setTimeout(
+      () => this.finish(new UnreachableError(`no connection to ${url.host} within ${CONNECT_TIMEOUT_MS / 1000} s`, 'ECONNECT_TIMEOUT')),
       CONNECT_TIMEOUT_MS,
     );
+    const socket = this.connect();
+    this.socket = socket;
+    socket.once('connect', () => clearTimeout(this.connectTimer));
+    socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => this.writeRequest(socket));
+    socket.on('error', (error) => this.finish(new ConnectionError(error.message, { cause: error })));
+    socket.on('close', () => this.onClose());
+  }
 
-    /** Takes bytes off the wire; false pauses the socket until the sink is ready again. */
-    const take = (bytes: Buffer): boolean => {
-      if (settled) return false;
-      try {
-        if (!response) {
-          const head = body.head(bytes);
-          if (!head) return true;
-          response = head.response;
-          sink = request.onResponse(response);
-          if (!sink) {
-            finish(undefined, true);
-            return false;
-          }
-          bytes = head.rest;
-        }
-        const chunks = body.take(bytes);
-        if (body.failed) throw new ConnectionError(body.failed);
-        if (pending || waiting.length) {
-          for (const chunk of chunks) waiting.push(Buffer.from(chunk));
+  private connect(): net.Socket {
+    const { url } = this.request;
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+    const onread = {
+      buffer: () => (this.heldBuffer === this.readBuffers[0] ? this.readBuffers[1] : this.readBuffers[0]),
+      // Returning false pauses the socket until the sink is done with what it holds.
+      callback: (length: number, into: Buffer) => this.take(into.subarray(0, length)),
+    };
+    return url.protocol === 'https:'
+      ? // tls.connect documents `onread` (as net.connect's) but @types/node leaves it out.
+        tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
+      : net.connect({ host, port, onread });
+  }
+
+  private writeRequest(socket: net.Socket): void {
+    const { url, headers } = this.request;
+    const lines = [
+      `GET ${url.pathname}${url.search} HTTP/1.1`,
+      `Host: ${url.host}`,
+      ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+      'Connection: close',
+      '',
+      '',
+    ];
+    socket.write(lines.join('\r\n'));
+  }
+
+  private onClose(): void {
+    if (!this.response) this.finish(new ConnectionError('connection closed before a response'));
+    // What arrived before the close goes to the sink first; `deliver` finishes after it.
+    else if (this.pending || this.waiting.length) this.closedEarly = true;
+    else this.finish(undefined, this.body.endedByClose());
+  }
+
+  private finish(error: unknown, complete = false): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.connectTimer);
+    this.request.signal.removeEventListener('abort', this.onAbort);
+    this.socket?.destroy();
+    const { body, response } = this;
+    const settle = (): void => {
+      if (error !== undefined) this.reject(error);
+      else this.resolve({ ...response!, received: body.received, ...(body.declared !== undefined ? { declared: body.declared } : {}), complete });
+    };
+    // Never answer while the sink still holds a chunk: a retry must not overtake it.
+    if (this.pending) this.pending.then(settle, settle);
+    else settle();
+  }
+
+  /** Takes bytes off the wire; false pauses the socket until the sink is ready again. */
+  private take(bytes: Buffer): boolean {
+    if (this.settled) return false;
+    try {
+      if (!this.response) {
+        const head = this.body.head(bytes);
+        if (!head) return true;
+        this.response = head.response;
+        this.sink = this.request.onResponse(head.response);
+        if (!this.sink) {
+          this.finish(undefined, true);
           return false;
         }
-        return deliver(chunks);
-      } catch (error) {
-        finish(error);
+        bytes = head.rest;
+      }
+      const chunks = this.body.take(bytes);
+      if (this.body.failed) throw new ConnectionError(this.body.failed);
+      if (this.pending || this.waiting.length) {
+        for (const chunk of chunks) this.waiting.push(Buffer.from(chunk));
         return false;
       }
-    };
-    /**
-     * Hands chunks to the sink one at a time; false when the socket must wait for it. The
-     * chunk the sink holds stays untouched (reads go to the other buffer meanwhile); the
-     * ones after it are copied to `waiting`.
-     */
-    const deliver = (chunks: readonly Buffer[]): boolean => {
-      for (let at = 0; at < chunks.length; at++) {
-        const held = sink!(chunks[at]!);
-        if (!held) continue;
-        for (const chunk of chunks.slice(at + 1)) waiting.push(Buffer.from(chunk));
-        pending = held;
-        heldBuffer = readBuffers.find((buffer) => buffer.buffer === chunks[at]!.buffer);
-        held.then(
-          () => {
-            pending = undefined;
-            heldBuffer = undefined;
-            if (settled) return;
-            try {
-              if (deliver(waiting.splice(0))) socket.resume();
-            } catch (error) {
-              finish(error);
-            }
-          },
-          (error: unknown) => {
-            pending = undefined;
-            heldBuffer = undefined;
-            finish(error);
-          },
-        );
-        return false;
-      }
-      if (body.done || closedEarly) {
-        finish(undefined, body.endedByClose());
-        return false;
-      }
-      return true;
-    };
+      return this.deliver(chunks);
+    } catch (error) {
+      this.finish(error);
+      return false;
+    }
+  }
 
-    // Two read buffers: a TLS socket goes on handing over the records it had decrypted after
-    // it is paused, so they go into the buffer whose bytes the sink is not holding.
-    const readBuffers = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
-    const onread = {
-      buffer: () => (heldBuffer === readBuffers[0] ? readBuffers[1] : readBuffers[0]),
-      // Returning false pauses the socket until the sink is done with what it holds.
-      callback: (length: number, into: Buffer) => take(into.subarray(0, length)),
-    };
-    socket =
-      url.protocol === 'https:'
-        ? // tls.connect documents `onread` (as net.connect's) but @types/node leaves it out.
-          tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
-        : net.connect({ host, port, onread });
-    socket.once('connect', () => clearTimeout(connectTimer));
-    socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
-      const lines = [
-        `GET ${url.pathname}${url.search} HTTP/1.1`,
-        `Host: ${url.host}`,
-        ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`),
-        'Connection: close',
-        '',
-        '',
-      ];
-      socket.write(lines.join('\r\n'));
-    });
-    socket.on('error', (error) => finish(new ConnectionError(error.message, { cause: error })));
-    socket.on('close', () => {
-      if (!response) finish(new ConnectionError('connection closed before a response'));
-      // What arrived before the close goes to the sink first; `deliver` finishes after it.
-      else if (pending || waiting.length) closedEarly = true;
-      else finish(undefined, body.endedByClose());
-    });
-  });
+  /**
+   * Hands chunks to the sink one at a time; false when the socket must wait for it. The
+   * chunk the sink holds stays untouched (reads go to the other buffer meanwhile); the
+   * ones after it are copied to `waiting`.
+   */
+  private deliver(chunks: readonly Buffer[]): boolean {
+    for (let at = 0; at < chunks.length; at++) {
+      const held = this.sink!(chunks[at]!);
+      if (!held) continue;
+      for (const chunk of chunks.slice(at + 1)) this.waiting.push(Buffer.from(chunk));
+      this.pending = held;
+      this.heldBuffer = this.readBuffers.find((buffer) => buffer.buffer === chunks[at]!.buffer);
+      held.then(
+        () => this.released(),
+        (error: unknown) => {
+          this.pending = undefined;
+          this.heldBuffer = undefined;
+          this.finish(error);
+        },
+      );
+      return false;
+    }
+    if (this.body.done || this.closedEarly) {
+      this.finish(undefined, this.body.endedByClose());
+      return false;
+    }
+    return true;
+  }
+
+  /** The sink is done with its chunk: the waiting ones go next, then the socket reads on. */
+  private released(): void {
+    this.pending = undefined;
+    this.heldBuffer = undefined;
+    if (this.settled) return;
+    try {
+      if (this.deliver(this.waiting.splice(0))) this.socket!.resume();
+    } catch (error) {
+      this.finish(error);
+    }
+  }
 }
 
 /** Headers that carry credentials: never sent to another origin than the one they were given for. */
@@ -247,119 +266,4 @@ export async function getFollowingRedirects(request: FollowingGetRequest): Promi
 /** What node:http rejects with on abort: an AbortError whose cause is the signal's reason. */
 function abortError(signal: AbortSignal): Error {
   return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: signal.reason });
-}
-
-/** The response head, then the body by Content-Length, chunked encoding, or until the close. */
-class BodyParser {
-  received = 0;
-  declared: number | undefined;
-  done = false;
-  failed: string | undefined;
-  private headBytes = Buffer.alloc(0);
-  private mode: 'length' | 'chunked' | 'close' = 'close';
-  private left = 0;
-  /** Chunked: 'size' reads a size line, 'data' a chunk's bytes, 'crlf' the line end after them, 'trailer' trailer lines. */
-  private chunkState: 'size' | 'data' | 'crlf' | 'trailer' = 'size';
-  private line = '';
-
-  head(bytes: Buffer): { response: GetResponse; rest: Buffer } | undefined {
-    // Copied: the read buffer is reused for the next read.
-    this.headBytes = Buffer.concat([this.headBytes, bytes]);
-    const end = this.headBytes.indexOf('\r\n\r\n');
-    if (end < 0) {
-      if (this.headBytes.length > HEAD_LIMIT) throw new ConnectionError('response head too large');
-      return undefined;
-    }
-    const [statusLine = '', ...lines] = this.headBytes.subarray(0, end).toString('latin1').split('\r\n');
-    const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
-    if (!status) throw new ConnectionError(`not an HTTP/1.1 response: ${JSON.stringify(statusLine.slice(0, 40))}`);
-    const headers: Record<string, string> = {};
-    for (const line of lines) {
-      const colon = line.indexOf(':');
-      if (colon <= 0) continue;
-      const name = line.slice(0, colon).trim().toLowerCase();
-      const value = line.slice(colon + 1).trim();
-      headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
-    }
-    const code = Number(status[1]);
-    if (code === 204 || code === 304) {
-      this.mode = 'length';
-      this.left = 0;
-    } else if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {
-      this.mode = 'chunked';
-    } else if (headers['content-length'] !== undefined) {
-      this.mode = 'length';
-      this.left = Number(headers['content-length']);
-      if (!Number.isSafeInteger(this.left) || this.left < 0) throw new ConnectionError(`bad Content-Length ${headers['content-length']}`);
-      this.declared = this.left;
-    }
-    this.done = this.mode === 'length' && this.left === 0;
-    const rest = Buffer.from(this.headBytes.subarray(end + 4));
-    this.headBytes = Buffer.alloc(0);
-    return { response: { status: code, headers }, rest };
-  }
-
-  /** Body bytes in `bytes` (views of it, no copy). */
-  take(bytes: Buffer): Buffer[] {
-    if (this.done || !bytes.length) return [];
-    if (this.mode === 'close') return this.count([bytes]);
-    if (this.mode === 'length') {
-      const piece = bytes.length > this.left ? bytes.subarray(0, this.left) : bytes;
-      this.left -= piece.length;
-      if (this.left === 0) this.done = true;
-      return this.count([piece]);
-    }
-    return this.count(this.dechunk(bytes));
-  }
-
-  /** Whether a close at this point ends the body completely. */
-  endedByClose(): boolean {
-    return this.done || this.mode === 'close';
-  }
-
-  private count(chunks: Buffer[]): Buffer[] {
-    for (const chunk of chunks) this.received += chunk.length;
-    return chunks;
-  }
-
-  private dechunk(bytes: Buffer): Buffer[] {
-    const out: Buffer[] = [];
-    let at = 0;
-    while (at < bytes.length && !this.done && !this.failed) {
-      if (this.chunkState === 'data') {
-        const piece = bytes.subarray(at, at + this.left);
-        out.push(piece);
-        at += piece.length;
-        this.left -= piece.length;
-        if (this.left === 0) this.chunkState = 'crlf';
-        continue;
-      }
-      const newline = bytes.indexOf(10, at);
-      const end = newline < 0 ? bytes.length : newline + 1;
-      this.line += bytes.subarray(at, end).toString('latin1');
-      at = end;
-      if (newline < 0) {
-        if (this.line.length > 4096) this.failed = 'chunk size line too long';
-        continue;
-      }
-      const line = this.line.trim();
-      this.line = '';
-      if (this.chunkState === 'crlf') {
-        if (line) this.failed = 'malformed chunked body';
-        this.chunkState = 'size';
-      } else if (this.chunkState === 'size') {
-        const size = Number.parseInt(line.split(';')[0]!, 16);
-        if (!/^[0-9a-f]+$/i.test(line.split(';')[0]!.trim()) || !Number.isSafeInteger(size))
-          this.failed = `bad chunk size ${JSON.stringify(line.slice(0, 20))}`;
-        else if (size === 0) this.chunkState = 'trailer';
-        else {
-          this.left = size;
-          this.chunkState = 'data';
-        }
-      } else if (!line) {
-        this.done = true;
-      }
-    }
-    return out;
-  }
 }

@@ -193,6 +193,21 @@ function asFailure(client: RegistryClient, error: unknown, blob: BlobToPush): un
   return new Failure('network', client.auth.redact(`${what} failed: ${error.message}`), { code: error.status });
 }
 
+/** How to put each blob of a manifest back, by digest (see RegistryClient.putManifest). */
+export type BlobRestorers = ReadonlyMap<string, () => Promise<unknown>>;
+
+/**
+ * A manifest PUT's `restoreBlobs`: puts back the blobs the registry named (every blob of
+ * the manifest when it named none it knows), one after another. Each restorer looks first
+ * (HEAD), so a blob that is there costs one request and sends nothing.
+ */
+export function restoring(restorers: BlobRestorers): (digests: readonly string[]) => Promise<void> {
+  return async (digests) => {
+    const named = digests.filter((digest) => restorers.has(digest));
+    for (const digest of named.length ? named : [...restorers.keys()]) await restorers.get(digest)!();
+  };
+}
+
 /** Puts a small blob held in memory (images.json, an attachment); returns its digest. */
 export async function pushBytes(client: RegistryClient, repository: string, bytes: Buffer, signal: AbortSignal): Promise<string> {
   const digest = digestOf(bytes);

@@ -12,8 +12,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isFailure } from '../../../src/index.ts';
 import { emptyIndex, INDEX_NAME, parseIndex, serializeIndex, type ImageIndex } from '../record.ts';
-import { pushBytes } from './blob-upload.ts';
+import { pushBytes, restoring } from './blob-upload.ts';
 import {
+  EMPTY_CONFIG,
   EMPTY_CONFIG_BYTES,
   indexManifest,
   isRemoved,
@@ -81,7 +82,7 @@ export async function putMarker(context: CatalogContext, name: string): Promise<
   const tag = markerTag(name, context.tag);
   const bytes = markerManifest(name, context.tag);
   await ensureEmptyConfig(context, repository);
-  await context.client.putManifest(repository, tag, bytes, MANIFEST_MEDIA_TYPE, context.signal);
+  await context.client.putManifest(repository, tag, bytes, MANIFEST_MEDIA_TYPE, context.signal, () => ensureEmptyConfig(context, repository));
 }
 
 export async function ensureEmptyConfig(context: CatalogContext, repository: string): Promise<void> {
@@ -141,7 +142,11 @@ async function writeIndex(context: CatalogContext, text: string): Promise<void> 
   await ensureEmptyConfig(context, repository);
   const digest = await pushBytes(context.client, repository, bytes, context.signal);
   const manifest = indexManifest(context.tag, { mediaType: 'application/json', digest, size: bytes.length });
-  await context.client.putManifest(repository, context.tag, manifest, MANIFEST_MEDIA_TYPE, context.signal);
+  const restorers = new Map<string, () => Promise<unknown>>([
+    [EMPTY_CONFIG.digest, () => ensureEmptyConfig(context, repository)],
+    [digest, () => pushBytes(context.client, repository, bytes, context.signal)],
+  ]);
+  await context.client.putManifest(repository, context.tag, manifest, MANIFEST_MEDIA_TYPE, context.signal, restoring(restorers));
 }
 
 /** Whether the marker of `name` is a tombstone (the image was removed where the registry cannot delete). */

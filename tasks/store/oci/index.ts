@@ -12,15 +12,9 @@ import type { HelperRunner } from './credentials.ts';
 import { DEFAULT_MAX_BLOB_SIZE, OciStore } from './oci-store.ts';
 import { indexRepository, parseRegistry, type RegistryLocation } from './reference.ts';
 import { RegistryClient } from './registry-client.ts';
+import type { OciStoreDecl } from './settings.ts';
 
-export interface OciStoreDecl {
-  /** An OCI registry location (`ghcr.io/acme/images`): each image is `{registry}/{name}:{tag}`. */
-  readonly registry: string;
-  /** Plain http to the registry (one without TLS); default false: HTTPS with the system's CAs and NODE_EXTRA_CA_CERTS. */
-  readonly plainHttp?: boolean;
-  /** Largest layer in bytes (default 4 GiB); a larger image goes up as several layers in order. */
-  readonly maxBlobSize?: number;
-}
+export type { OciStoreDecl } from './settings.ts';
 
 export type OciSettings = OciStoreDecl;
 

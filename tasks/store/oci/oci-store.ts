@@ -30,9 +30,10 @@ import type {
   StoredImage,
   StoreListing,
 } from '../store.ts';
-import { pushBlob, pushBytes, type UploadTuning } from './blob-upload.ts';
+import { type BlobRestorers, pushBlob, pushBytes, restoring, type UploadTuning } from './blob-upload.ts';
 import { type CatalogContext, ensureEmptyConfig, markedNames, markerRemoved, putMarker, readIndex, seeImage, seeImages, syncIndex } from './catalog-sync.ts';
 import {
+  EMPTY_CONFIG,
   type ImageArtifact,
   type ImageLayer,
   imageManifest,
@@ -209,6 +210,10 @@ export class OciStore implements ImageStore {
     await putMarker(context, name);
     await ensureEmptyConfig(context, repository);
     const attachments = await this.pushAttachments(repository, image, signal);
+    // How to put each blob back should the registry refuse the manifest for lacking it (putManifest).
+    const restorers = new Map(attachments.restorers);
+    const restoreLayer = (digest: string, part: PlannedLayer) => () =>
+      pushBlob(this.client, { repository, digest, path: image.path, start: part.start, length: part.length, signal }, this.tuning);
     if (sameBytes && !options.force) {
       const wanted = record(current.record.uploadedAt ?? new Date().toISOString());
       // Same bytes: the blobs must still be there (a registry's garbage collection may have run).
@@ -217,7 +222,13 @@ export class OciStore implements ImageStore {
         if (sameRecord(current.record, wanted)) {
           log(`${name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
         } else {
-          await this.putManifest(context, { name, tag: this.tag, record: wanted, layers: current.layers, ...attachments.artifact }, attachments.provenance);
+          for (const [index, layer] of current.layers.entries()) restorers.set(layer.digest, restoreLayer(layer.digest, parts[index]!));
+          await this.putManifest(
+            context,
+            { name, tag: this.tag, record: wanted, layers: current.layers, ...attachments.artifact },
+            attachments.provenance,
+            restorers,
+          );
           log(`${name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; updated its record`);
         }
         await syncIndex(context);
@@ -257,8 +268,14 @@ export class OciStore implements ImageStore {
       done += part.length;
       options.onProgress?.(done, total);
       layers.push({ title: part.title, digest, size: part.length });
+      restorers.set(digest, restoreLayer(digest, part));
     }
-    await this.putManifest(context, { name, tag: this.tag, record: record(new Date().toISOString()), layers, ...attachments.artifact }, attachments.provenance);
+    await this.putManifest(
+      context,
+      { name, tag: this.tag, record: record(new Date().toISOString()), layers, ...attachments.artifact },
+      attachments.provenance,
+      restorers,
+    );
     log(`${name}: ${parts.length === 1 ? 'stored as one layer' : `stored as ${parts.length} layers`}, sha256 ${image.sha256}`);
     await syncIndex(context);
     return { uploaded: sent };
@@ -269,36 +286,56 @@ export class OciStore implements ImageStore {
     repository: string,
     image: ImageToPut,
     signal: AbortSignal,
-  ): Promise<{ artifact: Pick<ImageArtifact, 'chunkIndex'>; provenance?: ImageLayer }> {
+  ): Promise<{ artifact: Pick<ImageArtifact, 'chunkIndex'>; provenance?: ImageLayer; restorers: BlobRestorers }> {
     const stored: Partial<Record<AttachmentKind, ImageLayer>> = {};
+    const restorers = new Map<string, () => Promise<unknown>>();
     for (const kind of ['chunk-index', 'provenance'] as const) {
       const bytes = image.attachments?.[kind];
       if (!bytes) continue;
       const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      stored[kind] = { title: attachmentTitle(image.name, kind), digest: await pushBytes(this.client, repository, buffer, signal), size: buffer.length };
+      const push = () => pushBytes(this.client, repository, buffer, signal);
+      stored[kind] = { title: attachmentTitle(image.name, kind), digest: await push(), size: buffer.length };
+      restorers.set(stored[kind].digest, push);
     }
-    return { artifact: stored['chunk-index'] ? { chunkIndex: stored['chunk-index'] } : {}, ...(stored.provenance ? { provenance: stored.provenance } : {}) };
+    return {
+      artifact: stored['chunk-index'] ? { chunkIndex: stored['chunk-index'] } : {},
+      ...(stored.provenance ? { provenance: stored.provenance } : {}),
+      restorers,
+    };
   }
 
   /**
    * Writes the image's manifest under its tag; a provenance bundle first goes up as a
    * referrer of that manifest (its digest is known before the PUT), listed under the
    * `sha256-<hex>` tag for registries without the referrers API, as the spec's fallback says.
+   * `restorers` put back the blobs it names (the empty config always can be) should the
+   * registry refuse a manifest for lacking one.
    */
-  private async putManifest(context: CatalogContext, artifact: ImageArtifact, provenance?: ImageLayer): Promise<string> {
+  private async putManifest(context: CatalogContext, artifact: ImageArtifact, provenance?: ImageLayer, restorers: BlobRestorers = new Map()): Promise<string> {
+    const { signal } = context;
     const repository = repositoryOf(this.registry, artifact.name);
     const bytes = imageManifest(artifact);
+    const restore = restoring(new Map(restorers).set(EMPTY_CONFIG.digest, () => ensureEmptyConfig(context, repository)));
     if (provenance) {
       const subject = { mediaType: MANIFEST_MEDIA_TYPE, digest: digestOf(bytes), size: bytes.length };
       const referrer = provenanceManifest(subject, { mediaType: PROVENANCE_ARTIFACT_TYPE, digest: provenance.digest, size: provenance.size }, provenance.title);
-      const referrerDigest = await this.client.putManifest(repository, digestOf(referrer), referrer, MANIFEST_MEDIA_TYPE, context.signal);
+      const putReferrer = () => this.client.putManifest(repository, digestOf(referrer), referrer, MANIFEST_MEDIA_TYPE, signal, restore);
+      const referrerDigest = await putReferrer();
       const fallback = fallbackTag(subject.digest);
-      const listed = await this.client.manifest(repository, fallback, context.signal);
+      const listed = await this.client.manifest(repository, fallback, signal);
       const entries = (listed ? parseReferrersIndex(listed.bytes) : []).filter((entry) => entry.digest !== referrerDigest);
       entries.push({ mediaType: MANIFEST_MEDIA_TYPE, digest: referrerDigest, size: referrer.length, artifactType: PROVENANCE_ARTIFACT_TYPE });
-      await this.client.putManifest(repository, fallback, referrersIndex(entries), INDEX_MEDIA_TYPE, context.signal);
+      // The index names manifests, not blobs: what it may lack is the referrer, put again.
+      await this.client.putManifest(
+        repository,
+        fallback,
+        referrersIndex(entries),
+        INDEX_MEDIA_TYPE,
+        signal,
+        restoring(new Map([[referrerDigest, putReferrer]])),
+      );
     }
-    return this.client.putManifest(repository, artifact.tag, bytes, MANIFEST_MEDIA_TYPE, context.signal);
+    return this.client.putManifest(repository, artifact.tag, bytes, MANIFEST_MEDIA_TYPE, signal, restore);
   }
 
   /**
@@ -308,7 +345,8 @@ export class OciStore implements ImageStore {
    */
   private async untag(repository: string, tag: string, digest: string, name: string, signal: AbortSignal): Promise<void> {
     if ((await this.client.deleteManifest(repository, digest, signal)) !== 'unsupported') return;
-    await this.client.putManifest(repository, tag, removedManifest(name, tag, new Date().toISOString()), MANIFEST_MEDIA_TYPE, signal);
+    const tombstone = removedManifest(name, tag, new Date().toISOString());
+    await this.client.putManifest(repository, tag, tombstone, MANIFEST_MEDIA_TYPE, signal, () => ensureEmptyConfig(this.context(signal), repository));
   }
 
   /** Deletes the referrers of a manifest and their fallback tag; returns what it deleted. */

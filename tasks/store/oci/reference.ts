@@ -9,6 +9,7 @@
 // Image names never hold '_' and store tags never start with one, so neither the index
 // repository nor a marker tag can be taken for an image or a store tag.
 import { Failure } from '../../../src/index.ts';
+import { isValidImageName } from '../names.ts';
 
 /** One path component of a repository name (the distribution spec's grammar). */
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
@@ -73,7 +74,7 @@ export function markerName(marker: string, tag: string): string | undefined {
   const suffix = `_${tag}`;
   if (!marker.startsWith('_') || !marker.endsWith(suffix)) return undefined;
   const name = marker.slice(1, -suffix.length);
-  return /^[a-z0-9][a-z0-9.-]*$/.test(name) ? name : undefined;
+  return isValidImageName(name) ? name : undefined;
 }
 
 export function fullReference(location: RegistryLocation, repository: string, tag: string): string {

@@ -323,17 +323,46 @@ export class RegistryClient {
     return answer.headers.get('docker-content-digest') ?? (await this.manifest(repository, reference, signal))?.digest;
   }
 
-  async putManifest(repository: string, reference: string, bytes: Buffer, mediaType: string, signal: AbortSignal): Promise<string> {
-    await this.call({
-      method: 'PUT',
-      target: `/v2/${repository}/manifests/${reference}`,
-      scope: { repository, actions: ['pull', 'push'] },
-      headers: { 'content-type': mediaType },
-      body: bytes,
-      what: `write manifest ${repository}:${reference}`,
-      signal,
-    });
-    return digestOf(bytes);
+  /**
+   * Writes a manifest; returns its digest.
+   *
+   * The registry refuses a manifest that names a blob it cannot find (MANIFEST_BLOB_UNKNOWN),
+   * and that refusal is not final. Distribution 2.8 on a filesystem rewrites a repository's
+   * link to a blob in place (truncated, then written) at every upload or mount of that blob,
+   * even one it already holds, so a manifest checked while another writer commits one of its
+   * blobs finds the link empty and is refused (DIGEST_INVALID beside MANIFEST_BLOB_UNKNOWN)
+   * although the blob is there. A blob may also truly go between its HEAD and this PUT (the
+   * registry's garbage collection). So such a refusal calls `restoreBlobs` with the digests
+   * the registry named (it looks for them and puts back what is missing), and the PUT is
+   * tried again after a backoff, up to the client's attempts.
+   */
+  async putManifest(
+    repository: string,
+    reference: string,
+    bytes: Buffer,
+    mediaType: string,
+    signal: AbortSignal,
+    restoreBlobs?: (digests: readonly string[]) => Promise<void>,
+  ): Promise<string> {
+    const scope: Scope = { repository, actions: ['pull', 'push'] };
+    const what = `write manifest ${repository}:${reference}`;
+    for (let attempt = 1; ; attempt++) {
+      const answer = await this.call({
+        method: 'PUT',
+        target: `/v2/${repository}/manifests/${reference}`,
+        scope,
+        headers: { 'content-type': mediaType },
+        body: bytes,
+        answers: [400, 404],
+        what,
+        signal,
+      });
+      if (answer.status >= 200 && answer.status < 300) return digestOf(bytes);
+      const unknown = unknownBlobs(answer.body.toString('utf8'));
+      if (!unknown || attempt >= this.attempts) throw await this.failure(answer.status, answer.body.toString('utf8'), scope, what);
+      await this.backoff(attempt, undefined, signal);
+      await restoreBlobs?.(unknown);
+    }
   }
 
   /**
@@ -385,6 +414,25 @@ export class RegistryClient {
 
 export function digestOf(bytes: Uint8Array): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/**
+ * The digests of the blobs a refused manifest PUT names as unknown (`MANIFEST_BLOB_UNKNOWN`,
+ * or `BLOB_UNKNOWN` from older registries; the digest is the error's detail, empty when it
+ * names none), or undefined when the refusal is for something else.
+ */
+function unknownBlobs(body: string): string[] | undefined {
+  let errors: Array<{ code?: unknown; detail?: unknown }>;
+  try {
+    errors = (JSON.parse(body) as { errors?: typeof errors }).errors ?? [];
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(errors)) return undefined;
+  const unknown = errors.filter((error) => error?.code === 'MANIFEST_BLOB_UNKNOWN' || error?.code === 'BLOB_UNKNOWN');
+  if (!unknown.length) return undefined;
+  const digests = unknown.map(({ detail }) => (typeof detail === 'string' ? detail : (detail as { digest?: unknown } | undefined)?.digest));
+  return [...new Set(digests.filter((digest): digest is string => typeof digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(digest)))];
 }
 
 /** `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"…"}]}` -> `MANIFEST_UNKNOWN: …`, short. */

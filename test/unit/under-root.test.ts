@@ -3,7 +3,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { resolve } from 'node:path';
-import { resolveUnder } from '../src/under-root.ts';
+import { resolveUnder } from '../../src/under-root.ts';
 
 const segment = fc.constantFrom('a', 'b.txt', '.', '..', '', '.hidden', 'x..y', '...', 'out', 'c d');
 const pathOf = fc.array(segment, { minLength: 0, maxLength: 6 }).map((segments) => segments.join('/'));

@@ -1,16 +1,18 @@
-// The image catalog the store, the upload node and the release, images and verify commands read: where each image's files
-// are, and the cache key it would have if built now (with the inputs behind it, so
-// `release check` can say which one changed).
+// The image catalog of a config (the ImageCatalog interface of tasks/store/catalog.ts),
+// which the store, the upload node and the release, images and verify commands read:
+// where each image's files are, and the cache key it would have if built now (with the
+// inputs behind it, so `release check` can say which one changed).
 import { existsSync } from 'node:fs';
 import { join, posix } from 'node:path';
-import { type FileHasher, readStamp, StatCache } from '../src/index.ts';
+import type { ConfigContext } from '../src/index.ts';
 import { composeCacheKey, sourceHash, templateHashes, templateKeyFiles } from './cache-key.ts';
-import { fetchChecksumList, sha512InList } from './download.ts';
+import { fetchChecksumList, sha512InList, verifiedSha512 } from './download.ts';
 import type { StoreSettings } from './store/backends.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 
 export interface CatalogOptions {
-  readonly root: string;
+  /** The project (its root, its stat cache, what its nodes' last runs recorded). */
+  readonly project: ConfigContext;
   readonly names: readonly string[];
   readonly publishDir: string;
   readonly templatesDir: string;
@@ -27,13 +29,13 @@ type BaseSpec = ReturnType<CatalogOptions['base']>;
 type UpstreamSha512 = (base: BaseSpec, signal: AbortSignal) => Promise<string>;
 
 /**
- * Upstream's SHA-512 of the base: the one the cached file was verified against (the
- * download node's recorded probe), else what SHA512SUMS says now, else unknown.
+ * Upstream's SHA-512 of the base: the one the cached file was verified against (what the
+ * download node's last run recorded), else what SHA512SUMS says now, else unknown.
  */
-async function baseSha512(root: string, base: BaseSpec, cached: boolean, upstreamSha512: UpstreamSha512): Promise<string | undefined> {
+async function baseSha512(project: ConfigContext, base: BaseSpec, cached: boolean, upstreamSha512: UpstreamSha512): Promise<string | undefined> {
   if (cached) {
-    const recorded = (await readStamp(join(root, '.pipeline'), base.node))?.manifest.probe?.split(' ')[0];
-    if (recorded && /^[0-9a-f]{128}$/.test(recorded)) return recorded;
+    const recorded = verifiedSha512(project.recordOf(base.node));
+    if (recorded !== undefined) return recorded;
   }
   try {
     return await upstreamSha512(base, AbortSignal.timeout(30_000));
@@ -70,12 +72,10 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-export function createCatalog(options: CatalogOptions): ImageCatalog {
-  const { root } = options;
+export function createImageCatalog(options: CatalogOptions): ImageCatalog {
+  const { project } = options;
+  const { root } = project;
   const imageDir = (name: string): string => join(root, 'images', name);
-  let hasher: Promise<FileHasher> | undefined;
-  // The project's stat cache, read-only here: unchanged multi-GB base images are not re-read.
-  const statCache = (): Promise<FileHasher> => (hasher ??= StatCache.open(join(root, '.pipeline', 'stat-cache.json')));
   const upstreamSha512 = memoisedUpstreamSha512();
 
   const currentKey = async (name: string): Promise<CurrentImageKey> => {
@@ -83,8 +83,9 @@ export function createCatalog(options: CatalogOptions): ImageCatalog {
     const { combined: template, perFile } = await templateHashes(root, files);
     const base = options.base(name);
     const cached = existsSync(join(root, base.file));
-    const sha256 = cached ? await sourceHash(await statCache(), root, base.file) : undefined;
-    const sha512 = await baseSha512(root, base, cached, upstreamSha512);
+    // Through the project's stat cache: an unchanged multi-GB base image is not read again.
+    const sha256 = cached ? await sourceHash(project.hasher, root, base.file) : undefined;
+    const sha512 = await baseSha512(project, base, cached, upstreamSha512);
     return {
       ...(sha256 ? { cacheKey: composeCacheKey(sha256, template) } : {}),
       sources: { base: { path: base.file, ...(sha256 ? { sha256 } : {}), ...(sha512 ? { sha512 } : {}) }, files: perFile },

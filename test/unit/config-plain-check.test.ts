@@ -4,8 +4,11 @@
 // well-formed and with one mistake each; the seed is printed (CONFIG_CHECK_SEED replays).
 import test from 'ava';
 import fc from 'fast-check';
-import { isPlainStepsConfig } from '../src/config-plain-check.ts';
-import { stepsConfigSchema } from '../src/config-validate.ts';
+import { isPlainStepsConfig } from '../../src/config-plain-check.ts';
+import { z } from 'zod';
+import { configSchemas } from '../../src/config-validate.ts';
+
+const stepsConfigSchema = configSchemas(z).stepsConfig;
 
 const seed = Number(process.env.CONFIG_CHECK_SEED ?? Date.now() % 2 ** 31);
 const RUNS = 2_000;

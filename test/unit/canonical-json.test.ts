@@ -3,8 +3,8 @@
 // on random values (holes, undefined, nested objects, unicode keys), to the first version.
 import test from 'ava';
 import fc from 'fast-check';
-import { canonicalJson } from '../src/fingerprint.ts';
-import type { Json } from '../src/types.ts';
+import { canonicalJson } from '../../src/fingerprint.ts';
+import type { Json } from '../../src/types.ts';
 
 /** The implementation stamps were first written with, kept as the reference. */
 function firstCanonicalJson(value: Json): string {

@@ -4,9 +4,12 @@
 // whatever order their entries were written in and whatever characters names hold.
 import test from 'ava';
 import fc from 'fast-check';
-import { canonicalJson, quickAssessor, recordOfStamp, type AssessContext, type Manifest, type Stamp } from '../src/fingerprint.ts';
-import { stringHasher } from '../src/hasher.ts';
-import type { FileHasher, NodeDef } from '../src/types.ts';
+import type { AssessContext } from '../../src/assess.ts';
+import { canonicalJson, type Manifest } from '../../src/fingerprint.ts';
+import { quickAssessor, recordOfStamp } from '../../src/quick-check.ts';
+import type { Stamp } from '../../src/stamp.ts';
+import { stringHasher } from '../../src/hasher.ts';
+import type { FileHasher, NodeDef } from '../../src/types.ts';
 
 const seed = Number(process.env.STAMP_RECORD_SEED ?? Date.now() % 1_000_000);
 
@@ -113,7 +116,9 @@ test('the quick check settles a node exactly when its record now is the recorded
       stateDir: `${root}/.pipeline`,
       hasher,
       depOutputs: new Map(Object.entries(v.deps)),
-      recorded: { get: (id) => (id === 'node' && record !== undefined ? [recorded.fingerprint, recorded.outputDigest, record] : undefined) },
+      recorded: {
+        get: (id) => (id === 'node' && record !== undefined ? { fingerprint: recorded.fingerprint, outputDigest: recorded.outputDigest, record } : undefined),
+      },
       forced: false,
       probe: v.probe === undefined ? undefined : { value: v.probe },
       flags: {},

@@ -1,0 +1,10 @@
+// `npm run test:unit`: the tests that run the engine in process (no CLI, no child
+// processes, no servers), so they need no build and finish in seconds. `npm test` runs
+// them too, with everything else (package.json "ava").
+export default {
+  files: ['test/unit/**/*.test.ts'],
+  extensions: { ts: 'module' },
+  nodeArguments: ['--import=tsx'],
+  timeout: '1m',
+  workerThreads: false,
+};
