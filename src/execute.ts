@@ -314,7 +314,7 @@ class Execution {
     const { observer } = this.options;
     observer?.nodePhase?.(node.id, 'hash', 'begin');
     let hashing: string | undefined;
-    const hashed = await hashOutputs(node, { root: this.options.root, hasher: this.options.hasher, account }, (path, done, total) => {
+    const hashed = await hashOutputs(node, { root: this.options.root, hasher: this.options.hasher, account, observe: true }, (path, done, total) => {
       if (hashing !== path) observer?.nodeStatus?.(node.id, `hashing ${(hashing = path)}`);
       observer?.nodeProgress?.(node.id, done, total);
     });

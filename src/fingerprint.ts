@@ -45,7 +45,8 @@ export type HashedOutputs = { readonly digests: Record<string, string> } | { rea
 /** Hashes the node's declared outputs. */
 export async function hashOutputs(
   node: NodeDef,
-  context: Pick<ManifestContext, 'root' | 'hasher' | 'account'>,
+  /** `observe`: after the node ran, so its `observeOutput` sees the outputs' bytes. */
+  context: Pick<ManifestContext, 'root' | 'hasher' | 'account'> & { readonly observe?: boolean },
   onProgress?: (path: string, done: number, total: number) => void,
 ): Promise<HashedOutputs> {
   const digests: Record<string, string> = {};
@@ -53,13 +54,16 @@ export async function hashOutputs(
     const absolute = resolveUnder(context.root, path);
     const sha256 = node.sha256Outputs?.includes(path) === true;
     try {
+      const observer = context.observe ? node.observeOutput?.(path, absolute) : undefined;
       const digest =
-        context.hasher.known?.(absolute, { sha256 }) ??
+        (observer ? undefined : context.hasher.known?.(absolute, { sha256 })) ??
         (await context.hasher.hash(absolute, {
           sha256,
           account: context.account,
+          ...(observer ? { observe: observer } : {}),
           ...(onProgress ? { onProgress: (done: number, total: number) => onProgress(path, done, total) } : {}),
         }));
+      await observer?.finish(digest);
       digests[path] = digest.xxh;
     } catch (error) {
       if (isMissing(error)) return { missing: { code: 'output-missing', path } };

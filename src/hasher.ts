@@ -89,6 +89,12 @@ export class StatCache implements FileHasher {
 
   async hash(path: string, options: HashOptions = {}): Promise<FileDigest> {
     const wantSha = options.sha256 === true;
+    if (options.observe) {
+      // The caller wants the bytes themselves: no cache answer, and no sharing a read that started without them.
+      const stats = statSync(path, BIGINT_STAT);
+      if (!stats.isFile()) throw new Error(`${path} is not a regular file`);
+      return this.read(path, stats, wantSha, options);
+    }
     const before = this.lookup(path, wantSha);
     if ('xxh' in before) return before;
     const key = `${path}\0${wantSha}`;
@@ -155,6 +161,7 @@ export class StatCache implements FileHasher {
         const { bytesRead } = await handle.read(bytes, 0, size, 0);
         const content = bytes.subarray(0, bytesRead);
         xxh.update(content);
+        options.observe?.update(content);
         this.count(bytesRead, bytesRead, size, options);
         return {
           size: bytesRead,
@@ -215,6 +222,7 @@ export class StatCache implements FileHasher {
         if (length === 0) break; // the file shrank while being read: the caller's stat check sees it
         sha?.update(slot, slot * SLOT_BYTES, length);
         xxh.update(slots[slot]!.subarray(0, length));
+        options.observe?.update(slots[slot]!.subarray(0, length));
         if (!sha) free.push(slot);
         done += length;
         this.count(length, done, size, options);

@@ -25,6 +25,25 @@ export interface HashOptions {
   readonly onProgress?: (done: number, total: number) => void;
   /** Adds the bytes actually read (0 on a stat-cache hit), for per-node accounting. */
   readonly account?: { bytes: number };
+  /**
+   * Sees the file's bytes in order as this read hashes them, so a caller derives more from
+   * the same read. The file is then read even when the stat cache knows its digests.
+   */
+  readonly observe?: ByteObserver;
+}
+
+/** Takes a file's bytes in order, as a hasher reads them; each view is valid only during the call. */
+export interface ByteObserver {
+  update(bytes: Uint8Array): void;
+}
+
+/**
+ * Derives a file from an output's bytes in the read that hashes the output after its node
+ * ran (a chunk index from an image): `finish` gets the digest once every byte went through
+ * `update`, and is not called when the read failed.
+ */
+export interface OutputObserver extends ByteObserver {
+  finish(digest: FileDigest): Promise<void>;
 }
 
 export interface FileHasher {
@@ -148,6 +167,12 @@ export interface NodeDef {
   readonly outputs?: readonly string[];
   /** Outputs whose SHA-256 downstream nodes will want: computed in the same read. */
   readonly sha256Outputs?: readonly string[];
+  /**
+   * For an output (relative path), something to derive from its bytes in the read that
+   * hashes it once the node ran (undefined: nothing). Only after a run: an output that
+   * was fresh is not read again for it.
+   */
+  readonly observeOutput?: (path: string, absolutePath: string) => OutputObserver | undefined;
   /** Resource pool that bounds how many nodes of this kind run at once. */
   readonly pool?: string;
   /** `--force` re-runs this node (default true; a download whose upstream is unchanged opts out). */

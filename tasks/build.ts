@@ -8,6 +8,7 @@ import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/
 import { join, posix, relative, resolve } from 'node:path';
 import { Failure, fsyncPath, makeScratchDir, type NodeDef, type NodeId, type TaskContext, toolTempDir } from '../src/index.ts';
 import { checkBuildSetup } from './build-setup.ts';
+import { chunkIndexObserver } from './store/delta/index-file.ts';
 import { cacheKeyFile, templateKeyFiles } from './cache-key.ts';
 import { checksumFileProblem } from './checksum.ts';
 import { selfContainedProblem } from './image-check.ts';
@@ -107,6 +108,8 @@ export function buildNode(options: BuildNodeOptions): NodeDef {
     files: templateKeyFiles(layout.keyOptions),
     outputs: [outputImage, layout.outputVersion],
     sha256Outputs: [outputImage],
+    // The image's chunk index (for seeded fetches of it) from the read that hashes it.
+    observeOutput: (path, absolutePath) => (path === outputImage ? chunkIndexObserver(absolutePath) : undefined),
     pool: 'packer',
     logName: name,
     key: cacheKeyFile(layout.keyOptions),

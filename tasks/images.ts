@@ -7,6 +7,8 @@ import { provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
+import { seedCandidates } from './store/delta/local-seeds.ts';
+import { describeTransfer } from './store/delta/describe.ts';
 import { getImage } from './store/get-image.ts';
 import { imageFileName, isValidImageName } from './store/names.ts';
 import { publishDownloaded } from './store/publish-image.ts';
@@ -90,6 +92,8 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   }
   if (!names.length) throw new Failure('not-found', `${store.location} holds no images the config declares`);
 
+  // Other images may share chunks with each one (a common base): those being fetched and those this project builds.
+  const storeNames = [...new Set([...names, ...catalog.names])];
   const results: Array<Record<string, unknown>> = [];
   let failed = 0;
   let cancelled = false;
@@ -102,8 +106,17 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
       continue;
     }
     try {
+      const path = join(dir, imageFileName(name));
       const result = await getImage(store, name, {
-        path: join(dir, imageFileName(name)),
+        path,
+        seeds: seedCandidates({
+          name,
+          replacing: path,
+          publishDir,
+          builtImage: (image) => catalog.imagePath(image),
+          downloadDir: dir,
+          others: storeNames,
+        }),
         overwrite: flag(args, 'overwrite'),
         signal: io.signal,
         onProgress: (done, total) => io.progress(name, done, total),
@@ -119,8 +132,13 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         size: result.size,
         sha256: result.sha256,
         status: result.alreadyPresent ? 'present' : 'downloaded',
+        fetched: result.transfer.fetched,
+        reused: result.transfer.reused.map((seed) => ({ path: seed.path, bytes: seed.bytes })),
       };
-      if (!io.json) io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
+      if (!io.json) {
+        io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
+        if (!result.alreadyPresent) io.out(describeTransfer(name, result.size, result.transfer));
+      }
       if (publish) {
         entry.published = await publishDownloaded({
           source: result.path,

@@ -15,6 +15,8 @@ import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
 import { fetchedSourcesText } from './store/fetched-sources.ts';
+import { describeTransfer } from './store/delta/describe.ts';
+import { seedCandidates } from './store/delta/local-seeds.ts';
 import { getImage } from './store/get-image.ts';
 import { describeStore, openImageStore, storeConfigured, type StoreOptions } from './store/open.ts';
 import type { ImageRecord } from './store/record.ts';
@@ -191,6 +193,8 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
   ctx.status(`fetching from ${store.location}`);
   const got = await getImage(store, name, {
     path: landing,
+    // What this host holds of the image: the build it replaces, its published copy, other images (a shared base).
+    seeds: seedCandidates({ name, publishDir: catalog.publishDir, builtImage: (image) => catalog.imagePath(image), others: catalog.names }),
     overwrite: false,
     signal: ctx.signal,
     onProgress: (done, total) => ctx.progress(done, total),
@@ -225,6 +229,7 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
     await rm(landing, { force: true });
   }
   ctx.log(`fetched ${name} from ${store.location} (${got.size} bytes, SHA-256 ${got.sha256} verified)`);
+  ctx.log(describeTransfer(name, got.size, got.transfer));
 }
 
 /** `image-version.txt` as detect-versions.sh writes it: `KEY=value` lines (the record keeps them sorted, as the script writes them). */

@@ -92,12 +92,15 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   t.true(release!.prerelease);
   t.deepEqual(names(server.assets('latest')), [
     'debian-12.qcow2',
+    'debian-12.qcow2.chunks',
     'debian-12.qcow2.json',
     'debian-12.qcow2.sha256',
     'debian-13.qcow2',
+    'debian-13.qcow2.chunks',
     'debian-13.qcow2.json',
     'debian-13.qcow2.sha256',
     'images.json',
+    'pve-9.qcow2.chunks',
     'pve-9.qcow2.json',
     'pve-9.qcow2.partaa',
     'pve-9.qcow2.partab',
@@ -133,8 +136,11 @@ test('uploads whole images and parts, creates the release, writes images.json; a
   t.deepEqual(record.image, pve);
   t.deepEqual(
     record.assets.map((entry: { name: string; id: number }) => entry.name),
-    ['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256'],
+    ['pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.partac', 'pve-9.qcow2.sha256', 'pve-9.qcow2.chunks'],
   );
+  // Every image carries its chunk index (for seeded fetches), named by the record like its bytes.
+  const chunks = await server.assetBytes('latest', 'pve-9.qcow2.chunks');
+  t.deepEqual(pve.attachments['chunk-index'], { name: 'pve-9.qcow2.chunks', size: chunks.length, sha256: createHash('sha256').update(chunks).digest('hex') });
   for (const entry of record.assets) t.is(server.assets('latest').find((asset) => asset.name === entry.name)?.id, entry.id);
 
   const before = server.events.length;
@@ -168,7 +174,7 @@ test('a changed image is re-uploaded alone, its stale parts removed, with no dow
 
   t.deepEqual(
     names(server.assets('latest')).filter((name) => name.startsWith('pve-9')),
-    ['pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256'],
+    ['pve-9.qcow2.chunks', 'pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256'],
   );
   t.deepEqual(await server.assetBytes('latest', 'debian-12.qcow2'), untouched);
   const manifest = JSON.parse((await server.assetBytes('latest', 'images.json')).toString());
@@ -180,7 +186,7 @@ test('a changed image is re-uploaded alone, its stale parts removed, with no dow
   await upload('pve-9');
   t.deepEqual(
     names(server.assets('latest')).filter((name) => name.startsWith('pve-9')),
-    ['pve-9.qcow2', 'pve-9.qcow2.json', 'pve-9.qcow2.sha256'],
+    ['pve-9.qcow2', 'pve-9.qcow2.chunks', 'pve-9.qcow2.json', 'pve-9.qcow2.sha256'],
   );
   t.true(assertNoDowntime(t, server.events, fixture.catalog.names) > 0);
 });
@@ -191,7 +197,7 @@ test('--force re-uploads an unchanged image', async (t) => {
   await upload('debian-12');
   const result = await upload('debian-12', true);
   t.true(result.uploaded);
-  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json']);
+  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.chunks', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json']);
 });
 
 test('a 502 that leaves a half-made asset is retried after deleting it', async (t) => {
@@ -202,6 +208,7 @@ test('a 502 that leaves a half-made asset is retried after deleting it', async (
   t.is(server.pendingFaults, 0);
   t.deepEqual(names(server.assets('latest')), [
     'images.json',
+    'pve-9.qcow2.chunks',
     'pve-9.qcow2.json',
     'pve-9.qcow2.partaa',
     'pve-9.qcow2.partab',
@@ -242,7 +249,14 @@ test('an interrupted upload leaves the old image in place, and a re-run converge
   t.true(complete('pve-9', afterFailure));
 
   await upload('pve-9');
-  t.deepEqual(names(server.assets('latest')), ['images.json', 'pve-9.qcow2.json', 'pve-9.qcow2.partaa', 'pve-9.qcow2.partab', 'pve-9.qcow2.sha256']);
+  t.deepEqual(names(server.assets('latest')), [
+    'images.json',
+    'pve-9.qcow2.chunks',
+    'pve-9.qcow2.json',
+    'pve-9.qcow2.partaa',
+    'pve-9.qcow2.partab',
+    'pve-9.qcow2.sha256',
+  ]);
   const parts = await Promise.all(['partaa', 'partab'].map((suffix) => server.assetBytes('latest', `pve-9.qcow2.${suffix}`)));
   t.is(createHash('sha256').update(Buffer.concat(parts)).digest('hex'), await sha256Of(fixture.catalog, 'pve-9'));
   t.true(assertNoDowntime(t, server.events, ['pve-9']) > 0);
@@ -273,7 +287,7 @@ test('asset roles tell images apart', (t) => {
 });
 
 test('a listing that skips the commit (a page boundary moved under another writer) does not leave the swap unfinished', async (t) => {
-  const server = await GitHubServer.start({ maxPerPage: 4 });
+  const server = await GitHubServer.start({ maxPerPage: 5 });
   const fixture = await createImageFixture([{ name: 'debian-12', size: 1000 }], {
     repo: `${server.owner}/${server.repo}`,
     apiUrl: server.url,
@@ -287,7 +301,7 @@ test('a listing that skips the commit (a page boundary moved under another write
   server.createRelease('latest');
   await server.putAsset('latest', 'notes-1.txt', Buffer.from('1'));
   await server.putAsset('latest', 'notes-2.txt', Buffer.from('2'));
-  // Assets in order: notes-1, notes-2, the image, its .sha256, the commit: the commit opens page 2.
+  // Assets in order: notes-1, notes-2, the image, its .sha256, its chunk index, the commit: the commit opens page 2.
   // Right when page 2 is asked for after the commit, another writer deletes notes-1: page 2 comes back empty.
   let committed = false;
   let shifted = false;
@@ -302,5 +316,12 @@ test('a listing that skips the commit (a page boundary moved under another write
   const store = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } });
   await store.put(await readLocalImage(fixture.catalog, 'debian-12'), { force: false, signal: neverAborted(), log: () => {} });
   t.true(shifted, 'the listing was shifted under the settle');
-  t.deepEqual(names(server.assets('latest')), ['debian-12.qcow2', 'debian-12.qcow2.json', 'debian-12.qcow2.sha256', 'images.json', 'notes-2.txt']);
+  t.deepEqual(names(server.assets('latest')), [
+    'debian-12.qcow2',
+    'debian-12.qcow2.chunks',
+    'debian-12.qcow2.json',
+    'debian-12.qcow2.sha256',
+    'images.json',
+    'notes-2.txt',
+  ]);
 });

@@ -8,6 +8,8 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Failure, isFailure } from '../../src/index.ts';
+import { deltaStatePath } from './delta/delta-fetch.ts';
+import { type DeltaOutcome, type Seed, trySeededFetch } from './delta/seeded-get.ts';
 import { DownloadFile } from './download-file.ts';
 import { sha256OfFile } from './file-reads.ts';
 import {
@@ -35,6 +37,8 @@ export interface GetImageOptions {
   readonly log?: (line: string) => void;
   /** Pauses before each new look at an image that is being replaced; default 0.5, 1, 2, 4 s. */
   readonly replacingWaitsMs?: readonly number[];
+  /** Local files that may hold some of the image: with the store's chunk index, only the rest is fetched. */
+  readonly seeds?: readonly Seed[];
   /**
    * Looks at the opened image before any byte moves (and before a file already in place is
    * taken); a throw refuses it (the provenance check, tasks/provenance/).
@@ -59,6 +63,13 @@ export interface GotImage {
   readonly record?: ImageRecord;
   /** True when the file was already there with the right checksum. */
   readonly alreadyPresent: boolean;
+  /** What moved: bytes fetched from the store, and bytes copied from local seeds (none when already present). */
+  readonly transfer: Transfer;
+}
+
+export interface Transfer {
+  readonly fetched: number;
+  readonly reused: DeltaOutcome['reused'];
 }
 
 const REPLACING_WAITS_MS = [500, 1000, 2000, 4000];
@@ -111,13 +122,14 @@ async function fetchLocked(store: ImageStore, image: ReadyImage, options: GetIma
   const { signal } = options;
   const finalPath = options.path;
   const total = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
-  const got = (alreadyPresent: boolean): GotImage => ({
+  const got = (alreadyPresent: boolean, transfer: Transfer = { fetched: alreadyPresent ? 0 : total, reused: [] }): GotImage => ({
     name: image.name,
     path: finalPath,
     sha256: image.sha256,
     size: total,
     ...(image.record ? { record: image.record } : {}),
     alreadyPresent,
+    transfer,
   });
   // Looked at under the lock: a download that held it before may have just put the image there.
   const existing = await stat(finalPath).catch(() => undefined);
@@ -128,6 +140,16 @@ async function fetchLocked(store: ImageStore, image: ReadyImage, options: GetIma
     }
     throw new Failure('usage', `${finalPath} exists and differs from ${store.location}; pass --overwrite to replace it`);
   }
+  if (options.seeds?.length) {
+    const seeded = await seededFetch(image, partial.data, partial.state, options);
+    if (seeded) {
+      await acceptOrForget(partial, options);
+      await rename(partial.data, finalPath);
+      return got(false, { fetched: seeded.fetched, reused: seeded.reused });
+    }
+  }
+  // A seeded fetch's record of finished ranges does not survive a whole download's writes.
+  await rm(deltaStatePath(partial.data), { force: true });
   const actual = await downloadPieces(image, total, partial, options);
   if (actual !== image.sha256) {
     await removeResumeState(partial);
@@ -136,18 +158,22 @@ async function fetchLocked(store: ImageStore, image: ReadyImage, options: GetIma
       `checksum mismatch for ${image.name}: ${store.location} says ${image.sha256}, downloaded bytes hash to ${actual}; nothing was installed`,
     );
   }
-  if (options.acceptBytes) {
-    try {
-      await options.acceptBytes(partial.data, signal);
-    } catch (error) {
-      // Refused bytes are not worth resuming; interrupted, the check runs again next time.
-      if (!signal.aborted) await removeResumeState(partial);
-      throw error;
-    }
-  }
+  await acceptOrForget(partial, options);
   await rename(partial.data, finalPath);
   await rm(partial.state, { force: true });
   return got(false);
+}
+
+/** The caller's judgement of verified bytes, before they are renamed into place. */
+async function acceptOrForget(partial: PartialPaths, options: GetImageOptions): Promise<void> {
+  if (!options.acceptBytes) return;
+  try {
+    await options.acceptBytes(partial.data, options.signal);
+  } catch (error) {
+    // Refused bytes are not worth resuming; interrupted, the check runs again next time.
+    if (!options.signal.aborted) await removeResumeState(partial);
+    throw error;
+  }
 }
 
 type ReadyImage = Extract<OpenedImage, { status: 'ready' }>;
@@ -270,4 +296,31 @@ function progressReporter(received: readonly number[], total: number, onProgress
       total,
     );
   };
+}
+
+/** The seeded fetch, when it applies; a result that did not verify is dropped for a whole download. */
+async function seededFetch(
+  image: Extract<OpenedImage, { status: 'ready' }>,
+  tempPath: string,
+  statePath: string,
+  options: GetImageOptions,
+): Promise<DeltaOutcome | undefined> {
+  const log = options.log ?? (() => {});
+  try {
+    const outcome = await trySeededFetch(image, {
+      tempPath,
+      seeds: options.seeds ?? [],
+      signal: options.signal,
+      concurrency: options.concurrency ?? 4,
+      log,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    // The whole download's resume record describes a file the seeded fetch rewrote.
+    if (outcome) await rm(statePath, { force: true });
+    return outcome;
+  } catch (error) {
+    if (!isFailure(error, 'integrity')) throw error;
+    log(`${image.name}: ${error.message}; downloading it whole`);
+    return undefined;
+  }
 }

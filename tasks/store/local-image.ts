@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { Failure } from '../../src/index.ts';
 import { imageCompression } from '../qemu-img.ts';
 import type { ImageCatalog } from './catalog.ts';
+import { chunkIndexOf } from './delta/index-file.ts';
 import { readFetchedSources } from './fetched-sources.ts';
 import { checksumOf, parseVersions } from './record.ts';
 import type { ImageToPut } from './store.ts';
@@ -29,5 +30,7 @@ export async function readLocalImage(catalog: ImageCatalog, name: string): Promi
   const compression = await imageCompression(path).catch(() => undefined);
   // Fetched rather than built here: the inputs its record named, not this host's partial view.
   const sources = (await readFetchedSources(catalog.sourcesPath(name), cacheKey)) ?? current.sources;
-  return { name, path, size, sha256, cacheKey, ...(compression ? { compression } : {}), versions, sources };
+  // Made when the image was hashed after its build; made now for an image from before that.
+  const chunkIndex = await chunkIndexOf(path, size, sha256);
+  return { name, path, size, sha256, cacheKey, ...(compression ? { compression } : {}), versions, sources, attachments: { 'chunk-index': chunkIndex } };
 }

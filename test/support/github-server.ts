@@ -15,7 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -136,6 +136,22 @@ export interface GitHubServerOptions {
   readonly bytesPerSecond?: number;
   /** A private repository: without the token, everything answers 404, as GitHub does. Default: public (anyone may read). */
   readonly private?: boolean;
+  /** Asset bytes served per second, over all downloads together (a home uplink in bench/delta.ts); unlimited by default. */
+  readonly rateBytesPerSecond?: number;
+}
+
+/** Paces bytes to a rate shared by every response that asks it (a token bucket one write deep). */
+export class Pacer {
+  private nextFree = 0;
+  constructor(private readonly bytesPerSecond: number) {}
+
+  /** Waits until `bytes` more may go. */
+  async take(bytes: number): Promise<void> {
+    const now = performance.now();
+    const start = Math.max(now, this.nextFree);
+    this.nextFree = start + (bytes * 1000) / this.bytesPerSecond;
+    if (this.nextFree - now > 1) await sleep(this.nextFree - now);
+  }
 }
 
 export class GitHubServer {
@@ -164,7 +180,12 @@ export class GitHubServer {
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
 
+  /** Body bytes of asset downloads served so far. */
+  bytesServed = 0;
+  private readonly pacer: Pacer | undefined;
+
   constructor(private readonly options: GitHubServerOptions = {}) {
+    this.pacer = options.rateBytesPerSecond ? new Pacer(options.rateBytesPerSecond) : undefined;
     this.token = options.token ?? `ghp_${randomBytes(12).toString('hex')}`;
     this.owner = options.owner ?? 'acme';
     this.repo = options.repo ?? 'images';
@@ -619,7 +640,16 @@ export class GitHubServer {
     const { size } = await stat(asset.file);
     let start = 0;
     let end = size; // exclusive
-    const range = /^bytes=(\d+)-(\d*)$/.exec(String(request.headers.range ?? ''));
+    const header = String(request.headers.range ?? '');
+    // Several ranges in one request (zsync asks so): a multipart/byteranges answer, as nginx gives.
+    const ranges = /^bytes=\d+-\d+(,\s*\d+-\d+)+$/.test(header)
+      ? header
+          .slice('bytes='.length)
+          .split(',')
+          .map((part) => part.trim().split('-').map(Number) as [number, number])
+      : undefined;
+    if (ranges) return this.serveRanges(response, asset.file, size, ranges);
+    const range = /^bytes=(\d+)-(\d*)$/.exec(header);
     if (range) {
       start = Number(range[1]);
       end = range[2] ? Math.min(size, Number(range[2]) + 1) : size;
@@ -645,6 +675,8 @@ export class GitHubServer {
         piece[0] = piece[0]! ^ 0xff;
       }
       sent += piece.length;
+      this.bytesServed += piece.length;
+      await this.pacer?.take(piece.length);
       if (piece.length && !response.write(piece)) await once(response, 'drain');
       if (sent >= limit) break;
       if (fault?.kind === 'slow') await sleep(fault.delayMs);
@@ -658,6 +690,33 @@ export class GitHubServer {
       // Ends the connection cleanly but short of the declared length.
       response.socket?.end();
       return;
+    }
+    response.end();
+  }
+
+  private async serveRanges(response: ServerResponse, file: string, size: number, ranges: ReadonlyArray<readonly [number, number]>): Promise<void> {
+    const boundary = 'pipeline-byteranges';
+    const parts: Buffer[] = [];
+    const handle = await open(file, 'r');
+    try {
+      for (const [first, last] of ranges) {
+        const end = Math.min(size - 1, last);
+        if (first > end) continue;
+        const bytes = Buffer.alloc(end - first + 1);
+        await handle.read(bytes, 0, bytes.length, first);
+        parts.push(Buffer.from(`\r\n--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${first}-${end}/${size}\r\n\r\n`), bytes);
+      }
+    } finally {
+      await handle.close();
+    }
+    parts.push(Buffer.from(`\r\n--${boundary}--\r\n`));
+    const body = Buffer.concat(parts);
+    response.writeHead(206, { 'content-type': `multipart/byteranges; boundary=${boundary}`, 'content-length': String(body.length) });
+    for (let at = 0; at < body.length; at += 64 * 1024) {
+      const piece = body.subarray(at, at + 64 * 1024);
+      this.bytesServed += piece.length;
+      await this.pacer?.take(piece.length);
+      if (!response.write(piece)) await once(response, 'drain');
     }
     response.end();
   }

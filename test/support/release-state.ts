@@ -64,7 +64,12 @@ export async function releaseProblems(
       continue;
     }
     const record = JSON.parse((await bytesOf(recordAsset.name)).toString()) as {
-      image: { sha256: string; size: number; parts: Array<{ name: string; size: number }> };
+      image: {
+        sha256: string;
+        size: number;
+        parts: Array<{ name: string; size: number }>;
+        attachments?: Record<string, { name: string; size: number; sha256: string }>;
+      };
       assets: Array<{ name: string; id: number }>;
     };
     const version = candidates.find((candidate) => candidate.sha256 === record.image.sha256);
@@ -79,7 +84,17 @@ export async function releaseProblems(
     if (checksum !== `${version.sha256}  ${name}.qcow2\n`) problems.push(`${name}: .sha256 says ${JSON.stringify(checksum)}`);
     const pieces = await Promise.all(record.image.parts.map((part) => (byName.has(part.name) ? bytesOf(part.name) : Promise.resolve(Buffer.alloc(0)))));
     if (!Buffer.concat(pieces).equals(version.bytes)) problems.push(`${name}: the bytes on the release are not the image its record describes`);
-    const data = assets.filter((asset) => asset.name.startsWith(`${name}.qcow2`) && !/\.(json|sha256)$/.test(asset.name)).map((asset) => asset.name);
+    // Attachments (the chunk index, …) are the record's too: there, with the bytes it names.
+    const attachments = Object.values(record.image.attachments ?? {});
+    for (const attachment of attachments) {
+      const bytes = byName.has(attachment.name) ? await bytesOf(attachment.name) : undefined;
+      if (!bytes || bytes.length !== attachment.size || createHash('sha256').update(bytes).digest('hex') !== attachment.sha256)
+        problems.push(`${name}: ${attachment.name} is not the attachment its record names`);
+    }
+    const data = assets
+      .filter((asset) => asset.name.startsWith(`${name}.qcow2`) && !/\.(json|sha256)$/.test(asset.name))
+      .filter((asset) => !attachments.some((attachment) => attachment.name === asset.name))
+      .map((asset) => asset.name);
     const expectedData = record.image.parts.map((part) => part.name);
     if (JSON.stringify(data.sort()) !== JSON.stringify([...expectedData].sort()))
       problems.push(`${name}: data assets ${data.join(', ')}, the record names ${expectedData.join(', ')}`);

@@ -1,0 +1,302 @@
+// The chunk index stored with every image (attachment kind `chunk-index`): how the image
+// was cut (method and parameters), and each chunk's length and hash, in order, so a host
+// holding an earlier copy can tell which byte ranges it already has. Binary and compact
+// (under 7 bytes a chunk: 0.27 % of the image at 2 KiB chunks):
+//
+//   "PLCHUNKS"                    8 bytes, magic
+//   header length                 u32 little-endian
+//   header                        JSON: format, method, params, hash, hashBytes,
+//                                 segmentChunks, size, sha256, chunks, lengthsBytes
+//   lengths                       Brotli of one unsigned LEB128 varint per chunk
+//                                 (lengthsBytes long; a quarter smaller than the varints)
+//   hashes                        hashBytes per chunk: the first bytes of its XXH64, big-endian
+//   segment digests               8 bytes per segment of segmentChunks chunks: XXH64 of the
+//                                 segment's chunks' whole XXH64s (8 bytes each, big-endian)
+//
+// A chunk's hash is short (5 bytes) because a match on it is only a candidate: the
+// segment digests cover the whole 64-bit hashes, so a chance match, or a seed that changed
+// after it was read, shows up when its segment is checked, and that segment alone is
+// fetched again. It comes from a store, so `decodeChunkIndex` checks everything it says
+// (sizes add up to the image's, parameters a chunker accepts); what it cannot check (that
+// the hashes are the image's) the fetch never relies on: every byte is verified against
+// the record's SHA-256.
+import { brotliCompressSync, brotliDecompressSync, constants as zlib } from 'node:zlib';
+import xxhash from 'xxhash-wasm';
+import { z } from 'zod';
+import { Failure } from '../../../src/index.ts';
+import { type ChunkingParams, chunkingProblem, GearChunker } from './gear-chunker.ts';
+
+const MAGIC = Buffer.from('PLCHUNKS', 'latin1');
+export const CHUNK_INDEX_FORMAT = 1;
+/** Bytes of each chunk's XXH64 kept in the index. */
+const HASH_BYTES = 5;
+/** Chunks per segment digest. */
+const SEGMENT_CHUNKS = 256;
+
+/** The chunking of every index this version writes (chosen by bench/delta.ts; see BENCHMARKS.md). */
+export const DEFAULT_CHUNKING: ChunkingParams = { minSize: 1024, avgSize: 2048, maxSize: 4096, normalization: 2, gearSeed: 0x5eed };
+
+const headerSchema = z.object({
+  format: z.literal(CHUNK_INDEX_FORMAT),
+  method: z.literal('gear-cdc'),
+  params: z.object({
+    minSize: z.number().int(),
+    avgSize: z.number().int(),
+    maxSize: z.number().int(),
+    normalization: z.number().int(),
+    gearSeed: z.number().int(),
+  }),
+  hash: z.literal('xxh64'),
+  hashBytes: z.number().int().min(4).max(8),
+  segmentChunks: z.number().int().min(1).max(65536),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  chunks: z.number().int().nonnegative(),
+  lengthsBytes: z.number().int().nonnegative(),
+});
+
+export type ChunkIndexHeader = z.infer<typeof headerSchema>;
+
+/**
+ * An image's chunks: `offsets[i]` and `lengths[i]`, and the hash the index keeps of each as
+ * two halves, `hashHigh[i]` and `hashLow[i]` (XXH64's first `hashBytes` bytes, the rest zero).
+ */
+export interface ChunkIndex {
+  readonly params: ChunkingParams;
+  /** The image's size and SHA-256, as the index was made for. */
+  readonly size: number;
+  readonly sha256: string;
+  readonly count: number;
+  readonly offsets: Float64Array;
+  readonly lengths: Uint32Array;
+  readonly hashHigh: Uint32Array;
+  readonly hashLow: Uint32Array;
+  readonly hashBytes: number;
+  readonly segmentChunks: number;
+  /** Per segment, the XXH64 of its chunks' whole XXH64s as two halves. */
+  readonly segmentHigh: Uint32Array;
+  readonly segmentLow: Uint32Array;
+}
+
+/** The mask of the bits of a chunk hash's low half that an index of `hashBytes` keeps (the high half is always kept whole). */
+export function lowHashMask(hashBytes: number): number {
+  return hashBytes >= 8 ? 0xffffffff : hashBytes <= 4 ? 0 : (0xffffffff << (8 * (8 - hashBytes))) >>> 0;
+}
+
+/** Collects chunks as a chunker reports them (the hasher's read of the image feeds it). */
+export class ChunkIndexBuilder {
+  private count = 0;
+  private lengths = new Uint32Array(1024);
+  /** Whole XXH64s, two u32s a chunk. */
+  private hashes = new Uint32Array(2048);
+  private readonly chunker: GearChunker;
+  private size = 0;
+
+  constructor(readonly params: ChunkingParams = DEFAULT_CHUNKING) {
+    this.chunker = new GearChunker(params);
+  }
+
+  private readonly add = (_offset: number, length: number, hashHigh: number, hashLow: number): void => {
+    if (this.count === this.lengths.length) {
+      const lengths = new Uint32Array(this.lengths.length * 2);
+      lengths.set(this.lengths);
+      this.lengths = lengths;
+      const hashes = new Uint32Array(this.hashes.length * 2);
+      hashes.set(this.hashes);
+      this.hashes = hashes;
+    }
+    this.lengths[this.count] = length;
+    this.hashes[2 * this.count] = hashHigh;
+    this.hashes[2 * this.count + 1] = hashLow;
+    this.count++;
+  };
+
+  /** The next bytes of the image, in order. */
+  update(bytes: Uint8Array): void {
+    this.size += bytes.length;
+    this.chunker.push(bytes, this.add);
+  }
+
+  /** The encoded index, once every byte went through `update`. */
+  async finish(sha256: string): Promise<Uint8Array> {
+    this.chunker.end(this.add);
+    const header: ChunkIndexHeader = {
+      format: CHUNK_INDEX_FORMAT,
+      method: 'gear-cdc',
+      params: { ...this.params },
+      hash: 'xxh64',
+      hashBytes: HASH_BYTES,
+      segmentChunks: SEGMENT_CHUNKS,
+      size: this.size,
+      sha256,
+      chunks: this.count,
+      lengthsBytes: 0,
+    };
+    let varintBytes = 0;
+    for (let index = 0; index < this.count; index++) varintBytes += varintLength(this.lengths[index]!);
+    const varints = Buffer.alloc(varintBytes);
+    let at = 0;
+    for (let index = 0; index < this.count; index++) {
+      for (let value = this.lengths[index]!; ; value = Math.floor(value / 128)) {
+        if (value < 128) {
+          varints[at++] = value;
+          break;
+        }
+        varints[at++] = (value & 0x7f) | 0x80;
+      }
+    }
+    const lengths = brotliCompressSync(varints, {
+      params: { [zlib.BROTLI_PARAM_QUALITY]: 6, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: varints.length },
+    });
+    header.lengthsBytes = lengths.length;
+    const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+    const segments = Math.ceil(this.count / SEGMENT_CHUNKS);
+    const out = Buffer.alloc(MAGIC.length + 4 + headerBytes.length + lengths.length + this.count * HASH_BYTES + segments * 8);
+    at = MAGIC.copy(out, 0);
+    at = out.writeUInt32LE(headerBytes.length, at);
+    at += headerBytes.copy(out, at);
+    at += lengths.copy(out, at);
+    const whole = Buffer.alloc(8);
+    for (let index = 0; index < this.count; index++) {
+      whole.writeUInt32BE(this.hashes[2 * index]!, 0);
+      whole.writeUInt32BE(this.hashes[2 * index + 1]!, 4);
+      at += whole.copy(out, at, 0, HASH_BYTES);
+    }
+    const digest = await segmentDigester();
+    for (let segment = 0; segment < segments; segment++) {
+      const first = segment * SEGMENT_CHUNKS;
+      const [high, low] = digest(this.hashes.subarray(2 * first, 2 * Math.min(this.count, first + SEGMENT_CHUNKS)));
+      at = out.writeUInt32BE(high, at);
+      at = out.writeUInt32BE(low, at);
+    }
+    return out;
+  }
+}
+
+/**
+ * The digest of a segment from its chunks' whole XXH64s (two u32s a chunk, high first):
+ * XXH64 of them as 8-byte big-endian values, as two halves.
+ */
+export async function segmentDigester(): Promise<(hashes: Uint32Array) => [number, number]> {
+  const { h64Raw } = await xxhash();
+  let scratch = Buffer.alloc(SEGMENT_CHUNKS * 8);
+  return (hashes) => {
+    if (scratch.length < hashes.length * 4) scratch = Buffer.alloc(hashes.length * 4);
+    for (let index = 0; index < hashes.length; index++) scratch.writeUInt32BE(hashes[index]!, index * 4);
+    const value = h64Raw(scratch.subarray(0, hashes.length * 4));
+    return [Number(value >> 32n), Number(value & 0xffffffffn)];
+  };
+}
+
+function varintLength(value: number): number {
+  let bytes = 1;
+  while (value >= 128) {
+    value = Math.floor(value / 128);
+    bytes++;
+  }
+  return bytes;
+}
+
+/** The header of an encoded index, or undefined when the bytes do not start as one. */
+export function readChunkIndexHeader(bytes: Uint8Array): ChunkIndexHeader | undefined {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buffer.length < MAGIC.length + 4 || !buffer.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  const length = buffer.readUInt32LE(MAGIC.length);
+  try {
+    const parsed = headerSchema.safeParse(JSON.parse(buffer.subarray(MAGIC.length + 4, MAGIC.length + 4 + length).toString('utf8')));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads an index; a Failure of kind `integrity` names `source` and what is wrong, in one line. */
+export function decodeChunkIndex(bytes: Uint8Array, source: string): ChunkIndex {
+  const bad = (why: string): never => {
+    throw new Failure('integrity', `${source} is not a usable chunk index (${why})`);
+  };
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buffer.length < MAGIC.length + 4 || !buffer.subarray(0, MAGIC.length).equals(MAGIC)) bad('no PLCHUNKS header');
+  const headerLength = buffer.readUInt32LE(MAGIC.length);
+  let at = MAGIC.length + 4;
+  if (headerLength > buffer.length - at) bad('its header runs past its end');
+  let json: unknown;
+  try {
+    json = JSON.parse(buffer.subarray(at, at + headerLength).toString('utf8'));
+  } catch {
+    bad('its header is not JSON');
+  }
+  const parsed = headerSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return bad(`${issue ? `${issue.path.join('.') || 'header'}: ${issue.message}` : 'bad header'}`);
+  }
+  const header = parsed.data;
+  const problem = chunkingProblem(header.params);
+  if (problem) bad(problem);
+  at += headerLength;
+  const count = header.chunks;
+  // The hash per chunk: a count the bytes cannot hold is a lie, not an allocation to make.
+  if (count * header.hashBytes + header.lengthsBytes > buffer.length - at) bad(`${count} chunks do not fit in ${buffer.length} bytes`);
+  let varints: Buffer;
+  try {
+    // A varint per chunk, at most 4 bytes each (chunks are at most 16 MiB): more is not a length list.
+    varints = brotliDecompressSync(buffer.subarray(at, at + header.lengthsBytes), { maxOutputLength: Math.max(1, count * 4) });
+  } catch {
+    return bad('its chunk lengths do not decompress');
+  }
+  at += header.lengthsBytes;
+  const offsets = new Float64Array(count);
+  const lengths = new Uint32Array(count);
+  let offset = 0;
+  let read = 0;
+  for (let index = 0; index < count; index++) {
+    let value = 0;
+    for (let scale = 1; ; scale *= 128) {
+      if (read >= varints.length || scale > 2 ** 28) bad('a chunk length is cut short');
+      const byte = varints[read++]!;
+      value += (byte & 0x7f) * scale;
+      if (byte < 128) break;
+    }
+    if (value === 0 || value > header.params.maxSize) bad(`chunk ${index} is ${value} bytes, outside 1..${header.params.maxSize}`);
+    offsets[index] = offset;
+    lengths[index] = value;
+    offset += value;
+  }
+  if (read !== varints.length) bad(`${varints.length - read} bytes after the last chunk length`);
+  if (offset !== header.size) bad(`its chunks add up to ${offset} bytes, not ${header.size}`);
+  const { hashBytes, segmentChunks } = header;
+  const segments = Math.ceil(count / segmentChunks);
+  if (buffer.length - at !== count * hashBytes + segments * 8) bad(`${buffer.length - at} bytes of hashes for ${count} chunks`);
+  const hashHigh = new Uint32Array(count);
+  const hashLow = new Uint32Array(count);
+  const whole = Buffer.alloc(8);
+  for (let index = 0; index < count; index++) {
+    whole.fill(0);
+    buffer.copy(whole, 0, at, at + hashBytes);
+    hashHigh[index] = whole.readUInt32BE(0);
+    hashLow[index] = whole.readUInt32BE(4);
+    at += hashBytes;
+  }
+  const segmentHigh = new Uint32Array(segments);
+  const segmentLow = new Uint32Array(segments);
+  for (let segment = 0; segment < segments; segment++) {
+    segmentHigh[segment] = buffer.readUInt32BE(at);
+    segmentLow[segment] = buffer.readUInt32BE(at + 4);
+    at += 8;
+  }
+  return {
+    params: header.params,
+    size: header.size,
+    sha256: header.sha256,
+    count,
+    offsets,
+    lengths,
+    hashHigh,
+    hashLow,
+    hashBytes,
+    segmentChunks,
+    segmentHigh,
+    segmentLow,
+  };
+}

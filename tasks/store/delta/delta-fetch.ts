@@ -1,0 +1,356 @@
+// A seeded fetch: the image assembled in its temp file from the chunks local seeds hold
+// (copied, each checked against the index as it is copied) and the byte ranges none holds
+// (fetched with ranged reads of the stored pieces, several at once). Then the whole file
+// is read once for its SHA-256 and the index's segment digests; a segment that does not
+// match (a seed changed after it was read, a chance hash match, an index that lies) is
+// fetched again from the store, and the SHA-256 the record names decides, as for any
+// download. A run that is killed leaves the temp file and a state file naming the ranges
+// it finished; the next run skips them.
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { type FileHandle, open, readFile, rm, stat } from 'node:fs/promises';
+import { Failure, writeFileAtomic } from '../../../src/index.ts';
+import type { ImagePiece } from '../store.ts';
+import { type ChunkIndex, lowHashMask, segmentDigester } from './chunk-index.ts';
+import { ChunkTable } from './chunk-table.ts';
+import { chunkHasher } from './gear-chunker.ts';
+import { addRange, type ByteRange, type CopyRun, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
+import { extendMatches, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
+
+export interface DeltaImage {
+  readonly name: string;
+  readonly sha256: string;
+  readonly size: number;
+  readonly pieces: readonly ImagePiece[];
+}
+
+export interface DeltaFetchOptions {
+  /** The temp file to assemble into (the caller renames it once this returns). */
+  readonly tempPath: string;
+  readonly seeds: readonly Seed[];
+  readonly signal: AbortSignal;
+  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run four times as many. */
+  readonly concurrency: number;
+  readonly onProgress?: (done: number, total: number) => void;
+  readonly onStatus?: (text: string) => void;
+  readonly log: (line: string) => void;
+}
+
+/** What a seeded fetch moved. */
+export interface DeltaOutcome {
+  /** Bytes fetched from the store this run (the index not included). */
+  readonly fetched: number;
+  /** Bytes copied from each seed that gave any, largest first. */
+  readonly reused: ReadonlyArray<{ readonly path: string; readonly role: string; readonly bytes: number }>;
+  /** Bytes an interrupted earlier run had already written. */
+  readonly resumed: number;
+  /** Segments fetched again because they did not verify. */
+  readonly refetchedSegments: number;
+}
+
+interface DeltaState {
+  readonly sha256: string;
+  readonly size: number;
+  readonly done: ByteRange[];
+}
+
+/** How often the finished ranges are saved while bytes arrive. */
+const SAVE_MS = 1000;
+const VERIFY_READ_BYTES = 1024 * 1024;
+/** Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip, not the bytes, sets their pace. */
+const RANGES_PER_TRANSFER = 4;
+
+/** The state file beside a temp file. */
+export function deltaStatePath(tempPath: string): string {
+  return `${tempPath}.delta.json`;
+}
+
+async function readState(path: string, image: DeltaImage): Promise<DeltaState | undefined> {
+  try {
+    const state = JSON.parse(await readFile(path, 'utf8')) as DeltaState;
+    if (state.sha256 !== image.sha256 || state.size !== image.size || !Array.isArray(state.done)) return undefined;
+    let last = -1;
+    for (const range of state.done) {
+      if (!Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start <= last || range.end <= range.start || range.end > image.size)
+        return undefined;
+      last = range.end;
+    }
+    return state;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Scans the seeds against the index; undefined when none of them holds any of the image
+ * (the caller then downloads it whole, as it would without seeds).
+ */
+export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, options: DeltaFetchOptions): Promise<DeltaOutcome | undefined> {
+  const { signal, log } = options;
+  const statePath = deltaStatePath(options.tempPath);
+  const previous = await readState(statePath, image);
+  const resumable = previous !== undefined && (await stat(options.tempPath).catch(() => undefined))?.size === image.size;
+  const done: ByteRange[] = resumable ? previous.done.map((range) => ({ ...range })) : [];
+
+  const table = new ChunkTable(index);
+  options.onStatus?.('reading local copies for chunks');
+  const seeds = await scanSeeds(table, options.seeds, {
+    signal,
+    log,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  await extendMatches(table, seeds, signal);
+  const pieceSizes = image.pieces.map((piece) => piece.size);
+  const plan = planDelta(table, { pieceSizes, seedCount: seeds.length, done });
+  const reusable = plan.reusedBytes.reduce((sum, bytes) => sum + bytes, 0);
+  if (reusable === 0 && plan.doneBytes === 0) return undefined;
+  if (resumable) log(`${image.name}: resuming a seeded fetch, ${plan.doneBytes} of ${image.size} bytes already in place`);
+
+  const handle = await open(options.tempPath, resumable ? 'r+' : 'w+');
+  let saved = Date.now();
+  const saveState = async (force = false): Promise<void> => {
+    if (!force && Date.now() - saved < SAVE_MS) return;
+    saved = Date.now();
+    await writeFileAtomic(statePath, JSON.stringify({ sha256: image.sha256, size: image.size, done } satisfies DeltaState));
+  };
+  let progressed = plan.doneBytes;
+  const progress = (bytes: number): void => {
+    progressed += bytes;
+    options.onProgress?.(progressed, image.size);
+  };
+  let fetched = 0;
+  const reused = new Array<number>(seeds.length).fill(0);
+  let refetchedSegments = 0;
+  try {
+    if (!resumable) await handle.truncate(image.size);
+    await saveState(true);
+    options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
+    const fetchRanges = async (ranges: readonly PieceRange[]): Promise<void> => {
+      fetched += await fetchInto(handle, image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, signal, (range) => {
+        addRange(done, range.start, range.end);
+        progress(range.end - range.start);
+        return saveState();
+      });
+    };
+    // Copies are local and fetches wait on the network: both at once.
+    const [, stale] = await Promise.all([
+      fetchRanges(plan.fetches),
+      copyRuns(handle, table, seeds, plan.copies, signal, (run, bytes) => {
+        addRange(done, run.target, run.target + run.length);
+        reused[run.seed]! += bytes;
+        progress(bytes);
+        return saveState();
+      }),
+    ]);
+    // Chunks a seed no longer held when copied: fetched now, with the other ranges' requests merged.
+    if (stale.length > 0) {
+      log(`${image.name}: ${stale.length} chunk(s) changed in a seed while it was read; fetched instead`);
+      await fetchRanges(splitIntoRequests(stale, pieceSizes, 8 * 1024 * 1024));
+    }
+    await copyWithin(handle, plan.selfCopies, (run) => {
+      addRange(done, run.target, run.target + run.length);
+      progress(run.length);
+    });
+    await saveState(true);
+
+    options.onStatus?.('verifying');
+    let check = await verify(handle, index, signal);
+    if (check.badSegments.length > 0) {
+      refetchedSegments = check.badSegments.length;
+      log(`${image.name}: ${check.badSegments.length} segment(s) did not match the chunk index; fetched again from the store`);
+      const ranges: ByteRange[] = [];
+      for (const segment of check.badSegments) addRange(ranges, segment.start, segment.end);
+      const before = fetched;
+      await fetchRanges(splitIntoRequests(ranges, pieceSizes, 8 * 1024 * 1024));
+      progressed -= fetched - before; // those bytes were counted once already
+      check = await verify(handle, index, signal);
+    }
+    if (check.sha256 !== image.sha256) {
+      // Nothing of this file can be trusted: the next run starts over.
+      await handle.close().catch(() => {});
+      await Promise.all([rm(options.tempPath, { force: true }), rm(statePath, { force: true })]);
+      throw new Failure('integrity', `the seeded fetch of ${image.name} hashes to ${check.sha256}, not ${image.sha256}`);
+    }
+    await handle.sync();
+  } catch (error) {
+    await saveState(true).catch(() => {});
+    throw error;
+  } finally {
+    await handle.close().catch(() => {});
+  }
+  await rm(statePath, { force: true });
+  return {
+    fetched,
+    reused: seeds
+      .map((seed: ScannedSeed, number) => ({ path: seed.path, role: seed.role, bytes: reused[number]! }))
+      .filter((seed) => seed.bytes > 0)
+      .sort((a, b) => b.bytes - a.bytes),
+    resumed: resumable ? previous.done.reduce((sum, range) => sum + range.end - range.start, 0) : 0,
+    refetchedSegments,
+  };
+}
+
+/** Fetches `ranges` into the file, `concurrency` at a time; calls `onRange` as each lands. Returns the bytes fetched. */
+async function fetchInto(
+  handle: FileHandle,
+  pieces: readonly ImagePiece[],
+  ranges: readonly PieceRange[],
+  concurrency: number,
+  signal: AbortSignal,
+  onRange: (range: ByteRange) => Promise<void> | void,
+): Promise<number> {
+  let next = 0;
+  let bytes = 0;
+  const stop = new AbortController();
+  const rangeSignal = AbortSignal.any([signal, stop.signal]);
+  // Each request in flight listens for the abort.
+  setMaxListeners(concurrency + 16, rangeSignal);
+  const worker = async (): Promise<void> => {
+    while (next < ranges.length && !stop.signal.aborted) {
+      const range = ranges[next++]!;
+      const piece = pieces[range.piece]!;
+      let expected = range.from;
+      await piece.read({
+        from: range.from,
+        to: range.to,
+        signal: rangeSignal,
+        onRestart: () => {
+          throw new Failure('network', `${piece.label} could not be read from byte ${range.from}`);
+        },
+        sink: async (chunk, offset) => {
+          if (offset !== expected || offset + chunk.length > range.to)
+            throw new Failure('integrity', `${piece.label} sent bytes outside ${range.from}-${range.to}`);
+          expected += chunk.length;
+          const { bytesWritten } = await handle.write(chunk, 0, chunk.length, range.target + offset - range.from);
+          if (bytesWritten !== chunk.length) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+          bytes += chunk.length;
+        },
+      });
+      if (expected !== range.to) throw new Failure('network', `${piece.label} ended at byte ${expected} of the range ${range.from}-${range.to}`);
+      await onRange({ start: range.target, end: range.target + range.to - range.from });
+    }
+  };
+  let first: { error: unknown } | undefined;
+  await Promise.all(
+    Array.from({ length: Math.max(1, Math.min(concurrency, ranges.length)) }, () =>
+      worker().catch((error: unknown) => {
+        first ??= { error };
+        stop.abort();
+      }),
+    ),
+  );
+  if (first) throw first.error;
+  return bytes;
+}
+
+/**
+ * Copies runs from the seeds, checking each chunk against the index as it goes; returns the
+ * ranges of chunks that no longer match (their seed changed since it was scanned).
+ */
+async function copyRuns(
+  handle: FileHandle,
+  table: ChunkTable,
+  seeds: readonly ScannedSeed[],
+  runs: readonly CopyRun[],
+  signal: AbortSignal,
+  onCopied: (run: CopyRun, bytes: number) => Promise<void> | void,
+): Promise<ByteRange[]> {
+  const { index } = table;
+  const stale: ByteRange[] = [];
+  const handles = new Map<number, FileHandle | undefined>();
+  const hash = await chunkHasher(index.params.maxSize);
+  let buffer = Buffer.allocUnsafe(0);
+  try {
+    for (const run of runs) {
+      signal.throwIfAborted();
+      if (!handles.has(run.seed)) handles.set(run.seed, await open(seeds[run.seed]!.path, 'r').catch(() => undefined));
+      const seed = handles.get(run.seed);
+      if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
+      const bytesRead = seed ? (await seed.read(buffer, 0, run.length, run.from)).bytesRead : 0;
+      // Chunk by chunk: what still matches is written, what does not is fetched instead.
+      let at = 0;
+      let good = 0;
+      let goodStart = 0;
+      const flush = async (): Promise<void> => {
+        if (good === 0) return;
+        await handle.write(buffer, goodStart, good, run.target + goodStart);
+        await onCopied({ ...run, target: run.target + goodStart, from: run.from + goodStart, length: good }, good);
+        good = 0;
+      };
+      for (let chunk = run.firstChunk; chunk < run.firstChunk + run.chunks; chunk++) {
+        const length = index.lengths[chunk]!;
+        const [high, low] = at + length <= bytesRead ? hash(buffer.subarray(at, at + length)) : [-1, -1];
+        if (table.matches(chunk, high, low)) {
+          if (good === 0) goodStart = at;
+          good += length;
+        } else {
+          await flush();
+          addRange(stale, run.target + at, run.target + at + length);
+        }
+        at += length;
+      }
+      await flush();
+    }
+  } finally {
+    await Promise.all([...handles.values()].map((seed) => seed?.close()));
+  }
+  return stale;
+}
+
+/** Chunks that occur twice in the image: copied from their first occurrence, which is in place by now. */
+async function copyWithin(handle: FileHandle, runs: readonly CopyRun[], onCopied: (run: CopyRun) => void): Promise<void> {
+  let buffer = Buffer.allocUnsafe(0);
+  for (const run of runs) {
+    if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
+    await handle.read(buffer, 0, run.length, run.from);
+    await handle.write(buffer, 0, run.length, run.target);
+    onCopied(run);
+  }
+}
+
+/** The file's SHA-256, and the segments whose digest is not the index's. */
+async function verify(handle: FileHandle, index: ChunkIndex, signal: AbortSignal): Promise<{ sha256: string; badSegments: ByteRange[] }> {
+  const sha = createHash('sha256');
+  const hash = await chunkHasher(index.params.maxSize);
+  const digest = await segmentDigester();
+  const lowMask = lowHashMask(index.hashBytes);
+  const buffer = Buffer.allocUnsafe(VERIFY_READ_BYTES + index.params.maxSize);
+  const segmentHashes = new Uint32Array(2 * index.segmentChunks);
+  const badSegments: ByteRange[] = [];
+  let chunk = 0;
+  // Bytes [head, tail) of `buffer` are read and hashed into the SHA-256 but not yet checked as chunks.
+  let head = 0;
+  let tail = 0;
+  let position = 0;
+  for (let segment = 0; chunk < index.count; segment++) {
+    const first = chunk;
+    const last = Math.min(index.count, first + index.segmentChunks);
+    let segmentOk = true;
+    for (; chunk < last; chunk++) {
+      const length = index.lengths[chunk]!;
+      if (tail - head < length) {
+        buffer.copyWithin(0, head, tail);
+        tail -= head;
+        head = 0;
+        while (tail < length) {
+          signal.throwIfAborted();
+          const { bytesRead } = await handle.read(buffer, tail, Math.min(VERIFY_READ_BYTES, index.size - position), position);
+          if (bytesRead === 0) throw new Failure('integrity', `the temp file ended at byte ${position} of ${index.size}`);
+          sha.update(buffer.subarray(tail, tail + bytesRead));
+          position += bytesRead;
+          tail += bytesRead;
+        }
+      }
+      const [high, low] = hash(buffer.subarray(head, head + length));
+      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== (low & lowMask) >>> 0) segmentOk = false;
+      segmentHashes[2 * (chunk - first)] = high;
+      segmentHashes[2 * (chunk - first) + 1] = low;
+      head += length;
+    }
+    const [high, low] = digest(segmentHashes.subarray(0, 2 * (last - first)));
+    if (!segmentOk || high !== index.segmentHigh[segment] || low !== index.segmentLow[segment]) {
+      badSegments.push({ start: index.offsets[first]!, end: index.offsets[last - 1]! + index.lengths[last - 1]! });
+    }
+  }
+  return { sha256: sha.digest('hex'), badSegments };
+}

@@ -1,0 +1,242 @@
+// Seeded fetches against the loopback GitHub server: the image is rebuilt byte for byte
+// from a local seed and ranged reads, fetching no more than the chunks the seed lacks;
+// a seed that changes during the fetch, an index that lies, and a fetch killed mid-way
+// still end with the store's bytes. Seeded: DELTA_FETCH_SEED replays a failure.
+import test from 'ava';
+import fc from 'fast-check';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GearChunker } from '../tasks/store/delta/gear-chunker.ts';
+import { DEFAULT_CHUNKING } from '../tasks/store/delta/chunk-index.ts';
+import { getImage } from '../tasks/store/get-image.ts';
+import { chunkIndexOfBytes, rangedRequests, releaseWithIndex, tempDir } from './support/delta-release.ts';
+import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
+import { neverAborted } from './support/signals.ts';
+
+const seed = Number(process.env.DELTA_FETCH_SEED ?? Date.now() % 2 ** 31);
+const runs = Number(process.env.DELTA_FETCH_RUNS ?? 12);
+
+/** Bytes of `after`'s chunks (distinct) that `before` does not have: what a seeded fetch must fetch at most. */
+function missingChunkBytes(before: Uint8Array, after: Uint8Array): number {
+  const keys = (bytes: Uint8Array): Map<string, number> => {
+    const chunker = new GearChunker(DEFAULT_CHUNKING);
+    const found = new Map<string, number>();
+    const each = (_offset: number, length: number, high: number, low: number) => found.set(`${high}:${low}:${length}`, length);
+    chunker.push(bytes, each);
+    chunker.end(each);
+    return found;
+  };
+  const old = keys(before);
+  let missing = 0;
+  for (const [key, length] of keys(after)) if (!old.has(key)) missing += length;
+  return missing;
+}
+
+type Edit = { kind: 'insert' | 'delete' | 'overwrite'; at: number; size: number };
+
+function applyEdits(bytes: Buffer, edits: readonly Edit[], random: () => number): Buffer {
+  let out = bytes;
+  for (const edit of edits) {
+    const at = Math.floor(edit.at * out.length);
+    const fresh = seededBytes(edit.size, random);
+    if (edit.kind === 'insert') out = Buffer.concat([out.subarray(0, at), fresh, out.subarray(at)]);
+    else if (edit.kind === 'delete') out = Buffer.concat([out.subarray(0, at), out.subarray(Math.min(out.length, at + edit.size))]);
+    else out = Buffer.concat([out.subarray(0, at), fresh.subarray(0, out.length - at), out.subarray(Math.min(out.length, at + edit.size))]);
+  }
+  return out;
+}
+
+test('a seeded fetch rebuilds the new file byte for byte and fetches no more than the chunks the seed lacks', async (t) => {
+  t.log(`seed ${seed} (replay: DELTA_FETCH_SEED=${seed}), ${runs} runs`);
+  const dir = await tempDir(t);
+  const edits = fc.array(
+    fc.record({
+      kind: fc.constantFrom<Edit['kind']>('insert', 'delete', 'overwrite'),
+      at: fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }),
+      size: fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 40_000 })),
+    }),
+    { minLength: 0, maxLength: 8 },
+  );
+  let round = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 400_000 }), edits, fc.integer(), async (size, list, salt) => {
+      round++;
+      // Every byte follows from the generated values, so the printed seed replays a failure exactly.
+      const random = seededRandom(salt);
+      const before = seededBytes(size, random);
+      const after = applyEdits(before, list, random);
+      if (after.length === 0) return true;
+      const release = await releaseWithIndex(t, dir, after, { partSize: 96 * 1024 });
+      try {
+        const seedPath = join(dir, `seed-${round}`);
+        await writeFile(seedPath, before);
+        const path = join(dir, `got-${round}.qcow2`);
+        const got = await getImage(release.store, 'img', { path, overwrite: false, signal: neverAborted(), seeds: [{ path: seedPath, role: 'old' }] });
+        if (!(await readFile(path)).equals(after)) throw new Error('the fetched file differs from the image');
+        const bound = missingChunkBytes(before, after);
+        const reused = got.transfer.reused.reduce((sum, seed) => sum + seed.bytes, 0);
+        if (reused > 0 && got.transfer.fetched > bound) throw new Error(`fetched ${got.transfer.fetched} bytes; the seed lacks chunks of ${bound} bytes`);
+        if (got.transfer.fetched + reused !== after.length) throw new Error(`${got.transfer.fetched} fetched + ${reused} reused is not ${after.length}`);
+        return true;
+      } finally {
+        await release.server.close();
+      }
+    }),
+    { seed, numRuns: runs },
+  );
+  t.pass();
+});
+
+test('a seed that changes while the fetch copies from it still gives the image', async (t) => {
+  const dir = await tempDir(t);
+  const before = randomBytes(600_000);
+  const after = Buffer.concat([before.subarray(0, 300_000), randomBytes(5000), before.subarray(300_000)]);
+  const release = await releaseWithIndex(t, dir, after);
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, before);
+  const path = join(dir, 'img.qcow2');
+  let scrambled = false;
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+    // The scan's last progress report: the seed is rewritten after it was read, before it is copied from.
+    onProgress: (done, total) => {
+      if (!scrambled && done === total && total === before.length) {
+        scrambled = true;
+        const bytes = Buffer.from(before);
+        for (let at = 0; at < bytes.length; at += 50_000) bytes.fill(0x5a, at, at + 3000);
+        writeFileSync(seedPath, bytes);
+      }
+    },
+  });
+  t.true(scrambled, 'the seed was changed during the fetch');
+  t.deepEqual(await readFile(path), after);
+  t.regex(logs.join('\n'), /changed in a seed while it was read; fetched instead/);
+  t.true(got.transfer.reused.length > 0, 'what still matched was copied');
+});
+
+test("an index whose hashes are not the image's still gives the store's bytes", async (t) => {
+  const dir = await tempDir(t);
+  const image = randomBytes(500_000);
+  const other = randomBytes(500_000);
+  // An index of other bytes that claims the image's size and SHA-256, and a seed holding those other bytes.
+  const { createHash } = await import('node:crypto');
+  const sha256 = createHash('sha256').update(image).digest('hex');
+  const release = await releaseWithIndex(t, dir, image, { index: await chunkIndexOfBytes(other, sha256) });
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, other);
+  const path = join(dir, 'img.qcow2');
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+  });
+  t.deepEqual(await readFile(path), image);
+  t.regex(logs.join('\n'), /hashes to [0-9a-f]{64}, not [0-9a-f]{64}; downloading it whole/);
+  t.deepEqual(got.transfer.reused, []);
+  t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
+});
+
+test('with no seed holding any of it, the image downloads whole with no ranged reads', async (t) => {
+  const dir = await tempDir(t);
+  const image = randomBytes(300_000);
+  const release = await releaseWithIndex(t, dir, image);
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, randomBytes(200_000));
+  const path = join(dir, 'img.qcow2');
+  const got = await getImage(release.store, 'img', { path, overwrite: false, signal: neverAborted(), seeds: [{ path: seedPath, role: 'old' }] });
+  t.deepEqual(await readFile(path), image);
+  t.is(got.transfer.fetched, image.length);
+  t.is(rangedRequests(release.server), 0);
+});
+
+test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what landed, and leaves no debris', async (t) => {
+  const dir = await tempDir(t);
+  const before = randomBytes(1_500_000);
+  // Changes spread over the file: many ranges to fetch, some done before the kill.
+  const pieces: Buffer[] = [];
+  const changed: Array<{ start: number; end: number }> = [];
+  for (let at = 0, offset = 0; at < before.length; at += 100_000) {
+    const kept = before.subarray(at, at + 90_000);
+    changed.push({ start: offset + kept.length, end: offset + kept.length + 12_000 });
+    pieces.push(kept, randomBytes(12_000));
+    offset += kept.length + 12_000;
+  }
+  const after = Buffer.concat(pieces);
+  const release = await releaseWithIndex(t, dir, after, { partSize: 512 * 1024 });
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, before);
+
+  // What the same fetch moves when nothing has landed yet: the resumed run must move less.
+  const fresh = await getImage(release.store, 'img', {
+    path: join(dir, 'fresh', 'img.qcow2'),
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+  });
+  await rm(join(dir, 'fresh'), { recursive: true });
+  const freshRanged = rangedRequests(release.server);
+
+  // The child's first ranged reads trickle (so the state is saved while they land, at most once a
+  // second); every later one is held until the kill, so the child cannot finish whatever the machine's load.
+  const passed = 6;
+  t.true(freshRanged > passed, `the fetch takes ${freshRanged} ranged reads, more than the ${passed} let through`);
+  let ranged = 0;
+  const held: Array<() => void> = [];
+  release.server.hook = ({ seq, path }) => {
+    if (!path.includes('/storage/') || release.server.requests[seq]?.range === undefined) return 'handle';
+    if (++ranged <= passed) return 'handle';
+    return new Promise((resolve) => held.push(() => resolve('drop')));
+  };
+  for (let index = 0; index < passed; index++) release.server.arm({ kind: 'slow', path: '/storage/', delayMs: 100, chunkBytes: 1024 });
+  const path = join(dir, 'img.qcow2');
+  const child = spawn(
+    process.execPath,
+    ['--import=tsx', join(import.meta.dirname, 'support', 'delta-fetch-child.ts'), JSON.stringify({ env: release.env, path, seed: seedPath })],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const statePath = join(dir, '.img.qcow2.partial.delta.json');
+  const deadline = Date.now() + 60_000;
+  // Killed once the saved state holds some fetched bytes (a changed region is in place).
+  for (;;) {
+    if (Date.now() > deadline) throw new Error(`no fetched range was saved within 60 s; child output:\n${output}`);
+    const state = await readFile(statePath, 'utf8')
+      .then((text) => JSON.parse(text) as { done: Array<{ start: number; end: number }> })
+      .catch(() => undefined);
+    const landed = (state?.done ?? []).some((range) => changed.some((region) => range.start < region.end && region.start < range.end));
+    if (landed) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.false(output.includes('done'), 'the child was killed before it finished');
+  release.server.hook = undefined;
+  for (const letGo of held) letGo();
+
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+  });
+  t.deepEqual(await readFile(path), after);
+  t.regex(logs.join('\n'), /resuming a seeded fetch, \d+ of \d+ bytes already in place/);
+  t.true(got.transfer.fetched < fresh.transfer.fetched, `the resumed run fetched ${got.transfer.fetched} bytes, a fresh one ${fresh.transfer.fetched}`);
+  t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
+});
