@@ -12,12 +12,6 @@ interface PackageJson {
 }
 const REPOSITORY = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as PackageJson).repository.url.replace(/^git\+/, '').replace(/\.git$/, '');
 
-/**
- * Pages the README links that other issues are writing (security: the hostile-store
- * issue). Remove each from here when it lands.
- */
-const PAGES_WRITTEN_ELSEWHERE = new Set(['docs/security.md']);
-
 const markdownFiles = [
   ...['README.md', 'CONTRIBUTING.md', 'CHANGELOG.md', 'BENCHMARKS.md', 'RELIABILITY.md'],
   ...readdirSync(join(REPO, 'docs'), { recursive: true, encoding: 'utf8' })
@@ -65,7 +59,6 @@ for (const file of markdownFiles) {
         path = file_ === '' ? file : relative(REPO, join(REPO, dirname(file), file_));
         anchor = fragment;
       }
-      if (PAGES_WRITTEN_ELSEWHERE.has(path)) continue;
       t.true(existsSync(join(REPO, path)), `${file} links ${target}: ${path} does not exist`);
       if (anchor && path.endsWith('.md') && existsSync(join(REPO, path))) {
         t.true(anchors(readFileSync(join(REPO, path), 'utf8')).has(anchor), `${file} links ${target}: ${path} has no heading #${anchor}`);
