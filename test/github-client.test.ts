@@ -142,7 +142,15 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
       .assets('latest')
       .map((asset) => asset.name)
       .sort(),
-    ['debian-12.qcow2.json', 'debian-12.qcow2.partaa', 'debian-12.qcow2.partab', 'debian-12.qcow2.partac', 'debian-12.qcow2.sha256', 'images.json'],
+    [
+      'debian-12.qcow2.chunks',
+      'debian-12.qcow2.json',
+      'debian-12.qcow2.partaa',
+      'debian-12.qcow2.partab',
+      'debian-12.qcow2.partac',
+      'debian-12.qcow2.sha256',
+      'images.json',
+    ],
   );
   const total = progress.at(-1)![1]!;
   t.true(total > 5000);

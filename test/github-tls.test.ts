@@ -11,7 +11,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { GitHubServer } from './support/github-server.ts';
-import { makeImageProject } from './support/image-project.ts';
+import { makeImageProject, randomQcow2 } from './support/image-project.ts';
 import { startTlsProxy } from './support/tls-proxy.ts';
 
 test('images download over TLS: parts in parallel, a reset resumed, the bytes verified and whole', async (t) => {
@@ -21,9 +21,10 @@ test('images download over TLS: parts in parallel, a reset resumed, the bytes ve
   t.teardown(() => proxy.close());
   const project = await makeImageProject(t);
 
-  // 12 MiB in three parts: many write buffers a part, so the sockets pause and resume often.
-  const bytes = randomBytes(12 * 1024 * 1024);
-  const partBytes = bytes.length / 3;
+  // About 12 MiB in three parts: many write buffers a part, so the sockets pause and resume
+  // often. A real qcow2, since images download installs only self-contained ones.
+  const bytes = randomQcow2(project.path('source/debian-12.qcow2'), 12 * 1024 * 1024);
+  const partBytes = Math.ceil(bytes.length / 3);
   server.createRelease('latest');
   for (const [index, suffix] of ['aa', 'ab', 'ac'].entries()) {
     await server.putAsset('latest', `debian-12.qcow2.part${suffix}`, bytes.subarray(index * partBytes, (index + 1) * partBytes));
@@ -72,7 +73,7 @@ test('a TLS body reaches a sink that holds every chunk for a while: every byte, 
   // In a child, which trusts the test's certificate. The sink reads each chunk only when
   // its hold ends, as the download file does when it waits for a write.
   const script = `
-    import { createHash } from 'node:crypto';
+    import { createHash, randomBytes } from 'node:crypto';
     import { httpGet } from ${JSON.stringify(fileURLToPath(new URL('../tasks/store/http/http-get.ts', import.meta.url)))};
     const hash = createHash('sha256');
     const result = await httpGet({

@@ -3,6 +3,8 @@
 // "cloud images" with a SHA512SUMS, reached through file: URLs.
 import type { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cp, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -71,6 +73,19 @@ export default defineConfig({
 export function makeQcow2(path: string, size: string): void {
   execFileSync('mkdir', ['-p', join(path, '..')]);
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, size]);
+}
+
+/**
+ * A qcow2 image holding `dataBytes` of random data (incompressible, so its file is about that
+ * size): bytes a download must carry whole, in a file the self-contained check accepts.
+ */
+export function randomQcow2(path: string, dataBytes: number): Buffer {
+  execFileSync('mkdir', ['-p', join(path, '..')]);
+  const raw = `${path}.raw`;
+  writeFileSync(raw, randomBytes(dataBytes));
+  execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, path]);
+  rmSync(raw);
+  return readFileSync(path);
 }
 
 function writeSums(project: Project): void {
