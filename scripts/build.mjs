@@ -107,7 +107,8 @@ function dropEmptyChunks(dir) {
     if (!entry.isFile() || !entry.name.endsWith('.js')) continue;
     const text = readFileSync(path, 'utf8');
     let kept = text;
-    for (const name of empty) kept = kept.replace(new RegExp(`^import "(?:\\./|\\.\\./)+chunks/${name.replace(/[.]/g, '\\.')}";\\n`, 'gm'), '');
+    // From an entry the import is "../chunks/NAME"; from another chunk, "./NAME".
+    for (const name of empty) kept = kept.replace(new RegExp(`^import "(?:\\./|\\.\\./)+(?:chunks/)?${name.replace(/[.]/g, '\\.')}";\\n`, 'gm'), '');
     if (kept !== text) writeFileSync(path, kept);
   }
   for (const name of empty) rmSync(join(chunks, name));
