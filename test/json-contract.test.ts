@@ -4,7 +4,8 @@
 // rejects what the contract forbids, so passing it means something.
 import test from 'ava';
 import { FAILURE_KINDS } from '../src/failure.ts';
-import { errorOutput, FORMAT_VERSION, releaseCheckOutput } from '../src/report/contract.ts';
+import { errorOutput, FORMAT_VERSION } from '../src/report/contract.ts';
+import { releaseCheckOutput } from '../tasks/release-output.ts';
 import { makeProject, type CliResult } from './support/engine-project.ts';
 import { outputSchema, validateOutput } from './support/output-schema.ts';
 import { makeImageProject } from './support/image-project.ts';
