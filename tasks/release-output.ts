@@ -1,6 +1,6 @@
-// What `release check --json` prints: its answer in the engine's versioned envelope
-// (`commandOutput`), its shape one variant of schema/pipeline-output.v1.schema.json
-// (change both together).
+// What `release check | note | remove | retag --json` print: each answer in the engine's
+// versioned envelope (`commandOutput`), its shape one variant of
+// schema/pipeline-output.v1.schema.json (change both together).
 import { commandOutput, type CommandOutput } from '../src/index.ts';
 import type { NoteResult } from './release-note.ts';
 
@@ -43,4 +43,44 @@ export type ReleaseCheckOutput = CommandOutput<
 export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[], decision: string, note?: NoteResult): ReleaseCheckOutput {
   const stale = images.filter((image) => image.status === 'stale').map((image) => image.name);
   return commandOutput('release-check', stale.length === 0, { tag, stale, images, decision, ...(note ? { note } : {}) });
+}
+
+export type ReleaseNoteOutput = CommandOutput<'release-note', { readonly tag: string } & NoteResult>;
+
+/** `release note <version> --json`: the line the versioned release's description has (or would have). */
+export function releaseNoteOutput(tag: string, note: NoteResult): ReleaseNoteOutput {
+  return commandOutput('release-note', true, { tag, ...note });
+}
+
+export interface ReleaseRemoved {
+  readonly tag: string;
+  readonly dryRun: boolean;
+  /** What was (or would be) deleted, by the store's names. */
+  readonly deleted: readonly string[];
+  /** Requested names the store does not hold (empty with --all). */
+  readonly notOnRelease: readonly string[];
+  /** Images whose entry in the store's index was (or would be) dropped. */
+  readonly manifestUpdated: readonly string[];
+}
+
+export type ReleaseRemoveOutput = CommandOutput<'release-remove', ReleaseRemoved>;
+
+export function releaseRemoveOutput(removed: ReleaseRemoved): ReleaseRemoveOutput {
+  return commandOutput('release-remove', true, removed);
+}
+
+export interface ReleaseRetagged {
+  /** The tag that was (or would be) moved. */
+  readonly tag: string;
+  /** The versioned release it points at. */
+  readonly version: string;
+  /** What the tag points at now (or would): a commit, a manifest digest. */
+  readonly sha: string;
+  readonly dryRun: boolean;
+}
+
+export type ReleaseRetagOutput = CommandOutput<'release-retag', ReleaseRetagged>;
+
+export function releaseRetagOutput(retagged: ReleaseRetagged): ReleaseRetagOutput {
+  return commandOutput('release-retag', true, retagged);
 }

@@ -4,7 +4,7 @@
 // Written against the image store interface.
 import { exitCodeOf, Failure, formatOutput, isCancellation, isFailure, type Command, type CommandIO } from '../src/index.ts';
 import { type NoteResult, writeNote } from './release-note.ts';
-import { releaseCheckOutput, type ReleaseImageVerdict } from './release-output.ts';
+import { releaseCheckOutput, releaseNoteOutput, releaseRemoveOutput, releaseRetagOutput, type ReleaseImageVerdict } from './release-output.ts';
 import { signerSuffix, withSigner } from './provenance/stored-signer.ts';
 import { loadTrust } from './provenance/trust.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
@@ -163,7 +163,7 @@ async function note(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   const store = await openStore(catalog, tag, deps, io);
   if (!store.descriptions) throw new Failure('usage', noDescriptions('release note', store.location));
   const result = await writeNote(store.descriptions, version, tag, { dryRun: isDryRun(args), signal: io.signal });
-  if (io.json) io.out(JSON.stringify({ tag, ...result }));
+  if (io.json) io.out(formatOutput(releaseNoteOutput(tag, result)));
   else io.out(describeNote(result));
   return 0;
 }
@@ -180,7 +180,11 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
   const names = all ? [...new Set([...catalog.names, ...(await store.list(io.signal)).images.map((image) => image.name)])].sort() : requested;
   const result = await store.remove(names, { dryRun, signal: io.signal });
   if (io.json) {
-    io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }));
+    io.out(
+      formatOutput(
+        releaseRemoveOutput({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }),
+      ),
+    );
     return 0;
   }
   for (const note of result.notes ?? []) io.err(`pipeline: ${note}`);
@@ -200,7 +204,7 @@ async function retag(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   if (!store.retag) throw new Failure('usage', `${store.location} has no tag to move`);
   const dryRun = isDryRun(args);
   const result = await store.retag(version, { dryRun, signal: io.signal });
-  if (io.json) io.out(JSON.stringify({ tag, version, sha: result.commit, dryRun }));
+  if (io.json) io.out(formatOutput(releaseRetagOutput({ tag, version, sha: result.commit, dryRun })));
   else io.out(dryRun ? result.said.planned : result.said.done);
   return 0;
 }
