@@ -18,16 +18,8 @@ export { fsyncPath, siblingTempPath, writeFileAtomic } from './atomic.ts';
 // Strict config checks with zod for task kinds' own config shapes: schemas are made from
 // the caller's `z`, so this index never loads zod.
 export { checkConfigShape, configSchemas, type Holds, type SameShape } from './config-validate.ts';
-// The JSON contract, for commands that print their own result under --json.
-export {
-  errorOutput,
-  formatOutput,
-  releaseCheckOutput,
-  FORMAT_VERSION,
-  type ReleaseCheckOutput,
-  type ReleaseImageSigner,
-  type ReleaseImageVerdict,
-} from './report/contract.ts';
+// The JSON contract's envelope, for a config's commands that print their own result under --json.
+export { commandOutput, errorOutput, formatOutput, FORMAT_VERSION, type CommandOutput, type Envelope } from './report/contract.ts';
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
 // programs, the stat cache, a task context for work done outside a run, and the report's
 // wording.

@@ -1,8 +1,9 @@
 // `pipeline images list | download`: the consumer side of the image store.
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { type Command, type CommandIO, Failure, formatBytes, isCancellation, toFailure } from '../src/index.ts';
+import { type Command, type CommandIO, Failure, formatBytes, formatOutput, isCancellation, toFailure } from '../src/index.ts';
 import { assertSelfContainedImage } from './image-check.ts';
+import { type DownloadedImageJson, type ImagesElsewhere, imagesDownloadOutput, imagesListOutput } from './images-output.ts';
 import { provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
@@ -24,16 +25,7 @@ async function list(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
   const elsewhere = listing.images.length ? undefined : await whereImagesAre(catalog, store, tag, io.signal);
   if (io.json) {
-    const images = listing.images.map((image) => ({
-      name: image.name,
-      size: image.size,
-      pieces: image.pieces,
-      multipart: image.pieces > 1,
-      state: image.state,
-      ...(image.detail ? { detail: image.detail } : {}),
-      ...(image.record ? { sha256: image.record.sha256, parts: image.record.parts } : {}),
-    }));
-    io.out(JSON.stringify({ tag, images, ...(elsewhere ? { imagesAt: { tag: elsewhere.tag, from: elsewhere.from } } : {}) }));
+    io.out(formatOutput(imagesListOutput(tag, listing.images, elsewhere)));
     return 0;
   }
   if (!listing.images.length) io.out(holdsNoImages(store.location, elsewhere, 'list'));
@@ -94,7 +86,7 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
 
   // Other images may share chunks with each one (a common base): those being fetched and those this project builds.
   const storeNames = [...new Set([...names, ...catalog.names])];
-  const results: Array<Record<string, unknown>> = [];
+  const results: DownloadedImageJson[] = [];
   let failed = 0;
   let cancelled = false;
   const notStarted: string[] = [];
@@ -126,21 +118,13 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
       });
       await gate.keepBeside(name, result.path);
-      const entry: Record<string, unknown> = {
-        name,
-        path: result.path,
-        size: result.size,
-        sha256: result.sha256,
-        status: result.alreadyPresent ? 'present' : 'downloaded',
-        fetched: result.transfer.fetched,
-        reused: result.transfer.reused.map((seed) => ({ path: seed.path, bytes: seed.bytes })),
-      };
       if (!io.json) {
         io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
         if (!result.alreadyPresent) io.out(describeTransfer(name, result.size, result.transfer));
       }
+      let published: string | undefined;
       if (publish) {
-        entry.published = await publishDownloaded({
+        published = await publishDownloaded({
           source: result.path,
           sourceSha256: result.sha256,
           publishDir,
@@ -151,7 +135,16 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
         });
         if (!io.json) io.out(`${name}: published ${join(publishDir, `${name}.img`)}`);
       }
-      results.push(entry);
+      results.push({
+        name,
+        path: result.path,
+        size: result.size,
+        sha256: result.sha256,
+        status: result.alreadyPresent ? 'present' : 'downloaded',
+        fetched: result.transfer.fetched,
+        reused: result.transfer.reused.map((seed) => ({ path: seed.path, bytes: seed.bytes })),
+        ...(published !== undefined ? { published } : {}),
+      });
     } catch (error) {
       if (isCancellation(error, io.signal)) {
         cancelled = true;
@@ -166,7 +159,7 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
     }
   }
   if (notStarted.length && !io.json) io.err(`cancelled: ${notStarted.join(', ')} not downloaded`);
-  if (io.json) io.out(JSON.stringify({ tag, dir, images: results }));
+  if (io.json) io.out(formatOutput(imagesDownloadOutput(tag, dir, results)));
   if (cancelled) throw new Failure('cancelled', 'images download cancelled');
   return failed ? 1 : 0;
 }
@@ -186,24 +179,14 @@ function imagesMeantByAll(catalog: ImageCatalog, stored: readonly StoredImage[],
 }
 
 /** Where the images of a location that holds none are: what its description notes, else the config's own location. */
-async function whereImagesAre(
-  catalog: ImageCatalog,
-  store: ImageStore,
-  tag: string,
-  signal: AbortSignal,
-): Promise<{ readonly tag: string; readonly from: 'description' | 'config' } | undefined> {
+async function whereImagesAre(catalog: ImageCatalog, store: ImageStore, tag: string, signal: AbortSignal): Promise<ImagesElsewhere | undefined> {
   const noted = store.descriptions ? notedTag((await store.descriptions.read(tag, signal))?.text ?? '') : undefined;
   if (noted !== undefined && noted !== tag) return { tag: noted, from: 'description' };
   return catalog.release.tag !== tag ? { tag: catalog.release.tag, from: 'config' } : undefined;
 }
 
 /** One line: the location holds no images, where they are instead, and the command that gets them there (never run for the user). */
-function holdsNoImages(
-  location: string,
-  elsewhere: { readonly tag: string; readonly from: 'description' | 'config' } | undefined,
-  sub: 'list' | 'download',
-  names: readonly string[] = [],
-): string {
+function holdsNoImages(location: string, elsewhere: ImagesElsewhere | undefined, sub: 'list' | 'download', names: readonly string[] = []): string {
   if (!elsewhere) return `${location} holds no images`;
   const command = `pipeline images ${sub}${names.length ? ` ${names.join(' ')}` : ''} --version ${elsewhere.tag}`;
   const where = elsewhere.from === 'description' ? `its description says they are on release ${elsewhere.tag}` : `this config keeps them on ${elsewhere.tag}`;

@@ -2,18 +2,9 @@
 // why, ending with the decision the release issue records; the note a tag-only versioned
 // release gets (the seed's option A); and the destructive operations, each with --dry-run.
 // Written against the image store interface.
-import {
-  exitCodeOf,
-  Failure,
-  formatOutput,
-  isCancellation,
-  isFailure,
-  type ReleaseImageSigner,
-  releaseCheckOutput,
-  type Command,
-  type CommandIO,
-} from '../src/index.ts';
+import { exitCodeOf, Failure, formatOutput, isCancellation, isFailure, type Command, type CommandIO } from '../src/index.ts';
 import { type NoteResult, writeNote } from './release-note.ts';
+import { releaseCheckOutput, releaseNoteOutput, releaseRemoveOutput, releaseRetagOutput, type ReleaseImageVerdict } from './release-output.ts';
 import { signerSuffix, withSigner } from './provenance/stored-signer.ts';
 import { loadTrust } from './provenance/trust.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
@@ -22,17 +13,6 @@ import { checkTag, isValidImageName } from './store/names.ts';
 import { INDEX_NAME } from './store/record.ts';
 import { staleReasons } from './store/stale.ts';
 import type { StoredImage, StoreListing } from './store/store.ts';
-
-export interface ImageVerdict {
-  readonly name: string;
-  readonly status: 'current' | 'stale';
-  readonly reasons: readonly string[];
-  /** Stale because its record in the store is damaged: the reason says how. */
-  readonly damaged?: true;
-  /** The base it would be built from, when known (a CI job keys its base-image cache by it). */
-  readonly base?: { readonly path: string; readonly sha512?: string };
-  readonly signer?: ReleaseImageSigner | null;
-}
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -76,7 +56,7 @@ async function checkImages(catalog: ImageCatalog, deps: CommandDeps, args: Comma
   const listing = await store.list(io.signal);
   for (const note of listing.notes) io.err(`pipeline: ${note}`);
   const trust = catalog.release.trust ? await loadTrust(catalog.release.trust, { root: catalog.root, env: deps.store?.env ?? process.env }) : undefined;
-  const verdicts: ImageVerdict[] = [];
+  const verdicts: ReleaseImageVerdict[] = [];
   for (const name of names) {
     const verdict = await verdictFor(catalog, name, store.location, listing, maxAgeDays, io.signal);
     const record = listing.images.find((image) => image.name === name && image.state !== 'incomplete')?.record;
@@ -107,7 +87,7 @@ async function checkImages(catalog: ImageCatalog, deps: CommandDeps, args: Comma
 }
 
 /** The line the release issue records: nothing to rebuild, or what to rebuild and why. */
-export function decisionLine(tag: string, verdicts: readonly ImageVerdict[], some = false): string {
+export function decisionLine(tag: string, verdicts: readonly ReleaseImageVerdict[], some = false): string {
   const stale = verdicts.filter((verdict) => verdict.status === 'stale');
   if (stale.length) return `Rebuild needed: ${stale.map((verdict) => `${verdict.name} (${verdict.reasons.join('; ')})`).join(', ')}`;
   const subject = some
@@ -132,7 +112,7 @@ async function verdictFor(
   listing: StoreListing,
   maxAgeDays: number | undefined,
   signal: AbortSignal,
-): Promise<ImageVerdict> {
+): Promise<ReleaseImageVerdict> {
   let current: CurrentImageKey | undefined;
   let keyError: unknown;
   try {
@@ -141,7 +121,7 @@ async function verdictFor(
     keyError = error;
   }
   const base = current ? { path: current.sources.base.path, ...(current.sources.base.sha512 ? { sha512: current.sources.base.sha512 } : {}) } : undefined;
-  const stale = (...reasons: string[]): ImageVerdict => ({ name, status: 'stale', reasons, ...(base ? { base } : {}) });
+  const stale = (...reasons: string[]): ReleaseImageVerdict => ({ name, status: 'stale', reasons, ...(base ? { base } : {}) });
   if (!listing.exists) return stale(`not on the release (${location} does not exist)`);
   const stored: StoredImage | undefined = listing.images.find((image) => image.name === name);
   if (!stored) return stale(`not on the release`);
@@ -183,7 +163,7 @@ async function note(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs,
   const store = await openStore(catalog, tag, deps, io);
   if (!store.descriptions) throw new Failure('usage', noDescriptions('release note', store.location));
   const result = await writeNote(store.descriptions, version, tag, { dryRun: isDryRun(args), signal: io.signal });
-  if (io.json) io.out(JSON.stringify({ tag, ...result }));
+  if (io.json) io.out(formatOutput(releaseNoteOutput(tag, result)));
   else io.out(describeNote(result));
   return 0;
 }
@@ -200,7 +180,11 @@ async function remove(catalog: ImageCatalog, deps: CommandDeps, args: CommandArg
   const names = all ? [...new Set([...catalog.names, ...(await store.list(io.signal)).images.map((image) => image.name)])].sort() : requested;
   const result = await store.remove(names, { dryRun, signal: io.signal });
   if (io.json) {
-    io.out(JSON.stringify({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }));
+    io.out(
+      formatOutput(
+        releaseRemoveOutput({ tag, dryRun, deleted: result.deleted, notOnRelease: all ? [] : result.notInStore, manifestUpdated: result.unindexed }),
+      ),
+    );
     return 0;
   }
   for (const note of result.notes ?? []) io.err(`pipeline: ${note}`);
@@ -220,7 +204,7 @@ async function retag(catalog: ImageCatalog, deps: CommandDeps, args: CommandArgs
   if (!store.retag) throw new Failure('usage', `${store.location} has no tag to move`);
   const dryRun = isDryRun(args);
   const result = await store.retag(version, { dryRun, signal: io.signal });
-  if (io.json) io.out(JSON.stringify({ tag, version, sha: result.commit, dryRun }));
+  if (io.json) io.out(formatOutput(releaseRetagOutput({ tag, version, sha: result.commit, dryRun })));
   else io.out(dryRun ? result.said.planned : result.said.done);
   return 0;
 }

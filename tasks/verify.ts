@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, relative } from 'node:path';
-import { type Command, type CommandIO, Failure, nearest } from '../src/index.ts';
+import { type Command, type CommandIO, type CommandOutput, commandOutput, Failure, formatOutput, nearest } from '../src/index.ts';
 import { parseSha256Line } from './checksum.ts';
 import { readInOrder } from './store/file-reads.ts';
 
@@ -28,6 +28,13 @@ export interface VerifyResult {
   readonly actual?: string;
 }
 
+/** `verify --json`: ok (exit 0) when every image matches its checksum (and, with release.trust, its provenance holds). */
+export type VerifyOutput = CommandOutput<'verify', { readonly results: readonly VerifyResult[] }>;
+
+function verifyOutput(ok: boolean, results: readonly VerifyResult[]): VerifyOutput {
+  return commandOutput('verify', ok, { results });
+}
+
 export interface VerifyOptions {
   /** With release.trust: why an image's provenance is not trusted (tasks/provenance/local-check.ts). */
   readonly provenance?: (name: string) => Promise<string | undefined>;
@@ -46,8 +53,9 @@ export function verifyCommand(catalog: VerifyCatalog, options: VerifyOptions = {
         results.push(result);
         if (!io.json) io.out(formatResult(result));
       }
-      if (io.json) io.out(JSON.stringify({ results }));
-      return results.every((result) => result.status === 'ok') ? 0 : 1;
+      const ok = results.every((result) => result.status === 'ok');
+      if (io.json) io.out(formatOutput(verifyOutput(ok, results)));
+      return ok ? 0 : 1;
     },
   };
 }

@@ -175,12 +175,15 @@ test('Ctrl-C during images download reports cancelled, not failed, and exits 130
     t.true(interrupted);
     t.is(result.code, 130, result.stderr);
     t.notRegex(result.stderr + result.stdout, /failed/);
-    if (json)
+    if (json) {
+      const output = JSON.parse(result.stdout) as { command: string; ok: boolean; images: Array<{ status: string }> };
+      t.true(validateOutput(output), schemaErrors(output));
+      t.like(output, { command: 'images-download', ok: false });
       t.deepEqual(
-        (JSON.parse(result.stdout) as { images: Array<{ status: string }> }).images.map((image) => image.status),
+        output.images.map((image) => image.status),
         ['cancelled'],
       );
-    else t.regex(result.stderr, /debian-12: cancelled/);
+    } else t.regex(result.stderr, /debian-12: cancelled/);
     t.false(existsSync(`${dir}/debian-12.qcow2`), 'nothing half-made is taken for the image');
   }
 });

@@ -150,6 +150,12 @@ test('release remove deletes one image (parts and checksum) and its manifest ent
     'would remove pve-9 from images.json',
   ]);
   t.is(server.events.length, mutations, 'dry run made no mutating request');
+  const dryJson = await run(release, ['remove', 'pve-9', 'gone'], { 'dry-run': true }, true);
+  const wouldRemove = JSON.parse(dryJson.out[0]!);
+  t.true(validateOutput(wouldRemove), schemaErrors(wouldRemove));
+  t.like(wouldRemove, { command: 'release-remove', ok: true, tag: 'latest', dryRun: true, notOnRelease: ['gone'], manifestUpdated: ['pve-9'] });
+  t.is(wouldRemove.deleted.length, 6);
+  t.is(server.events.length, mutations, 'nor did its --json');
 
   const real = await run(release, ['remove', 'pve-9']);
   t.is(real.code, 0);
@@ -215,8 +221,16 @@ test('release retag moves the tag to the version commit, notes it in the body an
   t.regex(dry.out[0]!, /^would point tag latest at v2025\.01/);
   t.is(server.tagCommit('latest'), oldCommit);
 
-  const result = await run(release, ['retag', 'v2025.01']);
+  const dryJson = JSON.parse((await run(release, ['retag', 'v2025.01'], { 'dry-run': true }, true)).out[0]!);
+  t.true(validateOutput(dryJson), schemaErrors(dryJson));
+  t.like(dryJson, { command: 'release-retag', ok: true, tag: 'latest', version: 'v2025.01', sha: commit, dryRun: true });
+  t.is(server.tagCommit('latest'), oldCommit);
+
+  const result = await run(release, ['retag', 'v2025.01'], {}, true);
   t.is(result.code, 0, result.err.join('\n'));
+  const retagged = JSON.parse(result.out[0]!);
+  t.true(validateOutput(retagged), schemaErrors(retagged));
+  t.like(retagged, { command: 'release-retag', ok: true, version: 'v2025.01', sha: commit, dryRun: false });
   t.is(server.tagCommit('latest'), commit);
   t.is(server.release('latest')!.body, 'Points to v2025.01');
   t.deepEqual(server.assets('latest'), before);
@@ -234,6 +248,9 @@ test('images list shows sizes and multipart images', async (t) => {
   t.regex(result.out[2]!, /^pve-9 .*\(multipart: 3 parts\)$/);
   t.notRegex(result.out[0]!, /multipart/);
   const json = JSON.parse((await run(images, ['list'], {}, true)).out[0]!);
+  t.true(validateOutput(json), schemaErrors(json));
+  t.like(json, { command: 'images-list', ok: true, tag: 'latest' });
+  t.like(json.images[2], { name: 'pve-9', pieces: 3, multipart: true, state: 'complete' });
   t.deepEqual(
     json.images.map((image: { name: string }) => image.name),
     ['debian-12', 'debian-13', 'pve-9'],
@@ -273,10 +290,26 @@ test('images download reassembles parts, verifies and publishes with qemu-img', 
   // Present and verified: nothing downloaded again; a different file needs --overwrite.
   const again = await run(images, ['download', 'pve-9'], { dir });
   t.regex(again.out[0]!, /already present/);
+  const againJson = JSON.parse((await run(images, ['download', 'pve-9'], { dir }, true)).out[0]!);
+  t.true(validateOutput(againJson), schemaErrors(againJson));
+  t.like(againJson, { command: 'images-download', ok: true, tag: 'latest', dir, images: [{ name: 'pve-9', status: 'present', fetched: 0 }] });
   await writeFile(join(dir, 'debian-12.qcow2'), 'local edit');
   const refused = await run(images, ['download', 'debian-12'], { dir });
   t.is(refused.code, 1);
   t.regex(refused.err[0]!, /--overwrite/);
+  const refusedJson = await run(images, ['download', 'debian-12', 'pve-9'], { dir }, true);
+  t.is(refusedJson.code, 1);
+  const partly = JSON.parse(refusedJson.out[0]!);
+  t.true(validateOutput(partly), schemaErrors(partly));
+  t.like(partly, {
+    command: 'images-download',
+    ok: false,
+    images: [
+      { name: 'debian-12', status: 'failed' },
+      { name: 'pve-9', status: 'present' },
+    ],
+  });
+  t.regex(partly.images[0].error, /--overwrite/);
   t.is((await run(images, ['download', 'debian-12'], { dir, overwrite: true })).code, 0);
 });
 

@@ -1,10 +1,17 @@
 // One JSON contract: every kind of `--json` output the CLI prints (a run, with failed,
-// skipped and fresh nodes; a dry run; plan; explain; release check; a command's error of
-// each kind) is validated against schema/pipeline-output.v1.schema.json, and the schema
-// rejects what the contract forbids, so passing it means something.
+// skipped and fresh nodes; a dry run; plan; explain; the image config's commands: release
+// check and remove, images list and download, verify; a command's error of each kind) is
+// validated against schema/pipeline-output.v1.schema.json, and the schema rejects what the
+// contract forbids, so passing it means something. `release note` and `release retag`
+// need a store with descriptions and tags: test/github-commands.test.ts and
+// test/release-phase.test.ts validate theirs against a loopback GitHub.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { FAILURE_KINDS } from '../src/failure.ts';
-import { errorOutput, FORMAT_VERSION, releaseCheckOutput } from '../src/report/contract.ts';
+import { errorOutput, FORMAT_VERSION } from '../src/report/contract.ts';
+import { releaseCheckOutput } from '../tasks/release-output.ts';
 import { makeProject, type CliResult } from './support/engine-project.ts';
 import { outputSchema, validateOutput } from './support/output-schema.ts';
 import { makeImageProject } from './support/image-project.ts';
@@ -130,6 +137,62 @@ test('plan --json of the image config carries its CI job matrix', async (t) => {
   );
 });
 
+test('the image commands on a shared directory: release check and remove, images list and download, verify; each fits the schema, ok or not', async (t) => {
+  const shared = await mkdtemp(join(tmpdir(), 'pipeline-shared-'));
+  t.teardown(() => rm(shared, { recursive: true, force: true }));
+  const project = await makeImageProject(t, `release: { dir: ${JSON.stringify(shared)}, tag: 'latest' },`);
+  const uploaded = await project.run(['debian-12:upload'], { timeoutMs: 300_000 });
+  t.is(uploaded.code, 0, uploaded.stderr);
+
+  const check = await project.run(['release', 'check', '--json']);
+  t.is(check.code, 1, check.stderr);
+  t.like(valid(t, check, 'release-check'), { ok: false, stale: ['debian-13', 'pve-9'] });
+
+  const list = await project.run(['images', 'list', '--json']);
+  t.is(list.code, 0, list.stderr);
+  const listed = valid(t, list, 'images-list') as { ok: boolean; images: Array<{ name: string; state: string; sha256?: string }> };
+  t.true(listed.ok);
+  t.deepEqual(
+    listed.images.map((image) => [image.name, image.state]),
+    [['debian-12', 'complete']],
+  );
+
+  const dir = project.path('fetched');
+  const download = await project.run(['images', 'download', 'debian-12', '--dir', dir, '--json']);
+  t.is(download.code, 0, download.stderr);
+  t.like(valid(t, download, 'images-download'), { ok: true, dir, images: [{ name: 'debian-12', status: 'downloaded', sha256: listed.images[0]!.sha256 }] });
+  const missing = await project.run(['images', 'download', 'debian-12', 'pve-9', '--dir', dir, '--json']);
+  t.is(missing.code, 1, missing.stderr);
+  t.like(valid(t, missing, 'images-download'), {
+    ok: false,
+    images: [
+      { name: 'debian-12', status: 'present' },
+      { name: 'pve-9', status: 'failed', kind: 'not-found' },
+    ],
+  });
+
+  const verified = await project.run(['verify', 'debian-12', '--json']);
+  t.is(verified.code, 0, verified.stderr);
+  t.like(valid(t, verified, 'verify'), { ok: true, results: [{ name: 'debian-12', status: 'ok' }] });
+  const unbuilt = await project.run(['verify', '--json']);
+  t.is(unbuilt.code, 1, unbuilt.stderr);
+  t.like(valid(t, unbuilt, 'verify'), {
+    ok: false,
+    results: [
+      { name: 'debian-12', status: 'ok' },
+      { name: 'debian-13', status: 'missing' },
+      { name: 'pve-9', status: 'missing' },
+    ],
+  });
+
+  const remove = await project.run(['release', 'remove', 'debian-12', 'pve-9', '--dry-run', '--json']);
+  t.is(remove.code, 0, remove.stderr);
+  t.like(valid(t, remove, 'release-remove'), { ok: true, dryRun: true, notOnRelease: ['pve-9'], manifestUpdated: ['debian-12'] });
+  const notes = await project.run(['release', 'note', 'v1', '--json']);
+  t.is(notes.code, 2);
+  t.like(valid(t, notes, 'release-note'), { ok: false, failureKind: 'usage' });
+});
+
 test('plan without --json prints the verdicts as --dry-run does, then the jobs, and changes nothing', async (t) => {
   const project = await makeImageProject(t);
   const [plan, dry] = [await project.run(['plan', 'publish']), await project.run(['publish', '--dry-run'])];
@@ -181,6 +244,7 @@ test('release check --json: the builder the command calls fits the schema, curre
   );
   const unauthorized = errorOutput('release-check', { kind: 'auth', message: 'GitHub rejected the token (401)', code: 401 });
   t.true(validateOutput(unauthorized), JSON.stringify(validateOutput.errors));
+  t.false(validateOutput({ ...current, command: 'images-list' }), 'each command has its own shape');
 });
 
 test('the schema rejects what the contract forbids, and its enums are the code’s', (t) => {

@@ -132,7 +132,9 @@ test('release note: a tag-only release gets the note once, after what is there, 
   t.is(body().split(line).length, 2, 'the line once');
   t.is(bodyUpdates(), 1, 'written once');
   const json = await run(release, ['note', 'v0.50'], {}, true);
-  t.deepEqual(JSON.parse(json.out[0]!), { tag: 'latest', version: 'v0.50', line, changed: false, dryRun: false });
+  const noted = JSON.parse(json.out[0]!);
+  t.true(validateOutput(noted), schemaErrors(noted));
+  t.deepEqual(noted, { formatVersion: 1, command: 'release-note', ok: true, tag: 'latest', version: 'v0.50', line, changed: false, dryRun: false });
 });
 
 test('release note --dry-run writes nothing; --tag points elsewhere; a missing version is one line, exit 2', async (t) => {
@@ -208,7 +210,9 @@ test('images list --version on a tag-only release says where the images are (exi
     'release v0.50 of acme/images holds no images; its description says they are on release stable: pipeline images list --version stable',
   ]);
   const json = await run(images, ['list'], { version: 'v0.50' }, true);
-  t.deepEqual(JSON.parse(json.out[0]!), { tag: 'v0.50', images: [], imagesAt: { tag: 'stable', from: 'description' } });
+  const listed = JSON.parse(json.out[0]!);
+  t.true(validateOutput(listed), schemaErrors(listed));
+  t.deepEqual(listed, { formatVersion: 1, command: 'images-list', ok: true, tag: 'v0.50', images: [], imagesAt: { tag: 'stable', from: 'description' } });
 
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-download-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));

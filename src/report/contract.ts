@@ -17,11 +17,27 @@ export const FORMAT_VERSION = 1;
 export type NodeStatusJson = 'ran' | 'fresh' | 'adopted' | 'stale' | 'pending' | 'failed' | 'skipped' | 'cancelled';
 export type PlanStatusJson = Extract<NodeStatusJson, 'fresh' | 'adopted' | 'stale' | 'pending'>;
 
-interface Envelope<Command extends string> {
+/** What every output starts with: the contract's version, the command, and whether it exits 0. */
+export interface Envelope<Command extends string> {
   readonly formatVersion: typeof FORMAT_VERSION;
   readonly command: Command;
   /** True exactly when the command exits 0. */
   readonly ok: boolean;
+}
+
+/**
+ * A config's command's result: the envelope around the fields the command defines, its
+ * `command` the command's name and subcommand as an error names it (`deploy-status`). The
+ * command declares its shape as a variant of the schema; the engine only vouches for the
+ * envelope.
+ */
+export type CommandOutput<Command extends string = string, Fields extends object = object> = Envelope<Command> & Fields;
+
+/** Fields a command may not set: the envelope's own. */
+interface NoEnvelopeFields {
+  readonly formatVersion?: never;
+  readonly command?: never;
+  readonly ok?: never;
 }
 
 interface NodeJsonBase {
@@ -92,47 +108,6 @@ export interface ExplainOutput extends Envelope<'explain'> {
   readonly nodes: readonly ExplainNodeJson[];
 }
 
-export interface ReleaseImageVerdict {
-  readonly name: string;
-  readonly status: 'current' | 'stale';
-  readonly reasons: readonly string[];
-  /** Present (true) when it is stale because its record in the store is damaged. */
-  readonly damaged?: true;
-  /** The base image it would be built from: its cached path, and upstream's SHA-512 when known. */
-  readonly base?: { readonly path: string; readonly sha512?: string };
-  /** Who signed the image's provenance (null: unsigned); absent for an image the store does not hold. */
-  readonly signer?: ReleaseImageSigner | null;
-}
-
-export interface ReleaseImageSigner {
-  /** `key`: a public key, by its id (SHA-256 of its DER SubjectPublicKeyInfo); `keyless`: a Sigstore certificate's identity. */
-  readonly kind: 'key' | 'keyless';
-  readonly id: string;
-  /** Verified against the config's release.trust (false when no trust is configured, or it failed). */
-  readonly verified: boolean;
-  /** Why it is not trusted, when a trust is configured and refuses it. */
-  readonly detail?: string;
-}
-
-/** A versioned release's description pointing at where its images are (`release check --note`). */
-export interface ReleaseNoteJson {
-  readonly version: string;
-  /** The line the description has (or would have, with --dry-run). */
-  readonly line: string;
-  /** True when the description was (or would be) changed; false when it had the line already. */
-  readonly changed: boolean;
-  readonly dryRun: boolean;
-}
-
-export interface ReleaseCheckOutput extends Envelope<'release-check'> {
-  readonly tag: string;
-  readonly stale: readonly string[];
-  readonly images: readonly ReleaseImageVerdict[];
-  /** The decision in words, as the last line of the plain output says it. */
-  readonly decision: string;
-  readonly note?: ReleaseNoteJson;
-}
-
 export interface ErrorOutput extends Envelope<string> {
   readonly ok: false;
   readonly error: string;
@@ -140,7 +115,7 @@ export interface ErrorOutput extends Envelope<string> {
   readonly code?: string | number;
 }
 
-export type Output = RunOutput | DryRunOutput | PlanOutput | ExplainOutput | ReleaseCheckOutput | ErrorOutput;
+export type Output = RunOutput | DryRunOutput | PlanOutput | ExplainOutput | ErrorOutput | CommandOutput;
 
 /** One output on stdout: the whole object, pretty-printed, nothing else. */
 export function formatOutput(output: Output): string {
@@ -256,10 +231,13 @@ export function explainOutput(target: string, targets: readonly NodeId[], entrie
   };
 }
 
-/** `release check --json`: ok (exit 0) when no image is stale. */
-export function releaseCheckOutput(tag: string, images: readonly ReleaseImageVerdict[], decision: string, note?: ReleaseNoteJson): ReleaseCheckOutput {
-  const stale = images.filter((image) => image.status === 'stale').map((image) => image.name);
-  return { formatVersion: FORMAT_VERSION, command: 'release-check', ok: stale.length === 0, tag, stale, images, decision, ...(note ? { note } : {}) };
+/** A config's command's result: `ok` is true exactly when the command will exit 0. */
+export function commandOutput<Command extends string, Fields extends object & NoEnvelopeFields>(
+  command: Command,
+  ok: boolean,
+  fields: Fields,
+): CommandOutput<Command, Fields> {
+  return { formatVersion: FORMAT_VERSION, command, ok, ...fields };
 }
 
 /** A command that failed as a whole, with the failure's kind (and code, when one classified it). */

@@ -1,7 +1,8 @@
 // `release check`: who signed each image on the store, and, with `release.trust`, whether
 // that holds. An image the trust refuses is stale (a host would not take it), so the
 // decision that follows rebuilds it.
-import { isFailure, type ReleaseImageSigner, toFailure } from '../../src/index.ts';
+import { isFailure, toFailure } from '../../src/index.ts';
+import type { ReleaseImageSigner } from '../release-output.ts';
 import type { ImageRecord } from '../store/record.ts';
 import type { ImageStore } from '../store/store.ts';
 import { parseBundle } from './bundle.ts';
