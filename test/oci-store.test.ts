@@ -409,7 +409,7 @@ test('a manifest whose record is not valid is a damaged image with a note: the r
     ],
   );
   t.is(listing.notes.length, 1);
-  t.regex(listing.notes[0]!, /pve-9.*carries no valid record.*pve-9 is damaged \(upload it again, or release remove pve-9\)/);
+  t.regex(listing.notes[0]!, /pve-9:latest's record is not valid JSON; pve-9 is damaged \(upload it again, or release remove pve-9\)/);
   const opened = await s.store().open('pve-9', quiet.signal);
   t.is(opened.status, 'missing');
   t.true((await download(t, s, 'debian-12')).equals(good));
