@@ -2,7 +2,8 @@
 // test/support/hostile-property.ts for what is planted and what each case must hold),
 // over every backend in STORE_BACKENDS. Seeded: the seed is printed, HOSTILE_SEED=N
 // replays it. HOSTILE_CASES sets the cases per backend: 1 in npm test, 25 in
-// npm run test:hostile-store.
+// npm run test:hostile-store. HOSTILE_BACKENDS=oci,github runs only those backends (each
+// keeps its seed offset, so a replay of one backend alone is the same run).
 import test from 'ava';
 import { rm } from 'node:fs/promises';
 import fc from 'fast-check';
@@ -13,8 +14,10 @@ import { seededRandom } from './support/seeded-random.ts';
 
 const CASES = Number(process.env.HOSTILE_CASES) || 1;
 const SEED = Number(process.env.HOSTILE_SEED) || Math.floor(Math.random() * 2 ** 31);
+const ONLY = process.env.HOSTILE_BACKENDS?.split(',').filter(Boolean);
 
 for (const [index, [backend, open]] of Object.entries(STORE_BACKENDS).entries()) {
+  if (ONLY && !ONLY.includes(backend)) continue;
   test(`${backend} store: any planted content (${CASES} generated case${CASES === 1 ? '' : 's'}) leaves the host untouched, its bytes in nothing written, and every command ending in one-line errors with its exit codes`, async (t) => {
     t.timeout(5 * 60_000 + CASES * 3 * 60_000);
     const seed = SEED + index;

@@ -409,12 +409,52 @@ test('a manifest whose record is not valid is a damaged image with a note: the r
     ],
   );
   t.is(listing.notes.length, 1);
-  t.regex(listing.notes[0]!, /pve-9.*carries no valid record.*pve-9 is damaged \(upload it again, or release remove pve-9\)/);
+  t.regex(listing.notes[0]!, /pve-9:latest's record is not valid JSON; pve-9 is damaged \(upload it again, or release remove pve-9\)/);
   const opened = await s.store().open('pve-9', quiet.signal);
   t.is(opened.status, 'missing');
   t.true((await download(t, s, 'debian-12')).equals(good));
   const removed = await s.store().remove(['pve-9'], { dryRun: false, signal: quiet.signal });
   t.deepEqual(removed.notInStore, []);
+  t.deepEqual(
+    (await s.store().list(quiet.signal)).images.map((image) => image.name),
+    ['debian-12'],
+  );
+});
+
+test('a manifest larger than any the tool writes (where a registry holds one) is a damaged image: the tag still lists, and remove takes it by the digest the registry names', async (t) => {
+  const s = await setup(t);
+  await s.store().put(await s.image('debian-12', randomBytes(20_000)), quiet);
+  await s.store().put(await s.image('pve-9', randomBytes(10_000)), quiet);
+  // Distribution refuses manifests past 4 MiB; a registry that takes one is the proxy answering for it.
+  const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+  const huge = JSON.stringify({ schemaVersion: 2, mediaType, annotations: { [RECORD_ANNOTATION]: ' '.repeat(5 * 1024 * 1024) } });
+  s.proxy.arm({
+    kind: 'status',
+    method: 'GET',
+    path: `/v2/${NAMESPACE}/pve-9/manifests/latest`,
+    status: 200,
+    headers: { 'content-type': mediaType },
+    body: huge,
+    times: 100,
+  });
+
+  const listing = await s.store().list(quiet.signal);
+  t.deepEqual(
+    listing.images.map((image) => [image.name, image.state]),
+    [
+      ['debian-12', 'complete'],
+      ['pve-9', 'damaged'],
+    ],
+  );
+  t.regex(listing.notes[0] ?? '', /pve-9:latest is larger than \d+ bytes; pve-9 is damaged/);
+  t.is((await s.store().open('pve-9', quiet.signal)).status, 'missing');
+  const removed = await s.store().remove(['pve-9'], { dryRun: false, signal: quiet.signal });
+  t.deepEqual(removed.notInStore, []);
+  const gone = await fetch(`${s.registry.url}/v2/${NAMESPACE}/pve-9/manifests/latest`, {
+    method: 'HEAD',
+    headers: { authorization: s.registry.basic(), accept: mediaType },
+  });
+  t.is(gone.status, 404, 'the registry no longer holds pve-9:latest');
   t.deepEqual(
     (await s.store().list(quiet.signal)).images.map((image) => image.name),
     ['debian-12'],

@@ -100,6 +100,7 @@ export function plantArb(store: Pick<StoreUnderTest, 'supports'>): fc.Arbitrary<
       name: fc.constantFrom('../debian-12.qcow2', '/etc/debian-12.qcow2', 'debian-12.qcow2.part..', '..', 'Debian-12.qcow2.json'),
       bytes: fc.constant(Buffer.from('odd\n')),
     }),
+    fc.record({ kind: fc.constantFrom('marker-only' as const, 'foreign-manifest' as const), name }),
   );
   return fc.oneof(
     { weight: 3, arbitrary: image },

@@ -1,7 +1,7 @@
 // A store someone else can write, for the hostile-store tests: each backend behind one
 // interface that a test plants content through, as a writer with no regard for the tool
 // would (bytes and records of its choosing, and whatever the backend lets it put where
-// the tool looks). Adding a backend (OCI) is one more entry in STORE_BACKENDS.
+// the tool looks). Adding a backend is one more entry in STORE_BACKENDS.
 //
 // "The host" is a directory outside every store and target directory: a secret file whose
 // marker must never appear in anything the tool writes, an old file a sweep must not
@@ -11,8 +11,23 @@ import { createHash } from 'node:crypto';
 import { cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import {
+  EMPTY_CONFIG,
+  EMPTY_CONFIG_BYTES,
+  IMAGE_ARTIFACT_TYPE,
+  IMAGE_LAYER_TYPE,
+  INDEX_ARTIFACT_TYPE,
+  MANIFEST_MEDIA_TYPE,
+  MARKER_ARTIFACT_TYPE,
+  NAME_ANNOTATION,
+  RECORD_ANNOTATION,
+  TAG_ANNOTATION,
+  TITLE,
+} from '../../tasks/store/oci/manifest.ts';
+import { INDEX_REPOSITORY } from '../../tasks/store/oci/reference.ts';
 import { GitHubServer, type ServerState } from './github-server.ts';
 import { makeHostFile } from './hostile-images.ts';
+import { startRegistry } from './registry.ts';
 
 export const TAG = 'latest';
 
@@ -71,7 +86,12 @@ export type OddEntry =
   | { readonly kind: 'blobs-link-out' | 'blobs-hold-dir' | 'index-fifo' | 'index-dir' | 'tag-link-out' }
   | { readonly kind: 'index-text'; readonly text: string }
   /** An asset or file under a name that is a path trick (`../x.qcow2`, an absolute path). */
-  | { readonly kind: 'odd-name'; readonly name: string; readonly bytes: Buffer };
+  | { readonly kind: 'odd-name'; readonly name: string; readonly bytes: Buffer }
+  /** A registry only: the marker of `name` with no manifest under the tag, or a manifest that is not this tool's (a container image). */
+  | { readonly kind: 'marker-only' | 'foreign-manifest'; readonly name: string };
+
+/** Entries only a registry holds. */
+const REGISTRY_ONLY: readonly OddEntry['kind'][] = ['marker-only', 'foreign-manifest'];
 
 export interface StoreUnderTest {
   readonly backend: string;
@@ -134,7 +154,7 @@ const directoryStore: StoreFactory = async (host) => {
     backend: 'directory',
     releaseConfig: `release: { dir: ${JSON.stringify(root)}, tag: '${TAG}' },`,
     env: {},
-    supports: () => true,
+    supports: (kind) => !REGISTRY_ONLY.includes(kind),
     async record(name) {
       return (await readRecord(name))?.image as Record<string, unknown> | undefined;
     },
@@ -296,8 +316,236 @@ const githubStore: StoreFactory = async () => {
   };
 };
 
-/** Every store backend the hostile-store tests run against. OCI: one more entry. */
+/**
+ * An OCI registry (Debian's docker-registry) written over plain HTTP as a writer with push
+ * rights would: each image's manifest under the tag (its record, name and tag annotations,
+ * its layers' titles), the index's images.json blob, marker tags in the index repository.
+ * Blobs go up with their true digests (the registry checks them); what the registry itself
+ * refuses (a manifest it cannot parse) no writer can plant, and the plant falls back to the
+ * nearest it accepts. State between cases is the registry's storage directory, copied back.
+ */
+const ociStore: StoreFactory = async () => {
+  const registry = await startRegistry({ auth: 'htpasswd' });
+  const home = await mkdtemp(join(tmpdir(), 'pipeline-hostile-oci-'));
+  const authFile = join(home, 'auth.json');
+  await writeFile(authFile, JSON.stringify({ auths: { [registry.host]: { auth: Buffer.from(`${registry.user}:${registry.password}`).toString('base64') } } }));
+  const namespace = 'acme/images';
+  const indexRepo = `${namespace}/${INDEX_REPOSITORY}`;
+  const copies: string[] = [];
+  const call = async (method: string, path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<Response> =>
+    fetch(path.startsWith('http') ? path : `${registry.url}${path}`, {
+      method,
+      headers: { authorization: registry.basic(), ...headers },
+      ...(body ? { body: new Uint8Array(body) } : {}),
+    });
+  const pushBlob = async (repository: string, bytes: Buffer): Promise<string> => {
+    const digest = `sha256:${sha256(bytes)}`;
+    if ((await call('HEAD', `/v2/${repository}/blobs/${digest}`)).ok) return digest;
+    const started = await call('POST', `/v2/${repository}/blobs/uploads/`);
+    if (started.status !== 202) throw new Error(`plant: POST blob upload to ${repository} answered ${started.status}`);
+    const location = new URL(started.headers.get('location')!, registry.url);
+    location.searchParams.set('digest', digest);
+    const put = await call('PUT', location.toString(), bytes, { 'content-type': 'application/octet-stream' });
+    if (put.status !== 201) throw new Error(`plant: PUT blob ${digest} to ${repository} answered ${put.status}: ${await put.text()}`);
+    return digest;
+  };
+  /** Puts a manifest under `tag`; false when the registry refuses it, which no writer gets past (distribution answers 500 to a schema version it does not know). */
+  const putManifest = async (repository: string, tag: string, manifest: unknown): Promise<boolean> => {
+    await pushBlob(repository, EMPTY_CONFIG_BYTES);
+    const body = Buffer.isBuffer(manifest) ? manifest : Buffer.from(JSON.stringify(manifest));
+    const answer = await call('PUT', `/v2/${repository}/manifests/${tag}`, body, { 'content-type': MANIFEST_MEDIA_TYPE });
+    await answer.arrayBuffer();
+    return answer.status === 201;
+  };
+  const readManifest = async (repository: string, tag: string): Promise<Record<string, unknown> | undefined> => {
+    const answer = await call('GET', `/v2/${repository}/manifests/${tag}`, undefined, { accept: MANIFEST_MEDIA_TYPE });
+    if (!answer.ok) return undefined;
+    try {
+      return (await answer.json()) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
+  const recordOf = async (name: string): Promise<Record<string, unknown> | undefined> => {
+    const annotations = (await readManifest(`${namespace}/${name}`, TAG))?.annotations as Record<string, string> | undefined;
+    try {
+      return JSON.parse(annotations?.[RECORD_ANNOTATION] ?? '') as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
+  const marker = (name: string) =>
+    putManifest(indexRepo, `_${name}_${TAG}`, {
+      schemaVersion: 2,
+      mediaType: MANIFEST_MEDIA_TYPE,
+      artifactType: MARKER_ARTIFACT_TYPE,
+      config: EMPTY_CONFIG,
+      layers: [],
+      annotations: { [NAME_ANNOTATION]: name, [TAG_ANNOTATION]: TAG },
+    });
+  const text = (value: unknown) => (typeof value === 'string' ? value : (JSON.stringify(value) ?? 'undefined'));
+  /** The image manifest of `name` as a writer shapes it: `record` is the record annotation's text, layers as given. */
+  const imageManifestOf = (name: string, record: string, layers: Array<{ digest: string; size: number; title: string }>, schemaVersion: unknown = 2) => ({
+    schemaVersion,
+    mediaType: MANIFEST_MEDIA_TYPE,
+    artifactType: IMAGE_ARTIFACT_TYPE,
+    config: EMPTY_CONFIG,
+    layers: layers.map((layer) => ({ mediaType: IMAGE_LAYER_TYPE, digest: layer.digest, size: layer.size, annotations: { [TITLE]: layer.title } })),
+    annotations: { [NAME_ANNOTATION]: name, [TAG_ANNOTATION]: TAG, [RECORD_ANNOTATION]: record },
+  });
+  /** Replaces the record annotation of `name`'s manifest by `record` (a manifest with no layers when it has none yet). */
+  const plantRecordText = async (name: string, record: string) => {
+    const current = await readManifest(`${namespace}/${name}`, TAG);
+    const layers = (current?.layers as Array<{ digest: string; size: number; annotations?: Record<string, string> }> | undefined) ?? [];
+    await marker(name);
+    const manifest = imageManifestOf(
+      name,
+      record,
+      layers.map((layer) => ({ digest: layer.digest, size: layer.size, title: layer.annotations?.[TITLE] ?? '' })),
+    );
+    if (!(await putManifest(`${namespace}/${name}`, TAG, manifest))) throw new Error(`plant: the registry refused ${name}'s manifest`);
+  };
+  return {
+    backend: 'oci',
+    releaseConfig: `release: { registry: '${registry.host}/${namespace}', plainHttp: true, tag: '${TAG}' },`,
+    env: { REGISTRY_AUTH_FILE: authFile, HOME: home },
+    supports: (kind) => ['record-text', 'record-huge', 'index-text', 'odd-name', ...REGISTRY_ONLY].includes(kind),
+    record: recordOf,
+    async plantImage(name, bytes, patch) {
+      const repository = `${namespace}/${name}`;
+      const digest = await pushBlob(repository, bytes);
+      const title = `${name}.qcow2`;
+      // The record document a patch edits: the manifest's fields where a writer sets them.
+      const doc: Record<string, unknown> = {
+        schemaVersion: 2,
+        name,
+        image: imageRecord(name, bytes, await recordOf(name)),
+        blob: title,
+        assets: [{ name: title }],
+      };
+      patch?.(doc);
+      const assetName = (doc.assets as Array<{ name?: unknown }> | undefined)?.[0]?.name;
+      const layerTitle = doc.blob !== title ? text(doc.blob) : assetName !== title ? text(assetName) : title;
+      const annotations = { name: text(doc.name), record: text(doc.image) };
+      const layers = [{ digest, size: bytes.length, title: layerTitle }];
+      await marker(name);
+      const manifest = {
+        ...imageManifestOf(name, annotations.record, layers, doc.schemaVersion),
+        annotations: { [NAME_ANNOTATION]: annotations.name, [TAG_ANNOTATION]: TAG, [RECORD_ANNOTATION]: annotations.record },
+      };
+      if (await putManifest(repository, TAG, manifest)) return;
+      // A schema version the registry will not parse: the nearest a writer gets is the rest of the manifest.
+      if (!(await putManifest(repository, TAG, { ...manifest, schemaVersion: 2 }))) throw new Error(`plant: the registry refused ${name}'s manifest`);
+    },
+    async plantOdd(entry) {
+      switch (entry.kind) {
+        case 'record-text':
+          return plantRecordText(entry.name, entry.text);
+        case 'record-huge': {
+          // A manifest whose record annotation is `bytes` long; distribution refuses manifests past 4 MiB, so the
+          // largest it takes where it refuses (still more than any record is). A registry that takes more gets more.
+          const repository = `${namespace}/${entry.name}`;
+          await marker(entry.name);
+          for (const size of [entry.bytes, 4 * 1024 * 1024 - 16 * 1024, 2 * 1024 * 1024]) {
+            if (await putManifest(repository, TAG, imageManifestOf(entry.name, ' '.repeat(size), []))) return;
+          }
+          throw new Error(`plant: the registry refused every large manifest for ${entry.name}`);
+        }
+        case 'index-text': {
+          const blob = Buffer.from(entry.text);
+          const digest = await pushBlob(indexRepo, blob);
+          if (!(await putManifest(indexRepo, TAG, indexManifestOf(digest, blob.length)))) throw new Error('plant: the registry refused the index manifest');
+          return;
+        }
+        case 'odd-name': {
+          // A tag cannot hold '/': the marker of a name the tool never makes, naming the raw name and a layer titled with it.
+          const tagged = `_${entry.name.replace(/[^A-Za-z0-9._-]/g, '.')}_${TAG}`.slice(0, 128);
+          const digest = await pushBlob(indexRepo, entry.bytes);
+          const manifest = {
+            schemaVersion: 2,
+            mediaType: MANIFEST_MEDIA_TYPE,
+            artifactType: IMAGE_ARTIFACT_TYPE,
+            config: EMPTY_CONFIG,
+            layers: [{ mediaType: IMAGE_LAYER_TYPE, digest, size: entry.bytes.length, annotations: { [TITLE]: entry.name } }],
+            annotations: { [NAME_ANNOTATION]: entry.name, [TAG_ANNOTATION]: TAG },
+          };
+          if (!(await putManifest(indexRepo, tagged, manifest))) throw new Error(`plant: the registry refused the tag ${tagged}`);
+          return;
+        }
+        case 'marker-only': {
+          await marker(entry.name);
+          const digest = (await call('HEAD', `/v2/${namespace}/${entry.name}/manifests/${TAG}`, undefined, { accept: MANIFEST_MEDIA_TYPE })).headers.get(
+            'docker-content-digest',
+          );
+          if (digest) await call('DELETE', `/v2/${namespace}/${entry.name}/manifests/${digest}`);
+          return;
+        }
+        case 'foreign-manifest': {
+          // A container image pushed over the image's tag: its layer titled as the image, its config a container's.
+          const repository = `${namespace}/${entry.name}`;
+          const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+          const layer = Buffer.from(`not a disk image: ${entry.name}\n`);
+          const [configDigest, layerDigest] = [await pushBlob(repository, config), await pushBlob(repository, layer)];
+          await marker(entry.name);
+          const manifest = {
+            schemaVersion: 2,
+            mediaType: MANIFEST_MEDIA_TYPE,
+            config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+            layers: [
+              { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.length, annotations: { [TITLE]: `${entry.name}.qcow2` } },
+            ],
+          };
+          if (!(await putManifest(repository, TAG, manifest))) throw new Error(`plant: the registry refused a container image for ${entry.name}`);
+          return;
+        }
+        default:
+          throw new Error(`the OCI store cannot hold ${entry.kind}`);
+      }
+    },
+    async contents() {
+      const blobs = join(registry.storageDir, 'docker/registry/v2/blobs');
+      const files: Buffer[] = [];
+      for (const entry of await readdir(blobs, { recursive: true, withFileTypes: true }).catch(() => [])) {
+        if (entry.isFile()) files.push(await readFile(join(entry.parentPath, entry.name)));
+      }
+      return files;
+    },
+    async hasRecord(name) {
+      return (await call('HEAD', `/v2/${namespace}/${name}/manifests/${TAG}`, undefined, { accept: MANIFEST_MEDIA_TYPE })).ok;
+    },
+    async snapshot() {
+      const copy = await mkdtemp(join(tmpdir(), 'pipeline-registry-copy-'));
+      copies.push(copy);
+      await cp(registry.storageDir, copy, { recursive: true });
+      return copy;
+    },
+    async restore(snapshot) {
+      // The registry keeps no cache (none is configured): its state is this directory.
+      await rm(registry.storageDir, { recursive: true, force: true });
+      await cp(snapshot as string, registry.storageDir, { recursive: true });
+    },
+    async close() {
+      await registry.close();
+      for (const path of [home, ...copies]) await rm(path, { recursive: true, force: true });
+    },
+  };
+};
+
+/** The index artifact's manifest with images.json as the blob `digest`. */
+function indexManifestOf(digest: string, size: number): Record<string, unknown> {
+  return {
+    schemaVersion: 2,
+    mediaType: MANIFEST_MEDIA_TYPE,
+    artifactType: INDEX_ARTIFACT_TYPE,
+    config: EMPTY_CONFIG,
+    layers: [{ mediaType: 'application/json', digest, size, annotations: { [TITLE]: 'images.json' } }],
+    annotations: { [TAG_ANNOTATION]: TAG },
+  };
+}
+
+/** Every store backend the hostile-store tests run against. */
 export const STORE_BACKENDS: Readonly<Record<string, StoreFactory>> = {
   directory: directoryStore,
   github: githubStore,
+  oci: ociStore,
 };

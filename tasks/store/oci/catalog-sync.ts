@@ -55,7 +55,14 @@ export async function markedNames(context: CatalogContext): Promise<{ exists: bo
 /** One image as its manifest under the tag says (or why it cannot be read). */
 export async function seeImage(context: CatalogContext, name: string): Promise<SeenImage | undefined> {
   const repository = repositoryOf(context.location, name);
-  const found = await context.client.manifest(repository, context.tag, context.signal);
+  let found: Awaited<ReturnType<RegistryClient['manifest']>>;
+  try {
+    found = await context.client.manifest(repository, context.tag, context.signal);
+  } catch (error) {
+    // Larger than any manifest this tool writes: damage too, never the end of a listing.
+    if (!isFailure(error, 'integrity')) throw error;
+    return { name, state: 'damaged', detail: error.message };
+  }
   if (!found || isRemoved(found.bytes)) return undefined;
   try {
     return { name, state: 'complete', artifact: readImageManifest(found.bytes, name, `${repository}:${context.tag}`), digest: found.digest };

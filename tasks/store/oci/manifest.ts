@@ -36,6 +36,9 @@ export const EMPTY_CONFIG = {
 } as const;
 export const EMPTY_CONFIG_BYTES = Buffer.from('{}');
 
+/** A record is a few KiB; a manifest (up to 4 MiB) whose record annotation is larger is damage, not parsed. */
+const RECORD_LIMIT = 1024 * 1024;
+
 export const TITLE = 'org.opencontainers.image.title';
 export const CREATED = 'org.opencontainers.image.created';
 export const RECORD_ANNOTATION = 'vnd.vmpipeline.image.record';
@@ -141,14 +144,26 @@ export function readImageManifest(bytes: Buffer, name: string, source: string): 
   }
   const annotations = manifest.annotations ?? {};
   if (annotations[NAME_ANNOTATION] !== name) throw new Failure('integrity', `${source} is for image ${annotations[NAME_ANNOTATION] ?? '(none)'}, not ${name}`);
-  let record: ImageRecord;
+  // Worded as the other backends word a damaged record, naming the record (the manifest's annotation).
+  const recordSource = `${source}'s record`;
+  const recordText = annotations[RECORD_ANNOTATION];
+  if (recordText === undefined) throw new Failure('integrity', `${source} carries no record`);
+  if (recordText.length > RECORD_LIMIT) throw new Failure('integrity', `${recordSource} is ${recordText.length} bytes, more than a record ever is`);
+  let json: unknown;
   try {
-    const parsed = imageRecordSchema.safeParse(JSON.parse(annotations[RECORD_ANNOTATION] ?? ''));
-    if (!parsed.success) throw new Error(parsed.error.issues[0]?.message ?? 'bad shape');
-    record = parsed.data;
-  } catch (error) {
-    throw new Failure('integrity', `${source} carries no valid record (${error instanceof Error ? error.message : String(error)})`);
+    json = JSON.parse(recordText);
+  } catch {
+    throw new Failure('integrity', `${recordSource} is not valid JSON`);
   }
+  const parsed = imageRecordSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Failure(
+      'integrity',
+      `${recordSource} is not a valid record (${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'bad shape'})`,
+    );
+  }
+  const record: ImageRecord = parsed.data;
   const layers = manifest.layers
     .filter((layer) => layer.mediaType === IMAGE_LAYER_TYPE)
     .map((layer) => ({ title: layer.annotations?.[TITLE] ?? '', digest: layer.digest, size: layer.size }));

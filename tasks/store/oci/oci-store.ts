@@ -11,7 +11,7 @@
 // registry's garbage collection takes them, which is the registry's job.
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Failure } from '../../../src/index.ts';
+import { Failure, isFailure } from '../../../src/index.ts';
 import { readInOrder } from '../file-reads.ts';
 import { TransferError } from '../http/http-transfer.ts';
 import { imageFileName } from '../names.ts';
@@ -389,8 +389,8 @@ export class OciStore implements ImageStore {
       const repository = repositoryOf(this.registry, name);
       const marker = markerTag(name, this.tag);
       const [manifest, markerManifest] = await Promise.all([
-        this.client.manifest(repository, this.tag, options.signal),
-        this.client.manifest(indexRepo, marker, options.signal),
+        this.manifestToRemove(repository, this.tag, options.signal),
+        this.manifestToRemove(indexRepo, marker, options.signal),
       ]);
       const image = manifest && !isRemoved(manifest.bytes) ? manifest : undefined;
       const registered = markerManifest && !isRemoved(markerManifest.bytes) ? markerManifest : undefined;
@@ -409,6 +409,18 @@ export class OciStore implements ImageStore {
     const unindexed = names.filter((name) => index?.images[name] !== undefined);
     if (!options.dryRun && (deleted.length || unindexed.length)) await syncIndex(context);
     return { deleted, notInStore, unindexed };
+  }
+
+  /** A manifest as remove sees it: one too large to read is still removed, by the digest the registry names. */
+  private async manifestToRemove(repository: string, reference: string, signal: AbortSignal): Promise<{ bytes: Buffer; digest: string } | undefined> {
+    try {
+      return await this.client.manifest(repository, reference, signal);
+    } catch (error) {
+      if (!isFailure(error, 'integrity')) throw error;
+      const digest = await this.client.manifestDigest(repository, reference, signal).catch(() => undefined);
+      if (!digest) throw error;
+      return { bytes: Buffer.alloc(0), digest };
+    }
   }
 
   async probe(name: string, signal: AbortSignal): Promise<string> {
