@@ -7,7 +7,7 @@
 //
 // The tree is laid out as the shell script left it (cache/, images/{name}/ with a
 // .cache-key it computed), so the first `pipeline all` adopts it; that run is timed too.
-// Disk use: 6 x G GiB in a temp dir, removed afterwards (BENCH_KEEP=1 keeps it).
+// Disk use: 6 x G GiB in a temp dir (7 x G while a built image is converted to qcow2), removed afterwards (BENCH_KEEP=1 keeps it).
 import { execFileSync } from 'node:child_process';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -72,7 +72,11 @@ async function main(): Promise<void> {
     for (const image of IMAGES) {
       execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', size, join(root, 'cache', image.file)]);
       await mkdir(join(root, 'images', image.name), { recursive: true });
-      execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', size, join(root, 'images', image.name, `${image.name}.qcow2`)]);
+      // A built image is a real qcow2 (adoption takes only a self-contained one), of random data.
+      const raw = join(root, 'images', image.name, 'raw');
+      execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', size, raw]);
+      execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, join(root, 'images', image.name, `${image.name}.qcow2`)]);
+      await rm(raw);
       await writeFile(join(root, 'images', image.name, 'image-version.txt'), 'DEBIAN_VERSION=13.3\nPVE_VERSION=\n');
     }
     // The upstream list names the cached files, as cloud.debian.org's does.
