@@ -1,8 +1,6 @@
-// The engine's public surface, for configs made of generic steps and for task kinds. A
-// config imports `defineConfig` from its package entry, as with most tools: from this one
-// it is `defineStepsConfig` (the package's own entry gives the image pipeline's).
+// The engine's public surface, for configs made of generic steps and for task kinds. Its
+// config function is `defineStepsConfig`: `defineConfig` is the package entry's, for images.
 export {
-  defineStepsConfig as defineConfig,
   defineStepsConfig,
   stepNode,
   stepNodes,
