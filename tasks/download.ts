@@ -385,23 +385,10 @@ interface TransferOutcome {
 async function transfer(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
   if (url.startsWith('file:')) return copyFile(ctx, url, partial);
   const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
-  const sha = createHash('sha512');
+  const body = new PartialBody(ctx, url, partial, have);
   /** What the answer's head decided: write from `start`, or one of the outcomes without a body. */
-  let plan: { start: number; total: number | undefined } | 'complete' | 'restart' | { interrupted: string } | { failure: string } | undefined;
-  let handle: FileHandle | undefined;
-  let done = 0;
-  let reported = 0;
-  let reportedAt = Date.now();
+  let plan: ReturnType<typeof decide> | undefined;
   const headers = have > 0 ? { ...REQUEST_HEADERS, range: `bytes=${have}-` } : REQUEST_HEADERS;
-  const opened = async (start: number): Promise<FileHandle> => {
-    if (start > 0) {
-      await hashPrefix(partial, start, sha, ctx.signal);
-      ctx.log(`resuming ${url} at byte ${start}`);
-    } else if (have > 0) {
-      ctx.log(`${url} does not resume (no Range support); starting over`);
-    }
-    return open(partial, start > 0 ? 'r+' : 'w');
-  };
   try {
     let result: GetResult;
     try {
@@ -412,22 +399,8 @@ async function transfer(ctx: TaskContext, url: string, partial: string): Promise
         onResponse: (response) => {
           plan = decide(response, have, url);
           if (typeof plan !== 'object' || !('start' in plan)) return undefined;
-          const { start, total } = plan;
-          done = start;
-          reported = start;
-          ctx.progress(done, total);
-          return async (chunk) => {
-            handle ??= await opened(start);
-            await writeAt(handle, chunk, done);
-            sha.update(chunk);
-            done += chunk.length;
-            // Reported per MiB, or at least every PROGRESS_INTERVAL_MS on a slow link.
-            if (done - reported >= PROGRESS_STEP || Date.now() - reportedAt >= PROGRESS_INTERVAL_MS) {
-              reported = done;
-              reportedAt = Date.now();
-              ctx.progress(done, total);
-            }
-          };
+          body.begin(plan.start, plan.total);
+          return (chunk) => body.write(chunk);
         },
       });
     } catch (error) {
@@ -435,12 +408,12 @@ async function transfer(ctx: TaskContext, url: string, partial: string): Promise
       if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
       if (isUnreachable(error)) throw new Failure('network', `cannot reach ${url}: ${errorText(error)} (the partial file is kept; the next run resumes it)`);
       throw new Interrupted(
-        plan === undefined ? `cannot connect to ${url}: ${errorText(error)}` : `connection to ${url} lost at byte ${done}: ${errorText(error)}`,
+        plan === undefined ? `cannot connect to ${url}: ${errorText(error)}` : `connection to ${url} lost at byte ${body.done}: ${errorText(error)}`,
       );
     }
     if (plan === 'complete') {
-      await hashPrefix(partial, have, sha, ctx.signal);
-      return { sha512: sha.digest('hex'), resumed: true };
+      await hashPrefix(partial, have, body.sha, ctx.signal);
+      return { sha512: body.sha.digest('hex'), resumed: true };
     }
     if (plan === 'restart') {
       await rm(partial, { force: true });
@@ -449,15 +422,78 @@ async function transfer(ctx: TaskContext, url: string, partial: string): Promise
     if (plan === undefined) throw new Interrupted(`no answer from ${url}`);
     if ('interrupted' in plan) throw new Interrupted(plan.interrupted);
     if ('failure' in plan) throw new Failure('task', plan.failure);
-    // An empty body still makes the (empty) file.
-    handle ??= await opened(plan.start);
-    await handle.sync();
-    ctx.progress(done, plan.total ?? done);
+    const done = await body.end();
     const total = plan.total ?? result.declared;
     if (!result.complete || (total !== undefined && done !== total)) throw new Interrupted(`${url} ended at byte ${done} of ${total ?? 'more'}`);
-    return { sha512: sha.digest('hex'), resumed: plan.start > 0 };
+    return { sha512: body.sha.digest('hex'), resumed: plan.start > 0 };
   } finally {
-    await handle?.close();
+    await body.close();
+  }
+}
+
+/**
+ * An answer's body written into the partial file from `start`: hashed after the bytes the
+ * file kept before `start`, its progress reported per MiB, or at least every
+ * PROGRESS_INTERVAL_MS on a slow link.
+ */
+class PartialBody {
+  readonly sha = createHash('sha512');
+  /** The file's length so far: where the next chunk goes. */
+  done = 0;
+  private start = 0;
+  private total: number | undefined;
+  private handle: FileHandle | undefined;
+  private reported = 0;
+  private reportedAt = Date.now();
+
+  constructor(
+    private readonly ctx: TaskContext,
+    private readonly url: string,
+    private readonly partial: string,
+    /** Bytes the file held before this request. */
+    private readonly have: number,
+  ) {}
+
+  begin(start: number, total: number | undefined): void {
+    this.start = this.done = this.reported = start;
+    this.total = total;
+    this.ctx.progress(start, total);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    const handle = await this.opened();
+    await writeAt(handle, chunk, this.done);
+    this.sha.update(chunk);
+    this.done += chunk.length;
+    if (this.done - this.reported >= PROGRESS_STEP || Date.now() - this.reportedAt >= PROGRESS_INTERVAL_MS) {
+      this.reported = this.done;
+      this.reportedAt = Date.now();
+      this.ctx.progress(this.done, this.total);
+    }
+  }
+
+  /** The body is all there: the file (empty, for an empty body) made durable. Returns its length. */
+  async end(): Promise<number> {
+    await (await this.opened()).sync();
+    this.ctx.progress(this.done, this.total ?? this.done);
+    return this.done;
+  }
+
+  async close(): Promise<void> {
+    await this.handle?.close();
+  }
+
+  private async opened(): Promise<FileHandle> {
+    if (this.handle) return this.handle;
+    const { ctx, start } = this;
+    if (start > 0) {
+      await hashPrefix(this.partial, start, this.sha, ctx.signal);
+      ctx.log(`resuming ${this.url} at byte ${start}`);
+    } else if (this.have > 0) {
+      ctx.log(`${this.url} does not resume (no Range support); starting over`);
+    }
+    this.handle = await open(this.partial, start > 0 ? 'r+' : 'w');
+    return this.handle;
   }
 }
 
