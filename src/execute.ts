@@ -19,7 +19,7 @@ import { forgetRecord, recordAdoption, recordRun } from './record.ts';
 import { reasonText } from './report/reason-text.ts';
 import { stampsDir } from './stamp.ts';
 import { createTaskContext, type OwnedTaskContext } from './task-context.ts';
-import type { NodeDef, NodeId, ProbeResult } from './types.ts';
+import type { NodeDef, NodeId, ProbeResult, ProcessRunner } from './types.ts';
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
@@ -46,6 +46,8 @@ export interface RunOptions extends PlanOptions {
   readonly jobs: number;
   readonly pools: Readonly<Record<string, number>>;
   readonly keepGoing: boolean;
+  /** What tasks start programs with (TaskContext.exec); default `execFile`. */
+  readonly runProcess?: ProcessRunner;
 }
 
 const LOG_TAIL_LINES = 20;
@@ -305,6 +307,7 @@ class Execution {
       onLog: (line) => observer?.nodeLog?.(node.id, line),
       onProgress: (done, total, unit) => observer?.nodeProgress?.(node.id, done, total, unit),
       onBeginCommit: () => forgetRecord(node, options),
+      ...(options.runProcess ? { runProcess: options.runProcess } : {}),
     });
   }
 

@@ -21,7 +21,7 @@ export { commandOutput, errorOutput, formatOutput, FORMAT_VERSION, type CommandO
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
 // programs, the stat cache, a task context for work done outside a run, and the report's
 // wording.
-export { execFile, processAlive } from './exec.ts';
+export { boundExec, execFile, processAlive } from './exec.ts';
 // A lock file naming its holder, taken over when the holder is gone (the tree's lock; a download's partial file).
 export { acquireLock, type Lock } from './lock.ts';
 export { StatCache } from './hasher.ts';
