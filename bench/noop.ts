@@ -85,8 +85,8 @@ async function main(): Promise<void> {
     await writeFile(join(root, 'package.json'), '{ "type": "module" }\n');
     await writeFile(
       join(root, 'pipeline.config.ts'),
-      `import { defineConfig } from ${JSON.stringify(CONFIG_MODULE)};\n` +
-        `export default defineConfig({\n  steps: ${JSON.stringify(steps)},\n  aliases: { all: ${JSON.stringify(top)} },\n  defaultTarget: 'all',\n});\n`,
+      `import { defineStepsConfig } from ${JSON.stringify(CONFIG_MODULE)};\n` +
+        `export default defineStepsConfig({\n  steps: ${JSON.stringify(steps)},\n  aliases: { all: ${JSON.stringify(top)} },\n  defaultTarget: 'all',\n});\n`,
     );
     await writeFile(join(root, 'Makefile'), makefile(steps, top));
     console.error(`project: ${root} (${commandNodes} command nodes + 1 node with a ${bigMiB} MiB input)`);

@@ -208,7 +208,7 @@ const BUILTINS = {
   },
   async plan({ session, words, settings, json, io }: Request): Promise<number> {
     const { printPlan } = await import('./inspect.ts');
-    return printPlan(session, targetsOrDefault(session, words), settings, json, io.out);
+    return printPlan({ session, targets: targetsOrDefault(session, words), settings, json, out: io.out });
   },
 } satisfies Record<string, (request: Request) => Promise<number>>;
 
@@ -218,7 +218,7 @@ function isBuiltin(word: string): word is keyof typeof BUILTINS {
 
 async function dryRunCommand({ session, words, settings, json, io }: Request): Promise<number> {
   const { printDryRun } = await import('./inspect.ts');
-  return printDryRun(session, targetsOrDefault(session, words), settings, json, io.out);
+  return printDryRun({ session, targets: targetsOrDefault(session, words), settings, json, out: io.out });
 }
 
 /** Runs the targets (the config's default when none is given) with the chosen views. */

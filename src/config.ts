@@ -1,4 +1,4 @@
-// Configs: `defineStepsConfig` (the engine entry's `defineConfig`) for generic steps with
+// Configs: `defineStepsConfig` (the engine entry's config function) for generic steps with
 // typed references, and loading a config file (TypeScript compiled once and cached, or
 // plain JS) into a validated EngineConfig.
 import { existsSync } from 'node:fs';

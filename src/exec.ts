@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { ProcessPromise } from 'zx';
-import type { ExecOptions, ExecResult } from './types.ts';
+import type { Exec, ExecOptions, ExecResult } from './types.ts';
 
 const KILL_GRACE_MS = 5_000;
 
@@ -24,14 +24,11 @@ export class ExecFailure extends Error {
   }
 }
 
-export async function execFile(
-  file: string,
-  args: readonly string[],
-  signal: AbortSignal,
-  options: ExecOptions & { defaultOnLine?: (line: string) => void } = {},
-): Promise<ExecResult> {
+/** The engine's ProcessRunner: the program in its own process group, killed with it on abort. */
+export async function execFile(file: string, args: readonly string[], boundTo: AbortSignal, options: ExecOptions = {}): Promise<ExecResult> {
+  const signal = options.signal ? AbortSignal.any([boundTo, options.signal]) : boundTo;
   signal.throwIfAborted();
-  const onLine = options.onLine ?? options.defaultOnLine;
+  const onLine = options.onLine;
   // Loaded on first use: a run where everything is fresh starts no process and skips zx's
   // start-up cost.
   const { $ } = await import('zx');
@@ -77,6 +74,11 @@ export async function execFile(
     signal.removeEventListener('abort', stop);
     if (group !== undefined) releaseGroup(group);
   }
+}
+
+/** `execFile` bound to `signal`: the Exec of code that runs programs outside a task (a preflight, a command). */
+export function boundExec(signal: AbortSignal): Exec {
+  return (file, args, options) => execFile(file, args, signal, options);
 }
 
 /** Seconds between the watchdog's TERM and KILL: packer gets to stop its plugins. */

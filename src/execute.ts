@@ -18,8 +18,8 @@ import type { Reason } from './reason.ts';
 import { forgetRecord, recordAdoption, recordRun } from './record.ts';
 import { reasonText } from './report/reason-text.ts';
 import { stampsDir } from './stamp.ts';
-import { createTaskContext } from './task-context.ts';
-import type { NodeDef, NodeId, ProbeResult } from './types.ts';
+import { createTaskContext, type OwnedTaskContext } from './task-context.ts';
+import type { NodeDef, NodeId, ProbeResult, ProcessRunner } from './types.ts';
 
 /** `adopted`: outputs another tool made, checked by the node's kind and recorded as ours. */
 export type NodeStatus = 'ran' | 'fresh' | 'adopted' | 'failed' | 'skipped' | 'cancelled';
@@ -46,6 +46,8 @@ export interface RunOptions extends PlanOptions {
   readonly jobs: number;
   readonly pools: Readonly<Record<string, number>>;
   readonly keepGoing: boolean;
+  /** What tasks start programs with (TaskContext.exec); default `execFile`. */
+  readonly runProcess?: ProcessRunner;
 }
 
 const LOG_TAIL_LINES = 20;
@@ -247,41 +249,21 @@ class Execution {
 
   /** Runs the node's task (or fetches its outputs from a remote cache), then records what it made. */
   private async runTask(node: NodeDef, verdict: StaleVerdict, account: { bytes: number }, fetch: RemoteHit | undefined): Promise<NodeResult> {
-    const { options } = this;
-    const { observer } = options;
-    const signal = this.runAbort.signal;
+    const { observer } = this.options;
     const startedAt = Date.now();
-    const logFile = join(options.logDir, `${logStem(node.id, node.logName)}.${timestamp(startedAt)}.log`);
+    const logFile = join(this.options.logDir, `${logStem(node.id, node.logName)}.${timestamp(startedAt)}.log`);
     observer?.nodeStarted?.(node.id, verdict.reason);
-    const context = createTaskContext({
-      id: node.id,
-      root: options.root,
-      logFile,
-      signal,
-      hasher: options.hasher,
-      force: options.force && node.honorsForce !== false,
-      flags: options.flags,
-      onStatus: (text) => observer?.nodeStatus?.(node.id, text),
-      onLog: (line) => observer?.nodeLog?.(node.id, line),
-      onProgress: (done, total, unit) => observer?.nodeProgress?.(node.id, done, total, unit),
-      onBeginCommit: () => forgetRecord(node, options),
-    });
+    const context = this.taskContext(node, logFile);
     const base = { id: node.id, reason: verdict.reason, startedAt };
     try {
       // Phases a failure interrupts end with the node (observers close them at its end).
       observer?.nodePhase?.(node.id, 'run', 'begin');
       const fetched = fetch ? await fetch.fetch(context) : undefined;
       const outcome = fetch ? undefined : await node.run(context);
-      signal.throwIfAborted();
+      this.runAbort.signal.throwIfAborted();
       observer?.nodePhase?.(node.id, 'run', 'end');
-      const outputs = await this.hashMadeOutputs(node, account);
-      observer?.nodePhase?.(node.id, 'record', 'begin');
       // A fetch that fell back to running the node made its outputs from the inputs here.
-      const key = fetched?.fetched === false && node.key ? await node.key.compute(options.hasher, options.root) : verdict.key;
-      const probe = node.probe ? await runProbe(node, options) : undefined;
-      const outputDigest = await recordRun(node, { manifest: verdict.manifest!, fingerprint: verdict.fingerprint! }, outputs, { probe, key }, options);
-      this.outputs.set(node.id, outputDigest);
-      observer?.nodePhase?.(node.id, 'record', 'end');
+      await this.recordMade(node, verdict, account, fetched?.fetched === false);
       await context.close();
       const finishedAt = Date.now();
       const logged = existsSync(logFile) ? { logFile } : {};
@@ -292,7 +274,7 @@ class Execution {
       await context.removeTemps();
       await context.close();
       const finishedAt = Date.now();
-      const cancelled = signal.aborted;
+      const cancelled = this.runAbort.signal.aborted;
       const failure = toFailure(error);
       const logTail = await tail(logFile);
       return {
@@ -307,6 +289,41 @@ class Execution {
         ...(logTail.length > 0 ? { logFile, logTail } : {}),
       };
     }
+  }
+
+  /** What the node's run sees: its log, its status and progress (through the observer), the run's signal and flags. */
+  private taskContext(node: NodeDef, logFile: string): OwnedTaskContext {
+    const { options } = this;
+    const { observer } = options;
+    return createTaskContext({
+      id: node.id,
+      root: options.root,
+      logFile,
+      signal: this.runAbort.signal,
+      hasher: options.hasher,
+      force: options.force && node.honorsForce !== false,
+      flags: options.flags,
+      onStatus: (text) => observer?.nodeStatus?.(node.id, text),
+      onLog: (line) => observer?.nodeLog?.(node.id, line),
+      onProgress: (done, total, unit) => observer?.nodeProgress?.(node.id, done, total, unit),
+      onBeginCommit: () => forgetRecord(node, options),
+      ...(options.runProcess ? { runProcess: options.runProcess } : {}),
+    });
+  }
+
+  /**
+   * Hashes what the node made and records the run: its stamp, its probe's value and its key
+   * (computed again from the inputs here when `ranHere` replaced a fetch the plan expected).
+   */
+  private async recordMade(node: NodeDef, verdict: StaleVerdict, account: { bytes: number }, ranHere: boolean): Promise<void> {
+    const { options } = this;
+    const outputs = await this.hashMadeOutputs(node, account);
+    options.observer?.nodePhase?.(node.id, 'record', 'begin');
+    const key = ranHere && node.key ? await node.key.compute(options.hasher, options.root) : verdict.key;
+    const probe = node.probe ? await runProbe(node, options) : undefined;
+    const outputDigest = await recordRun(node, { manifest: verdict.manifest!, fingerprint: verdict.fingerprint! }, outputs, { probe, key }, options);
+    this.outputs.set(node.id, outputDigest);
+    options.observer?.nodePhase?.(node.id, 'record', 'end');
   }
 
   /** The digests of what the node made; a multi-GB output takes seconds to hash, shown like any other byte progress. */

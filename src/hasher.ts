@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xxhash from 'xxhash-wasm';
 import { writeFileAtomic } from './atomic.ts';
+import type { Sha256Job } from './sha256-thread.ts';
 import type { FileDigest, FileHasher, HashOptions } from './types.ts';
 
 interface StatRecord {
@@ -182,28 +183,14 @@ export class StatCache implements FileHasher {
    * read into again once both are done with it.
    */
   private async readRing(handle: FileHandle, size: number, xxh: Xxh64, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
-    const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
-    const slots = Array.from({ length: SLOTS }, (_, slot) => new Uint8Array(ring, slot * SLOT_BYTES, SLOT_BYTES));
-    const free = slots.map((_, slot) => slot);
-    const reads: Array<{ slot: number; bytesRead: Promise<number> }> = [];
-    let position = 0;
+    const reads = new RingReads(handle, size);
     let wake: (() => void) | undefined;
     let failure: Error | undefined;
-    const issueReads = (): void => {
-      while (free.length > 0 && position < size) {
-        const slot = free.shift()!;
-        const length = Math.min(SLOT_BYTES, size - position);
-        reads.push({ slot, bytesRead: handle.read(slots[slot]!, 0, length, position).then((result) => result.bytesRead) });
-        position += length;
-      }
-    };
-    // Loaded on first use: a no-op run hashes nothing, and worker_threads costs start-up time.
     const sha = wantSha
-      ? (await import('./sha256-thread.ts')).Sha256Thread.shared().start(
-          ring,
+      ? await startShaThread(
+          reads.ring,
           (slot) => {
-            free.push(slot);
-            issueReads();
+            reads.release(slot);
             wake?.();
           },
           (error) => {
@@ -214,21 +201,22 @@ export class StatCache implements FileHasher {
       : undefined;
     let done = 0;
     try {
-      issueReads();
-      while (reads.length > 0) {
-        const { slot, bytesRead } = reads.shift()!;
+      reads.issue();
+      while (reads.pending.length > 0) {
+        const { slot, bytesRead } = reads.pending.shift()!;
         const length = await bytesRead;
         if (failure) throw failure;
         if (length === 0) break; // the file shrank while being read: the caller's stat check sees it
+        const bytes = reads.slots[slot]!.subarray(0, length);
         sha?.update(slot, slot * SLOT_BYTES, length);
-        xxh.update(slots[slot]!.subarray(0, length));
-        options.observe?.update(slots[slot]!.subarray(0, length));
-        if (!sha) free.push(slot);
+        xxh.update(bytes);
+        options.observe?.update(bytes);
         done += length;
         this.count(length, done, size, options);
-        issueReads();
+        if (sha) reads.issue();
+        else reads.release(slot);
         // Every slot is with the SHA-256 thread: wait for one to come back.
-        while (reads.length === 0 && position < size) {
+        while (reads.pending.length === 0 && !reads.exhausted) {
           await new Promise<void>((resolve) => (wake = resolve));
           wake = undefined;
           if (failure) throw failure;
@@ -241,7 +229,7 @@ export class StatCache implements FileHasher {
       throw error;
     } finally {
       // Reads still in flight write into the ring: let them land before the file closes.
-      await Promise.allSettled(reads.map((read) => read.bytesRead));
+      await reads.settled();
     }
   }
 
@@ -334,4 +322,51 @@ export async function bytesHasher(): Promise<(bytes: Uint8Array) => string> {
  */
 export async function stringHasher(): Promise<(text: string) => string> {
   return (await xxhashFactory()).h64ToString;
+}
+
+/** Reads of a file, in order, into a ring of shared slots: one read in flight for each slot free to read into. */
+class RingReads {
+  readonly ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+  readonly slots = Array.from({ length: SLOTS }, (_, slot) => new Uint8Array(this.ring, slot * SLOT_BYTES, SLOT_BYTES));
+  /** The reads issued and not yet taken, oldest first. */
+  readonly pending: Array<{ slot: number; bytesRead: Promise<number> }> = [];
+  private readonly free = this.slots.map((_, slot) => slot);
+  private position = 0;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly size: number,
+  ) {}
+
+  /** Every byte of the file has a read issued. */
+  get exhausted(): boolean {
+    return this.position >= this.size;
+  }
+
+  /** Issues a read into each free slot while the file has bytes left. */
+  issue(): void {
+    while (this.free.length > 0 && this.position < this.size) {
+      const slot = this.free.shift()!;
+      const length = Math.min(SLOT_BYTES, this.size - this.position);
+      this.pending.push({ slot, bytesRead: this.handle.read(this.slots[slot]!, 0, length, this.position).then((result) => result.bytesRead) });
+      this.position += length;
+    }
+  }
+
+  /** Gives back a slot whose bytes are hashed, and reads into it again. */
+  release(slot: number): void {
+    this.free.push(slot);
+    this.issue();
+  }
+
+  /** Once every read issued has landed. */
+  async settled(): Promise<void> {
+    await Promise.allSettled(this.pending.map((read) => read.bytesRead));
+  }
+}
+
+/** The SHA-256 thread, loaded on first use: a no-op run hashes nothing, and worker_threads costs start-up time. */
+async function startShaThread(ring: SharedArrayBuffer, onSlot: (slot: number) => void, onError: (error: Error) => void): Promise<Sha256Job> {
+  const { Sha256Thread } = await import('./sha256-thread.ts');
+  return Sha256Thread.shared().start(ring, onSlot, onError);
 }

@@ -1,8 +1,6 @@
-// The engine's public surface, for configs made of generic steps and for task kinds. A
-// config imports `defineConfig` from its package entry, as with most tools: from this one
-// it is `defineStepsConfig` (the package's own entry gives the image pipeline's).
+// The engine's public surface, for configs made of generic steps and for task kinds. Its
+// config function is `defineStepsConfig`: `defineConfig` is the package entry's, for images.
 export {
-  defineStepsConfig as defineConfig,
   defineStepsConfig,
   stepNode,
   stepNodes,
@@ -23,7 +21,7 @@ export { commandOutput, errorOutput, formatOutput, FORMAT_VERSION, type CommandO
 // What the image task kinds (tasks/) use of the engine beyond a config's needs: running
 // programs, the stat cache, a task context for work done outside a run, and the report's
 // wording.
-export { execFile, processAlive } from './exec.ts';
+export { boundExec, execFile, processAlive } from './exec.ts';
 // A lock file naming its holder, taken over when the holder is gone (the tree's lock; a download's partial file).
 export { acquireLock, type Lock } from './lock.ts';
 export { StatCache } from './hasher.ts';

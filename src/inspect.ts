@@ -61,31 +61,25 @@ function describeNode(node: NodeDef, out: (line: string) => void): void {
   if (node.key) out(`  key file: ${node.key.path}`);
 }
 
-export async function printDryRun(
-  session: Session,
-  targets: readonly string[],
-  settings: RunSettings,
-  json: boolean,
-  out: (line: string) => void,
-): Promise<number> {
+/** A view of the targets' plan, printed as lines or as the contract's JSON. */
+export interface PlanView {
+  readonly session: Session;
+  readonly targets: readonly string[];
+  readonly settings: RunSettings;
+  readonly json: boolean;
+  readonly out: (line: string) => void;
+}
+
+export async function printDryRun({ session, targets, settings, json, out }: PlanView): Promise<number> {
   const { graph, entries } = await session.plan(targets, settings);
   const details = await wouldRun(session, graph, entries, settings);
-  if (json) {
-    out(formatOutput(dryRunOutput(entries, details)));
-    return 0;
-  }
-  printVerdicts(entries, details, 'dry run', out);
+  if (json) out(formatOutput(dryRunOutput(entries, details)));
+  else printVerdicts(entries, details, 'dry run', out);
   return 0;
 }
 
 /** `plan`: the verdicts as `--dry-run` prints them, then the jobs the config makes of them (a CI matrix); `--json` is the contract's `plan`. */
-export async function printPlan(
-  session: Session,
-  targets: readonly string[],
-  settings: RunSettings,
-  json: boolean,
-  out: (line: string) => void,
-): Promise<number> {
+export async function printPlan({ session, targets, settings, json, out }: PlanView): Promise<number> {
   const { graph, entries } = await session.plan(targets, settings);
   const output = planOutput(entries, session.config.planJobs?.bind(session.config));
   if (json) {

@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { siblingTempPath } from './atomic.ts';
 import { execFile } from './exec.ts';
-import type { ExecOptions, FileHasher, NodeId, ProgressUnit, TaskContext } from './types.ts';
+import type { ExecOptions, FileHasher, NodeId, ProcessRunner, ProgressUnit, TaskContext } from './types.ts';
 
 export interface TaskContextOptions {
   readonly id: NodeId;
@@ -23,6 +23,8 @@ export interface TaskContextOptions {
   readonly onProgress?: (done: number, total: number | undefined, unit: ProgressUnit) => void;
   /** Removes the node's stamp and key file (see TaskContext.beginCommit). */
   readonly onBeginCommit?: () => Promise<void>;
+  /** What `exec` starts programs with; default `execFile` (a test gives a fake). */
+  readonly runProcess?: ProcessRunner;
 }
 
 export interface OwnedTaskContext extends TaskContext {
@@ -36,6 +38,7 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
   const temps = new Set<string>();
   let log: WriteStream | undefined;
   const flags = options.flags ?? {};
+  const runProcess = options.runProcess ?? execFile;
 
   const writeLog = (line: string): void => {
     if (!log) {
@@ -75,11 +78,8 @@ export function createTaskContext(options: TaskContextOptions): OwnedTaskContext
       await options.onBeginCommit?.();
     },
     exec(file, args, execOptions: ExecOptions = {}) {
-      return execFile(file, args, options.signal, {
-        cwd: options.root,
-        ...execOptions,
-        defaultOnLine: writeLog,
-      });
+      const signal = execOptions.signal ? AbortSignal.any([options.signal, execOptions.signal]) : options.signal;
+      return runProcess(file, args, signal, { cwd: options.root, ...execOptions, onLine: execOptions.onLine ?? writeLog });
     },
     async removeTemps() {
       await Promise.all([...temps].map((path) => rm(path, { force: true, recursive: true })));

@@ -66,7 +66,19 @@ export interface ExecOptions {
   readonly input?: string;
   /** Do not throw on a non-zero exit; the result carries the code. */
   readonly nothrow?: boolean;
+  /** Also stops the program (a timeout), beside the signal it is bound to. */
+  readonly signal?: AbortSignal;
 }
+
+/** Runs a program with an argument array, bound to an abort signal: `TaskContext.exec`. */
+export type Exec = (file: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
+
+/**
+ * How the engine starts every program a task runs: `execFile` (src/exec.ts) in a real run;
+ * in a test, a fake that answers as the program would, as Ninja's build_test.cc gives its
+ * Builder a FakeCommandRunner. `signal` stops the program; `options.onLine` gets its lines.
+ */
+export type ProcessRunner = (file: string, args: readonly string[], signal: AbortSignal, options: ExecOptions) => Promise<ExecResult>;
 
 export interface ExecResult {
   readonly exitCode: number;
@@ -113,7 +125,7 @@ export interface TaskContext {
    */
   beginCommit(): Promise<void>;
   /** Runs a program with an argument array; killed (whole process group) on abort. */
-  exec(file: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+  readonly exec: Exec;
 }
 
 export { exitCodeOf, Failure, isFailure, isCancellation, toFailure, type FailureKind } from './failure.ts';

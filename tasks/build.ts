@@ -235,7 +235,7 @@ async function runBuild(layout: BuildLayout, ctx: TaskContext): Promise<void> {
       accelerator: layout.accelerator,
       startedOn,
       env: process.env,
-      signal: ctx.signal,
+      exec: ctx.exec,
     });
     await installOutputs(layout, run, buildFactsText(facts), temps);
     ctx.log(`built ${layout.outputImage} (${versionText.trim().split('\n').join(', ')})`);

@@ -1,17 +1,17 @@
 // The base-image download: fetch a Debian cloud image into cache/ with a byte progress
-// bar, resume a partial file with HTTP Range, verify it against the upstream SHA512SUMS
-// and only then rename it into place. A probe reads the (small) checksum list on every
-// run so the engine re-downloads exactly when upstream moved on.
+// bar, resume a partial file with HTTP Range (the transfer: resumable-transfer.ts), verify
+// it against the upstream SHA512SUMS and only then rename it into place. A probe reads the
+// (small) checksum list on every run so the engine re-downloads exactly when upstream
+// moved on.
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { STATUS_CODES } from 'node:http';
 import { Failure, isFailure, type NodeDef, type NodeId, type NodeRecord, type ProbeContext, type ProbeResult, type TaskContext } from '../src/index.ts';
 import { readInOrder } from './store/file-reads.ts';
-import { getFollowingRedirects, type GetResponse, type GetResult } from './store/http/http-get.ts';
-import { isUnreachable } from './store/http/reach.ts';
+import { getFollowingRedirects } from './store/http/http-get.ts';
+import { errorText, Interrupted, isAbortOf, REQUEST_HEADERS, statusLine, transfer, type TransferOutcome } from './resumable-transfer.ts';
 
 export interface DownloadSpec {
   /** Node id, e.g. `trixie:download`. */
@@ -42,12 +42,8 @@ export const UNVERIFIED = 'unverified';
 const DEFAULT_ATTEMPTS = 4;
 const DEFAULT_RETRY_DELAY_MS = 1_000;
 const DEFAULT_PROBE_TIMEOUT_MS = 20_000;
-const PROGRESS_STEP = 1024 * 1024;
-const PROGRESS_INTERVAL_MS = 200;
 /** A checksum list is a few KiB; anything far bigger is not one. */
 const MAX_CHECKSUM_LIST_BYTES = 4 * 1024 * 1024;
-/** Bytes as the server has them: a compressed transfer would not hash to the upstream SHA-512. */
-const REQUEST_HEADERS: Readonly<Record<string, string>> = { 'accept-encoding': 'identity', 'user-agent': 'pipeline-images' };
 /** Marks a probe value recorded by a `--refresh-base` run (see `probe`). */
 const REFRESH_MARK = ' refresh@';
 
@@ -275,12 +271,7 @@ async function fetchTextOnce(url: string, signal: AbortSignal): Promise<string> 
 }
 
 // ---------------------------------------------------------------------------------------
-// Transfer with resume and verification
-
-/** A transfer that may succeed when resumed: a dropped connection, a 5xx, a short body. */
-class Interrupted extends Error {
-  override readonly name = 'Interrupted';
-}
+// Verified downloads (the transfer itself: resumable-transfer.ts)
 
 /**
  * Per destination, in this process: the downloads writing it now or waiting to, and the
@@ -375,180 +366,6 @@ async function downloadVerifiedAlone(
   ctx.log(`downloaded ${spec.url} -> ${dest} (SHA-512 verified)`);
 }
 
-interface TransferOutcome {
-  readonly sha512: string;
-  /** The file was completed from bytes an earlier attempt or run left. */
-  readonly resumed: boolean;
-}
-
-/** Brings `partial` to the full file, resuming from its current size; returns its SHA-512. */
-async function transfer(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
-  if (url.startsWith('file:')) return copyFile(ctx, url, partial);
-  const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
-  const sha = createHash('sha512');
-  /** What the answer's head decided: write from `start`, or one of the outcomes without a body. */
-  let plan: { start: number; total: number | undefined } | 'complete' | 'restart' | { interrupted: string } | { failure: string } | undefined;
-  let handle: FileHandle | undefined;
-  let done = 0;
-  let reported = 0;
-  let reportedAt = Date.now();
-  const headers = have > 0 ? { ...REQUEST_HEADERS, range: `bytes=${have}-` } : REQUEST_HEADERS;
-  const opened = async (start: number): Promise<FileHandle> => {
-    if (start > 0) {
-      await hashPrefix(partial, start, sha, ctx.signal);
-      ctx.log(`resuming ${url} at byte ${start}`);
-    } else if (have > 0) {
-      ctx.log(`${url} does not resume (no Range support); starting over`);
-    }
-    return open(partial, start > 0 ? 'r+' : 'w');
-  };
-  try {
-    let result: GetResult;
-    try {
-      result = await getFollowingRedirects({
-        url: new URL(url),
-        headers,
-        signal: ctx.signal,
-        onResponse: (response) => {
-          plan = decide(response, have, url);
-          if (typeof plan !== 'object' || !('start' in plan)) return undefined;
-          const { start, total } = plan;
-          done = start;
-          reported = start;
-          ctx.progress(done, total);
-          return async (chunk) => {
-            handle ??= await opened(start);
-            await writeAt(handle, chunk, done);
-            sha.update(chunk);
-            done += chunk.length;
-            // Reported per MiB, or at least every PROGRESS_INTERVAL_MS on a slow link.
-            if (done - reported >= PROGRESS_STEP || Date.now() - reportedAt >= PROGRESS_INTERVAL_MS) {
-              reported = done;
-              reportedAt = Date.now();
-              ctx.progress(done, total);
-            }
-          };
-        },
-      });
-    } catch (error) {
-      if (isFailure(error) || isNoSpace(error)) throw error;
-      if (isAbortOf(ctx.signal, error)) throw ctx.signal.reason ?? error;
-      if (isUnreachable(error)) throw new Failure('network', `cannot reach ${url}: ${errorText(error)} (the partial file is kept; the next run resumes it)`);
-      throw new Interrupted(
-        plan === undefined ? `cannot connect to ${url}: ${errorText(error)}` : `connection to ${url} lost at byte ${done}: ${errorText(error)}`,
-      );
-    }
-    if (plan === 'complete') {
-      await hashPrefix(partial, have, sha, ctx.signal);
-      return { sha512: sha.digest('hex'), resumed: true };
-    }
-    if (plan === 'restart') {
-      await rm(partial, { force: true });
-      return transfer(ctx, url, partial);
-    }
-    if (plan === undefined) throw new Interrupted(`no answer from ${url}`);
-    if ('interrupted' in plan) throw new Interrupted(plan.interrupted);
-    if ('failure' in plan) throw new Failure('task', plan.failure);
-    // An empty body still makes the (empty) file.
-    handle ??= await opened(plan.start);
-    await handle.sync();
-    ctx.progress(done, plan.total ?? done);
-    const total = plan.total ?? result.declared;
-    if (!result.complete || (total !== undefined && done !== total)) throw new Interrupted(`${url} ended at byte ${done} of ${total ?? 'more'}`);
-    return { sha512: sha.digest('hex'), resumed: plan.start > 0 };
-  } finally {
-    await handle?.close();
-  }
-}
-
-/** What to do with an answer to a request for `url` from byte `have`. */
-function decide(
-  response: GetResponse,
-  have: number,
-  url: string,
-): { start: number; total: number | undefined } | 'complete' | 'restart' | { interrupted: string } | { failure: string } {
-  const { status, headers } = response;
-  if (have > 0 && status === 416) {
-    // Refused range: the partial is whole if the server's size equals it, else start over.
-    return parseContentRange(headers['content-range'])?.total === have ? 'complete' : 'restart';
-  }
-  if (status >= 500) return { interrupted: `HTTP ${statusLine(status)} from ${url}` };
-  if (status < 200 || status >= 300) return { failure: `HTTP ${statusLine(status)} from ${url}` };
-  const length = headers['content-length'];
-  if (status === 206) {
-    const range = parseContentRange(headers['content-range']);
-    // A range we did not ask for cannot be appended; fetch the whole file instead.
-    if (!range || range.start !== have) return 'restart';
-    return { start: have, total: range.total };
-  }
-  // 200: the whole file, whatever was asked.
-  return { start: 0, total: length === undefined ? undefined : Number(length) };
-}
-
-/** A file: URL, as a mirror on disk: the rest of the file after what `partial` holds. */
-async function copyFile(ctx: TaskContext, url: string, partial: string): Promise<TransferOutcome> {
-  const path = fileURLToPath(url);
-  const size = (
-    await stat(path).catch((error: unknown) => {
-      throw new Failure('task', `cannot read ${url}: ${errorText(error)}`);
-    })
-  ).size;
-  const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
-  const start = have <= size ? have : 0;
-  const sha = createHash('sha512');
-  if (start > 0) await hashPrefix(partial, start, sha, ctx.signal);
-  const handle = await open(partial, start > 0 ? 'r+' : 'w');
-  let done = start;
-  try {
-    await readInOrder(path, {
-      from: start,
-      signal: ctx.signal,
-      each: async (chunk) => {
-        await writeAt(handle, chunk, done);
-        sha.update(chunk);
-        done += chunk.length;
-        ctx.progress(done, size);
-      },
-    });
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  return { sha512: sha.digest('hex'), resumed: start > 0 };
-}
-
-async function hashPrefix(path: string, end: number, sha: ReturnType<typeof createHash>, signal: AbortSignal): Promise<void> {
-  await readInOrder(path, { to: end, signal, each: (chunk) => void sha.update(chunk) });
-}
-
-/** Writes all of `chunk` at `position` (a positioned write may take less than all). */
-async function writeAt(handle: FileHandle, chunk: Uint8Array, position: number): Promise<void> {
-  for (let offset = 0; offset < chunk.byteLength; ) {
-    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset, position + offset);
-    offset += bytesWritten;
-  }
-}
-
-function statusLine(status: number): string {
-  const text = STATUS_CODES[status];
-  return text ? `${status} ${text}` : String(status);
-}
-
-function isNoSpace(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-function parseContentRange(header: string | undefined): { start: number; total: number | undefined } | undefined {
-  if (!header) return undefined;
-  const match = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(header.trim());
-  if (!match) return undefined;
-  return {
-    start: match[1] === undefined ? -1 : Number(match[1]),
-    total: match[2] === '*' || match[2] === undefined ? undefined : Number(match[2]),
-  };
-}
-
 async function removeOtherPartials(dest: string, keep: string): Promise<void> {
   const prefix = `.${basename(dest)}.`;
   const entries = await readdir(dirname(dest)).catch(() => [] as string[]);
@@ -582,23 +399,4 @@ async function isFile(path: string): Promise<boolean> {
 
 function withTimeout(signal: AbortSignal, ms: number): AbortSignal {
   return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
-}
-
-/** True when `error` is the caller cancelling (Ctrl-C), not a timeout or a network failure. */
-function isAbortOf(signal: AbortSignal, error: unknown): boolean {
-  if (error instanceof Error && error.name === 'TimeoutError') return false;
-  if (signal.reason instanceof Error && signal.reason.name === 'TimeoutError') return false;
-  return signal.aborted && error instanceof Error && (error.name === 'AbortError' || error === signal.reason);
-}
-
-/** The useful part of a connection failure (ECONNREFUSED, …) is in its `cause`. */
-function errorText(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = (error as { cause?: unknown }).cause;
-  if (cause instanceof Error) {
-    const code = (cause as { code?: unknown }).code;
-    return typeof code === 'string' ? `${code} ${cause.message}` : cause.message;
-  }
-  if (error.name === 'TimeoutError') return 'timed out';
-  return error.message;
 }

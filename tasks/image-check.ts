@@ -8,7 +8,7 @@
 // format) as a second opinion, where it is installed.
 import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { Failure } from '../src/index.ts';
+import { boundExec, type Exec, Failure } from '../src/index.ts';
 import { HEADER_READ_BYTES, inspectQcow2Header } from './qcow2-header.ts';
 import { imageInfo, qemuImgAvailable } from './qemu-img.ts';
 import { quoteUntrusted } from './untrusted-text.ts';
@@ -20,15 +20,16 @@ const QEMU_IMG_INFO_TIMEOUT_MS = 60_000;
  * Why `path` is not a self-contained qcow2 image, in words that complete "… is not a
  * self-contained qcow2 image: "; undefined when it is one.
  */
-export async function selfContainedProblem(path: string, signal: AbortSignal): Promise<string | undefined> {
+export async function selfContainedProblem(path: string, signal: AbortSignal, exec?: Exec): Promise<string | undefined> {
   const head = await readHead(path);
   if (typeof head === 'string') return head;
   const verdict = inspectQcow2Header(head.bytes, head.size);
   if (!verdict.ok) return verdict.problem;
-  if (!(await qemuImgPresent(signal))) return undefined;
+  // A task's exec is asked each time; execFile, once per process.
+  if (!(await (exec ? qemuImgAvailable(signal, exec) : qemuImgPresent(signal)))) return undefined;
   const timeout = AbortSignal.timeout(QEMU_IMG_INFO_TIMEOUT_MS);
   try {
-    const info = await imageInfo(path, AbortSignal.any([signal, timeout]));
+    const info = await imageInfo(path, signal, (file, args, options) => (exec ?? boundExec(signal))(file, args, { ...options, signal: timeout }));
     if (info.backingFile !== undefined) return `qemu-img finds a backing file, ${quoteUntrusted(info.backingFile)}`;
     if (info.dataFile !== undefined) return `qemu-img finds an external data file, ${quoteUntrusted(info.dataFile)}`;
     return undefined;
@@ -44,8 +45,12 @@ export async function selfContainedProblem(path: string, signal: AbortSignal): P
  * references unless `path` is a self-contained qcow2. `what` says what was refused
  * ("the download", "the upload"), so the line says what did not happen.
  */
-export async function assertSelfContainedImage(path: string, signal: AbortSignal, options: { label?: string; refused?: string } = {}): Promise<void> {
-  const problem = await selfContainedProblem(path, signal);
+export async function assertSelfContainedImage(
+  path: string,
+  signal: AbortSignal,
+  options: { label?: string; refused?: string; exec?: Exec } = {},
+): Promise<void> {
+  const problem = await selfContainedProblem(path, signal, options.exec);
   if (problem === undefined) return;
   throw new Failure('integrity', `${options.label ?? path} is not a self-contained qcow2 image: ${problem}; ${options.refused ?? 'refused'}`);
 }

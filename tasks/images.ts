@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, formatOutput, isCancellation, toFailure } from '../src/index.ts';
 import { assertSelfContainedImage } from './image-check.ts';
 import { type DownloadedImageJson, type ImagesElsewhere, imagesDownloadOutput, imagesListOutput } from './images-output.ts';
-import { provenanceGate } from './provenance/gate.ts';
+import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { expandHome, flag, openStore, stringValue, tagOf, type CommandArgs, type CommandDeps } from './store/command-support.ts';
@@ -65,103 +65,121 @@ async function download(catalog: ImageCatalog, deps: CommandDeps, args: CommandA
   const store = await openStore(catalog, tag, deps, io);
   // With release.trust, an image whose provenance does not hold is refused before its bytes move.
   const gate = await provenanceGate({ trust: catalog.release.trust, root: catalog.root, env: deps.store?.env ?? process.env });
+  const names = await namesToDownload(catalog, store, tag, requested, stringValue(args, 'version') !== undefined, io);
+  // Other images may share chunks with each one (a common base): those being fetched and those this project builds.
+  const others = [...new Set([...names, ...catalog.names])];
+  const target: DownloadTarget = { catalog, store, gate, dir, publishDir, publish, overwrite: flag(args, 'overwrite'), others };
+  const results: DownloadedImageJson[] = [];
+  const notStarted: string[] = [];
+  for (const name of names) {
+    const stopped = io.signal.aborted || results.some((result) => result.status === 'cancelled');
+    if (stopped) notStarted.push(name);
+    results.push(stopped ? { name, status: 'cancelled' } : await downloadReported(target, name, io));
+  }
+  if (notStarted.length && !io.json) io.err(`cancelled: ${notStarted.join(', ')} not downloaded`);
+  if (io.json) io.out(formatOutput(imagesDownloadOutput(tag, dir, results)));
+  if (results.some((result) => result.status === 'cancelled')) throw new Failure('cancelled', 'images download cancelled');
+  return results.some((result) => result.status === 'failed') ? 1 : 0;
+}
+/**
+ * The names to download: those asked for, with `all` standing for the declared images the
+ * store holds. A versioned release is usually tag-only: when asked for `all` or a version,
+ * a store that holds no images says where they are rather than fail each name.
+ */
+async function namesToDownload(
+  catalog: ImageCatalog,
+  store: ImageStore,
+  tag: string,
+  requested: readonly string[],
+  versioned: boolean,
+  io: CommandIO,
+): Promise<string[]> {
   let names = [...new Set(requested)];
-  // A versioned release is usually tag-only: say where its images are rather than fail each name.
-  if (requested.includes('all') || stringValue(args, 'version') !== undefined) {
+  if (requested.includes('all') || versioned) {
     const listing = await store.list(io.signal);
     if (!listing.exists) throw new Failure('not-found', `${store.location} does not exist`);
     for (const note of listing.notes) io.err(`pipeline: ${note}`);
     if (!listing.images.length)
       throw new Failure('not-found', holdsNoImages(store.location, await whereImagesAre(catalog, store, tag, io.signal), 'download', requested));
     if (requested.includes('all')) {
-      names = [
-        ...new Set([
-          ...imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`)),
-          ...requested.filter((name) => name !== 'all'),
-        ]),
-      ];
+      const meant = imagesMeantByAll(catalog, listing.images, store.location, (line) => io.err(`pipeline: ${line}`));
+      names = [...new Set([...meant, ...requested.filter((name) => name !== 'all')])];
     }
   }
   if (!names.length) throw new Failure('not-found', `${store.location} holds no images the config declares`);
+  return names;
+}
 
-  // Other images may share chunks with each one (a common base): those being fetched and those this project builds.
-  const storeNames = [...new Set([...names, ...catalog.names])];
-  const results: DownloadedImageJson[] = [];
-  let failed = 0;
-  let cancelled = false;
-  const notStarted: string[] = [];
-  for (const name of names) {
-    if (cancelled || io.signal.aborted) {
-      cancelled = true;
-      notStarted.push(name);
-      results.push({ name, status: 'cancelled' });
-      continue;
+/** Where and how the images of one `images download` go. */
+interface DownloadTarget {
+  readonly catalog: ImageCatalog;
+  readonly store: ImageStore;
+  readonly gate: ProvenanceGate;
+  readonly dir: string;
+  readonly publishDir: string;
+  readonly publish: boolean;
+  readonly overwrite: boolean;
+  /** The images that may share chunks with the one being fetched. */
+  readonly others: readonly string[];
+}
+
+/** Downloads (and publishes) one image, saying how it went; a failure or a cancellation is its result, not thrown. */
+async function downloadReported(target: DownloadTarget, name: string, io: CommandIO): Promise<DownloadedImageJson> {
+  try {
+    return await downloadOne(target, name, io);
+  } catch (error) {
+    if (isCancellation(error, io.signal)) {
+      if (!io.json) io.err(`${name}: cancelled (what arrived is kept; the next download resumes it)`);
+      return { name, status: 'cancelled' };
     }
-    try {
-      const path = join(dir, imageFileName(name));
-      const result = await getImage(store, name, {
-        path,
-        seeds: seedCandidates({
-          name,
-          replacing: path,
-          publishDir,
-          builtImage: (image) => catalog.imagePath(image),
-          downloadDir: dir,
-          others: storeNames,
-        }),
-        overwrite: flag(args, 'overwrite'),
-        signal: io.signal,
-        onProgress: (done, total) => io.progress(name, done, total),
-        log: (line) => io.err(line),
-        accept: (image, signal) => gate.accept(image, signal, (line) => io.err(line)),
-        // Before the rename: an image that names another file is never put where a VM or a publish would read it.
-        acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
-      });
-      await gate.keepBeside(name, result.path);
-      if (!io.json) {
-        io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
-        if (!result.alreadyPresent) io.out(describeTransfer(name, result.size, result.transfer));
-      }
-      let published: string | undefined;
-      if (publish) {
-        published = await publishDownloaded({
-          source: result.path,
-          sourceSha256: result.sha256,
-          publishDir,
-          name,
-          root: io.root,
-          signal: io.signal,
-          onProgress: (done, total) => io.progress(`${name} publish`, done, total),
-        });
-        if (!io.json) io.out(`${name}: published ${join(publishDir, `${name}.img`)}`);
-      }
-      results.push({
-        name,
-        path: result.path,
-        size: result.size,
-        sha256: result.sha256,
-        status: result.alreadyPresent ? 'present' : 'downloaded',
-        fetched: result.transfer.fetched,
-        reused: result.transfer.reused.map((seed) => ({ path: seed.path, bytes: seed.bytes })),
-        ...(published !== undefined ? { published } : {}),
-      });
-    } catch (error) {
-      if (isCancellation(error, io.signal)) {
-        cancelled = true;
-        results.push({ name, status: 'cancelled' });
-        if (!io.json) io.err(`${name}: cancelled (what arrived is kept; the next download resumes it)`);
-        continue;
-      }
-      failed++;
-      const failure = toFailure(error, io.signal);
-      results.push({ name, status: 'failed', kind: failure.kind, error: failure.message });
-      if (!io.json) io.err(`${name}: ${failure.message}`);
-    }
+    const failure = toFailure(error, io.signal);
+    if (!io.json) io.err(`${name}: ${failure.message}`);
+    return { name, status: 'failed', kind: failure.kind, error: failure.message };
   }
-  if (notStarted.length && !io.json) io.err(`cancelled: ${notStarted.join(', ')} not downloaded`);
-  if (io.json) io.out(formatOutput(imagesDownloadOutput(tag, dir, results)));
-  if (cancelled) throw new Failure('cancelled', 'images download cancelled');
-  return failed ? 1 : 0;
+}
+
+async function downloadOne(target: DownloadTarget, name: string, io: CommandIO): Promise<DownloadedImageJson> {
+  const { catalog, store, gate, dir, publishDir } = target;
+  const path = join(dir, imageFileName(name));
+  const result = await getImage(store, name, {
+    path,
+    seeds: seedCandidates({ name, replacing: path, publishDir, builtImage: (image) => catalog.imagePath(image), downloadDir: dir, others: target.others }),
+    overwrite: target.overwrite,
+    signal: io.signal,
+    onProgress: (done, total) => io.progress(name, done, total),
+    log: (line) => io.err(line),
+    accept: (image, signal) => gate.accept(image, signal, (line) => io.err(line)),
+    // Before the rename: an image that names another file is never put where a VM or a publish would read it.
+    acceptBytes: (path, signal) => assertSelfContainedImage(path, signal, { label: `${name} on ${store.location}`, refused: 'nothing was downloaded' }),
+  });
+  await gate.keepBeside(name, result.path);
+  if (!io.json) {
+    io.out(`${name}: ${result.alreadyPresent ? 'already present, checksum verified' : 'downloaded, checksum verified'}: ${result.path}`);
+    if (!result.alreadyPresent) io.out(describeTransfer(name, result.size, result.transfer));
+  }
+  let published: string | undefined;
+  if (target.publish) {
+    published = await publishDownloaded({
+      source: result.path,
+      sourceSha256: result.sha256,
+      publishDir,
+      name,
+      root: io.root,
+      signal: io.signal,
+      onProgress: (done, total) => io.progress(`${name} publish`, done, total),
+    });
+    if (!io.json) io.out(`${name}: published ${join(publishDir, `${name}.img`)}`);
+  }
+  return {
+    name,
+    path: result.path,
+    size: result.size,
+    sha256: result.sha256,
+    status: result.alreadyPresent ? 'present' : 'downloaded',
+    fetched: result.transfer.fetched,
+    reused: result.transfer.reused.map((seed) => ({ path: seed.path, bytes: seed.bytes })),
+    ...(published !== undefined ? { published } : {}),
+  };
 }
 
 /**

@@ -128,8 +128,8 @@ export async function publishImage(ctx: TaskContext, request: PublishRequest): P
     return 'unchanged';
   }
   // Before qemu-img or a copy reads it: an image that names another file would publish that file's bytes.
-  await assertSelfContainedImage(request.source, ctx.signal, { refused: `nothing was published to ${dest}` });
-  const reason = await needsCompressing(request.source, ctx.signal);
+  await assertSelfContainedImage(request.source, ctx.signal, { refused: `nothing was published to ${dest}`, exec: ctx.exec });
+  const reason = await needsCompressing(request.source, ctx.signal, ctx.exec);
   // A publish killed half-way (kill -9, power loss) left its temp here: PVE storage is
   // no place for gigabytes of debris.
   for (const path of await removeAbandonedTemps([request.publishDir])) ctx.log(`removed ${path}, left by a publish that was interrupted`);

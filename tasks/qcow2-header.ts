@@ -54,59 +54,70 @@ export function inspectQcow2Header(head: Buffer, fileSize: number): HeaderVerdic
   // Everything the header says about other files lies in the first cluster.
   const first = head.subarray(0, Math.min(head.length, clusterSize));
 
+  const problem =
+    backingFileProblem(first) ??
+    encryptionProblem(first) ??
+    tablesProblem(first, clusterSize, fileSize) ??
+    (version === 3 ? version3Problem(first) : readExtensions(first, VERSION_2_HEADER).problem);
+  if (problem !== undefined) return refuse(problem);
+  return { ok: true, version, virtualSize: first.readBigUInt64BE(24), clusterBits };
+}
+
+/** The backing file the header names (QEMU would read it), or one it cannot even hold. */
+function backingFileProblem(first: Buffer): string | undefined {
   const backingOffset = first.readBigUInt64BE(8);
   const backingSize = first.readUInt32BE(16);
-  if (backingOffset !== 0n) {
-    if (backingSize === 0 || backingSize > MAX_BACKING_NAME || backingOffset + BigInt(backingSize) > BigInt(first.length)) {
-      return refuse(`it names a backing file its header cannot hold (offset ${backingOffset}, ${backingSize} bytes)`);
-    }
-    const name = first.subarray(Number(backingOffset), Number(backingOffset) + backingSize);
-    return refuse(`it reads through a backing file, ${quoteName(name)}`);
+  if (backingOffset === 0n) return undefined;
+  if (backingSize === 0 || backingSize > MAX_BACKING_NAME || backingOffset + BigInt(backingSize) > BigInt(first.length)) {
+    return `it names a backing file its header cannot hold (offset ${backingOffset}, ${backingSize} bytes)`;
   }
-  const cryptMethod = first.readUInt32BE(32);
-  if (cryptMethod !== 0) return refuse(`it is encrypted (crypt_method ${cryptMethod})`);
+  const name = first.subarray(Number(backingOffset), Number(backingOffset) + backingSize);
+  return `it reads through a backing file, ${quoteName(name)}`;
+}
 
+function encryptionProblem(first: Buffer): string | undefined {
+  const cryptMethod = first.readUInt32BE(32);
+  return cryptMethod !== 0 ? `it is encrypted (crypt_method ${cryptMethod})` : undefined;
+}
+
+/** The L1 and refcount tables: cluster-aligned, and within the file. */
+function tablesProblem(first: Buffer, clusterSize: number, fileSize: number): string | undefined {
   const clusterAligned = (offset: bigint) => offset % BigInt(clusterSize) === 0n;
   const l1Offset = first.readBigUInt64BE(40);
   const refcountOffset = first.readBigUInt64BE(48);
   const refcountClusters = first.readUInt32BE(56);
   if (refcountOffset === 0n || !clusterAligned(refcountOffset) || !clusterAligned(l1Offset)) {
-    return refuse(`its qcow2 header is malformed (L1 table at ${l1Offset}, refcount table at ${refcountOffset})`);
+    return `its qcow2 header is malformed (L1 table at ${l1Offset}, refcount table at ${refcountOffset})`;
   }
   const refcountEnd = refcountOffset + BigInt(refcountClusters) * BigInt(clusterSize);
   const l1End = l1Offset + BigInt(first.readUInt32BE(36)) * 8n;
   if (refcountClusters === 0 || refcountEnd > BigInt(fileSize) || l1End > BigInt(fileSize)) {
-    return refuse(`its qcow2 header points past the end of the file (${fileSize} bytes): it is truncated or malformed`);
+    return `its qcow2 header points past the end of the file (${fileSize} bytes): it is truncated or malformed`;
   }
+  return undefined;
+}
 
-  let extensionsAt = VERSION_2_HEADER;
-  if (version === 3) {
-    if (first.length < VERSION_3_MIN_HEADER) return refuse(`its qcow2 version 3 header is truncated (${first.length} bytes)`);
-    const incompatible = first.readBigUInt64BE(72);
-    if (incompatible & INCOMPATIBLE_CORRUPT) return refuse('its qcow2 header marks it corrupt');
-    const unknown = incompatible & ~KNOWN_INCOMPATIBLE;
-    if (unknown !== 0n) return refuse(`its qcow2 header needs features this tool does not know (incompatible bits 0x${unknown.toString(16)})`);
-    const headerLength = first.readUInt32BE(100);
-    if (headerLength < VERSION_3_MIN_HEADER || headerLength % 8 !== 0 || headerLength > first.length) {
-      return refuse(`its qcow2 header has an invalid length (${headerLength})`);
-    }
-    extensionsAt = headerLength;
-    const extensions = readExtensions(first, extensionsAt);
-    if ('problem' in extensions) return refuse(extensions.problem);
-    const dataFile = extensions.found.get(EXTENSION_DATA_FILE);
-    if (incompatible & INCOMPATIBLE_DATA_FILE || dataFile) {
-      return refuse(`its data is in an external data file${dataFile?.length ? `, ${quoteName(dataFile)}` : ''}`);
-    }
-    if (extensions.found.has(EXTENSION_ENCRYPTION)) return refuse('it carries an encryption header');
-  } else {
-    const extensions = readExtensions(first, extensionsAt);
-    if ('problem' in extensions) return refuse(extensions.problem);
+/** A version 3 header's feature bits, its length and its extensions: no corruption, no unknown feature, no data file, no encryption. */
+function version3Problem(first: Buffer): string | undefined {
+  if (first.length < VERSION_3_MIN_HEADER) return `its qcow2 version 3 header is truncated (${first.length} bytes)`;
+  const incompatible = first.readBigUInt64BE(72);
+  if (incompatible & INCOMPATIBLE_CORRUPT) return 'its qcow2 header marks it corrupt';
+  const unknown = incompatible & ~KNOWN_INCOMPATIBLE;
+  if (unknown !== 0n) return `its qcow2 header needs features this tool does not know (incompatible bits 0x${unknown.toString(16)})`;
+  const headerLength = first.readUInt32BE(100);
+  if (headerLength < VERSION_3_MIN_HEADER || headerLength % 8 !== 0 || headerLength > first.length) {
+    return `its qcow2 header has an invalid length (${headerLength})`;
   }
-  return { ok: true, version, virtualSize: first.readBigUInt64BE(24), clusterBits };
+  const extensions = readExtensions(first, headerLength);
+  if (extensions.problem !== undefined) return extensions.problem;
+  const dataFile = extensions.found.get(EXTENSION_DATA_FILE);
+  if (incompatible & INCOMPATIBLE_DATA_FILE || dataFile) return `its data is in an external data file${dataFile?.length ? `, ${quoteName(dataFile)}` : ''}`;
+  if (extensions.found.has(EXTENSION_ENCRYPTION)) return 'it carries an encryption header';
+  return undefined;
 }
 
 /** Header extensions from `at` to the end marker, by type; a problem when they run off the first cluster. */
-function readExtensions(first: Buffer, at: number): { found: Map<number, Buffer> } | { problem: string } {
+function readExtensions(first: Buffer, at: number): { found: Map<number, Buffer>; problem?: undefined } | { problem: string } {
   const found = new Map<number, Buffer>();
   for (let offset = at; ; ) {
     if (offset + 8 > first.length) return { problem: 'its qcow2 header extensions run past the first cluster' };

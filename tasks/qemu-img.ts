@@ -9,7 +9,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execFile, Failure, type TaskContext } from '../src/index.ts';
+import { boundExec, type Exec, Failure, type TaskContext } from '../src/index.ts';
 
 export const QEMU_IMG = 'qemu-img';
 
@@ -47,9 +47,9 @@ export function isCompression(value: unknown): value is Compression {
 }
 
 /** True when `qemu-img` runs on this host. */
-export async function qemuImgAvailable(signal: AbortSignal): Promise<boolean> {
+export async function qemuImgAvailable(signal: AbortSignal, exec: Exec = boundExec(signal)): Promise<boolean> {
   try {
-    const result = await execFile(QEMU_IMG, ['--version'], signal, quiet);
+    const result = await exec(QEMU_IMG, ['--version'], quiet);
     return result.exitCode === 0;
   } catch {
     signal.throwIfAborted(); // stopped by Ctrl-C, not missing
@@ -87,10 +87,9 @@ async function whyCannotWrite(compression: Compression, signal: AbortSignal): Pr
   if (compression === 'zlib') return undefined; // every qemu-img writes zlib
   const dir = await mkdtemp(join(tmpdir(), 'pipeline-qemu-img-'));
   try {
-    const result = await execFile(
+    const result = await boundExec(signal)(
       QEMU_IMG,
       ['create', '-q', '-f', 'qcow2', '-o', `compression_type=${compression}`, join(dir, 'probe.qcow2'), '64K'],
-      signal,
       quiet,
     );
     if (result.exitCode === 0) return undefined;
@@ -158,10 +157,14 @@ export interface ImageInfo {
   readonly compressionType: string | undefined;
 }
 
-/** `qemu-img info --output=json` of a qcow2, validated. Throws when the file is not a readable qcow2. */
-export async function imageInfo(path: string, signal: AbortSignal = new AbortController().signal): Promise<ImageInfo> {
+/**
+ * `qemu-img info --output=json` of a qcow2, validated. Throws when the file is not a
+ * readable qcow2. Every qemu-img here starts through `exec`: a task's `ctx.exec`, else
+ * `execFile` bound to `signal`.
+ */
+export async function imageInfo(path: string, signal: AbortSignal = new AbortController().signal, exec: Exec = boundExec(signal)): Promise<ImageInfo> {
   // --force-share: reading metadata must not fail because a VM or a build holds the image open.
-  const info = await qemuImgJson(['info', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, signal);
+  const info = await qemuImgJson(['info', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, exec);
   const format = info.format;
   const virtualSize = info['virtual-size'];
   if (typeof format !== 'string' || typeof virtualSize !== 'number') throw new Failure('task', `qemu-img info ${path}: unexpected output`);
@@ -185,9 +188,9 @@ export async function imageInfo(path: string, signal: AbortSignal = new AbortCon
  * Clusters of a qcow2 stored compressed, from `qemu-img check` (metadata only, no guest
  * data is read). 0 for an image converted without `-c`: the shell scripts built those.
  */
-export async function compressedClusters(path: string, signal: AbortSignal = new AbortController().signal): Promise<number> {
+export async function compressedClusters(path: string, signal: AbortSignal = new AbortController().signal, exec: Exec = boundExec(signal)): Promise<number> {
   // Exit 3 means leaked clusters: harmless, and the counts are still right.
-  const report = await qemuImgJson(['check', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, signal, [0, 3]);
+  const report = await qemuImgJson(['check', ...IMAGE_FORMAT, '--force-share', '--output=json', imageFileArgument(path)], path, exec, [0, 3]);
   const count = report['compressed-clusters'];
   return typeof count === 'number' ? count : 0;
 }
@@ -207,9 +210,9 @@ export async function imageCompression(path: string, signal?: AbortSignal): Prom
 }
 
 /** Why an image must be converted rather than copied to be published compressed; undefined when a copy will do. */
-export async function needsCompressing(path: string, signal?: AbortSignal): Promise<string | undefined> {
+export async function needsCompressing(path: string, signal?: AbortSignal, exec?: Exec): Promise<string | undefined> {
   // Both at once: the answer usually needs both, and each is a process start.
-  const [info, clusters] = await Promise.allSettled([imageInfo(path, signal), compressedClusters(path, signal)]);
+  const [info, clusters] = await Promise.allSettled([imageInfo(path, signal, exec), compressedClusters(path, signal, exec)]);
   if (info.status === 'rejected') throw info.reason;
   if (info.value.backingFile !== undefined) return `it reads through a backing file (${info.value.backingFile})`;
   if (clusters.status === 'rejected') throw clusters.reason;
@@ -217,8 +220,8 @@ export async function needsCompressing(path: string, signal?: AbortSignal): Prom
   return undefined;
 }
 
-async function qemuImgJson(args: readonly string[], path: string, signal: AbortSignal, okCodes: readonly number[] = [0]): Promise<Record<string, unknown>> {
-  const result = await execFile(QEMU_IMG, args, signal, quiet);
+async function qemuImgJson(args: readonly string[], path: string, exec: Exec, okCodes: readonly number[] = [0]): Promise<Record<string, unknown>> {
+  const result = await exec(QEMU_IMG, args, quiet);
   if (!okCodes.includes(result.exitCode)) {
     throw new Failure('task', `qemu-img ${args[0]} ${path} failed: ${lastLine(result.stderr) ?? `exit code ${result.exitCode}`}`);
   }

@@ -50,45 +50,12 @@ export function createRemoteCache(catalog: ImageCatalog, tag: string, options: R
   const env = options.store?.env ?? process.env;
   // A repository that names no store has no remote cache: nothing to say about it.
   const configured = storeConfigured(catalog.release, env);
-  let listed: Promise<Listing> | undefined;
   let unreadableSaid = false;
   // One trust per run (its trusted root is fetched once), loaded at the first fetch.
   let gate: Promise<ProvenanceGate> | undefined;
   const provenance = (): Promise<ProvenanceGate> => (gate ??= provenanceGate({ trust: catalog.release.trust, root: catalog.root, env }));
-  // Builds that replace a refused copy run outside the packer pool (a fetch holds a
-  // network slot): one at a time, and one download of each base they share.
-  let fallbackBuilds: Promise<unknown> = Promise.resolve();
-  const baseFetches = new Map<string, Promise<void>>();
-  const fallbackRunner: FallbackRunner = {
-    fetchBase(fallback, ctx) {
-      let fetching = baseFetches.get(fallback.baseImage);
-      if (!fetching) {
-        fetching = (async () => {
-          if (!(await stat(join(ctx.root, fallback.baseImage)).catch(() => undefined))) await fallback.fetchBase(ctx);
-        })();
-        baseFetches.set(fallback.baseImage, fetching);
-        fetching.catch(() => baseFetches.delete(fallback.baseImage));
-      }
-      return fetching;
-    },
-    build(run) {
-      const turn = fallbackBuilds.then(run, run);
-      fallbackBuilds = turn.catch(() => undefined);
-      return turn;
-    },
-  };
-
-  const list = (signal: AbortSignal): Promise<Listing> =>
-    (listed ??= (async (): Promise<Listing> => {
-      try {
-        const store = await openImageStore(catalog.release, tag, options.store);
-        const listing = await store.list(signal);
-        return listing.exists ? { store, listing } : { unreadable: `${store.location} does not exist yet` };
-      } catch (error) {
-        if (signal.aborted) throw error;
-        return { unreadable: `${describeStore(catalog.release, tag, env)} cannot be read (${toFailure(error).message})` };
-      }
-    })());
+  const fallbackRunner = createFallbackRunner();
+  const list = listOnce(catalog, tag, options.store, env);
 
   return {
     forBuild(fallback) {
@@ -126,6 +93,49 @@ interface FallbackRunner {
   fetchBase(fallback: BuildFallback, ctx: TaskContext): Promise<void>;
   /** Runs `build` when no other fallback build runs. */
   build(build: () => Promise<void>): Promise<void>;
+}
+
+/**
+ * Builds that replace a refused copy run outside the packer pool (a fetch holds a network
+ * slot): one at a time, and one download of each base they share.
+ */
+function createFallbackRunner(): FallbackRunner {
+  let fallbackBuilds: Promise<unknown> = Promise.resolve();
+  const baseFetches = new Map<string, Promise<void>>();
+  return {
+    fetchBase(fallback, ctx) {
+      let fetching = baseFetches.get(fallback.baseImage);
+      if (!fetching) {
+        fetching = (async () => {
+          if (!(await stat(join(ctx.root, fallback.baseImage)).catch(() => undefined))) await fallback.fetchBase(ctx);
+        })();
+        baseFetches.set(fallback.baseImage, fetching);
+        fetching.catch(() => baseFetches.delete(fallback.baseImage));
+      }
+      return fetching;
+    },
+    build(run) {
+      const turn = fallbackBuilds.then(run, run);
+      fallbackBuilds = turn.catch(() => undefined);
+      return turn;
+    },
+  };
+}
+
+/** The store's listing, read at the first lookup of the run and shared by the rest; or why it cannot be read. */
+function listOnce(catalog: ImageCatalog, tag: string, store: StoreOptions | undefined, env: NodeJS.ProcessEnv): (signal: AbortSignal) => Promise<Listing> {
+  let listed: Promise<Listing> | undefined;
+  return (signal) =>
+    (listed ??= (async (): Promise<Listing> => {
+      try {
+        const opened = await openImageStore(catalog.release, tag, store);
+        const listing = await opened.list(signal);
+        return listing.exists ? { store: opened, listing } : { unreadable: `${opened.location} does not exist yet` };
+      } catch (error) {
+        if (signal.aborted) throw error;
+        return { unreadable: `${describeStore(catalog.release, tag, env)} cannot be read (${toFailure(error).message})` };
+      }
+    })());
 }
 
 /** The store's record of the image when it is what a build here would make now; else why not. */

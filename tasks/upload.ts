@@ -4,7 +4,7 @@
 // local input did. The record names the commit the tree is at, and the store replaces an
 // image only when its recorded commit is an ancestor of that one (or with --force).
 import { relative } from 'node:path';
-import { Failure, isFailure, type NodeDef } from '../src/index.ts';
+import { Failure, isFailure, type NodeDef, type TaskContext } from '../src/index.ts';
 import { assertSelfContainedImage } from './image-check.ts';
 import type { ImageCatalog } from './store/catalog.ts';
 import { provenanceForUpload } from './provenance/for-upload.ts';
@@ -64,27 +64,31 @@ export function createUploadNode(catalog: ImageCatalog, name: string, tag: strin
     async describeRun() {
       return `would upload ${name} to ${describeStore(catalog.release, tag, env)}`;
     },
-    async run(context) {
-      const commit = await readSourceCommit(catalog.root, context.signal);
-      const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
-      await assertSelfContainedImage(image.path, context.signal, { refused: 'not uploaded' });
-      const log = (line: string): void => context.log(line);
-      const provenance = await provenanceForUpload(catalog, image, { env, force: context.force, log });
-      const store = await openImageStore(catalog.release, tag, { ...options.store, log });
-      const signed = provenance.bundle ? { attachments: { ...image.attachments, provenance: provenance.bundle } } : {};
-      const result = await store.put(
-        { ...image, ...signed },
-        {
-          force: context.force,
-          signal: context.signal,
-          log,
-          onProgress: (done, total) => context.progress(done, total),
-          mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
-        },
-      );
-      await provenance.stored();
-      context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
-      return { note: provenance.note };
-    },
+    run: (context) => uploadImage(catalog, name, tag, options, context),
   };
+}
+
+/** Puts the image (signed, when a key or keyless signing is set up) into the store, replacing only what its commit descends from. */
+async function uploadImage(catalog: ImageCatalog, name: string, tag: string, options: UploadNodeOptions, context: TaskContext): Promise<{ note?: string }> {
+  const env = options.store?.env ?? process.env;
+  const commit = await readSourceCommit(catalog.root, context.signal);
+  const image = { ...(await readLocalImage(catalog, name)), ...(commit ? { commit } : {}) };
+  await assertSelfContainedImage(image.path, context.signal, { refused: 'not uploaded', exec: context.exec });
+  const log = (line: string): void => context.log(line);
+  const provenance = await provenanceForUpload(catalog, image, { env, force: context.force, log });
+  const store = await openImageStore(catalog.release, tag, { ...options.store, log });
+  const signed = provenance.bundle ? { attachments: { ...image.attachments, provenance: provenance.bundle } } : {};
+  const result = await store.put(
+    { ...image, ...signed },
+    {
+      force: context.force,
+      signal: context.signal,
+      log,
+      onProgress: (done, total) => context.progress(done, total),
+      mayReplace: ancestryGuard({ root: catalog.root, name, location: store.location, own: commit, force: context.force, signal: context.signal, log }),
+    },
+  );
+  await provenance.stored();
+  context.status(result.uploaded ? `uploaded to ${tag}` : `unchanged on ${tag}`);
+  return { note: provenance.note };
 }

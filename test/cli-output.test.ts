@@ -8,8 +8,8 @@ import { makeProject } from './support/engine-project.ts';
 import type { TraceEvent, TraceFile } from '../src/report/profile.ts';
 
 const CONFIG = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   pools: { vm: 1 },
   steps: {
     fetch: { outputs: ['out/fetch.txt'], command: ['sh', '-c', 'mkdir -p out; echo fetched > out/fetch.txt'] },
@@ -211,9 +211,9 @@ test('a reader slower than the run gets all of a --json larger than the pipe hol
   // of a few hundred KiB) had not taken yet must still arrive, and a failure is exit 1.
   const ids = Array.from({ length: 2500 }, (_, i) => `s${i}-${'x'.repeat(200)}`);
   const config = `
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 const ids = ${JSON.stringify(ids)};
-export default defineConfig({
+export default defineStepsConfig({
   steps: {
     ...Object.fromEntries(ids.map((id) => [id, { run: async () => {} }])),
     broken: { run: async () => { throw new Error('broken on purpose'); } },

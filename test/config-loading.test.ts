@@ -9,9 +9,9 @@ import { sourceHash } from '../scripts/source-hash.mjs';
 import { makeProject, REPO } from './support/engine-project.ts';
 
 const CONFIG = `
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 import { fileURLToPath } from 'node:url';
-export default defineConfig({
+export default defineStepsConfig({
   steps: {
     // Where the config says it lives: its own directory, not where it was compiled to.
     where: { outputs: ['where.txt'], command: ['sh', '-c', 'echo "$0" > where.txt', fileURLToPath(new URL('.', import.meta.url))] },
@@ -69,9 +69,9 @@ test('a config edited to the same size with its modification time put back is st
 test('a config importing a JavaScript helper by a relative path loads from the compiled copy', async (t) => {
   const project = await makeProject(t, {
     config: `
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 import { steps } from './helpers/steps.mjs';
-export default defineConfig({ steps, defaultTarget: 'hello' });
+export default defineStepsConfig({ steps, defaultTarget: 'hello' });
 `,
     files: { 'helpers/steps.mjs': "export const steps = { hello: { outputs: ['hello.txt'], command: ['sh', '-c', 'echo hi > hello.txt'] } };\n" },
   });
@@ -84,9 +84,9 @@ export default defineConfig({ steps, defaultTarget: 'hello' });
 test('a config importing another TypeScript file loads through tsx', async (t) => {
   const project = await makeProject(t, {
     config: `
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 import { steps } from './helpers/steps.ts';
-export default defineConfig({ steps, defaultTarget: 'hello' });
+export default defineStepsConfig({ steps, defaultTarget: 'hello' });
 `,
     files: {
       'helpers/steps.ts':
@@ -105,8 +105,8 @@ export default defineConfig({ steps, defaultTarget: 'hello' });
 
 test('a syntax error in a TypeScript config is exit 2, one line with the line and column', async (t) => {
   const project = await makeProject(t, {
-    config: `import { defineConfig } from '@engine';
-export default defineConfig({
+    config: `import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: { a: { command: ['true'] } ,, },
 });
 `,
@@ -127,10 +127,10 @@ test('a config whose default export has the wrong shape is exit 2 naming the key
   t.regex(run.stderr, /pipeline\.config\.mjs: nodes\.0\.deps: expected an array of node ids, not "b"$/m);
 });
 
-test('what defineConfig returns is checked once: its node list cannot be added to, and a copy with a bad node is checked again', async (t) => {
+test('what defineStepsConfig returns is checked once: its node list cannot be added to, and a copy with a bad node is checked again', async (t) => {
   const pushed = await makeProject(t, {
-    config: `import { defineConfig } from '@engine';
-const config = defineConfig({ steps: { a: { command: ['true'] } } });
+    config: `import { defineStepsConfig } from '@engine';
+const config = defineStepsConfig({ steps: { a: { command: ['true'] } } });
 config.nodes.push({ id: 'b', kind: 'command', deps: 'a', run: async () => {} });
 export default config;
 `,
@@ -140,8 +140,8 @@ export default config;
   t.regex(push.stderr, /^pipeline: \S+pipeline\.config\.ts: cannot load: .*not extensible/m);
 
   const copied = await makeProject(t, {
-    config: `import { defineConfig } from '@engine';
-const config = defineConfig({ steps: { a: { command: ['true'] } } });
+    config: `import { defineStepsConfig } from '@engine';
+const config = defineStepsConfig({ steps: { a: { command: ['true'] } } });
 export default { ...config, nodes: [...config.nodes, { id: 'b', kind: 'command', deps: 'a', run: async () => {} }] };
 `,
   });

@@ -31,8 +31,8 @@ test('an unknown top-level key is an error with the nearest known key', async (t
 test('a misspelt required key is named as unknown, with the key it misses, not reported missing', async (t) => {
   const imagse = IMAGE_CONFIG('').replace('images:', 'imagse:');
   t.regex(await configError(t, imagse), /pipeline\.config\.ts: imagse: unknown key \(did you mean images\?\)$/);
-  const stpes = `import { defineConfig } from '@engine';
-export default defineConfig({ stpes: { a: { command: ['true'] } } });
+  const stpes = `import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({ stpes: { a: { command: ['true'] } } });
 `;
   t.regex(await configError(t, stpes), /pipeline\.config\.ts: stpes: unknown key \(did you mean steps\?\)$/);
   // Missing with no misspelling beside it: still "missing".
@@ -79,34 +79,34 @@ test('release settings that name two stores are refused in one line naming both 
 });
 
 test('a generic-steps config is checked the same way', async (t) => {
-  const config = `import { defineConfig } from '@engine';
-export default defineConfig({ steps: { a: { command: ['true'], outptus: ['a.txt'] } } });
+  const config = `import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({ steps: { a: { command: ['true'], outptus: ['a.txt'] } } });
 `;
   t.regex(await configError(t, config), /: steps\.a\.outptus: unknown key \(did you mean outputs\?\)$/);
-  const js = `import { defineConfig } from '@engine';
-export default defineConfig({ steps: { a: { command: 'true' } } });
+  const js = `import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({ steps: { a: { command: 'true' } } });
 `;
   t.regex(await configError(t, js, 'pipeline.config.mjs'), /pipeline\.config\.mjs: steps\.a\.command: expected an array, not "true"$/);
 });
 
 // A declaration the hand check cannot vouch for (here steps made by a class) is checked
-// with zod when the file loads, not when defineConfig runs: the same one-line errors,
+// with zod when the file loads, not when defineStepsConfig runs: the same one-line errors,
 // through a spread and a factory too, and a valid one runs.
-const CLASS_STEPS = `import { defineConfig } from '@engine';
+const CLASS_STEPS = `import { defineStepsConfig } from '@engine';
 class Step { constructor(fields) { Object.assign(this, fields); } }
 `;
 
 test('an unusual generic-steps declaration gets the same errors when the file loads', async (t) => {
-  const typo = `${CLASS_STEPS}export default defineConfig({ steps: { a: new Step({ command: ['true'], outptus: ['a.txt'] }) } });\n`;
+  const typo = `${CLASS_STEPS}export default defineStepsConfig({ steps: { a: new Step({ command: ['true'], outptus: ['a.txt'] }) } });\n`;
   t.regex(await configError(t, typo, 'pipeline.config.mjs'), /pipeline\.config\.mjs: steps\.a\.outptus: unknown key \(did you mean outputs\?\)$/);
-  const spread = `${CLASS_STEPS}export default { ...defineConfig({ steps: { a: new Step({ command: 'true' }) } }), pools: { x: 1 } };\n`;
+  const spread = `${CLASS_STEPS}export default { ...defineStepsConfig({ steps: { a: new Step({ command: 'true' }) } }), pools: { x: 1 } };\n`;
   t.regex(await configError(t, spread, 'pipeline.config.mjs'), /: steps\.a\.command: expected an array, not "true"$/);
-  const factory = `${CLASS_STEPS}export default () => defineConfig({ steps: { a: new Step({ outputs: ['a.txt'] }) } });\n`;
+  const factory = `${CLASS_STEPS}export default () => defineStepsConfig({ steps: { a: new Step({ outputs: ['a.txt'] }) } });\n`;
   t.regex(await configError(t, factory, 'pipeline.config.mjs'), /: step "a" needs exactly one of command or run$/);
 });
 
 test('an unusual generic-steps declaration that is valid builds and runs', async (t) => {
-  const config = `${CLASS_STEPS}export default defineConfig({ steps: { a: new Step({ command: ['sh', '-c', 'echo made > a.txt'], outputs: ['a.txt'] }) } });\n`;
+  const config = `${CLASS_STEPS}export default defineStepsConfig({ steps: { a: new Step({ command: ['sh', '-c', 'echo made > a.txt'], outputs: ['a.txt'] }) } });\n`;
   const project = await makeProject(t, { config, configName: 'pipeline.config.mjs' });
   const run = await project.run(['a']);
   t.is(run.code, 0, run.stderr);

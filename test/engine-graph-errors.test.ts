@@ -3,8 +3,8 @@ import test from 'ava';
 import { makeProject } from './support/engine-project.ts';
 
 const SIMPLE = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     upper: { outputs: ['upper.txt'], command: ['sh', '-c', 'echo UP > upper.txt'] },
     count: { deps: ['upper'], outputs: ['count.txt'], command: ['sh', '-c', 'wc -c < upper.txt > count.txt'] },
@@ -17,8 +17,8 @@ export default defineConfig({
 test('a dependency cycle is exit 2 and the message names the cycle path', async (t) => {
   const project = await makeProject(t, {
     config: `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     fetch: { deps: ['link'], command: ['sh', '-c', 'touch ran-fetch'] },
     compile: { deps: ['fetch'], command: ['sh', '-c', 'touch ran-compile'] },
@@ -66,8 +66,8 @@ test('an unknown target is exit 2, lists the valid targets and suggests the near
 });
 
 const PLAIN_JS_BAD_DEP = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     build: { outputs: ['image.qcow2'], command: ['sh', '-c', 'echo img > image.qcow2'] },
     checksum: { deps: ['biuld'], command: ['sh', '-c', 'sha256sum image.qcow2'] },
@@ -100,8 +100,8 @@ test('an unknown alias member is exit 2 naming alias and name', async (t) => {
   const project = await makeProject(t, {
     configName: 'pipeline.config.mjs',
     config: `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: { build: { command: ['true'] } },
   aliases: { all: ['build', 'publish'] },
 });

@@ -16,8 +16,8 @@ const execFileAsync = promisify(execFile);
 // `work` logs its start and end (nanoseconds) to events.log and, between them, holds on
 // until the test creates `release`, so no timing assumption decides what overlaps.
 const CONFIG = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     work: {
       outputs: ['out/work.txt'],

@@ -9,8 +9,8 @@ function sleeper(name: string, seconds: number, pool?: string): string {
 
 function config(steps: string[], extra = ''): string {
   return `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     ${steps.join('\n    ')}
   },

@@ -8,9 +8,9 @@ import { isRunning, makeProject, nodeOf, waitGone } from './support/engine-proje
 // sleeping grandchild, records its pid and a marker, and waits. In `quick` mode it
 // finishes at once. `mode.txt` is an input, so switching modes makes it stale.
 const CONFIG = `
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-export default defineConfig({
+export default defineStepsConfig({
   steps: {
     first: { outputs: ['out/first.txt'], command: ['sh', '-c', 'mkdir -p out; echo first > out/first.txt'] },
     slow: {

@@ -7,8 +7,8 @@ import { idsWith, makeProject, nodeOf, type Project } from './support/engine-pro
 // upper <- count <- report, and an unrelated `other`. `count` and `report` append to
 // runs.log (not an output) so a test can tell whether their command ran.
 const CHAIN = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     upper: { files: ['a.txt'], outputs: ['out/upper.txt'], command: ['sh', '-c', 'mkdir -p out && tr a-z A-Z < a.txt > out/upper.txt'] },
     count: { deps: ['upper'], outputs: ['out/count.txt'], command: ['sh', '-c', 'echo count >> runs.log; wc -c < out/upper.txt > out/count.txt'] },
@@ -124,8 +124,8 @@ test('an altered output makes its node stale, naming the output, and is rebuilt'
 test('early cutoff: a node rebuilt to identical output leaves its dependent fresh', async (t) => {
   const project = await makeProject(t, {
     config: `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     lower: { files: ['name.txt'], outputs: ['lower.txt'], command: ['sh', '-c', 'tr A-Z a-z < name.txt > lower.txt'] },
     greet: { deps: ['lower'], outputs: ['greet.txt'], command: ['sh', '-c', 'echo greet >> runs.log; echo "hello $(cat lower.txt)" > greet.txt'] },
@@ -178,8 +178,8 @@ test('a change of a declared environment variable makes the node stale; its valu
   const rotated = 'rotated-secret-value-93ac';
   const project = await makeProject(t, {
     config: `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     deploy: { env: ['DEPLOY_TOKEN'], outputs: ['deployed.txt'], command: ['sh', '-c', 'test -n "$DEPLOY_TOKEN" && echo ok > deployed.txt'] },
     after: { deps: ['deploy'], outputs: ['after.txt'], command: ['sh', '-c', 'cp deployed.txt after.txt'] },
@@ -221,8 +221,8 @@ export default defineConfig({
 });
 
 const MISSING_INPUT = (deps: string) => `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     ok: { outputs: ['ok.txt'], command: ['sh', '-c', 'echo ok > ok.txt'] },
     needs: { deps: [${deps}], files: ['present.txt', 'config/missing.conf'], outputs: ['needs.txt'], command: ['sh', '-c', 'echo ran > needs.txt'] },

@@ -26,8 +26,8 @@ function valid(t: import('ava').ExecutionContext, run: CliResult, command: strin
 }
 
 const CONFIG = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     upper: { files: ['input.txt'], outputs: ['out/upper.txt'], command: ['sh', '-c', 'mkdir -p out && tr a-z A-Z < input.txt > out/upper.txt'] },
     count: { deps: ['upper'], outputs: ['out/count.txt'], command: ['sh', '-c', 'wc -c < out/upper.txt > out/count.txt'] },

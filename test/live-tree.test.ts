@@ -14,11 +14,11 @@ const run = promisify(execFile);
 const CONFIG = `
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { defineConfig } from '@engine';
+import { defineStepsConfig } from '@engine';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const gate = async (file: string) => { while (!existsSync(file)) await sleep(50); };
 const TOTAL = 200 * 1024 * 1024;
-export default defineConfig({
+export default defineStepsConfig({
   pools: { packer: 1 },
   steps: {
     download: {

@@ -19,8 +19,8 @@ const IDS = {
 };
 
 const config = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
 ${Object.entries(IDS)
   .map(

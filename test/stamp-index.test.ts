@@ -11,8 +11,8 @@ import { readStampIndex, refreshStampIndex, stampIndexPath } from '../src/stamp-
 import { idsWith, makeProject, type Project } from './support/engine-project.ts';
 
 const CONFIG = `
-import { defineConfig } from '@engine';
-export default defineConfig({
+import { defineStepsConfig } from '@engine';
+export default defineStepsConfig({
   steps: {
     first: { files: ['a.txt'], outputs: ['out/first.txt'], command: ['sh', '-c', 'mkdir -p out && cat a.txt > out/first.txt'] },
     second: { deps: ['first'], outputs: ['out/second.txt'], command: ['sh', '-c', 'echo second >> runs.log; cat out/first.txt out/first.txt > out/second.txt'] },

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { execFile } from '../../src/index.ts';
+import type { Exec } from '../../src/index.ts';
 
 const factsSchema = z.object({
   packer: z.object({ version: z.string(), plugins: z.array(z.object({ source: z.string(), version: z.string() })) }).optional(),
@@ -67,12 +67,12 @@ export function runFacts(env: NodeJS.ProcessEnv, times: { startedOn?: Date; fini
  * outside a git work tree (or without git). The source's URL is named only in GitHub
  * Actions: a local remote URL may carry credentials.
  */
-export async function sourceFacts(root: string, env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<BuildFacts['source']> {
+export async function sourceFacts(root: string, env: NodeJS.ProcessEnv, exec: Exec): Promise<BuildFacts['source']> {
   const quiet = { cwd: root, nothrow: true, onLine: () => undefined } as const;
-  const head = await execFile('git', ['rev-parse', '--verify', 'HEAD'], signal, quiet).catch(() => undefined);
+  const head = await exec('git', ['rev-parse', '--verify', 'HEAD'], quiet).catch(() => undefined);
   const commit = head?.exitCode === 0 ? head.stdout.trim() : '';
   if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(commit)) return undefined;
-  const status = await execFile('git', ['status', '--porcelain'], signal, quiet).catch(() => undefined);
+  const status = await exec('git', ['status', '--porcelain'], quiet).catch(() => undefined);
   const dirty = status?.exitCode !== 0 || status.stdout.trim() !== '';
   const server = (env.GITHUB_SERVER_URL || 'https://github.com').replace(/\/+$/, '');
   const uri =
@@ -140,7 +140,8 @@ export interface GatherOptions {
   readonly accelerator: string;
   readonly startedOn: Date;
   readonly env: NodeJS.ProcessEnv;
-  readonly signal: AbortSignal;
+  /** The build's TaskContext.exec: packer and git start through it. */
+  readonly exec: Exec;
 }
 
 /** The facts of a build that just succeeded (the plugins only where packer can list them: 1.8 and later). */
@@ -149,14 +150,16 @@ export async function gatherBuildFacts(options: GatherOptions): Promise<BuildFac
   let plugins: { source: string; version: string }[] = [];
   const sources = requiredPluginSources(options.templateText);
   if (sources.length && (packerVersion.major > 1 || packerVersion.minor >= 8)) {
-    const listing = await execFile(options.packer, ['plugins', 'installed'], options.signal, {
-      cwd: options.root,
-      nothrow: true,
-      onLine: () => undefined,
-    }).catch(() => undefined);
+    const listing = await options
+      .exec(options.packer, ['plugins', 'installed'], {
+        cwd: options.root,
+        nothrow: true,
+        onLine: () => undefined,
+      })
+      .catch(() => undefined);
     if (listing?.exitCode === 0) plugins = installedPlugins(listing.stdout, sources);
   }
-  const source = await sourceFacts(options.root, options.env, options.signal);
+  const source = await sourceFacts(options.root, options.env, options.exec);
   return {
     packer: { version: packerVersion.text, plugins },
     ...(source ? { source } : {}),

@@ -47,38 +47,8 @@ export async function provenanceGate(options: GateOptions): Promise<ProvenanceGa
   return {
     enforcing: trust !== undefined,
     async accept(image, signal, note) {
-      const { name } = image;
-      bundles.delete(name);
-      let bundle: Uint8Array | undefined;
-      let unreadable: string | undefined;
-      try {
-        bundle = image.record?.attachments?.provenance ? await image.readAttachment('provenance', signal) : undefined;
-      } catch (error) {
-        // Bytes that are not what the record names: as bad as a bundle that does not verify.
-        if (!isFailure(error, 'integrity')) throw error;
-        unreadable = 'its provenance bundle is not the one its record names';
-      }
-      if (!trust) {
-        if (unreadable) note(`${name}: ${unreadable}; not verified (no release.trust in the config)`);
-        else if (bundle) {
-          const parsed = await parseBundle(bundle);
-          const signer = typeof parsed === 'string' ? `unreadable: ${parsed}` : `signed by ${describeSigner(parsed.signer)}`;
-          note(`${name}: provenance ${signer}, not verified (no release.trust in the config)`);
-        }
-        bundles.set(name, unreadable ? undefined : bundle);
-        return;
-      }
-      const refuse = (reason: string): never => {
-        throw new Failure('integrity', `not trusted (release.trust): ${reason}`);
-      };
-      if (unreadable) refuse(unreadable);
-      if (!image.record) refuse('the store keeps no record of it to hold its provenance against');
-      const record = image.record!;
-      if (image.sha256 !== record.sha256) refuse(`the store serves it as SHA-256 ${image.sha256}, its record says ${record.sha256}`);
-      const verdict = await verifyProvenance(trust, name, record, bundle);
-      if (!verdict.trusted) refuse(verdict.reason);
-      if (verdict.trusted) note(`${name}: provenance verified: signed by ${describeSigner(verdict.signer)}`);
-      bundles.set(name, bundle);
+      bundles.delete(image.name);
+      bundles.set(image.name, await acceptedBundle(trust, image, signal, note));
     },
     bundleOf: (name) => bundles.get(name),
     async keepBeside(name, imagePath) {
@@ -104,4 +74,44 @@ export async function provenanceGate(options: GateOptions): Promise<ProvenanceGa
       };
     },
   };
+}
+
+/** What the store serves as the image's provenance bundle, or why those bytes are not the bundle its record names. */
+async function readBundle(image: ReadyImage, signal: AbortSignal): Promise<{ bundle?: Uint8Array; unreadable?: string }> {
+  try {
+    return image.record?.attachments?.provenance ? { bundle: await image.readAttachment('provenance', signal) } : {};
+  } catch (error) {
+    // Bytes that are not what the record names: as bad as a bundle that does not verify.
+    if (!isFailure(error, 'integrity')) throw error;
+    return { unreadable: 'its provenance bundle is not the one its record names' };
+  }
+}
+
+/**
+ * The bundle to keep beside an accepted image (undefined: none). Without a trust every
+ * image is accepted, with a note on what its bundle says; with one, an image is accepted
+ * only when its bundle verifies against its record, else an `integrity` Failure says why.
+ */
+async function acceptedBundle(trust: Trust | undefined, image: ReadyImage, signal: AbortSignal, note: (line: string) => void): Promise<Uint8Array | undefined> {
+  const { name } = image;
+  const { bundle, unreadable } = await readBundle(image, signal);
+  if (!trust) {
+    if (unreadable) note(`${name}: ${unreadable}; not verified (no release.trust in the config)`);
+    else if (bundle) {
+      const parsed = await parseBundle(bundle);
+      const signer = typeof parsed === 'string' ? `unreadable: ${parsed}` : `signed by ${describeSigner(parsed.signer)}`;
+      note(`${name}: provenance ${signer}, not verified (no release.trust in the config)`);
+    }
+    return unreadable ? undefined : bundle;
+  }
+  const refuse = (reason: string): never => {
+    throw new Failure('integrity', `not trusted (release.trust): ${reason}`);
+  };
+  if (unreadable) refuse(unreadable);
+  const record = image.record ?? refuse('the store keeps no record of it to hold its provenance against');
+  if (image.sha256 !== record.sha256) refuse(`the store serves it as SHA-256 ${image.sha256}, its record says ${record.sha256}`);
+  const verdict = await verifyProvenance(trust, name, record, bundle);
+  if (!verdict.trusted) return refuse(verdict.reason);
+  note(`${name}: provenance verified: signed by ${describeSigner(verdict.signer)}`);
+  return bundle;
 }

@@ -76,8 +76,9 @@ type Dependency = z.infer<typeof resourceDescriptor>;
 /** Annotations tell the kinds of dependency apart: a file may be called anything. */
 const KIND = { base: 'base-image', file: 'input-file', tool: 'tool', source: 'source' } as const;
 
-export function makeStatement(image: ImageProvenance): Statement {
-  const dependencies: Dependency[] = [
+/** Every input the image's cache key covers, then the tools that built it and the source commit. */
+function resolvedDependencies(image: ImageProvenance): Dependency[] {
+  return [
     {
       name: 'base-image',
       ...(image.base.url ? { uri: image.base.url } : {}),
@@ -113,6 +114,9 @@ export function makeStatement(image: ImageProvenance): Statement {
         ]
       : []),
   ];
+}
+
+export function makeStatement(image: ImageProvenance): Statement {
   return {
     _type: STATEMENT_TYPE,
     subject: [{ name: imageFileName(image.name), digest: { sha256: image.sha256 }, annotations: { versions: sortedMap(image.versions) } }],
@@ -126,7 +130,7 @@ export function makeStatement(image: ImageProvenance): Statement {
           ...(image.accelerator !== undefined ? { accelerator: image.accelerator } : {}),
           ...(image.compression !== undefined ? { compression: image.compression } : {}),
         },
-        resolvedDependencies: dependencies,
+        resolvedDependencies: resolvedDependencies(image),
       },
       runDetails: {
         builder: { id: image.run.builder, version: { [image.tool.name]: image.tool.version } },

@@ -14,7 +14,7 @@ import { heavySlot } from './heavy-slots.ts';
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(REPO, 'bin', 'pipeline.js');
 /**
- * What a config in a temp dir imports `defineConfig` from: the package's compiled engine
+ * What a config in a temp dir imports `defineStepsConfig` from: the package's compiled engine
  * entry (`@vmpipeline/pipeline/engine`), by absolute path so no install is needed. The CLI runs the
  * same compiled files, so config and CLI share one module instance.
  */

@@ -16,7 +16,7 @@ import { bindByName, layoutOf, type Candidate, type ImageLayout } from './layout
 import { recordDoc, serializeRecordDoc, type RecordDoc } from './record-asset.ts';
 import type { ReleaseAsset } from './release-api.ts';
 import { endRun, newRunId } from './runs.ts';
-import { settleImage } from './settle.ts';
+import { type SettleContext, settleImage } from './settle.ts';
 import type { TransferLimits } from './sizes.ts';
 import type { ReleaseReader } from './snapshot.ts';
 import { formatSha256Line } from '../../checksum.ts';
@@ -40,132 +40,170 @@ export function planParts(image: string, size: number, limits: TransferLimits): 
 
 export async function putImage(reader: ReleaseReader, image: ImageToPut, limits: TransferLimits, options: PutOptions): Promise<PutResult> {
   const { signal, log } = options;
-  const context = { reader, signal, log };
+  const context: SettleContext = { reader, signal, log };
   const name = image.name;
   const parts = planParts(name, image.size, limits);
-  const record = (uploadedAt: string, held?: ImageRecord): ImageRecord =>
-    recordOf(
-      image,
-      parts.map((part) => ({ name: part.name, size: part.length })),
-      uploadedAt,
-      (kind) => attachmentAssetName(name, kind),
-      held,
-    );
-
   const before = await settleImage(context, name);
   if (!options.force) {
     const held = await alreadyHeld(reader, before, image, parts, signal);
     if (held) {
-      const wanted = record(held.uploadedAt ?? new Date().toISOString(), held.doc?.image);
-      if (held.doc && sameRecord(held.doc.image, wanted)) {
-        log(`${name}: ${reader.release.tag_name} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
-      } else {
-        // Same bytes, new facts about them (or bytes nobody recorded): a commit that renames
-        // nothing but attachments that changed.
-        const run = newRunId();
-        const mine: ReleaseAsset[] = [];
-        let committed: number | undefined;
-        try {
-          const bytes = held.assets.filter((entry) => imageAssetRole(name, entry.name)?.role !== 'attachment');
-          const attachments = await attachmentEntries(reader, image, wanted, held.doc, run, signal, mine);
-          committed = await commit(reader, name, recordDoc(name, wanted, [...bytes, ...attachments]), run, signal);
-        } finally {
-          if (committed === undefined) {
-            await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
-            endRun(run);
-          }
-        }
-        try {
-          await settleImage(context, name, committed);
-        } finally {
-          endRun(run);
-        }
-        log(`${name}: ${reader.release.tag_name} already holds sha256 ${image.sha256.slice(0, 12)}…; updated its record`);
-      }
+      await recordHeldImage(context, image, parts, held);
       await syncIndex(context);
       return { uploaded: false };
     }
   }
-
   // Deciding to replace what is there: before any bytes move, and again right before the commit.
   const replaced = before.current?.doc.image;
   if (replaced && options.mayReplace) await options.mayReplace(replaced);
   const sameBytes = replaced?.sha256 === image.sha256 ? replaced : undefined;
-  const run = newRunId();
-  const checksumText = formatSha256Line(image.sha256, wholeAssetName(name));
-  const total = image.size + Buffer.byteLength(checksumText);
-  const mine: ReleaseAsset[] = [];
-  let committed: number | undefined;
-  try {
-    let done = 0;
-    options.onProgress?.(0, total);
-    for (const part of parts) {
-      log(`uploading ${part.name} (${part.length} bytes) as ${tempAssetName(part.name, run)}`);
-      const asset = await reader.api.uploadAsset({
-        release: reader.release,
-        name: tempAssetName(part.name, run),
-        path: image.path,
-        start: part.start,
-        length: part.length,
-        signal,
-        onProgress: (sent) => options.onProgress?.(done + sent, total),
-      });
-      mine.push(asset);
-      done += part.length;
-    }
-    mine.push(
-      await reader.api.uploadText({
-        release: reader.release,
-        name: tempAssetName(checksumAssetName(name), run),
-        text: checksumText,
-        contentType: 'text/plain',
-        signal,
-      }),
-    );
-    const checksumId = mine.at(-1)!.id;
-    const wanted = record(new Date().toISOString(), sameBytes);
-    const attachments = await attachmentEntries(reader, image, wanted, undefined, run, signal, mine);
-    options.onProgress?.(total, total);
-    const assets = [
-      ...parts.map((part, index) => ({ name: part.name, id: mine[index]!.id })),
-      { name: checksumAssetName(name), id: checksumId },
-      ...attachments,
-    ];
-    if (options.mayReplace) {
-      const snapshot = await reader.snapshot([name], signal);
-      const now = layoutOf(name, snapshot.assets, snapshot.docs).current?.doc.image;
-      if (now) await options.mayReplace(now);
-    }
-    committed = await commit(reader, name, recordDoc(name, wanted, assets), run, signal);
-  } finally {
-    // Not committed: nobody will ever rename these, so they go now (Ctrl-C included).
-    if (committed === undefined) await Promise.allSettled(mine.map((asset) => reader.api.deleteAsset(asset)));
-    if (committed === undefined) endRun(run);
-  }
-  try {
-    await settleImage(context, name, committed);
-  } finally {
-    endRun(run);
-  }
+  await commitAndSettle(context, name, (staging) => stageImage(context, image, parts, sameBytes, staging, options));
   log(`${name}: ${parts.length === 1 ? 'uploaded whole' : `uploaded in ${parts.length} parts`}, sha256 ${image.sha256}`);
   await syncIndex(context);
   log(`recorded ${name} in ${recordAssetName(name)} and ${INDEX_NAME}`);
   return { uploaded: true };
 }
 
+/** The record of `image` stored as `parts`, keeping what `held` (the record it replaces, of the same bytes) knows. */
+function recordFor(image: ImageToPut, parts: readonly PlannedPart[], uploadedAt: string, held?: ImageRecord): ImageRecord {
+  return recordOf(
+    image,
+    parts.map((part) => ({ name: part.name, size: part.length })),
+    uploadedAt,
+    (kind) => attachmentAssetName(image.name, kind),
+    held,
+  );
+}
+
+type HeldImage = NonNullable<Awaited<ReturnType<typeof alreadyHeld>>>;
+
+/**
+ * The release holds these bytes already: its record is brought up to date, when the facts
+ * about them are new (or nobody recorded them), by a commit that renames nothing but the
+ * attachments that changed.
+ */
+async function recordHeldImage(context: SettleContext, image: ImageToPut, parts: readonly PlannedPart[], held: HeldImage): Promise<void> {
+  const { reader, signal, log } = context;
+  const name = image.name;
+  const wanted = recordFor(image, parts, held.uploadedAt ?? new Date().toISOString(), held.doc?.image);
+  const holds = `${name}: ${reader.release.tag_name} already holds sha256 ${image.sha256.slice(0, 12)}…`;
+  if (held.doc && sameRecord(held.doc.image, wanted)) {
+    log(`${holds}; nothing to upload`);
+    return;
+  }
+  await commitAndSettle(context, name, async (staging) => {
+    const bytes = held.assets.filter((entry) => imageAssetRole(name, entry.name)?.role !== 'attachment');
+    const attachments = await attachmentEntries(reader, image, wanted, held.doc, staging, signal);
+    return recordDoc(name, wanted, [...bytes, ...attachments]);
+  });
+  log(`${holds}; updated its record`);
+}
+
+/** One writer's temporary assets: named with its run id, collected for deletion should the commit never come. */
+interface Staging {
+  readonly run: string;
+  readonly mine: ReleaseAsset[];
+}
+
+/**
+ * `stage` uploads what the new record needs under the run's temporary names and returns
+ * that record; it is committed, then settled into place. Without a commit nobody will ever
+ * rename what was staged, so it is deleted at once (Ctrl-C included).
+ */
+async function commitAndSettle(context: SettleContext, name: string, stage: (staging: Staging) => Promise<RecordDoc>): Promise<void> {
+  const { reader, signal } = context;
+  const staging: Staging = { run: newRunId(), mine: [] };
+  let committed: number | undefined;
+  try {
+    committed = await commit(reader, name, await stage(staging), staging.run, signal);
+  } finally {
+    if (committed === undefined) {
+      await Promise.allSettled(staging.mine.map((asset) => reader.api.deleteAsset(asset)));
+      endRun(staging.run);
+    }
+  }
+  try {
+    await settleImage(context, name, committed);
+  } finally {
+    endRun(staging.run);
+  }
+}
+
+/** Uploads the image's pieces, its `.sha256` and its attachments under temporary names; the record doc that names them. */
+async function stageImage(
+  context: SettleContext,
+  image: ImageToPut,
+  parts: readonly PlannedPart[],
+  sameBytes: ImageRecord | undefined,
+  staging: Staging,
+  options: PutOptions,
+): Promise<RecordDoc> {
+  const { reader, signal } = context;
+  const name = image.name;
+  const checksumText = formatSha256Line(image.sha256, wholeAssetName(name));
+  const total = image.size + Buffer.byteLength(checksumText);
+  options.onProgress?.(0, total);
+  const pieces = await uploadParts(context, image, parts, staging, (sent) => options.onProgress?.(sent, total));
+  const checksum = await reader.api.uploadText({
+    release: reader.release,
+    name: tempAssetName(checksumAssetName(name), staging.run),
+    text: checksumText,
+    contentType: 'text/plain',
+    signal,
+  });
+  staging.mine.push(checksum);
+  const wanted = recordFor(image, parts, new Date().toISOString(), sameBytes);
+  const attachments = await attachmentEntries(reader, image, wanted, undefined, staging, signal);
+  options.onProgress?.(total, total);
+  if (options.mayReplace) {
+    const snapshot = await reader.snapshot([name], signal);
+    const now = layoutOf(name, snapshot.assets, snapshot.docs).current?.doc.image;
+    if (now) await options.mayReplace(now);
+  }
+  return recordDoc(name, wanted, [...pieces, { name: checksumAssetName(name), id: checksum.id }, ...attachments]);
+}
+
+/** Uploads each part of the image under its temporary name; the record doc's entries for them. */
+async function uploadParts(
+  context: SettleContext,
+  image: ImageToPut,
+  parts: readonly PlannedPart[],
+  staging: Staging,
+  onProgress: (sent: number) => void,
+): Promise<RecordDoc['assets']> {
+  const { reader, signal, log } = context;
+  const entries: Array<RecordDoc['assets'][number]> = [];
+  let done = 0;
+  for (const part of parts) {
+    const temp = tempAssetName(part.name, staging.run);
+    log(`uploading ${part.name} (${part.length} bytes) as ${temp}`);
+    const asset = await reader.api.uploadAsset({
+      release: reader.release,
+      name: temp,
+      path: image.path,
+      start: part.start,
+      length: part.length,
+      signal,
+      onProgress: (sent) => onProgress(done + sent),
+    });
+    staging.mine.push(asset);
+    entries.push({ name: part.name, id: asset.id });
+    done += part.length;
+  }
+  return entries;
+}
+
 /**
  * The record doc's entries for the attachments `wanted` names: an asset `held` already
  * binds to the same bytes is kept, any other is uploaded under the run's temporary name
- * (and pushed onto `mine`, for the caller to delete if the commit never comes).
+ * (and pushed onto `staging.mine`, for deletion should the commit never come).
  */
 async function attachmentEntries(
   reader: ReleaseReader,
   image: ImageToPut,
   wanted: ImageRecord,
   held: RecordDoc | undefined,
-  run: string,
+  staging: Staging,
   signal: AbortSignal,
-  mine: ReleaseAsset[],
 ): Promise<RecordDoc['assets']> {
   const entries: Array<RecordDoc['assets'][number]> = [];
   for (const kind of ATTACHMENT_KINDS) {
@@ -180,12 +218,12 @@ async function attachmentEntries(
     }
     const asset = await reader.api.uploadText({
       release: reader.release,
-      name: tempAssetName(ref.name, run),
+      name: tempAssetName(ref.name, staging.run),
       text: bytes,
       contentType: 'application/octet-stream',
       signal,
     });
-    mine.push(asset);
+    staging.mine.push(asset);
     entries.push({ name: ref.name, id: asset.id });
   }
   return entries;
