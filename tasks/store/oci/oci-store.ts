@@ -126,25 +126,19 @@ export class OciStore implements ImageStore {
     };
   }
 
-  /** Each layer as byte ranges of at most readPieceBytes, so one large layer downloads in parallel. */
+  /** Each layer as byte ranges of at most readPieceBytes (readSpans), so one large layer downloads in parallel. */
   private readPieces(name: string, layers: readonly ImageLayer[]): ImagePiece[] {
     const repository = repositoryOf(this.registry, name);
     const span = this.tuning.readPieceBytes ?? DEFAULT_READ_PIECE_BYTES;
-    const pieces: ImagePiece[] = [];
-    for (const layer of layers) {
-      const count = Math.max(1, Math.ceil(layer.size / span));
-      for (let index = 0; index < count; index++) {
-        const start = index * span;
-        const end = Math.min(layer.size, start + span);
-        pieces.push({
-          id: count === 1 ? layer.digest : `${layer.digest}@${start}`,
-          label: count === 1 ? layer.title : `${layer.title} [${start}, ${end})`,
-          size: end - start,
-          read: (request) => this.readRange(repository, layer, start, request.to === undefined ? end : Math.min(end, start + request.to), request),
-        });
-      }
-    }
-    return pieces;
+    return layers.flatMap((layer) => {
+      const spans = readSpans(layer.size, span);
+      return spans.map(({ start, end }) => ({
+        id: spans.length === 1 ? layer.digest : `${layer.digest}@${start}`,
+        label: spans.length === 1 ? layer.title : `${layer.title} [${start}, ${end})`,
+        size: end - start,
+        read: (request) => this.readRange(repository, layer, start, request.to === undefined ? end : Math.min(end, start + request.to), request),
+      }));
+    });
   }
 
   /** Streams layer bytes [start + from, end) to the sink, resuming with a Range request after a reset or a short body. */
@@ -460,6 +454,25 @@ export class OciStore implements ImageStore {
       },
     };
   };
+}
+
+/**
+ * A layer's byte ranges for parallel reads: `span` bytes each while much is left, then an
+ * eighth of what is left, in whole multiples of span / 8, so the last ranges are small. The reads
+ * then end close together, and the SHA-256, which follows the file in order, has only
+ * the last few small ranges left to read once the last byte lands, rather than whole
+ * spans that finished ahead of it.
+ */
+export function readSpans(size: number, span: number): Array<{ start: number; end: number }> {
+  const smallest = Math.max(1, Math.floor(span / 8));
+  const spans: Array<{ start: number; end: number }> = [];
+  for (let start = 0; start < size || spans.length === 0; ) {
+    const left = size - start;
+    const end = start + Math.min(left, span, Math.ceil(left / 8 / smallest) * smallest);
+    spans.push({ start, end });
+    start = end;
+  }
+  return spans;
 }
 
 export interface PlannedLayer {
