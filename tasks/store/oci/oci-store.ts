@@ -196,28 +196,35 @@ export class OciStore implements ImageStore {
     const parts = planLayers(name, image.size, this.tuning.maxBlobSize);
     const before = await seeImage(context, name);
     const current = before?.state === 'complete' ? before.artifact : undefined;
+    // Bytes the store holds already keep the commit and upload time they came in with, forced or not.
+    const held = current?.record.sha256 === image.sha256 ? current.record : undefined;
     const record = (uploadedAt: string): ImageRecord =>
       recordOf(
         image,
         parts.map((part) => ({ name: part.title, size: part.length })),
         uploadedAt,
         (kind) => attachmentTitle(name, kind),
+        held,
       );
 
     await putMarker(context, name);
     await ensureEmptyConfig(context, repository);
     const attachments = await this.pushAttachments(repository, image, signal);
     const upload: LayerUpload = { image, repository, parts, restorers: new Map(attachments.restorers) };
-    const sameBytes = current && current.record.sha256 === image.sha256 && sameLayout(current.record, parts);
-    if (sameBytes && !options.force) {
-      const wanted = record(current.record.uploadedAt ?? new Date().toISOString());
-      if (await this.keepStored(context, upload, current, { ...attachments, record: wanted })) {
+    if (current && held && sameLayout(current.record, parts) && !options.force) {
+      if (await this.keepStored(context, upload, current, { ...attachments, record: record(new Date().toISOString()) })) {
         await syncIndex(context);
         return { uploaded: false };
       }
     }
 
+    // Deciding to replace what is there: before any bytes move, and again right before the manifest.
+    if (current) await options.mayReplace?.(current.record);
     const { layers, sent } = await this.pushLayers(context, upload, options);
+    if (options.mayReplace) {
+      const now = await seeImage(context, name);
+      if (now?.state === 'complete') await options.mayReplace(now.artifact.record);
+    }
     await this.putManifest(
       context,
       { name, tag: this.tag, record: record(new Date().toISOString()), layers, ...attachments.artifact },
