@@ -3,7 +3,12 @@
 // a one-layer OCI artifact (from an `oci:` layout directory, and back into a `dir:`), in
 // the same run, on the same registry.
 //
-//   node --import=tsx bench/oci-transfer.ts [size=1GiB] [runs=3]
+//   node --import=tsx bench/oci-transfer.ts [size=1GiB] [runs=3] [busy=0]
+//
+// `busy` starts that many CPU-bound processes for the whole run, as competitors for the
+// cores (a machine shared with builds and other transfers): the figures then say how each
+// tool holds up when it gets only its share of a core per thread. Each run's line names
+// the 1-minute load average when it started.
 //
 // Ours runs as a bundled child process (esbuild, packages external, like the CLI's dist/),
 // doing what `pipeline {name}:upload` and `pipeline images download` do: OciStore.put, then
@@ -11,10 +16,10 @@
 // Each side runs under /usr/bin/time, so wall time, CPU and peak RSS are its own. Each
 // run uses a fresh random file and fresh repositories (nothing is skipped or mounted, for
 // either tool); the disk is synced, untimed, before each step.
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { parseByteSize } from '../tasks/store/github/sizes.ts';
@@ -80,8 +85,10 @@ const describe = (m: Measured) => `${m.seconds.toFixed(2)} s (cpu ${m.cpuSeconds
 async function main(): Promise<void> {
   const size = parseByteSize(process.argv[2] ?? '1GiB', 'size');
   const runs = Number(process.argv[3] ?? 3);
+  const busy = Number(process.argv[4] ?? 0);
   const work = await mkdtemp(join(tmpdir(), 'bench-oci-'));
   const registry = await startRegistry({ auth: 'htpasswd' });
+  const competitors: ChildProcess[] = Array.from({ length: busy }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
   try {
     const child = join(work, 'oci-child.mjs');
     await writeFile(join(work, 'oci-child.ts'), CHILD);
@@ -106,6 +113,7 @@ async function main(): Promise<void> {
     const creds = `${registry.user}:${registry.password}`;
     const rows: Array<Record<'ourPut' | 'skopeoPut' | 'ourGet' | 'skopeoGet' | 'skopeoGetSynced', Measured>> = [];
     for (let run = 0; run < runs; run++) {
+      const load = loadavg()[0]!.toFixed(1);
       const name = 'bench';
       const image = join(work, `${name}.qcow2`);
       const sha256 = await randomFile(image, size);
@@ -156,7 +164,7 @@ async function main(): Promise<void> {
       }
       rows.push(row);
       console.log(
-        `run ${run + 1}: upload ${describe(row.ourPut)} | skopeo ${describe(row.skopeoPut)} | ${(row.ourPut.seconds / row.skopeoPut.seconds).toFixed(2)}x\n` +
+        `run ${run + 1} (load ${load}${busy ? `, ${busy} busy` : ''}): upload ${describe(row.ourPut)} | skopeo ${describe(row.skopeoPut)} | ${(row.ourPut.seconds / row.skopeoPut.seconds).toFixed(2)}x\n` +
           `       download ${describe(row.ourGet)} | skopeo ${describe(row.skopeoGet)} | ${(row.ourGet.seconds / row.skopeoGet.seconds).toFixed(2)}x` +
           ` | skopeo + fsync ${row.skopeoGetSynced.seconds.toFixed(2)} s | ${(row.ourGet.seconds / row.skopeoGetSynced.seconds).toFixed(2)}x`,
       );
@@ -173,6 +181,7 @@ async function main(): Promise<void> {
         ` peak RSS ${m((r) => r.ourGet.rssMiB).toFixed(0)} vs ${m((r) => r.skopeoGet.rssMiB).toFixed(0)} MiB`,
     );
   } finally {
+    for (const competitor of competitors) competitor.kill();
     await registry.close();
     await rm(work, { recursive: true, force: true });
   }

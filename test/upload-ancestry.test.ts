@@ -1,6 +1,6 @@
 // The guard on `latest` behind the workflows: an upload never replaces an image whose
 // recorded commit is not an ancestor of its own, unless forced. Real git histories (a line
-// of commits, a diverged branch, a clone that lacks a commit), on both backends through the
+// of commits, a diverged branch, a clone that lacks a commit), on every backend through the
 // one hook they call (PutOptions.mayReplace), and once through the upload node itself.
 import type { ExecutionContext } from 'ava';
 import test from 'ava';
@@ -10,11 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ancestryGuard, readSourceCommit } from '../tasks/source-commit.ts';
 import { readLocalImage } from '../tasks/store/local-image.ts';
+import { openOciStore } from '../tasks/store/oci/index.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import type { ImageStore } from '../tasks/store/store.ts';
 import { createImageFixture, GitHubServer, type ImageFixture } from './support/github-server.ts';
 import { throwsFailure } from './support/failures.ts';
 import { makeImageProject } from './support/image-project.ts';
+import { startRegistry } from './support/registry.ts';
 import { neverAborted } from './support/signals.ts';
 
 const IMAGE = 'pve-9';
@@ -69,6 +71,22 @@ const BACKENDS: Backend[] = [
         await fixture.cleanup();
       });
       return { fixture, store: await openImageStore(fixture.catalog.release, 'latest') };
+    },
+  },
+  {
+    title: 'an OCI registry',
+    async open(t) {
+      const registry = await startRegistry({ auth: 'none' });
+      // The fixture's catalog is only the images' project; the store is the registry.
+      const shared = await mkdtemp(join(tmpdir(), 'pipeline-shared-'));
+      const fixture = await createImageFixture([{ name: IMAGE, size: 3000 }], { dir: shared, tag: 'latest' });
+      t.teardown(async () => {
+        await registry.close();
+        await rm(shared, { recursive: true, force: true });
+        await fixture.cleanup();
+      });
+      const env = { HOME: shared, PATH: process.env.PATH };
+      return { fixture, store: openOciStore({ registry: `${registry.host}/acme/images`, plainHttp: true }, 'latest', { env, retryBaseMs: 2 }) };
     },
   },
 ];

@@ -2,19 +2,18 @@
 // in parallel; each piece's chunks are copied into one of its two large buffers and
 // written at their offset in positional writes, one write in flight per piece while the
 // other buffer fills, so a slow disk slows the socket and memory stays at two buffers a
-// piece whatever the chunk size. One SHA-256 follows the bytes in image order:
-// from memory for the piece at the hash cursor, and, for bytes that arrived ahead of the
-// cursor, from the page cache once the cursor reaches them. Writeback to the disk starts
-// while bytes still arrive, so the final fsync has little left to do.
-import { createHash } from 'node:crypto';
+// piece whatever the chunk size. One SHA-256 follows the file in image order on its own
+// thread (src/sha256-thread.ts): as the written prefix grows, that thread reads it back
+// from the page cache and hashes it, so the digest is of the bytes in the file, and the
+// main thread, which reads every socket, spends nothing on it. Writeback to the disk
+// starts while bytes still arrive, so the final fsync has little left to do.
 import { open, type FileHandle } from 'node:fs/promises';
+import { type FileSha256Job, Sha256Thread } from '../../src/sha256-thread.ts';
 
 /** Size of a piece's write buffers (two per piece being downloaded). */
 const WRITE_BYTES = 512 * 1024;
 /** Bytes written between two background flushes to the disk. */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
-/** Read size when the hash catches up from the file. */
-const READ_BYTES = 512 * 1024;
 
 interface PieceState {
   readonly start: number;
@@ -38,14 +37,13 @@ interface PieceState {
 export class DownloadFile {
   private readonly pieces: PieceState[];
   private readonly total: number;
-  private readonly hash = createHash('sha256');
-  /** Bytes of the image hashed, from its first byte. */
-  private hashed = 0;
+  /** The SHA-256 of the file's written prefix, computed on the hashing thread. */
+  private hash: FileSha256Job;
+  /** Bytes of the image handed to the hash, from its first byte. */
+  private hashing = 0;
   /** False once a piece the hash had reached started over: the digest then reads the whole file. */
   private hashInOrder = true;
-  private catchingUp: Promise<void> | undefined;
   private writeback: Promise<void> | undefined;
-  private readBuffer: Buffer | undefined;
   /**
    * Write buffers no piece is using. A piece takes one to fill and gives it back when its
    * write lands, so the file holds at most two a piece in flight, however many chunks and
@@ -82,6 +80,7 @@ export class DownloadFile {
       return piece;
     });
     this.total = start;
+    this.hash = this.startHash();
   }
 
   /**
@@ -95,7 +94,7 @@ export class DownloadFile {
       const total = sizes.reduce((sum, size) => sum + size, 0);
       await handle.truncate(total);
       const file = new DownloadFile(handle, sizes, written ?? sizes.map(() => 0), bufferBytes);
-      file.catchUp();
+      file.hashWritten();
       return file;
     } catch (error) {
       await handle.close();
@@ -123,11 +122,6 @@ export class DownloadFile {
     const piece = this.pieces[index]!;
     if (offset + chunk.length > piece.size) throw new Error(`piece ${index + 1} got bytes past its end`);
     if (offset !== piece.received) throw new Error(`piece ${index + 1} skipped from byte ${piece.received} to ${offset}`);
-    // At the hash cursor with nothing left to catch up: hash it now, from memory.
-    if (!this.catchingUp && this.hashInOrder && piece.start + offset === this.hashed) {
-      this.hash.update(chunk);
-      this.hashed += chunk.length;
-    }
     return this.copyIn(piece, chunk, 0);
   }
 
@@ -177,25 +171,24 @@ export class DownloadFile {
     piece.writing = undefined;
     piece.filled = 0;
     // Whatever the hash took of this piece may not be what arrives now.
-    if (this.hashed >= piece.start) this.hashInOrder = false;
+    if (this.hashing > piece.start) this.hashInOrder = false;
   }
 
   /** The SHA-256 of the whole file, once every piece is finished. */
   async digest(): Promise<string> {
-    this.catchUp();
-    while (this.catchingUp) await this.catchingUp;
     this.throwIfFailed();
-    if (this.hashed === this.total) return this.hash.digest('hex');
-    if (this.hashInOrder) throw new Error(`hashed ${this.hashed} of ${this.total} bytes: a piece was not finished`);
-    const hash = createHash('sha256');
-    const buffer = (this.readBuffer ??= Buffer.allocUnsafe(READ_BYTES));
-    for (let at = 0; at < this.total; ) {
-      const { bytesRead } = await this.handle.read(buffer, 0, Math.min(READ_BYTES, this.total - at), at);
-      if (bytesRead === 0) throw new Error(`the download file ended at byte ${at} of ${this.total}`);
-      hash.update(buffer.subarray(0, bytesRead));
-      at += bytesRead;
+    this.hashWritten();
+    if (!this.hashInOrder) {
+      // A piece the hash had read started over: hash the file again, from its first byte.
+      await this.hash.release();
+      this.hash = this.startHash();
+      this.hash.hashRange(this.handle.fd, 0, this.total);
+      this.hashing = this.total;
     }
-    return hash.digest('hex');
+    if (this.hashing !== this.total) throw new Error(`hashed ${this.hashing} of ${this.total} bytes: a piece was not finished`);
+    const digest = await this.hash.digest();
+    this.throwIfFailed();
+    return digest;
   }
 
   /**
@@ -219,8 +212,7 @@ export class DownloadFile {
   /** Waits for every write and read under way (whatever their outcome), then closes the file. */
   async close(): Promise<void> {
     this.closing = true;
-    while (this.catchingUp) await this.catchingUp;
-    await Promise.all([...this.pieces.map((piece) => piece.write), this.writeback]);
+    await Promise.all([...this.pieces.map((piece) => piece.write), this.writeback, this.hash.release()]);
     await this.handle.close();
   }
 
@@ -264,7 +256,7 @@ export class DownloadFile {
   }
 
   private wrote(bytes: number): void {
-    this.catchUp();
+    this.hashWritten();
     this.writtenSinceWriteback += bytes;
     if (this.writtenSinceWriteback >= WRITEBACK_BYTES && !this.writeback) {
       this.writtenSinceWriteback = 0;
@@ -277,56 +269,27 @@ export class DownloadFile {
     }
   }
 
-  /** The piece the hash cursor is in (pieces.length at the end). */
-  private cursorPiece(): PieceState | undefined {
-    return this.pieces.find((piece) => this.hashed < piece.start + piece.size);
+  private startHash(): FileSha256Job {
+    return Sha256Thread.shared().startFile(
+      () => {},
+      (error) => {
+        this.failure ??= error;
+      },
+    );
   }
 
-  /** Starts hashing, in order, bytes that arrived ahead of the cursor, unless that is under way. */
-  private catchUp(): void {
-    if (this.catchingUp || this.closing || !this.hashInOrder || this.failure !== undefined) return;
-    const piece = this.cursorPiece();
-    if (!piece) return;
-    const onDisk = piece.start + piece.written;
-    // Something to do: bytes on disk not hashed yet, or the cursor at the disk's end with chunks in memory after it.
-    if (this.hashed < onDisk || (this.hashed === onDisk && this.hashed < piece.start + piece.received)) this.catchingUp = this.hashAhead();
+  /** Bytes of the image written from its first byte on (every piece before the first unfinished one). */
+  private writtenPrefix(): number {
+    for (const piece of this.pieces) if (piece.written < piece.size) return piece.start + piece.written;
+    return this.total;
   }
 
-  private async hashAhead(): Promise<void> {
-    await undefined; // catchUp() records this run before any of it happens
-    const from = this.hashed;
-    try {
-      await this.hashFromDiskAndMemory();
-    } catch (error) {
-      this.failure ??= error;
-    } finally {
-      this.catchingUp = undefined;
-    }
-    // A write may have landed after the last look (a run that got nowhere would only repeat itself).
-    if (this.hashed !== from) this.catchUp();
-  }
-
-  private async hashFromDiskAndMemory(): Promise<void> {
-    const buffer = (this.readBuffer ??= Buffer.allocUnsafe(READ_BYTES));
-    for (let piece = this.cursorPiece(); piece && this.hashInOrder; piece = this.cursorPiece()) {
-      const onDisk = piece.start + piece.written;
-      if (this.hashed < onDisk) {
-        const { bytesRead } = await this.handle.read(buffer, 0, Math.min(READ_BYTES, onDisk - this.hashed), this.hashed);
-        if (bytesRead === 0) throw new Error(`the download file ended at byte ${this.hashed}`);
-        if (!this.hashInOrder) return;
-        this.hash.update(buffer.subarray(0, bytesRead));
-        this.hashed += bytesRead;
-        continue;
-      }
-      // On disk and hashed: what is left of the piece is still in memory, in order.
-      if (this.hashed !== onDisk) return;
-      for (const bytes of [piece.writing, piece.filling?.subarray(0, piece.filled)]) {
-        if (!bytes) continue;
-        this.hash.update(bytes);
-        this.hashed += bytes.length;
-      }
-      // Mid-piece: from here on the piece's chunks are hashed as they arrive.
-      if (this.hashed < piece.start + piece.size) return;
-    }
+  /** Hands the written bytes the hash has not had yet to the hashing thread, in order. */
+  private hashWritten(): void {
+    if (this.closing || !this.hashInOrder || this.failure !== undefined) return;
+    const prefix = this.writtenPrefix();
+    if (prefix <= this.hashing) return;
+    this.hash.hashRange(this.handle.fd, this.hashing, prefix - this.hashing);
+    this.hashing = prefix;
   }
 }

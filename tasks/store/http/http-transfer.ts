@@ -8,7 +8,7 @@ import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import https from 'node:https';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { getFollowingRedirects, type BodySink, type GetResult } from './http-get.ts';
+import { type BodySink, type GetResponse, type GetResult, getFollowingRedirects } from './http-get.ts';
 import { connectDeadline, isUnreachable } from './reach.ts';
 
 export class TransferError extends Error {
@@ -242,9 +242,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   if (request.authorization) headers.authorization = request.authorization;
   const ranged = request.from > 0 || request.to !== undefined;
   if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
-  let answer: TransferError | undefined;
-  let errorText = '';
-  let sinkFailed = false;
+  const outcome: RangeOutcome = { errorText: '', sinkFailed: false };
   let result: GetResult;
   try {
     result = await getFollowingRedirects({
@@ -253,46 +251,62 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
       signal: request.signal,
       credentialsFollow: 'never',
       ...(request.maxRedirects !== undefined ? { maxRedirects: request.maxRedirects } : {}),
-      onResponse: ({ status, headers }) => {
-        if (status === 416) {
-          answer = new TransferError('server rejected the resume range', 416);
-          return undefined;
-        }
-        if (status !== 200 && status !== 206) {
-          // The error body (GitHub's JSON message), kept short.
-          return async (chunk) => {
-            if (errorText.length < 64 * 1024) errorText += chunk.toString('utf8');
-          };
-        }
-        if (ranged && status !== 206 && !(request.from === 0 && request.to !== undefined && declaredLength(headers) === request.to)) {
-          // The server ignored the range; the caller restarts the asset from its first byte.
-          answer = new TransferError('server ignored the resume range', 416);
-          return undefined;
-        }
-        return (chunk) => {
-          const marked = (error: unknown) => {
-            sinkFailed = true;
-            throw error;
-          };
-          try {
-            return request.sink(chunk)?.catch(marked);
-          } catch (error) {
-            return marked(error);
-          }
-        };
-      },
+      onResponse: rangeResponder(request, ranged, outcome),
     });
   } catch (error) {
     // The sink's own failures (a full disk, bytes past the end) are not the network's.
-    if (sinkFailed) throw error;
+    if (outcome.sinkFailed) throw error;
     throw asTransferError(error);
   }
-  if (answer) throw answer;
+  if (outcome.refusal) throw outcome.refusal;
   const { status } = result;
-  if (status !== 200 && status !== 206) throw failureOf(status, result.headers, errorText, 'download failed');
+  if (status !== 200 && status !== 206) throw failureOf(status, result.headers, outcome.errorText, 'download failed');
   const wanted = result.declared ?? request.expected;
   if (!result.complete || (wanted !== undefined && result.received < wanted)) {
     throw new TransferError(`download ended after ${result.received} of ${wanted ?? 'more'} bytes`, 0);
   }
   return result.received;
+}
+
+/** What a ranged GET's answer came to, besides its body: a refused range, an error body, a sink that failed. */
+interface RangeOutcome {
+  refusal?: TransferError;
+  errorText: string;
+  sinkFailed: boolean;
+}
+
+/**
+ * Reads the final answer's head: the body goes to the request's sink when it holds the
+ * bytes asked for, to `outcome.errorText` when it is an error, and nowhere when the server
+ * refused or ignored the range (`outcome.refusal`, a 416 the caller restarts from).
+ */
+function rangeResponder(request: DownloadRangeRequest, ranged: boolean, outcome: RangeOutcome): (response: GetResponse) => BodySink | undefined {
+  return ({ status, headers }) => {
+    if (status === 416) {
+      outcome.refusal = new TransferError('server rejected the resume range', 416);
+      return undefined;
+    }
+    if (status !== 200 && status !== 206) {
+      // The error body (GitHub's JSON message), kept short.
+      return async (chunk) => {
+        if (outcome.errorText.length < 64 * 1024) outcome.errorText += chunk.toString('utf8');
+      };
+    }
+    if (ranged && status !== 206 && !(request.from === 0 && request.to !== undefined && declaredLength(headers) === request.to)) {
+      // The server ignored the range; the caller restarts the asset from its first byte.
+      outcome.refusal = new TransferError('server ignored the resume range', 416);
+      return undefined;
+    }
+    return (chunk) => {
+      const marked = (error: unknown) => {
+        outcome.sinkFailed = true;
+        throw error;
+      };
+      try {
+        return request.sink(chunk)?.catch(marked);
+      } catch (error) {
+        return marked(error);
+      }
+    };
+  };
 }

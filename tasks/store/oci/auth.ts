@@ -152,6 +152,25 @@ export class RegistryAuth {
     credential: Credential | undefined,
     signal: AbortSignal,
   ): Promise<{ token: string; expiresAt: number }> {
+    const url = this.tokenRealm(challenge);
+    const started = Date.now();
+    const response = await this.requestToken(url, challenge.params.service, scopes, credential, signal);
+    if (response.status === 401 || response.status === 403) {
+      throw new Failure(
+        'auth',
+        `${this.options.host}'s token endpoint refused the credentials from ${credential?.source ?? '(none: anonymous)'} (HTTP ${response.status})`,
+        {
+          code: response.status,
+        },
+      );
+    }
+    if (!response.ok) throw new Failure('network', `${this.options.host}'s token endpoint answered HTTP ${response.status}`, { code: response.status });
+    const { token, seconds } = await this.tokenOf(response);
+    return { token, expiresAt: started + seconds * 1000 };
+  }
+
+  /** The challenge's token endpoint: a URL, on https unless the registry itself is plain http (credentials go there). */
+  private tokenRealm(challenge: Challenge): URL {
     const realm = challenge.params.realm;
     if (!realm) throw new Failure('auth', `${this.options.host} asked for a bearer token without naming where to get one (no realm)`);
     let url: URL;
@@ -166,32 +185,43 @@ export class RegistryAuth {
         `${this.options.host} sends clients to a token endpoint on ${url.protocol}//${url.host}, not https: refusing to send credentials there`,
       );
     }
-    const service = challenge.params.service;
+    return url;
+  }
+
+  /**
+   * Asks the token endpoint for `scopes`: an identity token by the OAuth2 refresh-token
+   * grant (as docker does), a username and password by Basic auth, or nothing (anonymous).
+   * Redirects are refused, so credentials go to the realm only.
+   */
+  private async requestToken(
+    realm: URL,
+    service: string | undefined,
+    scopes: readonly string[],
+    credential: Credential | undefined,
+    signal: AbortSignal,
+  ): Promise<Awaited<ReturnType<typeof apiFetch>>> {
+    const url = new URL(realm);
     const headers: Record<string, string> = { 'user-agent': 'pipeline-images', accept: 'application/json' };
-    let response: Awaited<ReturnType<typeof apiFetch>>;
-    const started = Date.now();
     try {
       if (credential?.kind === 'identity') {
-        // OAuth2 refresh-token grant, as docker does with an identity token.
         const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: credential.identityToken, client_id: 'pipeline' });
         if (service) form.set('service', service);
         for (const scope of scopes) form.append('scope', scope);
-        response = await apiFetch(url, {
+        return await apiFetch(url, {
           method: 'POST',
           headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
           body: form.toString(),
           signal,
           redirect: 'error',
         });
-      } else {
-        if (service) url.searchParams.set('service', service);
-        for (const scope of scopes) url.searchParams.append('scope', scope);
-        if (credential) {
-          url.searchParams.set('account', credential.username);
-          headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}`;
-        }
-        response = await apiFetch(url, { headers, signal, redirect: 'error' });
       }
+      if (service) url.searchParams.set('service', service);
+      for (const scope of scopes) url.searchParams.append('scope', scope);
+      if (credential) {
+        url.searchParams.set('account', credential.username);
+        headers.authorization = `Basic ${Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}`;
+      }
+      return await apiFetch(url, { headers, signal, redirect: 'error' });
     } catch (error) {
       if (signal.aborted) throw error;
       throw new Failure(
@@ -199,16 +229,10 @@ export class RegistryAuth {
         `could not reach ${this.options.host}'s token endpoint ${url.origin}: ${this.redact(error instanceof Error ? error.message : String(error))}`,
       );
     }
-    if (response.status === 401 || response.status === 403) {
-      throw new Failure(
-        'auth',
-        `${this.options.host}'s token endpoint refused the credentials from ${credential?.source ?? '(none: anonymous)'} (HTTP ${response.status})`,
-        {
-          code: response.status,
-        },
-      );
-    }
-    if (!response.ok) throw new Failure('network', `${this.options.host}'s token endpoint answered HTTP ${response.status}`, { code: response.status });
+  }
+
+  /** The token in the endpoint's JSON answer (`token`, or OAuth2's `access_token`) and its lifetime in seconds. */
+  private async tokenOf(response: Awaited<ReturnType<typeof apiFetch>>): Promise<{ token: string; seconds: number }> {
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       body = JSON.parse(await response.text()) as typeof body;
@@ -218,6 +242,6 @@ export class RegistryAuth {
     const token = typeof body.token === 'string' && body.token ? body.token : typeof body.access_token === 'string' ? body.access_token : '';
     if (!token) throw new Failure('auth', `${this.options.host}'s token endpoint answered without a token`);
     const seconds = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_SECONDS;
-    return { token, expiresAt: started + seconds * 1000 };
+    return { token, seconds };
   }
 }

@@ -126,25 +126,19 @@ export class OciStore implements ImageStore {
     };
   }
 
-  /** Each layer as byte ranges of at most readPieceBytes, so one large layer downloads in parallel. */
+  /** Each layer as byte ranges of at most readPieceBytes (readSpans), so one large layer downloads in parallel. */
   private readPieces(name: string, layers: readonly ImageLayer[]): ImagePiece[] {
     const repository = repositoryOf(this.registry, name);
     const span = this.tuning.readPieceBytes ?? DEFAULT_READ_PIECE_BYTES;
-    const pieces: ImagePiece[] = [];
-    for (const layer of layers) {
-      const count = Math.max(1, Math.ceil(layer.size / span));
-      for (let index = 0; index < count; index++) {
-        const start = index * span;
-        const end = Math.min(layer.size, start + span);
-        pieces.push({
-          id: count === 1 ? layer.digest : `${layer.digest}@${start}`,
-          label: count === 1 ? layer.title : `${layer.title} [${start}, ${end})`,
-          size: end - start,
-          read: (request) => this.readRange(repository, layer, start, request.to === undefined ? end : Math.min(end, start + request.to), request),
-        });
-      }
-    }
-    return pieces;
+    return layers.flatMap((layer) => {
+      const spans = readSpans(layer.size, span);
+      return spans.map(({ start, end }) => ({
+        id: spans.length === 1 ? layer.digest : `${layer.digest}@${start}`,
+        label: spans.length === 1 ? layer.title : `${layer.title} [${start}, ${end})`,
+        size: end - start,
+        read: (request) => this.readRange(repository, layer, start, request.to === undefined ? end : Math.min(end, start + request.to), request),
+      }));
+    });
   }
 
   /** Streams layer bytes [start + from, end) to the sink, resuming with a Range request after a reset or a short body. */
@@ -202,46 +196,82 @@ export class OciStore implements ImageStore {
     const parts = planLayers(name, image.size, this.tuning.maxBlobSize);
     const before = await seeImage(context, name);
     const current = before?.state === 'complete' ? before.artifact : undefined;
-    const sameBytes = current && current.record.sha256 === image.sha256 && sameLayout(current.record, parts);
+    // Bytes the store holds already keep the commit and upload time they came in with, forced or not.
+    const held = current?.record.sha256 === image.sha256 ? current.record : undefined;
     const record = (uploadedAt: string): ImageRecord =>
       recordOf(
         image,
         parts.map((part) => ({ name: part.title, size: part.length })),
         uploadedAt,
         (kind) => attachmentTitle(name, kind),
+        held,
       );
 
     await putMarker(context, name);
     await ensureEmptyConfig(context, repository);
     const attachments = await this.pushAttachments(repository, image, signal);
-    // How to put each blob back should the registry refuse the manifest for lacking it (putManifest).
-    const restorers = new Map(attachments.restorers);
-    const restoreLayer = (digest: string, part: PlannedLayer) => () =>
-      pushBlob(this.client, { repository, digest, path: image.path, start: part.start, length: part.length, signal }, this.tuning);
-    if (sameBytes && !options.force) {
-      const wanted = record(current.record.uploadedAt ?? new Date().toISOString());
-      // Same bytes: the blobs must still be there (a registry's garbage collection may have run).
-      const present = await Promise.all(current.layers.map(async (layer) => (await this.client.blobSize(repository, layer.digest, signal)) === layer.size));
-      if (present.every(Boolean)) {
-        if (sameRecord(current.record, wanted)) {
-          log(`${name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
-        } else {
-          for (const [index, layer] of current.layers.entries()) restorers.set(layer.digest, restoreLayer(layer.digest, parts[index]!));
-          await this.putManifest(
-            context,
-            { name, tag: this.tag, record: wanted, layers: current.layers, ...attachments.artifact },
-            attachments.provenance,
-            restorers,
-          );
-          log(`${name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; updated its record`);
-        }
+    const upload: LayerUpload = { image, repository, parts, restorers: new Map(attachments.restorers) };
+    if (current && held && sameLayout(current.record, parts) && !options.force) {
+      if (await this.keepStored(context, upload, current, { ...attachments, record: record(new Date().toISOString()) })) {
         await syncIndex(context);
         return { uploaded: false };
       }
     }
 
+    // Deciding to replace what is there: before any bytes move, and again right before the manifest.
+    if (current) await options.mayReplace?.(current.record);
+    const { layers, sent } = await this.pushLayers(context, upload, options);
+    if (options.mayReplace) {
+      const now = await seeImage(context, name);
+      if (now?.state === 'complete') await options.mayReplace(now.artifact.record);
+    }
+    await this.putManifest(
+      context,
+      { name, tag: this.tag, record: record(new Date().toISOString()), layers, ...attachments.artifact },
+      attachments.provenance,
+      upload.restorers,
+    );
+    log(`${name}: ${parts.length === 1 ? 'stored as one layer' : `stored as ${parts.length} layers`}, sha256 ${image.sha256}`);
+    await syncIndex(context);
+    return { uploaded: sent };
+  }
+
+  /**
+   * The same bytes in the same layout are stored already: true when their blobs are all
+   * still there (a registry's garbage collection may have run), after rewriting the
+   * manifest if the record changed; false when the layers must go up again.
+   */
+  private async keepStored(
+    context: CatalogContext,
+    upload: LayerUpload,
+    current: ImageArtifact,
+    wanted: StoredAttachments & { record: ImageRecord },
+  ): Promise<boolean> {
+    const { image, repository, parts } = upload;
+    const { signal, log } = context;
+    const present = await Promise.all(current.layers.map(async (layer) => (await this.client.blobSize(repository, layer.digest, signal)) === layer.size));
+    if (!present.every(Boolean)) return false;
+    if (sameRecord(current.record, wanted.record)) {
+      log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; nothing to upload`);
+      return true;
+    }
+    for (const [index, layer] of current.layers.entries()) upload.restorers.set(layer.digest, this.layerRestorer(upload, layer.digest, parts[index]!, signal));
+    await this.putManifest(
+      context,
+      { name: image.name, tag: this.tag, record: wanted.record, layers: current.layers, ...wanted.artifact },
+      wanted.provenance,
+      upload.restorers,
+    );
+    log(`${image.name}: ${this.location} already holds sha256 ${image.sha256.slice(0, 12)}…; updated its record`);
+    return true;
+  }
+
+  /** Sends each planned layer in order (skipped when present, mounted when another repository holds it); whether any bytes went. */
+  private async pushLayers(context: CatalogContext, upload: LayerUpload, options: PutOptions): Promise<{ layers: ImageLayer[]; sent: boolean }> {
+    const { image, repository, parts } = upload;
+    const { signal, log } = context;
     const digests = parts.length === 1 ? [`sha256:${image.sha256}`] : await partDigests(image.path, parts, signal);
-    const mountFrom = await this.mountSources(context, image, parts.length);
+    const mountFrom = options.force ? [] : await this.mountSources(context, image, parts.length);
     const total = image.size;
     let done = 0;
     let sent = false;
@@ -257,40 +287,34 @@ export class OciStore implements ImageStore {
           path: image.path,
           start: part.start,
           length: part.length,
-          mountFrom: options.force ? [] : mountFrom,
+          mountFrom,
           signal,
           onProgress: (bytes) => options.onProgress?.(done + bytes, total),
         },
         this.tuning,
       ).catch((error: unknown) => {
-        throw error instanceof Failure ? error.prefixed(name) : error;
+        throw error instanceof Failure ? error.prefixed(image.name) : error;
       });
       if (outcome === 'uploaded') sent = true;
       log(
-        `${name}: ${part.title} (${part.length} bytes) ${outcome === 'uploaded' ? 'uploaded' : outcome === 'mounted' ? 'mounted from another repository' : 'already there'}`,
+        `${image.name}: ${part.title} (${part.length} bytes) ${outcome === 'uploaded' ? 'uploaded' : outcome === 'mounted' ? 'mounted from another repository' : 'already there'}`,
       );
       done += part.length;
       options.onProgress?.(done, total);
       layers.push({ title: part.title, digest, size: part.length });
-      restorers.set(digest, restoreLayer(digest, part));
+      upload.restorers.set(digest, this.layerRestorer(upload, digest, part, signal));
     }
-    await this.putManifest(
-      context,
-      { name, tag: this.tag, record: record(new Date().toISOString()), layers, ...attachments.artifact },
-      attachments.provenance,
-      restorers,
-    );
-    log(`${name}: ${parts.length === 1 ? 'stored as one layer' : `stored as ${parts.length} layers`}, sha256 ${image.sha256}`);
-    await syncIndex(context);
-    return { uploaded: sent };
+    return { layers, sent };
+  }
+
+  /** How to put a layer back should the registry refuse the manifest for lacking it (putManifest). */
+  private layerRestorer(upload: LayerUpload, digest: string, part: PlannedLayer, signal: AbortSignal): () => Promise<unknown> {
+    const { image, repository } = upload;
+    return () => pushBlob(this.client, { repository, digest, path: image.path, start: part.start, length: part.length, signal }, this.tuning);
   }
 
   /** The image's attachments as blobs of its repository, before the manifest that names them. */
-  private async pushAttachments(
-    repository: string,
-    image: ImageToPut,
-    signal: AbortSignal,
-  ): Promise<{ artifact: Pick<ImageArtifact, 'chunkIndex'>; provenance?: ImageLayer; restorers: BlobRestorers }> {
+  private async pushAttachments(repository: string, image: ImageToPut, signal: AbortSignal): Promise<StoredAttachments> {
     const stored: Partial<Record<AttachmentKind, ImageLayer>> = {};
     const restorers = new Map<string, () => Promise<unknown>>();
     for (const kind of ['chunk-index', 'provenance'] as const) {
@@ -460,6 +484,40 @@ export class OciStore implements ImageStore {
       },
     };
   };
+}
+
+/**
+ * A layer's byte ranges for parallel reads: `span` bytes each while much is left, then an
+ * eighth of what is left, in whole multiples of span / 8, so the last ranges are small. The reads
+ * then end close together, and the SHA-256, which follows the file in order, has only
+ * the last few small ranges left to read once the last byte lands, rather than whole
+ * spans that finished ahead of it.
+ */
+export function readSpans(size: number, span: number): Array<{ start: number; end: number }> {
+  const smallest = Math.max(1, Math.floor(span / 8));
+  const spans: Array<{ start: number; end: number }> = [];
+  for (let start = 0; start < size || spans.length === 0; ) {
+    const left = size - start;
+    const end = start + Math.min(left, span, Math.ceil(left / 8 / smallest) * smallest);
+    spans.push({ start, end });
+    start = end;
+  }
+  return spans;
+}
+
+/** An image's attachments as stored: what its manifest names, and how to put each back. */
+interface StoredAttachments {
+  readonly artifact: Pick<ImageArtifact, 'chunkIndex'>;
+  readonly provenance?: ImageLayer;
+  readonly restorers: BlobRestorers;
+}
+
+/** One put's layers: the image, where they go, and how to put back each blob its manifest names. */
+interface LayerUpload {
+  readonly image: ImageToPut;
+  readonly repository: string;
+  readonly parts: readonly PlannedLayer[];
+  readonly restorers: Map<string, () => Promise<unknown>>;
 }
 
 export interface PlannedLayer {
