@@ -74,7 +74,14 @@ test('a seeded fetch rebuilds the new file byte for byte and fetches no more tha
         const seedPath = join(dir, `seed-${round}`);
         await writeFile(seedPath, before);
         const path = join(dir, `got-${round}.qcow2`);
-        const got = await getImage(release.store, 'img', { path, overwrite: false, signal: neverAborted(), seeds: [{ path: seedPath, role: 'old' }] });
+        // Ranged reads cost nothing here: small files, where they would otherwise outweigh the bytes saved.
+        const got = await getImage(release.store, 'img', {
+          path,
+          overwrite: false,
+          signal: neverAborted(),
+          seeds: [{ path: seedPath, role: 'old' }],
+          rangedReadCost: 0,
+        });
         if (!(await readFile(path)).equals(after)) throw new Error('the fetched file differs from the image');
         const bound = missingChunkBytes(before, after);
         const reused = got.transfer.reused.reduce((sum, seed) => sum + seed.bytes, 0);
@@ -160,6 +167,45 @@ test('with no seed holding any of it, the image downloads whole with no ranged r
   t.is(rangedRequests(release.server), 0);
 });
 
+test('a seed that holds too little to be worth its ranged reads: the image downloads whole, and the log says why', async (t) => {
+  const dir = await tempDir(t);
+  const image = randomBytes(1_000_000);
+  const release = await releaseWithIndex(t, dir, image);
+  const cases: Array<[string, Buffer]> = [
+    // A twentieth of the image: nine tenths would still be fetched.
+    ['little of it', Buffer.concat([image.subarray(0, 50_000), randomBytes(400_000)])],
+    // Half of it, in 40 pieces between changes: 40 ranged reads at 64 KiB each weigh more than the half saved.
+    [
+      'half of it, in many pieces',
+      Buffer.concat(Array.from({ length: 40 }, (_, at) => [image.subarray(at * 25_000, at * 25_000 + 12_500), randomBytes(12_500)]).flat()),
+    ],
+  ];
+  for (const [what, seedBytes] of cases) {
+    const seedPath = join(dir, 'seed');
+    await writeFile(seedPath, seedBytes);
+    const path = join(dir, 'img.qcow2');
+    const logs: string[] = [];
+    const rangedBefore = rangedRequests(release.server);
+    const got = await getImage(release.store, 'img', {
+      path,
+      overwrite: true,
+      signal: neverAborted(),
+      seeds: [{ path: seedPath, role: 'old' }],
+      log: (line) => logs.push(line),
+    });
+    t.deepEqual(await readFile(path), image, what);
+    t.is(got.transfer.fetched, image.length, what);
+    t.deepEqual(got.transfer.reused, [], what);
+    t.is(rangedRequests(release.server), rangedBefore, `${what}: no ranged reads`);
+    t.regex(
+      logs.join('\n'),
+      /img: local copies hold \d+ of its 1000000 bytes; \d+ ranged reads would cost about as much as the whole download, so downloading it whole/,
+      what,
+    );
+    await rm(path);
+  }
+});
+
 test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what landed, and leaves no debris', async (t) => {
   const dir = await tempDir(t);
   const before = randomBytes(1_500_000);
@@ -178,11 +224,13 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
   await writeFile(seedPath, before);
 
   // What the same fetch moves when nothing has landed yet: the resumed run must move less.
+  // (Ranged reads cost nothing here: 15 of them would outweigh what the seed saves of 1.5 MB.)
   const fresh = await getImage(release.store, 'img', {
     path: join(dir, 'fresh', 'img.qcow2'),
     overwrite: false,
     signal: neverAborted(),
     seeds: [{ path: seedPath, role: 'old' }],
+    rangedReadCost: 0,
   });
   await rm(join(dir, 'fresh'), { recursive: true });
   const freshRanged = rangedRequests(release.server);
@@ -202,7 +250,11 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
   const path = join(dir, 'img.qcow2');
   const child = spawn(
     process.execPath,
-    ['--import=tsx', join(import.meta.dirname, 'support', 'delta-fetch-child.ts'), JSON.stringify({ env: release.env, path, seed: seedPath })],
+    [
+      '--import=tsx',
+      join(import.meta.dirname, 'support', 'delta-fetch-child.ts'),
+      JSON.stringify({ env: release.env, path, seed: seedPath, rangedReadCost: 0 }),
+    ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
@@ -234,6 +286,7 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
     signal: neverAborted(),
     seeds: [{ path: seedPath, role: 'old' }],
     log: (line) => logs.push(line),
+    rangedReadCost: 0,
   });
   t.deepEqual(await readFile(path), after);
   t.regex(logs.join('\n'), /resuming a seeded fetch, \d+ of \d+ bytes already in place/);

@@ -22,6 +22,8 @@ export interface SeededFetchOptions {
   readonly concurrency: number;
   readonly onProgress?: (done: number, total: number) => void;
   readonly log: (line: string) => void;
+  /** What a ranged read is taken to cost, in bytes of a whole download (tests set it low for small images). */
+  readonly requestCost?: number;
 }
 
 /**
@@ -59,6 +61,7 @@ export async function trySeededFetch(image: Extract<OpenedImage, { status: 'read
     signal: options.signal,
     concurrency: options.concurrency,
     log: options.log,
+    ...(options.requestCost !== undefined ? { requestCost: options.requestCost } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
 }
