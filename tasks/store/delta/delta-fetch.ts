@@ -11,7 +11,7 @@ import { setMaxListeners } from 'node:events';
 import { type FileHandle, open, readFile, rm, stat } from 'node:fs/promises';
 import { Failure, writeFileAtomic } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
-import { type ChunkIndex, lowHashMask, segmentDigester } from './chunk-index.ts';
+import { type ChunkIndex, keptLowHash, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
@@ -391,7 +391,7 @@ async function sha256Of(handle: FileHandle, size: number, signal: AbortSignal): 
 async function segmentsNotMatching(handle: FileHandle, index: ChunkIndex, signal: AbortSignal): Promise<ByteRange[]> {
   const hash = await chunkHasher(index.params.maxSize);
   const digest = await segmentDigester();
-  const lowMask = lowHashMask(index.hashBytes);
+  const keptLow = keptLowHash(index.hashBytes);
   const buffer = Buffer.allocUnsafe(VERIFY_READ_BYTES + index.params.maxSize);
   const segmentHashes = new Uint32Array(2 * index.segmentChunks);
   const badSegments: ByteRange[] = [];
@@ -419,14 +419,17 @@ async function segmentsNotMatching(handle: FileHandle, index: ChunkIndex, signal
         }
       }
       const [high, low] = hash(buffer.subarray(head, head + length));
-      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== (low & lowMask) >>> 0) segmentOk = false;
+      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== keptLow(low)) segmentOk = false;
       segmentHashes[2 * (chunk - first)] = high;
       segmentHashes[2 * (chunk - first) + 1] = low;
       head += length;
     }
     const [high, low] = digest(segmentHashes.subarray(0, 2 * (last - first)));
     if (!segmentOk || high !== index.segmentHigh[segment] || low !== index.segmentLow[segment]) {
-      badSegments.push({ start: index.offsets[first]!, end: index.offsets[last - 1]! + index.lengths[last - 1]! });
+      badSegments.push({
+        start: index.segmentOffsets[segment]!,
+        end: segment + 1 < index.segmentOffsets.length ? index.segmentOffsets[segment + 1]! : index.size,
+      });
     }
   }
   return badSegments;
