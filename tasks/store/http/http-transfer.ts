@@ -229,6 +229,8 @@ export interface DownloadRangeRequest {
    */
   readonly sink: BodySink;
   readonly maxRedirects?: number;
+  /** Hears where the bytes came from, when a redirect led elsewhere (a pre-signed storage URL the caller may read again). */
+  readonly onRedirected?: (url: URL) => void;
 }
 
 /**
@@ -243,7 +245,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   const ranged = request.from > 0 || request.to !== undefined;
   if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
   const outcome: RangeOutcome = { errorText: '', sinkFailed: false };
-  let result: GetResult;
+  let result: GetResult & { readonly url: URL };
   try {
     result = await getFollowingRedirects({
       url: new URL(request.url),
@@ -261,6 +263,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   if (outcome.refusal) throw outcome.refusal;
   const { status } = result;
   if (status !== 200 && status !== 206) throw failureOf(status, result.headers, outcome.errorText, 'download failed');
+  if (result.url.href !== request.url) request.onRedirected?.(result.url);
   const wanted = result.declared ?? request.expected;
   if (!result.complete || (wanted !== undefined && result.received < wanted)) {
     throw new TransferError(`download ended after ${result.received} of ${wanted ?? 'more'} bytes`, 0);
