@@ -324,13 +324,13 @@ async function copyRuns(
   const stale: ByteRange[] = [];
   const handles = new Map<number, FileHandle | undefined>();
   const hash = await chunkHasher(index.params.maxSize);
-  let buffer = Buffer.allocUnsafe(0);
+  // One buffer for every run, allocated once: a buffer grown run by run leaves the freed ones in the heap's arenas.
+  const buffer = Buffer.allocUnsafe(longest(runs));
   try {
     for (const run of runs) {
       signal.throwIfAborted();
       if (!handles.has(run.seed)) handles.set(run.seed, await open(seeds[run.seed]!.path, 'r').catch(() => undefined));
       const seed = handles.get(run.seed);
-      if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
       const bytesRead = seed ? (await seed.read(buffer, 0, run.length, run.from)).bytesRead : 0;
       // Chunk by chunk: what still matches is written, what does not is fetched instead.
       let at = 0;
@@ -364,13 +364,16 @@ async function copyRuns(
 
 /** Chunks that occur twice in the image: copied from their first occurrence, which is in place by now. */
 async function copyWithin(handle: FileHandle, runs: readonly CopyRun[], onCopied: (run: CopyRun) => void): Promise<void> {
-  let buffer = Buffer.allocUnsafe(0);
+  const buffer = Buffer.allocUnsafe(longest(runs));
   for (const run of runs) {
-    if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
     await handle.read(buffer, 0, run.length, run.from);
     await handle.write(buffer, 0, run.length, run.target);
     onCopied(run);
   }
+}
+
+function longest(runs: readonly CopyRun[]): number {
+  return runs.reduce((most, run) => Math.max(most, run.length), 0);
 }
 
 /** The SHA-256 of the file's first `size` bytes. */

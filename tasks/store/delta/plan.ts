@@ -62,7 +62,7 @@ export interface PlanOptions {
 }
 
 const MAX_REQUEST = 8 * 1024 * 1024;
-const MAX_COPY = 4 * 1024 * 1024;
+const MAX_COPY = 1024 * 1024;
 
 export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
   const { index } = table;
