@@ -29,7 +29,7 @@ export interface DeltaFetchOptions {
   readonly tempPath: string;
   readonly seeds: readonly Seed[];
   readonly signal: AbortSignal;
-  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run four times as many. */
+  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run RANGES_PER_TRANSFER times as many. */
   readonly concurrency: number;
   readonly onProgress?: (done: number, total: number) => void;
   readonly onStatus?: (text: string) => void;
@@ -59,8 +59,11 @@ interface DeltaState {
 /** How often the finished ranges are saved while bytes arrive. */
 const SAVE_MS = 1000;
 const VERIFY_READ_BYTES = 1024 * 1024;
-/** Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip, not the bytes, sets their pace. */
-const RANGES_PER_TRANSFER = 4;
+/**
+ * Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip,
+ * not the bytes, sets their pace (chosen with bench/delta.ts; docs/benchmarks/notebook.md).
+ */
+const RANGES_PER_TRANSFER = 8;
 /** Longest request when fetching chunks again (a changed seed, a segment that did not verify). */
 const MAX_REPAIR_REQUEST = 8 * 1024 * 1024;
 /**

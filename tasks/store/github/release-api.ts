@@ -23,6 +23,8 @@ export const LATEST_RELEASE_TITLE = 'Latest Images';
  * a few minutes; one that has expired is dropped and the asset's URL asked again).
  */
 const STORAGE_URL_MS = 60_000;
+/** What a storage URL that expired (or whose object went away) answers. */
+const EXPIRED_STATUSES = new Set([401, 403, 404, 410]);
 
 export class ReleaseApi {
   /** Per asset id, the storage URL its last download was redirected to, and when. */
@@ -274,7 +276,7 @@ export class ReleaseApi {
       } catch (error) {
         // Not the transfer's: the sink's (a full disk, …) or a cancellation.
         if (!(error instanceof TransferError)) throw error;
-        if (direct !== undefined) {
+        if (direct !== undefined && EXPIRED_STATUSES.has(error.status)) {
           // The storage URL expired or went away: the asset's own URL again, without counting an attempt.
           this.storageUrls.delete(options.asset.id);
           attempt--;

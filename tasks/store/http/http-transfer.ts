@@ -245,7 +245,8 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   const ranged = request.from > 0 || request.to !== undefined;
   if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
   const outcome: RangeOutcome = { errorText: '', sinkFailed: false };
-  let result: GetResult & { readonly url: URL };
+  let result: GetResult;
+  let finalUrl: URL | undefined;
   try {
     result = await getFollowingRedirects({
       url: new URL(request.url),
@@ -253,7 +254,12 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
       signal: request.signal,
       credentialsFollow: 'never',
       ...(request.maxRedirects !== undefined ? { maxRedirects: request.maxRedirects } : {}),
-      onResponse: rangeResponder(request, ranged, outcome),
+      onFinalUrl: (url) => (finalUrl = url),
+      onResponse: (response) => {
+        // As soon as the head is in: reads started meanwhile can go straight there too.
+        if ((response.status === 200 || response.status === 206) && finalUrl && finalUrl.href !== request.url) request.onRedirected?.(finalUrl);
+        return rangeResponder(request, ranged, outcome)(response);
+      },
     });
   } catch (error) {
     // The sink's own failures (a full disk, bytes past the end) are not the network's.
@@ -263,7 +269,6 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   if (outcome.refusal) throw outcome.refusal;
   const { status } = result;
   if (status !== 200 && status !== 206) throw failureOf(status, result.headers, outcome.errorText, 'download failed');
-  if (result.url.href !== request.url) request.onRedirected?.(result.url);
   const wanted = result.declared ?? request.expected;
   if (!result.complete || (wanted !== undefined && result.received < wanted)) {
     throw new TransferError(`download ended after ${result.received} of ${wanted ?? 'more'} bytes`, 0);
