@@ -2,17 +2,20 @@
 // the loopback GitHub server throttled to a home uplink (20 MB/s by default, all
 // downloads together), all measured in one run:
 //
-//   node --import=tsx bench/delta.ts --pair builds:OLD.qcow2:NEW.qcow2 --pair edited:OLD:NEW [--rate 20] [--runs 1]
+//   node --import=tsx bench/delta.ts --pair builds:OLD.qcow2:NEW.qcow2 --pair edited:OLD:NEW [--rate 20] [--runs 1] [--no-peers]
 //
-// The seeded fetch also runs once in a process of its own under /usr/bin/time (Debian's
-// `time` package) for its peak RSS.
+// The seeded fetch also runs once as the CLI itself (`node bin/pipeline.js images download
+// --overwrite`, from dist/) under /usr/bin/time (Debian's `time` package), for its peak RSS
+// and its wall time as a user meets it. `--no-peers` leaves out zsync, casync and the lower
+// bound (for a large pair); `--cli-only` runs only the CLI's seeded download (its peak RSS).
 //
 // Pairs: two builds of the e2e image from the same inputs (`e2e-debian:build --force`
 // twice), and a real image with an edited next version (bench/delta-edit-pair.sh).
 // Per pair:
 // - pipeline: `images download` with the old image as the file being replaced (its chunk
-//   index and ranged reads of the release's 64 MiB parts), the whole download with no
-//   seed, and with a seed that holds nothing of it (random bytes);
+//   index and ranged reads of the release's 64 MiB parts; copying the old image into place
+//   is not timed, as zsync reads its seed where it is), the whole download with no seed,
+//   and with a seed that holds nothing of it (random bytes);
 // - zsync: `zsyncmake` (not timed), then `zsync -i OLD` of the control file's URL;
 // - casync: `casync make` (default chunking, not timed), then `casync extract --seed=OLD`
 //   from an HTTP chunk store behind the same throttle;
@@ -21,7 +24,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
@@ -34,11 +37,19 @@ import { readInOrder } from '../tasks/store/file-reads.ts';
 import { storeSettings } from '../tasks/store/backends.ts';
 import { openImageStore } from '../tasks/store/open.ts';
 import { GitHubServer, Pacer } from '../test/support/github-server.ts';
-import { fmt, median, timed } from './support.ts';
+import { BIN, fmt, median, REPO, timed } from './support.ts';
 
 const { values } = parseArgs({
-  options: { pair: { type: 'string', multiple: true }, rate: { type: 'string', default: '20' }, runs: { type: 'string', default: '1' } },
+  options: {
+    pair: { type: 'string', multiple: true },
+    rate: { type: 'string', default: '20' },
+    runs: { type: 'string', default: '1' },
+    'no-peers': { type: 'boolean', default: false },
+    'cli-only': { type: 'boolean', default: false },
+  },
 });
+const cliOnly = values['cli-only'];
+const peers = !values['no-peers'] && !cliOnly;
 const rate = Number(values.rate) * 1e6;
 const runs = Number(values.runs);
 const PART_SIZE = 64 * 1024 * 1024;
@@ -104,6 +115,57 @@ async function staticServer(root: string, pacer: Pacer): Promise<{ url: string; 
   };
 }
 
+/** zsync wants the whole file at one URL: a second asset, outside the image's own, and the control file beside it. */
+async function zsyncControl(server: GitHubServer, newPath: string, work: string): Promise<{ url: string; size: number }> {
+  await server.putAsset('latest', 'whole.qcow2', await readFile(newPath));
+  const whole = server.assets('latest').find((asset) => asset.name === 'whole.qcow2')!;
+  const wholeUrl = `${server.url}/storage/${whole.id}/whole.qcow2`;
+  execFileSync('zsyncmake', ['-u', wholeUrl, '-o', join(work, 'img.zsync'), newPath], { stdio: 'ignore' });
+  await server.putAsset('latest', 'img.zsync', await readFile(join(work, 'img.zsync')));
+  const control = server.assets('latest').find((asset) => asset.name === 'img.zsync')!;
+  return { url: `${server.url}/storage/${control.id}/img.zsync`, size: control.size };
+}
+
+/**
+ * The seeded download as a user runs it: `pipeline images download img --dir D --overwrite`
+ * from dist/, in a project that declares the image and the release, with the old image as
+ * the file being replaced; under /usr/bin/time for its peak RSS. Not execFileSync: the
+ * server answering it runs in this process.
+ */
+async function seededCli(
+  server: GitHubServer,
+  env: Record<string, string>,
+  oldPath: string,
+  work: string,
+): Promise<{ path: string; ms: number; rssMiB: number; summary: string }> {
+  const project = join(work, 'cli');
+  const dir = join(project, 'downloads');
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(project, 'pipeline.config.ts'),
+    `import { defineConfig } from ${JSON.stringify(join(REPO, 'dist', 'index.js'))};
+export default defineConfig({
+  bases: { base: { url: 'file:///nonexistent/base.qcow2', checksumsUrl: 'file:///nonexistent/SHA512SUMS' } },
+  images: { img: { base: 'base' } },
+  release: { repo: '${server.owner}/${server.repo}', apiUrl: ${JSON.stringify(server.url)}, tag: 'latest' },
+});
+`,
+  );
+  const path = join(dir, 'img.qcow2');
+  await copyFile(oldPath, path);
+  const timeFile = join(work, 'time');
+  const started = performance.now();
+  const { stdout } = await promisify(execFile)(
+    '/usr/bin/time',
+    ['-o', timeFile, '-f', '%M', process.execPath, BIN, 'images', 'download', 'img', '--dir', dir, '--overwrite'],
+    { cwd: project, env: { ...process.env, ...env, CI: '1' }, maxBuffer: 16 * 1024 * 1024 },
+  );
+  const ms = performance.now() - started;
+  const rssMiB = Number((await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)) / 1024;
+  const summary = stdout.trim().split('\n').at(-1) ?? '';
+  return { path, ms, rssMiB, summary };
+}
+
 async function benchPair(label: string, oldPath: string, newPath: string): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'pipeline-delta-bench-'));
   try {
@@ -133,19 +195,13 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
       },
       { force: false, signal: new AbortController().signal, log: () => {} },
     );
-    // zsync wants the whole file at one URL: a second asset, outside the image's own.
-    await server.putAsset('latest', 'whole.qcow2', await readFile(newPath));
-    const whole = server.assets('latest').find((asset) => asset.name === 'whole.qcow2')!;
-    const wholeUrl = `${server.url}/storage/${whole.id}/whole.qcow2`;
-    execFileSync('zsyncmake', ['-u', wholeUrl, '-o', join(work, 'img.zsync'), newPath], { stdio: 'ignore' });
-    await server.putAsset('latest', 'img.zsync', await readFile(join(work, 'img.zsync')));
-    const control = server.assets('latest').find((asset) => asset.name === 'img.zsync')!;
-    const controlUrl = `${server.url}/storage/${control.id}/img.zsync`;
+    const control = peers ? await zsyncControl(server, newPath, work) : undefined;
 
-    const measure = async (run: () => Promise<void>, bytes: () => number): Promise<Figures> => {
+    const measure = async (run: () => Promise<void>, bytes: () => number, setUp?: () => Promise<void>): Promise<Figures> => {
       const times: number[] = [];
       let moved = 0;
       for (let round = 0; round < runs; round++) {
+        await setUp?.();
         const before = bytes();
         const started = performance.now();
         await run();
@@ -159,43 +215,33 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
       if ((await sha256Of(path)) !== sha256) throw new Error(`${what} did not rebuild the new image`);
     };
 
+    if (cliOnly) {
+      const cli = await seededCli(server, env, oldPath, work);
+      await check(cli.path, 'the CLI');
+      await server.close();
+      console.log(`  the CLI, seeded: ${fmt(cli.ms)}, peak RSS ${cli.rssMiB.toFixed(0)} MiB (${cli.summary})`);
+      return;
+    }
     // pipeline, seeded: the old image is the file being replaced.
     const seededDir = join(work, 'seeded');
     await mkdir(seededDir);
-    const seeded = await measure(async () => {
-      await copyFile(oldPath, join(seededDir, 'img.qcow2'));
-      await getImage(store, 'img', {
-        path: join(seededDir, 'img.qcow2'),
-        overwrite: true,
-        signal: new AbortController().signal,
-        seeds: [{ path: join(seededDir, 'img.qcow2'), role: 'the file being replaced' }],
-      });
-    }, served);
+    const seeded = await measure(
+      async () => {
+        await getImage(store, 'img', {
+          path: join(seededDir, 'img.qcow2'),
+          overwrite: true,
+          signal: new AbortController().signal,
+          seeds: [{ path: join(seededDir, 'img.qcow2'), role: 'the file being replaced' }],
+        });
+      },
+      served,
+      () => copyFile(oldPath, join(seededDir, 'img.qcow2')),
+    );
     await check(join(seededDir, 'img.qcow2'), 'the seeded fetch');
-    // The same seeded fetch in a process of its own, for its peak RSS (tsx's loader included).
-    const rssDir = join(work, 'rss');
-    await mkdir(rssDir);
-    const timeFile = join(rssDir, 'time');
-    const child = JSON.stringify({
-      env: { ...env, GITHUB_API_URL: server.url, GITHUB_REPOSITORY: `${server.owner}/${server.repo}` },
-      path: join(rssDir, 'img.qcow2'),
-      seed: oldPath,
-      concurrency: 4,
-    });
-    // Not execFileSync: the server answering the child runs in this process.
-    await promisify(execFile)('/usr/bin/time', [
-      '-o',
-      timeFile,
-      '-f',
-      '%M',
-      process.execPath,
-      '--import=tsx',
-      join(import.meta.dirname, '..', 'test', 'support', 'delta-fetch-child.ts'),
-      child,
-    ]);
-    await check(join(rssDir, 'img.qcow2'), 'the seeded fetch in its own process');
-    const seededRssMiB = Number((await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)) / 1024;
-    await rm(rssDir, { recursive: true });
+    await rm(seededDir, { recursive: true });
+    const cli = await seededCli(server, env, oldPath, work);
+    await check(cli.path, 'the CLI');
+    await rm(cli.path);
     // pipeline, whole download.
     const full = await measure(async () => {
       await rm(join(work, 'full'), { recursive: true, force: true });
@@ -204,7 +250,8 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     // pipeline, a seed that holds nothing of the image.
     const strangerDir = join(work, 'stranger');
     await mkdir(strangerDir);
-    execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', String(size), join(strangerDir, 'img.qcow2')]);
+    // Unrelated bytes; past the first 32 MiB the seed is given up, so a large image needs no more.
+    execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', String(Math.min(size, 256 * 1024 * 1024)), join(strangerDir, 'img.qcow2')]);
     const stranger = await measure(async () => {
       await rm(join(strangerDir, '.img.qcow2.partial'), { force: true });
       await getImage(store, 'img', {
@@ -215,10 +262,19 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
       });
       await rm(join(strangerDir, 'new.qcow2'));
     }, served);
+    if (!peers) {
+      await server.close();
+      console.log(
+        `  pipeline, seeded: ${mb(seeded.bytes)} in ${fmt(seeded.ms)}; whole download ${mb(full.bytes)} in ${fmt(full.ms)}; seed that matches none ${mb(stranger.bytes)} in ${fmt(stranger.ms)}`,
+      );
+      console.log(`  the CLI, seeded: ${fmt(cli.ms)}, peak RSS ${cli.rssMiB.toFixed(0)} MiB (${cli.summary})`);
+      console.log(`  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image)`);
+      return;
+    }
     // zsync.
     const zsync = await measure(async () => {
       await rm(join(work, 'zsync.out'), { force: true });
-      const result = await timed('zsync', ['-q', '-i', oldPath, '-o', join(work, 'zsync.out'), controlUrl], work);
+      const result = await timed('zsync', ['-q', '-i', oldPath, '-o', join(work, 'zsync.out'), control!.url], work);
       if (result.code !== 0) throw new Error(`zsync failed: ${result.stderr}`);
     }, served);
     await check(join(work, 'zsync.out'), 'zsync');
@@ -251,8 +307,9 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     console.log(row('pipeline, seed that matches none', stranger));
     console.log(row('zsync -i old', zsync));
     console.log(row('casync extract --seed=old', casync));
-    console.log(`  peak RSS of the seeded fetch in its own process: ${seededRssMiB.toFixed(0)} MiB`);
-    console.log(`  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image); zsync control file ${mb(control.size)}`);
+    console.log(row('the CLI, seeded (own process)', { bytes: seeded.bytes, ms: cli.ms }));
+    console.log(`  peak RSS of the CLI's seeded download: ${cli.rssMiB.toFixed(0)} MiB (${cli.summary})`);
+    console.log(`  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image); zsync control file ${mb(control!.size)}`);
     console.log(`  lower bound (4 KiB CDC chunks not in the old): ${mb(bound)}; pipeline moved ${((seeded.bytes / bound) * 100).toFixed(1)} % of it`);
     console.log(`  the index's own chunks (${DEFAULT_CHUNKING.avgSize / 1024} KiB) not in the old: ${mb(indexBound)}`);
   } finally {

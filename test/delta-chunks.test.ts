@@ -6,8 +6,8 @@ import test from 'ava';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import xxhash from 'xxhash-wasm';
-import { ChunkIndexBuilder, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
-import { GearChunker, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
+import { ChunkIndexBuilder, chunkOffset, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
+import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
 
@@ -42,10 +42,13 @@ test('chunks are the same however the bytes arrive, within the size bounds, each
   const { h64Raw } = await xxhash();
   fc.assert(
     fc.property(
-      fc.uint8Array({ minLength: 0, maxLength: 20_000 }),
+      // A salt and a length rather than fc.uint8Array, whose arrays stay a few bytes long.
+      fc.integer(),
+      fc.nat({ max: 20_000 }),
       fc.array(fc.nat({ max: 20_000 }), { maxLength: 12 }),
       fc.boolean(),
-      (random, splits, repetitive) => {
+      (salt, size, splits, repetitive) => {
+        const random = seededBytes(size, seededRandom(salt));
         // Repetitive content (no cut point for long stretches) exercises the maximum size.
         const bytes = repetitive ? random.map((byte, index) => (index % 3 === 0 ? byte : 0)) : random;
         const whole = chunksOf(bytes, []);
@@ -66,6 +69,77 @@ test('chunks are the same however the bytes arrive, within the size bounds, each
         return at === bytes.length;
       },
     ),
+    { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
+  );
+  t.pass();
+});
+
+/**
+ * The cut points as FastCDC states them, one byte at a time in plain JavaScript (the
+ * 64-bit gear hash as two 32-bit halves): what the WebAssembly scan, which takes two bytes
+ * a step, must agree with. The whole stream at once; the property above covers pieces.
+ */
+function referenceCuts(bytes: Uint8Array, params: ChunkingParams): number[] {
+  const table = gearTable(params.gearSeed);
+  const high = Uint32Array.from(table, (value) => Number(value >> 32n));
+  const low = Uint32Array.from(table, (value) => Number(value & 0xffffffffn));
+  const spread = (bits: number): [number, number] => {
+    let mask = 0n;
+    for (let index = 0; index < bits; index++) mask |= 1n << BigInt(63 - Math.floor((index * 48) / bits));
+    return [Number(mask >> 32n), Number(mask & 0xffffffffn)];
+  };
+  const bits = Math.log2(params.avgSize);
+  const strict = spread(bits + params.normalization);
+  const loose = spread(Math.max(1, bits - params.normalization));
+  const lengths: number[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    const remaining = bytes.length - start;
+    let length = remaining;
+    if (remaining > params.minSize) {
+      const end = Math.min(params.maxSize, remaining);
+      const norm = Math.min(params.avgSize, end);
+      length = end;
+      let hashHigh = 0;
+      let hashLow = 0;
+      for (let at = params.minSize; at < end; at++) {
+        const byte = bytes[start + at]!;
+        hashHigh = ((hashHigh << 1) | (hashLow >>> 31)) >>> 0;
+        hashLow = ((hashLow << 1) >>> 0) + low[byte]!;
+        if (hashLow > 0xffffffff) {
+          hashLow -= 2 ** 32;
+          hashHigh = (hashHigh + 1) >>> 0;
+        }
+        hashHigh = (hashHigh + high[byte]!) >>> 0;
+        const [maskHigh, maskLow] = at < norm ? strict : loose;
+        if ((hashHigh & maskHigh) === 0 && (hashLow & maskLow) === 0) {
+          length = at + 1;
+          break;
+        }
+      }
+    }
+    lengths.push(length);
+    start += length;
+  }
+  return lengths;
+}
+
+test('the scan cuts where one byte at a time by the definition would', (t) => {
+  t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);
+  const paramSets: ChunkingParams[] = [
+    SMALL,
+    { minSize: 1, avgSize: 64, maxSize: 100, normalization: 0, gearSeed: 3 },
+    { minSize: 63, avgSize: 128, maxSize: 129, normalization: 1, gearSeed: 11 },
+    { minSize: 1024, avgSize: 2048, maxSize: 4096, normalization: 2, gearSeed: 0x5eed },
+  ];
+  fc.assert(
+    // A salt and a length rather than fc.uint8Array, whose arrays stay a few bytes long.
+    fc.property(fc.integer(), fc.nat({ max: 30_000 }), fc.constantFrom(...paramSets), fc.nat({ max: 4 }), (salt, size, params, zeroEvery) => {
+      const random = seededBytes(size, seededRandom(salt));
+      // Runs of zeros (few cut points) as well as random bytes.
+      const bytes = zeroEvery > 1 ? random.map((byte, index) => (index % zeroEvery === 0 ? byte : 0)) : random;
+      const lengths = chunksOf(bytes, [], params).map((chunk) => chunk.length);
+      return JSON.stringify(lengths) === JSON.stringify(referenceCuts(bytes, params));
+    }),
     { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
   );
   t.pass();
@@ -111,10 +185,11 @@ test('an index reads back as it was written', async (t) => {
   t.is(index.sha256, 'ab'.repeat(32));
   t.deepEqual(index.params, SMALL);
   for (const [chunk, { offset, length, hash }] of expected.entries()) {
-    t.is(index.offsets[chunk], offset);
+    t.is(chunkOffset(index, chunk), offset);
     t.is(index.lengths[chunk], length);
     // The index keeps the hash's first five bytes.
-    t.is((BigInt(index.hashHigh[chunk]!) << 32n) | BigInt(index.hashLow[chunk]!), hash & 0xffffffffff000000n);
+    t.is(index.hashHigh[chunk], Number(hash >> 32n));
+    t.is(index.hashLow[chunk], Number((hash >> 24n) & 0xffn));
   }
   // The segment digests cover the whole hashes.
   const digest = await segmentDigester();

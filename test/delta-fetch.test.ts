@@ -74,7 +74,14 @@ test('a seeded fetch rebuilds the new file byte for byte and fetches no more tha
         const seedPath = join(dir, `seed-${round}`);
         await writeFile(seedPath, before);
         const path = join(dir, `got-${round}.qcow2`);
-        const got = await getImage(release.store, 'img', { path, overwrite: false, signal: neverAborted(), seeds: [{ path: seedPath, role: 'old' }] });
+        // Ranged reads cost nothing here: small files, where they would otherwise outweigh the bytes saved.
+        const got = await getImage(release.store, 'img', {
+          path,
+          overwrite: false,
+          signal: neverAborted(),
+          seeds: [{ path: seedPath, role: 'old' }],
+          rangedReadCost: 0,
+        });
         if (!(await readFile(path)).equals(after)) throw new Error('the fetched file differs from the image');
         const bound = missingChunkBytes(before, after);
         const reused = got.transfer.reused.reduce((sum, seed) => sum + seed.bytes, 0);
@@ -160,6 +167,96 @@ test('with no seed holding any of it, the image downloads whole with no ranged r
   t.is(rangedRequests(release.server), 0);
 });
 
+test('a seed that holds too little to be worth its ranged reads: the image downloads whole, and the log says why', async (t) => {
+  const dir = await tempDir(t);
+  const image = randomBytes(1_000_000);
+  const release = await releaseWithIndex(t, dir, image);
+  const cases: Array<[string, Buffer]> = [
+    // A twentieth of the image: nine tenths would still be fetched.
+    ['little of it', Buffer.concat([image.subarray(0, 50_000), randomBytes(400_000)])],
+    // Half of it, in 40 pieces between changes: 40 ranged reads at 64 KiB each weigh more than the half saved.
+    [
+      'half of it, in many pieces',
+      Buffer.concat(Array.from({ length: 40 }, (_, at) => [image.subarray(at * 25_000, at * 25_000 + 12_500), randomBytes(12_500)]).flat()),
+    ],
+  ];
+  for (const [what, seedBytes] of cases) {
+    const seedPath = join(dir, 'seed');
+    await writeFile(seedPath, seedBytes);
+    const path = join(dir, 'img.qcow2');
+    const logs: string[] = [];
+    const rangedBefore = rangedRequests(release.server);
+    const got = await getImage(release.store, 'img', {
+      path,
+      overwrite: true,
+      signal: neverAborted(),
+      seeds: [{ path: seedPath, role: 'old' }],
+      log: (line) => logs.push(line),
+    });
+    t.deepEqual(await readFile(path), image, what);
+    t.is(got.transfer.fetched, image.length, what);
+    t.deepEqual(got.transfer.reused, [], what);
+    t.is(rangedRequests(release.server), rangedBefore, `${what}: no ranged reads`);
+    t.regex(
+      logs.join('\n'),
+      /img: local copies hold \d+ of its 1000000 bytes; \d+ ranged reads would cost about as much as the whole download, so downloading it whole/,
+      what,
+    );
+    await rm(path);
+  }
+});
+
+test('ranged reads go straight to the storage URL a part first redirected to, with no token; an expired one is asked for again', async (t) => {
+  const dir = await tempDir(t);
+  const before = randomBytes(1_200_000);
+  // A change every 20 KB: about 60 ranged reads of one part, eight at a time.
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < before.length; at += 20_000) pieces.push(before.subarray(at, at + 17_500), randomBytes(2_500));
+  const after = Buffer.concat(pieces);
+  const release = await releaseWithIndex(t, dir, after, { partSize: 4 * 1024 * 1024 });
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, before);
+  const apiReads = () => release.server.requests.filter((request) => request.method === 'GET' && /\/releases\/assets\/\d+$/.test(request.path));
+  const assetReads = () => apiReads().filter((request) => request.range);
+  const storageReads = () => release.server.requests.filter((request) => request.path.includes('/storage/') && request.range);
+
+  const first = await getImage(release.store, 'img', {
+    path: join(dir, 'first', 'img.qcow2'),
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    rangedReadCost: 0,
+    concurrency: 1,
+  });
+  t.deepEqual(await readFile(join(dir, 'first', 'img.qcow2')), after);
+  t.true(first.transfer.reused.length > 0);
+  const ranged = storageReads();
+  t.true(ranged.length > 40, `${ranged.length} ranged reads`);
+  // The first reads run at once, so each may ask the API before one's redirect is known.
+  t.true(assetReads().length <= 12, `${assetReads().length} API requests for ${ranged.length} ranged reads`);
+  t.true(
+    ranged.every((request) => request.authorization === undefined),
+    'no token goes to storage',
+  );
+
+  // A storage URL that has expired (403, as signed storage answers then; the first read of
+  // the second run, the chunk index's, meets it): the asset's own URL is asked again, and the
+  // fetch completes.
+  release.server.arm({ kind: 'status', path: '/storage/', status: 403 });
+  const apiBefore = apiReads().length;
+  const second = await getImage(release.store, 'img', {
+    path: join(dir, 'second', 'img.qcow2'),
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    rangedReadCost: 0,
+    concurrency: 1,
+  });
+  t.deepEqual(await readFile(join(dir, 'second', 'img.qcow2')), after);
+  t.true(apiReads().length > apiBefore, 'the API was asked again');
+  t.is(second.transfer.fetched, first.transfer.fetched);
+});
+
 test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what landed, and leaves no debris', async (t) => {
   const dir = await tempDir(t);
   const before = randomBytes(1_500_000);
@@ -178,11 +275,13 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
   await writeFile(seedPath, before);
 
   // What the same fetch moves when nothing has landed yet: the resumed run must move less.
+  // (Ranged reads cost nothing here: 15 of them would outweigh what the seed saves of 1.5 MB.)
   const fresh = await getImage(release.store, 'img', {
     path: join(dir, 'fresh', 'img.qcow2'),
     overwrite: false,
     signal: neverAborted(),
     seeds: [{ path: seedPath, role: 'old' }],
+    rangedReadCost: 0,
   });
   await rm(join(dir, 'fresh'), { recursive: true });
   const freshRanged = rangedRequests(release.server);
@@ -202,7 +301,11 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
   const path = join(dir, 'img.qcow2');
   const child = spawn(
     process.execPath,
-    ['--import=tsx', join(import.meta.dirname, 'support', 'delta-fetch-child.ts'), JSON.stringify({ env: release.env, path, seed: seedPath })],
+    [
+      '--import=tsx',
+      join(import.meta.dirname, 'support', 'delta-fetch-child.ts'),
+      JSON.stringify({ env: release.env, path, seed: seedPath, rangedReadCost: 0 }),
+    ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
@@ -234,6 +337,7 @@ test('kill -9 in the middle of a seeded fetch: the next run resumes, skips what 
     signal: neverAborted(),
     seeds: [{ path: seedPath, role: 'old' }],
     log: (line) => logs.push(line),
+    rangedReadCost: 0,
   });
   t.deepEqual(await readFile(path), after);
   t.regex(logs.join('\n'), /resuming a seeded fetch, \d+ of \d+ bytes already in place/);

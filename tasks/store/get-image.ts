@@ -52,6 +52,8 @@ export interface GetImageOptions {
   readonly acceptBytes?: (path: string, signal: AbortSignal) => Promise<void>;
   /** How often the resume state is saved while bytes arrive (default partial-file.ts's). */
   readonly checkpointMs?: number;
+  /** What a seeded fetch takes a ranged read to cost, in bytes of a whole download (default delta-fetch.ts's). */
+  readonly rangedReadCost?: number;
 }
 
 export interface GotImage {
@@ -313,6 +315,7 @@ async function seededFetch(
       signal: options.signal,
       concurrency: options.concurrency ?? 4,
       log,
+      ...(options.rangedReadCost !== undefined ? { requestCost: options.rangedReadCost } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     // The whole download's resume record describes a file the seeded fetch rewrote.

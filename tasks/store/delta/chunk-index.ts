@@ -58,8 +58,11 @@ const headerSchema = z.object({
 export type ChunkIndexHeader = z.infer<typeof headerSchema>;
 
 /**
- * An image's chunks: `offsets[i]` and `lengths[i]`, and the hash the index keeps of each as
- * two halves, `hashHigh[i]` and `hashLow[i]` (XXH64's first `hashBytes` bytes, the rest zero).
+ * An image's chunks: `lengths[i]`, and the hash the index keeps of each: `hashHigh[i]`, the
+ * XXH64's high half, and `hashLow[i]`, what the index keeps of its low half as
+ * `keptLowHash` gives it (one byte a chunk at five bytes a hash). Where a
+ * chunk starts is `chunkOffset(index, i)`: a 3 GiB image has about 1.3 million chunks, and
+ * the seeded fetch's memory bound leaves no room for 8 bytes more of each.
  */
 export interface ChunkIndex {
   readonly params: ChunkingParams;
@@ -67,10 +70,12 @@ export interface ChunkIndex {
   readonly size: number;
   readonly sha256: string;
   readonly count: number;
-  readonly offsets: Float64Array;
-  readonly lengths: Uint32Array;
+  /** Two bytes a chunk when the maximum size allows. */
+  readonly lengths: Uint16Array | Uint32Array;
+  /** Where each segment's first chunk starts. */
+  readonly segmentOffsets: Float64Array;
   readonly hashHigh: Uint32Array;
-  readonly hashLow: Uint32Array;
+  readonly hashLow: Uint8Array | Uint32Array;
   readonly hashBytes: number;
   readonly segmentChunks: number;
   /** Per segment, the XXH64 of its chunks' whole XXH64s as two halves. */
@@ -78,9 +83,27 @@ export interface ChunkIndex {
   readonly segmentLow: Uint32Array;
 }
 
+/** Where chunk `chunk` starts in the image. */
+export function chunkOffset(index: ChunkIndex, chunk: number): number {
+  const segment = Math.floor(chunk / index.segmentChunks);
+  let offset = index.segmentOffsets[segment]!;
+  for (let before = segment * index.segmentChunks; before < chunk; before++) offset += index.lengths[before]!;
+  return offset;
+}
+
 /** The mask of the bits of a chunk hash's low half that an index of `hashBytes` keeps (the high half is always kept whole). */
-export function lowHashMask(hashBytes: number): number {
+function lowHashMask(hashBytes: number): number {
   return hashBytes >= 8 ? 0xffffffff : hashBytes <= 4 ? 0 : (0xffffffff << (8 * (8 - hashBytes))) >>> 0;
+}
+
+/**
+ * What an index of `hashBytes` keeps of a chunk hash's low half, as `ChunkIndex.hashLow`
+ * holds it: its kept bits, shifted down into a byte when only a byte is kept.
+ */
+export function keptLowHash(hashBytes: number): (low: number) => number {
+  const mask = lowHashMask(hashBytes);
+  const shift = hashBytes <= 5 ? 24 : 0;
+  return (low) => (low & mask) >>> shift;
 }
 
 /** Collects chunks as a chunker reports them (the hasher's read of the image feeds it). */
@@ -216,9 +239,22 @@ export function decodeChunkIndex(bytes: Uint8Array, source: string): ChunkIndex 
     throw new Failure('integrity', `${source} is not a usable chunk index (${why})`);
   };
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { header, at: lengthsAt } = decodeHeader(buffer, bad);
+  const count = header.chunks;
+  // The hash per chunk: a count the bytes cannot hold is a lie, not an allocation to make.
+  if (count * header.hashBytes + header.lengthsBytes > buffer.length - lengthsAt) bad(`${count} chunks do not fit in ${buffer.length} bytes`);
+  const { segmentOffsets, lengths } = decodeLengths(buffer.subarray(lengthsAt, lengthsAt + header.lengthsBytes), header, bad);
+  const hashes = decodeHashes(buffer.subarray(lengthsAt + header.lengthsBytes), header, bad);
+  return { params: header.params, size: header.size, sha256: header.sha256, count, lengths, segmentOffsets, ...hashes };
+}
+
+type Bad = (why: string) => never;
+
+/** The header, checked, and where the bytes after it start. */
+function decodeHeader(buffer: Buffer, bad: Bad): { header: ChunkIndexHeader; at: number } {
   if (buffer.length < MAGIC.length + 4 || !buffer.subarray(0, MAGIC.length).equals(MAGIC)) bad('no PLCHUNKS header');
   const headerLength = buffer.readUInt32LE(MAGIC.length);
-  let at = MAGIC.length + 4;
+  const at = MAGIC.length + 4;
   if (headerLength > buffer.length - at) bad('its header runs past its end');
   let json: unknown;
   try {
@@ -231,23 +267,23 @@ export function decodeChunkIndex(bytes: Uint8Array, source: string): ChunkIndex 
     const issue = parsed.error.issues[0];
     return bad(`${issue ? `${issue.path.join('.') || 'header'}: ${issue.message}` : 'bad header'}`);
   }
-  const header = parsed.data;
-  const problem = chunkingProblem(header.params);
+  const problem = chunkingProblem(parsed.data.params);
   if (problem) bad(problem);
-  at += headerLength;
+  return { header: parsed.data, at: at + headerLength };
+}
+
+/** Each chunk's length, and where each segment starts, from the Brotli-compressed varints; they must add up to the image's size. */
+function decodeLengths(compressed: Buffer, header: ChunkIndexHeader, bad: Bad): { segmentOffsets: Float64Array; lengths: Uint16Array | Uint32Array } {
   const count = header.chunks;
-  // The hash per chunk: a count the bytes cannot hold is a lie, not an allocation to make.
-  if (count * header.hashBytes + header.lengthsBytes > buffer.length - at) bad(`${count} chunks do not fit in ${buffer.length} bytes`);
   let varints: Buffer;
   try {
     // A varint per chunk, at most 4 bytes each (chunks are at most 16 MiB): more is not a length list.
-    varints = brotliDecompressSync(buffer.subarray(at, at + header.lengthsBytes), { maxOutputLength: Math.max(1, count * 4) });
+    varints = brotliDecompressSync(compressed, { maxOutputLength: Math.max(1, count * 4) });
   } catch {
     return bad('its chunk lengths do not decompress');
   }
-  at += header.lengthsBytes;
-  const offsets = new Float64Array(count);
-  const lengths = new Uint32Array(count);
+  const segmentOffsets = new Float64Array(Math.ceil(count / header.segmentChunks));
+  const lengths = header.params.maxSize < 2 ** 16 ? new Uint16Array(count) : new Uint32Array(count);
   let offset = 0;
   let read = 0;
   for (let index = 0; index < count; index++) {
@@ -259,44 +295,42 @@ export function decodeChunkIndex(bytes: Uint8Array, source: string): ChunkIndex 
       if (byte < 128) break;
     }
     if (value === 0 || value > header.params.maxSize) bad(`chunk ${index} is ${value} bytes, outside 1..${header.params.maxSize}`);
-    offsets[index] = offset;
+    if (index % header.segmentChunks === 0) segmentOffsets[index / header.segmentChunks] = offset;
     lengths[index] = value;
     offset += value;
   }
   if (read !== varints.length) bad(`${varints.length - read} bytes after the last chunk length`);
   if (offset !== header.size) bad(`its chunks add up to ${offset} bytes, not ${header.size}`);
-  const { hashBytes, segmentChunks } = header;
+  return { segmentOffsets, lengths };
+}
+
+/** The chunks' kept hashes and the segment digests: the rest of the index, exactly. */
+function decodeHashes(
+  rest: Buffer,
+  header: ChunkIndexHeader,
+  bad: Bad,
+): Pick<ChunkIndex, 'hashHigh' | 'hashLow' | 'hashBytes' | 'segmentChunks' | 'segmentHigh' | 'segmentLow'> {
+  const { chunks: count, hashBytes, segmentChunks } = header;
   const segments = Math.ceil(count / segmentChunks);
-  if (buffer.length - at !== count * hashBytes + segments * 8) bad(`${buffer.length - at} bytes of hashes for ${count} chunks`);
+  if (rest.length !== count * hashBytes + segments * 8) bad(`${rest.length} bytes of hashes for ${count} chunks`);
   const hashHigh = new Uint32Array(count);
-  const hashLow = new Uint32Array(count);
+  const hashLow = hashBytes <= 5 ? new Uint8Array(count) : new Uint32Array(count);
+  const kept = keptLowHash(hashBytes);
   const whole = Buffer.alloc(8);
+  let at = 0;
   for (let index = 0; index < count; index++) {
     whole.fill(0);
-    buffer.copy(whole, 0, at, at + hashBytes);
+    rest.copy(whole, 0, at, at + hashBytes);
     hashHigh[index] = whole.readUInt32BE(0);
-    hashLow[index] = whole.readUInt32BE(4);
+    hashLow[index] = kept(whole.readUInt32BE(4));
     at += hashBytes;
   }
   const segmentHigh = new Uint32Array(segments);
   const segmentLow = new Uint32Array(segments);
   for (let segment = 0; segment < segments; segment++) {
-    segmentHigh[segment] = buffer.readUInt32BE(at);
-    segmentLow[segment] = buffer.readUInt32BE(at + 4);
+    segmentHigh[segment] = rest.readUInt32BE(at);
+    segmentLow[segment] = rest.readUInt32BE(at + 4);
     at += 8;
   }
-  return {
-    params: header.params,
-    size: header.size,
-    sha256: header.sha256,
-    count,
-    offsets,
-    lengths,
-    hashHigh,
-    hashLow,
-    hashBytes,
-    segmentChunks,
-    segmentHigh,
-    segmentLow,
-  };
+  return { hashHigh, hashLow, hashBytes, segmentChunks, segmentHigh, segmentLow };
 }

@@ -1,11 +1,11 @@
 // The chunks of an image by hash, and where local seed files hold each of them. Typed
-// arrays only, no Map of objects: a 3 GiB image has about 700,000 chunks, and the fetch
-// must stay within its memory bound (about 30 bytes a chunk here).
-import { type ChunkIndex, lowHashMask } from './chunk-index.ts';
+// arrays only, no Map of objects: a 3 GiB image has about 1.3 million chunks, and the fetch
+// must stay within its memory bound (13 bytes a chunk here, beside the index's 7).
+import { type ChunkIndex, keptLowHash } from './chunk-index.ts';
 
-/** No seed holds the chunk. */
-const NOWHERE = -1;
 const EMPTY = 0xffffffff;
+/** Seeds a holder can name (a seed's number is kept in the low bits of its offset). */
+const SEED_SLOTS = 16;
 
 export interface SeedLocation {
   readonly seed: number;
@@ -15,39 +15,39 @@ export interface SeedLocation {
 export class ChunkTable {
   /** Open addressing over distinct hashes: the first chunk with that hash, or EMPTY. */
   private readonly slots: Uint32Array;
-  private readonly mask: number;
-  /** Per chunk: the first chunk of the image with the same hash and length (itself when it is the first). */
-  readonly firstOfHash: Uint32Array;
-  /** Per distinct chunk (indexed by its first occurrence): which seed holds it, and where. */
-  private readonly seedOf: Int16Array;
-  private readonly seedOffset: Float64Array;
-  /** The bits of a chunk hash's low half the index keeps. */
-  private readonly lowMask: number;
+  /**
+   * Per distinct chunk (indexed by its first occurrence): 0 when no seed holds it, else
+   * `offset * SEED_SLOTS + seed + 1` (offsets stay far below 2^49, so this is exact).
+   */
+  private readonly holder: Float64Array;
+  /** What the index keeps of a chunk hash's low half. */
+  private readonly keptLow: (low: number) => number;
 
   constructor(readonly index: ChunkIndex) {
-    let capacity = 1024;
-    // At most three quarters full: short probe runs, and 4 bytes a slot.
-    while (capacity * 3 < index.count * 4) capacity *= 2;
-    this.slots = new Uint32Array(capacity).fill(EMPTY);
-    this.mask = capacity - 1;
-    this.lowMask = lowHashMask(index.hashBytes);
-    this.firstOfHash = new Uint32Array(index.count);
-    this.seedOf = new Int16Array(index.count).fill(NOWHERE);
-    this.seedOffset = new Float64Array(index.count);
+    // At most four fifths full: short probe runs, and 5 bytes a chunk.
+    this.slots = new Uint32Array(Math.max(1024, Math.ceil(index.count * 1.25))).fill(EMPTY);
+    this.keptLow = keptLowHash(index.hashBytes);
+    this.holder = new Float64Array(index.count);
     for (let chunk = 0; chunk < index.count; chunk++) {
       const slot = this.slotOf(index.hashHigh[chunk]!, index.hashLow[chunk]!, index.lengths[chunk]!);
       if (this.slots[slot] === EMPTY) this.slots[slot] = chunk;
-      this.firstOfHash[chunk] = this.slots[slot]!;
     }
   }
 
   /** The slot holding this chunk content, or the empty slot where it would go. */
   private slotOf(hashHigh: number, hashLow: number, length: number): number {
     const { hashHigh: highs, hashLow: lows, lengths } = this.index;
-    for (let slot = (hashLow ^ Math.imul(hashHigh, 0x9e3779b1)) & this.mask; ; slot = (slot + 1) & this.mask) {
+    const capacity = this.slots.length;
+    for (let slot = ((hashLow ^ Math.imul(hashHigh, 0x9e3779b1)) >>> 0) % capacity; ; slot = slot + 1 === capacity ? 0 : slot + 1) {
       const chunk = this.slots[slot]!;
       if (chunk === EMPTY || (highs[chunk] === hashHigh && lows[chunk] === hashLow && lengths[chunk] === length)) return slot;
     }
+  }
+
+  /** The first chunk of the image with the same hash and length as chunk `chunk` (itself when it is the first). */
+  firstOf(chunk: number): number {
+    const { hashHigh, hashLow, lengths } = this.index;
+    return this.slots[this.slotOf(hashHigh[chunk]!, hashLow[chunk]!, lengths[chunk]!)]!;
   }
 
   /**
@@ -56,34 +56,32 @@ export class ChunkTable {
    * it now. Returns whether it did.
    */
   offer(seed: number, offset: number, length: number, hashHigh: number, hashLow: number): boolean {
-    const chunk = this.slots[this.slotOf(hashHigh, (hashLow & this.lowMask) >>> 0, length)]!;
-    if (chunk === EMPTY || this.seedOf[chunk] !== NOWHERE) return false;
-    this.seedOf[chunk] = seed;
-    this.seedOffset[chunk] = offset;
+    const chunk = this.slots[this.slotOf(hashHigh, this.keptLow(hashLow), length)]!;
+    if (chunk === EMPTY || this.holder[chunk] !== 0) return false;
+    this.hold(chunk, seed, offset);
     return true;
   }
 
   /** Whether this XXH64 is, as far as the index keeps it, the hash of chunk `chunk`. */
   matches(chunk: number, hashHigh: number, hashLow: number): boolean {
-    return this.index.hashHigh[chunk] === hashHigh && this.index.hashLow[chunk] === (hashLow & this.lowMask) >>> 0;
+    return this.index.hashHigh[chunk] === hashHigh && this.index.hashLow[chunk] === this.keptLow(hashLow);
   }
 
   /** Seed `seed` holds chunk `chunk` at `offset` (found by looking next to its neighbours' copies). */
   place(chunk: number, seed: number, offset: number): void {
-    const first = this.firstOfHash[chunk]!;
-    this.seedOf[first] = seed;
-    this.seedOffset[first] = offset;
+    this.hold(this.firstOf(chunk), seed, offset);
   }
 
   /** Where a seed holds chunk `chunk` of the image, if one does. */
   locate(chunk: number): SeedLocation | undefined {
-    const first = this.firstOfHash[chunk]!;
-    const seed = this.seedOf[first]!;
-    return seed === NOWHERE ? undefined : { seed, offset: this.seedOffset[first]! };
+    const holder = this.holder[this.firstOf(chunk)]!;
+    if (holder === 0) return undefined;
+    const seed = (holder % SEED_SLOTS) - 1;
+    return { seed, offset: (holder - seed - 1) / SEED_SLOTS };
   }
 
-  /** Forgets that seed `seed` holds anything (it changed under the fetch): its chunks are fetched instead. */
-  dropSeed(seed: number): void {
-    for (let chunk = 0; chunk < this.seedOf.length; chunk++) if (this.seedOf[chunk] === seed) this.seedOf[chunk] = NOWHERE;
+  private hold(first: number, seed: number, offset: number): void {
+    if (!Number.isInteger(seed) || seed < 0 || seed >= SEED_SLOTS - 1) throw new Error(`seed number ${seed} is not 0 to ${SEED_SLOTS - 2}`);
+    this.holder[first] = offset * SEED_SLOTS + seed + 1;
   }
 }

@@ -11,10 +11,10 @@ import { setMaxListeners } from 'node:events';
 import { type FileHandle, open, readFile, rm, stat } from 'node:fs/promises';
 import { Failure, writeFileAtomic } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
-import { type ChunkIndex, lowHashMask, segmentDigester } from './chunk-index.ts';
+import { type ChunkIndex, keptLowHash, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
-import { addRange, type ByteRange, type CopyRun, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
+import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
 import { extendMatches, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
 
 export interface DeltaImage {
@@ -29,11 +29,13 @@ export interface DeltaFetchOptions {
   readonly tempPath: string;
   readonly seeds: readonly Seed[];
   readonly signal: AbortSignal;
-  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run four times as many. */
+  /** Whole-piece transfers the caller allows at once; ranged reads, small and bound by latency, run RANGES_PER_TRANSFER times as many. */
   readonly concurrency: number;
   readonly onProgress?: (done: number, total: number) => void;
   readonly onStatus?: (text: string) => void;
   readonly log: (line: string) => void;
+  /** What a ranged read is taken to cost, in bytes of a whole download (default REQUEST_COST). */
+  readonly requestCost?: number;
 }
 
 /** What a seeded fetch moved. */
@@ -57,8 +59,21 @@ interface DeltaState {
 /** How often the finished ranges are saved while bytes arrive. */
 const SAVE_MS = 1000;
 const VERIFY_READ_BYTES = 1024 * 1024;
-/** Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip, not the bytes, sets their pace. */
-const RANGES_PER_TRANSFER = 4;
+/**
+ * Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip,
+ * not the bytes, sets their pace (chosen with bench/delta.ts; docs/benchmarks/notebook.md).
+ */
+const RANGES_PER_TRANSFER = 8;
+/** Longest request when fetching chunks again (a changed seed, a segment that did not verify). */
+const MAX_REPAIR_REQUEST = 8 * 1024 * 1024;
+/**
+ * What a ranged read costs beside its bytes, in bytes of a whole download: a round trip or
+ * two (an API request and its redirect) and, on GitHub, a TLS handshake each. Set from
+ * bench/delta.ts's runs (docs/delta-fetches.md).
+ */
+const REQUEST_COST = 64 * 1024;
+/** A seeded fetch whose ranges (bytes and requests) would cost this share of the whole download or more is not worth it. */
+const WHOLE_SHARE = 0.9;
 
 /** The state file beside a temp file. */
 export function deltaStatePath(tempPath: string): string {
@@ -82,8 +97,9 @@ async function readState(path: string, image: DeltaImage): Promise<DeltaState | 
 }
 
 /**
- * Scans the seeds against the index; undefined when none of them holds any of the image
- * (the caller then downloads it whole, as it would without seeds).
+ * Scans the seeds against the index and assembles the image; undefined when the seeds hold
+ * none of it, or too little to be worth the ranged reads (the caller then downloads it
+ * whole, as it would without seeds).
  */
 export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, options: DeltaFetchOptions): Promise<DeltaOutcome | undefined> {
   const { signal, log } = options;
@@ -100,94 +116,146 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   await extendMatches(table, seeds, signal);
-  const pieceSizes = image.pieces.map((piece) => piece.size);
-  const plan = planDelta(table, { pieceSizes, seedCount: seeds.length, done });
+  const plan = planDelta(table, { pieceSizes: image.pieces.map((piece) => piece.size), seedCount: seeds.length, done });
   const reusable = plan.reusedBytes.reduce((sum, bytes) => sum + bytes, 0);
   if (reusable === 0 && plan.doneBytes === 0) return undefined;
+  const ranged = plan.fetchBytes + plan.fetches.length * (options.requestCost ?? REQUEST_COST);
+  if (ranged >= image.size * WHOLE_SHARE) {
+    log(
+      `${image.name}: local copies hold ${reusable} of its ${image.size} bytes; ${plan.fetches.length} ranged reads would cost about as much as the whole download, so downloading it whole`,
+    );
+    return undefined;
+  }
   if (resumable) log(`${image.name}: resuming a seeded fetch, ${plan.doneBytes} of ${image.size} bytes already in place`);
 
   const handle = await open(options.tempPath, resumable ? 'r+' : 'w+');
-  let saved = Date.now();
-  const saveState = async (force = false): Promise<void> => {
-    if (!force && Date.now() - saved < SAVE_MS) return;
-    saved = Date.now();
-    await writeFileAtomic(statePath, JSON.stringify({ sha256: image.sha256, size: image.size, done } satisfies DeltaState));
-  };
-  let progressed = plan.doneBytes;
-  const progress = (bytes: number): void => {
-    progressed += bytes;
-    options.onProgress?.(progressed, image.size);
-  };
-  let fetched = 0;
-  const reused = new Array<number>(seeds.length).fill(0);
+  const assembly = new Assembly(handle, image, statePath, done, plan.doneBytes, seeds.length, options.onProgress);
   let refetchedSegments = 0;
   try {
     if (!resumable) await handle.truncate(image.size);
-    await saveState(true);
+    await assembly.save(true);
     options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
-    const fetchRanges = async (ranges: readonly PieceRange[]): Promise<void> => {
-      fetched += await fetchInto(handle, image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, signal, (range) => {
-        addRange(done, range.start, range.end);
-        progress(range.end - range.start);
-        return saveState();
-      });
-    };
-    // Copies are local and fetches wait on the network: both at once.
-    const [, stale] = await Promise.all([
-      fetchRanges(plan.fetches),
-      copyRuns(handle, table, seeds, plan.copies, signal, (run, bytes) => {
-        addRange(done, run.target, run.target + run.length);
-        reused[run.seed]! += bytes;
-        progress(bytes);
-        return saveState();
-      }),
-    ]);
-    // Chunks a seed no longer held when copied: fetched now, with the other ranges' requests merged.
-    if (stale.length > 0) {
-      log(`${image.name}: ${stale.length} chunk(s) changed in a seed while it was read; fetched instead`);
-      await fetchRanges(splitIntoRequests(stale, pieceSizes, 8 * 1024 * 1024));
-    }
-    await copyWithin(handle, plan.selfCopies, (run) => {
-      addRange(done, run.target, run.target + run.length);
-      progress(run.length);
-    });
-    await saveState(true);
-
+    await assemble(assembly, table, seeds, plan, options);
     options.onStatus?.('verifying');
-    let check = await verify(handle, index, signal);
-    if (check.badSegments.length > 0) {
-      refetchedSegments = check.badSegments.length;
-      log(`${image.name}: ${check.badSegments.length} segment(s) did not match the chunk index; fetched again from the store`);
-      const ranges: ByteRange[] = [];
-      for (const segment of check.badSegments) addRange(ranges, segment.start, segment.end);
-      const before = fetched;
-      await fetchRanges(splitIntoRequests(ranges, pieceSizes, 8 * 1024 * 1024));
-      progressed -= fetched - before; // those bytes were counted once already
-      check = await verify(handle, index, signal);
-    }
-    if (check.sha256 !== image.sha256) {
-      // Nothing of this file can be trusted: the next run starts over.
-      await handle.close().catch(() => {});
-      await Promise.all([rm(options.tempPath, { force: true }), rm(statePath, { force: true })]);
-      throw new Failure('integrity', `the seeded fetch of ${image.name} hashes to ${check.sha256}, not ${image.sha256}`);
-    }
+    refetchedSegments = await verifyOrRepair(assembly, index, options);
     await handle.sync();
   } catch (error) {
-    await saveState(true).catch(() => {});
+    await assembly.save(true).catch(() => {});
     throw error;
   } finally {
     await handle.close().catch(() => {});
   }
   await rm(statePath, { force: true });
   return {
-    fetched,
+    fetched: assembly.fetched,
     reused: seeds
-      .map((seed: ScannedSeed, number) => ({ path: seed.path, role: seed.role, bytes: reused[number]! }))
+      .map((seed: ScannedSeed, number) => ({ path: seed.path, role: seed.role, bytes: assembly.reused[number]! }))
       .filter((seed) => seed.bytes > 0)
       .sort((a, b) => b.bytes - a.bytes),
     resumed: resumable ? previous.done.reduce((sum, range) => sum + range.end - range.start, 0) : 0,
     refetchedSegments,
   };
+}
+
+/**
+ * The temp file being assembled: the ranges in place (saved to the state file at most once
+ * a SAVE_MS, so a killed run resumes), the bytes fetched and copied, the progress reported.
+ */
+class Assembly {
+  fetched = 0;
+  readonly reused: number[];
+  private saved = Date.now();
+  private progressed: number;
+
+  constructor(
+    readonly handle: FileHandle,
+    readonly image: DeltaImage,
+    private readonly statePath: string,
+    private readonly done: ByteRange[],
+    doneBytes: number,
+    seedCount: number,
+    private readonly onProgress?: (done: number, total: number) => void,
+  ) {
+    this.reused = new Array<number>(seedCount).fill(0);
+    this.progressed = doneBytes;
+  }
+
+  async save(force = false): Promise<void> {
+    if (!force && Date.now() - this.saved < SAVE_MS) return;
+    this.saved = Date.now();
+    await writeFileAtomic(this.statePath, JSON.stringify({ sha256: this.image.sha256, size: this.image.size, done: this.done } satisfies DeltaState));
+  }
+
+  /** Bytes [start, end) are in place; `counted` of them are new to the progress report. */
+  landed(start: number, end: number, counted = end - start): void {
+    addRange(this.done, start, end);
+    this.progressed += counted;
+    this.onProgress?.(this.progressed, this.image.size);
+  }
+
+  /** Fetches `ranges` into the file (`counted`: whether their bytes are new to the progress report). */
+  async fetch(ranges: readonly PieceRange[], options: DeltaFetchOptions, counted = true): Promise<void> {
+    this.fetched += await fetchInto(this.handle, this.image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, options.signal, (range) => {
+      this.landed(range.start, range.end, counted ? range.end - range.start : 0);
+      return this.save();
+    });
+  }
+}
+
+/** The plan carried out: ranges fetched while runs are copied from the seeds, then chunks that occur twice copied within the file. */
+async function assemble(assembly: Assembly, table: ChunkTable, seeds: readonly ScannedSeed[], plan: DeltaPlan, options: DeltaFetchOptions): Promise<void> {
+  const { image } = assembly;
+  // Copies are local and fetches wait on the network: both at once.
+  const [, stale] = await Promise.all([
+    assembly.fetch(plan.fetches, options),
+    copyRuns(assembly.handle, table, seeds, plan.copies, options.signal, (run, bytes) => {
+      assembly.landed(run.target, run.target + run.length);
+      assembly.reused[run.seed]! += bytes;
+      return assembly.save();
+    }),
+  ]);
+  // Chunks a seed no longer held when copied: fetched now, with the other ranges' requests merged.
+  if (stale.length > 0) {
+    options.log(`${image.name}: ${stale.length} chunk(s) changed in a seed while it was read; fetched instead`);
+    await assembly.fetch(splitIntoRequests(stale, pieceSizesOf(image), MAX_REPAIR_REQUEST), options);
+  }
+  await copyWithin(assembly.handle, plan.selfCopies, (run) => assembly.landed(run.target, run.target + run.length));
+  await assembly.save(true);
+}
+
+/**
+ * The SHA-256 the record names decides. When the file does not hash to it, the segments
+ * that do not match the index (a seed that changed after it was read, a chance hash
+ * match, an index that lies) are fetched again from the store, once; if it still does not
+ * hash to it, nothing of the file is kept. Returns the segments fetched again.
+ */
+async function verifyOrRepair(assembly: Assembly, index: ChunkIndex, options: DeltaFetchOptions): Promise<number> {
+  const { handle, image } = assembly;
+  let sha256 = await sha256Of(handle, image.size, options.signal);
+  let refetched = 0;
+  if (sha256 !== image.sha256) {
+    const badSegments = await segmentsNotMatching(handle, index, options.signal);
+    if (badSegments.length > 0) {
+      refetched = badSegments.length;
+      options.log(`${image.name}: ${refetched} segment(s) did not match the chunk index; fetched again from the store`);
+      const ranges: ByteRange[] = [];
+      for (const segment of badSegments) addRange(ranges, segment.start, segment.end);
+      // Those bytes were counted in the progress once already.
+      await assembly.fetch(splitIntoRequests(ranges, pieceSizesOf(image), MAX_REPAIR_REQUEST), options, false);
+      sha256 = await sha256Of(handle, image.size, options.signal);
+    }
+  }
+  if (sha256 !== image.sha256) {
+    // Nothing of this file can be trusted: the next run starts over.
+    await handle.close().catch(() => {});
+    await Promise.all([rm(options.tempPath, { force: true }), rm(deltaStatePath(options.tempPath), { force: true })]);
+    throw new Failure('integrity', `the seeded fetch of ${image.name} hashes to ${sha256}, not ${image.sha256}`);
+  }
+  return refetched;
+}
+
+function pieceSizesOf(image: DeltaImage): number[] {
+  return image.pieces.map((piece) => piece.size);
 }
 
 /** Fetches `ranges` into the file, `concurrency` at a time; calls `onRange` as each lands. Returns the bytes fetched. */
@@ -259,13 +327,13 @@ async function copyRuns(
   const stale: ByteRange[] = [];
   const handles = new Map<number, FileHandle | undefined>();
   const hash = await chunkHasher(index.params.maxSize);
-  let buffer = Buffer.allocUnsafe(0);
+  // One buffer for every run, allocated once: a buffer grown run by run leaves the freed ones in the heap's arenas.
+  const buffer = Buffer.allocUnsafe(longest(runs));
   try {
     for (const run of runs) {
       signal.throwIfAborted();
       if (!handles.has(run.seed)) handles.set(run.seed, await open(seeds[run.seed]!.path, 'r').catch(() => undefined));
       const seed = handles.get(run.seed);
-      if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
       const bytesRead = seed ? (await seed.read(buffer, 0, run.length, run.from)).bytesRead : 0;
       // Chunk by chunk: what still matches is written, what does not is fetched instead.
       let at = 0;
@@ -299,26 +367,42 @@ async function copyRuns(
 
 /** Chunks that occur twice in the image: copied from their first occurrence, which is in place by now. */
 async function copyWithin(handle: FileHandle, runs: readonly CopyRun[], onCopied: (run: CopyRun) => void): Promise<void> {
-  let buffer = Buffer.allocUnsafe(0);
+  const buffer = Buffer.allocUnsafe(longest(runs));
   for (const run of runs) {
-    if (buffer.length < run.length) buffer = Buffer.allocUnsafe(run.length);
     await handle.read(buffer, 0, run.length, run.from);
     await handle.write(buffer, 0, run.length, run.target);
     onCopied(run);
   }
 }
 
-/** The file's SHA-256, and the segments whose digest is not the index's. */
-async function verify(handle: FileHandle, index: ChunkIndex, signal: AbortSignal): Promise<{ sha256: string; badSegments: ByteRange[] }> {
+function longest(runs: readonly CopyRun[]): number {
+  return runs.reduce((most, run) => Math.max(most, run.length), 0);
+}
+
+/** The SHA-256 of the file's first `size` bytes. */
+async function sha256Of(handle: FileHandle, size: number, signal: AbortSignal): Promise<string> {
   const sha = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(VERIFY_READ_BYTES);
+  for (let position = 0; position < size; ) {
+    signal.throwIfAborted();
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(VERIFY_READ_BYTES, size - position), position);
+    if (bytesRead === 0) throw new Failure('integrity', `the temp file ended at byte ${position} of ${size}`);
+    sha.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+  return sha.digest('hex');
+}
+
+/** The segments of the file whose chunks' hashes, or whose digest, are not the index's. */
+async function segmentsNotMatching(handle: FileHandle, index: ChunkIndex, signal: AbortSignal): Promise<ByteRange[]> {
   const hash = await chunkHasher(index.params.maxSize);
   const digest = await segmentDigester();
-  const lowMask = lowHashMask(index.hashBytes);
+  const keptLow = keptLowHash(index.hashBytes);
   const buffer = Buffer.allocUnsafe(VERIFY_READ_BYTES + index.params.maxSize);
   const segmentHashes = new Uint32Array(2 * index.segmentChunks);
   const badSegments: ByteRange[] = [];
   let chunk = 0;
-  // Bytes [head, tail) of `buffer` are read and hashed into the SHA-256 but not yet checked as chunks.
+  // Bytes [head, tail) of `buffer` are read but not yet checked as chunks.
   let head = 0;
   let tail = 0;
   let position = 0;
@@ -336,21 +420,23 @@ async function verify(handle: FileHandle, index: ChunkIndex, signal: AbortSignal
           signal.throwIfAborted();
           const { bytesRead } = await handle.read(buffer, tail, Math.min(VERIFY_READ_BYTES, index.size - position), position);
           if (bytesRead === 0) throw new Failure('integrity', `the temp file ended at byte ${position} of ${index.size}`);
-          sha.update(buffer.subarray(tail, tail + bytesRead));
           position += bytesRead;
           tail += bytesRead;
         }
       }
       const [high, low] = hash(buffer.subarray(head, head + length));
-      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== (low & lowMask) >>> 0) segmentOk = false;
+      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== keptLow(low)) segmentOk = false;
       segmentHashes[2 * (chunk - first)] = high;
       segmentHashes[2 * (chunk - first) + 1] = low;
       head += length;
     }
     const [high, low] = digest(segmentHashes.subarray(0, 2 * (last - first)));
     if (!segmentOk || high !== index.segmentHigh[segment] || low !== index.segmentLow[segment]) {
-      badSegments.push({ start: index.offsets[first]!, end: index.offsets[last - 1]! + index.lengths[last - 1]! });
+      badSegments.push({
+        start: index.segmentOffsets[segment]!,
+        end: segment + 1 < index.segmentOffsets.length ? index.segmentOffsets[segment + 1]! : index.size,
+      });
     }
   }
-  return { sha256: sha.digest('hex'), badSegments };
+  return badSegments;
 }

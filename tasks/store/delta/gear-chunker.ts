@@ -94,8 +94,12 @@ export class GearChunker {
   private readonly wasm: Exports;
   private readonly maskS: bigint;
   private readonly maskL: bigint;
+  /** Where the bytes handed to the scan may start (an unfinished chunk's, then new ones). */
   private readonly dataOffset: number;
-  /** Bytes of an unfinished chunk, at dataOffset. */
+  /** Where new bytes are copied to, less their source's misalignment: 8-aligned, maxSize past dataOffset. */
+  private readonly landing: number;
+  /** Where the unfinished chunk's bytes are (`tail` of them). */
+  private tailStart: number;
   private tail = 0;
   /** Where in the stream the unfinished chunk starts. */
   private position = 0;
@@ -111,7 +115,9 @@ export class GearChunker {
     // Room for the chunks one scan can find (all but the last at least minSize long).
     const outBytes = ENTRY_BYTES * (Math.ceil((SCAN_BYTES + params.maxSize) / params.minSize) + 1);
     this.dataOffset = OUT_OFFSET + outBytes;
-    const needed = this.dataOffset + params.maxSize + SCAN_BYTES;
+    this.landing = (this.dataOffset + params.maxSize + 7) & ~7;
+    this.tailStart = this.landing;
+    const needed = this.landing + 8 + SCAN_BYTES;
     const memory = this.wasm.memory;
     if (memory.buffer.byteLength < needed) memory.grow(Math.ceil((needed - memory.buffer.byteLength) / WASM_PAGE));
     new BigUint64Array(memory.buffer, 0, 256).set(gearTable(params.gearSeed));
@@ -120,7 +126,15 @@ export class GearChunker {
   push(bytes: Uint8Array, each: ChunkCallback): void {
     for (let at = 0; at < bytes.length; ) {
       const take = Math.min(SCAN_BYTES, bytes.length - at);
-      new Uint8Array(this.wasm.memory.buffer, this.dataOffset + this.tail, take).set(bytes.subarray(at, at + take));
+      // The new bytes land at the same alignment mod 8 as their source: a copy between
+      // misaligned views (of a SharedArrayBuffer above all, as the hasher's ring is) goes
+      // byte by byte, several times slower than the scan itself. The unfinished chunk moves
+      // to end where they start.
+      const target = this.landing + ((bytes.byteOffset + at) & 7);
+      const memory = new Uint8Array(this.wasm.memory.buffer);
+      if (this.tailStart + this.tail !== target) memory.copyWithin(target - this.tail, this.tailStart, this.tailStart + this.tail);
+      this.tailStart = target - this.tail;
+      memory.set(bytes.subarray(at, at + take), target);
       this.tail += take;
       at += take;
       this.scan(false, each);
@@ -134,9 +148,8 @@ export class GearChunker {
   private scan(final: boolean, each: ChunkCallback): void {
     if (this.tail === 0) return;
     const { minSize, avgSize, maxSize } = this.params;
-    const count = this.wasm.cuts(this.dataOffset, this.tail, minSize, avgSize, maxSize, this.maskS, this.maskL, OUT_OFFSET, final ? 1 : 0);
-    const buffer = this.wasm.memory.buffer;
-    const entries = new Uint32Array(buffer, OUT_OFFSET, (count * ENTRY_BYTES) / 4);
+    const count = this.wasm.cuts(this.tailStart, this.tail, minSize, avgSize, maxSize, this.maskS, this.maskL, OUT_OFFSET, final ? 1 : 0);
+    const entries = new Uint32Array(this.wasm.memory.buffer, OUT_OFFSET, (count * ENTRY_BYTES) / 4);
     let start = 0;
     for (let index = 0; index < count; index++) {
       const length = entries[index * 4]!;
@@ -144,8 +157,7 @@ export class GearChunker {
       start += length;
     }
     this.position += start;
-    const memory = new Uint8Array(buffer);
-    memory.copyWithin(this.dataOffset, this.dataOffset + start, this.dataOffset + this.tail);
+    this.tailStart += start;
     this.tail -= start;
   }
 }

@@ -20,6 +20,7 @@
     (result i32)
     (local $start i32) (local $count i32) (local $remaining i32)
     (local $end i32) (local $norm i32) (local $i i32) (local $h i64) (local $cut i32) (local $entry i32)
+    (local $a i64) (local $b i64) (local $h1 i64)
     (block $done
       (loop $chunk
         (local.set $remaining (i32.sub (local.get $len) (local.get $start)))
@@ -34,23 +35,58 @@
             (local.set $norm (i32.add (local.get $data) (i32.add (local.get $start) (local.get $norm))))
             (local.set $end (i32.add (local.get $data) (i32.add (local.get $start) (local.get $end))))
             (local.set $h (i64.const 0))
+            ;; Two bytes a step: h after both is (h << 2) + ((T[a] << 1) + T[b]), so the chain
+            ;; from one step's h to the next is one shift and one add, as for one byte; the
+            ;; hash after the first byte is checked beside it, off that chain.
             (block $found
+              ;; strict: two bytes a step
+              (block $strictPairs
+                (loop $strict
+                  (br_if $strictPairs (i32.ge_u (i32.add (local.get $i) (i32.const 1)) (local.get $norm)))
+                  (local.set $a (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3))))
+                  (local.set $b (i64.load (i32.shl (i32.load8_u offset=1 (local.get $i)) (i32.const 3))))
+                  (local.set $h1 (i64.add (i64.shl (local.get $h) (i64.const 1)) (local.get $a)))
+                  (if (i64.eqz (i64.and (local.get $h1) (local.get $maskS)))
+                    (then
+                      (local.set $h (local.get $h1))
+                      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                      (br $found)))
+                  (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 2))
+                    (i64.add (i64.shl (local.get $a) (i64.const 1)) (local.get $b))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 2)))
+                  (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskS))))
+                  (br $strict)))
+              ;; strict: the odd byte left, if any
               (if (i32.lt_u (local.get $i) (local.get $norm))
                 (then
-                  (loop $strict
-                    (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 1))
-                      (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3)))))
-                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                    (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskS))))
-                    (br_if $strict (i32.lt_u (local.get $i) (local.get $norm))))))
+                  (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 1))
+                    (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3)))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                  (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskS))))))
+              ;; loose: two bytes a step
+              (block $loosePairs
+                (loop $loose
+                  (br_if $loosePairs (i32.ge_u (i32.add (local.get $i) (i32.const 1)) (local.get $end)))
+                  (local.set $a (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3))))
+                  (local.set $b (i64.load (i32.shl (i32.load8_u offset=1 (local.get $i)) (i32.const 3))))
+                  (local.set $h1 (i64.add (i64.shl (local.get $h) (i64.const 1)) (local.get $a)))
+                  (if (i64.eqz (i64.and (local.get $h1) (local.get $maskL)))
+                    (then
+                      (local.set $h (local.get $h1))
+                      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                      (br $found)))
+                  (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 2))
+                    (i64.add (i64.shl (local.get $a) (i64.const 1)) (local.get $b))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 2)))
+                  (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskL))))
+                  (br $loose)))
+              ;; loose: the odd byte left, if any
               (if (i32.lt_u (local.get $i) (local.get $end))
                 (then
-                  (loop $loose
-                    (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 1))
-                      (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3)))))
-                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                    (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskL))))
-                    (br_if $loose (i32.lt_u (local.get $i) (local.get $end))))))
+                  (local.set $h (i64.add (i64.shl (local.get $h) (i64.const 1))
+                    (i64.load (i32.shl (i32.load8_u (local.get $i)) (i32.const 3)))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                  (br_if $found (i64.eqz (i64.and (local.get $h) (local.get $maskL))))))
               ;; no cut point: the chunk ends at $end, unless more bytes could still make it longer
               (local.set $i (local.get $end)))
             (local.set $cut (i32.sub (local.get $i) (i32.add (local.get $data) (local.get $start))))

@@ -4,6 +4,7 @@
 // split the image), and chunks that occur twice in the image and are in no seed, fetched
 // once and copied within the file afterwards. Bytes an interrupted run already wrote
 // (`done`) are neither fetched nor copied again.
+import { chunkOffset } from './chunk-index.ts';
 import type { ChunkTable } from './chunk-table.ts';
 
 /** Bytes [start, end) of the image. */
@@ -61,7 +62,7 @@ export interface PlanOptions {
 }
 
 const MAX_REQUEST = 8 * 1024 * 1024;
-const MAX_COPY = 4 * 1024 * 1024;
+const MAX_COPY = 1024 * 1024;
 
 export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
   const { index } = table;
@@ -86,8 +87,7 @@ export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
       runs.push({ seed, from, target, length, firstChunk: chunk, chunks: 1 });
     }
   };
-  for (let chunk = 0; chunk < index.count; chunk++) {
-    const start = index.offsets[chunk]!;
+  for (let chunk = 0, start = 0; chunk < index.count; chunk++, start += index.lengths[chunk - 1]!) {
     const length = index.lengths[chunk]!;
     const end = start + length;
     if (isDone(start, end)) continue;
@@ -97,9 +97,9 @@ export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
       reusedBytes[location.seed]! += length;
       continue;
     }
-    const first = table.firstOfHash[chunk]!;
+    const first = table.firstOf(chunk);
     if (first !== chunk) {
-      extend(selfCopies, -1, index.offsets[first]!, start, length, chunk);
+      extend(selfCopies, -1, chunkOffset(index, first), start, length, chunk);
       continue;
     }
     const last = missing.at(-1);

@@ -17,7 +17,19 @@ export type DownloadableAsset = Pick<ReleaseAsset, 'id' | 'name' | 'size'> & { r
 
 export const LATEST_RELEASE_TITLE = 'Latest Images';
 
+/**
+ * How long the storage URL an asset's download redirected to is read again directly: one
+ * round trip a ranged read instead of two, and no API request (GitHub's are pre-signed for
+ * a few minutes; one that has expired is dropped and the asset's URL asked again).
+ */
+const STORAGE_URL_MS = 60_000;
+/** What a storage URL that expired (or whose object went away) answers. */
+const EXPIRED_STATUSES = new Set([401, 403, 404, 410]);
+
 export class ReleaseApi {
+  /** Per asset id, the storage URL its last download was redirected to, and when. */
+  private readonly storageUrls = new Map<number, { readonly url: string; readonly at: number }>();
+
   constructor(readonly client: GitHubClient) {}
 
   private get where() {
@@ -225,7 +237,6 @@ export class ReleaseApi {
     sink: (chunk: Buffer, offset: number) => Promise<void> | void;
     onRestart?: () => void;
   }): Promise<void> {
-    const url = this.downloadUrl(options.asset);
     const end = options.to ?? options.asset.size;
     if (end > options.asset.size || (options.from ?? 0) > end) {
       throw new GitHubFailure(`bytes ${options.from ?? 0}-${end} asked of ${options.asset.name}, which is ${options.asset.size} bytes`);
@@ -235,10 +246,18 @@ export class ReleaseApi {
     for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
       if (offset >= end && (end > 0 || options.to !== undefined)) return;
       options.signal.throwIfAborted();
+      const stored = this.storageUrls.get(options.asset.id);
+      const direct = stored !== undefined && Date.now() - stored.at < STORAGE_URL_MS ? stored.url : undefined;
       try {
         await downloadRange({
-          url,
-          ...(this.client.anonymous ? {} : { authorization: this.client.authorization()! }),
+          // A storage URL is pre-signed: no token goes with it.
+          ...(direct
+            ? { url: direct }
+            : {
+                url: this.downloadUrl(options.asset),
+                ...(this.client.anonymous ? {} : { authorization: this.client.authorization()! }),
+                onRedirected: (to: URL) => this.storageUrls.set(options.asset.id, { url: to.href, at: Date.now() }),
+              }),
           from: offset,
           ...(options.to !== undefined ? { to: end } : {}),
           expected: end - offset,
@@ -257,6 +276,12 @@ export class ReleaseApi {
       } catch (error) {
         // Not the transfer's: the sink's (a full disk, …) or a cancellation.
         if (!(error instanceof TransferError)) throw error;
+        if (direct !== undefined && EXPIRED_STATUSES.has(error.status)) {
+          // The storage URL expired or went away: the asset's own URL again, without counting an attempt.
+          this.storageUrls.delete(options.asset.id);
+          attempt--;
+          continue;
+        }
         lastError = this.transferFailure(error, `download ${options.asset.name}`);
         if (!error.retryable && error.status !== 416) throw lastError;
         if (attempt === this.client.transferAttempts) throw lastError;

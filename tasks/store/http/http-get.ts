@@ -228,6 +228,8 @@ export interface FollowingGetRequest extends GetRequest {
    * fetch does), or nowhere (an API whose redirects always lead to pre-signed storage).
    */
   readonly credentialsFollow?: 'same-origin' | 'never';
+  /** Hears the URL of the final answer, just before `onResponse` sees it. */
+  readonly onFinalUrl?: (url: URL) => void;
 }
 
 /**
@@ -254,6 +256,7 @@ export async function getFollowingRedirects(request: FollowingGetRequest): Promi
           location = response.headers.location;
           return undefined;
         }
+        request.onFinalUrl?.(url);
         return request.onResponse(response);
       },
     });

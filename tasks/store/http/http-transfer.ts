@@ -229,6 +229,8 @@ export interface DownloadRangeRequest {
    */
   readonly sink: BodySink;
   readonly maxRedirects?: number;
+  /** Hears where the bytes came from, when a redirect led elsewhere (a pre-signed storage URL the caller may read again). */
+  readonly onRedirected?: (url: URL) => void;
 }
 
 /**
@@ -244,6 +246,7 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
   if (ranged) headers.range = `bytes=${request.from}-${request.to !== undefined ? request.to - 1 : ''}`;
   const outcome: RangeOutcome = { errorText: '', sinkFailed: false };
   let result: GetResult;
+  let finalUrl: URL | undefined;
   try {
     result = await getFollowingRedirects({
       url: new URL(request.url),
@@ -251,7 +254,12 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
       signal: request.signal,
       credentialsFollow: 'never',
       ...(request.maxRedirects !== undefined ? { maxRedirects: request.maxRedirects } : {}),
-      onResponse: rangeResponder(request, ranged, outcome),
+      onFinalUrl: (url) => (finalUrl = url),
+      onResponse: (response) => {
+        // As soon as the head is in: reads started meanwhile can go straight there too.
+        if ((response.status === 200 || response.status === 206) && finalUrl && finalUrl.href !== request.url) request.onRedirected?.(finalUrl);
+        return rangeResponder(request, ranged, outcome)(response);
+      },
     });
   } catch (error) {
     // The sink's own failures (a full disk, bytes past the end) are not the network's.
