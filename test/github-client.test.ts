@@ -1,6 +1,7 @@
 // Token and repository resolution, GitHub's failures as actionable messages, the upload
 // node, and the token never leaking into anything a user or log sees.
 import test from 'ava';
+import { boundExec } from '../src/exec.ts';
 import type { TaskContext } from '../src/types.ts';
 import { createGitHubClient, resolveApiUrl, resolveRepository, resolveToken } from '../tasks/store/github/client.ts';
 import { imagesCommand } from '../tasks/images.ts';
@@ -134,7 +135,8 @@ test('the upload node: declared shape, probe reads the remote checksum, run uplo
     hasher: { hash: async () => ({ size: 0, xxh: '0'.repeat(16) }) },
     tempPath: (path) => `${path}.tmp`,
     beginCommit: async () => {},
-    exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
+    // The upload checks the image is a self-contained qcow2 with the real qemu-img.
+    exec: boundExec(neverAborted()),
   };
   await node.run(context);
   t.deepEqual(
