@@ -224,6 +224,21 @@ export class ReleaseApi {
   }
 
   /**
+   * Where a read of `asset` goes: the storage URL its last download was redirected to while
+   * that is fresh (pre-signed, so no token goes with it), else the asset's own URL, noting
+   * where it redirects.
+   */
+  private readSource(asset: DownloadableAsset): { url: string; authorization?: string; onRedirected?: (to: URL) => void } {
+    const stored = this.storageUrls.get(asset.id);
+    if (stored !== undefined && Date.now() - stored.at < STORAGE_URL_MS) return { url: stored.url };
+    return {
+      url: this.downloadUrl(asset),
+      ...(this.client.anonymous ? {} : { authorization: this.client.authorization()! }),
+      onRedirected: (to: URL) => this.storageUrls.set(asset.id, { url: to.href, at: Date.now() }),
+    };
+  }
+
+  /**
    * Streams an asset's bytes [from, to) into `sink` (to: the asset's end by default),
    * resuming with a Range request after a reset or a short body. When the server cannot
    * resume, a read to the end calls `onRestart` (the caller discards what it wrote and the
@@ -246,18 +261,10 @@ export class ReleaseApi {
     for (let attempt = 1; attempt <= this.client.transferAttempts; attempt++) {
       if (offset >= end && (end > 0 || options.to !== undefined)) return;
       options.signal.throwIfAborted();
-      const stored = this.storageUrls.get(options.asset.id);
-      const direct = stored !== undefined && Date.now() - stored.at < STORAGE_URL_MS ? stored.url : undefined;
+      const source = this.readSource(options.asset);
       try {
         await downloadRange({
-          // A storage URL is pre-signed: no token goes with it.
-          ...(direct
-            ? { url: direct }
-            : {
-                url: this.downloadUrl(options.asset),
-                ...(this.client.anonymous ? {} : { authorization: this.client.authorization()! }),
-                onRedirected: (to: URL) => this.storageUrls.set(options.asset.id, { url: to.href, at: Date.now() }),
-              }),
+          ...source,
           from: offset,
           ...(options.to !== undefined ? { to: end } : {}),
           expected: end - offset,
@@ -276,7 +283,7 @@ export class ReleaseApi {
       } catch (error) {
         // Not the transfer's: the sink's (a full disk, …) or a cancellation.
         if (!(error instanceof TransferError)) throw error;
-        if (direct !== undefined && EXPIRED_STATUSES.has(error.status)) {
+        if (source.onRedirected === undefined && EXPIRED_STATUSES.has(error.status)) {
           // The storage URL expired or went away: the asset's own URL again, without counting an attempt.
           this.storageUrls.delete(options.asset.id);
           attempt--;
