@@ -68,11 +68,6 @@ function flatHeaders(response: IncomingMessage): Record<string, string | undefin
   return out;
 }
 
-async function failure(response: IncomingMessage, what: string): Promise<TransferError> {
-  const body = await readText(response).catch(() => '');
-  return failureOf(response.statusCode ?? 0, flatHeaders(response), body, what);
-}
-
 function declaredLength(headers: Readonly<Record<string, string>>): number | undefined {
   const value = headers['content-length'];
   return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined;
@@ -107,46 +102,30 @@ export interface UploadRangeRequest {
 
 /** POSTs bytes [start, start+length) of a file; resolves with the parsed JSON response. */
 export async function uploadRange(request: UploadRangeRequest): Promise<unknown> {
-  const url = new URL(request.url);
-  const outgoing = send(
-    url,
-    'POST',
-    {
+  const answer = await sendRange({
+    url: request.url,
+    method: 'POST',
+    headers: {
       authorization: request.authorization,
       accept: 'application/vnd.github+json',
       'content-type': request.contentType ?? 'application/octet-stream',
-      'content-length': String(request.length),
       'user-agent': 'pipeline-images',
     },
-    request.signal,
-  );
-  const responded = responseOf(outgoing);
-  // A rejected body write surfaces through the response or its error; keep it from going unhandled.
-  responded.catch(() => {});
-  let sent = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      sent += chunk.length;
-      request.onProgress?.(sent);
-      callback(null, chunk);
-    },
+    path: request.path,
+    start: request.start,
+    length: request.length,
+    signal: request.signal,
+    ...(request.onProgress ? { onProgress: request.onProgress } : {}),
+    bodyLimit: 1024 * 1024,
   });
-  if (request.length === 0) outgoing.end();
-  const body =
-    request.length === 0
-      ? Promise.resolve()
-      : pipeline(createReadStream(request.path, { start: request.start, end: request.start + request.length - 1 }), counter, outgoing);
-  // When the server answers early (an error status) the body pipe may break; the answer wins.
-  const [bodyResult, response] = await Promise.allSettled([body, responded]);
-  if (response.status === 'rejected') throw asTransferError(response.reason);
-  const answer = response.value;
-  if ((answer.statusCode ?? 0) >= 300) throw await failure(answer, `upload of ${url.searchParams.get('name') ?? 'asset'} failed`);
-  if (bodyResult.status === 'rejected') throw asTransferError(bodyResult.reason);
-  const text = await readText(answer, 1024 * 1024);
+  if (answer.status >= 300) {
+    const name = new URL(request.url).searchParams.get('name') ?? 'asset';
+    throw failureOf(answer.status, answer.headers, answer.body, `upload of ${name} failed`);
+  }
   try {
-    return JSON.parse(text) as unknown;
+    return JSON.parse(answer.body) as unknown;
   } catch {
-    throw new TransferError('upload response was not JSON', answer.statusCode ?? 0);
+    throw new TransferError('upload response was not JSON', answer.status);
   }
 }
 
@@ -162,12 +141,14 @@ export interface SendRangeRequest {
   readonly signal: AbortSignal;
   /** Bytes of this attempt sent so far. */
   readonly onProgress?: (sent: number) => void;
+  /** How much of the answer's body to keep (default 64 KiB). */
+  readonly bodyLimit?: number;
 }
 
 export interface SentRange {
   readonly status: number;
   readonly headers: Readonly<Record<string, string | undefined>>;
-  /** The answer's body, at most 64 KiB of it (registries answer uploads with little or nothing). */
+  /** The answer's body, at most `bodyLimit` of it (registries answer uploads with little or nothing). */
   readonly body: string;
 }
 
@@ -203,7 +184,7 @@ export async function sendRange(request: SendRangeRequest): Promise<SentRange> {
   const [bodyResult, response] = await Promise.allSettled([body, responded]);
   if (response.status === 'rejected') throw asTransferError(response.reason);
   const answer = response.value;
-  const text = await readText(answer).catch(() => '');
+  const text = await readText(answer, request.bodyLimit).catch(() => '');
   // An answer that came before the whole body went (an error status) is still the answer.
   if (bodyResult.status === 'rejected' && (answer.statusCode ?? 0) < 300) throw asTransferError(bodyResult.reason);
   return { status: answer.statusCode ?? 0, headers: flatHeaders(answer), body: text };
