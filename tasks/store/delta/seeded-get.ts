@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import { isFailure, toFailure } from '../../../src/index.ts';
 import type { OpenedImage } from '../store.ts';
 import { decodeChunkIndex } from './chunk-index.ts';
-import { type DeltaOutcome, fetchWithSeeds } from './delta-fetch.ts';
+import { type DeltaFetchOptions, type DeltaOutcome, fetchWithSeeds } from './delta-fetch.ts';
 import type { Seed } from './seed-scan.ts';
 
 export type { DeltaOutcome } from './delta-fetch.ts';
@@ -15,16 +15,8 @@ export type { Seed } from './seed-scan.ts';
 /** Seeds kept: each is read whole, so a long list would cost more than it saves. */
 const MAX_SEEDS = 4;
 
-export interface SeededFetchOptions {
-  readonly tempPath: string;
-  readonly seeds: readonly Seed[];
-  readonly signal: AbortSignal;
-  readonly concurrency: number;
-  readonly onProgress?: (done: number, total: number) => void;
-  readonly log: (line: string) => void;
-  /** What a ranged read is taken to cost, in bytes of a whole download (tests set it low for small images). */
-  readonly requestCost?: number;
-}
+/** A seeded fetch's options: those of the fetch itself, the seeds not yet checked for use. */
+export type SeededFetchOptions = Omit<DeltaFetchOptions, 'onStatus'>;
 
 /**
  * Fetches `image` into `tempPath` from seeds and ranges, verified against its SHA-256;
@@ -57,15 +49,7 @@ export async function trySeededFetch(image: Extract<OpenedImage, { status: 'read
     options.log(`${image.name}: its chunk index describes other bytes (sha256 ${index.sha256.slice(0, 12)}…, ${index.size} bytes); downloading it whole`);
     return undefined;
   }
-  return fetchWithSeeds({ name: image.name, sha256: image.sha256, size, pieces: image.pieces }, index, {
-    tempPath: options.tempPath,
-    seeds,
-    signal: options.signal,
-    concurrency: options.concurrency,
-    log: options.log,
-    ...(options.requestCost !== undefined ? { requestCost: options.requestCost } : {}),
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-  });
+  return fetchWithSeeds({ name: image.name, sha256: image.sha256, size, pieces: image.pieces }, index, { ...options, seeds });
 }
 
 /** Regular, non-empty files, each once (by inode), not the temp file itself, at most MAX_SEEDS. */
