@@ -25,6 +25,8 @@ export { boundExec, execFile, processAlive } from './exec.ts';
 // A lock file naming its holder, taken over when the holder is gone (the tree's lock; a download's partial file).
 export { acquireLock, type Lock } from './lock.ts';
 export { StatCache } from './hasher.ts';
+// The SHA-256 worker thread, for a download that hashes what it wrote off the main thread.
+export { type FileSha256Job, Sha256Thread } from './sha256-thread.ts';
 export { createTaskContext } from './task-context.ts';
 export { formatBytes } from './report/format.ts';
 export { nearest } from './suggest.ts';

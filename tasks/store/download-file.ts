@@ -8,7 +8,7 @@
 // main thread, which reads every socket, spends nothing on it. Writeback to the disk
 // starts while bytes still arrive, so the final fsync has little left to do.
 import { open, type FileHandle } from 'node:fs/promises';
-import { type FileSha256Job, Sha256Thread } from '../../src/sha256-thread.ts';
+import { type FileSha256Job, Sha256Thread } from '../../src/index.ts';
 
 /** Size of a piece's write buffers (two per piece being downloaded). */
 const WRITE_BYTES = 512 * 1024;
