@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Compiles the WebAssembly text sources of the delta fetches into TypeScript modules that
-// carry the binary (base64), so the build and the package need no wasm toolchain:
+// Compiles the WebAssembly text sources (the hasher's streaming xxh64, the delta fetches'
+// chunker) into TypeScript modules that carry the binary (base64), so the build and the
+// package need no wasm toolchain:
 //
-//   node scripts/build-wasm.mjs           rewrite tasks/store/delta/*-wasm.ts from their .wat
+//   node scripts/build-wasm.mjs           rewrite each *-wasm.ts from its .wat
 //   node scripts/build-wasm.mjs --check   exit 1 when a committed module differs from its .wat
 //
 // wabt (a devDependency) is the WebAssembly Binary Toolkit compiled to JavaScript.
@@ -12,14 +13,19 @@ import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SOURCES = [{ wat: 'tasks/store/delta/gear-chunker.wat', module: 'tasks/store/delta/gear-chunker-wasm.ts' }];
+const SOURCES = [
+  { wat: 'src/xxh64.wat', module: 'src/xxh64-wasm.ts' },
+  { wat: 'tasks/store/delta/gear-chunker.wat', module: 'tasks/store/delta/gear-chunker-wasm.ts' },
+];
+// Both import the hasher's ring, a shared memory (threads), and copy within it (bulk memory).
+const FEATURES = { threads: true, bulk_memory: true };
 
 const toolkit = await wabt();
 let stale = 0;
 for (const source of SOURCES) {
   const text = readFileSync(join(root, source.wat), 'utf8');
-  const parsed = toolkit.parseWat(source.wat, text);
-  parsed.validate();
+  const parsed = toolkit.parseWat(source.wat, text, FEATURES);
+  parsed.validate(FEATURES);
   const { buffer } = parsed.toBinary({ write_debug_names: false });
   parsed.destroy();
   const base64 = Buffer.from(buffer).toString('base64');

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xxhash from 'xxhash-wasm';
 import { writeFileAtomic } from './atomic.ts';
+import { RingMemory } from './ring-memory.ts';
 import type { Sha256Job } from './sha256-thread.ts';
 import type { FileDigest, FileHasher, HashOptions } from './types.ts';
 
@@ -47,7 +48,6 @@ const DAY_MS = 86_400_000;
 export const RACY_WINDOW_NS = 50_000_000n;
 
 let xxhashApi: Awaited<ReturnType<typeof xxhash>> | undefined;
-type Xxh64 = ReturnType<NonNullable<typeof xxhashApi>['create64']>;
 async function xxhashFactory() {
   xxhashApi ??= await xxhash();
   return xxhashApi;
@@ -152,12 +152,11 @@ export class StatCache implements FileHasher {
   }
 
   private async digest(path: string, size: number, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
-    const { create64 } = await xxhashFactory();
-    const xxh = create64();
     const handle = await open(path, 'r');
     try {
       if (size <= SLOT_BYTES) {
         // Small files (most inputs): one read, both digests here.
+        const xxh = (await xxhashFactory()).create64();
         const bytes = Buffer.allocUnsafe(size);
         const { bytesRead } = await handle.read(bytes, 0, size, 0);
         const content = bytes.subarray(0, bytesRead);
@@ -171,7 +170,7 @@ export class StatCache implements FileHasher {
           ...(wantSha ? { sha256: process.getBuiltinModule('node:crypto').createHash('sha256').update(content).digest('hex') } : {}),
         };
       }
-      return await this.readRing(handle, size, xxh, wantSha, options);
+      return await this.readRing(handle, size, wantSha, options);
     } finally {
       await handle.close();
     }
@@ -179,16 +178,20 @@ export class StatCache implements FileHasher {
 
   /**
    * A large file through a ring of shared slots: up to SLOTS reads in flight, xxh64 of
-   * each slot here as it arrives while the SHA-256 thread hashes the same slot; a slot is
-   * read into again once both are done with it.
+   * each slot here, where it lies, as it arrives while the SHA-256 thread hashes the same
+   * slot; a slot is read into again once both are done with it. An observer that reads
+   * the ring in place scans each slot there too; any other gets a view of it.
    */
-  private async readRing(handle: FileHandle, size: number, xxh: Xxh64, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
-    const reads = new RingReads(handle, size);
+  private async readRing(handle: FileHandle, size: number, wantSha: boolean, options: HashOptions): Promise<FileDigest> {
+    const inPlace = options.observe?.inPlace;
+    const ring = new RingMemory(SLOTS, SLOT_BYTES, inPlace);
+    inPlace?.attach(ring.memory);
+    const reads = new RingReads(handle, size, ring);
     let wake: (() => void) | undefined;
     let failure: Error | undefined;
     const sha = wantSha
       ? await startShaThread(
-          reads.ring,
+          ring.memory.buffer,
           (slot) => {
             reads.release(slot);
             wake?.();
@@ -207,10 +210,11 @@ export class StatCache implements FileHasher {
         const length = await bytesRead;
         if (failure) throw failure;
         if (length === 0) break; // the file shrank while being read: the caller's stat check sees it
-        const bytes = reads.slots[slot]!.subarray(0, length);
-        sha?.update(slot, slot * SLOT_BYTES, length);
-        xxh.update(bytes);
-        options.observe?.update(bytes);
+        const offset = ring.offsets[slot]!;
+        sha?.update(slot, offset, length);
+        ring.xxh64Update(offset, length);
+        if (inPlace) inPlace.updateAt(offset, length);
+        else options.observe?.update(ring.slots[slot]!.subarray(0, length));
         done += length;
         this.count(length, done, size, options);
         if (sha) reads.issue();
@@ -223,7 +227,7 @@ export class StatCache implements FileHasher {
         }
       }
       const sha256 = sha ? await sha.digest() : undefined;
-      return { size: done, xxh: hexOf(xxh.digest()), ...(sha256 !== undefined ? { sha256 } : {}) };
+      return { size: done, xxh: hexOf(ring.xxh64()), ...(sha256 !== undefined ? { sha256 } : {}) };
     } catch (error) {
       sha?.drop();
       throw error;
@@ -326,17 +330,20 @@ export async function stringHasher(): Promise<(text: string) => string> {
 
 /** Reads of a file, in order, into a ring of shared slots: one read in flight for each slot free to read into. */
 class RingReads {
-  readonly ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
-  readonly slots = Array.from({ length: SLOTS }, (_, slot) => new Uint8Array(this.ring, slot * SLOT_BYTES, SLOT_BYTES));
   /** The reads issued and not yet taken, oldest first. */
   readonly pending: Array<{ slot: number; bytesRead: Promise<number> }> = [];
-  private readonly free = this.slots.map((_, slot) => slot);
+  private readonly slots: readonly Uint8Array[];
+  private readonly free: number[];
   private position = 0;
 
   constructor(
     private readonly handle: FileHandle,
     private readonly size: number,
-  ) {}
+    ring: RingMemory,
+  ) {
+    this.slots = ring.slots;
+    this.free = this.slots.map((_, slot) => slot);
+  }
 
   /** Every byte of the file has a read issued. */
   get exhausted(): boolean {

@@ -32,9 +32,35 @@ export interface HashOptions {
   readonly observe?: ByteObserver;
 }
 
-/** Takes a file's bytes in order, as a hasher reads them; each view is valid only during the call. */
+/**
+ * Takes a file's bytes in order, as a hasher reads them; each view is valid only during the
+ * call. A hash hands one file's bytes either all through `update` or, when the observer has
+ * `inPlace` and the file is read through the hasher's ring, all through `inPlace`.
+ */
 export interface ByteObserver {
   update(bytes: Uint8Array): void;
+  readonly inPlace?: InPlaceObserver;
+}
+
+/** The part of a WebAssembly memory an observer reads (the project's `lib` has no DOM, where its types live). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+}
+
+/**
+ * An observer that reads a large file's bytes where the hasher's reads land: a shared
+ * WebAssembly memory (the ring the SHA-256 thread hashes from), so a WebAssembly scan that
+ * imports the same memory reads them without copying each piece into memory of its own.
+ */
+export interface InPlaceObserver {
+  /** Bytes at the start of the memory that are the observer's own (tables, what it keeps between pieces). */
+  readonly ownBytes: number;
+  /** Bytes just before each piece that the observer may write during `updateAt`: room to put what it kept of the previous piece in front of it. */
+  readonly gapBytes: number;
+  /** The memory (shared, so `buffer` is a SharedArrayBuffer), once, before the first `updateAt`. */
+  attach(memory: WasmMemory): void;
+  /** The file's next bytes, at [offset, offset + length) of the memory: valid, with the gap before them, only during the call. */
+  updateAt(offset: number, length: number): void;
 }
 
 /**

@@ -6,7 +6,12 @@ import test from 'ava';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import xxhash from 'xxhash-wasm';
-import { ChunkIndexBuilder, chunkOffset, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StatCache } from '../src/index.ts';
+import { RingMemory } from '../src/ring-memory.ts';
+import { ChunkIndexBuilder, chunkOffset, DEFAULT_CHUNKING, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
 import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
@@ -72,6 +77,76 @@ test('chunks are the same however the bytes arrive, within the size bounds, each
     { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
   );
   t.pass();
+});
+
+/**
+ * The chunks of `bytes` scanned in place, as the hasher's ring hands them over: each piece
+ * read into the next of two slots of a shared memory, with the chunker's own bytes before
+ * them and its gap before each slot. After each piece its slot and gap are overwritten, as
+ * the next read into the slot would.
+ */
+function chunksInPlace(bytes: Uint8Array, splits: readonly number[], params = SMALL, scribble = 0x5a): Chunk[] {
+  const cuts = [...new Set([...splits.map((split) => Math.min(split, bytes.length)), bytes.length])].sort((a, b) => a - b);
+  const largest = Math.max(1, ...cuts.map((cut, index) => cut - (cuts[index - 1] ?? 0)));
+  const ownBytes = GearChunker.ownBytes(params);
+  const ring = new RingMemory(2, largest, { ownBytes, gapBytes: params.maxSize, attach: () => {}, updateAt: () => {} });
+  const chunker = new GearChunker(params, ring.memory);
+  const memory = new Uint8Array(ring.memory.buffer);
+  const chunks: Chunk[] = [];
+  const each = (offset: number, length: number, high: number, low: number) => {
+    chunks.push({ offset, length, hash: (BigInt(high) << 32n) | BigInt(low) });
+  };
+  let at = 0;
+  for (const [index, cut] of cuts.entries()) {
+    const offset = ring.offsets[index % 2]!;
+    memory.set(bytes.subarray(at, cut), offset);
+    chunker.pushAt(offset, cut - at, each);
+    memory.fill(scribble, offset - params.maxSize, offset + largest);
+    at = cut;
+  }
+  chunker.end(each);
+  return chunks;
+}
+
+test('chunks scanned in place in a shared memory are the ones pushed bytes give', (t) => {
+  t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);
+  const paramSets: ChunkingParams[] = [SMALL, { minSize: 1, avgSize: 64, maxSize: 100, normalization: 0, gearSeed: 3 }];
+  const text = (chunks: Chunk[]) => JSON.stringify(chunks, (_, value) => (typeof value === 'bigint' ? value.toString() : value));
+  fc.assert(
+    fc.property(
+      fc.integer(),
+      fc.nat({ max: 20_000 }),
+      fc.array(fc.oneof(fc.nat({ max: 20_000 }), fc.nat({ max: 300 })), { maxLength: 12 }),
+      fc.array(fc.nat({ max: 20_000 }), { maxLength: 12 }),
+      fc.constantFrom(...paramSets),
+      fc.boolean(),
+      (salt, size, pieces, otherPieces, params, repetitive) => {
+        const random = seededBytes(size, seededRandom(salt));
+        const bytes = repetitive ? random.map((byte, index) => (index % 3 === 0 ? byte : 0)) : random;
+        const pushed = text(chunksOf(bytes, otherPieces, params));
+        return text(chunksInPlace(bytes, pieces, params)) === pushed && text(chunksInPlace(bytes, pieces, params, 0)) === pushed;
+      },
+    ),
+    { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
+  );
+  t.pass();
+});
+
+test("an index made in the hasher's read of a large file, in place, is the one its bytes pushed make", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pipeline-delta-chunks-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  for (const size of [4 * 1024 * 1024 + 1, 9 * 1024 * 1024 + 12_345]) {
+    const bytes = seededBytes(size, seededRandom(seed + size));
+    const path = join(dir, `image-${size}`);
+    await writeFile(path, bytes);
+    const inRead = new ChunkIndexBuilder();
+    const digest = await (await StatCache.open()).hash(path, { sha256: true, observe: inRead });
+    const pushed = new ChunkIndexBuilder();
+    pushed.update(bytes);
+    const index = Buffer.from(await inRead.finish(digest.sha256!));
+    t.true(index.equals(await pushed.finish(digest.sha256!)), `index of ${size} bytes`);
+    t.deepEqual(decodeChunkIndex(index, path).params, DEFAULT_CHUNKING);
+  }
 });
 
 /**

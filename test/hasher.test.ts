@@ -56,6 +56,50 @@ test('digests match sha256sum and one-shot xxh64 at sizes around the read slots'
   }
 });
 
+test('an observer sees every byte in order, in place in the ring or as views, and what it writes in its own bytes and gaps changes no digest', async (t) => {
+  const dir = await tempDir(t);
+  for (const size of [SLOT - 1, SLOT + 1, 3 * SLOT + 4097]) {
+    const path = join(dir, `o${size}`);
+    const bytes = randomBytes(size);
+    await writeFile(path, bytes);
+    const want = await expected(path, false);
+    // Views: an observer without `inPlace`, or any observer of a file read in one go.
+    const viewed: Buffer[] = [];
+    const viewDigest = await (await StatCache.open()).hash(path, { sha256: true, observe: { update: (view) => viewed.push(Buffer.from(view)) } });
+    t.true(Buffer.concat(viewed).equals(bytes), `viewed bytes of ${size}`);
+    t.deepEqual(viewDigest, { size, ...want });
+    // In place: it may scribble on its own bytes and on the gap before each piece.
+    const GAP = 1000;
+    const OWN = 333;
+    let memory: Uint8Array | undefined;
+    const seen: Buffer[] = [];
+    const pushed: Buffer[] = [];
+    const observer = {
+      update: (view: Uint8Array) => pushed.push(Buffer.from(view)),
+      inPlace: {
+        ownBytes: OWN,
+        gapBytes: GAP,
+        attach: (shared: { buffer: ArrayBuffer | SharedArrayBuffer }) => {
+          t.true(shared.buffer instanceof SharedArrayBuffer);
+          memory = new Uint8Array(shared.buffer);
+        },
+        updateAt: (offset: number, length: number) => {
+          seen.push(Buffer.from(memory!.subarray(offset, offset + length)));
+          memory!.fill(0xa5, 0, OWN);
+          memory!.fill(0x5a, offset - GAP, offset);
+        },
+      },
+    };
+    const digest = await (await StatCache.open()).hash(path, { sha256: true, observe: observer });
+    t.deepEqual(digest, { size, ...want }, `digests of ${size} bytes`);
+    const whole = Buffer.concat([...pushed, ...seen]);
+    t.true(whole.equals(bytes), `observed bytes of ${size}`);
+    // A file of one slot is read in one go and handed over as a view; a larger one in place.
+    t.is(seen.length > 0, size > SLOT);
+    t.is(pushed.length > 0, size <= SLOT);
+  }
+});
+
 test('files hashed at the same time each get their own digests', async (t) => {
   const dir = await tempDir(t);
   const seed = Date.now();

@@ -23,7 +23,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants as zlib } from 'node:zlib';
 import xxhash from 'xxhash-wasm';
 import { z } from 'zod';
-import { Failure } from '../../../src/index.ts';
+import { type ByteObserver, Failure, type InPlaceObserver } from '../../../src/index.ts';
 import { type ChunkingParams, chunkingProblem, GearChunker } from './gear-chunker.ts';
 
 const MAGIC = Buffer.from('PLCHUNKS', 'latin1');
@@ -106,17 +106,35 @@ export function keptLowHash(hashBytes: number): (low: number) => number {
   return (low) => (low & mask) >>> shift;
 }
 
-/** Collects chunks as a chunker reports them (the hasher's read of the image feeds it). */
-export class ChunkIndexBuilder {
+/**
+ * Collects chunks as a chunker reports them (the hasher's read of the image feeds it: a
+ * large image's bytes scanned in place in the hasher's ring, a small one's pushed).
+ */
+export class ChunkIndexBuilder implements ByteObserver {
   private count = 0;
   private lengths = new Uint32Array(1024);
   /** Whole XXH64s, two u32s a chunk. */
   private hashes = new Uint32Array(2048);
-  private readonly chunker: GearChunker;
+  /** Made with the first bytes: pushed ones need memory of its own, the ring's do not. */
+  private chunker: GearChunker | undefined;
   private size = 0;
+  readonly inPlace: InPlaceObserver;
 
   constructor(readonly params: ChunkingParams = DEFAULT_CHUNKING) {
-    this.chunker = new GearChunker(params);
+    const problem = chunkingProblem(params);
+    if (problem) throw new Error(problem);
+    this.inPlace = {
+      ownBytes: GearChunker.ownBytes(params),
+      gapBytes: params.maxSize,
+      attach: (memory) => {
+        if (this.chunker) throw new Error('a chunk index takes an image either pushed or in place, not both');
+        this.chunker = new GearChunker(params, memory);
+      },
+      updateAt: (offset, length) => {
+        this.size += length;
+        this.chunker!.pushAt(offset, length, this.add);
+      },
+    };
   }
 
   private readonly add = (_offset: number, length: number, hashHigh: number, hashLow: number): void => {
@@ -137,12 +155,13 @@ export class ChunkIndexBuilder {
   /** The next bytes of the image, in order. */
   update(bytes: Uint8Array): void {
     this.size += bytes.length;
+    this.chunker ??= new GearChunker(this.params);
     this.chunker.push(bytes, this.add);
   }
 
   /** The encoded index, once every byte went through `update`. */
   async finish(sha256: string): Promise<Uint8Array> {
-    this.chunker.end(this.add);
+    this.chunker?.end(this.add);
     const header: ChunkIndexHeader = {
       format: CHUNK_INDEX_FORMAT,
       method: 'gear-cdc',

@@ -5,6 +5,7 @@
 // which keeps sizes close to the average). The scan runs in WebAssembly
 // (gear-chunker.wat), which also hashes each chunk (XXH64); bytes may arrive in pieces of
 // any size, and the chunks come out the same.
+import type { WasmMemory } from '../../../src/index.ts';
 import { WASM_BASE64 } from './gear-chunker-wasm.ts';
 
 /** How a stream is cut; recorded in every chunk index, so it can change later. */
@@ -22,17 +23,13 @@ export interface ChunkingParams {
 }
 
 /** The part of the WebAssembly API used here (the project's `lib` has no DOM, where its types live). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
 declare const WebAssembly: {
   Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { readonly exports: unknown };
+  Instance: new (module: object, imports: object) => { readonly exports: unknown };
+  Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
 };
 
 interface Exports {
-  readonly memory: WasmMemory;
   cuts(data: number, len: number, min: number, avg: number, max: number, maskS: bigint, maskL: bigint, out: number, final: number): number;
   xxh64(data: number, len: number): bigint;
 }
@@ -54,6 +51,23 @@ const SCAN_BYTES = 1024 * 1024;
 const WASM_PAGE = 64 * 1024;
 
 let compiled: object | undefined;
+
+/** The scan's module, on a memory: shared, as the module imports it (the hasher's ring is). */
+function instantiate(memory: WasmMemory): Exports {
+  compiled ??= new WebAssembly.Module(Buffer.from(WASM_BASE64, 'base64'));
+  return new WebAssembly.Instance(compiled, { env: { memory } }).exports as Exports;
+}
+
+/** A memory of the chunker's own, of at least `bytes`. */
+function ownMemory(bytes: number): WasmMemory {
+  const pages = Math.ceil(bytes / WASM_PAGE);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+}
+
+/** Bytes of output area for the chunks one scan can find (all but the last at least minSize long). */
+function outBytes(params: ChunkingParams): number {
+  return ENTRY_BYTES * (Math.ceil((SCAN_BYTES + params.maxSize) / params.minSize) + 1);
+}
 
 /** Checks parameters a chunk index states (it comes from a store): a clear error rather than a scan that cannot work. */
 export function chunkingProblem(params: ChunkingParams): string | undefined {
@@ -89,14 +103,22 @@ export function gearTable(seed: number): BigUint64Array {
   return table;
 }
 
-/** Cuts a stream into chunks: `push` bytes in order, then `end`; each chunk is reported once complete. */
+/**
+ * Cuts a stream into chunks: `push` bytes in order (or, made with `inMemory`, `pushAt`
+ * pieces where they lie), then `end`; each chunk is reported once complete. Both ways cut
+ * the same chunks.
+ */
 export class GearChunker {
   private readonly wasm: Exports;
+  private readonly memory: WasmMemory;
   private readonly maskS: bigint;
   private readonly maskL: bigint;
-  /** Where the bytes handed to the scan may start (an unfinished chunk's, then new ones). */
-  private readonly dataOffset: number;
-  /** Where new bytes are copied to, less their source's misalignment: 8-aligned, maxSize past dataOffset. */
+  private readonly entries: Uint32Array;
+  /**
+   * Pushed bytes: where new bytes are copied to, less their source's misalignment
+   * (8-aligned, maxSize past where the unfinished chunk's bytes may start). In place: where
+   * the unfinished chunk's bytes are kept between pieces.
+   */
   private readonly landing: number;
   /** Where the unfinished chunk's bytes are (`tail` of them). */
   private tailStart: number;
@@ -104,34 +126,48 @@ export class GearChunker {
   /** Where in the stream the unfinished chunk starts. */
   private position = 0;
 
-  constructor(readonly params: ChunkingParams) {
+  /**
+   * A chunker over bytes pushed to it, copied into memory of its own; or, given a shared
+   * `memory`, one that scans pieces where they lie in it (`pushAt`): the memory's first
+   * `ownBytes(params)` bytes are then the chunker's, and it writes up to `params.maxSize`
+   * bytes just before each piece.
+   */
+  constructor(
+    readonly params: ChunkingParams,
+    private readonly inPlace?: WasmMemory,
+  ) {
     const problem = chunkingProblem(params);
     if (problem) throw new Error(problem);
-    compiled ??= new WebAssembly.Module(Buffer.from(WASM_BASE64, 'base64'));
-    this.wasm = new WebAssembly.Instance(compiled).exports as unknown as Exports;
     const bits = Math.log2(params.avgSize);
     this.maskS = spreadMask(bits + params.normalization);
     this.maskL = spreadMask(Math.max(1, bits - params.normalization));
-    // Room for the chunks one scan can find (all but the last at least minSize long).
-    const outBytes = ENTRY_BYTES * (Math.ceil((SCAN_BYTES + params.maxSize) / params.minSize) + 1);
-    this.dataOffset = OUT_OFFSET + outBytes;
-    this.landing = (this.dataOffset + params.maxSize + 7) & ~7;
+    const dataOffset = OUT_OFFSET + outBytes(params);
+    this.landing = inPlace ? dataOffset : (dataOffset + params.maxSize + 7) & ~7;
     this.tailStart = this.landing;
-    const needed = this.landing + 8 + SCAN_BYTES;
-    const memory = this.wasm.memory;
-    if (memory.buffer.byteLength < needed) memory.grow(Math.ceil((needed - memory.buffer.byteLength) / WASM_PAGE));
-    new BigUint64Array(memory.buffer, 0, 256).set(gearTable(params.gearSeed));
+    this.memory = inPlace ?? ownMemory(this.landing + 8 + SCAN_BYTES);
+    this.wasm = instantiate(this.memory);
+    this.entries = new Uint32Array(this.memory.buffer, OUT_OFFSET, outBytes(params) / 4);
+    new BigUint64Array(this.memory.buffer, 0, 256).set(gearTable(params.gearSeed));
+  }
+
+  /**
+   * Bytes at the start of a shared memory that a chunker scanning in it keeps for itself: its table,
+   * the chunks a scan found, and the unfinished chunk between pieces.
+   */
+  static ownBytes(params: ChunkingParams): number {
+    return OUT_OFFSET + outBytes(params) + params.maxSize;
   }
 
   push(bytes: Uint8Array, each: ChunkCallback): void {
+    if (this.inPlace) throw new Error('a chunker in memory it shares takes pieces where they lie (pushAt)');
     for (let at = 0; at < bytes.length; ) {
       const take = Math.min(SCAN_BYTES, bytes.length - at);
       // The new bytes land at the same alignment mod 8 as their source: a copy between
-      // misaligned views (of a SharedArrayBuffer above all, as the hasher's ring is) goes
-      // byte by byte, several times slower than the scan itself. The unfinished chunk moves
-      // to end where they start.
+      // misaligned views (of a SharedArrayBuffer above all, as this memory is) goes byte
+      // by byte, several times slower than the scan itself. The unfinished chunk moves to
+      // end where they start.
       const target = this.landing + ((bytes.byteOffset + at) & 7);
-      const memory = new Uint8Array(this.wasm.memory.buffer);
+      const memory = new Uint8Array(this.memory.buffer);
       if (this.tailStart + this.tail !== target) memory.copyWithin(target - this.tail, this.tailStart, this.tailStart + this.tail);
       this.tailStart = target - this.tail;
       memory.set(bytes.subarray(at, at + take), target);
@@ -139,6 +175,26 @@ export class GearChunker {
       at += take;
       this.scan(false, each);
     }
+  }
+
+  /**
+   * The stream's next `length` bytes, at `offset` of the shared memory, with `maxSize`
+   * bytes before them the chunker may write; neither is needed once the call returns.
+   */
+  pushAt(offset: number, length: number, each: ChunkCallback): void {
+    if (!this.inPlace) throw new Error('pushAt needs a chunker made on a shared memory');
+    const memory = new Uint8Array(this.memory.buffer);
+    // The unfinished chunk goes just before the piece, so the scan reads one run of bytes.
+    memory.copyWithin(offset - this.tail, this.tailStart, this.tailStart + this.tail);
+    this.tailStart = offset - this.tail;
+    const end = offset + length;
+    while (this.tailStart + this.tail < end) {
+      this.tail += Math.min(SCAN_BYTES, end - this.tailStart - this.tail);
+      this.scan(false, each);
+    }
+    // The piece's bytes are read into again once this returns: keep the unfinished chunk.
+    memory.copyWithin(this.landing, this.tailStart, this.tailStart + this.tail);
+    this.tailStart = this.landing;
   }
 
   end(each: ChunkCallback): void {
@@ -149,7 +205,7 @@ export class GearChunker {
     if (this.tail === 0) return;
     const { minSize, avgSize, maxSize } = this.params;
     const count = this.wasm.cuts(this.tailStart, this.tail, minSize, avgSize, maxSize, this.maskS, this.maskL, OUT_OFFSET, final ? 1 : 0);
-    const entries = new Uint32Array(this.wasm.memory.buffer, OUT_OFFSET, (count * ENTRY_BYTES) / 4);
+    const entries = this.entries;
     let start = 0;
     for (let index = 0; index < count; index++) {
       const length = entries[index * 4]!;
@@ -167,13 +223,14 @@ export class GearChunker {
  * scan reports for a chunk, for checking bytes against an index.
  */
 export async function chunkHasher(maxSize: number): Promise<(bytes: Uint8Array) => [number, number]> {
-  compiled ??= new WebAssembly.Module(Buffer.from(WASM_BASE64, 'base64'));
-  const wasm = new WebAssembly.Instance(compiled).exports as unknown as Exports;
-  const at = GEAR_BYTES;
-  if (wasm.memory.buffer.byteLength < at + maxSize) wasm.memory.grow(Math.ceil((at + maxSize - wasm.memory.buffer.byteLength) / WASM_PAGE));
+  const memory = ownMemory(GEAR_BYTES + 8 + maxSize);
+  const wasm = instantiate(memory);
+  const view = new Uint8Array(memory.buffer);
   return (bytes) => {
     if (bytes.length > maxSize) throw new Error(`a chunk of ${bytes.length} bytes is longer than ${maxSize}`);
-    new Uint8Array(wasm.memory.buffer, at, bytes.length).set(bytes);
+    // At the bytes' own alignment mod 8: a misaligned copy into shared memory goes byte by byte.
+    const at = GEAR_BYTES + (bytes.byteOffset & 7);
+    view.set(bytes, at);
     // An i64 reaches JavaScript as a signed bigint.
     const value = BigInt.asUintN(64, wasm.xxh64(at, bytes.length));
     return [Number(value >> 32n), Number(value & 0xffffffffn)];

@@ -2,10 +2,11 @@
 ;; stricter mask before the average size, a looser one after it; cut-point search starts
 ;; at the minimum size). The source of gear-chunker-wasm.ts (scripts/build-wasm.mjs).
 ;;
-;; Memory: the gear table (256 x i64) at 0; the caller places the bytes and an output
-;; area for the chunks found (16 bytes each) and grows the memory as needed.
+;; Memory: imported, shared, so the scan can run over the hasher's ring of reads where the
+;; bytes land (the chunker otherwise makes one of its own). The gear table (256 x i64) at
+;; 0; the caller places the bytes and an output area for the chunks found (16 bytes each).
 (module
-  (memory (export "memory") 1)
+  (import "env" "memory" (memory 1 65536 shared))
 
   ;; Finds chunks of the bytes at [$data, $data + $len), the first starting at $data.
   ;; Writes each complete chunk's length (u32) and XXH64 (u64, at +8) at $out, 16 bytes a

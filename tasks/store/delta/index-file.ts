@@ -16,6 +16,7 @@ export function chunkIndexObserver(imagePath: string): OutputObserver {
   const builder = new ChunkIndexBuilder();
   return {
     update: (bytes) => builder.update(bytes),
+    inPlace: builder.inPlace,
     async finish(digest) {
       if (!digest.sha256) return;
       await writeFileAtomic(chunkIndexPath(imagePath), await builder.finish(digest.sha256));
