@@ -174,21 +174,19 @@ export class ChunkIndexBuilder implements ByteObserver {
       chunks: this.count,
       lengthsBytes: 0,
     };
-    let varintBytes = 0;
-    for (let index = 0; index < this.count; index++) varintBytes += varintLength(this.lengths[index]!);
-    const varints = Buffer.alloc(varintBytes);
+    // One unsigned LEB128 varint per length (at most 4 bytes each: chunks are at most 16 MiB).
+    const varints = Buffer.allocUnsafe(this.count * 4);
     let at = 0;
     for (let index = 0; index < this.count; index++) {
-      for (let value = this.lengths[index]!; ; value = Math.floor(value / 128)) {
-        if (value < 128) {
-          varints[at++] = value;
-          break;
-        }
+      let value = this.lengths[index]!;
+      while (value >= 128) {
         varints[at++] = (value & 0x7f) | 0x80;
+        value >>>= 7;
       }
+      varints[at++] = value;
     }
-    const lengths = brotliCompressSync(varints, {
-      params: { [zlib.BROTLI_PARAM_QUALITY]: 6, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: varints.length },
+    const lengths = brotliCompressSync(varints.subarray(0, at), {
+      params: { [zlib.BROTLI_PARAM_QUALITY]: 6, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: at },
     });
     header.lengthsBytes = lengths.length;
     const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
@@ -198,18 +196,17 @@ export class ChunkIndexBuilder implements ByteObserver {
     at = out.writeUInt32LE(headerBytes.length, at);
     at += headerBytes.copy(out, at);
     at += lengths.copy(out, at);
-    const whole = Buffer.alloc(8);
+    // The whole hashes as 8-byte big-endian values, in order: each chunk's first bytes,
+    // and what the segment digests hash.
+    const whole = Buffer.from(this.hashes.slice(0, 2 * this.count).buffer).swap32();
     for (let index = 0; index < this.count; index++) {
-      whole.writeUInt32BE(this.hashes[2 * index]!, 0);
-      whole.writeUInt32BE(this.hashes[2 * index + 1]!, 4);
-      at += whole.copy(out, at, 0, HASH_BYTES);
+      for (let byte = 0; byte < HASH_BYTES; byte++) out[at++] = whole[8 * index + byte]!;
     }
-    const digest = await segmentDigester();
+    const { h64Raw } = await xxhash();
     for (let segment = 0; segment < segments; segment++) {
       const first = segment * SEGMENT_CHUNKS;
-      const [high, low] = digest(this.hashes.subarray(2 * first, 2 * Math.min(this.count, first + SEGMENT_CHUNKS)));
-      at = out.writeUInt32BE(high, at);
-      at = out.writeUInt32BE(low, at);
+      const value = h64Raw(whole.subarray(8 * first, 8 * Math.min(this.count, first + SEGMENT_CHUNKS)));
+      at = out.writeBigUInt64BE(value, at);
     }
     return out;
   }
@@ -228,15 +225,6 @@ export async function segmentDigester(): Promise<(hashes: Uint32Array) => [numbe
     const value = h64Raw(scratch.subarray(0, hashes.length * 4));
     return [Number(value >> 32n), Number(value & 0xffffffffn)];
   };
-}
-
-function varintLength(value: number): number {
-  let bytes = 1;
-  while (value >= 128) {
-    value = Math.floor(value / 128);
-    bytes++;
-  }
-  return bytes;
 }
 
 /** The header of an encoded index, or undefined when the bytes do not start as one. */
