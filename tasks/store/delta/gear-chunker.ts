@@ -104,9 +104,9 @@ export function gearTable(seed: number): BigUint64Array {
 }
 
 /**
- * Cuts a stream into chunks: `push` bytes in order (or, made with `inMemory`, `pushAt`
- * pieces where they lie), then `end`; each chunk is reported once complete. Both ways cut
- * the same chunks.
+ * Cuts a stream into chunks: `push` bytes in order (or, made on a shared memory, `pushAt`
+ * pieces where they lie in it), then `end`; each chunk is reported once complete. Both
+ * ways cut the same chunks.
  */
 export class GearChunker {
   private readonly wasm: Exports;
@@ -151,8 +151,8 @@ export class GearChunker {
   }
 
   /**
-   * Bytes at the start of a shared memory that a chunker scanning in it keeps for itself: its table,
-   * the chunks a scan found, and the unfinished chunk between pieces.
+   * Bytes at the start of a shared memory that a chunker scanning in it keeps for itself:
+   * its table, the chunks a scan found, and the unfinished chunk between pieces.
    */
   static ownBytes(params: ChunkingParams): number {
     return OUT_OFFSET + outBytes(params) + params.maxSize;
