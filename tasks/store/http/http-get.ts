@@ -1,10 +1,14 @@
-// One HTTP/1.1 GET on its own connection, with the response body handed to a sink as the
-// socket delivers it. Not node:http: its parser copies every body chunk into a new Buffer
-// (allocations, a copy, and garbage that lifts the peak RSS); here the socket reads into
-// reused buffers (`onread`): plain http straight from the kernel, TLS as each record is
-// decrypted, where a 'data' event would allocate a Buffer per record (BENCHMARKS.md has
-// the peak RSS either way). The socket pauses while the sink's promise is pending
-// (backpressure), so the sink may keep using a chunk until its promise settles.
+// One HTTP/1.1 GET, with the response body handed to a sink as the socket delivers it. Not
+// node:http: its parser copies every body chunk into a new Buffer (allocations, a copy, and
+// garbage that lifts the peak RSS); here the socket reads into reused buffers (`onread`):
+// plain http straight from the kernel, TLS as each record is decrypted, where a 'data'
+// event would allocate a Buffer per record (BENCHMARKS.md has the peak RSS either way). The
+// socket pauses while the sink's promise is pending (backpressure), so the sink may keep
+// using a chunk until its promise settles.
+//
+// A connection whose response ended cleanly waits a little for the next GET to the same
+// origin: a seeded fetch makes a thousand ranged reads of one storage URL, and a new TCP
+// and TLS handshake for each would cost more round trips than the reads themselves.
 import net from 'node:net';
 import tls from 'node:tls';
 import { CONNECT_TIMEOUT_MS, UnreachableError } from './reach.ts';
@@ -14,6 +18,10 @@ export { ConnectionError, type GetResponse } from './response-parser.ts';
 
 /** The socket's read buffer (TLS fills at most a record's 16 KiB of it at a time). */
 const READ_BYTES = 128 * 1024;
+/** How long an idle connection waits for the next GET to its origin: less than servers keep theirs open (Node 5 s, nginx 75 s). */
+const IDLE_MS = 2000;
+/** Idle connections kept per origin. */
+const MAX_IDLE_PER_ORIGIN = 64;
 
 export interface GetRequest {
   readonly url: URL;
@@ -48,9 +56,121 @@ export function httpGet(request: GetRequest): Promise<GetResult> {
   return new Promise((resolve, reject) => new GetExchange(request, resolve, reject).start());
 }
 
-/** One request and its response on one connection: the socket, the parser, and the sink's backpressure. */
-class GetExchange {
-  private readonly body = new ResponseParser();
+/** What a connection tells the exchange it carries. */
+interface ConnectionUser {
+  /** Bytes off the wire; false pauses the socket. */
+  take(bytes: Buffer): boolean;
+  onError(error: Error): void;
+  onClose(): void;
+}
+
+/**
+ * A socket and its two read buffers, carrying one exchange at a time. A TLS socket goes on
+ * handing over the records it had decrypted after it is paused, so reads go into the
+ * buffer whose bytes the sink is not holding.
+ */
+class Connection {
+  readonly socket: net.Socket;
+  readonly readBuffers = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
+  /** The read buffer under the chunk the sink holds (none when it holds a copy). */
+  heldBuffer: Buffer | undefined;
+  /** Whether an exchange before the current one ended on it. */
+  reused = false;
+  private user: ConnectionUser | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly origin: string,
+    url: URL,
+  ) {
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+    const onread = {
+      buffer: () => (this.heldBuffer === this.readBuffers[0] ? this.readBuffers[1] : this.readBuffers[0]),
+      callback: (length: number, into: Buffer): boolean => {
+        if (this.user) return this.user.take(into.subarray(0, length));
+        // Bytes while idle: nothing asked for them, so the connection cannot be trusted with the next request.
+        this.socket.destroy();
+        return false;
+      },
+    };
+    this.socket =
+      url.protocol === 'https:'
+        ? // tls.connect documents `onread` (as net.connect's) but @types/node leaves it out.
+          tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
+        : net.connect({ host, port, onread });
+    this.socket.on('error', (error) => this.user?.onError(error));
+    this.socket.on('close', () => {
+      idle.forget(this);
+      this.user?.onClose();
+    });
+  }
+
+  attach(user: ConnectionUser): void {
+    clearTimeout(this.idleTimer);
+    this.socket.ref();
+    this.user = user;
+  }
+
+  /** The exchange is done with it: it waits for the next GET to its origin, or closes. */
+  release(reusable: boolean): void {
+    this.user = undefined;
+    this.heldBuffer = undefined;
+    if (!reusable || this.socket.destroyed || !idle.keep(this)) {
+      this.socket.destroy();
+      return;
+    }
+    this.reused = true;
+    // An idle connection never keeps the process alive. It reads on while idle, so that a
+    // close (or stray bytes) is noticed and the connection dropped: from the next tick, as
+    // the read callback that ended the response may still be returning false (a pause).
+    this.socket.unref();
+    process.nextTick(() => {
+      if (!this.user) this.socket.resume();
+    });
+    this.idleTimer = setTimeout(() => {
+      idle.forget(this);
+      this.socket.destroy();
+    }, IDLE_MS);
+    this.idleTimer.unref();
+  }
+}
+
+/** Idle connections by origin, most recently used last. */
+class IdleConnections {
+  private readonly byOrigin = new Map<string, Connection[]>();
+
+  /** An idle connection to `origin`, taken out of the pool. */
+  take(origin: string): Connection | undefined {
+    const connections = this.byOrigin.get(origin);
+    const connection = connections?.pop();
+    if (connections?.length === 0) this.byOrigin.delete(origin);
+    return connection;
+  }
+
+  /** Whether the pool keeps it. */
+  keep(connection: Connection): boolean {
+    const connections = this.byOrigin.get(connection.origin) ?? [];
+    if (connections.length >= MAX_IDLE_PER_ORIGIN) return false;
+    connections.push(connection);
+    this.byOrigin.set(connection.origin, connections);
+    return true;
+  }
+
+  forget(connection: Connection): void {
+    const connections = this.byOrigin.get(connection.origin);
+    const at = connections?.indexOf(connection) ?? -1;
+    if (at < 0) return;
+    connections!.splice(at, 1);
+    if (connections!.length === 0) this.byOrigin.delete(connection.origin);
+  }
+}
+
+const idle = new IdleConnections();
+
+/** One request and its response on one connection: the parser and the sink's backpressure. */
+class GetExchange implements ConnectionUser {
+  private body = new ResponseParser();
   private response: GetResponse | undefined;
   private sink: BodySink | undefined;
   private settled = false;
@@ -63,14 +183,9 @@ class GetExchange {
   private readonly waiting: Buffer[] = [];
   /** The connection closed while chunks were still waiting for the sink. */
   private closedEarly = false;
-  /**
-   * Two read buffers: a TLS socket goes on handing over the records it had decrypted after
-   * it is paused, so they go into the buffer whose bytes the sink is not holding.
-   */
-  private readonly readBuffers = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
-  /** The read buffer under the chunk the sink holds (none when it holds a copy). */
-  private heldBuffer: Buffer | undefined;
-  private socket: net.Socket | undefined;
+  /** Whether any byte of the response arrived. */
+  private answered = false;
+  private connection!: Connection;
   private connectTimer: NodeJS.Timeout | undefined;
   private readonly onAbort = (): void => this.finish(abortError(this.request.signal));
 
@@ -81,54 +196,71 @@ class GetExchange {
   ) {}
 
   start(): void {
-    const { url, signal } = this.request;
-    signal.addEventListener('abort', this.onAbort, { once: true });
+    this.request.signal.addEventListener('abort', this.onAbort, { once: true });
+    const pooled = idle.take(this.request.url.origin);
+    if (pooled) this.send(pooled);
+    else this.connectAndSend();
+  }
+
+  /** A new connection, and the request once it is up. */
+  private connectAndSend(): void {
+    const { url } = this.request;
     // DNS and the TCP handshake within CONNECT_TIMEOUT_MS, or the host counts as out of reach.
     this.connectTimer = setTimeout(
       () => this.finish(new UnreachableError(`no connection to ${url.host} within ${CONNECT_TIMEOUT_MS / 1000} s`, 'ECONNECT_TIMEOUT')),
       CONNECT_TIMEOUT_MS,
     );
-    const socket = this.connect();
-    this.socket = socket;
-    socket.once('connect', () => clearTimeout(this.connectTimer));
-    socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => this.writeRequest(socket));
-    socket.on('error', (error) => this.finish(new ConnectionError(error.message, { cause: error })));
-    socket.on('close', () => this.onClose());
+    const connection = new Connection(url.origin, url);
+    this.connection = connection;
+    connection.attach(this);
+    connection.socket.once('connect', () => clearTimeout(this.connectTimer));
+    connection.socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
+      if (!this.settled) this.writeRequest();
+    });
   }
 
-  private connect(): net.Socket {
-    const { url } = this.request;
-    const host = url.hostname.replace(/^\[|\]$/g, '');
-    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
-    const onread = {
-      buffer: () => (this.heldBuffer === this.readBuffers[0] ? this.readBuffers[1] : this.readBuffers[0]),
-      // Returning false pauses the socket until the sink is done with what it holds.
-      callback: (length: number, into: Buffer) => this.take(into.subarray(0, length)),
-    };
-    return url.protocol === 'https:'
-      ? // tls.connect documents `onread` (as net.connect's) but @types/node leaves it out.
-        tls.connect({ host, port, servername: net.isIP(host) ? '' : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
-      : net.connect({ host, port, onread });
+  private send(connection: Connection): void {
+    this.connection = connection;
+    connection.attach(this);
+    this.writeRequest();
+    connection.socket.resume();
   }
 
-  private writeRequest(socket: net.Socket): void {
+  private writeRequest(): void {
     const { url, headers } = this.request;
     const lines = [
       `GET ${url.pathname}${url.search} HTTP/1.1`,
       `Host: ${url.host}`,
       ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
-      'Connection: close',
       '',
       '',
     ];
-    socket.write(lines.join('\r\n'));
+    this.connection.socket.write(lines.join('\r\n'));
   }
 
-  private onClose(): void {
+  onError(error: Error): void {
+    if (this.retryFresh()) return;
+    this.finish(new ConnectionError(error.message, { cause: error }));
+  }
+
+  onClose(): void {
+    if (this.retryFresh()) return;
     if (!this.response) this.finish(new ConnectionError('connection closed before a response'));
     // What arrived before the close goes to the sink first; `deliver` finishes after it.
     else if (this.pending || this.waiting.length) this.closedEarly = true;
     else this.finish(undefined, this.body.endedByClose());
+  }
+
+  /**
+   * A kept-alive connection the server closed before answering (it timed out as the request
+   * went out): the request goes again on a new connection, as nothing of it was answered.
+   */
+  private retryFresh(): boolean {
+    if (this.settled || this.answered || !this.connection.reused) return false;
+    this.connection.release(false);
+    this.body = new ResponseParser();
+    this.connectAndSend();
+    return true;
   }
 
   private finish(error: unknown, complete = false): void {
@@ -136,9 +268,12 @@ class GetExchange {
     this.settled = true;
     clearTimeout(this.connectTimer);
     this.request.signal.removeEventListener('abort', this.onAbort);
-    this.socket?.destroy();
-    const { body, response } = this;
+    const { body, response, connection } = this;
+    const reusable = error === undefined && complete && body.reusable && !this.closedEarly;
+    if (!reusable) connection?.release(false);
     const settle = (): void => {
+      // Given back only now: the next exchange reads into the buffers the sink was holding.
+      if (reusable) connection.release(true);
       if (error !== undefined) this.reject(error);
       else this.resolve({ ...response!, received: body.received, ...(body.declared !== undefined ? { declared: body.declared } : {}), complete });
     };
@@ -148,8 +283,9 @@ class GetExchange {
   }
 
   /** Takes bytes off the wire; false pauses the socket until the sink is ready again. */
-  private take(bytes: Buffer): boolean {
+  take(bytes: Buffer): boolean {
     if (this.settled) return false;
+    this.answered = true;
     try {
       if (!this.response) {
         const head = this.body.head(bytes);
@@ -157,6 +293,7 @@ class GetExchange {
         this.response = head.response;
         this.sink = this.request.onResponse(head.response);
         if (!this.sink) {
+          // Declined: a body still to come stays unread, and the connection closes.
           this.finish(undefined, true);
           return false;
         }
@@ -186,12 +323,12 @@ class GetExchange {
       if (!held) continue;
       for (const chunk of chunks.slice(at + 1)) this.waiting.push(Buffer.from(chunk));
       this.pending = held;
-      this.heldBuffer = this.readBuffers.find((buffer) => buffer.buffer === chunks[at]!.buffer);
+      this.connection.heldBuffer = this.connection.readBuffers.find((buffer) => buffer.buffer === chunks[at]!.buffer);
       held.then(
         () => this.released(),
         (error: unknown) => {
           this.pending = undefined;
-          this.heldBuffer = undefined;
+          this.connection.heldBuffer = undefined;
           this.finish(error);
         },
       );
@@ -207,10 +344,10 @@ class GetExchange {
   /** The sink is done with its chunk: the waiting ones go next, then the socket reads on. */
   private released(): void {
     this.pending = undefined;
-    this.heldBuffer = undefined;
+    this.connection.heldBuffer = undefined;
     if (this.settled) return;
     try {
-      if (this.deliver(this.waiting.splice(0))) this.socket!.resume();
+      if (this.deliver(this.waiting.splice(0))) this.connection.socket.resume();
     } catch (error) {
       this.finish(error);
     }

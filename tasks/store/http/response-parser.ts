@@ -20,7 +20,10 @@ export class ResponseParser {
   received = 0;
   declared: number | undefined;
   done = false;
+  /** Bytes arrived after the body's end: the connection carries something else and is not reused. */
+  surplus = false;
   failed: string | undefined;
+  private keepAlive = false;
   private headBytes = Buffer.alloc(0);
   private mode: 'length' | 'chunked' | 'close' = 'close';
   private left = 0;
@@ -48,6 +51,7 @@ export class ResponseParser {
       headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
     }
     const code = Number(status[1]);
+    this.keepAlive = statusLine.startsWith('HTTP/1.1') && !/\bclose\b/i.test(headers.connection ?? '');
     if (code === 204 || code === 304) {
       this.mode = 'length';
       this.left = 0;
@@ -67,15 +71,28 @@ export class ResponseParser {
 
   /** Body bytes in `bytes` (views of it, no copy). */
   take(bytes: Buffer): Buffer[] {
-    if (this.done || !bytes.length) return [];
+    if (!bytes.length) return [];
+    if (this.done) {
+      this.surplus = true;
+      return [];
+    }
     if (this.mode === 'close') return this.count([bytes]);
     if (this.mode === 'length') {
       const piece = bytes.length > this.left ? bytes.subarray(0, this.left) : bytes;
+      if (piece.length < bytes.length) this.surplus = true;
       this.left -= piece.length;
       if (this.left === 0) this.done = true;
       return this.count([piece]);
     }
     return this.count(this.dechunk(bytes));
+  }
+
+  /**
+   * Whether the connection may carry another request: an HTTP/1.1 answer whose body ended by
+   * its length or last chunk, with nothing after it, and no `Connection: close`.
+   */
+  get reusable(): boolean {
+    return this.keepAlive && this.done && !this.surplus && !this.failed;
   }
 
   /** Whether a close at this point ends the body completely. */
@@ -126,6 +143,7 @@ export class ResponseParser {
         this.done = true;
       }
     }
+    if (at < bytes.length) this.surplus = true;
     return out;
   }
 }
