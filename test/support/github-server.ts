@@ -14,8 +14,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { closeSync, createWriteStream, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -183,6 +183,12 @@ export class GitHubServer {
   /** Body bytes of asset downloads served so far. */
   bytesServed = 0;
   private readonly pacer: Pacer | undefined;
+  /**
+   * Asset files open for reading, by path: a ranged read costs one synchronous read from the
+   * page cache, not an open, a stat, reads and a close through the thread pool that the
+   * client in the same process (a bench) shares.
+   */
+  private readonly openFiles = new Map<string, number>();
 
   constructor(private readonly options: GitHubServerOptions = {}) {
     this.pacer = options.rateBytesPerSecond ? new Pacer(options.rateBytesPerSecond) : undefined;
@@ -215,6 +221,8 @@ export class GitHubServer {
 
   async close(): Promise<void> {
     for (const socket of this.sockets) socket.destroy();
+    for (const fd of this.openFiles.values()) closeSync(fd);
+    this.openFiles.clear();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await rm(this.dir, { recursive: true, force: true });
   }
@@ -356,7 +364,23 @@ export class GitHubServer {
     const asset = release?.assets.find((candidate) => candidate.api.name === name);
     if (!release || !asset) throw new Error(`no asset ${name} on ${tag}`);
     release.assets = release.assets.filter((candidate) => candidate !== asset);
+    this.forgetFile(asset.file);
     await rm(asset.file, { force: true });
+  }
+
+  private forgetFile(file: string): void {
+    const fd = this.openFiles.get(file);
+    if (fd !== undefined) closeSync(fd);
+    this.openFiles.delete(file);
+  }
+
+  private openFile(file: string): number {
+    let fd = this.openFiles.get(file);
+    if (fd === undefined) {
+      fd = openSync(file, 'r');
+      this.openFiles.set(file, fd);
+    }
+    return fd;
   }
 
   /** Replaces an asset's bytes in place, keeping its id and name, as a store writer with other intentions might (no request recorded). */
@@ -501,6 +525,7 @@ export class GitHubServer {
       if (method === 'DELETE') {
         const event = this.begin('delete', asset.api.name, release);
         release.assets = release.assets.filter((candidate) => candidate !== asset);
+        this.forgetFile(asset.file);
         await rm(asset.file, { force: true });
         this.end(event, release);
         response.writeHead(204);
@@ -637,7 +662,8 @@ export class GitHubServer {
       for (const [key, value] of Object.entries(fault.headers ?? {})) response.setHeader(key, value);
       return this.json(response, fault.status, fault.body ?? { message: `injected ${fault.status}` });
     }
-    const { size } = await stat(asset.file);
+    const fd = this.openFile(asset.file);
+    const { size } = fstatSync(fd);
     let start = 0;
     let end = size; // exclusive
     const header = String(request.headers.range ?? '');
@@ -668,8 +694,12 @@ export class GitHubServer {
     let sent = 0;
     const limit = fault?.kind === 'reset' || fault?.kind === 'truncate' ? fault.afterBytes : Infinity;
     const chunkBytes = fault?.kind === 'slow' ? (fault.chunkBytes ?? 1024) : 64 * 1024;
-    for await (const chunk of createReadStream(asset.file, { start, end: Math.max(start, end - 1), highWaterMark: chunkBytes }) as AsyncIterable<Buffer>) {
-      let piece = chunk.subarray(0, Math.max(0, Math.min(chunk.length, limit - sent)));
+    for (let at = start; at < end; ) {
+      const chunk = Buffer.allocUnsafe(Math.min(chunkBytes, end - at));
+      const read = readSync(fd, chunk, 0, chunk.length, at);
+      if (read === 0) break;
+      at += read;
+      let piece = chunk.subarray(0, Math.max(0, Math.min(read, limit - sent)));
       if (fault?.kind === 'corrupt' && sent === 0 && piece.length > 0) {
         piece = Buffer.from(piece);
         piece[0] = piece[0]! ^ 0xff;
