@@ -1,21 +1,24 @@
 // A seeded fetch: the image assembled in its temp file from the chunks local seeds hold
 // (copied, each checked against the index as it is copied) and the byte ranges none holds
-// (fetched with ranged reads of the stored pieces, several at once). Then the whole file
-// is read once for its SHA-256 and the index's segment digests; a segment that does not
-// match (a seed changed after it was read, a chance hash match, an index that lies) is
-// fetched again from the store, and the SHA-256 the record names decides, as for any
-// download. A run that is killed leaves the temp file and a state file naming the ranges
-// it finished; the next run skips them.
+// (fetched with ranged reads of the stored pieces, several at once). The SHA-256 thread
+// hashes the file from its first byte on as the bytes before it are in place, so the check
+// at the end waits only for the last ones. When the file does not hash to the record's
+// SHA-256, it is read again for the index's segment digests; a segment that does not match
+// (a seed changed after it was read, a chance hash match, an index that lies) is fetched
+// again from the store, and the SHA-256 the record names decides, as for any download. A
+// run that is killed leaves the temp file and a state file naming the ranges it finished
+// (flushed to the disk before they are named); the next run skips them.
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { type FileHandle, open, readFile, rm, stat } from 'node:fs/promises';
-import { Failure, writeFileAtomic } from '../../../src/index.ts';
+import { closeSync, readSync, writeSync } from 'node:fs';
+import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { Failure, type FileSha256Job, Sha256Thread, siblingTempPath } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
 import { type ChunkIndex, keptLowHash, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
-import { extendMatches, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
+import { extendMatches, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
 
 export interface DeltaImage {
   readonly name: string;
@@ -56,9 +59,11 @@ interface DeltaState {
   readonly done: ByteRange[];
 }
 
-/** How often the finished ranges are saved while bytes arrive. */
+/** How often the finished ranges are flushed to the disk and saved while bytes arrive. */
 const SAVE_MS = 1000;
 const VERIFY_READ_BYTES = 1024 * 1024;
+/** Bytes in place from the first on handed to the hashing thread at a time (one message each). */
+const HASH_BATCH_BYTES = 4 * 1024 * 1024;
 /**
  * Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip,
  * not the bytes, sets their pace (chosen with bench/delta.ts; docs/benchmarks/notebook.md).
@@ -115,6 +120,8 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
     log,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
+  // Nothing found, nothing to look next to: the whole download starts without a walk over every chunk.
+  if (!seeds.some((seed) => seed.found > 0) && done.length === 0) return undefined;
   await extendMatches(table, seeds, signal);
   const plan = planDelta(table, { pieceSizes: image.pieces.map((piece) => piece.size), seedCount: seeds.length, done });
   const reusable = plan.reusedBytes.reduce((sum, bytes) => sum + bytes, 0);
@@ -128,22 +135,27 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
   }
   if (resumable) log(`${image.name}: resuming a seeded fetch, ${plan.doneBytes} of ${image.size} bytes already in place`);
 
+  // A state file of an earlier run that cannot resume would name ranges of the file this run truncates.
+  if (!resumable) await rm(statePath, { force: true });
   const handle = await open(options.tempPath, resumable ? 'r+' : 'w+');
   const assembly = new Assembly(handle, image, statePath, done, plan.doneBytes, seeds.length, options.onProgress);
   let refetchedSegments = 0;
   try {
     if (!resumable) await handle.truncate(image.size);
-    await assembly.save(true);
     options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
     await assemble(assembly, table, seeds, plan, options);
     options.onStatus?.('verifying');
+    // The flush runs while the last bytes are hashed; a repair writes again, and flushes again.
+    const flushed = handle.sync();
+    flushed.catch(() => {}); // awaited below, unless the verification fails first
     refetchedSegments = await verifyOrRepair(assembly, index, options);
-    await handle.sync();
+    await flushed;
+    if (refetchedSegments > 0) await handle.sync();
   } catch (error) {
-    await assembly.save(true).catch(() => {});
+    if (!assembly.discarded) await assembly.save().catch(() => {});
     throw error;
   } finally {
-    await handle.close().catch(() => {});
+    await assembly.close();
   }
   await rm(statePath, { force: true });
   return {
@@ -158,14 +170,24 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
 }
 
 /**
- * The temp file being assembled: the ranges in place (saved to the state file at most once
- * a SAVE_MS, so a killed run resumes), the bytes fetched and copied, the progress reported.
+ * The temp file being assembled: the ranges in place (flushed and saved to the state file
+ * at most once a SAVE_MS, in the background, so a killed run resumes), the bytes fetched
+ * and copied, the progress reported, and the SHA-256 of the bytes in place from the first
+ * on, computed on the hashing thread as they land.
  */
 class Assembly {
   fetched = 0;
   readonly reused: number[];
-  private saved = Date.now();
+  /** The file was removed: nothing of it is saved. */
+  discarded = false;
   private progressed: number;
+  private savedAt = Date.now();
+  /** The background flush and save under way. */
+  private saving: Promise<void> | undefined;
+  private failure: { error: unknown } | undefined;
+  private readonly hash: FileSha256Job;
+  /** Bytes from the first on handed to the hash. */
+  private hashed = 0;
 
   constructor(
     readonly handle: FileHandle,
@@ -178,27 +200,83 @@ class Assembly {
   ) {
     this.reused = new Array<number>(seedCount).fill(0);
     this.progressed = doneBytes;
+    this.hash = Sha256Thread.shared().startFile(
+      () => {},
+      (error) => {
+        this.failure ??= { error };
+      },
+    );
+    this.hashLanded();
   }
 
-  async save(force = false): Promise<void> {
-    if (!force && Date.now() - this.saved < SAVE_MS) return;
-    this.saved = Date.now();
-    await writeFileAtomic(this.statePath, JSON.stringify({ sha256: this.image.sha256, size: this.image.size, done: this.done } satisfies DeltaState));
-  }
-
-  /** Bytes [start, end) are in place; `counted` of them are new to the progress report. */
+  /** Bytes [start, end) are written; `counted` of them are new to the progress report. */
   landed(start: number, end: number, counted = end - start): void {
     addRange(this.done, start, end);
     this.progressed += counted;
     this.onProgress?.(this.progressed, this.image.size);
+    this.hashLanded();
+    if (!this.saving && Date.now() - this.savedAt >= SAVE_MS) {
+      this.saving = this.save()
+        .catch((error: unknown) => {
+          this.failure ??= { error };
+        })
+        .finally(() => (this.saving = undefined));
+    }
+  }
+
+  /**
+   * Flushes the file, then names the ranges that were in place before the flush in the
+   * state file: a resume never trusts bytes a crash lost. The state file needs no flush of
+   * its own: lost, it only makes the next run start over.
+   */
+  async save(): Promise<void> {
+    await this.saving;
+    this.savedAt = Date.now();
+    const state: DeltaState = { sha256: this.image.sha256, size: this.image.size, done: this.done.map((range) => ({ ...range })) };
+    await this.handle.datasync();
+    const temp = siblingTempPath(this.statePath);
+    try {
+      await writeFile(temp, JSON.stringify(state), { flag: 'wx' });
+      await rename(temp, this.statePath);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
   }
 
   /** Fetches `ranges` into the file (`counted`: whether their bytes are new to the progress report). */
   async fetch(ranges: readonly PieceRange[], options: DeltaFetchOptions, counted = true): Promise<void> {
-    this.fetched += await fetchInto(this.handle, this.image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, options.signal, (range) => {
-      this.landed(range.start, range.end, counted ? range.end - range.start : 0);
-      return this.save();
-    });
+    this.fetched += await fetchInto(this.handle, this.image.pieces, ranges, options.concurrency * RANGES_PER_TRANSFER, options.signal, (range) =>
+      this.landed(range.start, range.end, counted ? range.end - range.start : 0),
+    );
+    this.throwIfFailed();
+  }
+
+  /** The SHA-256 of the whole file: the thread's, when it had every byte in order, or read again. */
+  async sha256(signal: AbortSignal): Promise<string> {
+    this.throwIfFailed();
+    this.hashLanded(true);
+    if (this.hashed === this.image.size) return this.hash.digest();
+    return sha256Of(this.handle, this.image.size, signal);
+  }
+
+  /** Waits for the background work on the file, then closes it. */
+  async close(): Promise<void> {
+    await this.saving;
+    await this.hash.release();
+    await this.handle.close().catch(() => {});
+  }
+
+  /** Hands the bytes in place from the first on that the hash has not had yet to the hashing thread, a batch at a time unless `all`. */
+  private hashLanded(all = false): void {
+    const first = this.done[0];
+    if (this.failure || first?.start !== 0 || first.end - this.hashed < (all ? 1 : HASH_BATCH_BYTES)) return;
+    this.hash.hashRange(this.handle.fd, this.hashed, first.end - this.hashed);
+    this.hashed = first.end;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
   }
 }
 
@@ -211,7 +289,6 @@ async function assemble(assembly: Assembly, table: ChunkTable, seeds: readonly S
     copyRuns(assembly.handle, table, seeds, plan.copies, options.signal, (run, bytes) => {
       assembly.landed(run.target, run.target + run.length);
       assembly.reused[run.seed]! += bytes;
-      return assembly.save();
     }),
   ]);
   // Chunks a seed no longer held when copied: fetched now, with the other ranges' requests merged.
@@ -220,7 +297,6 @@ async function assemble(assembly: Assembly, table: ChunkTable, seeds: readonly S
     await assembly.fetch(splitIntoRequests(stale, pieceSizesOf(image), MAX_REPAIR_REQUEST), options);
   }
   await copyWithin(assembly.handle, plan.selfCopies, (run) => assembly.landed(run.target, run.target + run.length));
-  await assembly.save(true);
 }
 
 /**
@@ -231,7 +307,7 @@ async function assemble(assembly: Assembly, table: ChunkTable, seeds: readonly S
  */
 async function verifyOrRepair(assembly: Assembly, index: ChunkIndex, options: DeltaFetchOptions): Promise<number> {
   const { handle, image } = assembly;
-  let sha256 = await sha256Of(handle, image.size, options.signal);
+  let sha256 = await assembly.sha256(options.signal);
   let refetched = 0;
   if (sha256 !== image.sha256) {
     const badSegments = await segmentsNotMatching(handle, index, options.signal);
@@ -247,7 +323,8 @@ async function verifyOrRepair(assembly: Assembly, index: ChunkIndex, options: De
   }
   if (sha256 !== image.sha256) {
     // Nothing of this file can be trusted: the next run starts over.
-    await handle.close().catch(() => {});
+    assembly.discarded = true;
+    await assembly.close();
     await Promise.all([rm(options.tempPath, { force: true }), rm(deltaStatePath(options.tempPath), { force: true })]);
     throw new Failure('integrity', `the seeded fetch of ${image.name} hashes to ${sha256}, not ${image.sha256}`);
   }
@@ -265,7 +342,7 @@ async function fetchInto(
   ranges: readonly PieceRange[],
   concurrency: number,
   signal: AbortSignal,
-  onRange: (range: ByteRange) => Promise<void> | void,
+  onRange: (range: ByteRange) => void,
 ): Promise<number> {
   let next = 0;
   let bytes = 0;
@@ -295,7 +372,7 @@ async function fetchInto(
         },
       });
       if (expected !== range.to) throw new Failure('network', `${piece.label} ended at byte ${expected} of the range ${range.from}-${range.to}`);
-      await onRange({ start: range.target, end: range.target + range.to - range.from });
+      onRange({ start: range.target, end: range.target + range.to - range.from });
     }
   };
   let first: { error: unknown } | undefined;
@@ -313,7 +390,10 @@ async function fetchInto(
 
 /**
  * Copies runs from the seeds, checking each chunk against the index as it goes; returns the
- * ranges of chunks that no longer match (their seed changed since it was scanned).
+ * ranges of chunks that no longer match (their seed changed since it was scanned). Reads
+ * and writes synchronously, a run (at most a MiB) between two turns of the event loop: the
+ * seeds were just read whole (in the page cache), and the ranged reads under way share the
+ * thread pool, where a thousand small trips made the copies the last thing to finish.
  */
 async function copyRuns(
   handle: FileHandle,
@@ -321,28 +401,30 @@ async function copyRuns(
   seeds: readonly ScannedSeed[],
   runs: readonly CopyRun[],
   signal: AbortSignal,
-  onCopied: (run: CopyRun, bytes: number) => Promise<void> | void,
+  onCopied: (run: CopyRun, bytes: number) => void,
 ): Promise<ByteRange[]> {
   const { index } = table;
   const stale: ByteRange[] = [];
-  const handles = new Map<number, FileHandle | undefined>();
+  const files = new Map<number, number | undefined>();
   const hash = await chunkHasher(index.params.maxSize);
   // One buffer for every run, allocated once: a buffer grown run by run leaves the freed ones in the heap's arenas.
   const buffer = Buffer.allocUnsafe(longest(runs));
   try {
     for (const run of runs) {
+      await new Promise((resolve) => setImmediate(resolve));
       signal.throwIfAborted();
-      if (!handles.has(run.seed)) handles.set(run.seed, await open(seeds[run.seed]!.path, 'r').catch(() => undefined));
-      const seed = handles.get(run.seed);
-      const bytesRead = seed ? (await seed.read(buffer, 0, run.length, run.from)).bytesRead : 0;
+      if (!files.has(run.seed)) files.set(run.seed, openForReading(seeds[run.seed]!.path));
+      const bytesRead = readOrNothing(files.get(run.seed), buffer, run.length, run.from);
       // Chunk by chunk: what still matches is written, what does not is fetched instead.
       let at = 0;
       let good = 0;
       let goodStart = 0;
-      const flush = async (): Promise<void> => {
+      const flush = (): void => {
         if (good === 0) return;
-        await handle.write(buffer, goodStart, good, run.target + goodStart);
-        await onCopied({ ...run, target: run.target + goodStart, from: run.from + goodStart, length: good }, good);
+        const written = writeSync(handle.fd, buffer, goodStart, good, run.target + goodStart);
+        // A positional write to a regular file is whole unless it fails part way: the disk is full.
+        if (written !== good) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        onCopied({ ...run, target: run.target + goodStart, from: run.from + goodStart, length: good }, good);
         good = 0;
       };
       for (let chunk = run.firstChunk; chunk < run.firstChunk + run.chunks; chunk++) {
@@ -352,17 +434,27 @@ async function copyRuns(
           if (good === 0) goodStart = at;
           good += length;
         } else {
-          await flush();
+          flush();
           addRange(stale, run.target + at, run.target + at + length);
         }
         at += length;
       }
-      await flush();
+      flush();
     }
   } finally {
-    await Promise.all([...handles.values()].map((seed) => seed?.close()));
+    for (const fd of files.values()) if (fd !== undefined) closeSync(fd);
   }
   return stale;
+}
+
+/** Bytes read into `buffer` from the seed open as `fd`; none when it is not open or cannot be read (a seed only ever saves bytes). */
+function readOrNothing(fd: number | undefined, buffer: Buffer, length: number, position: number): number {
+  if (fd === undefined) return 0;
+  try {
+    return readSync(fd, buffer, 0, length, position);
+  } catch {
+    return 0;
+  }
 }
 
 /** Chunks that occur twice in the image: copied from their first occurrence, which is in place by now. */

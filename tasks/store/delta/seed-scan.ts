@@ -7,7 +7,8 @@
 // chunk before them, and right before its copy of the chunk after them: where old and new
 // hold the same bytes but the cut points differ (a run with no cut point is cut at the
 // maximum size, counted from a cut the edit moved), the chunk is there, just not cut out.
-import { type FileHandle, open, stat } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { readInOrder } from '../file-reads.ts';
 import type { ChunkTable } from './chunk-table.ts';
 import { chunkHasher, GearChunker } from './gear-chunker.ts';
@@ -74,21 +75,28 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], optio
 
 /**
  * Looks for the chunks no seed holds next to their neighbours' copies (forward, then
- * backward, so runs extend chunk by chunk); returns the bytes found. Reads only those chunks.
+ * backward, so runs extend chunk by chunk); returns the bytes found. Reads only those
+ * chunks, synchronously: a few KiB each, thousands of them, from files just read whole (in
+ * the page cache), where a trip through the thread pool would cost more than the read.
  */
 export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSeed[], signal: AbortSignal): Promise<number> {
   const { index } = table;
   const hash = await chunkHasher(index.params.maxSize);
-  const handles = new Map<number, FileHandle | undefined>();
+  const files = new Map<number, number | undefined>();
   const buffer = Buffer.allocUnsafe(index.params.maxSize);
   let found = 0;
-  const probe = async (chunk: number, seed: number, offset: number): Promise<void> => {
+  const probe = (chunk: number, seed: number, offset: number): void => {
     const length = index.lengths[chunk]!;
     if (offset < 0 || offset + length > seeds[seed]!.size) return;
-    if (!handles.has(seed)) handles.set(seed, await open(seeds[seed]!.path, 'r').catch(() => undefined));
-    const handle = handles.get(seed);
-    if (!handle) return;
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    if (!files.has(seed)) files.set(seed, openForReading(seeds[seed]!.path));
+    const fd = files.get(seed);
+    if (fd === undefined) return;
+    let bytesRead: number;
+    try {
+      bytesRead = readSync(fd, buffer, 0, length, offset);
+    } catch {
+      return; // a seed that cannot be read here only holds less
+    }
     if (bytesRead !== length) return;
     const [high, low] = hash(buffer.subarray(0, length));
     if (!table.matches(chunk, high, low)) return;
@@ -99,17 +107,26 @@ export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSe
     for (let chunk = 1; chunk < index.count; chunk++) {
       if (table.locate(chunk)) continue;
       const before = table.locate(chunk - 1);
-      if (before) await probe(chunk, before.seed, before.offset + index.lengths[chunk - 1]!);
-      signal.throwIfAborted();
+      if (before) probe(chunk, before.seed, before.offset + index.lengths[chunk - 1]!);
     }
+    signal.throwIfAborted();
     for (let chunk = index.count - 2; chunk >= 0; chunk--) {
       if (table.locate(chunk)) continue;
       const after = table.locate(chunk + 1);
-      if (after) await probe(chunk, after.seed, after.offset - index.lengths[chunk]!);
-      signal.throwIfAborted();
+      if (after) probe(chunk, after.seed, after.offset - index.lengths[chunk]!);
     }
+    signal.throwIfAborted();
   } finally {
-    await Promise.all([...handles.values()].map((handle) => handle?.close()));
+    for (const fd of files.values()) if (fd !== undefined) closeSync(fd);
   }
   return found;
+}
+
+/** A seed's descriptor, or undefined when it cannot be opened (it is then not used). */
+export function openForReading(path: string): number | undefined {
+  try {
+    return openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
 }
