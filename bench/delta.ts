@@ -250,7 +250,7 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     // pipeline, a seed that holds nothing of the image.
     const strangerDir = join(work, 'stranger');
     await mkdir(strangerDir);
-    // Unrelated bytes; past the first 32 MiB the seed is given up, so a large image needs no more.
+    // Unrelated bytes; past the first 4 MiB the seed is given up, so a large image needs no more.
     execFileSync('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', String(Math.min(size, 256 * 1024 * 1024)), join(strangerDir, 'img.qcow2')]);
     const stranger = await measure(async () => {
       await rm(join(strangerDir, '.img.qcow2.partial'), { force: true });

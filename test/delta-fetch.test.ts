@@ -160,11 +160,25 @@ test('with no seed holding any of it, the image downloads whole with no ranged r
   const release = await releaseWithIndex(t, dir, image);
   const seedPath = join(dir, 'seed');
   await writeFile(seedPath, randomBytes(200_000));
+  const unrelatedPath = join(dir, 'unrelated');
+  await writeFile(unrelatedPath, randomBytes(6 * 1024 * 1024));
   const path = join(dir, 'img.qcow2');
-  const got = await getImage(release.store, 'img', { path, overwrite: false, signal: neverAborted(), seeds: [{ path: seedPath, role: 'old' }] });
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [
+      { path: seedPath, role: 'old' },
+      { path: unrelatedPath, role: 'another image' },
+    ],
+    log: (line) => logs.push(line),
+  });
   t.deepEqual(await readFile(path), image);
   t.is(got.transfer.fetched, image.length);
   t.is(rangedRequests(release.server), 0);
+  // A large seed is given up once its first MiBs hold nothing: not read whole before the download.
+  t.true(logs.includes(`seed ${unrelatedPath} holds none of the image in its first 4 MiB; not read further`), logs.join('\n'));
 });
 
 test('a seed that holds too little to be worth its ranged reads: the image downloads whole, and the log says why', async (t) => {

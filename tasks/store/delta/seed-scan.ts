@@ -28,8 +28,10 @@ export interface ScannedSeed extends Seed {
 /**
  * A seed that holds none of the image's chunks in this many bytes is not read further: an
  * unrelated file would otherwise cost its whole read before a download that gains nothing.
+ * An earlier build of an image shares chunks with it within its first KiBs (a qcow2's
+ * header and the guest's first blocks), so a few MiB tell the two apart.
  */
-const GIVE_UP_BYTES = 32 * 1024 * 1024;
+const GIVE_UP_BYTES = 4 * 1024 * 1024;
 
 export interface ScanOptions {
   readonly signal: AbortSignal;
