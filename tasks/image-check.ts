@@ -82,6 +82,15 @@ async function readHead(path: string): Promise<{ bytes: Buffer; size: number } |
   }
 }
 
+/**
+ * Starts what the check of a downloaded image needs (the process runner, and asking
+ * whether qemu-img runs here) while the bytes are still on their way, so that the check
+ * after them costs one `qemu-img info`.
+ */
+export function prepareSelfContainedCheck(signal: AbortSignal): void {
+  qemuImgPresent(signal).catch(() => {}); // asked again, and its failure met, by the check itself
+}
+
 let present: Promise<boolean> | undefined;
 
 /** Whether qemu-img runs here, asked once per process (a host that only uploads may lack it). */

@@ -2,7 +2,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Command, type CommandIO, Failure, formatBytes, formatOutput, isCancellation, toFailure } from '../src/index.ts';
-import { assertSelfContainedImage } from './image-check.ts';
+import { assertSelfContainedImage, prepareSelfContainedCheck } from './image-check.ts';
 import { type DownloadedImageJson, type ImagesElsewhere, imagesDownloadOutput, imagesListOutput } from './images-output.ts';
 import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import { checkPublishDir, resolvePublishDir } from './publish.ts';
@@ -141,6 +141,7 @@ async function downloadReported(target: DownloadTarget, name: string, io: Comman
 async function downloadOne(target: DownloadTarget, name: string, io: CommandIO): Promise<DownloadedImageJson> {
   const { catalog, store, gate, dir, publishDir } = target;
   const path = join(dir, imageFileName(name));
+  prepareSelfContainedCheck(io.signal);
   const result = await getImage(store, name, {
     path,
     seeds: seedCandidates({ name, replacing: path, publishDir, builtImage: (image) => catalog.imagePath(image), downloadDir: dir, others: target.others }),

@@ -10,7 +10,7 @@
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Failure, fsyncPath, isFailure, type NodeDef, type RemoteCache, type RemoteLookup, type TaskContext, toFailure } from '../src/index.ts';
-import { assertSelfContainedImage } from './image-check.ts';
+import { assertSelfContainedImage, prepareSelfContainedCheck } from './image-check.ts';
 import { type ProvenanceGate, provenanceGate } from './provenance/gate.ts';
 import type { Compression } from './qemu-img.ts';
 import type { CurrentImageKey, ImageCatalog } from './store/catalog.ts';
@@ -201,6 +201,7 @@ async function fetchImage(catalog: ImageCatalog, name: string, store: ImageStore
   const landing = join(dirname(imagePath), `.remote-${basename(imagePath)}`);
   await rm(landing, { force: true });
   ctx.status(`fetching from ${store.location}`);
+  prepareSelfContainedCheck(ctx.signal);
   const got = await getImage(store, name, {
     path: landing,
     // What this host holds of the image: the build it replaces, its published copy, other images (a shared base).
