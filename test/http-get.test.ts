@@ -2,7 +2,7 @@
 // connection; one the server closed while idle is replaced without the caller noticing;
 // an answer that says `Connection: close`, or that sends more than its body, is never
 // followed by another request on its connection.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -33,6 +33,33 @@ async function serve(handler: http.RequestListener): Promise<Served> {
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/**
+ * A server that speaks raw bytes: `answer(connection, request)` says what to do with each
+ * request head that arrives (the connection's number from 1, the request's on it from 1).
+ */
+async function rawServer(
+  t: ExecutionContext,
+  answer: (socket: net.Socket, connection: number, request: number) => void,
+): Promise<{ url: string; connections: () => number }> {
+  let connections = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    const connection = ++connections;
+    let requests = 0;
+    sockets.add(socket);
+    socket.on('data', (data) => {
+      if (data.includes('\r\n\r\n')) answer(socket, connection, ++requests);
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, connections: () => connections };
 }
 
 /** GETs `url` and returns the body. */
@@ -97,25 +124,14 @@ test('a connection the server closed while it was idle is not used again', async
 });
 
 test('a connection reset as a kept-alive GET goes out on it is replaced, and the GET answered', async (t) => {
-  // A raw server: the first connection answers once, then resets when the second request arrives.
-  let connections = 0;
-  const server = net.createServer((socket) => {
-    const number = ++connections;
-    let requests = 0;
-    socket.on('data', (data) => {
-      if (!data.includes('\r\n\r\n')) return;
-      requests++;
-      if (number === 1 && requests === 2) socket.resetAndDestroy();
-      else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
-    });
-    socket.on('error', () => {});
+  // The first connection answers once, then resets when the second request arrives.
+  const server = await rawServer(t, (socket, connection, request) => {
+    if (connection === 1 && request === 2) socket.resetAndDestroy();
+    else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-  t.is((await get(url)).toString(), 'ok');
-  t.is((await get(url)).toString(), 'ok');
-  t.is(connections, 2);
+  t.is((await get(server.url)).toString(), 'ok');
+  t.is((await get(server.url)).toString(), 'ok');
+  t.is(server.connections(), 2);
 });
 
 test('an answer that says Connection: close, or sends bytes past its body, is the last on its connection', async (t) => {
@@ -128,21 +144,11 @@ test('an answer that says Connection: close, or sends bytes past its body, is th
   await get(`${server.url}/close`);
   t.is(server.connections(), 2, 'Connection: close');
 
-  // A raw server whose answers carry two bytes more than their Content-Length.
-  let connections = 0;
-  const raw = net.createServer((socket) => {
-    connections++;
-    socket.on('data', (data) => {
-      if (data.includes('\r\n\r\n')) socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokXX');
-    });
-    socket.on('error', () => {});
-  });
-  await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => raw.close(() => resolve())));
-  const url = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/`;
-  t.is((await get(url)).toString(), 'ok');
-  t.is((await get(url)).toString(), 'ok');
-  t.is(connections, 2, 'bytes past the body');
+  // Answers that carry two bytes more than their Content-Length.
+  const raw = await rawServer(t, (socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokXX'));
+  t.is((await get(raw.url)).toString(), 'ok');
+  t.is((await get(raw.url)).toString(), 'ok');
+  t.is(raw.connections(), 2, 'bytes past the body');
 });
 
 test('an idle connection does not keep the process alive', async (t) => {
