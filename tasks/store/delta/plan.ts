@@ -32,6 +32,9 @@ export interface PieceRange {
   readonly target: number;
 }
 
+/** A copy run while the plan is made. */
+type GrowingRun = { -readonly [Field in keyof CopyRun]: CopyRun[Field] };
+
 export interface DeltaPlan {
   readonly copies: readonly CopyRun[];
   readonly selfCopies: readonly CopyRun[];
@@ -68,8 +71,8 @@ export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
   const { index } = table;
   const done = options.done ?? [];
   const maxCopy = options.maxCopy ?? MAX_COPY;
-  const copies: CopyRun[] = [];
-  const selfCopies: CopyRun[] = [];
+  const copies: GrowingRun[] = [];
+  const selfCopies: GrowingRun[] = [];
   const missing: ByteRange[] = [];
   const reusedBytes = new Array<number>(options.seedCount).fill(0);
   let doneCursor = 0;
@@ -79,10 +82,12 @@ export function planDelta(table: ChunkTable, options: PlanOptions): DeltaPlan {
     const range = done[doneCursor];
     return range !== undefined && range.start <= start && range.end >= end;
   };
-  const extend = (runs: CopyRun[], seed: number, from: number, target: number, length: number, chunk: number): void => {
+  // Grown in place: a run is extended once per chunk, a million times for a large image.
+  const extend = (runs: GrowingRun[], seed: number, from: number, target: number, length: number, chunk: number): void => {
     const last = runs.at(-1);
     if (last && last.seed === seed && last.from + last.length === from && last.target + last.length === target && last.length + length <= maxCopy) {
-      runs[runs.length - 1] = { ...last, length: last.length + length, chunks: last.chunks + 1 };
+      last.length += length;
+      last.chunks++;
     } else {
       runs.push({ seed, from, target, length, firstChunk: chunk, chunks: 1 });
     }
