@@ -69,6 +69,8 @@ const HASH_BATCH_BYTES = 4 * 1024 * 1024;
  * not the bytes, sets their pace (chosen with bench/delta.ts; docs/benchmarks/notebook.md).
  */
 const RANGES_PER_TRANSFER = 8;
+/** Copying from seeds goes on for this long before the event loop takes a turn (the ranged reads' answers wait meanwhile). */
+const COPY_TURN_MS = 5;
 /** Longest request when fetching chunks again (a changed seed, a segment that did not verify). */
 const MAX_REPAIR_REQUEST = 8 * 1024 * 1024;
 /**
@@ -391,9 +393,11 @@ async function fetchInto(
 /**
  * Copies runs from the seeds, checking each chunk against the index as it goes; returns the
  * ranges of chunks that no longer match (their seed changed since it was scanned). Reads
- * and writes synchronously, a run (at most a MiB) between two turns of the event loop: the
+ * and writes synchronously, and lets the event loop take a turn every COPY_TURN_MS: the
  * seeds were just read whole (in the page cache), and the ranged reads under way share the
- * thread pool, where a thousand small trips made the copies the last thing to finish.
+ * thread pool, where a thousand small trips made the copies the last thing to finish (as
+ * did a turn after every run, a turn beside a thousand ranged reads taking longer than a
+ * run's copy).
  */
 async function copyRuns(
   handle: FileHandle,
@@ -410,8 +414,12 @@ async function copyRuns(
   // One buffer for every run, allocated once: a buffer grown run by run leaves the freed ones in the heap's arenas.
   const buffer = Buffer.allocUnsafe(longest(runs));
   try {
+    let turnStarted = performance.now();
     for (const run of runs) {
-      await new Promise((resolve) => setImmediate(resolve));
+      if (performance.now() - turnStarted >= COPY_TURN_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        turnStarted = performance.now();
+      }
       signal.throwIfAborted();
       if (!files.has(run.seed)) files.set(run.seed, openForReading(seeds[run.seed]!.path));
       const bytesRead = readOrNothing(files.get(run.seed), buffer, run.length, run.from);
