@@ -1,8 +1,8 @@
 // A seeded fetch: the image assembled in its temp file from the chunks local seeds hold
 // (copied, each checked against the index as it is copied) and the byte ranges none holds
-// (fetched with ranged reads of the stored pieces, several at once). The SHA-256 thread
-// hashes the file from its first byte on as the bytes before it are in place, so the check
-// at the end waits only for the last ones. When the file does not hash to the record's
+// (fetched with ranged reads of the stored pieces, several at once). The file is hashed
+// from its first byte on as the bytes before it are in place (prefix-hash.ts), so the
+// check at the end waits only for the last ones. When the file does not hash to the record's
 // SHA-256, it is read again for the index's segment digests; a segment that does not match
 // (a seed changed after it was read, a chance hash match, an index that lies) is fetched
 // again from the store, and the SHA-256 the record names decides, as for any download. A
@@ -12,11 +12,12 @@ import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { Failure, type FileSha256Job, Sha256Thread, siblingTempPath } from '../../../src/index.ts';
+import { Failure, siblingTempPath } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
 import { type ChunkIndex, keptLowHash, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
+import { PrefixHash } from './prefix-hash.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
 import { extendMatches, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
 
@@ -62,8 +63,6 @@ interface DeltaState {
 /** How often the finished ranges are flushed to the disk and saved while bytes arrive. */
 const SAVE_MS = 1000;
 const VERIFY_READ_BYTES = 1024 * 1024;
-/** Bytes in place from the first on handed to the hashing thread at a time (one message each). */
-const HASH_BATCH_BYTES = 4 * 1024 * 1024;
 /**
  * Ranged reads in flight per transfer slot: most are a few KiB, so a request's round trip,
  * not the bytes, sets their pace (chosen with bench/delta.ts; docs/benchmarks/notebook.md).
@@ -175,7 +174,7 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
  * The temp file being assembled: the ranges in place (flushed and saved to the state file
  * at most once a SAVE_MS, in the background, so a killed run resumes), the bytes fetched
  * and copied, the progress reported, and the SHA-256 of the bytes in place from the first
- * on, computed on the hashing thread as they land.
+ * on, computed as they land.
  */
 class Assembly {
   fetched = 0;
@@ -187,9 +186,7 @@ class Assembly {
   /** The background flush and save under way. */
   private saving: Promise<void> | undefined;
   private failure: { error: unknown } | undefined;
-  private readonly hash: FileSha256Job;
-  /** Bytes from the first on handed to the hash. */
-  private hashed = 0;
+  private readonly hash: PrefixHash;
 
   constructor(
     readonly handle: FileHandle,
@@ -202,12 +199,7 @@ class Assembly {
   ) {
     this.reused = new Array<number>(seedCount).fill(0);
     this.progressed = doneBytes;
-    this.hash = Sha256Thread.shared().startFile(
-      () => {},
-      (error) => {
-        this.failure ??= { error };
-      },
-    );
+    this.hash = new PrefixHash(handle.fd, image.size);
     this.hashLanded();
   }
 
@@ -257,24 +249,20 @@ class Assembly {
   /** The SHA-256 of the whole file: the thread's, when it had every byte in order, or read again. */
   async sha256(signal: AbortSignal): Promise<string> {
     this.throwIfFailed();
-    this.hashLanded(true);
-    if (this.hashed === this.image.size) return this.hash.digest();
-    return sha256Of(this.handle, this.image.size, signal);
+    return (await this.hash.digest()) ?? sha256Of(this.handle, this.image.size, signal);
   }
 
   /** Waits for the background work on the file, then closes it. */
   async close(): Promise<void> {
     await this.saving;
-    await this.hash.release();
+    await this.hash.stop();
     await this.handle.close().catch(() => {});
   }
 
-  /** Hands the bytes in place from the first on that the hash has not had yet to the hashing thread, a batch at a time unless `all`. */
-  private hashLanded(all = false): void {
+  /** Tells the hash how far the bytes are in place from the first on. */
+  private hashLanded(): void {
     const first = this.done[0];
-    if (this.failure || first?.start !== 0 || first.end - this.hashed < (all ? 1 : HASH_BATCH_BYTES)) return;
-    this.hash.hashRange(this.handle.fd, this.hashed, first.end - this.hashed);
-    this.hashed = first.end;
+    if (first?.start === 0) this.hash.advance(first.end);
   }
 
   private throwIfFailed(): void {
