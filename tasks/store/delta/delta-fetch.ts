@@ -246,7 +246,7 @@ class Assembly {
     this.throwIfFailed();
   }
 
-  /** The SHA-256 of the whole file: the thread's, when it had every byte in order, or read again. */
+  /** The SHA-256 of the whole file: the running hash's, when it read every byte in place, or the file read again. */
   async sha256(signal: AbortSignal): Promise<string> {
     this.throwIfFailed();
     return (await this.hash.digest()) ?? sha256Of(this.handle, this.image.size, signal);

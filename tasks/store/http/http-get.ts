@@ -140,10 +140,15 @@ class Connection {
 class IdleConnections {
   private readonly byOrigin = new Map<string, Connection[]>();
 
-  /** An idle connection to `origin`, taken out of the pool. */
+  /** An idle connection to `origin` that can still carry a request, taken out of the pool. */
   take(origin: string): Connection | undefined {
     const connections = this.byOrigin.get(origin);
-    const connection = connections?.pop();
+    let connection: Connection | undefined;
+    // One the server is closing (its 'close' not yet heard) would never answer: passed over.
+    while (connections?.length && !connection) {
+      const candidate = connections.pop()!;
+      if (candidate.socket.writable) connection = candidate;
+    }
     if (connections?.length === 0) this.byOrigin.delete(origin);
     return connection;
   }
