@@ -1,7 +1,7 @@
-// The HTTP layer's kept-alive connections: GETs to one origin, one after another, share a
-// connection; one the server closed while idle is replaced without the caller noticing;
-// an answer that says `Connection: close`, or that sends more than its body, is never
-// followed by another request on its connection.
+// The HTTP layer's kept-alive connections, for requests that ask for them: GETs to one
+// origin, one after another, share a connection; one the server closed while idle is
+// replaced without the caller noticing; an answer that says `Connection: close`, or that
+// sends more than its body, is never followed by another request on its connection.
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -68,6 +68,7 @@ async function get(url: string): Promise<Buffer> {
   const result = await httpGet({
     url: new URL(url),
     headers: {},
+    keepAlive: true,
     signal: new AbortController().signal,
     onResponse: () => (chunk) => void chunks.push(Buffer.from(chunk)),
   });
@@ -91,6 +92,20 @@ test('GETs to one origin, one after another, share one connection, sized or chun
   t.is(server.connections(), 1);
 });
 
+test('without keepAlive, each GET has a connection of its own and says Connection: close', async (t) => {
+  const said: Array<string | undefined> = [];
+  const server = await serve((request, response) => {
+    said.push(request.headers.connection);
+    response.end('ok');
+  });
+  t.teardown(() => server.close());
+  for (let round = 0; round < 3; round++) {
+    await httpGet({ url: new URL(server.url), headers: {}, signal: new AbortController().signal, onResponse: () => () => {} });
+  }
+  t.is(server.connections(), 3);
+  t.deepEqual(said, ['close', 'close', 'close']);
+});
+
 test('a redirect with an empty body leaves its connection for the GET it leads to', async (t) => {
   const server = await serve((request, response) => {
     if (request.url === '/asset') {
@@ -105,6 +120,7 @@ test('a redirect with an empty body leaves its connection for the GET it leads t
   const result = await getFollowingRedirects({
     url: new URL(`${server.url}/asset`),
     headers: {},
+    keepAlive: true,
     signal: new AbortController().signal,
     onResponse: () => (chunk) => void (body += chunk.toString()),
   });
@@ -158,7 +174,7 @@ test('an idle connection does not keep the process alive', async (t) => {
   // The child says how long after its GET it exits: at once, not after the 2 s an idle connection waits for a next GET.
   const script = `
     import { httpGet } from ${JSON.stringify(new URL('../tasks/store/http/http-get.ts', import.meta.url).href)};
-    await httpGet({ url: new URL(${JSON.stringify(server.url)}), headers: {}, signal: new AbortController().signal, onResponse: () => () => {} });
+    await httpGet({ url: new URL(${JSON.stringify(server.url)}), headers: {}, keepAlive: true, signal: new AbortController().signal, onResponse: () => () => {} });
     const done = performance.now();
     process.on('exit', () => console.log(Math.round(performance.now() - done)));
   `;

@@ -6,9 +6,10 @@
 // socket pauses while the sink's promise is pending (backpressure), so the sink may keep
 // using a chunk until its promise settles.
 //
-// A connection whose response ended cleanly waits a little for the next GET to the same
-// origin: a seeded fetch makes a thousand ranged reads of one storage URL, and a new TCP
-// and TLS handshake for each would cost more round trips than the reads themselves.
+// Asked to (`keepAlive`), a connection whose response ended cleanly waits a little for the
+// next such GET to the same origin: a seeded fetch makes a thousand ranged reads of one
+// storage URL, and a new TCP and TLS handshake for each would cost more round trips than
+// the reads themselves.
 import net from 'node:net';
 import tls from 'node:tls';
 import { CONNECT_TIMEOUT_MS, UnreachableError } from './reach.ts';
@@ -27,6 +28,12 @@ export interface GetRequest {
   readonly url: URL;
   readonly headers: Readonly<Record<string, string>>;
   readonly signal: AbortSignal;
+  /**
+   * The connection may come from, and go back to, the idle connections to the URL's origin:
+   * for a caller making many requests of one origin (ranged reads). Otherwise the request
+   * says `Connection: close` and has a connection of its own.
+   */
+  readonly keepAlive?: boolean;
   /**
    * Called once the head has arrived: returns the sink for the body, or undefined to close
    * the connection without reading it.
@@ -202,7 +209,7 @@ class GetExchange implements ConnectionUser {
 
   start(): void {
     this.request.signal.addEventListener('abort', this.onAbort, { once: true });
-    const pooled = idle.take(this.request.url.origin);
+    const pooled = this.request.keepAlive ? idle.take(this.request.url.origin) : undefined;
     if (pooled) this.send(pooled);
     else this.connectAndSend();
   }
@@ -237,6 +244,7 @@ class GetExchange implements ConnectionUser {
       `GET ${url.pathname}${url.search} HTTP/1.1`,
       `Host: ${url.host}`,
       ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+      ...(this.request.keepAlive ? [] : ['Connection: close']),
       '',
       '',
     ];
@@ -274,7 +282,7 @@ class GetExchange implements ConnectionUser {
     clearTimeout(this.connectTimer);
     this.request.signal.removeEventListener('abort', this.onAbort);
     const { body, response, connection } = this;
-    const reusable = error === undefined && complete && body.reusable && !this.closedEarly;
+    const reusable = this.request.keepAlive === true && error === undefined && complete && body.reusable && !this.closedEarly;
     if (!reusable) connection?.release(false);
     const settle = (): void => {
       // Given back only now: the next exchange reads into the buffers the sink was holding.
@@ -393,6 +401,7 @@ export async function getFollowingRedirects(request: FollowingGetRequest): Promi
       url,
       headers,
       signal: request.signal,
+      ...(request.keepAlive ? { keepAlive: true } : {}),
       onResponse: (response) => {
         if (response.status >= 300 && response.status < 400 && response.status !== 304 && response.headers.location) {
           location = response.headers.location;

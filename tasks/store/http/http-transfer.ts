@@ -233,6 +233,8 @@ export async function downloadRange(request: DownloadRangeRequest): Promise<numb
       url: new URL(request.url),
       headers,
       signal: request.signal,
+      // A bounded range is one of many of the same origin (a seeded fetch's ranged reads, a registry's tapered ranges).
+      keepAlive: request.to !== undefined,
       credentialsFollow: 'never',
       ...(request.maxRedirects !== undefined ? { maxRedirects: request.maxRedirects } : {}),
       onFinalUrl: (url) => (finalUrl = url),
