@@ -2,6 +2,7 @@
 // downloads and verifies through the public download URLs, with a handful of API requests;
 // writing still needs a token; a private repository says a token may be needed; and an API
 // that cannot be reached fails within seconds, not after a minute of backoff.
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import test from 'ava';
 import { storeSettings } from '../tasks/store/backends.ts';
@@ -72,6 +73,33 @@ test('a public release is listed, downloaded and verified with no token, in a fe
   t.false(
     requests.some((request) => /\/releases\/assets\/\d+$/.test(request.path)),
     'never through the API asset endpoint, which counts against the rate limit',
+  );
+});
+
+test('an attachment is read by byte range with no token, through the public download URLs', async (t) => {
+  const { server, fixture } = await publishedRelease(t);
+  const writer = await openImageStore(fixture.catalog.release, 'latest', { env: { GITHUB_TOKEN: server.token }, tuning: { retryBaseMs: 2 } });
+  const chunkIndex = randomBytes(2000);
+  const image = { ...(await readLocalImage(fixture.catalog, 'debian-12')), attachments: { 'chunk-index': chunkIndex } };
+  await writer.put(image, { force: false, signal: neverAborted(), log: () => {} });
+  const store = await openImageStore(fixture.catalog.release, 'latest', { env: ANONYMOUS_ENV, tuning: { retryBaseMs: 2 } });
+  const opened = await store.open('debian-12', neverAborted());
+  if (opened.status !== 'ready') throw new Error(`debian-12 is ${opened.status}: ${opened.detail}`);
+  const from = server.requests.length;
+  t.deepEqual(Buffer.from((await opened.readAttachmentRange('chunk-index', 0, 100, neverAborted()))!), chunkIndex.subarray(0, 100));
+  t.deepEqual(Buffer.from((await opened.readAttachmentRange('chunk-index', 1500, 5000, neverAborted()))!), chunkIndex.subarray(1500));
+  const requests = server.requests.slice(from);
+  t.true(
+    requests.every((request) => request.authorization === undefined),
+    'no credential was sent',
+  );
+  t.true(
+    requests[0]?.path.endsWith('/releases/download/latest/debian-12.qcow2.chunks'),
+    'the asset came through its public download URL (then the storage it redirects to)',
+  );
+  t.false(
+    requests.some((request) => request.path.startsWith('/repos/')),
+    `no API request, which counts against the rate limit:\n${requests.map((request) => `${request.method} ${request.path}`).join('\n')}`,
   );
 });
 

@@ -2,7 +2,8 @@
 // what is put is read back verified, whole or by byte range; attachments travel with their
 // image and are verified against its record; `remove` touches nothing else.
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import test from 'ava';
 import type { ImageStore, OpenedImage } from '../tasks/store/store.ts';
 import { getImage } from '../tasks/store/get-image.ts';
@@ -94,6 +95,42 @@ for (const backend of CONTRACT_BACKENDS) {
     t.deepEqual(await readFile(got.path), bytes);
   });
 
+  test(`${backend.name}: byte ranges of an attachment read back exactly, clipped to its size`, async (t) => {
+    const { store, put, cleanup } = await setup(backend);
+    t.teardown(cleanup);
+    const chunkIndex = randomBytes(1500);
+    await put('debian-12', { 'chunk-index': chunkIndex });
+    const opened = await ready(store, 'debian-12');
+    const size = chunkIndex.length;
+    for (const [from, to] of [
+      [0, 64], // the start
+      [0, size], // all of it
+      [500, 501], // one byte inside
+      [700, 1200], // a span inside
+      [size - 100, size], // the end
+      [size - 10, size + 4096], // past the end: clipped
+      [size, size + 10], // at the end: empty
+      [size + 5, size + 10], // beyond it: empty
+      [300, 300], // an empty range
+    ] as const) {
+      const got = await opened.readAttachmentRange('chunk-index', from, to, neverAborted());
+      t.deepEqual(Buffer.from(got!), chunkIndex.subarray(from, Math.min(to, size)), `bytes ${from}-${to}`);
+    }
+    t.is(await opened.readAttachmentRange('provenance', 0, 10, neverAborted()), undefined, 'a kind the record does not name');
+  });
+
+  test(`${backend.name}: an attachment gone from the store fails a ranged read as it fails a whole one`, async (t) => {
+    const { running, store, put, cleanup } = await setup(backend);
+    t.teardown(cleanup);
+    await put('debian-12', { 'chunk-index': randomBytes(1500) });
+    const opened = await ready(store, 'debian-12');
+    await running.lose(TAG, opened.record!.attachments!['chunk-index']!.name);
+    const whole = await t.throwsAsync(opened.readAttachment('chunk-index', neverAborted()));
+    const ranged = await t.throwsAsync(opened.readAttachmentRange('chunk-index', 100, 200, neverAborted()));
+    t.is((ranged as { kind?: string }).kind, 'not-found', ranged!.message);
+    t.is((whole as { kind?: string }).kind, 'not-found', whole!.message);
+  });
+
   test(`${backend.name}: new attachments for the same bytes replace the old ones without sending the image again`, async (t) => {
     const { store, put, cleanup } = await setup(backend);
     t.teardown(cleanup);
@@ -141,3 +178,36 @@ for (const backend of CONTRACT_BACKENDS) {
     );
   });
 }
+
+test('directory: a ranged read of an attachment refuses a name that is not a blob, a link, and a blob shorter than its record', async (t) => {
+  const { running, store, put, cleanup } = await setup(CONTRACT_BACKENDS.find((backend) => backend.name === 'directory')!);
+  t.teardown(cleanup);
+  const chunkIndex = randomBytes(1500);
+  await put('debian-12', { 'chunk-index': chunkIndex });
+  const dir = join((running.release as { dir: string }).dir, TAG);
+  const recordPath = join(dir, 'debian-12.json');
+  const record = JSON.parse(await readFile(recordPath, 'utf8')) as { image: { attachments: Record<string, { name: string }> } };
+  const blob = join(dir, 'blobs', record.image.attachments['chunk-index']!.name);
+  const refused = async (what: string, pattern: RegExp) => {
+    const opened = await ready(store, 'debian-12');
+    const whole = await t.throwsAsync(opened.readAttachment('chunk-index', neverAborted()));
+    const ranged = await t.throwsAsync(opened.readAttachmentRange('chunk-index', 1000, 1500, neverAborted()));
+    t.is((whole as { kind?: string }).kind, 'integrity', `${what}: ${whole!.message}`);
+    t.is((ranged as { kind?: string }).kind, 'integrity', `${what}: ${ranged!.message}`);
+    t.regex(ranged!.message, pattern, what);
+  };
+
+  const named = structuredClone(record);
+  named.image.attachments['chunk-index']!.name = '../images.json';
+  await writeFile(recordPath, JSON.stringify(named));
+  await refused('a name outside blobs/', /names "\.\.\/images\.json" for its chunk-index, not a blob of this store/);
+  await writeFile(recordPath, JSON.stringify(record));
+
+  await rename(blob, `${blob}.aside`);
+  await symlink(`${blob}.aside`, blob);
+  await refused('a symbolic link', /is a symbolic link/);
+  await rm(blob);
+
+  await writeFile(blob, chunkIndex.subarray(0, 1200));
+  await refused('a blob cut short', /the chunk-index of debian-12 .* gave 200 of its bytes 1000-1500: it is shorter than the 1500 bytes its record says/);
+});

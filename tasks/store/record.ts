@@ -179,6 +179,40 @@ export function verifiedAttachment(bytes: Uint8Array, ref: AttachmentRef, kind: 
   return bytes;
 }
 
+/**
+ * Bytes [from, to) of the attachment `ref` names, `to` clipped to its recorded size, read
+ * through `read` (which hands over chunks at their offsets in the attachment, in order):
+ * empty when from >= size. Not verified (a range cannot be); a read that gives fewer or
+ * more bytes than asked is an `integrity` Failure naming `where`, never a short result.
+ */
+export async function attachmentRange(
+  ref: AttachmentRef,
+  kind: AttachmentKind,
+  where: string,
+  span: { readonly from: number; readonly to: number },
+  read: (from: number, to: number, sink: (chunk: Uint8Array, offset: number) => void) => Promise<void>,
+): Promise<Uint8Array> {
+  const { from, to } = span;
+  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < 0)
+    throw new RangeError(`bytes ${from}-${to} of an attachment: the bounds must be non-negative integers`);
+  const end = Math.min(to, ref.size);
+  if (from >= end) return new Uint8Array(0);
+  const bytes = new Uint8Array(end - from);
+  let received = 0;
+  await read(from, end, (chunk, offset) => {
+    if (offset !== from + received || offset + chunk.length > end)
+      throw new Failure('integrity', `the ${kind} of ${where} gave bytes ${offset}-${offset + chunk.length} when ${from + received}-${end} were asked`);
+    bytes.set(chunk, received);
+    received += chunk.length;
+  });
+  if (received !== bytes.length)
+    throw new Failure(
+      'integrity',
+      `the ${kind} of ${where} gave ${received} of its bytes ${from}-${end}: it is shorter than the ${ref.size} bytes its record says`,
+    );
+  return bytes;
+}
+
 /** A record with its keys in one order (and nested maps sorted), for comparison and output. */
 export function canonicalRecord(record: ImageRecord): ImageRecord {
   const sorted = (map: Readonly<Record<string, string>>) => Object.fromEntries(Object.entries(map).sort(([a], [b]) => a.localeCompare(b)));

@@ -94,6 +94,15 @@ export type OpenedImage =
        * (an `integrity` Failure when it does not match); undefined when it names none.
        */
       readAttachment(kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined>;
+      /**
+       * Bytes [from, to) of an attachment the record names, `to` clipped to its recorded size
+       * (an empty array when from >= size); undefined when the record names none. NOT verified
+       * against the record's SHA-256 (a range cannot be): only for readers that never rely on
+       * what they read (the chunk index: the image's own SHA-256 decides). A name that is not
+       * one this store would make, or a missing attachment, fails as readAttachment does
+       * (`integrity`, `not-found` Failures); a short read is an error, never a short result.
+       */
+      readAttachmentRange(kind: AttachmentKind, from: number, to: number, signal: AbortSignal): Promise<Uint8Array | undefined>;
     }
   /** No complete copy can be read right now because an upload is replacing it: wait and open again. */
   | { readonly status: 'replacing'; readonly detail: string }

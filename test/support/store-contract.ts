@@ -24,6 +24,8 @@ export interface ContractStore {
   readonly requestCount?: () => number;
   /** Flips one byte of what the store keeps under `storedName` (a record's attachment name), behind the backend's back. */
   corrupt(tag: string, storedName: string): Promise<void>;
+  /** Deletes what the store keeps under `storedName` (a record's attachment name), behind the backend's back. */
+  lose(tag: string, storedName: string): Promise<void>;
   /**
    * What is wrong with the store once every writer is done, in words (empty: consistent):
    * each image of `versions` stored whole as one of its versions, its index entry agreeing,
@@ -56,6 +58,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
         env: {},
         options: {},
         corrupt: (tag, storedName) => flipFirstByte(join(dir, tag, 'blobs', storedName)),
+        lose: (tag, storedName) => rm(join(dir, tag, 'blobs', storedName)),
         problems: (tag, versions) => directoryProblems(join(dir, tag), versions),
         close: () => rm(dir, { recursive: true, force: true }),
       };
@@ -76,6 +79,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
           bytes[0]! ^= 0xff;
           await server.overwriteAsset(tag, storedName, bytes);
         },
+        lose: (tag, storedName) => server.removeAsset(tag, storedName),
         problems: (tag, versions) => releaseProblems(server, tag, versions),
         watchMutations(onMutation) {
           let seen = 0;
@@ -100,31 +104,43 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
       await writeFile(authFile, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`${registry.user}:${registry.password}`).toString('base64') } } }));
       const env = { REGISTRY_AUTH_FILE: authFile, HOME: dir };
       const namespace = 'acme/images';
+      /** The digest of the attachment `storedName` names: its layer title, in the image's manifest or in a referrer of it. */
+      const attachmentDigest = async (tag: string, storedName: string): Promise<string> => {
+        const image = storedName.slice(0, storedName.indexOf('.qcow2'));
+        const read = async (reference: string) => {
+          const answer = await fetch(`${registry.url}/v2/${namespace}/${image}/manifests/${reference}`, {
+            headers: { authorization: registry.basic(), accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
+          });
+          return { digest: answer.headers.get('docker-content-digest') ?? '', json: (await answer.json()) as Record<string, unknown> };
+        };
+        type Layers = { layers?: Array<{ digest: string; annotations?: Record<string, string> }> };
+        const titled = (manifest: Layers) => manifest.layers?.find((layer) => layer.annotations?.['org.opencontainers.image.title'] === storedName)?.digest;
+        const top = await read(tag);
+        let digest = titled(top.json as Layers);
+        if (!digest) {
+          const referrers = (await read(top.digest.replace(':', '-'))).json as { manifests?: Array<{ digest: string }> };
+          for (const entry of referrers.manifests ?? []) digest ??= titled((await read(entry.digest)).json as Layers);
+        }
+        if (!digest) throw new Error(`no layer titled ${storedName} in ${image}:${tag}`);
+        return digest;
+      };
       return {
         release: { registry: `${proxy.host}/${namespace}`, plainHttp: true, maxBlobSize: limits.maxPieceSize },
         env,
         options: { env, tuning: { retryBaseMs: 2 } },
         requestCount: () => proxy.requests.length,
         async corrupt(tag, storedName) {
-          // The attachment's layer title names it, in the image's manifest or in a referrer of it.
-          const image = storedName.slice(0, storedName.indexOf('.qcow2'));
-          const read = async (reference: string) => {
-            const answer = await fetch(`${registry.url}/v2/${namespace}/${image}/manifests/${reference}`, {
-              headers: { authorization: registry.basic(), accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
-            });
-            return { digest: answer.headers.get('docker-content-digest') ?? '', json: (await answer.json()) as Record<string, unknown> };
-          };
-          type Layers = { layers?: Array<{ digest: string; annotations?: Record<string, string> }> };
-          const titled = (manifest: Layers) => manifest.layers?.find((layer) => layer.annotations?.['org.opencontainers.image.title'] === storedName)?.digest;
-          const top = await read(tag);
-          let digest = titled(top.json as Layers);
-          if (!digest) {
-            const referrers = (await read(top.digest.replace(':', '-'))).json as { manifests?: Array<{ digest: string }> };
-            for (const entry of referrers.manifests ?? []) digest ??= titled((await read(entry.digest)).json as Layers);
-          }
-          if (!digest) throw new Error(`corrupt: no layer titled ${storedName} in ${image}:${tag}`);
-          const hex = digest.slice('sha256:'.length);
+          const hex = (await attachmentDigest(tag, storedName)).slice('sha256:'.length);
           await flipFirstByte(join(registry.storageDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data'));
+        },
+        async lose(tag, storedName) {
+          const image = storedName.slice(0, storedName.indexOf('.qcow2'));
+          const digest = await attachmentDigest(tag, storedName);
+          const answer = await fetch(`${registry.url}/v2/${namespace}/${image}/blobs/${digest}`, {
+            method: 'DELETE',
+            headers: { authorization: registry.basic() },
+          });
+          if (answer.status !== 202) throw new Error(`lose: deleting ${digest} of ${image} answered ${answer.status}`);
         },
         problems: (tag, versions) => registryProblems(registry.url, registry.basic(), namespace, tag, versions),
         watchMutations(onMutation) {

@@ -30,6 +30,8 @@ import { imageFileName, isValidImageName } from '../names.ts';
 import {
   ATTACHMENT_KINDS,
   type AttachmentKind,
+  type AttachmentRef,
+  attachmentRange,
   emptyIndex,
   imageRecordSchema,
   INDEX_NAME,
@@ -115,6 +117,7 @@ export class DirectoryStore implements ImageStore {
       size,
       record: file.image,
       readAttachment: (kind, signal) => this.readAttachment(file, kind, signal),
+      readAttachmentRange: (kind, from, to, signal) => this.readAttachmentRange(file, kind, { from, to }, signal),
       pieces: [
         {
           id: file.blob,
@@ -266,6 +269,40 @@ export class DirectoryStore implements ImageStore {
   }
 
   private async readAttachment(file: RecordFile, kind: AttachmentKind, signal: AbortSignal): Promise<Uint8Array | undefined> {
+    const found = await this.attachmentBlob(file, kind, signal);
+    if (!found) return undefined;
+    const { ref, where } = found;
+    const read = await readSmallBytes(found.path, MAX_ATTACHMENT_BYTES);
+    if (read.kind === 'missing') throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
+    if (read.kind === 'odd') throw new Failure('integrity', `the ${kind} of ${where} (${ref.name}) ${read.problem}`);
+    return verifiedAttachment(read.bytes, ref, kind, where);
+  }
+
+  private async readAttachmentRange(
+    file: RecordFile,
+    kind: AttachmentKind,
+    span: { from: number; to: number },
+    signal: AbortSignal,
+  ): Promise<Uint8Array | undefined> {
+    const found = await this.attachmentBlob(file, kind, signal);
+    if (!found) return undefined;
+    const { ref, where, path } = found;
+    return attachmentRange(ref, kind, where, span, async (from, to, sink) => {
+      try {
+        await readInOrder(path, { from, to, signal, regularOnly: true, each: sink });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
+        throw error;
+      }
+    });
+  }
+
+  /** The attachment of `kind` the record names and the path of its blob, checked as far as a name can be; undefined when it names none. */
+  private async attachmentBlob(
+    file: RecordFile,
+    kind: AttachmentKind,
+    signal: AbortSignal,
+  ): Promise<{ ref: AttachmentRef; where: string; path: string } | undefined> {
     const ref = file.image.attachments?.[kind];
     if (!ref) return undefined;
     const where = `${file.name} in ${this.location}`;
@@ -274,10 +311,7 @@ export class DirectoryStore implements ImageStore {
     signal.throwIfAborted();
     const blobs = await lstatOrUndefined(join(this.dir, 'blobs'));
     if (blobs && !blobs.isDirectory()) throw new Failure('integrity', `the ${kind} of ${where} is in blobs/, which is ${oddKind(blobs)}`);
-    const read = await readSmallBytes(this.blobPath(ref.name), MAX_ATTACHMENT_BYTES);
-    if (read.kind === 'missing') throw new Failure('not-found', `the ${kind} of ${where} (${ref.name}) is missing`);
-    if (read.kind === 'odd') throw new Failure('integrity', `the ${kind} of ${where} (${ref.name}) ${read.problem}`);
-    return verifiedAttachment(read.bytes, ref, kind, where);
+    return { ref, where, path: this.blobPath(ref.name) };
   }
 
   private notOurs(path: string, info: Parameters<typeof oddKind>[0]): Failure {

@@ -2,7 +2,7 @@
 // Readers prefer the per-image records and fall back to images.json for images nobody
 // recorded (releases written before records existed).
 import { Failure } from '../../../src/index.ts';
-import { MAX_ATTACHMENT_BYTES, verifiedAttachment, type ImageRecord } from '../record.ts';
+import { type AttachmentKind, type AttachmentRef, attachmentRange, type ImageRecord, MAX_ATTACHMENT_BYTES, verifiedAttachment } from '../record.ts';
 import type {
   ImagePiece,
   ImageStore,
@@ -94,6 +94,15 @@ export class GitHubStore implements ImageStore {
     if (layout.current) {
       // Mid-swap the new bytes are read by id under their temporary names: never a gap.
       const { doc, bound } = layout.current;
+      const where = `${name} on ${this.location}`;
+      /** The attachment of `kind` the record names and the asset it binds; undefined when it names none. */
+      const attachment = (kind: AttachmentKind): { ref: AttachmentRef; asset: Asset } | undefined => {
+        const ref = doc.image.attachments?.[kind];
+        if (!ref) return undefined;
+        const asset = bound.get(ref.name);
+        if (!asset) throw new Failure('integrity', `the record of ${where} names ${ref.name} for its ${kind}, which it does not bind`);
+        return { ref, asset };
+      };
       return {
         status: 'ready',
         name,
@@ -102,11 +111,18 @@ export class GitHubStore implements ImageStore {
         record: doc.image,
         pieces: doc.image.parts.map((part) => piece(bound.get(part.name)!)),
         readAttachment: async (kind, signal) => {
-          const ref = doc.image.attachments?.[kind];
-          if (!ref) return undefined;
-          const asset = bound.get(ref.name);
-          if (!asset) throw new Failure('integrity', `the record of ${name} on ${this.location} names ${ref.name} for its ${kind}, which it does not bind`);
-          return verifiedAttachment(await this.api.downloadBytes(asset, signal, MAX_ATTACHMENT_BYTES), ref, kind, `${name} on ${this.location}`);
+          const found = attachment(kind);
+          if (!found) return undefined;
+          return verifiedAttachment(await this.api.downloadBytes(found.asset, signal, MAX_ATTACHMENT_BYTES), found.ref, kind, where);
+        },
+        readAttachmentRange: async (kind, from, to, signal) => {
+          const found = attachment(kind);
+          if (!found) return undefined;
+          const { ref, asset } = found;
+          // An asset of another size is not the attachment the record names (readAttachment's check, as far as a range can make it).
+          if (asset.size !== ref.size)
+            throw new Failure('integrity', `the ${kind} of ${where} (${asset.name}) is ${asset.size} bytes; the record says ${ref.size}`);
+          return attachmentRange(ref, kind, where, { from, to }, (start, end, sink) => this.api.downloadAsset({ asset, from: start, to: end, signal, sink }));
         },
       };
     }
@@ -135,6 +151,7 @@ export class GitHubStore implements ImageStore {
       pieces: found.data.map(piece),
       // Images nobody recorded predate attachments.
       readAttachment: async () => undefined,
+      readAttachmentRange: async () => undefined,
     };
   }
 

@@ -15,7 +15,7 @@ import { Failure, isFailure } from '../../../src/index.ts';
 import { readInOrder } from '../file-reads.ts';
 import { TransferError } from '../http/http-transfer.ts';
 import { imageFileName } from '../names.ts';
-import { type AttachmentKind, type ImageRecord, MAX_ATTACHMENT_BYTES, recordOf, sameRecord, verifiedAttachment } from '../record.ts';
+import { type AttachmentKind, attachmentRange, type ImageRecord, MAX_ATTACHMENT_BYTES, recordOf, sameRecord, verifiedAttachment } from '../record.ts';
 import type {
   ImagePiece,
   ImageStore,
@@ -122,6 +122,23 @@ export class OciStore implements ImageStore {
         const where = `${name} on ${this.location}`;
         const bytes = await this.client.blob(repository, `sha256:${ref.sha256}`, MAX_ATTACHMENT_BYTES, attachmentSignal, false);
         return verifiedAttachment(bytes, ref, kind, where);
+      },
+      readAttachmentRange: async (kind, from, to, attachmentSignal) => {
+        const ref = record.attachments?.[kind];
+        if (!ref) return undefined;
+        const blob: ImageLayer = { title: ref.name, digest: `sha256:${ref.sha256}`, size: ref.size };
+        return attachmentRange(ref, kind, `${name} on ${this.location}`, { from, to }, (start, end, sink) =>
+          this.readRange(repository, blob, 0, end, {
+            from: start,
+            to: end,
+            signal: attachmentSignal,
+            sink,
+            // readRange fails a bounded read the registry will not serve by range; it never starts one over.
+            onRestart: () => {
+              throw new Error(`a bounded read of ${ref.name} restarted`);
+            },
+          }),
+        );
       },
     };
   }
