@@ -11,7 +11,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StatCache } from '../src/index.ts';
 import { RingMemory } from '../src/ring-memory.ts';
-import { ChunkIndexBuilder, chunkOffset, DEFAULT_CHUNKING, decodeChunkIndex, segmentDigester } from '../tasks/store/delta/chunk-index.ts';
+import {
+  ChunkIndexBuilder,
+  chunkOffset,
+  DEFAULT_CHUNKING,
+  decodeChunkIndex,
+  loadSegmentRecords,
+  readChunkIndexHead,
+  recordSpan,
+  segmentByteRange,
+  segmentChunkRange,
+  segmentCount,
+  segmentDigester,
+} from '../tasks/store/delta/chunk-index.ts';
+import { matchSegments } from '../tasks/store/delta/seed-scan.ts';
+import { neverAborted } from './support/signals.ts';
 import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
@@ -274,8 +288,113 @@ test('an index reads back as it was written', async (t) => {
       .flatMap(({ hash }) => [Number(hash >> 32n), Number(hash & 0xffffffffn)]);
     t.deepEqual(digest(Uint32Array.from(hashes)), [index.segmentHigh[segment], index.segmentLow[segment]]);
   }
-  // About seven bytes a chunk.
-  t.true(encoded.length < 300 + index.count * 7.1, `${encoded.length} bytes for ${index.count} chunks`);
+  // About seven bytes a chunk, and a digest and size per segment.
+  t.true(encoded.length < 300 + index.count * 7.4, `${encoded.length} bytes for ${index.count} chunks`);
+});
+
+test("an index's head is read first, and any segment's records load into it as the whole index has them", async (t) => {
+  const bytes = randomBytes(4_000_000);
+  const builder = new ChunkIndexBuilder(SMALL);
+  builder.update(bytes);
+  const encoded = Buffer.from(await builder.finish('ef'.repeat(32)));
+  const whole = decodeChunkIndex(encoded, 'test.chunks');
+  const reads: Array<[number, number]> = [];
+  const read = async (from: number, to: number) => {
+    reads.push([from, to]);
+    return encoded.subarray(from, Math.min(to, encoded.length));
+  };
+  const head = (await readChunkIndexHead(read, 'test.chunks'))!;
+  // The header first, then exactly the rest of the segment table.
+  t.deepEqual(reads, [
+    [0, 4096],
+    [4096, head.recordsAt],
+  ]);
+  t.is(head.count, whole.count);
+  t.deepEqual(head.segmentOffsets, whole.segmentOffsets);
+  t.deepEqual([head.segmentHigh, head.segmentLow], [whole.segmentHigh, whole.segmentLow]);
+  t.true(
+    head.known.every((known) => known === 0),
+    'no record came with the head',
+  );
+  // Records in any order, one segment or several at a time.
+  const segments = segmentCount(head);
+  for (const [first, end] of [
+    [3, 5],
+    [0, 3],
+    [5, segments],
+  ] as const) {
+    const { from, to } = recordSpan(head, first, end);
+    loadSegmentRecords(head, first, encoded.subarray(from, to), 'test.chunks');
+  }
+  t.true(head.known.every((known) => known === 1));
+  t.deepEqual([head.lengths, head.hashHigh, head.hashLow], [whole.lengths, whole.hashHigh, whole.hashLow]);
+  // A small index comes in one read, with the records it holds.
+  const small = new ChunkIndexBuilder(SMALL);
+  small.update(bytes.subarray(0, 5_000));
+  const smallEncoded = Buffer.from(await small.finish('ef'.repeat(32)));
+  const smallHead = (await readChunkIndexHead(async (from, to) => smallEncoded.subarray(from, to), 'small.chunks'))!;
+  t.true(smallHead.known.every((known) => known === 1));
+  t.deepEqual(smallHead.lengths, decodeChunkIndex(smallEncoded, 'small.chunks').lengths);
+  t.is(await readChunkIndexHead(async () => undefined, 'none'), undefined, 'no index');
+});
+
+test("a segment's record that does not add up to its size is refused, naming the index", async (t) => {
+  const builder = new ChunkIndexBuilder(SMALL);
+  builder.update(randomBytes(100_000));
+  const encoded = Buffer.from(await builder.finish('ef'.repeat(32)));
+  const head = decodeChunkIndex(encoded, 'test.chunks');
+  const { from, to } = recordSpan(head, 1, 2);
+  const record = Buffer.from(encoded.subarray(from, to));
+  record.writeUInt16LE(record.readUInt16LE(0) + 1, 0);
+  t.throws(() => loadSegmentRecords(head, 1, record, 'e2e.qcow2.chunks'), {
+    message: /^e2e\.qcow2\.chunks is not a usable chunk index \(the chunks of segment 1 add up to \d+ bytes, not \d+\)$/,
+  });
+  record.writeUInt16LE(SMALL.maxSize + 1, 0);
+  t.throws(() => loadSegmentRecords(head, 1, record, 'e2e.qcow2.chunks'), { message: /chunk 32 is 1025 bytes, outside 1\.\.1024/ });
+  t.throws(() => loadSegmentRecords(head, 1, record.subarray(0, 10), 'e2e.qcow2.chunks'), { message: /records of segment 1 are cut short/ });
+});
+
+test('the segments a seed holds whole are found by size and digest, at their place in the seed, and become known as the index has them', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pipeline-delta-chunks-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const random = seededRandom(seed);
+  const image = seededBytes(3_000_000, random);
+  const builder = new ChunkIndexBuilder();
+  builder.update(image);
+  const encoded = Buffer.from(await builder.finish('ab'.repeat(32)));
+  const whole = decodeChunkIndex(encoded, 'img.chunks');
+  // The seed: 5,000 other bytes, then the image with 100 bytes overwritten in its middle.
+  const middle = 1_500_000;
+  const seedBytes = Buffer.concat([seededBytes(5_000, random), image.subarray(0, middle), seededBytes(100, random), image.subarray(middle + 100)]);
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, seedBytes);
+  const head = (await readChunkIndexHead(async (from, to) => encoded.subarray(from, Math.min(to, encoded.length)), 'img.chunks'))!;
+  // The head's first read brought the first segments' records: those are known already, and not looked for.
+  const known = head.known.reduce((sum, value) => sum + value, 0);
+  t.true(known > 0 && known < 20, `${known} segments known from the head`);
+  const matches = await matchSegments(
+    head,
+    [
+      { path: join(dir, 'missing'), role: 'gone' },
+      { path: seedPath, role: 'old' },
+    ],
+    { signal: neverAborted() },
+  );
+  const segments = segmentCount(head);
+  // All but the one with the changed bytes and the last, shorter one.
+  t.is(matches.length, segments - known - 2, `${matches.length} of ${segments} segments found, ${known} known before`);
+  for (const { segment, seed: number, offset } of matches) {
+    t.is(number, 1);
+    const { start, end } = segmentByteRange(whole, segment);
+    t.is(offset, start + 5_000, `segment ${segment} is where the seed holds it`);
+    t.true(seedBytes.subarray(offset, offset + end - start).equals(image.subarray(start, end)));
+    const chunks = segmentChunkRange(whole, segment);
+    t.deepEqual(head.lengths.subarray(chunks.first, chunks.end), whole.lengths.subarray(chunks.first, chunks.end));
+    t.deepEqual(head.hashHigh.subarray(chunks.first, chunks.end), whole.hashHigh.subarray(chunks.first, chunks.end));
+    t.deepEqual(head.hashLow.subarray(chunks.first, chunks.end), whole.hashLow.subarray(chunks.first, chunks.end));
+  }
+  // The segment holding the changed bytes is not among them.
+  t.false(matches.some(({ segment }) => segmentByteRange(whole, segment).start <= middle && segmentByteRange(whole, segment).end > middle));
 });
 
 test('an index that lies about its shape is refused, naming its source', async (t) => {
@@ -294,9 +413,11 @@ test('an index that lies about its shape is refused, naming its source', async (
   };
   const cases: Array<[string, Buffer, RegExp]> = [
     ['not an index', Buffer.from('hello world, not an index'), /no PLCHUNKS header/],
-    ['cut short', good.subarray(0, good.length - 3), /bytes of hashes|cut short/],
-    ['wrong size', withHeader((h) => (h.size = 20_001)), /add up to 20000 bytes, not 20001/],
-    ['more chunks than bytes', withHeader((h) => (h.chunks = 1e9)), /do not fit/],
+    ['cut short', good.subarray(0, good.length - 3), /bytes where its \d+ chunks take/],
+    ['wrong size', withHeader((h) => (h.size = 20_001)), /segments add up to 20000 bytes, not 20001/],
+    ['more chunks than bytes', withHeader((h) => (h.chunks = 1e9)), /1000000000 chunks cannot cut 20000 bytes/],
+    ['an older format', withHeader((h) => (h.format = 1)), /format 1; this version reads format 2/],
+    ['lengths of the wrong width', withHeader((h) => (h.lengthBytes = 4)), /4-byte lengths for chunks of up to 1024 bytes/],
     ['bad parameters', withHeader((h) => ((h.params as Record<string, number>).avgSize = 1000)), /power of two/],
     ['unknown method', withHeader((h) => (h.method = 'rabin')), /method/],
     ['header not JSON', Buffer.concat([good.subarray(0, 12), Buffer.from('{'.repeat(headerLength)), good.subarray(12 + headerLength)]), /not JSON/],

@@ -12,14 +12,14 @@ import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { Failure, siblingTempPath } from '../../../src/index.ts';
+import { Failure, isFailure, siblingTempPath, toFailure } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
-import { type ChunkIndex, keptLowHash, segmentDigester } from './chunk-index.ts';
+import { type ChunkIndex, type IndexReader, keptLowHash, loadSegmentRecords, recordSpan, segmentCount, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
 import { PrefixHash } from './prefix-hash.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
-import { extendMatches, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
+import { extendMatches, matchSegments, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
 
 export interface DeltaImage {
   readonly name: string;
@@ -40,6 +40,8 @@ export interface DeltaFetchOptions {
   readonly log: (line: string) => void;
   /** What a ranged read is taken to cost, in bytes of a whole download (default REQUEST_COST). */
   readonly requestCost?: number;
+  /** Reads bytes of the encoded index: the records of the segments no seed holds whole (needed when some are not known). */
+  readonly readIndex?: IndexReader;
 }
 
 /** What a seeded fetch moved. */
@@ -114,13 +116,19 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
   const resumable = previous !== undefined && (await stat(options.tempPath).catch(() => undefined))?.size === image.size;
   const done: ByteRange[] = resumable ? previous.done.map((range) => ({ ...range })) : [];
 
+  const scanOptions = { signal, log, ...(options.onProgress ? { onProgress: options.onProgress } : {}) };
+  options.onStatus?.('looking for the index segments in local copies');
+  const matches = await matchSegments(index, options.seeds, scanOptions);
+  try {
+    await readUnknownRecords(index, options, `the chunk index of ${image.name}`);
+  } catch (error) {
+    if (signal.aborted || !isFailure(error, 'integrity')) throw error;
+    log(`${toFailure(error).message}; downloading ${image.name} whole`);
+    return undefined;
+  }
   const table = new ChunkTable(index);
   options.onStatus?.('reading local copies for chunks');
-  const seeds = await scanSeeds(table, options.seeds, {
-    signal,
-    log,
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-  });
+  const seeds = await scanSeeds(table, options.seeds, matches, scanOptions);
   // Nothing found, nothing to look next to: the whole download starts without a walk over every chunk.
   if (!seeds.some((seed) => seed.found > 0) && done.length === 0) return undefined;
   await extendMatches(table, seeds, signal);
@@ -323,6 +331,37 @@ async function verifyOrRepair(assembly: Assembly, index: ChunkIndex, options: De
 
 function pieceSizesOf(image: DeltaImage): number[] {
   return image.pieces.map((piece) => piece.size);
+}
+
+/** Longest read of segment records: decoded as each arrives, so a large image's records are never all held at once. */
+const RECORD_READ_BYTES = 256 * 1024;
+
+/** Reads the records of the segments the seeds did not hold whole (adjacent ones in one read), several reads at once. */
+async function readUnknownRecords(index: ChunkIndex, options: DeltaFetchOptions, source: string): Promise<void> {
+  const spans: Array<{ first: number; end: number }> = [];
+  const perSegment = recordSpan(index, 0, 1).to - recordSpan(index, 0, 1).from;
+  const segmentsPerRead = Math.max(1, Math.floor(RECORD_READ_BYTES / perSegment));
+  for (let segment = 0; segment < segmentCount(index); segment++) {
+    if (index.known[segment]) continue;
+    const last = spans.at(-1);
+    if (last && last.end === segment && last.end - last.first < segmentsPerRead) last.end++;
+    else spans.push({ first: segment, end: segment + 1 });
+  }
+  if (spans.length === 0) return;
+  const read = options.readIndex;
+  if (!read) throw new Error(`${source}: ${spans.length} runs of segments are not known and there is no reader for them`);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < spans.length) {
+      options.signal.throwIfAborted();
+      const { first, end } = spans[next++]!;
+      const { from, to } = recordSpan(index, first, end);
+      const bytes = await read(from, to);
+      if (bytes?.length !== to - from) throw new Failure('integrity', `${source} is not a usable chunk index (it ends inside the records of segment ${first})`);
+      loadSegmentRecords(index, first, bytes, source);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency * RANGES_PER_TRANSFER, spans.length)) }, worker));
 }
 
 /** Fetches `ranges` into the file, `concurrency` at a time; calls `onRange` as each lands. Returns the bytes fetched. */

@@ -9,9 +9,12 @@
 // maximum size, counted from a cut the edit moved), the chunk is there, just not cut out.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { isFailure } from '../../../src/index.ts';
 import { readInOrder } from '../file-reads.ts';
+import { type ChunkIndex, segmentByteRange, segmentChunkRange, segmentCount, segmentDigester, takeSegment } from './chunk-index.ts';
 import type { ChunkTable } from './chunk-table.ts';
 import { chunkHasher, GearChunker } from './gear-chunker.ts';
+import { addRange, type ByteRange, subtract } from './plan.ts';
 
 export interface Seed {
   readonly path: string;
@@ -39,33 +42,149 @@ export interface ScanOptions {
   readonly log?: (line: string) => void;
 }
 
-class UnrelatedSeed extends Error {}
+/** A whole segment of the image found in a seed: the seed's bytes from `offset` on are its chunks. */
+export interface SegmentMatch {
+  readonly segment: number;
+  readonly seed: number;
+  readonly offset: number;
+}
 
-/** Scans `seeds` in order (earlier seeds win a chunk both hold); returns what each one holds, indexed as given. */
-export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], options: ScanOptions): Promise<ScannedSeed[]> {
+/**
+ * Looks for the segments the index does not know yet in the seeds, by their size and
+ * digest (a run of a seed's chunks with the segment's byte size whose whole XXH64s digest
+ * to it is the segment): a found segment becomes known, its chunks the seed's. Returns
+ * where each was found. A seed with none in its first GIVE_UP_BYTES is left to the chunk
+ * scan (a copy of another image may share chunks but no whole segment); one that cannot
+ * be read is skipped here, and the chunk scan says so.
+ */
+export async function matchSegments(index: ChunkIndex, seeds: readonly Seed[], options: ScanOptions): Promise<SegmentMatch[]> {
+  const chunksPer = index.segmentChunks;
+  // Segments not yet known, by their byte size; a last segment with fewer chunks is not looked for.
+  const bySize = new Map<number, number[]>();
+  let wanted = 0;
+  for (let segment = 0; segment < segmentCount(index); segment++) {
+    const { first, end } = segmentChunkRange(index, segment);
+    if (index.known[segment] || end - first < chunksPer) continue;
+    const { start, end: segmentEnd } = segmentByteRange(index, segment);
+    const same = bySize.get(segmentEnd - start);
+    if (same) same.push(segment);
+    else bySize.set(segmentEnd - start, [segment]);
+    wanted++;
+  }
+  const matches: SegmentMatch[] = [];
+  if (wanted === 0) return matches;
+  const digest = await segmentDigester();
+  // The seed's last chunksPer chunks, in a ring; copied out in order when their size is a segment's.
+  const ringLengths = new Uint32Array(chunksPer);
+  const ringHashes = new Uint32Array(2 * chunksPer);
+  const windowLengths = new Uint32Array(chunksPer);
+  const windowHashes = new Uint32Array(2 * chunksPer);
+  for (const [number, seed] of seeds.entries()) {
+    let filled = 0;
+    let next = 0;
+    let sum = 0;
+    let found = 0;
+    const chunker = new GearChunker(index.params);
+    const take = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
+      if (filled === chunksPer) sum -= ringLengths[next]!;
+      else filled++;
+      ringLengths[next] = length;
+      ringHashes[2 * next] = hashHigh;
+      ringHashes[2 * next + 1] = hashLow;
+      next = next + 1 === chunksPer ? 0 : next + 1;
+      sum += length;
+      if (filled < chunksPer) return;
+      const candidates = bySize.get(sum);
+      if (!candidates) return;
+      for (let at = 0; at < chunksPer; at++) {
+        const slot = (next + at) % chunksPer;
+        windowLengths[at] = ringLengths[slot]!;
+        windowHashes[2 * at] = ringHashes[2 * slot]!;
+        windowHashes[2 * at + 1] = ringHashes[2 * slot + 1]!;
+      }
+      const [high, low] = digest(windowHashes);
+      for (const segment of candidates) {
+        if (index.known[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
+        takeSegment(index, segment, windowLengths, windowHashes);
+        matches.push({ segment, seed: number, offset: offset + length - sum });
+        found++;
+        wanted--;
+      }
+    };
+    try {
+      await readInOrder(seed.path, {
+        signal: options.signal,
+        each: (bytes, offset) => {
+          if (wanted === 0 || (found === 0 && offset >= GIVE_UP_BYTES)) throw new StopScan();
+          chunker.push(bytes, take);
+        },
+      });
+      chunker.end(take);
+    } catch (error) {
+      if (options.signal.aborted) throw error;
+      // A seed that cannot be read: the chunk scan says so.
+      if (!(error instanceof StopScan || isFailure(error) || (error instanceof Error && 'code' in error))) throw error;
+    }
+    if (wanted === 0) break;
+  }
+  return matches;
+}
+
+class StopScan extends Error {}
+
+/**
+ * Scans `seeds` in order (earlier seeds win a chunk both hold); returns what each one
+ * holds, indexed as given. The segments `matches` found are placed first, and only the
+ * bytes between them are read: their ends are cut points, so the chunks between come out
+ * as a scan of the whole seed would cut them.
+ */
+export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], matches: readonly SegmentMatch[], options: ScanOptions): Promise<ScannedSeed[]> {
+  const { index } = table;
   const sizes = await Promise.all(seeds.map(async (seed) => (await stat(seed.path).catch(() => undefined))?.size ?? 0));
   const total = sizes.reduce((sum, size) => sum + size, 0);
   let before = 0;
   const scanned: ScannedSeed[] = [];
   for (const [number, seed] of seeds.entries()) {
     let found = 0;
-    const chunker = new GearChunker(table.index.params);
+    const covered: ByteRange[] = [];
+    for (const match of matches) {
+      if (match.seed !== number) continue;
+      const { first, end } = segmentChunkRange(index, match.segment);
+      let offset = match.offset;
+      for (let chunk = first; chunk < end; chunk++) {
+        if (!table.locate(chunk)) {
+          table.place(chunk, number, offset);
+          found += index.lengths[chunk]!;
+        }
+        offset += index.lengths[chunk]!;
+      }
+      addRange(covered, match.offset, offset);
+    }
     const offer = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
       if (table.offer(number, offset, length, hashHigh, hashLow)) found += length;
     };
+    const coveredBytes = covered.reduce((sum, range) => sum + range.end - range.start, 0);
+    let read = 0;
     try {
-      await readInOrder(seed.path, {
-        signal: options.signal,
-        each: (bytes, offset) => {
-          if (found === 0 && offset >= GIVE_UP_BYTES) throw new UnrelatedSeed();
-          chunker.push(bytes, offer);
-          options.onProgress?.(before + offset + bytes.length, total);
-        },
-      });
-      chunker.end(offer);
+      for (const gap of subtract([{ start: 0, end: sizes[number]! }], covered)) {
+        const chunker = new GearChunker(index.params);
+        const offerInGap = (offset: number, length: number, hashHigh: number, hashLow: number): void => offer(gap.start + offset, length, hashHigh, hashLow);
+        await readInOrder(seed.path, {
+          from: gap.start,
+          to: gap.end,
+          signal: options.signal,
+          each: (bytes) => {
+            if (found === 0 && read >= GIVE_UP_BYTES) throw new StopScan();
+            chunker.push(bytes, offerInGap);
+            read += bytes.length;
+            options.onProgress?.(before + coveredBytes + read, total);
+          },
+        });
+        chunker.end(offerInGap);
+      }
     } catch (error) {
       if (options.signal.aborted) throw error;
-      if (error instanceof UnrelatedSeed)
+      if (error instanceof StopScan)
         options.log?.(`seed ${seed.path} holds none of the image in its first ${GIVE_UP_BYTES / 1024 / 1024} MiB; not read further`);
       else options.log?.(`seed ${seed.path} could not be read (${(error as Error).message}); not used`);
     }

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { isFailure, toFailure } from '../../../src/index.ts';
 import type { OpenedImage } from '../store.ts';
-import { decodeChunkIndex } from './chunk-index.ts';
+import { type ChunkIndex, type IndexReader, readChunkIndexHead } from './chunk-index.ts';
 import { type DeltaFetchOptions, type DeltaOutcome, fetchWithSeeds } from './delta-fetch.ts';
 import type { Seed } from './seed-scan.ts';
 
@@ -26,30 +26,23 @@ export type SeededFetchOptions = Omit<DeltaFetchOptions, 'onStatus'>;
 export async function trySeededFetch(image: Extract<OpenedImage, { status: 'ready' }>, options: SeededFetchOptions): Promise<DeltaOutcome | undefined> {
   const seeds = await usableSeeds(options.seeds, options.tempPath);
   if (seeds.length === 0) return undefined;
-  let bytes: Uint8Array | undefined;
+  const readIndex: IndexReader = (from, to) => image.readAttachmentRange('chunk-index', from, to, options.signal);
+  let index: ChunkIndex | undefined;
   try {
-    bytes = await image.readAttachment('chunk-index', options.signal);
+    // Only the head: the segments' records are read once the seeds show which are needed.
+    index = await readChunkIndexHead(readIndex, `the chunk index of ${image.name}`);
   } catch (error) {
     if (options.signal.aborted || !isFailure(error, 'integrity', 'not-found')) throw error;
-    options.log(`${image.name}: chunk index not usable (${toFailure(error).message}); downloading it whole`);
-    return undefined;
-  }
-  if (!bytes) return undefined;
-  let index: ReturnType<typeof decodeChunkIndex>;
-  try {
-    index = decodeChunkIndex(bytes, `the chunk index of ${image.name}`);
-  } catch (error) {
     options.log(`${toFailure(error).message}; downloading ${image.name} whole`);
     return undefined;
   }
-  // Decoded: its bytes (about 7 a chunk) are not held through the fetch.
-  bytes = undefined;
+  if (!index) return undefined;
   const size = image.pieces.reduce((sum, piece) => sum + piece.size, 0);
   if (index.sha256 !== image.sha256 || index.size !== size) {
     options.log(`${image.name}: its chunk index describes other bytes (sha256 ${index.sha256.slice(0, 12)}…, ${index.size} bytes); downloading it whole`);
     return undefined;
   }
-  return fetchWithSeeds({ name: image.name, sha256: image.sha256, size, pieces: image.pieces }, index, { ...options, seeds });
+  return fetchWithSeeds({ name: image.name, sha256: image.sha256, size, pieces: image.pieces }, index, { ...options, seeds, readIndex });
 }
 
 /** Regular, non-empty files, each once (by inode), not the temp file itself, at most MAX_SEEDS. */
