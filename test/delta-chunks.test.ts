@@ -24,7 +24,7 @@ import {
   segmentCount,
   segmentDigester,
 } from '../tasks/store/delta/chunk-index.ts';
-import { matchSegments } from '../tasks/store/delta/seed-scan.ts';
+import { firstScan } from '../tasks/store/delta/seed-scan.ts';
 import { neverAborted } from './support/signals.ts';
 import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
@@ -372,7 +372,7 @@ test('the segments a seed holds whole are found by size and digest, at their pla
   // The head's first read brought the first segments' records: those are known already, and not looked for.
   const known = head.known.reduce((sum, value) => sum + value, 0);
   t.true(known > 0 && known < 20, `${known} segments known from the head`);
-  const matches = await matchSegments(
+  const { matches, leftovers } = await firstScan(
     head,
     [
       { path: join(dir, 'missing'), role: 'gone' },
@@ -393,6 +393,21 @@ test('the segments a seed holds whole are found by size and digest, at their pla
     t.deepEqual(head.hashHigh.subarray(chunks.first, chunks.end), whole.hashHigh.subarray(chunks.first, chunks.end));
     t.deepEqual(head.hashLow.subarray(chunks.first, chunks.end), whole.hashLow.subarray(chunks.first, chunks.end));
   }
+  // The seed's chunks outside them are kept for the chunk table, in order: the 5,000 bytes, the changed segment, the first and last ones.
+  t.is(leftovers[0], undefined, 'a seed that cannot be read is left to be read again');
+  const kept = leftovers[1]!;
+  const windows = matches.map(({ segment, offset }) => [offset, offset + segmentByteRange(whole, segment).end - segmentByteRange(whole, segment).start]);
+  let keptBytes = 0;
+  for (let chunk = 0; chunk < kept.count; chunk++) {
+    const start = kept.offsets[chunk]!;
+    t.false(
+      windows.some(([from, to]) => start >= from! && start < to!),
+      `kept chunk at ${start} is outside the segments found`,
+    );
+    if (chunk > 0) t.true(start > kept.offsets[chunk - 1]!);
+    keptBytes += kept.lengths[chunk]!;
+  }
+  t.is(keptBytes + windows.reduce((sum, [from, to]) => sum + to! - from!, 0), seedBytes.length, 'every byte of the seed is in a segment found or a kept chunk');
   // The segment holding the changed bytes is not among them.
   t.false(matches.some(({ segment }) => segmentByteRange(whole, segment).start <= middle && segmentByteRange(whole, segment).end > middle));
 });

@@ -19,7 +19,7 @@ import { ChunkTable } from './chunk-table.ts';
 import { chunkHasher } from './gear-chunker.ts';
 import { PrefixHash } from './prefix-hash.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
-import { extendMatches, matchSegments, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
+import { extendMatches, firstScan, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
 
 export interface DeltaImage {
   readonly name: string;
@@ -118,7 +118,7 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
 
   const scanOptions = { signal, log, ...(options.onProgress ? { onProgress: options.onProgress } : {}) };
   options.onStatus?.('looking for the index segments in local copies');
-  const matches = await matchSegments(index, options.seeds, scanOptions);
+  const first = await firstScan(index, options.seeds, scanOptions);
   try {
     await readUnknownRecords(index, options, `the chunk index of ${image.name}`);
   } catch (error) {
@@ -128,7 +128,7 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
   }
   const table = new ChunkTable(index);
   options.onStatus?.('reading local copies for chunks');
-  const seeds = await scanSeeds(table, options.seeds, matches, scanOptions);
+  const seeds = await scanSeeds(table, options.seeds, first, scanOptions);
   // Nothing found, nothing to look next to: the whole download starts without a walk over every chunk.
   if (!seeds.some((seed) => seed.found > 0) && done.length === 0) return undefined;
   await extendMatches(table, seeds, signal);
@@ -336,15 +336,22 @@ function pieceSizesOf(image: DeltaImage): number[] {
 /** Longest read of segment records: decoded as each arrives, so a large image's records are never all held at once. */
 const RECORD_READ_BYTES = 256 * 1024;
 
-/** Reads the records of the segments the seeds did not hold whole (adjacent ones in one read), several reads at once. */
+/**
+ * Known segments' records read again rather than split a read around them, up to this
+ * many bytes: a request costs more than that (a round trip, and on GitHub a redirect).
+ */
+const RECORD_MERGE_BYTES = 1024;
+
+/** Reads the records of the segments the seeds did not hold whole (near ones in one read), several reads at once. */
 async function readUnknownRecords(index: ChunkIndex, options: DeltaFetchOptions, source: string): Promise<void> {
   const spans: Array<{ first: number; end: number }> = [];
   const perSegment = recordSpan(index, 0, 1).to - recordSpan(index, 0, 1).from;
   const segmentsPerRead = Math.max(1, Math.floor(RECORD_READ_BYTES / perSegment));
+  const mergeSegments = Math.floor(RECORD_MERGE_BYTES / perSegment);
   for (let segment = 0; segment < segmentCount(index); segment++) {
     if (index.known[segment]) continue;
     const last = spans.at(-1);
-    if (last && last.end === segment && last.end - last.first < segmentsPerRead) last.end++;
+    if (last && segment - last.end <= mergeSegments && segment + 1 - last.first <= segmentsPerRead) last.end = segment + 1;
     else spans.push({ first: segment, end: segment + 1 });
   }
   if (spans.length === 0) return;

@@ -201,6 +201,15 @@ export class GearChunker {
     this.scan(true, each);
   }
 
+  /**
+   * After `end`: the bytes pushed next are a new stream, whose chunks are reported from
+   * `position` on (a cut point of a longer stream parts of which are scanned).
+   */
+  restartAt(position: number): void {
+    if (this.tail !== 0) throw new Error('a chunker restarts only after end');
+    this.position = position;
+  }
+
   private scan(final: boolean, each: ChunkCallback): void {
     if (this.tail === 0) return;
     const { minSize, avgSize, maxSize } = this.params;

@@ -50,18 +50,64 @@ export interface SegmentMatch {
 }
 
 /**
- * Looks for the segments the index does not know yet in the seeds, by their size and
- * digest (a run of a seed's chunks with the segment's byte size whose whole XXH64s digest
- * to it is the segment): a found segment becomes known, its chunks the seed's. Returns
- * where each was found. A seed with none in its first GIVE_UP_BYTES is left to the chunk
- * scan (a copy of another image may share chunks but no whole segment); one that cannot
- * be read is skipped here, and the chunk scan says so.
+ * What the first read of the seeds found: the whole segments, and per seed the chunks
+ * outside them (undefined: the seed is to be read again, as it was not read whole or its
+ * chunks outside segments were too many to keep).
  */
-export async function matchSegments(index: ChunkIndex, seeds: readonly Seed[], options: ScanOptions): Promise<SegmentMatch[]> {
+export interface FirstScan {
+  readonly matches: readonly SegmentMatch[];
+  readonly leftovers: ReadonlyArray<SeedChunks | undefined>;
+}
+
+/**
+ * A seed's chunks in order: where each starts, its length and XXH64. Kept only up to
+ * MAX_LEFTOVER_CHUNKS (20 bytes each): a seed with more outside the segments it holds is
+ * read again instead, so a fetch's memory stays bounded whatever its seeds.
+ */
+export class SeedChunks {
+  count = 0;
+  offsets = new Float64Array(1024);
+  lengths = new Uint32Array(1024);
+  hashes = new Uint32Array(2048);
+
+  add(offset: number, length: number, hashHigh: number, hashLow: number): boolean {
+    if (this.count === this.lengths.length) {
+      if (this.count >= MAX_LEFTOVER_CHUNKS) return false;
+      const offsets = new Float64Array(this.count * 2);
+      offsets.set(this.offsets);
+      this.offsets = offsets;
+      const lengths = new Uint32Array(this.count * 2);
+      lengths.set(this.lengths);
+      this.lengths = lengths;
+      const hashes = new Uint32Array(this.count * 4);
+      hashes.set(this.hashes);
+      this.hashes = hashes;
+    }
+    this.offsets[this.count] = offset;
+    this.lengths[this.count] = length;
+    this.hashes[2 * this.count] = hashHigh;
+    this.hashes[2 * this.count + 1] = hashLow;
+    this.count++;
+    return true;
+  }
+}
+
+/** Chunks kept per seed outside the segments found (about 1 GB of a seed's bytes, 10 MiB of memory). */
+const MAX_LEFTOVER_CHUNKS = 1 << 19;
+
+/**
+ * Reads each seed once, cutting it as the index says, and looks for the segments the index
+ * does not know yet by their size and digest (a run of a seed's chunks with the segment's
+ * byte size whose whole XXH64s digest to it is the segment): a found segment becomes known,
+ * its chunks the seed's. The seed's other chunks are kept for `scanSeeds`. A seed with no
+ * segment in its first GIVE_UP_BYTES is not read further here (a copy of another image may
+ * share chunks but no whole segment): `scanSeeds` reads it. So does one that cannot be read,
+ * and says so.
+ */
+export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], options: ScanOptions): Promise<FirstScan> {
   const chunksPer = index.segmentChunks;
   // Segments not yet known, by their byte size; a last segment with fewer chunks is not looked for.
   const bySize = new Map<number, number[]>();
-  let wanted = 0;
   for (let segment = 0; segment < segmentCount(index); segment++) {
     const { first, end } = segmentChunkRange(index, segment);
     if (index.known[segment] || end - first < chunksPer) continue;
@@ -69,14 +115,19 @@ export async function matchSegments(index: ChunkIndex, seeds: readonly Seed[], o
     const same = bySize.get(segmentEnd - start);
     if (same) same.push(segment);
     else bySize.set(segmentEnd - start, [segment]);
-    wanted++;
   }
-  const matches: SegmentMatch[] = [];
-  if (wanted === 0) return matches;
   const digest = await segmentDigester();
+  const matches: SegmentMatch[] = [];
+  const leftovers: Array<SeedChunks | undefined> = [];
+  const sizes = await Promise.all(seeds.map(async (seed) => (await stat(seed.path).catch(() => undefined))?.size ?? 0));
+  const total = sizes.reduce((sum, size) => sum + size, 0);
+  let before = 0;
   // The seed's last chunksPer chunks, in a ring; copied out in order when their size is a segment's.
+  const ringOffsets = new Float64Array(chunksPer);
   const ringLengths = new Uint32Array(chunksPer);
   const ringHashes = new Uint32Array(2 * chunksPer);
+  /** Whether a segment found covers the chunk in the slot. */
+  const ringCovered = new Uint8Array(chunksPer);
   const windowLengths = new Uint32Array(chunksPer);
   const windowHashes = new Uint32Array(2 * chunksPer);
   for (const [number, seed] of seeds.entries()) {
@@ -84,13 +135,21 @@ export async function matchSegments(index: ChunkIndex, seeds: readonly Seed[], o
     let next = 0;
     let sum = 0;
     let found = 0;
-    const chunker = new GearChunker(index.params);
+    let kept: SeedChunks | undefined = new SeedChunks();
+    /** A chunk leaving the ring, or left in it at the end: kept unless a segment found covers it. */
+    const release = (slot: number): void => {
+      if (kept && !ringCovered[slot] && !kept.add(ringOffsets[slot]!, ringLengths[slot]!, ringHashes[2 * slot]!, ringHashes[2 * slot + 1]!)) kept = undefined;
+    };
     const take = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
-      if (filled === chunksPer) sum -= ringLengths[next]!;
-      else filled++;
+      if (filled === chunksPer) {
+        release(next);
+        sum -= ringLengths[next]!;
+      } else filled++;
+      ringOffsets[next] = offset;
       ringLengths[next] = length;
       ringHashes[2 * next] = hashHigh;
       ringHashes[2 * next + 1] = hashLow;
+      ringCovered[next] = 0;
       next = next + 1 === chunksPer ? 0 : next + 1;
       sum += length;
       if (filled < chunksPer) return;
@@ -107,38 +166,44 @@ export async function matchSegments(index: ChunkIndex, seeds: readonly Seed[], o
         if (index.known[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
         takeSegment(index, segment, windowLengths, windowHashes);
         matches.push({ segment, seed: number, offset: offset + length - sum });
+        ringCovered.fill(1);
         found++;
-        wanted--;
       }
     };
+    const chunker = new GearChunker(index.params);
     try {
       await readInOrder(seed.path, {
         signal: options.signal,
         each: (bytes, offset) => {
-          if (wanted === 0 || (found === 0 && offset >= GIVE_UP_BYTES)) throw new StopScan();
+          if (found === 0 && offset >= GIVE_UP_BYTES) throw new StopScan();
           chunker.push(bytes, take);
+          options.onProgress?.(before + offset + bytes.length, total);
         },
       });
       chunker.end(take);
+      for (let at = 0; at < filled; at++) release((next - filled + at + chunksPer) % chunksPer);
     } catch (error) {
       if (options.signal.aborted) throw error;
-      // A seed that cannot be read: the chunk scan says so.
+      // Not read whole: scanSeeds reads it again (and says why when it cannot).
       if (!(error instanceof StopScan || isFailure(error) || (error instanceof Error && 'code' in error))) throw error;
+      kept = undefined;
     }
-    if (wanted === 0) break;
+    leftovers.push(kept);
+    before += sizes[number]!;
   }
-  return matches;
+  return { matches, leftovers };
 }
 
 class StopScan extends Error {}
 
 /**
- * Scans `seeds` in order (earlier seeds win a chunk both hold); returns what each one
- * holds, indexed as given. The segments `matches` found are placed first, and only the
- * bytes between them are read: their ends are cut points, so the chunks between come out
- * as a scan of the whole seed would cut them.
+ * Notes in the table what each seed holds (earlier seeds win a chunk both hold); returns
+ * that, per seed, indexed as given. The segments the first scan found are placed first,
+ * then the seed's other chunks it kept are offered. A seed it did not keep chunks of is
+ * read again, and only the bytes between its segments are chunked: their ends are cut
+ * points, so the chunks between come out as a scan of the whole seed would cut them.
  */
-export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], matches: readonly SegmentMatch[], options: ScanOptions): Promise<ScannedSeed[]> {
+export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], first: FirstScan, options: ScanOptions): Promise<ScannedSeed[]> {
   const { index } = table;
   const sizes = await Promise.all(seeds.map(async (seed) => (await stat(seed.path).catch(() => undefined))?.size ?? 0));
   const total = sizes.reduce((sum, size) => sum + size, 0);
@@ -147,11 +212,11 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], match
   for (const [number, seed] of seeds.entries()) {
     let found = 0;
     const covered: ByteRange[] = [];
-    for (const match of matches) {
+    for (const match of first.matches) {
       if (match.seed !== number) continue;
-      const { first, end } = segmentChunkRange(index, match.segment);
+      const { first: firstChunk, end } = segmentChunkRange(index, match.segment);
       let offset = match.offset;
-      for (let chunk = first; chunk < end; chunk++) {
+      for (let chunk = firstChunk; chunk < end; chunk++) {
         if (!table.locate(chunk)) {
           table.place(chunk, number, offset);
           found += index.lengths[chunk]!;
@@ -163,35 +228,73 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], match
     const offer = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
       if (table.offer(number, offset, length, hashHigh, hashLow)) found += length;
     };
-    const coveredBytes = covered.reduce((sum, range) => sum + range.end - range.start, 0);
-    let read = 0;
-    try {
-      for (const gap of subtract([{ start: 0, end: sizes[number]! }], covered)) {
-        const chunker = new GearChunker(index.params);
-        const offerInGap = (offset: number, length: number, hashHigh: number, hashLow: number): void => offer(gap.start + offset, length, hashHigh, hashLow);
-        await readInOrder(seed.path, {
-          from: gap.start,
-          to: gap.end,
-          signal: options.signal,
-          each: (bytes) => {
-            if (found === 0 && read >= GIVE_UP_BYTES) throw new StopScan();
-            chunker.push(bytes, offerInGap);
-            read += bytes.length;
-            options.onProgress?.(before + coveredBytes + read, total);
-          },
-        });
-        chunker.end(offerInGap);
-      }
-    } catch (error) {
-      if (options.signal.aborted) throw error;
-      if (error instanceof StopScan)
-        options.log?.(`seed ${seed.path} holds none of the image in its first ${GIVE_UP_BYTES / 1024 / 1024} MiB; not read further`);
-      else options.log?.(`seed ${seed.path} could not be read (${(error as Error).message}); not used`);
+    const kept = first.leftovers[number];
+    if (kept) {
+      for (let chunk = 0; chunk < kept.count; chunk++) offer(kept.offsets[chunk]!, kept.lengths[chunk]!, kept.hashes[2 * chunk]!, kept.hashes[2 * chunk + 1]!);
+    } else {
+      found += await scanGaps(table, seed, number, covered, sizes[number]!, found, (done) => options.onProgress?.(before + done, total), options);
     }
     before += sizes[number]!;
     scanned.push({ ...seed, size: sizes[number]!, found });
   }
   return scanned;
+}
+
+/** Reads a seed again and offers its chunks outside `covered`; returns the bytes found. */
+async function scanGaps(
+  table: ChunkTable,
+  seed: Seed,
+  number: number,
+  covered: readonly ByteRange[],
+  size: number,
+  foundBefore: number,
+  onProgress: (done: number) => void,
+  options: ScanOptions,
+): Promise<number> {
+  let found = 0;
+  const offer = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
+    if (table.offer(number, offset, length, hashHigh, hashLow)) found += length;
+  };
+  const gaps = subtract([{ start: 0, end: size }], covered);
+  const coveredBytes = size - gaps.reduce((sum, gap) => sum + gap.end - gap.start, 0);
+  // One read of the whole seed (one buffer), one chunker restarted at each gap.
+  const chunker = new GearChunker(table.index.params);
+  let gap = 0;
+  let inGap = false;
+  let read = 0;
+  try {
+    await readInOrder(seed.path, {
+      signal: options.signal,
+      each: (bytes, offset) => {
+        if (found + foundBefore === 0 && read >= GIVE_UP_BYTES) throw new StopScan();
+        const end = offset + bytes.length;
+        for (let at = offset; gap < gaps.length && gaps[gap]!.start < end; ) {
+          const { start: gapStart, end: gapEnd } = gaps[gap]!;
+          const from = Math.max(at, gapStart);
+          const to = Math.min(end, gapEnd);
+          if (!inGap) {
+            chunker.restartAt(gapStart);
+            inGap = true;
+          }
+          chunker.push(bytes.subarray(from - offset, to - offset), offer);
+          read += to - from;
+          at = to;
+          if (to < gapEnd) break;
+          chunker.end(offer);
+          inGap = false;
+          gap++;
+        }
+        onProgress(Math.min(size, coveredBytes + read));
+      },
+    });
+    // A seed that grew or shrank since its size was taken: its last chunk ends where it does.
+    if (inGap) chunker.end(offer);
+  } catch (error) {
+    if (options.signal.aborted) throw error;
+    if (error instanceof StopScan) options.log?.(`seed ${seed.path} holds none of the image in its first ${GIVE_UP_BYTES / 1024 / 1024} MiB; not read further`);
+    else options.log?.(`seed ${seed.path} could not be read (${(error as Error).message}); not used`);
+  }
+  return found;
 }
 
 /**
