@@ -228,6 +228,8 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     // pipeline, seeded: the old image is the file being replaced.
     const seededDir = join(work, 'seeded');
     await mkdir(seededDir);
+    const indexRead = () => server.bytesServedOf.get('img.qcow2.chunks') ?? 0;
+    const indexReadBefore = indexRead();
     const seeded = await measure(
       async () => {
         await getImage(store, 'img', {
@@ -241,6 +243,7 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
       () => copyFile(oldPath, join(seededDir, 'img.qcow2')),
     );
     await check(join(seededDir, 'img.qcow2'), 'the seeded fetch');
+    const indexBytesRead = (indexRead() - indexReadBefore) / runs;
     await rm(seededDir, { recursive: true });
     const cli = await seededCli(server, env, oldPath, work);
     await check(cli.path, 'the CLI');
@@ -312,7 +315,9 @@ async function benchPair(label: string, oldPath: string, newPath: string): Promi
     console.log(row('casync extract --seed=old', casync));
     console.log(row('the CLI, seeded (own process)', { bytes: seeded.bytes, ms: cli.ms }));
     console.log(`  peak RSS of the CLI's seeded download: ${cli.rssMiB.toFixed(0)} MiB (${cli.summary})`);
-    console.log(`  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image); zsync control file ${mb(control!.size)}`);
+    console.log(
+      `  chunk index ${mb(index.length)} (${((index.length / size) * 100).toFixed(3)} % of the image), of which the seeded fetch read ${mb(indexBytesRead)}; zsync control file ${mb(control!.size)}`,
+    );
     console.log(`  lower bound (4 KiB CDC chunks not in the old): ${mb(bound)}; pipeline moved ${((seeded.bytes / bound) * 100).toFixed(1)} % of it`);
     console.log(`  the index's own chunks (${DEFAULT_CHUNKING.avgSize / 1024} KiB) not in the old: ${mb(indexBound)}`);
   } finally {

@@ -182,6 +182,8 @@ export class GitHubServer {
 
   /** Body bytes of asset downloads served so far. */
   bytesServed = 0;
+  /** Body bytes sent per asset name (single-range and whole reads). */
+  readonly bytesServedOf = new Map<string, number>();
   private readonly pacer: Pacer | undefined;
   /**
    * Asset files open for reading, by path: a ranged read costs one synchronous read from the
@@ -706,6 +708,7 @@ export class GitHubServer {
       }
       sent += piece.length;
       this.bytesServed += piece.length;
+      this.bytesServedOf.set(asset.api.name, (this.bytesServedOf.get(asset.api.name) ?? 0) + piece.length);
       await this.pacer?.take(piece.length);
       if (piece.length && !response.write(piece)) await once(response, 'drain');
       if (sent >= limit) break;

@@ -92,8 +92,11 @@ export class SeedChunks {
   }
 }
 
-/** Chunks kept per seed outside the segments found (about 1 GB of a seed's bytes, 10 MiB of memory). */
-const MAX_LEFTOVER_CHUNKS = 1 << 19;
+/**
+ * Chunks kept per seed outside the segments found: about 300 MB of a seed's bytes, in
+ * 2.5 MiB (5 MiB while the arrays grow), which the 128 MiB bound of a 3 GiB fetch has room for.
+ */
+const MAX_LEFTOVER_CHUNKS = 1 << 17;
 
 /**
  * Reads each seed once, cutting it as the index says, and looks for the segments the index
