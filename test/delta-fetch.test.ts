@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GearChunker } from '../tasks/store/delta/gear-chunker.ts';
-import { DEFAULT_CHUNKING } from '../tasks/store/delta/chunk-index.ts';
+import { DEFAULT_CHUNKING, decodeChunkIndex, recordSpan, segmentByteRange } from '../tasks/store/delta/chunk-index.ts';
 import { getImage } from '../tasks/store/get-image.ts';
 import { chunkIndexOfBytes, rangedRequests, releaseWithIndex, tempDir } from './support/delta-release.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
@@ -151,6 +151,42 @@ test("an index whose hashes are not the image's still gives the store's bytes", 
   t.deepEqual(await readFile(path), image);
   t.regex(logs.join('\n'), /hashes to [0-9a-f]{64}, not [0-9a-f]{64}; downloading it whole/);
   t.deepEqual(got.transfer.reused, []);
+  t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
+});
+
+test("a segment's record that lies, read after the head, is refused in one line and the image downloads whole", async (t) => {
+  const dir = await tempDir(t);
+  const image = randomBytes(4_000_000);
+  const { createHash } = await import('node:crypto');
+  const sha256 = createHash('sha256').update(image).digest('hex');
+  const index = Buffer.from(await chunkIndexOfBytes(image, sha256));
+  const whole = decodeChunkIndex(index, 'img.chunks');
+  // Segment 40's first length one more: its chunks no longer add up to its size.
+  const { from } = recordSpan(whole, 40, 41);
+  index.writeUInt16LE(index.readUInt16LE(from) + 1, from);
+  const release = await releaseWithIndex(t, dir, image, { index });
+  // The seed lacks segment 40's bytes, so its record is read.
+  const { start, end } = segmentByteRange(whole, 40);
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, Buffer.concat([image.subarray(0, start), randomBytes(end - start), image.subarray(end)]));
+  const path = join(dir, 'img.qcow2');
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+  });
+  t.deepEqual(await readFile(path), image);
+  t.true(
+    logs.includes(
+      `the chunk index of img is not a usable chunk index (the chunks of segment 40 add up to ${end - start + 1} bytes, not ${end - start}); downloading img whole`,
+    ),
+    logs.join('\n'),
+  );
+  t.deepEqual(got.transfer.reused, []);
+  t.is(rangedRequests(release.server), 0);
   t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
 });
 

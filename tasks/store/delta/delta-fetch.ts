@@ -368,7 +368,10 @@ async function readUnknownRecords(index: ChunkIndex, options: DeltaFetchOptions,
       loadSegmentRecords(index, first, bytes, source);
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.concurrency * RANGES_PER_TRANSFER, spans.length)) }, worker));
+  const workers = Math.max(1, Math.min(options.concurrency * RANGES_PER_TRANSFER, spans.length));
+  // Each read in flight listens for the abort.
+  setMaxListeners(workers + 16, options.signal);
+  await Promise.all(Array.from({ length: workers }, worker));
 }
 
 /** Fetches `ranges` into the file, `concurrency` at a time; calls `onRange` as each lands. Returns the bytes fetched. */
