@@ -24,7 +24,8 @@ import {
   segmentCount,
   segmentDigester,
 } from '../tasks/store/delta/chunk-index.ts';
-import { firstScan } from '../tasks/store/delta/seed-scan.ts';
+import { ChunkTable } from '../tasks/store/delta/chunk-table.ts';
+import { firstScan, scanSeeds } from '../tasks/store/delta/seed-scan.ts';
 import { neverAborted } from './support/signals.ts';
 import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
@@ -410,6 +411,59 @@ test('the segments a seed holds whole are found by size and digest, at their pla
   t.is(keptBytes + windows.reduce((sum, [from, to]) => sum + to! - from!, 0), seedBytes.length, 'every byte of the seed is in a segment found or a kept chunk');
   // The segment holding the changed bytes is not among them.
   t.false(matches.some(({ segment }) => segmentByteRange(whole, segment).start <= middle && segmentByteRange(whole, segment).end > middle));
+});
+
+test('a seed read again, chunked only between the segments found, gives the chunk table what the chunks kept from its first read give', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pipeline-delta-chunks-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const random = seededRandom(seed + 1);
+  const image = seededBytes(2_000_000, random);
+  const builder = new ChunkIndexBuilder();
+  builder.update(image);
+  const encoded = Buffer.from(await builder.finish('ab'.repeat(32)));
+  // Two seeds: the image with bytes inserted and overwritten here and there, and a copy of its second half.
+  const edited = Buffer.concat([
+    image.subarray(0, 300_000),
+    seededBytes(5_000, random),
+    image.subarray(300_000, 900_000),
+    seededBytes(70_000, random),
+    image.subarray(970_000, 1_600_000),
+    seededBytes(10, random),
+    image.subarray(1_600_010),
+  ]);
+  const seeds = [
+    { path: join(dir, 'edited'), role: 'old' },
+    { path: join(dir, 'half'), role: 'another image' },
+  ];
+  await writeFile(seeds[0]!.path, edited);
+  await writeFile(seeds[1]!.path, Buffer.concat([seededBytes(3_000, random), image.subarray(1_000_000)]));
+  const locations = async (leftoverChunks?: number) => {
+    const head = (await readChunkIndexHead(async (from, to) => encoded.subarray(from, Math.min(to, encoded.length)), 'img.chunks'))!;
+    const first = await firstScan(head, seeds, { signal: neverAborted(), ...(leftoverChunks === undefined ? {} : { leftoverChunks }) });
+    for (let segment = 0; segment < segmentCount(head); segment++) {
+      if (head.known[segment]) continue;
+      const { from, to } = recordSpan(head, segment, segment + 1);
+      loadSegmentRecords(head, segment, encoded.subarray(from, to), 'img.chunks');
+    }
+    const table = new ChunkTable(head);
+    const scanned = await scanSeeds(table, seeds, first, { signal: neverAborted() });
+    return { first, found: scanned.map((one) => one.found), held: Array.from({ length: head.count }, (_, chunk) => table.locate(chunk)) };
+  };
+  const kept = await locations();
+  t.true(kept.first.matches.length >= 5 && kept.first.leftovers.every((chunks) => chunks !== undefined && chunks.count > 0));
+  const again = await locations(0);
+  t.true(
+    again.first.leftovers.every((chunks) => chunks === undefined),
+    'no budget: every seed is read again',
+  );
+  t.deepEqual(again.first.matches, kept.first.matches);
+  t.deepEqual(again.found, kept.found);
+  t.deepEqual(again.held, kept.held);
+  // A budget that runs out within the second seed: the first keeps its chunks, the second is read again.
+  const partial = await locations(kept.first.leftovers[0]!.count + 5);
+  t.not(partial.first.leftovers[0], undefined);
+  t.is(partial.first.leftovers[1], undefined);
+  t.deepEqual(partial.held, kept.held);
 });
 
 test('an index that lies about its shape is refused, naming its source', async (t) => {

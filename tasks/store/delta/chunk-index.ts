@@ -296,18 +296,27 @@ function badFor(source: string): Bad {
 /** Reads bytes [from, to) of an encoded index (`to` clipped to its size); undefined when there is none. */
 export type IndexReader = (from: number, to: number) => Promise<Uint8Array | undefined>;
 
-/** Bytes read first: the header, and for a small image the whole head and some records. */
+/** Bytes read first, beside the head this version's index of an image that size has: the header, and some records. */
 const FIRST_READ_BYTES = 4096;
 
 /**
- * An index's head, read with `read` (the header first, then the segment table), decoded
+ * The head an index this version writes has for an image of `imageSize` bytes, a little
+ * over, so that the first read usually brings all of it (a round trip less).
+ */
+export function expectedHeadBytes(imageSize: number): number {
+  const segments = imageSize / (DEFAULT_CHUNKING.avgSize * SEGMENT_CHUNKS);
+  return Math.ceil(segments * 1.1) * SEGMENT_ENTRY_BYTES;
+}
+
+/**
+ * An index's head, read with `read` (the header and `headGuess` bytes more first, then the rest of the segment table), decoded
  * with no segment known, except those whose records came with the head's reads;
  * undefined when there is no index. A
  * Failure of kind `integrity` names `source` and what is wrong, in one line.
  */
-export async function readChunkIndexHead(read: IndexReader, source: string): Promise<ChunkIndex | undefined> {
+export async function readChunkIndexHead(read: IndexReader, source: string, headGuess = 0): Promise<ChunkIndex | undefined> {
   const bad = badFor(source);
-  const first = await read(0, FIRST_READ_BYTES);
+  const first = await read(0, FIRST_READ_BYTES + headGuess);
   if (!first) return undefined;
   let bytes = Buffer.from(first);
   const { header, at } = decodeHeader(bytes, bad);

@@ -359,13 +359,20 @@ async function readUnknownRecords(index: ChunkIndex, options: DeltaFetchOptions,
   if (!read) throw new Error(`${source}: ${spans.length} runs of segments are not known and there is no reader for them`);
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < spans.length) {
-      options.signal.throwIfAborted();
-      const { first, end } = spans[next++]!;
-      const { from, to } = recordSpan(index, first, end);
-      const bytes = await read(from, to);
-      if (bytes?.length !== to - from) throw new Failure('integrity', `${source} is not a usable chunk index (it ends inside the records of segment ${first})`);
-      loadSegmentRecords(index, first, bytes, source);
+    try {
+      while (next < spans.length) {
+        options.signal.throwIfAborted();
+        const { first, end } = spans[next++]!;
+        const { from, to } = recordSpan(index, first, end);
+        const bytes = await read(from, to);
+        if (bytes?.length !== to - from)
+          throw new Failure('integrity', `${source} is not a usable chunk index (it ends inside the records of segment ${first})`);
+        loadSegmentRecords(index, first, bytes, source);
+      }
+    } catch (error) {
+      // The others start no further read: the index is not used.
+      next = spans.length;
+      throw error;
     }
   };
   const workers = Math.max(1, Math.min(options.concurrency * RANGES_PER_TRANSFER, spans.length));

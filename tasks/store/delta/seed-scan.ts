@@ -38,6 +38,8 @@ const GIVE_UP_BYTES = 4 * 1024 * 1024;
 
 export interface ScanOptions {
   readonly signal: AbortSignal;
+  /** Seed chunks the first scan may keep outside the segments it finds, in all (default MAX_LEFTOVER_CHUNKS). */
+  readonly leftoverChunks?: number;
   readonly onProgress?: (done: number, total: number) => void;
   readonly log?: (line: string) => void;
 }
@@ -60,9 +62,9 @@ export interface FirstScan {
 }
 
 /**
- * A seed's chunks in order: where each starts, its length and XXH64. Kept only up to
- * MAX_LEFTOVER_CHUNKS (20 bytes each): a seed with more outside the segments it holds is
- * read again instead, so a fetch's memory stays bounded whatever its seeds.
+ * A seed's chunks in order: where each starts, its length and XXH64 (20 bytes a chunk).
+ * All seeds' kept chunks share one budget of MAX_LEFTOVER_CHUNKS: a seed whose chunks do
+ * not fit is read again instead, so a fetch's memory stays bounded whatever its seeds.
  */
 export class SeedChunks {
   count = 0;
@@ -70,16 +72,19 @@ export class SeedChunks {
   lengths = new Uint32Array(1024);
   hashes = new Uint32Array(2048);
 
+  constructor(private readonly budget: { left: number }) {}
+
   add(offset: number, length: number, hashHigh: number, hashLow: number): boolean {
+    if (this.budget.left === 0) return false;
     if (this.count === this.lengths.length) {
-      if (this.count >= MAX_LEFTOVER_CHUNKS) return false;
-      const offsets = new Float64Array(this.count * 2);
+      const capacity = Math.min(this.count * 2, this.count + this.budget.left);
+      const offsets = new Float64Array(capacity);
       offsets.set(this.offsets);
       this.offsets = offsets;
-      const lengths = new Uint32Array(this.count * 2);
+      const lengths = new Uint32Array(capacity);
       lengths.set(this.lengths);
       this.lengths = lengths;
-      const hashes = new Uint32Array(this.count * 4);
+      const hashes = new Uint32Array(capacity * 2);
       hashes.set(this.hashes);
       this.hashes = hashes;
     }
@@ -88,15 +93,22 @@ export class SeedChunks {
     this.hashes[2 * this.count] = hashHigh;
     this.hashes[2 * this.count + 1] = hashLow;
     this.count++;
+    this.budget.left--;
     return true;
+  }
+
+  /** Gives its chunks' share of the budget back (the seed will be read again). */
+  release(): void {
+    this.budget.left += this.count;
+    this.count = 0;
   }
 }
 
 /**
- * Chunks kept per seed outside the segments found: about 300 MB of a seed's bytes, in
- * 2.5 MiB (5 MiB while the arrays grow), which the 128 MiB bound of a 3 GiB fetch has room for.
+ * Chunks kept in all outside the segments found: about 150 MB of seeds' bytes, in 1.25 MiB
+ * (2.5 MiB while an array grows), which the 128 MiB bound of a 3 GiB fetch has room for.
  */
-const MAX_LEFTOVER_CHUNKS = 1 << 17;
+const MAX_LEFTOVER_CHUNKS = 1 << 16;
 
 /**
  * Reads each seed once, cutting it as the index says, and looks for the segments the index
@@ -133,15 +145,19 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
   const ringCovered = new Uint8Array(chunksPer);
   const windowLengths = new Uint32Array(chunksPer);
   const windowHashes = new Uint32Array(2 * chunksPer);
+  const budget = { left: options.leftoverChunks ?? MAX_LEFTOVER_CHUNKS };
   for (const [number, seed] of seeds.entries()) {
     let filled = 0;
     let next = 0;
     let sum = 0;
     let found = 0;
-    let kept: SeedChunks | undefined = new SeedChunks();
+    let kept: SeedChunks | undefined = new SeedChunks(budget);
     /** A chunk leaving the ring, or left in it at the end: kept unless a segment found covers it. */
     const release = (slot: number): void => {
-      if (kept && !ringCovered[slot] && !kept.add(ringOffsets[slot]!, ringLengths[slot]!, ringHashes[2 * slot]!, ringHashes[2 * slot + 1]!)) kept = undefined;
+      if (kept && !ringCovered[slot] && !kept.add(ringOffsets[slot]!, ringLengths[slot]!, ringHashes[2 * slot]!, ringHashes[2 * slot + 1]!)) {
+        kept.release();
+        kept = undefined;
+      }
     };
     const take = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
       if (filled === chunksPer) {
@@ -189,6 +205,7 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
       if (options.signal.aborted) throw error;
       // Not read whole: scanSeeds reads it again (and says why when it cannot).
       if (!(error instanceof StopScan || isFailure(error) || (error instanceof Error && 'code' in error))) throw error;
+      kept?.release();
       kept = undefined;
     }
     leftovers.push(kept);

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { isFailure, toFailure } from '../../../src/index.ts';
 import type { OpenedImage } from '../store.ts';
-import { type ChunkIndex, type IndexReader, readChunkIndexHead } from './chunk-index.ts';
+import { type ChunkIndex, expectedHeadBytes, type IndexReader, readChunkIndexHead } from './chunk-index.ts';
 import { type DeltaFetchOptions, type DeltaOutcome, fetchWithSeeds } from './delta-fetch.ts';
 import type { Seed } from './seed-scan.ts';
 
@@ -30,7 +30,7 @@ export async function trySeededFetch(image: Extract<OpenedImage, { status: 'read
   let index: ChunkIndex | undefined;
   try {
     // Only the head: the segments' records are read once the seeds show which are needed.
-    index = await readChunkIndexHead(readIndex, `the chunk index of ${image.name}`);
+    index = await readChunkIndexHead(readIndex, `the chunk index of ${image.name}`, expectedHeadBytes(image.size));
   } catch (error) {
     if (options.signal.aborted || !isFailure(error, 'integrity', 'not-found')) throw error;
     options.log(`${toFailure(error).message}; downloading ${image.name} whole`);
