@@ -111,21 +111,24 @@ export class SeedChunks {
 const MAX_LEFTOVER_CHUNKS = 1 << 16;
 
 /**
- * Reads each seed once, cutting it as the index says, and looks for the segments the index
- * does not know yet by their size and digest (a run of a seed's chunks with the segment's
- * byte size whose whole XXH64s digest to it is the segment): a found segment becomes known,
- * its chunks the seed's. The seed's other chunks are kept for `scanSeeds`. A seed with no
+ * Reads each seed once, cutting it as the index says, and looks for the index's segments
+ * by their size and digest (a run of a seed's chunks with the segment's byte size whose
+ * whole XXH64s digest to it is the segment): a found segment becomes known, its chunks
+ * the seed's. The seed's other chunks are kept for `scanSeeds`. A seed with no
  * segment in its first GIVE_UP_BYTES is not read further here (a copy of another image may
  * share chunks but no whole segment): `scanSeeds` reads it. So does one that cannot be read,
  * and says so.
  */
 export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], options: ScanOptions): Promise<FirstScan> {
   const chunksPer = index.segmentChunks;
-  // Segments not yet known, by their byte size; a last segment with fewer chunks is not looked for.
+  // Segments by their byte size; a last segment with fewer chunks is not looked for. Those
+  // known already (their records came with the index's head) are looked for too: where a
+  // seed holds them is as useful, and a seed's first MiBs are often only those.
   const bySize = new Map<number, number[]>();
+  const segmentFound = new Uint8Array(segmentCount(index));
   for (let segment = 0; segment < segmentCount(index); segment++) {
     const { first, end } = segmentChunkRange(index, segment);
-    if (index.known[segment] || end - first < chunksPer) continue;
+    if (end - first < chunksPer) continue;
     const { start, end: segmentEnd } = segmentByteRange(index, segment);
     const same = bySize.get(segmentEnd - start);
     if (same) same.push(segment);
@@ -150,7 +153,7 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
     let filled = 0;
     let next = 0;
     let sum = 0;
-    let found = 0;
+    let foundHere = 0;
     let kept: SeedChunks | undefined = new SeedChunks(budget);
     /** A chunk leaving the ring, or left in it at the end: kept unless a segment found covers it. */
     const release = (slot: number): void => {
@@ -182,11 +185,12 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
       }
       const [high, low] = digest(windowHashes);
       for (const segment of candidates) {
-        if (index.known[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
-        takeSegment(index, segment, windowLengths, windowHashes);
+        if (segmentFound[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
+        segmentFound[segment] = 1;
+        if (!index.known[segment]) takeSegment(index, segment, windowLengths, windowHashes);
         matches.push({ segment, seed: number, offset: offset + length - sum });
         ringCovered.fill(1);
-        found++;
+        foundHere++;
       }
     };
     const chunker = new GearChunker(index.params);
@@ -194,7 +198,7 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
       await readInOrder(seed.path, {
         signal: options.signal,
         each: (bytes, offset) => {
-          if (found === 0 && offset >= GIVE_UP_BYTES) throw new StopScan();
+          if (foundHere === 0 && offset >= GIVE_UP_BYTES) throw new StopScan();
           chunker.push(bytes, take);
           options.onProgress?.(before + offset + bytes.length, total);
         },
