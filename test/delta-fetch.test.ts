@@ -11,8 +11,8 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GearChunker } from '../tasks/store/delta/gear-chunker.ts';
 import { DEFAULT_CHUNKING, decodeChunkIndex, recordSpan, segmentByteRange } from '../tasks/store/delta/chunk-index.ts';
-import { getImage } from '../tasks/store/get-image.ts';
-import { chunkIndexOfBytes, rangedRequests, releaseWithIndex, tempDir } from './support/delta-release.ts';
+import { type GetImageOptions, getImage } from '../tasks/store/get-image.ts';
+import { chunkIndexOfBytes, type DeltaRelease, rangedRequests, releaseWithIndex, tempDir } from './support/delta-release.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
 import { neverAborted } from './support/signals.ts';
 
@@ -47,6 +47,23 @@ function applyEdits(bytes: Buffer, edits: readonly Edit[], random: () => number)
     else out = Buffer.concat([out.subarray(0, at), fresh.subarray(0, out.length - at), out.subarray(Math.min(out.length, at + edit.size))]);
   }
   return out;
+}
+
+/** Fetches `img` from `release` into `{dir}/img.qcow2` with one seed, `{dir}/seed`, holding `seedBytes`; returns what getImage gave and the log's lines. */
+async function fetchWithSeed(release: DeltaRelease, dir: string, seedBytes: Uint8Array, options: Partial<GetImageOptions> = {}) {
+  const seedPath = join(dir, 'seed');
+  await writeFile(seedPath, seedBytes);
+  const path = join(dir, 'img.qcow2');
+  const logs: string[] = [];
+  const got = await getImage(release.store, 'img', {
+    path,
+    overwrite: false,
+    signal: neverAborted(),
+    seeds: [{ path: seedPath, role: 'old' }],
+    log: (line) => logs.push(line),
+    ...options,
+  });
+  return { got, path, logs };
 }
 
 test('a seeded fetch rebuilds the new file byte for byte and fetches no more than the chunks the seed lacks', async (t) => {
@@ -137,17 +154,7 @@ test("an index whose hashes are not the image's still gives the store's bytes", 
   const { createHash } = await import('node:crypto');
   const sha256 = createHash('sha256').update(image).digest('hex');
   const release = await releaseWithIndex(t, dir, image, { index: await chunkIndexOfBytes(other, sha256) });
-  const seedPath = join(dir, 'seed');
-  await writeFile(seedPath, other);
-  const path = join(dir, 'img.qcow2');
-  const logs: string[] = [];
-  const got = await getImage(release.store, 'img', {
-    path,
-    overwrite: false,
-    signal: neverAborted(),
-    seeds: [{ path: seedPath, role: 'old' }],
-    log: (line) => logs.push(line),
-  });
+  const { got, path, logs } = await fetchWithSeed(release, dir, other);
   t.deepEqual(await readFile(path), image);
   t.regex(logs.join('\n'), /hashes to [0-9a-f]{64}, not [0-9a-f]{64}; downloading it whole/);
   t.deepEqual(got.transfer.reused, []);
@@ -167,17 +174,7 @@ test("a segment's record that lies, read after the head, is refused in one line 
   const release = await releaseWithIndex(t, dir, image, { index });
   // The seed lacks segment 40's bytes, so its record is read.
   const { start, end } = segmentByteRange(whole, 40);
-  const seedPath = join(dir, 'seed');
-  await writeFile(seedPath, Buffer.concat([image.subarray(0, start), randomBytes(end - start), image.subarray(end)]));
-  const path = join(dir, 'img.qcow2');
-  const logs: string[] = [];
-  const got = await getImage(release.store, 'img', {
-    path,
-    overwrite: false,
-    signal: neverAborted(),
-    seeds: [{ path: seedPath, role: 'old' }],
-    log: (line) => logs.push(line),
-  });
+  const { got, path, logs } = await fetchWithSeed(release, dir, Buffer.concat([image.subarray(0, start), randomBytes(end - start), image.subarray(end)]));
   t.deepEqual(await readFile(path), image);
   t.true(
     logs.includes(
@@ -231,18 +228,8 @@ test('a seed that holds too little to be worth its ranged reads: the image downl
     ],
   ];
   for (const [what, seedBytes] of cases) {
-    const seedPath = join(dir, 'seed');
-    await writeFile(seedPath, seedBytes);
-    const path = join(dir, 'img.qcow2');
-    const logs: string[] = [];
     const rangedBefore = rangedRequests(release.server);
-    const got = await getImage(release.store, 'img', {
-      path,
-      overwrite: true,
-      signal: neverAborted(),
-      seeds: [{ path: seedPath, role: 'old' }],
-      log: (line) => logs.push(line),
-    });
+    const { got, path, logs } = await fetchWithSeed(release, dir, seedBytes, { overwrite: true });
     t.deepEqual(await readFile(path), image, what);
     t.is(got.transfer.fetched, image.length, what);
     t.deepEqual(got.transfer.reused, [], what);
