@@ -27,7 +27,7 @@ import {
 import { ChunkTable } from '../tasks/store/delta/chunk-table.ts';
 import { firstScan, scanSeeds } from '../tasks/store/delta/seed-scan.ts';
 import { neverAborted } from './support/signals.ts';
-import { GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
+import { ChunkHasher, GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
 import { seededBytes, seededRandom } from './support/seeded-bytes.ts';
 
@@ -122,6 +122,23 @@ function chunksInPlace(bytes: Uint8Array, splits: readonly number[], params = SM
   chunker.end(each);
   return chunks;
 }
+
+test('a chunk hasher hashes bytes where they lie as xxhash-wasm does, at any place and length, and refuses bytes outside it', async (t) => {
+  t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);
+  const { h64Raw } = await xxhash();
+  const hasher = new ChunkHasher(5000);
+  fc.assert(
+    fc.property(fc.integer(), fc.nat({ max: 5000 }), fc.nat({ max: 5000 }), (salt, start, length) => {
+      fc.pre(start + length <= 5000);
+      seededBytes(5000, seededRandom(salt)).copy(hasher.bytes);
+      hasher.hash(start, length);
+      return ((BigInt(hasher.high) << 32n) | BigInt(hasher.low)) === h64Raw(hasher.bytes.subarray(start, start + length));
+    }),
+    { seed, numRuns: Number(process.env.DELTA_CHUNKS_RUNS ?? 150) },
+  );
+  t.throws(() => hasher.hash(4990, 11), { instanceOf: RangeError });
+  t.throws(() => hasher.hash(-1, 2), { instanceOf: RangeError });
+});
 
 test('chunks scanned in place in a shared memory are the ones pushed bytes give', (t) => {
   t.log(`seed ${seed} (replay: DELTA_CHUNKS_SEED=${seed})`);

@@ -187,6 +187,20 @@ test("a segment's record that lies, read after the head, is refused in one line 
   t.deepEqual((await readdir(dir)).sort(), ['img.qcow2', 'seed']);
 });
 
+test('chunks that occur twice in the image and in no seed are fetched once, then copied within the file', async (t) => {
+  const dir = await tempDir(t);
+  const random = seededRandom(seed);
+  const [a, twice, c, d] = [seededBytes(200_000, random), seededBytes(200_000, random), seededBytes(200_000, random), seededBytes(100_000, random)];
+  const image = Buffer.concat([a, twice, c, twice, d]);
+  const release = await releaseWithIndex(t, dir, image);
+  const seedBytes = Buffer.concat([a, c, d]);
+  const { got, path } = await fetchWithSeed(release, dir, seedBytes, { rangedReadCost: 0 });
+  t.deepEqual(await readFile(path), image);
+  // The repeated bytes once, and no more than the distinct chunks the seed lacks: not twice.
+  const bound = missingChunkBytes(seedBytes, image);
+  t.true(got.transfer.fetched >= twice.length && got.transfer.fetched <= bound && got.transfer.fetched < 1.5 * twice.length, `fetched ${got.transfer.fetched}, bound ${bound}`);
+});
+
 test('with no seed holding any of it, the image downloads whole with no ranged reads', async (t) => {
   const dir = await tempDir(t);
   const image = randomBytes(300_000);

@@ -154,6 +154,12 @@ export function keptLowHash(hashBytes: number): (low: number) => number {
   return (low) => (low & mask) >>> shift;
 }
 
+/** Whether an XXH64 (its halves) is, as far as the index keeps it, the hash of a chunk. */
+export function chunkMatcher(index: ChunkIndex): (chunk: number, hashHigh: number, hashLow: number) => boolean {
+  const keptLow = keptLowHash(index.hashBytes);
+  return (chunk, hashHigh, hashLow) => index.hashHigh[chunk] === hashHigh && index.hashLow[chunk] === keptLow(hashLow);
+}
+
 /** Bytes a chunk length takes in the records, for chunks of at most `maxSize`. */
 function lengthBytesFor(maxSize: number): number {
   return maxSize < 2 ** 16 ? 2 : maxSize < 2 ** 24 ? 3 : 4;

@@ -1,7 +1,7 @@
 // The chunks of an image by hash, and where local seed files hold each of them. Typed
 // arrays only, no Map of objects: a 3 GiB image has about 1.3 million chunks, and the fetch
 // must stay within its memory bound (13 bytes a chunk here, beside the index's 7).
-import { type ChunkIndex, keptLowHash } from './chunk-index.ts';
+import { type ChunkIndex, chunkMatcher, keptLowHash } from './chunk-index.ts';
 
 const EMPTY = 0xffffffff;
 /** Seeds a holder can name (a seed's number is kept in the low bits of its offset). */
@@ -27,6 +27,7 @@ export class ChunkTable {
     // At most four fifths full: short probe runs, and 5 bytes a chunk.
     this.slots = new Uint32Array(Math.max(1024, Math.ceil(index.count * 1.25))).fill(EMPTY);
     this.keptLow = keptLowHash(index.hashBytes);
+    this.matches = chunkMatcher(index);
     this.holder = new Float64Array(index.count);
     for (let chunk = 0; chunk < index.count; chunk++) {
       const slot = this.slotOf(index.hashHigh[chunk]!, index.hashLow[chunk]!, index.lengths[chunk]!);
@@ -63,9 +64,7 @@ export class ChunkTable {
   }
 
   /** Whether this XXH64 is, as far as the index keeps it, the hash of chunk `chunk`. */
-  matches(chunk: number, hashHigh: number, hashLow: number): boolean {
-    return this.index.hashHigh[chunk] === hashHigh && this.index.hashLow[chunk] === this.keptLow(hashLow);
-  }
+  readonly matches: (chunk: number, hashHigh: number, hashLow: number) => boolean;
 
   /** Seed `seed` holds chunk `chunk` at `offset` (found by looking next to its neighbours' copies). */
   place(chunk: number, seed: number, offset: number): void {

@@ -14,9 +14,9 @@ import { closeSync, readSync, writeSync } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { Failure, isFailure, siblingTempPath, toFailure } from '../../../src/index.ts';
 import type { ImagePiece } from '../store.ts';
-import { type ChunkIndex, type IndexReader, keptLowHash, loadSegmentRecords, recordSpan, segmentCount, segmentDigester } from './chunk-index.ts';
+import { type ChunkIndex, chunkMatcher, type IndexReader, loadSegmentRecords, recordSpan, segmentCount, segmentDigester } from './chunk-index.ts';
 import { ChunkTable } from './chunk-table.ts';
-import { chunkHasher } from './gear-chunker.ts';
+import { ChunkHasher } from './gear-chunker.ts';
 import { PrefixHash } from './prefix-hash.ts';
 import { addRange, type ByteRange, type CopyRun, type DeltaPlan, type PieceRange, planDelta, splitIntoRequests } from './plan.ts';
 import { extendMatches, firstScan, openForReading, type ScannedSeed, type Seed, scanSeeds } from './seed-scan.ts';
@@ -110,12 +110,66 @@ async function readState(path: string, image: DeltaImage): Promise<DeltaState | 
  * whole, as it would without seeds).
  */
 export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, options: DeltaFetchOptions): Promise<DeltaOutcome | undefined> {
-  const { signal, log } = options;
+  const { log } = options;
   const statePath = deltaStatePath(options.tempPath);
   const previous = await readState(statePath, image);
   const resumable = previous !== undefined && (await stat(options.tempPath).catch(() => undefined))?.size === image.size;
   const done: ByteRange[] = resumable ? previous.done.map((range) => ({ ...range })) : [];
 
+  const planned = await planFromSeeds(image, index, done, options);
+  if (!planned) return undefined;
+  const { seeds, plan } = planned;
+  const reusable = plan.reusedBytes.reduce((sum, bytes) => sum + bytes, 0);
+  if (resumable) log(`${image.name}: resuming a seeded fetch, ${plan.doneBytes} of ${image.size} bytes already in place`);
+
+  // A state file of an earlier run that cannot resume would name ranges of the file this run truncates.
+  if (!resumable) await rm(statePath, { force: true });
+  const handle = await open(options.tempPath, resumable ? 'r+' : 'w+');
+  const assembly = new Assembly(handle, image, statePath, done, plan.doneBytes, seeds.length, options.onProgress);
+  let refetchedSegments = 0;
+  try {
+    if (!resumable) await handle.truncate(image.size);
+    options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
+    await assemble(assembly, index, seeds, plan, options);
+    options.onStatus?.('verifying');
+    // The flush runs while the last bytes are hashed; a repair writes again, and flushes again.
+    const flushed = handle.sync();
+    flushed.catch(() => {}); // awaited below, unless the verification fails first
+    refetchedSegments = await verifyOrRepair(assembly, index, options);
+    await flushed;
+    if (refetchedSegments > 0) await handle.sync();
+  } catch (error) {
+    if (!assembly.discarded) await assembly.save().catch(() => {});
+    throw error;
+  } finally {
+    await assembly.close();
+  }
+  await rm(statePath, { force: true });
+  return {
+    fetched: assembly.fetched,
+    reused: seeds
+      .map((seed: ScannedSeed, number) => ({ path: seed.path, role: seed.role, bytes: assembly.reused[number]! }))
+      .filter((seed) => seed.bytes > 0)
+      .sort((a, b) => b.bytes - a.bytes),
+    resumed: resumable ? previous.done.reduce((sum, range) => sum + range.end - range.start, 0) : 0,
+    refetchedSegments,
+  };
+}
+
+/**
+ * The plan from the seeds: the index segments they hold found, the other segments' records
+ * read, the seeds' chunks offered to a chunk table, then looked for next to their
+ * neighbours' copies. Undefined when the seeds hold too little to be worth ranged reads, or
+ * a record cannot be used. What only planning needs (the table, the seeds' chunks) is
+ * garbage once this returns: 17 MiB for a 3 GiB image, room the assembly then has.
+ */
+async function planFromSeeds(
+  image: DeltaImage,
+  index: ChunkIndex,
+  done: readonly ByteRange[],
+  options: DeltaFetchOptions,
+): Promise<{ seeds: ScannedSeed[]; plan: DeltaPlan } | undefined> {
+  const { signal, log } = options;
   const scanOptions = { signal, log, ...(options.onProgress ? { onProgress: options.onProgress } : {}) };
   options.onStatus?.('looking for the index segments in local copies');
   const first = await firstScan(index, options.seeds, scanOptions);
@@ -142,40 +196,7 @@ export async function fetchWithSeeds(image: DeltaImage, index: ChunkIndex, optio
     );
     return undefined;
   }
-  if (resumable) log(`${image.name}: resuming a seeded fetch, ${plan.doneBytes} of ${image.size} bytes already in place`);
-
-  // A state file of an earlier run that cannot resume would name ranges of the file this run truncates.
-  if (!resumable) await rm(statePath, { force: true });
-  const handle = await open(options.tempPath, resumable ? 'r+' : 'w+');
-  const assembly = new Assembly(handle, image, statePath, done, plan.doneBytes, seeds.length, options.onProgress);
-  let refetchedSegments = 0;
-  try {
-    if (!resumable) await handle.truncate(image.size);
-    options.onStatus?.(`fetching ${plan.fetchBytes} bytes, copying ${reusable} from local copies`);
-    await assemble(assembly, table, seeds, plan, options);
-    options.onStatus?.('verifying');
-    // The flush runs while the last bytes are hashed; a repair writes again, and flushes again.
-    const flushed = handle.sync();
-    flushed.catch(() => {}); // awaited below, unless the verification fails first
-    refetchedSegments = await verifyOrRepair(assembly, index, options);
-    await flushed;
-    if (refetchedSegments > 0) await handle.sync();
-  } catch (error) {
-    if (!assembly.discarded) await assembly.save().catch(() => {});
-    throw error;
-  } finally {
-    await assembly.close();
-  }
-  await rm(statePath, { force: true });
-  return {
-    fetched: assembly.fetched,
-    reused: seeds
-      .map((seed: ScannedSeed, number) => ({ path: seed.path, role: seed.role, bytes: assembly.reused[number]! }))
-      .filter((seed) => seed.bytes > 0)
-      .sort((a, b) => b.bytes - a.bytes),
-    resumed: resumable ? previous.done.reduce((sum, range) => sum + range.end - range.start, 0) : 0,
-    refetchedSegments,
-  };
+  return { seeds, plan };
 }
 
 /**
@@ -279,12 +300,12 @@ class Assembly {
 }
 
 /** The plan carried out: ranges fetched while runs are copied from the seeds, then chunks that occur twice copied within the file. */
-async function assemble(assembly: Assembly, table: ChunkTable, seeds: readonly ScannedSeed[], plan: DeltaPlan, options: DeltaFetchOptions): Promise<void> {
+async function assemble(assembly: Assembly, index: ChunkIndex, seeds: readonly ScannedSeed[], plan: DeltaPlan, options: DeltaFetchOptions): Promise<void> {
   const { image } = assembly;
   // Copies are local and fetches wait on the network: both at once.
   const [, stale] = await Promise.all([
     assembly.fetch(plan.fetches, options),
-    copyRuns(assembly.handle, table, seeds, plan.copies, options.signal, (run, bytes) => {
+    copyRuns(assembly.handle, index, seeds, plan.copies, options.signal, (run, bytes) => {
       assembly.landed(run.target, run.target + run.length);
       assembly.reused[run.seed]! += bytes;
     }),
@@ -445,25 +466,26 @@ async function fetchInto(
  */
 async function copyRuns(
   handle: FileHandle,
-  table: ChunkTable,
+  index: ChunkIndex,
   seeds: readonly ScannedSeed[],
   runs: readonly CopyRun[],
   signal: AbortSignal,
   onCopied: (run: CopyRun, bytes: number) => void,
 ): Promise<ByteRange[]> {
-  const { index } = table;
   const stale: ByteRange[] = [];
+  const isChunk = chunkMatcher(index);
   const files = new Map<number, number | undefined>();
-  const hash = await chunkHasher(index.params.maxSize);
-  // One buffer for every run, allocated once: a buffer grown run by run leaves the freed ones in the heap's arenas.
-  const buffer = Buffer.allocUnsafe(longest(runs));
+  // One buffer for every run, allocated once (a buffer grown run by run leaves the freed ones in the heap's arenas), and hashed where it lies.
+  const hasher = new ChunkHasher(longest(runs));
+  const buffer = hasher.bytes;
+  const intact = (chunk: number, at: number, length: number): boolean => {
+    hasher.hash(at, length);
+    return isChunk(chunk, hasher.high, hasher.low);
+  };
+  const turns = new Turns();
   try {
-    let turnStarted = performance.now();
     for (const run of runs) {
-      if (performance.now() - turnStarted >= COPY_TURN_MS) {
-        await new Promise((resolve) => setImmediate(resolve));
-        turnStarted = performance.now();
-      }
+      if (turns.due()) await turns.take();
       signal.throwIfAborted();
       if (!files.has(run.seed)) files.set(run.seed, openForReading(seeds[run.seed]!.path));
       const bytesRead = readOrNothing(files.get(run.seed), buffer, run.length, run.from);
@@ -481,8 +503,7 @@ async function copyRuns(
       };
       for (let chunk = run.firstChunk; chunk < run.firstChunk + run.chunks; chunk++) {
         const length = index.lengths[chunk]!;
-        const [high, low] = at + length <= bytesRead ? hash(buffer.subarray(at, at + length)) : [-1, -1];
-        if (table.matches(chunk, high, low)) {
+        if (at + length <= bytesRead && intact(chunk, at, length)) {
           if (good === 0) goodStart = at;
           good += length;
         } else {
@@ -509,13 +530,35 @@ function readOrNothing(fd: number | undefined, buffer: Buffer, length: number, p
   }
 }
 
-/** Chunks that occur twice in the image: copied from their first occurrence, which is in place by now. */
+/**
+ * Chunks that occur twice in the image: copied from their first occurrence, which is in
+ * place by now. Synchronously, as copyRuns copies: two promises a run were most of what the
+ * fetch allocated here, and a large image has tens of thousands of these runs.
+ */
 async function copyWithin(handle: FileHandle, runs: readonly CopyRun[], onCopied: (run: CopyRun) => void): Promise<void> {
   const buffer = Buffer.allocUnsafe(longest(runs));
+  const turns = new Turns();
   for (const run of runs) {
-    await handle.read(buffer, 0, run.length, run.from);
-    await handle.write(buffer, 0, run.length, run.target);
+    if (turns.due()) await turns.take();
+    const bytesRead = readSync(handle.fd, buffer, 0, run.length, run.from);
+    if (bytesRead !== run.length) throw new Failure('integrity', `the temp file ended inside bytes ${run.from}-${run.from + run.length}`);
+    if (writeSync(handle.fd, buffer, 0, run.length, run.target) !== run.length)
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     onCopied(run);
+  }
+}
+
+/** A synchronous loop's turns: it lets the event loop run once every COPY_TURN_MS. */
+class Turns {
+  private started = performance.now();
+
+  due(): boolean {
+    return performance.now() - this.started >= COPY_TURN_MS;
+  }
+
+  async take(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    this.started = performance.now();
   }
 }
 
@@ -539,10 +582,10 @@ async function sha256Of(handle: FileHandle, size: number, signal: AbortSignal): 
 
 /** The segments of the file whose chunks' hashes, or whose digest, are not the index's. */
 async function segmentsNotMatching(handle: FileHandle, index: ChunkIndex, signal: AbortSignal): Promise<ByteRange[]> {
-  const hash = await chunkHasher(index.params.maxSize);
   const digest = await segmentDigester();
-  const keptLow = keptLowHash(index.hashBytes);
-  const buffer = Buffer.allocUnsafe(VERIFY_READ_BYTES + index.params.maxSize);
+  const isChunk = chunkMatcher(index);
+  const hasher = new ChunkHasher(VERIFY_READ_BYTES + index.params.maxSize);
+  const buffer = hasher.bytes;
   const segmentHashes = new Uint32Array(2 * index.segmentChunks);
   const badSegments: ByteRange[] = [];
   let chunk = 0;
@@ -568,10 +611,10 @@ async function segmentsNotMatching(handle: FileHandle, index: ChunkIndex, signal
           tail += bytesRead;
         }
       }
-      const [high, low] = hash(buffer.subarray(head, head + length));
-      if (index.hashHigh[chunk] !== high || index.hashLow[chunk] !== keptLow(low)) segmentOk = false;
-      segmentHashes[2 * (chunk - first)] = high;
-      segmentHashes[2 * (chunk - first) + 1] = low;
+      hasher.hash(head, length);
+      if (!isChunk(chunk, hasher.high, hasher.low)) segmentOk = false;
+      segmentHashes[2 * (chunk - first)] = hasher.high;
+      segmentHashes[2 * (chunk - first) + 1] = hasher.low;
       head += length;
     }
     const [high, low] = digest(segmentHashes.subarray(0, 2 * (last - first)));

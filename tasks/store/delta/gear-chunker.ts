@@ -31,7 +31,7 @@ declare const WebAssembly: {
 
 interface Exports {
   cuts(data: number, len: number, min: number, avg: number, max: number, maskS: bigint, maskL: bigint, out: number, final: number): number;
-  xxh64(data: number, len: number): bigint;
+  xxh64_into(data: number, len: number, out: number): void;
 }
 
 /**
@@ -227,21 +227,42 @@ export class GearChunker {
   }
 }
 
+/** Where ChunkHasher's memory holds the last hash (8 bytes), and where its bytes start. */
+const HASH_OFFSET = 0;
+const BYTES_OFFSET = 8;
+
 /**
- * XXH64 of whole chunks (up to `maxSize` bytes each) as two halves, high first: what the
- * scan reports for a chunk, for checking bytes against an index.
+ * XXH64 of whole chunks, as the scan reports them, for checking bytes against an index.
+ * The bytes are read into `bytes`, a view of the WebAssembly memory, and hashed where they
+ * lie; `hash` leaves the two halves in `high` and `low`. Nothing is copied or allocated per
+ * chunk: a 3 GiB image has 1.3 million, and a BigInt, an array and a view for each made
+ * V8's young generation grow by 16 MiB during a seeded fetch (docs/benchmarks/notebook.md).
  */
-export async function chunkHasher(maxSize: number): Promise<(bytes: Uint8Array) => [number, number]> {
-  const memory = ownMemory(GEAR_BYTES + 8 + maxSize);
-  const wasm = instantiate(memory);
-  const view = new Uint8Array(memory.buffer);
-  return (bytes) => {
-    if (bytes.length > maxSize) throw new Error(`a chunk of ${bytes.length} bytes is longer than ${maxSize}`);
-    // At the bytes' own alignment mod 8: a misaligned copy into shared memory goes byte by byte.
-    const at = GEAR_BYTES + (bytes.byteOffset & 7);
-    view.set(bytes, at);
-    // An i64 reaches JavaScript as a signed bigint.
-    const value = BigInt.asUintN(64, wasm.xxh64(at, bytes.length));
-    return [Number(value >> 32n), Number(value & 0xffffffffn)];
-  };
+export class ChunkHasher {
+  /** Where the bytes to hash are read to. */
+  readonly bytes: Buffer;
+  /** The last hash's high 32 bits. */
+  high = 0;
+  /** The last hash's low 32 bits. */
+  low = 0;
+  private readonly wasm: Exports;
+  private readonly result: Uint32Array;
+
+  /** A hasher with room for `capacity` bytes. */
+  constructor(capacity: number) {
+    const memory = ownMemory(BYTES_OFFSET + capacity);
+    this.wasm = instantiate(memory);
+    this.bytes = Buffer.from(memory.buffer, BYTES_OFFSET, capacity);
+    this.result = new Uint32Array(memory.buffer, HASH_OFFSET, 2);
+  }
+
+  /** Hashes bytes [start, start + length) of `bytes`. */
+  hash(start: number, length: number): void {
+    if (start < 0 || length < 0 || start + length > this.bytes.length)
+      throw new RangeError(`bytes ${start}-${start + length} are outside the hasher's ${this.bytes.length}`);
+    this.wasm.xxh64_into(BYTES_OFFSET + start, length, HASH_OFFSET);
+    // Little-endian, as WebAssembly stores an i64.
+    this.low = this.result[0]!;
+    this.high = this.result[1]!;
+  }
 }

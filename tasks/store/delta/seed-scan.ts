@@ -13,7 +13,7 @@ import { isFailure } from '../../../src/index.ts';
 import { readInOrder } from '../file-reads.ts';
 import { type ChunkIndex, segmentByteRange, segmentChunkRange, segmentCount, segmentDigester, takeSegment } from './chunk-index.ts';
 import type { ChunkTable } from './chunk-table.ts';
-import { chunkHasher, GearChunker } from './gear-chunker.ts';
+import { ChunkHasher, GearChunker } from './gear-chunker.ts';
 import { addRange, type ByteRange, subtract } from './plan.ts';
 
 export interface Seed {
@@ -329,9 +329,8 @@ async function scanGaps(
  */
 export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSeed[], signal: AbortSignal): Promise<number> {
   const { index } = table;
-  const hash = await chunkHasher(index.params.maxSize);
+  const hasher = new ChunkHasher(index.params.maxSize);
   const files = new Map<number, number | undefined>();
-  const buffer = Buffer.allocUnsafe(index.params.maxSize);
   let found = 0;
   const probe = (chunk: number, seed: number, offset: number): void => {
     const length = index.lengths[chunk]!;
@@ -341,13 +340,13 @@ export async function extendMatches(table: ChunkTable, seeds: readonly ScannedSe
     if (fd === undefined) return;
     let bytesRead: number;
     try {
-      bytesRead = readSync(fd, buffer, 0, length, offset);
+      bytesRead = readSync(fd, hasher.bytes, 0, length, offset);
     } catch {
       return; // a seed that cannot be read here only holds less
     }
     if (bytesRead !== length) return;
-    const [high, low] = hash(buffer.subarray(0, length));
-    if (!table.matches(chunk, high, low)) return;
+    hasher.hash(0, length);
+    if (!table.matches(chunk, hasher.high, hasher.low)) return;
     table.place(chunk, seed, offset);
     found += length;
   };
