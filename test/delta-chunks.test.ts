@@ -25,7 +25,7 @@ import {
   segmentDigester,
 } from '../tasks/store/delta/chunk-index.ts';
 import { ChunkTable } from '../tasks/store/delta/chunk-table.ts';
-import { firstScan, scanSeeds } from '../tasks/store/delta/seed-scan.ts';
+import { type FirstScan, firstScan, scanSeeds } from '../tasks/store/delta/seed-scan.ts';
 import { neverAborted } from './support/signals.ts';
 import { ChunkHasher, GearChunker, gearTable, type ChunkingParams } from '../tasks/store/delta/gear-chunker.ts';
 import { addRange, splitIntoRequests, subtract, type ByteRange } from '../tasks/store/delta/plan.ts';
@@ -390,7 +390,7 @@ test('the segments a seed holds whole are found by size and digest, at their pla
   // The head's first read brought the first segments' records: those are known already, and looked for all the same.
   const known = head.known.reduce((sum, value) => sum + value, 0);
   t.true(known > 0 && known < 20, `${known} segments known from the head`);
-  const { matches, leftovers } = await firstScan(
+  const { leftovers, ...first } = await firstScan(
     head,
     [
       { path: join(dir, 'missing'), role: 'gone' },
@@ -398,6 +398,7 @@ test('the segments a seed holds whole are found by size and digest, at their pla
     ],
     { signal: neverAborted() },
   );
+  const matches = foundSegments(first);
   const segments = segmentCount(head);
   // All but the first (the seed's cuts fall into step only a few chunks into it, after the
   // seed's other bytes), the one with the changed bytes, and the last, shorter one.
@@ -469,13 +470,13 @@ test('a seed read again, chunked only between the segments found, gives the chun
     return { first, found: scanned.map((one) => one.found), held: Array.from({ length: head.count }, (_, chunk) => table.locate(chunk)) };
   };
   const kept = await locations();
-  t.true(kept.first.matches.length >= 5 && kept.first.leftovers.every((chunks) => chunks !== undefined && chunks.count > 0));
+  t.true(foundSegments(kept.first).length >= 5 && kept.first.leftovers.every((chunks) => chunks !== undefined && chunks.count > 0));
   const again = await locations(0);
   t.true(
     again.first.leftovers.every((chunks) => chunks === undefined),
     'no budget: every seed is read again',
   );
-  t.deepEqual(again.first.matches, kept.first.matches);
+  t.deepEqual(foundSegments(again.first), foundSegments(kept.first));
   t.deepEqual(again.found, kept.found);
   t.deepEqual(again.held, kept.held);
   // A budget that runs out within the second seed: the first keeps its chunks, the second is read again.
@@ -558,3 +559,11 @@ test('range arithmetic: subtract, add, split at pieces and at the request size',
     { piece: 0, from: 20, to: 25, target: 20 },
   ]);
 });
+
+/** The segments a first scan found whole: which seed holds each, and where. */
+function foundSegments(first: Pick<FirstScan, 'segmentSeed' | 'segmentOffset'>): Array<{ segment: number; seed: number; offset: number }> {
+  const found = [];
+  for (let segment = 0; segment < first.segmentSeed.length; segment++)
+    if (first.segmentSeed[segment]) found.push({ segment, seed: first.segmentSeed[segment]! - 1, offset: first.segmentOffset[segment]! });
+  return found;
+}

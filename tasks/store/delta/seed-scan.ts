@@ -44,20 +44,18 @@ export interface ScanOptions {
   readonly log?: (line: string) => void;
 }
 
-/** A whole segment of the image found in a seed: the seed's bytes from `offset` on are its chunks. */
-export interface SegmentMatch {
-  readonly segment: number;
-  readonly seed: number;
-  readonly offset: number;
-}
-
 /**
  * What the first read of the seeds found: the whole segments, and per seed the chunks
  * outside them (undefined: the seed is to be read again, as it was not read whole or its
- * chunks outside segments were too many to keep).
+ * chunks outside segments were too many to keep). Per segment in typed arrays, not an
+ * object per segment found: a 3 GiB image has 40,000 segments, and objects that many,
+ * kept until the plan is made, made V8's young generation grow (the fetch's memory bound).
  */
 export interface FirstScan {
-  readonly matches: readonly SegmentMatch[];
+  /** Per segment of the index: 0 when no seed holds it whole, else 1 + the number of the seed found to. */
+  readonly segmentSeed: Uint8Array;
+  /** Per segment a seed holds whole: where that seed's bytes of it start. */
+  readonly segmentOffset: Float64Array;
   readonly leftovers: ReadonlyArray<SeedChunks | undefined>;
 }
 
@@ -121,21 +119,10 @@ const MAX_LEFTOVER_CHUNKS = 1 << 16;
  */
 export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], options: ScanOptions): Promise<FirstScan> {
   const chunksPer = index.segmentChunks;
-  // Segments by their byte size; a last segment with fewer chunks is not looked for. Those
-  // known already (their records came with the index's head) are looked for too: where a
-  // seed holds them is as useful, and a seed's first MiBs are often only those.
-  const bySize = new Map<number, number[]>();
-  const segmentFound = new Uint8Array(segmentCount(index));
-  for (let segment = 0; segment < segmentCount(index); segment++) {
-    const { first, end } = segmentChunkRange(index, segment);
-    if (end - first < chunksPer) continue;
-    const { start, end: segmentEnd } = segmentByteRange(index, segment);
-    const same = bySize.get(segmentEnd - start);
-    if (same) same.push(segment);
-    else bySize.set(segmentEnd - start, [segment]);
-  }
+  const bySize = segmentsBySize(index);
+  const segmentSeed = new Uint8Array(segmentCount(index));
+  const segmentOffset = new Float64Array(segmentCount(index));
   const digest = await segmentDigester();
-  const matches: SegmentMatch[] = [];
   const leftovers: Array<SeedChunks | undefined> = [];
   const sizes = await Promise.all(seeds.map(async (seed) => (await stat(seed.path).catch(() => undefined))?.size ?? 0));
   const total = sizes.reduce((sum, size) => sum + size, 0);
@@ -175,8 +162,8 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
       next = next + 1 === chunksPer ? 0 : next + 1;
       sum += length;
       if (filled < chunksPer) return;
-      const candidates = bySize.get(sum);
-      if (!candidates) return;
+      let candidate = lowerBound(bySize.sizes, sum);
+      if (bySize.sizes[candidate] !== sum) return;
       for (let at = 0; at < chunksPer; at++) {
         const slot = (next + at) % chunksPer;
         windowLengths[at] = ringLengths[slot]!;
@@ -184,11 +171,12 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
         windowHashes[2 * at + 1] = ringHashes[2 * slot + 1]!;
       }
       const [high, low] = digest(windowHashes);
-      for (const segment of candidates) {
-        if (segmentFound[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
-        segmentFound[segment] = 1;
+      for (; bySize.sizes[candidate] === sum; candidate++) {
+        const segment = bySize.segments[candidate]!;
+        if (segmentSeed[segment] || index.segmentHigh[segment] !== high || index.segmentLow[segment] !== low) continue;
+        segmentSeed[segment] = number + 1;
+        segmentOffset[segment] = offset + length - sum;
         if (!index.known[segment]) takeSegment(index, segment, windowLengths, windowHashes);
-        matches.push({ segment, seed: number, offset: offset + length - sum });
         ringCovered.fill(1);
         foundHere++;
       }
@@ -215,7 +203,39 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
     leftovers.push(kept);
     before += sizes[number]!;
   }
-  return { matches, leftovers };
+  return { segmentSeed, segmentOffset, leftovers };
+}
+
+/**
+ * The index's segments sorted by byte size, each size beside its segment. A last segment
+ * with fewer chunks is left out (a run of a seed's chunks is a segment's only when as
+ * long). Those known already (their records came with the index's head) are in: where a
+ * seed holds them is as useful, and a seed's first MiBs are often only those.
+ */
+function segmentsBySize(index: ChunkIndex): { segments: Uint32Array; sizes: Float64Array } {
+  const sizeOf = new Float64Array(segmentCount(index));
+  const whole: number[] = [];
+  for (let segment = 0; segment < segmentCount(index); segment++) {
+    const { first, end } = segmentChunkRange(index, segment);
+    if (end - first < index.segmentChunks) continue;
+    const { start, end: segmentEnd } = segmentByteRange(index, segment);
+    sizeOf[segment] = segmentEnd - start;
+    whole.push(segment);
+  }
+  const segments = Uint32Array.from(whole).sort((a, b) => sizeOf[a]! - sizeOf[b]!);
+  return { segments, sizes: Float64Array.from(segments, (segment) => sizeOf[segment]!) };
+}
+
+/** The first place in ascending `values` whose value is at least `value` (their length when none is). */
+function lowerBound(values: Float64Array, value: number): number {
+  let low = 0;
+  let high = values.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (values[middle]! < value) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 class StopScan extends Error {}
@@ -236,10 +256,10 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], first
   for (const [number, seed] of seeds.entries()) {
     let found = 0;
     const covered: ByteRange[] = [];
-    for (const match of first.matches) {
-      if (match.seed !== number) continue;
-      const { first: firstChunk, end } = segmentChunkRange(index, match.segment);
-      let offset = match.offset;
+    for (let segment = 0; segment < first.segmentSeed.length; segment++) {
+      if (first.segmentSeed[segment] !== number + 1) continue;
+      const { first: firstChunk, end } = segmentChunkRange(index, segment);
+      let offset = first.segmentOffset[segment]!;
       for (let chunk = firstChunk; chunk < end; chunk++) {
         if (!table.locate(chunk)) {
           table.place(chunk, number, offset);
@@ -247,7 +267,7 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], first
         }
         offset += index.lengths[chunk]!;
       }
-      addRange(covered, match.offset, offset);
+      addRange(covered, first.segmentOffset[segment]!, offset);
     }
     const offer = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
       if (table.offer(number, offset, length, hashHigh, hashLow)) found += length;
