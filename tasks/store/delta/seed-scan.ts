@@ -52,7 +52,7 @@ export interface ScanOptions {
  * kept until the plan is made, made V8's young generation grow (the fetch's memory bound).
  */
 export interface FirstScan {
-  /** Per segment of the index: 0 when no seed holds it whole, else 1 + the number of the seed found to. */
+  /** Per segment of the index: 0 when no seed holds it whole, else 1 + the number of the seed it was found in. */
   readonly segmentSeed: Uint8Array;
   /** Per segment a seed holds whole: where that seed's bytes of it start. */
   readonly segmentOffset: Float64Array;
