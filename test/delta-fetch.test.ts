@@ -198,7 +198,10 @@ test('chunks that occur twice in the image and in no seed are fetched once, then
   t.deepEqual(await readFile(path), image);
   // The repeated bytes once, and no more than the distinct chunks the seed lacks: not twice.
   const bound = missingChunkBytes(seedBytes, image);
-  t.true(got.transfer.fetched >= twice.length && got.transfer.fetched <= bound && got.transfer.fetched < 1.5 * twice.length, `fetched ${got.transfer.fetched}, bound ${bound}`);
+  t.true(
+    got.transfer.fetched >= twice.length && got.transfer.fetched <= bound && got.transfer.fetched < 1.5 * twice.length,
+    `fetched ${got.transfer.fetched}, bound ${bound}`,
+  );
 });
 
 test('with no seed holding any of it, the image downloads whole with no ranged reads', async (t) => {
