@@ -57,6 +57,8 @@ export interface FirstScan {
   /** Per segment a seed holds whole: where that seed's bytes of it start. */
   readonly segmentOffset: Float64Array;
   readonly leftovers: ReadonlyArray<SeedChunks | undefined>;
+  /** Each seed's size when it was read (0: it could not be). */
+  readonly sizes: readonly number[];
 }
 
 /**
@@ -203,7 +205,7 @@ export async function firstScan(index: ChunkIndex, seeds: readonly Seed[], optio
     leftovers.push(kept);
     before += sizes[number]!;
   }
-  return { segmentSeed, segmentOffset, leftovers };
+  return { segmentSeed, segmentOffset, leftovers, sizes };
 }
 
 /**
@@ -249,12 +251,14 @@ class StopScan extends Error {}
  */
 export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], first: FirstScan, options: ScanOptions): Promise<ScannedSeed[]> {
   const { index } = table;
-  const sizes = await Promise.all(seeds.map(async (seed) => (await stat(seed.path).catch(() => undefined))?.size ?? 0));
+  const { sizes } = first;
   const total = sizes.reduce((sum, size) => sum + size, 0);
   let before = 0;
   const scanned: ScannedSeed[] = [];
   for (const [number, seed] of seeds.entries()) {
     let found = 0;
+    const kept = first.leftovers[number];
+    // The bytes its segments cover: only a seed read again needs them, to chunk between them.
     const covered: ByteRange[] = [];
     for (let segment = 0; segment < first.segmentSeed.length; segment++) {
       if (first.segmentSeed[segment] !== number + 1) continue;
@@ -267,12 +271,11 @@ export async function scanSeeds(table: ChunkTable, seeds: readonly Seed[], first
         }
         offset += index.lengths[chunk]!;
       }
-      addRange(covered, first.segmentOffset[segment]!, offset);
+      if (!kept) addRange(covered, first.segmentOffset[segment]!, offset);
     }
     const offer = (offset: number, length: number, hashHigh: number, hashLow: number): void => {
       if (table.offer(number, offset, length, hashHigh, hashLow)) found += length;
     };
-    const kept = first.leftovers[number];
     if (kept) {
       for (let chunk = 0; chunk < kept.count; chunk++) offer(kept.offsets[chunk]!, kept.lengths[chunk]!, kept.hashes[2 * chunk]!, kept.hashes[2 * chunk + 1]!);
     } else {
