@@ -119,17 +119,10 @@ test('a seed that changes while the fetch copies from it still gives the image',
   const before = randomBytes(600_000);
   const after = Buffer.concat([before.subarray(0, 300_000), randomBytes(5000), before.subarray(300_000)]);
   const release = await releaseWithIndex(t, dir, after);
+  // Where fetchWithSeed writes the seed.
   const seedPath = join(dir, 'seed');
-  await writeFile(seedPath, before);
-  const path = join(dir, 'img.qcow2');
   let scrambled = false;
-  const logs: string[] = [];
-  const got = await getImage(release.store, 'img', {
-    path,
-    overwrite: false,
-    signal: neverAborted(),
-    seeds: [{ path: seedPath, role: 'old' }],
-    log: (line) => logs.push(line),
+  const { got, path, logs } = await fetchWithSeed(release, dir, before, {
     // The scan's last progress report: the seed is rewritten after it was read, before it is copied from.
     onProgress: (done, total) => {
       if (!scrambled && done === total && total === before.length) {
